@@ -1,0 +1,394 @@
+//! The desired state: the spec rendered into the concrete Docker objects each
+//! host should have — containers with their full config, volumes, networks —
+//! and the `drover.spec-hash` of each container.
+//!
+//! The hash covers exactly the fields that reach the container, so a change
+//! to `pull` or `depends_on` never recreates anything. Each field also gets a
+//! digest of its own (kept in a label) so that a plan can say *which* field
+//! changed. Fields whose value is secret keep no digest of their own.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{names, Condition, Healthcheck, Port, Pull, Restart, Spec, Text};
+
+/// Labels drover puts on what it makes.
+pub mod labels {
+    pub const MANAGED: &str = "drover.managed";
+    pub const INTERNAL: &str = "drover.internal";
+    pub const STACK: &str = "drover.stack";
+    pub const APP: &str = "drover.app";
+    pub const VOLUME: &str = "drover.volume";
+    pub const SPEC_HASH: &str = "drover.spec-hash";
+    pub const SPEC_FIELDS: &str = "drover.spec-fields";
+    /// Apps this container waits for, so removals can run in reverse order
+    /// after the app has left the spec.
+    pub const DEPENDS_ON: &str = "drover.depends-on";
+}
+
+/// Marks a field whose value is secret in the `drover.spec-fields` label.
+pub const SECRET_DIGEST: &str = "secret";
+
+impl Serialize for Text {
+    /// Secret text serializes as `<secret>`, so no output can carry it.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MountSpec {
+    /// The Docker volume's name, `<stack>-<volume>`.
+    pub source: String,
+    /// The volume's name in the stack.
+    pub volume: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// One container as it should be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub stack: String,
+    pub app: String,
+    pub host: String,
+    pub image: Text,
+    pub pull: Pull,
+    pub command: Option<Vec<Text>>,
+    pub entrypoint: Option<Vec<Text>>,
+    /// `environment` and `env_file`, with link variables added.
+    pub env: BTreeMap<String, Text>,
+    pub ports: Vec<Port>,
+    pub mounts: Vec<MountSpec>,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: Restart,
+    pub memory: Option<u64>,
+    pub nano_cpus: Option<u64>,
+    pub user: Option<Text>,
+    pub working_dir: Option<Text>,
+    pub stop_signal: Option<String>,
+    pub stop_grace_period_ns: Option<u64>,
+    /// The user's labels and drover's, except the hash labels.
+    pub labels: BTreeMap<String, Text>,
+    pub network: String,
+    pub aliases: Vec<String>,
+    /// Apps of the same stack this one waits for.
+    pub depends_on: Vec<(String, Condition)>,
+    /// Apps of the same stack this one links to.
+    pub links: Vec<String>,
+    pub spec_hash: String,
+    /// Field name -> short digest, or [`SECRET_DIGEST`].
+    pub field_digests: BTreeMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// Every label the container carries, the hash labels included.
+    pub fn all_labels(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect();
+        out.insert(labels::SPEC_HASH.into(), self.spec_hash.clone());
+        out.insert(labels::SPEC_FIELDS.into(), encode_field_digests(&self.field_digests));
+        out
+    }
+
+    /// Whether Docker will report health for this container.
+    pub fn has_healthcheck(&self) -> bool {
+        self.healthcheck.as_ref().is_some_and(Healthcheck::is_enabled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub stack: String,
+    pub volume: String,
+    pub host: String,
+    pub driver: String,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub stack: String,
+    pub host: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DesiredHost {
+    pub containers: BTreeMap<String, ContainerSpec>,
+    pub volumes: BTreeMap<String, VolumeSpec>,
+    pub networks: BTreeMap<String, NetworkSpec>,
+}
+
+/// What every host of the spec should have. Every host is present, even one
+/// that should run nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Desired {
+    pub hosts: BTreeMap<String, DesiredHost>,
+}
+
+impl Desired {
+    /// The container of an app, wherever it is placed.
+    pub fn container(&self, stack: &str, app: &str) -> Option<&ContainerSpec> {
+        let name = names::container(stack, app);
+        self.hosts.values().find_map(|h| h.containers.get(&name))
+    }
+
+    /// Where a stack's volume should live.
+    pub fn volume(&self, stack: &str, volume: &str) -> Option<&VolumeSpec> {
+        let name = names::volume(stack, volume);
+        self.hosts.values().find_map(|h| h.volumes.get(&name))
+    }
+}
+
+fn managed_labels(stack: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (labels::STACK.to_string(), stack.to_string()),
+    ])
+}
+
+/// Renders a validated spec.
+pub fn render(spec: &Spec) -> Desired {
+    let mut desired = Desired {
+        hosts: spec
+            .hosts
+            .keys()
+            .map(|h| (h.clone(), DesiredHost::default()))
+            .collect(),
+    };
+    for stack in spec.stacks.values() {
+        for (vname, vol) in &stack.volumes {
+            let Some(host) = spec.volume_host(stack, vname) else {
+                continue;
+            };
+            let mut l = managed_labels(&stack.name);
+            l.insert(labels::VOLUME.into(), vname.clone());
+            l.extend(vol.labels.clone());
+            let name = names::volume(&stack.name, vname);
+            let v = VolumeSpec {
+                name: name.clone(),
+                stack: stack.name.clone(),
+                volume: vname.clone(),
+                host: host.to_string(),
+                driver: vol.driver.clone(),
+                driver_opts: vol.driver_opts.clone(),
+                labels: l,
+            };
+            desired.hosts.entry(host.to_string()).or_default().volumes.insert(name, v);
+        }
+        for app in stack.apps.values() {
+            let host = app.host().to_string();
+            let network = names::network(&stack.name);
+            let h = desired.hosts.entry(host.clone()).or_default();
+            h.networks.entry(network.clone()).or_insert_with(|| NetworkSpec {
+                name: network.clone(),
+                stack: stack.name.clone(),
+                host: host.clone(),
+                labels: managed_labels(&stack.name),
+            });
+
+            let mut env = BTreeMap::new();
+            for link in &app.links {
+                let Some(target) = stack.apps.get(&link.value) else {
+                    continue;
+                };
+                let prefix = names::link_prefix(&target.name);
+                if target.host() == app.host() {
+                    env.insert(format!("{prefix}_HOST"), Text::plain(target.name.clone()));
+                    if let Some(p) = target.ports.first() {
+                        env.insert(format!("{prefix}_PORT"), Text::plain(p.value.container.to_string()));
+                    }
+                } else if let Some(p) = target.ports.first() {
+                    let address = spec.hosts.get(target.host()).map_or("", |h| h.address.as_str());
+                    env.insert(format!("{prefix}_HOST"), Text::plain(address));
+                    env.insert(format!("{prefix}_PORT"), Text::plain(p.value.host.to_string()));
+                }
+            }
+            // What the user writes wins over link variables.
+            env.extend(app.environment.clone());
+
+            let mut l: BTreeMap<String, Text> = managed_labels(&stack.name)
+                .into_iter()
+                .map(|(k, v)| (k, Text::plain(v)))
+                .collect();
+            l.insert(labels::APP.into(), Text::plain(app.name.clone()));
+            let mut waits: Vec<String> = app.references().map(|t| t.value.clone()).collect();
+            waits.sort();
+            waits.dedup();
+            if !waits.is_empty() {
+                l.insert(labels::DEPENDS_ON.into(), Text::plain(waits.join(",")));
+            }
+
+            let mut c = ContainerSpec {
+                name: names::container(&stack.name, &app.name),
+                stack: stack.name.clone(),
+                app: app.name.clone(),
+                host: host.clone(),
+                image: app.image.clone(),
+                pull: app.pull,
+                command: app.command.clone(),
+                entrypoint: app.entrypoint.clone(),
+                env,
+                ports: app.ports.iter().map(|p| p.value.clone()).collect(),
+                mounts: app
+                    .volumes
+                    .iter()
+                    .map(|m| MountSpec {
+                        source: names::volume(&stack.name, &m.value.volume),
+                        volume: m.value.volume.clone(),
+                        target: m.value.target.clone(),
+                        read_only: m.value.read_only,
+                    })
+                    .collect(),
+                healthcheck: app.healthcheck.clone(),
+                restart: app.restart,
+                memory: app.memory,
+                nano_cpus: app.nano_cpus,
+                user: app.user.clone(),
+                working_dir: app.working_dir.clone(),
+                stop_signal: app.stop_signal.clone(),
+                stop_grace_period_ns: app.stop_grace_period_ns,
+                labels: l,
+                network,
+                aliases: vec![app.name.clone()],
+                depends_on: app.depends_on.iter().map(|(t, c)| (t.value.clone(), *c)).collect(),
+                links: app.links.iter().map(|t| t.value.clone()).collect(),
+                spec_hash: String::new(),
+                field_digests: BTreeMap::new(),
+            };
+            let (hash, digests) = hash_container(&c);
+            c.spec_hash = hash;
+            c.field_digests = digests;
+            h.containers.insert(c.name.clone(), c);
+        }
+    }
+    desired
+}
+
+/// One field of a container config, as it reaches Docker.
+struct Field {
+    name: String,
+    canonical: String,
+    secret: bool,
+}
+
+fn json_texts(list: &[Text]) -> String {
+    serde_json::to_string(&list.iter().map(Text::expose).collect::<Vec<_>>()).unwrap_or_default()
+}
+
+fn fields(c: &ContainerSpec) -> Vec<Field> {
+    let mut out = Vec::new();
+    let mut push = |name: &str, canonical: String, secret: bool| {
+        out.push(Field {
+            name: name.to_string(),
+            canonical,
+            secret,
+        })
+    };
+    let any_secret = |l: &[Text]| l.iter().any(Text::is_secret);
+    push("image", c.image.expose().to_string(), c.image.is_secret());
+    if let Some(cmd) = &c.command {
+        push("command", json_texts(cmd), any_secret(cmd));
+    }
+    if let Some(ep) = &c.entrypoint {
+        push("entrypoint", json_texts(ep), any_secret(ep));
+    }
+    for (k, v) in &c.env {
+        push(&format!("env.{k}"), v.expose().to_string(), v.is_secret());
+    }
+    if !c.ports.is_empty() {
+        push("ports", serde_json::to_string(&c.ports).unwrap_or_default(), false);
+    }
+    if !c.mounts.is_empty() {
+        let m: Vec<_> = c.mounts.iter().map(|m| (&m.source, &m.target, m.read_only)).collect();
+        push("volumes", serde_json::to_string(&m).unwrap_or_default(), false);
+    }
+    if let Some(h) = &c.healthcheck {
+        let canonical = serde_json::to_string(&(
+            h.test.iter().map(Text::expose).collect::<Vec<_>>(),
+            h.interval_ns,
+            h.timeout_ns,
+            h.retries,
+            h.start_period_ns,
+        ))
+        .unwrap_or_default();
+        push("healthcheck", canonical, any_secret(&h.test));
+    }
+    push("restart", c.restart.as_str().to_string(), false);
+    if let Some(m) = c.memory {
+        push("memory", m.to_string(), false);
+    }
+    if let Some(n) = c.nano_cpus {
+        push("cpus", n.to_string(), false);
+    }
+    if let Some(u) = &c.user {
+        push("user", u.expose().to_string(), u.is_secret());
+    }
+    if let Some(w) = &c.working_dir {
+        push("working_dir", w.expose().to_string(), w.is_secret());
+    }
+    if let Some(s) = &c.stop_signal {
+        push("stop_signal", s.clone(), false);
+    }
+    if let Some(g) = c.stop_grace_period_ns {
+        push("stop_grace_period", g.to_string(), false);
+    }
+    for (k, v) in &c.labels {
+        if k == labels::DEPENDS_ON {
+            continue; // bookkeeping, not the app's config
+        }
+        push(&format!("label.{k}"), v.expose().to_string(), v.is_secret());
+    }
+    push("network", format!("{}|{}", c.network, c.aliases.join(",")), false);
+    out
+}
+
+fn sha256_hex(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The spec hash and the per-field digests of a container config.
+pub fn hash_container(c: &ContainerSpec) -> (String, BTreeMap<String, String>) {
+    let fields = fields(c);
+    let mut all = Vec::with_capacity(fields.len() * 2);
+    let mut digests = BTreeMap::new();
+    for f in &fields {
+        all.push(f.name.as_str());
+        all.push(f.canonical.as_str());
+        let d = if f.secret {
+            SECRET_DIGEST.to_string()
+        } else {
+            sha256_hex(&[&f.name, &f.canonical])[..16].to_string()
+        };
+        digests.insert(f.name.clone(), d);
+    }
+    (sha256_hex(&all)[..32].to_string(), digests)
+}
+
+/// `name=digest;name=digest` for the `drover.spec-fields` label.
+pub fn encode_field_digests(d: &BTreeMap<String, String>) -> String {
+    d.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+}
+
+/// The inverse of [`encode_field_digests`]; malformed parts are skipped.
+pub fn decode_field_digests(s: &str) -> BTreeMap<String, String> {
+    s.split(';')
+        .filter_map(|p| p.rsplit_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

@@ -1,0 +1,228 @@
+//! Reading a manifest directory: every `*.yaml`/`*.yml` under it, sorted by
+//! path, hidden entries skipped, nothing outside it followed; then every
+//! document parsed and validated. The whole directory is checked before
+//! anything may act on it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diag::{Diagnostic, Diagnostics, Loc};
+use crate::interpolate::Env;
+use crate::model::{Host, Spec, Stack};
+use crate::parse::{self, io_reason, Ctx, Document};
+use crate::yaml::{self, Limits, Pos};
+
+/// The largest manifest file drover reads.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read manifest directory `{path}`: {reason}")]
+    Dir { path: String, reason: String },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+/// What the documents say, before the rules that span documents.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The hosts of the Cluster document and where its `kind` is written.
+    pub cluster: Option<(Vec<Host>, Loc)>,
+    pub stacks: Vec<Stack>,
+    /// The text of every manifest read, by the path shown to users, so that
+    /// diagnostics found later can show their line. Env files are not here:
+    /// their lines are secret.
+    pub sources: HashMap<Arc<str>, String>,
+}
+
+/// Loads and validates the directory `dir`.
+pub fn load(dir: &Path, env: &dyn Env) -> Result<Spec, LoadError> {
+    let mut diags = Vec::new();
+    let mut parsed = parse_dir(dir, env, &mut diags)?;
+    let sources = std::mem::take(&mut parsed.sources);
+    let spec = crate::validate::validate(parsed, &mut diags);
+    for d in &mut diags {
+        if d.source_line.is_none() {
+            if let Some(src) = sources.get(&d.loc.file) {
+                *d = d.clone().with_source(src);
+            }
+        }
+    }
+    if diags.is_empty() {
+        Ok(spec)
+    } else {
+        Err(LoadError::Invalid(Diagnostics::sorted(diags)))
+    }
+}
+
+/// Parses every manifest under `dir`, collecting problems in `diags`.
+pub fn parse_dir(dir: &Path, env: &dyn Env, diags: &mut Vec<Diagnostic>) -> Result<Parsed, LoadError> {
+    let root = dir.canonicalize().map_err(|e| LoadError::Dir {
+        path: dir.display().to_string(),
+        reason: io_reason(&e),
+    })?;
+    if !root.is_dir() {
+        return Err(LoadError::Dir {
+            path: dir.display().to_string(),
+            reason: "not a directory".into(),
+        });
+    }
+    let mut files = Vec::new();
+    walk(&root, &root, Path::new(""), &mut HashSet::new(), &mut files, dir, diags)?;
+    files.sort();
+
+    let mut parsed = Parsed::default();
+    for rel in files {
+        let shown: Arc<str> = Arc::from(dir.join(&rel).display().to_string());
+        let path = root.join(&rel);
+        let src = match read_manifest(&path) {
+            Ok(s) => s,
+            Err((pos, msg)) => {
+                diags.push(Diagnostic::new(Loc::new(&shown, pos), msg));
+                continue;
+            }
+        };
+        let docs = match yaml::parse_documents(&src, Limits::default()) {
+            Ok(d) => d,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::new(Loc::new(&shown, e.pos), format!("invalid YAML: {}", e.message))
+                        .with_source(&src),
+                );
+                continue;
+            }
+        };
+        let mut ctx = Ctx {
+            file: Arc::clone(&shown),
+            src: &src,
+            file_dir: path.parent().unwrap_or(&root).to_path_buf(),
+            root: &root,
+            root_shown: dir,
+            env,
+            diags,
+        };
+        for doc in &docs {
+            match parse::document(&mut ctx, doc) {
+                None => {}
+                Some(Document::Stack(s)) => parsed.stacks.push(s),
+                Some(Document::Cluster { hosts, kind_loc }) => {
+                    if let Some((_, first)) = &parsed.cluster {
+                        let d = Diagnostic::new(
+                            kind_loc.clone(),
+                            format!("a second Cluster document; the first is at {first}"),
+                        )
+                        .with_hint(Some("a directory describes one cluster: merge the hosts into one document".into()))
+                        .with_source(&src);
+                        ctx.diags.push(d);
+                    } else {
+                        parsed.cluster = Some((hosts, kind_loc));
+                    }
+                }
+            }
+        }
+        parsed.sources.insert(shown, src);
+    }
+    Ok(parsed)
+}
+
+/// Reads a manifest, or says where it goes wrong (size, encoding).
+fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
+    use std::io::Read;
+    let start = Pos { line: 1, col: 1 };
+    let file = std::fs::File::open(path).map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
+    let mut buf = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err((
+            start,
+            format!("manifest is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
+    String::from_utf8(buf).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let text = String::from_utf8_lossy(good);
+        let line = text.matches('\n').count() + 1;
+        let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (
+            Pos {
+                line: u32::try_from(line).unwrap_or(u32::MAX),
+                col: u32::try_from(col).unwrap_or(u32::MAX),
+            },
+            "manifest is not valid UTF-8".to_string(),
+        )
+    })
+}
+
+fn is_manifest(name: &str) -> bool {
+    name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+/// Collects manifest paths relative to `root`. Symlinks are followed only
+/// while they stay inside `root`; a manifest that leads outside is an error.
+fn walk(
+    root: &Path,
+    real_dir: &Path,
+    rel_dir: &Path,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+    shown_root: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<(), LoadError> {
+    if !seen.insert(real_dir.to_path_buf()) {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(real_dir).map_err(|e| LoadError::Dir {
+        path: shown_root.join(rel_dir).display().to_string(),
+        reason: io_reason(&e),
+    })?;
+    let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    names.sort();
+    for name in names {
+        let Some(name_str) = name.to_str() else {
+            continue;
+        };
+        if name_str.starts_with('.') {
+            continue;
+        }
+        let rel = rel_dir.join(&name);
+        let path = real_dir.join(&name);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        if meta.is_dir() {
+            walk(root, &path, &rel, seen, out, shown_root, diags)?;
+            continue;
+        }
+        if meta.file_type().is_symlink() {
+            let target = path.canonicalize();
+            let inside = target.as_ref().is_ok_and(|t| t.starts_with(root));
+            match target {
+                Ok(t) if inside && t.is_dir() => {
+                    walk(root, &t, &rel, seen, out, shown_root, diags)?;
+                }
+                Ok(t) if inside && t.is_file() && is_manifest(name_str) => out.push(rel),
+                _ if is_manifest(name_str) => {
+                    let shown: Arc<str> = Arc::from(shown_root.join(&rel).display().to_string());
+                    diags.push(Diagnostic::new(
+                        Loc::new(&shown, Pos { line: 1, col: 1 }),
+                        if inside {
+                            "manifest is a symlink to something that is not a file".to_string()
+                        } else {
+                            "manifest is a symlink that leads outside the manifest directory (or nowhere)".to_string()
+                        },
+                    ));
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if meta.is_file() && is_manifest(name_str) {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! The manifest model: what the YAML says, typed, with the location of every
+//! value that a later rule may need to point at.
+//!
+//! The loader fills these types; `validate` checks the rules that span
+//! documents and returns a [`Spec`] whose references are known to resolve.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::diag::Loc;
+
+/// A string from a manifest that remembers whether it came from `${VAR}`
+/// interpolation or an `env_file`. Secret text never reaches any output:
+/// `Display` and `Debug` print `<secret>` instead.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text {
+    value: String,
+    secret: bool,
+}
+
+impl Text {
+    pub fn plain(value: impl Into<String>) -> Text {
+        Text {
+            value: value.into(),
+            secret: false,
+        }
+    }
+
+    pub fn secret(value: impl Into<String>) -> Text {
+        Text {
+            value: value.into(),
+            secret: true,
+        }
+    }
+
+    pub fn new(value: String, secret: bool) -> Text {
+        Text { value, secret }
+    }
+
+    /// The real value, for the container config and the spec hash only.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    pub fn is_secret(&self) -> bool {
+        self.secret
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            f.write_str("<secret>")
+        } else {
+            f.write_str(&self.value)
+        }
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            f.write_str("<secret>")
+        } else {
+            write!(f, "{:?}", self.value)
+        }
+    }
+}
+
+/// A value with the place it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct At<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+/// The name of the implicit host used when there is no Cluster document.
+pub const LOCAL_HOST: &str = "local";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub name: String,
+    /// Where the name is written (the key under `hosts:`).
+    pub loc: Option<Loc>,
+    pub endpoint: String,
+    /// Where other hosts reach this host's published ports.
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stack {
+    pub name: String,
+    /// Where `name:` has its value.
+    pub loc: Loc,
+    pub volumes: BTreeMap<String, Volume>,
+    pub apps: BTreeMap<String, App>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    pub name: String,
+    pub loc: Loc,
+    pub driver: String,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Only for a volume that no app mounts.
+    pub host: Option<At<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    UnlessStopped,
+    Always,
+    OnFailure,
+    No,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::UnlessStopped => "unless-stopped",
+            Restart::Always => "always",
+            Restart::OnFailure => "on-failure",
+            Restart::No => "no",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pull {
+    Missing,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    Started,
+    Healthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// `[IP:]HOST:CONTAINER[/tcp|udp]`
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Port {
+    /// Empty for every address.
+    pub ip: String,
+    pub host: u16,
+    pub container: u16,
+    pub protocol: Protocol,
+}
+
+/// `NAME:PATH[:ro]`
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Mount {
+    pub volume: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Durations are kept in nanoseconds, as Docker takes them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Healthcheck {
+    /// `["NONE"]` disables the image's healthcheck.
+    pub test: Vec<Text>,
+    pub interval_ns: Option<u64>,
+    pub timeout_ns: Option<u64>,
+    pub retries: Option<u32>,
+    pub start_period_ns: Option<u64>,
+}
+
+impl Healthcheck {
+    /// Whether Docker will report health for a container with this check.
+    pub fn is_enabled(&self) -> bool {
+        self.test.first().map(Text::expose) != Some("NONE")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub name: String,
+    /// Where the app's key is written.
+    pub loc: Loc,
+    pub image: Text,
+    /// Filled in by validation for the implicit `local` host.
+    pub host: Option<At<String>>,
+    /// `environment` over `env_file`, as Compose does.
+    pub environment: BTreeMap<String, Text>,
+    pub volumes: Vec<At<Mount>>,
+    pub ports: Vec<At<Port>>,
+    pub healthcheck: Option<Healthcheck>,
+    pub restart: Restart,
+    pub pull: Pull,
+    pub depends_on: Vec<(At<String>, Condition)>,
+    pub links: Vec<At<String>>,
+    pub command: Option<Vec<Text>>,
+    pub entrypoint: Option<Vec<Text>>,
+    pub working_dir: Option<Text>,
+    pub user: Option<Text>,
+    pub labels: BTreeMap<String, Text>,
+    pub stop_signal: Option<String>,
+    pub stop_grace_period_ns: Option<u64>,
+    pub memory: Option<u64>,
+    /// CPUs in billionths, as Docker's `NanoCpus`.
+    pub nano_cpus: Option<u64>,
+}
+
+impl App {
+    /// The host the app is placed on. Valid after validation.
+    pub fn host(&self) -> &str {
+        self.host.as_ref().map_or(LOCAL_HOST, |h| h.value.as_str())
+    }
+
+    /// Where the app's `depends_on` and `links` entries point, with their
+    /// locations, in the order written.
+    pub fn references(&self) -> impl Iterator<Item = &At<String>> {
+        self.depends_on.iter().map(|(t, _)| t).chain(&self.links)
+    }
+}
+
+/// A validated directory: every reference resolves, every rule holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub hosts: BTreeMap<String, Host>,
+    /// True when there was no Cluster document and `local` was implied.
+    pub implicit_local: bool,
+    pub stacks: BTreeMap<String, Stack>,
+}
+
+impl Spec {
+    /// The host a volume lives on: that of the apps that mount it, or its
+    /// own `host:`.
+    pub fn volume_host<'a>(&'a self, stack: &'a Stack, volume: &str) -> Option<&'a str> {
+        stack
+            .apps
+            .values()
+            .find(|a| a.volumes.iter().any(|m| m.value.volume == volume))
+            .map(App::host)
+            .or_else(|| {
+                stack.volumes.get(volume).and_then(|v| {
+                    v.host
+                        .as_ref()
+                        .map(|h| h.value.as_str())
+                        .or(self.implicit_local.then_some(LOCAL_HOST))
+                })
+            })
+    }
+}
+
+/// Docker object names drover gives its objects.
+pub mod names {
+    pub fn container(stack: &str, app: &str) -> String {
+        format!("{stack}-{app}")
+    }
+    pub fn volume(stack: &str, volume: &str) -> String {
+        format!("{stack}-{volume}")
+    }
+    pub fn network(stack: &str) -> String {
+        format!("drover-{stack}")
+    }
+    /// `DB_HOST` / `DB_PORT` prefix for a link to `db`.
+    pub fn link_prefix(app: &str) -> String {
+        app.to_ascii_uppercase().replace('-', "_")
+    }
+}

@@ -1,0 +1,148 @@
+//! Showing a plan to people (a coloured diff, grouped into waves of steps
+//! that may run in parallel) and to machines (one JSON object).
+
+use std::fmt::Write;
+
+use crate::plan::{Plan, Verb};
+
+/// Whether to colour output written to a stream.
+pub fn use_color(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+struct Palette {
+    green: &'static str,
+    yellow: &'static str,
+    red: &'static str,
+    cyan: &'static str,
+    dim: &'static str,
+    bold: &'static str,
+    reset: &'static str,
+}
+
+impl Palette {
+    fn new(color: bool) -> Palette {
+        if color {
+            Palette {
+                green: "\x1b[32m",
+                yellow: "\x1b[33m",
+                red: "\x1b[31m",
+                cyan: "\x1b[36m",
+                dim: "\x1b[2m",
+                bold: "\x1b[1m",
+                reset: "\x1b[0m",
+            }
+        } else {
+            Palette {
+                green: "",
+                yellow: "",
+                red: "",
+                cyan: "",
+                dim: "",
+                bold: "",
+                reset: "",
+            }
+        }
+    }
+}
+
+fn symbol(v: Verb) -> &'static str {
+    match v {
+        Verb::Create => "+",
+        Verb::Recreate => "~",
+        Verb::Start => ">",
+        Verb::Stop => "■",
+        Verb::Remove => "-",
+        Verb::Relocate => "⇒",
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The plan as a human diff.
+pub fn plan_text(plan: &Plan, color: bool) -> String {
+    let p = Palette::new(color);
+    let mut out = String::new();
+    if plan.actions.is_empty() {
+        let _ = writeln!(out, "{}No changes.{} The hosts match the manifests.", p.green, p.reset);
+    } else {
+        let waves = plan.actions.iter().map(|a| a.wave).max().unwrap_or(0);
+        let name_w = plan.actions.iter().map(|a| a.name.chars().count()).max().unwrap_or(0);
+        let host_w = plan.actions.iter().map(|a| a.host.chars().count()).max().unwrap_or(0);
+        for wave in 1..=waves {
+            let steps: Vec<_> = plan.actions.iter().filter(|a| a.wave == wave).collect();
+            if steps.is_empty() {
+                continue;
+            }
+            let parallel = if steps.len() > 1 { ", in parallel" } else { "" };
+            let _ = writeln!(out, "{}Step {wave} of {waves}{parallel}{}", p.bold, p.reset);
+            for a in steps {
+                let c = match a.action {
+                    Verb::Create | Verb::Start => p.green,
+                    Verb::Recreate | Verb::Stop => p.yellow,
+                    Verb::Remove => p.red,
+                    Verb::Relocate => p.cyan,
+                };
+                let mut reason = a.reason.clone();
+                if let Some(r) = &a.relocation {
+                    let size = r.bytes.map_or("size unknown".to_string(), human_bytes);
+                    reason = format!("{} → {} ({size}): {reason}", r.from, r.to);
+                }
+                let _ = writeln!(
+                    out,
+                    "  {c}{} {:<8} {:<9} {:<name_w$}{}  {:<host_w$}  {}{reason}{}",
+                    symbol(a.action),
+                    a.action.to_string(),
+                    a.kind.to_string(),
+                    a.name,
+                    p.reset,
+                    a.host,
+                    p.dim,
+                    p.reset,
+                );
+            }
+        }
+        out.push('\n');
+        let count = |v: Verb| plan.actions.iter().filter(|a| a.action == v).count();
+        let _ = writeln!(
+            out,
+            "Plan: {} to create, {} to recreate, {} to start, {} to relocate, {} to remove.",
+            count(Verb::Create),
+            count(Verb::Recreate),
+            count(Verb::Start),
+            count(Verb::Relocate),
+            count(Verb::Remove) + count(Verb::Stop),
+        );
+    }
+    if !plan.orphans.is_empty() {
+        let _ = writeln!(out, "\n{}Kept volume data (not deleted; see `drover volume ls`):{}", p.bold, p.reset);
+        for o in &plan.orphans {
+            let _ = writeln!(out, "  {} on {}: {}", o.name, o.host, o.reason);
+        }
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "{}warning:{} {w}", p.yellow, p.reset);
+    }
+    for e in &plan.errors {
+        let _ = writeln!(out, "{}error:{} {e}", p.red, p.reset);
+    }
+    out
+}
+
+/// The plan as the JSON object of cli.md.
+pub fn plan_json(plan: &Plan) -> String {
+    serde_json::to_string_pretty(plan).expect("a plan serializes") + "\n"
+}

@@ -1,0 +1,1206 @@
+//! From located YAML nodes to the typed manifest model.
+//!
+//! Every field of every kind is checked here: unknown fields, wrong types,
+//! malformed ports, mounts, durations and names. Problems are collected, not
+//! returned early, so one run reports all of them. Cross-document rules
+//! (unknown hosts, cycles, port clashes) belong to `validate`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diag::{similar, Diagnostic, Loc};
+use crate::interpolate::{interpolate, parse_env_file, Env};
+use crate::model::{
+    App, At, Condition, Healthcheck, Host, Mount, Port, Protocol, Pull, Restart, Stack, Text, Tls,
+    Volume,
+};
+use crate::yaml::{Node, Pos, Value};
+
+pub const KINDS: &[&str] = &["Cluster", "Stack"];
+pub const CLUSTER_FIELDS: &[&str] = &["kind", "hosts"];
+pub const HOST_FIELDS: &[&str] = &["endpoint", "address", "labels", "tls"];
+pub const TLS_FIELDS: &[&str] = &["ca", "cert", "key"];
+pub const STACK_FIELDS: &[&str] = &["kind", "name", "volumes", "apps"];
+pub const VOLUME_FIELDS: &[&str] = &["driver", "driver_opts", "labels", "host"];
+pub const APP_FIELDS: &[&str] = &[
+    "image",
+    "host",
+    "environment",
+    "env_file",
+    "volumes",
+    "ports",
+    "healthcheck",
+    "restart",
+    "pull",
+    "depends_on",
+    "links",
+    "command",
+    "entrypoint",
+    "working_dir",
+    "user",
+    "labels",
+    "stop_signal",
+    "stop_grace_period",
+    "memory",
+    "cpus",
+];
+pub const HEALTHCHECK_FIELDS: &[&str] = &[
+    "test",
+    "interval",
+    "timeout",
+    "retries",
+    "start_period",
+    "disable",
+];
+pub const DEPENDS_ON_FIELDS: &[&str] = &["condition"];
+
+/// Where one manifest file sits, and what it is checked against.
+pub struct Ctx<'a> {
+    /// The path as shown to users: DIR as given, joined with the file's path.
+    pub file: Arc<str>,
+    pub src: &'a str,
+    /// The directory of the file as found under DIR (for `env_file`).
+    pub file_dir: PathBuf,
+    /// DIR with symlinks resolved: nothing may lead outside it.
+    pub root: &'a Path,
+    /// DIR as given, for showing the paths of `env_file`s.
+    pub root_shown: &'a Path,
+    pub env: &'a dyn Env,
+    pub diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    pub fn loc(&self, pos: Pos) -> Loc {
+        Loc::new(&self.file, pos)
+    }
+
+    pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.error_hint(pos, message, None);
+    }
+
+    pub fn error_hint(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
+        let d = Diagnostic::new(self.loc(pos), message)
+            .with_hint(hint)
+            .with_source(self.src);
+        self.diags.push(d);
+    }
+}
+
+/// One document of a manifest file.
+pub enum Document {
+    Cluster { hosts: Vec<Host>, kind_loc: Loc },
+    Stack(Stack),
+}
+
+/// Turns one YAML document into a Cluster or a Stack; `None` when it is
+/// empty or too broken to say (the errors are in `ctx.diags`).
+pub fn document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
+    if node.value == Value::Null {
+        return None;
+    }
+    let Value::Map(entries) = &node.value else {
+        ctx.error(
+            node.pos,
+            format!(
+                "a manifest document must be a mapping with a `kind`, found {}",
+                node.kind_name()
+            ),
+        );
+        return None;
+    };
+    let kind = entries
+        .iter()
+        .find(|(k, _)| k.as_scalar() == Some("kind"))
+        .map(|(_, v)| v);
+    let Some(kind) = kind else {
+        ctx.error_hint(
+            node.pos,
+            "document has no `kind`",
+            Some("add `kind: Stack` or `kind: Cluster`".into()),
+        );
+        return None;
+    };
+    match kind.as_scalar() {
+        Some("Cluster") => Some(cluster(ctx, node, kind.pos)),
+        Some("Stack") => stack(ctx, node).map(Document::Stack),
+        other => {
+            let shown = other.unwrap_or("");
+            ctx.error_hint(
+                kind.pos,
+                format!("unknown kind `{shown}`, expected `Cluster` or `Stack`"),
+                similar(shown, KINDS.iter().copied()),
+            );
+            None
+        }
+    }
+}
+
+struct Fields<'n> {
+    entries: Vec<(&'n str, &'n Node, &'n Node)>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == name)
+            .map(|(_, _, v)| *v)
+    }
+}
+
+/// The entries of a mapping with known field names; every other key is an
+/// error at the key, with a hint when it looks like a typo.
+fn fields<'n>(ctx: &mut Ctx, node: &'n Node, what: &str, known: &[&str]) -> Option<Fields<'n>> {
+    let entries = mapping(ctx, node, what)?;
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = k.as_scalar() else {
+            ctx.error(k.pos, format!("keys of {what} must be strings"));
+            continue;
+        };
+        if known.contains(&name) {
+            out.push((name, k, v));
+        } else {
+            let hint = similar(name, known.iter().copied()).or_else(|| {
+                Some(format!(
+                    "{what} takes {}",
+                    known
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            });
+            ctx.error_hint(k.pos, format!("unknown field `{name}` in {what}"), hint);
+        }
+    }
+    Some(Fields { entries: out })
+}
+
+/// A mapping's entries; `null` counts as an empty mapping, as in Compose.
+fn mapping<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [(Node, Node)]> {
+    match &node.value {
+        Value::Map(entries) => Some(entries),
+        Value::Null => Some(&[]),
+        _ => {
+            ctx.error(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.kind_name()),
+            );
+            None
+        }
+    }
+}
+
+fn sequence<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [Node]> {
+    match &node.value {
+        Value::Seq(items) => Some(items),
+        Value::Null => Some(&[]),
+        _ => {
+            ctx.error(
+                node.pos,
+                format!("{what} must be a list, found {}", node.kind_name()),
+            );
+            None
+        }
+    }
+}
+
+/// A scalar as written. Numbers and booleans are accepted as their text, as
+/// Compose does for `environment: { DEBUG: true }`.
+fn string(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
+    match &node.value {
+        Value::Scalar { text, .. } => Some(text.clone()),
+        _ => {
+            ctx.error(
+                node.pos,
+                format!("{what} must be a string, found {}", node.kind_name()),
+            );
+            None
+        }
+    }
+}
+
+/// A string with `${VAR}` interpolation (Stack documents only).
+fn text(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Text> {
+    let raw = string(ctx, node, what)?;
+    match interpolate(&raw, ctx.env) {
+        Ok((value, used)) => Some(Text::new(value, used)),
+        Err(e) => {
+            ctx.error_hint(node.pos, format!("{what}: {}", e.message), e.hint);
+            None
+        }
+    }
+}
+
+/// A name: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+fn check_name(ctx: &mut Ctx, pos: Pos, name: &str, what: &str) -> bool {
+    if is_valid_name(name) {
+        return true;
+    }
+    let fixed: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_start_matches('-')
+        .chars()
+        .take(63)
+        .collect();
+    let hint = if is_valid_name(&fixed) {
+        Some(format!("try `{fixed}`"))
+    } else {
+        None
+    };
+    ctx.error_hint(
+        pos,
+        format!(
+            "`{name}` is not a valid {what} name: use lower-case letters, digits and `-`, \
+             starting with a letter or digit, at most 63 characters"
+        ),
+        hint,
+    );
+    false
+}
+
+/// A name given as a value (`host: node-a`, `links: [db]`), interpolated.
+fn name_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<At<String>> {
+    let t = text(ctx, node, what)?;
+    // Names become Docker object names and labels, visible on every host;
+    // they are not secret even when interpolated.
+    let value = t.expose().to_string();
+    check_name(ctx, node.pos, &value, what).then(|| At {
+        value,
+        loc: ctx.loc(node.pos),
+    })
+}
+
+/// Map keys that are names, with their positions.
+fn named_entries<'n>(
+    ctx: &mut Ctx,
+    node: &'n Node,
+    what: &str,
+    kind: &str,
+) -> Vec<(String, Pos, &'n Node)> {
+    let Some(entries) = mapping(ctx, node, what) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(name) = string(ctx, k, &format!("a {kind} name")) else {
+            continue;
+        };
+        if check_name(ctx, k.pos, &name, kind) {
+            out.push((name, k.pos, v));
+        }
+    }
+    out
+}
+
+fn plain_map(ctx: &mut Ctx, node: &Node, what: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in mapping(ctx, node, what).unwrap_or(&[]) {
+        if let (Some(k), Some(v)) = (string(ctx, k, "a key"), string(ctx, v, what)) {
+            out.insert(k, v);
+        }
+    }
+    out
+}
+
+fn labels(ctx: &mut Ctx, node: &Node, interpolated: bool) -> BTreeMap<String, Text> {
+    let mut out = BTreeMap::new();
+    for (k, v) in mapping(ctx, node, "`labels`").unwrap_or(&[]) {
+        let Some(key) = string(ctx, k, "a label") else {
+            continue;
+        };
+        if key.starts_with("drover.") {
+            ctx.error(
+                k.pos,
+                format!("label `{key}` is reserved: drover's own labels start with `drover.`"),
+            );
+            continue;
+        }
+        let value = if interpolated {
+            text(ctx, v, &format!("label `{key}`"))
+        } else {
+            string(ctx, v, &format!("label `{key}`")).map(Text::plain)
+        };
+        if let Some(value) = value {
+            out.insert(key, value);
+        }
+    }
+    out
+}
+
+fn cluster(ctx: &mut Ctx, node: &Node, kind_pos: Pos) -> Document {
+    let kind_loc = ctx.loc(kind_pos);
+    let mut hosts = Vec::new();
+    let Some(f) = fields(ctx, node, "a Cluster", CLUSTER_FIELDS) else {
+        return Document::Cluster { hosts, kind_loc };
+    };
+    match f.get("hosts") {
+        None => ctx.error_hint(
+            node.pos,
+            "a Cluster needs `hosts`",
+            Some("list each Docker host under `hosts:` with its `endpoint`".into()),
+        ),
+        Some(h) => {
+            for (name, pos, v) in named_entries(ctx, h, "`hosts`", "host") {
+                if let Some(host) = host(ctx, name, pos, v) {
+                    hosts.push(host);
+                }
+            }
+        }
+    }
+    Document::Cluster { hosts, kind_loc }
+}
+
+fn host(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Host> {
+    let what = format!("host `{name}`");
+    let f = fields(ctx, node, &what, HOST_FIELDS)?;
+    let endpoint = match f.get("endpoint") {
+        None => {
+            ctx.error_hint(
+                pos,
+                format!("{what} has no `endpoint`"),
+                Some("for example `endpoint: unix:///var/run/docker.sock`".into()),
+            );
+            None
+        }
+        Some(e) => string(ctx, e, "`endpoint`").and_then(|s| {
+            let ok = ["unix://", "tcp://", "https://", "http://"]
+                .iter()
+                .any(|p| s.starts_with(p) && s.len() > p.len());
+            if ok {
+                Some((s, e.pos))
+            } else {
+                ctx.error_hint(
+                    e.pos,
+                    format!("`{s}` is not a Docker endpoint"),
+                    Some("use `unix:///path`, `tcp://HOST:PORT` or `https://HOST:PORT`".into()),
+                );
+                None
+            }
+        }),
+    };
+    let address = f.get("address").and_then(|a| string(ctx, a, "`address`"));
+    let labels = f
+        .get("labels")
+        .map(|l| plain_map(ctx, l, "`labels`"))
+        .unwrap_or_default();
+    let tls = f.get("tls").and_then(|t| tls(ctx, t));
+    let (endpoint, endpoint_pos) = endpoint?;
+    if tls.is_some() && endpoint.starts_with("unix://") {
+        ctx.error(endpoint_pos, "`tls` needs a `tcp://` or `https://` endpoint");
+    }
+    let address = address.unwrap_or_else(|| default_address(&endpoint));
+    Some(Host {
+        name,
+        loc: Some(ctx.loc(pos)),
+        endpoint,
+        address,
+        labels,
+        tls,
+    })
+}
+
+/// The host part of a TCP endpoint, or loopback for a local socket.
+pub fn default_address(endpoint: &str) -> String {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(scheme, rest)| if scheme == "unix" { "" } else { rest });
+    let hostport = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+    };
+    if host.is_empty() {
+        "127.0.0.1".to_string()
+    } else {
+        host.to_string()
+    }
+}
+
+fn tls(ctx: &mut Ctx, node: &Node) -> Option<Tls> {
+    let f = fields(ctx, node, "`tls`", TLS_FIELDS)?;
+    let path = |ctx: &mut Ctx, key: &str| -> Option<PathBuf> {
+        match f.get(key) {
+            None => {
+                ctx.error(node.pos, format!("`tls` needs `{key}`"));
+                None
+            }
+            Some(v) => string(ctx, v, &format!("`tls.{key}`")).map(|p| ctx.file_dir.join(p)),
+        }
+    };
+    let (ca, cert, key) = (path(ctx, "ca"), path(ctx, "cert"), path(ctx, "key"));
+    Some(Tls {
+        ca: ca?,
+        cert: cert?,
+        key: key?,
+    })
+}
+
+fn stack(ctx: &mut Ctx, node: &Node) -> Option<Stack> {
+    let f = fields(ctx, node, "a Stack", STACK_FIELDS)?;
+    let name = match f.get("name") {
+        None => {
+            ctx.error_hint(
+                node.pos,
+                "a Stack needs a `name`",
+                Some("add `name: my-stack`; names are unique across the directory".into()),
+            );
+            None
+        }
+        Some(n) => name_value(ctx, n, "stack"),
+    };
+    let mut volumes = BTreeMap::new();
+    if let Some(v) = f.get("volumes") {
+        for (vname, pos, vnode) in named_entries(ctx, v, "`volumes`", "volume") {
+            if let Some(vol) = volume(ctx, vname.clone(), pos, vnode) {
+                volumes.insert(vname, vol);
+            }
+        }
+    }
+    let mut apps = BTreeMap::new();
+    if let Some(a) = f.get("apps") {
+        for (aname, pos, anode) in named_entries(ctx, a, "`apps`", "app") {
+            if let Some(app) = app(ctx, aname.clone(), pos, anode) {
+                apps.insert(aname, app);
+            }
+        }
+    }
+    let name = name?;
+    Some(Stack {
+        name: name.value,
+        loc: name.loc,
+        volumes,
+        apps,
+    })
+}
+
+fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> {
+    let f = fields(ctx, node, &format!("volume `{name}`"), VOLUME_FIELDS)?;
+    let driver = f
+        .get("driver")
+        .and_then(|d| text(ctx, d, "`driver`"))
+        .map_or_else(|| "local".to_string(), |t| t.expose().to_string());
+    let driver_opts = f
+        .get("driver_opts")
+        .map(|o| {
+            let mut out = BTreeMap::new();
+            for (k, v) in mapping(ctx, o, "`driver_opts`").unwrap_or(&[]) {
+                if let (Some(k), Some(v)) = (string(ctx, k, "a key"), text(ctx, v, "a driver option")) {
+                    out.insert(k, v.expose().to_string());
+                }
+            }
+            out
+        })
+        .unwrap_or_default();
+    let labels = f
+        .get("labels")
+        .map(|l| {
+            labels(ctx, l, true)
+                .into_iter()
+                .map(|(k, v)| (k, v.expose().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let host = f.get("host").and_then(|h| name_value(ctx, h, "host"));
+    Some(Volume {
+        name,
+        loc: ctx.loc(pos),
+        driver,
+        driver_opts,
+        labels,
+        host,
+    })
+}
+
+fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
+    let what = format!("app `{name}`");
+    let f = fields(ctx, node, &what, APP_FIELDS)?;
+    let image = match f.get("image") {
+        None => {
+            ctx.error_hint(
+                pos,
+                format!("{what} has no `image`"),
+                Some("add `image: NAME:TAG`".into()),
+            );
+            None
+        }
+        Some(i) => text(ctx, i, "`image`").filter(|t| {
+            if t.expose().trim().is_empty() {
+                ctx.error(i.pos, "`image` is empty");
+                false
+            } else {
+                true
+            }
+        }),
+    };
+    let host = f.get("host").and_then(|h| name_value(ctx, h, "host"));
+
+    let mut environment = BTreeMap::new();
+    if let Some(files) = f.get("env_file") {
+        env_files(ctx, files, &mut environment);
+    }
+    if let Some(e) = f.get("environment") {
+        environment_entries(ctx, e, &mut environment);
+    }
+
+    let mut volumes = Vec::new();
+    if let Some(list) = f.get("volumes") {
+        for item in sequence(ctx, list, "`volumes`").unwrap_or(&[]) {
+            if let Some(s) = text(ctx, item, "a volume mount") {
+                match parse_mount(s.expose()) {
+                    Ok(m) => volumes.push(At {
+                        value: m,
+                        loc: ctx.loc(item.pos),
+                    }),
+                    Err((msg, hint)) => ctx.error_hint(item.pos, msg, hint),
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    if let Some(list) = f.get("ports") {
+        for item in sequence(ctx, list, "`ports`").unwrap_or(&[]) {
+            if let Some(s) = text(ctx, item, "a port") {
+                match parse_port(s.expose()) {
+                    Ok(p) => ports.push(At {
+                        value: p,
+                        loc: ctx.loc(item.pos),
+                    }),
+                    Err(msg) => ctx.error_hint(
+                        item.pos,
+                        msg,
+                        Some("ports are `[IP:]HOST:CONTAINER[/tcp|udp]`, as in `8080:80`".into()),
+                    ),
+                }
+            }
+        }
+    }
+    let healthcheck = f.get("healthcheck").and_then(|h| healthcheck(ctx, h));
+    let restart = f.get("restart").and_then(|r| {
+        choice(ctx, r, "`restart`", &[
+            ("unless-stopped", Restart::UnlessStopped),
+            ("always", Restart::Always),
+            ("on-failure", Restart::OnFailure),
+            ("no", Restart::No),
+        ])
+    });
+    let pull = f.get("pull").and_then(|p| {
+        choice(ctx, p, "`pull`", &[
+            ("missing", Pull::Missing),
+            ("always", Pull::Always),
+            ("never", Pull::Never),
+        ])
+    });
+    let depends_on = f
+        .get("depends_on")
+        .map(|d| depends_on(ctx, d))
+        .unwrap_or_default();
+    let mut links = Vec::new();
+    if let Some(l) = f.get("links") {
+        for item in sequence(ctx, l, "`links`").unwrap_or(&[]) {
+            if let Some(target) = name_value(ctx, item, "app") {
+                links.push(target);
+            }
+        }
+    }
+    let cmd = f.get("command").and_then(|c| command(ctx, c, "`command`"));
+    let entrypoint = f
+        .get("entrypoint")
+        .and_then(|c| command(ctx, c, "`entrypoint`"));
+    let working_dir = f.get("working_dir").and_then(|w| text(ctx, w, "`working_dir`"));
+    let user = f.get("user").and_then(|u| text(ctx, u, "`user`"));
+    let app_labels = f
+        .get("labels")
+        .map(|l| labels(ctx, l, true))
+        .unwrap_or_default();
+    let stop_signal = f
+        .get("stop_signal")
+        .and_then(|s| text(ctx, s, "`stop_signal`"))
+        .map(|t| t.expose().to_string());
+    let stop_grace_period_ns = f
+        .get("stop_grace_period")
+        .and_then(|d| duration(ctx, d, "`stop_grace_period`"));
+    let memory = f.get("memory").and_then(|m| {
+        let s = text(ctx, m, "`memory`")?;
+        parse_bytes(s.expose())
+            .map_err(|e| ctx.error_hint(m.pos, e, Some("for example `512m` or `2g`".into())))
+            .ok()
+    });
+    let nano_cpus = f.get("cpus").and_then(|c| {
+        let s = text(ctx, c, "`cpus`")?;
+        match s.expose().trim().parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 4096.0 => Some((v * 1e9).round() as u64),
+            _ => {
+                ctx.error_hint(
+                    c.pos,
+                    format!("`cpus` must be a positive number, found `{s}`"),
+                    Some("for example `cpus: 0.5`".into()),
+                );
+                None
+            }
+        }
+    });
+
+    Some(App {
+        name,
+        loc: ctx.loc(pos),
+        image: image?,
+        host,
+        environment,
+        volumes,
+        ports,
+        healthcheck,
+        restart: restart.unwrap_or(Restart::UnlessStopped),
+        pull: pull.unwrap_or(Pull::Missing),
+        depends_on,
+        links,
+        command: cmd,
+        entrypoint,
+        working_dir,
+        user,
+        labels: app_labels,
+        stop_signal,
+        stop_grace_period_ns,
+        memory,
+        nano_cpus,
+    })
+}
+
+fn choice<T: Copy>(ctx: &mut Ctx, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
+    let s = string(ctx, node, what)?;
+    if let Some((_, v)) = options.iter().find(|(name, _)| *name == s) {
+        return Some(*v);
+    }
+    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    ctx.error_hint(
+        node.pos,
+        format!(
+            "{what} must be one of {}, found `{s}`",
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        similar(&s, names.iter().copied()),
+    );
+    None
+}
+
+fn env_key_ok(key: &str) -> bool {
+    !key.is_empty() && !key.contains('=') && !key.contains(char::is_whitespace)
+}
+
+fn environment_entries(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
+    match &node.value {
+        Value::Seq(items) => {
+            for item in items {
+                let Some(raw) = string(ctx, item, "an `environment` entry") else {
+                    continue;
+                };
+                let Some((key, value)) = raw.split_once('=') else {
+                    ctx.error_hint(
+                        item.pos,
+                        format!("`environment` entry `{raw}` has no `=`"),
+                        Some("write `KEY=VALUE`".into()),
+                    );
+                    continue;
+                };
+                if !env_key_ok(key) {
+                    ctx.error(item.pos, format!("`{key}` is not a valid variable name"));
+                    continue;
+                }
+                match interpolate(value, ctx.env) {
+                    Ok((v, used)) => {
+                        out.insert(key.to_string(), Text::new(v, used));
+                    }
+                    Err(e) => ctx.error_hint(item.pos, format!("`{key}`: {}", e.message), e.hint),
+                }
+            }
+        }
+        _ => {
+            for (k, v) in mapping(ctx, node, "`environment`").unwrap_or(&[]) {
+                let Some(key) = string(ctx, k, "a variable name") else {
+                    continue;
+                };
+                if !env_key_ok(&key) {
+                    ctx.error(k.pos, format!("`{key}` is not a valid variable name"));
+                    continue;
+                }
+                if v.value == Value::Null {
+                    ctx.error_hint(
+                        v.pos,
+                        format!("`{key}` has no value"),
+                        Some(format!("write `{key}: \"\"` for empty, or `{key}: ${{{key}}}` to pass it from drover's environment")),
+                    );
+                    continue;
+                }
+                if let Some(value) = text(ctx, v, &format!("`{key}`")) {
+                    out.insert(key, value);
+                }
+            }
+        }
+    }
+}
+
+fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    for item in items {
+        let Some(rel) = text(ctx, item, "an `env_file`") else {
+            continue;
+        };
+        let rel = rel.expose().to_string();
+        let path = ctx.file_dir.join(&rel);
+        let real = match path.canonicalize() {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.error(item.pos, format!("env_file `{rel}` cannot be read: {}", io_reason(&e)));
+                continue;
+            }
+        };
+        if !real.starts_with(ctx.root) {
+            ctx.error_hint(
+                item.pos,
+                format!("env_file `{rel}` leads outside the manifest directory"),
+                Some("keep env files inside the directory drover reads".into()),
+            );
+            continue;
+        }
+        let content = match read_limited(&real, MAX_ENV_FILE_BYTES) {
+            Ok(c) => c,
+            Err(reason) => {
+                ctx.error(item.pos, format!("env_file `{rel}` cannot be read: {reason}"));
+                continue;
+            }
+        };
+        let shown: Arc<str> = Arc::from(
+            ctx.root_shown
+                .join(real.strip_prefix(ctx.root).unwrap_or(&real))
+                .display()
+                .to_string(),
+        );
+        for (line, entry) in parse_env_file(&content) {
+            match entry {
+                Ok((k, v)) => {
+                    out.insert(k, Text::secret(v));
+                }
+                // The line itself may hold a secret: the error names the
+                // place but never shows the text.
+                Err(msg) => ctx.diags.push(Diagnostic::new(
+                    Loc::new(&shown, Pos { line, col: 1 }),
+                    format!("env_file: {msg}"),
+                )),
+            }
+        }
+    }
+}
+
+const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a text file of at most `max` bytes; the error is a short reason.
+pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| io_reason(&e))?;
+    let meta = file.metadata().map_err(|e| io_reason(&e))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut buf = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_reason(&e))?;
+    if buf.len() as u64 > max {
+        return Err(format!("larger than {} KiB", max / 1024));
+    }
+    String::from_utf8(buf).map_err(|e| format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+}
+
+pub fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    // "No such file or directory (os error 2)" -> "no such file or directory"
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
+    let mut out = Vec::new();
+    match &node.value {
+        Value::Seq(items) => {
+            for item in items {
+                if let Some(t) = name_value(ctx, item, "app") {
+                    out.push((t, Condition::Started));
+                }
+            }
+        }
+        _ => {
+            for (k, v) in mapping(ctx, node, "`depends_on`").unwrap_or(&[]) {
+                let Some(target) = name_value(ctx, k, "app") else {
+                    continue;
+                };
+                let mut cond = Condition::Started;
+                if v.value != Value::Null {
+                    if let Some(f) = fields(ctx, v, "a `depends_on` entry", DEPENDS_ON_FIELDS) {
+                        if let Some(c) = f.get("condition") {
+                            let s = c.as_scalar().unwrap_or("");
+                            if s == "service_healthy" || s == "service_started" {
+                                ctx.error_hint(
+                                    c.pos,
+                                    format!("unknown condition `{s}`"),
+                                    Some(format!(
+                                        "drover writes Compose's `{s}` as `{}`",
+                                        s.trim_start_matches("service_")
+                                    )),
+                                );
+                                continue;
+                            }
+                            match choice(ctx, c, "`condition`", &[
+                                ("started", Condition::Started),
+                                ("healthy", Condition::Healthy),
+                            ]) {
+                                Some(c) => cond = c,
+                                None => continue,
+                            }
+                        }
+                    }
+                }
+                out.push((target, cond));
+            }
+        }
+    }
+    out
+}
+
+fn command(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Vec<Text>> {
+    match &node.value {
+        Value::Seq(items) => items.iter().map(|i| text(ctx, i, what)).collect(),
+        _ => {
+            let t = text(ctx, node, what)?;
+            match shell_words::split(t.expose()) {
+                Ok(words) => Some(
+                    words
+                        .into_iter()
+                        .map(|w| Text::new(w, t.is_secret()))
+                        .collect(),
+                ),
+                Err(_) => {
+                    ctx.error_hint(
+                        node.pos,
+                        format!("{what} has an unbalanced quote"),
+                        Some("write it as a list to avoid shell quoting".into()),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn healthcheck(ctx: &mut Ctx, node: &Node) -> Option<Healthcheck> {
+    let f = fields(ctx, node, "`healthcheck`", HEALTHCHECK_FIELDS)?;
+    let disable = f
+        .get("disable")
+        .and_then(|d| choice(ctx, d, "`disable`", &[("true", true), ("false", false)]))
+        .unwrap_or(false);
+    let test = if disable {
+        vec![Text::plain("NONE")]
+    } else {
+        match f.get("test") {
+            None => {
+                ctx.error_hint(
+                    node.pos,
+                    "`healthcheck` has no `test`",
+                    Some("for example `test: [\"CMD\", \"pg_isready\"]`, or `disable: true`".into()),
+                );
+                return None;
+            }
+            Some(t) => match &t.value {
+                Value::Seq(items) => {
+                    let test: Vec<Text> = items
+                        .iter()
+                        .map(|i| text(ctx, i, "`test`"))
+                        .collect::<Option<_>>()?;
+                    let first = test.first().map(Text::expose).unwrap_or("");
+                    if !["CMD", "CMD-SHELL", "NONE"].contains(&first) {
+                        ctx.error_hint(
+                            t.pos,
+                            "`test` must start with `CMD`, `CMD-SHELL` or `NONE`",
+                            Some("for example `[\"CMD\", \"pg_isready\"]`".into()),
+                        );
+                        return None;
+                    }
+                    test
+                }
+                _ => vec![Text::plain("CMD-SHELL"), text(ctx, t, "`test`")?],
+            },
+        }
+    };
+    let mut dur = |key: &str| f.get(key).and_then(|d| duration(ctx, d, &format!("`{key}`")));
+    let interval_ns = dur("interval");
+    let timeout_ns = dur("timeout");
+    let start_period_ns = dur("start_period");
+    let retries = f.get("retries").and_then(|r| {
+        let s = string(ctx, r, "`retries`")?;
+        s.parse::<u32>()
+            .map_err(|_| ctx.error(r.pos, format!("`retries` must be a whole number, found `{s}`")))
+            .ok()
+    });
+    Some(Healthcheck {
+        test,
+        interval_ns,
+        timeout_ns,
+        retries,
+        start_period_ns,
+    })
+}
+
+fn duration(ctx: &mut Ctx, node: &Node, what: &str) -> Option<u64> {
+    let s = text(ctx, node, what)?;
+    parse_duration(s.expose())
+        .map_err(|e| {
+            ctx.error_hint(
+                node.pos,
+                format!("{what}: {e}"),
+                Some("durations are written like `5s`, `1m30s` or `500ms`".into()),
+            )
+        })
+        .ok()
+}
+
+/// `1h2m3s`, `500ms`, `1.5s` — Go's and Compose's duration format.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("`{s}` is not a duration"));
+        }
+        let num: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("`{s}` has no unit")),
+            u => return Err(format!("unknown unit `{u}` in `{s}`")),
+        };
+        rest = &rest[unit_len..];
+        total += num * factor;
+    }
+    if total > u64::MAX as f64 / 2.0 {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(total.round() as u64)
+}
+
+/// `512m`, `2g`, `1048576` — bytes with an optional binary unit.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let num_len = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let num: f64 = t[..num_len]
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size"))?;
+    let factor: u64 = match t[num_len..].trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => return Err(format!("unknown size unit `{u}` in `{s}`")),
+    };
+    let bytes = num * factor as f64;
+    if bytes < 1.0 || bytes > 1e18 {
+        return Err(format!("`{s}` is not a usable size"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+fn parse_u16_port(s: &str, what: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{what} `{s}` is not a port number (1-65535)")),
+    }
+}
+
+/// `[IP:]HOST:CONTAINER[/tcp|udp]`
+pub fn parse_port(s: &str) -> Result<Port, String> {
+    let (body, protocol) = match s.rsplit_once('/') {
+        Some((b, "tcp")) => (b, Protocol::Tcp),
+        Some((b, "udp")) => (b, Protocol::Udp),
+        Some((_, p)) => return Err(format!("unknown protocol `{p}` in port `{s}`")),
+        None => (s, Protocol::Tcp),
+    };
+    // An IPv6 address comes in brackets: `[::1]:8080:80`.
+    let (ip, rest) = if let Some(v6) = body.strip_prefix('[') {
+        let (addr, rest) = v6
+            .split_once("]:")
+            .ok_or_else(|| format!("port `{s}` has an unterminated `[`"))?;
+        (addr.to_string(), rest)
+    } else {
+        let parts: Vec<&str> = body.split(':').collect();
+        match parts.len() {
+            2 => (String::new(), body),
+            3 => (parts[0].to_string(), &body[parts[0].len() + 1..]),
+            1 => {
+                return Err(format!(
+                    "port `{s}` publishes no host port"
+                ))
+            }
+            _ => return Err(format!("port `{s}` has too many `:`")),
+        }
+    };
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("`{ip}` in port `{s}` is not an IP address"));
+    }
+    let (host, container) = rest
+        .split_once(':')
+        .ok_or_else(|| format!("port `{s}` publishes no host port"))?;
+    if host.contains('-') || container.contains('-') {
+        return Err(format!("port ranges are not supported (`{s}`)"));
+    }
+    Ok(Port {
+        ip,
+        host: parse_u16_port(host, "host port")?,
+        container: parse_u16_port(container, "container port")?,
+        protocol,
+    })
+}
+
+/// `NAME:PATH[:ro|rw]`
+pub fn parse_mount(s: &str) -> Result<Mount, (String, Option<String>)> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (volume, target, read_only) = match parts.as_slice() {
+        [v, t] => (*v, *t, false),
+        [v, t, "ro"] => (*v, *t, true),
+        [v, t, "rw"] => (*v, *t, false),
+        [_, _, mode] => {
+            return Err((
+                format!("unknown mount mode `{mode}` in `{s}`"),
+                Some("use `ro` or `rw`".into()),
+            ))
+        }
+        _ => {
+            return Err((
+                format!("`{s}` is not a volume mount"),
+                Some("mounts are `VOLUME:/path/in/container[:ro]`".into()),
+            ))
+        }
+    };
+    if volume.starts_with('/') || volume.starts_with('.') || volume.starts_with('~') {
+        return Err((
+            format!("`{volume}` is a host path; drover mounts only named volumes"),
+            Some("declare a volume under the stack's `volumes:` and mount it by name".into()),
+        ));
+    }
+    if !is_valid_name(volume) {
+        return Err((format!("`{volume}` is not a valid volume name"), None));
+    }
+    if !target.starts_with('/') {
+        return Err((
+            format!("mount target `{target}` must be an absolute path"),
+            None,
+        ));
+    }
+    Ok(Mount {
+        volume: volume.to_string(),
+        target: target.to_string(),
+        read_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_in_every_accepted_form() {
+        assert_eq!(
+            parse_port("8080:80").unwrap(),
+            Port { ip: String::new(), host: 8080, container: 80, protocol: Protocol::Tcp }
+        );
+        assert_eq!(parse_port("127.0.0.1:53:53/udp").unwrap().ip, "127.0.0.1");
+        assert_eq!(parse_port("[::1]:80:8080").unwrap().ip, "::1");
+        assert!(parse_port("80").is_err());
+        assert!(parse_port("80:0").is_err());
+        assert!(parse_port("8000-8010:80").is_err());
+        assert!(parse_port("80:80/sctp").is_err());
+        assert!(parse_port("bad:80:80").is_err());
+    }
+
+    #[test]
+    fn mounts() {
+        let m = parse_mount("pgdata:/var/lib/pg:ro").unwrap();
+        assert!(m.read_only);
+        assert!(parse_mount("/srv:/data").is_err());
+        assert!(parse_mount("data:rel").is_err());
+        assert!(parse_mount("data:/x:zz").is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration("500ms").unwrap(), 500_000_000);
+        assert_eq!(parse_duration("1.5s").unwrap(), 1_500_000_000);
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("blog"));
+        assert!(is_valid_name("0-a"));
+        assert!(!is_valid_name("-a"));
+        assert!(!is_valid_name("Blog"));
+        assert!(!is_valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn default_addresses() {
+        assert_eq!(default_address("unix:///var/run/docker.sock"), "127.0.0.1");
+        assert_eq!(default_address("tcp://10.0.0.2:2376"), "10.0.0.2");
+        assert_eq!(default_address("https://[fd00::1]:2376"), "fd00::1");
+    }
+}

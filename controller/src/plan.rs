@@ -1,0 +1,956 @@
+//! Planning: `plan(&Desired, &Observed) -> Plan`, pure and synchronous.
+//!
+//! A plan is data: one action per Docker object, each with a human reason
+//! and the ids of the actions it must wait for. Volumes and networks come
+//! first; an app waits for the apps it depends on or links to; removals run
+//! in reverse order. Volume data is never removed unless `prune_volumes` is
+//! asked for, and nothing at all is planned for a host whose state is
+//! missing — nor anything that would need it (a move from or to it, an app
+//! that waits for an app on it).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::desired::{ContainerSpec, Desired, SECRET_DIGEST};
+use crate::model::names;
+use crate::observed::{ContainerState, Observed, ObservedContainer, ObservedHost, ObservedVolume};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Volume,
+    Network,
+    Container,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Volume => "volume",
+            Kind::Network => "network",
+            Kind::Container => "container",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Create,
+    Recreate,
+    Start,
+    Stop,
+    Remove,
+    Relocate,
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verb::Create => "create",
+            Verb::Recreate => "recreate",
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Remove => "remove",
+            Verb::Relocate => "relocate",
+        })
+    }
+}
+
+/// The extra facts of a `relocate` action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Relocation {
+    pub from: String,
+    pub to: String,
+    /// The volume's size where the source host reports it.
+    pub bytes: Option<u64>,
+    /// The apps stopped on `from` and started on `to` by the move.
+    pub apps: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub id: String,
+    pub host: String,
+    pub kind: Kind,
+    pub action: Verb,
+    pub stack: String,
+    /// The Docker object's name.
+    pub name: String,
+    pub reason: String,
+    /// Ids of the actions this one waits for.
+    pub after: Vec<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub relocation: Option<Relocation>,
+    /// 1 + the longest chain of actions before this one. Actions of the same
+    /// wave are independent of each other and may run in parallel.
+    #[serde(skip)]
+    pub wave: usize,
+}
+
+/// A volume kept on a host although the spec no longer places it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    pub host: String,
+    pub kind: Kind,
+    pub stack: String,
+    pub name: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub in_sync: bool,
+    pub actions: Vec<Action>,
+    pub orphans: Vec<Orphan>,
+    pub warnings: Vec<String>,
+    /// Problems that stop part of the plan (an unreadable host, a name taken
+    /// by an object drover does not manage). A plan with errors is carried
+    /// out for everything else, and the command exits 1.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Also remove orphaned and retained volume copies.
+    pub prune_volumes: bool,
+}
+
+fn action_id(host: &str, kind: Kind, name: &str) -> String {
+    format!("{host}/{kind}/{name}")
+}
+
+/// The stack and app of a managed app container.
+fn app_of(c: &ObservedContainer) -> Option<(&str, &str)> {
+    if c.managed && !c.internal {
+        Some((c.stack.as_deref()?, c.app.as_deref()?))
+    } else {
+        None
+    }
+}
+
+struct Planner<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    opts: Options,
+    /// Hosts of the spec that were read.
+    readable: BTreeMap<&'a str, &'a ObservedHost>,
+    unreadable: BTreeSet<&'a str>,
+    actions: Vec<Action>,
+    orphans: Vec<Orphan>,
+    warnings: Vec<String>,
+    errors: Vec<String>,
+    /// Apps (stack, app) that cannot be acted on this time.
+    blocked: BTreeSet<(String, String)>,
+    /// Volumes (stack, volume) that cannot be acted on this time.
+    blocked_volumes: BTreeSet<(String, String)>,
+    /// (stack, app) -> the actions that bring the app up to date.
+    app_actions: HashMap<(String, String), Vec<usize>>,
+}
+
+/// Computes what must change for the hosts to match `desired`.
+pub fn plan(desired: &Desired, observed: &Observed, opts: Options) -> Plan {
+    let mut p = Planner {
+        desired,
+        observed,
+        opts,
+        readable: BTreeMap::new(),
+        unreadable: BTreeSet::new(),
+        actions: Vec::new(),
+        orphans: Vec::new(),
+        warnings: Vec::new(),
+        errors: Vec::new(),
+        blocked: BTreeSet::new(),
+        blocked_volumes: BTreeSet::new(),
+        app_actions: HashMap::new(),
+    };
+    p.hosts();
+    p.volumes();
+    p.networks();
+    p.containers();
+    p.removals();
+    p.finish()
+}
+
+impl<'a> Planner<'a> {
+    fn push(&mut self, a: Action) -> usize {
+        self.actions.push(a);
+        self.actions.len() - 1
+    }
+
+    fn hosts(&mut self) {
+        for host in self.desired.hosts.keys() {
+            match self.observed.hosts.get(host) {
+                Some(h) => {
+                    self.readable.insert(host, h);
+                }
+                None => {
+                    self.unreadable.insert(host);
+                    let reason = self
+                        .observed
+                        .unreachable
+                        .get(host)
+                        .map_or("it is missing from the observed state", String::as_str);
+                    self.errors.push(format!(
+                        "host `{host}` could not be read: {reason}; nothing that involves it is planned"
+                    ));
+                }
+            }
+        }
+        for host in self.observed.hosts.keys() {
+            if !self.desired.hosts.contains_key(host) {
+                self.warnings.push(format!(
+                    "host `{host}` is not in the Cluster; its objects are left alone"
+                ));
+            }
+        }
+    }
+
+    /// Managed copies of a stack's volume on the hosts that were read.
+    fn copies(&self, stack: &str, volume: &str) -> Vec<(&'a str, &'a ObservedVolume)> {
+        let mut out = Vec::new();
+        for (host, h) in &self.readable {
+            for v in &h.volumes {
+                if v.managed
+                    && !v.internal
+                    && v.stack.as_deref() == Some(stack)
+                    && v.volume.as_deref() == Some(volume)
+                {
+                    out.push((*host, v));
+                }
+            }
+        }
+        out
+    }
+
+    fn block_volume(&mut self, stack: &str, volume: &str, error: String) {
+        self.errors.push(error);
+        self.blocked_volumes.insert((stack.to_string(), volume.to_string()));
+    }
+
+    fn volumes(&mut self) {
+        for (host, dh) in &self.desired.hosts {
+            for v in dh.volumes.values() {
+                if self.unreadable.contains(host.as_str()) {
+                    self.blocked_volumes.insert((v.stack.clone(), v.volume.clone()));
+                    continue;
+                }
+                let copies = self.copies(&v.stack, &v.volume);
+                let current: Vec<_> = copies.iter().filter(|(_, c)| c.retained_for.is_none()).collect();
+                if current.iter().any(|(h, _)| h == host) {
+                    for (other, _) in current.iter().filter(|(h, _)| h != host) {
+                        self.warnings.push(format!(
+                            "volume `{}` has another copy on `{other}` that is not marked as retained; it is left alone",
+                            v.name
+                        ));
+                    }
+                    continue;
+                }
+                let unmanaged_clash = self.readable[host.as_str()]
+                    .volumes
+                    .iter()
+                    .any(|o| o.name == v.name && !o.managed);
+                if unmanaged_clash {
+                    self.block_volume(&v.stack, &v.volume, format!(
+                        "volume name `{}` on `{host}` is taken by a volume drover does not manage; rename or remove it",
+                        v.name
+                    ));
+                    continue;
+                }
+                match current.as_slice() {
+                    [(from, src)] => {
+                        let apps: Vec<String> = dh
+                            .containers
+                            .values()
+                            .filter(|c| c.stack == v.stack && c.mounts.iter().any(|m| m.volume == v.volume))
+                            .map(|c| c.app.clone())
+                            .collect();
+                        let reason = if apps.is_empty() {
+                            format!("volume moved from `{from}` to `{host}`")
+                        } else {
+                            format!(
+                                "{} moved from `{from}` to `{host}`; the data follows",
+                                apps.iter().map(|a| format!("app `{a}`")).collect::<Vec<_>>().join(", ")
+                            )
+                        };
+                        self.push(Action {
+                            id: action_id(host, Kind::Volume, &v.name),
+                            host: host.clone(),
+                            kind: Kind::Volume,
+                            action: Verb::Relocate,
+                            stack: v.stack.clone(),
+                            name: v.name.clone(),
+                            reason,
+                            after: Vec::new(),
+                            relocation: Some(Relocation {
+                                from: from.to_string(),
+                                to: host.clone(),
+                                bytes: src.size_bytes,
+                                apps,
+                            }),
+                            wave: 0,
+                        });
+                    }
+                    [] if !self.unreadable.is_empty() => {
+                        let hosts = self.unreadable.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+                        self.block_volume(&v.stack, &v.volume, format!(
+                            "volume `{}` was not found on the hosts that could be read, and {hosts} could not be read; drover will not create an empty copy",
+                            v.name
+                        ));
+                    }
+                    [] if copies.is_empty() => {
+                        self.push(Action {
+                            id: action_id(host, Kind::Volume, &v.name),
+                            host: host.clone(),
+                            kind: Kind::Volume,
+                            action: Verb::Create,
+                            stack: v.stack.clone(),
+                            name: v.name.clone(),
+                            reason: "volume does not exist".into(),
+                            after: Vec::new(),
+                            relocation: None,
+                            wave: 0,
+                        });
+                    }
+                    [] => {
+                        self.block_volume(&v.stack, &v.volume, format!(
+                            "volume `{}` has only retained copies and no authoritative one; drover will not guess which holds the current data",
+                            v.name
+                        ));
+                    }
+                    _ => {
+                        let hosts = current.iter().map(|(h, _)| format!("`{h}`")).collect::<Vec<_>>().join(" and ");
+                        self.block_volume(&v.stack, &v.volume, format!(
+                            "volume `{}` has current copies on {hosts}; drover will not guess which holds the current data",
+                            v.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn networks(&mut self) {
+        for (host, dh) in &self.desired.hosts {
+            let Some(&oh) = self.readable.get(host.as_str()) else {
+                continue;
+            };
+            for n in dh.networks.values() {
+                match oh.networks.iter().find(|o| o.name == n.name) {
+                    Some(o) if o.managed => {}
+                    Some(_) => {
+                        self.errors.push(format!(
+                            "network name `{}` on `{host}` is taken by a network drover does not manage; the apps of stack `{}` there are skipped",
+                            n.name, n.stack
+                        ));
+                        for c in dh.containers.values().filter(|c| c.stack == n.stack) {
+                            self.blocked.insert((c.stack.clone(), c.app.clone()));
+                        }
+                    }
+                    None => {
+                        self.push(Action {
+                            id: action_id(host, Kind::Network, &n.name),
+                            host: host.clone(),
+                            kind: Kind::Network,
+                            action: Verb::Create,
+                            stack: n.stack.clone(),
+                            name: n.name.clone(),
+                            reason: "network does not exist".into(),
+                            after: Vec::new(),
+                            relocation: None,
+                            wave: 0,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.actions.iter().position(|a| a.id == id)
+    }
+
+    fn containers(&mut self) {
+        // Apps carried by a move get no actions of their own.
+        let mut moving: HashMap<(String, String), usize> = HashMap::new();
+        for (i, a) in self.actions.iter().enumerate() {
+            if let Some(r) = &a.relocation {
+                for app in &r.apps {
+                    moving.insert((a.stack.clone(), app.clone()), i);
+                }
+            }
+        }
+        let desired = self.desired;
+        let mut to_link: Vec<(usize, &ContainerSpec)> = Vec::new();
+        for (host, dh) in &desired.hosts {
+            for c in dh.containers.values() {
+                let key = (c.stack.clone(), c.app.clone());
+                if self.unreadable.contains(host.as_str()) {
+                    self.blocked.insert(key);
+                    continue;
+                }
+                if let Some(m) = c.mounts.iter().find(|m| self.blocked_volumes.contains(&(c.stack.clone(), m.volume.clone()))) {
+                    self.errors.push(format!(
+                        "app `{}/{}` on `{host}` is skipped: its volume `{}` cannot be placed",
+                        c.stack, c.app, m.source
+                    ));
+                    self.blocked.insert(key);
+                    continue;
+                }
+                if let Some(&i) = moving.get(&key) {
+                    self.app_actions.entry(key).or_default().push(i);
+                    to_link.push((i, c));
+                    continue;
+                }
+                if self.blocked.contains(&key) {
+                    continue;
+                }
+                if let Some(i) = self.container(host, c) {
+                    self.app_actions.entry(key).or_default().push(i);
+                    to_link.push((i, c));
+                }
+            }
+        }
+        // Apps that wait for an app on a host that was not read, or for a
+        // blocked app, are skipped too (repeat until nothing changes).
+        loop {
+            let mut newly = Vec::new();
+            for dh in desired.hosts.values() {
+                for c in dh.containers.values() {
+                    let key = (c.stack.clone(), c.app.clone());
+                    if self.blocked.contains(&key) {
+                        continue;
+                    }
+                    let waits = c.depends_on.iter().map(|(t, _)| t).chain(&c.links);
+                    if let Some(t) = waits.into_iter().find(|t| self.blocked.contains(&(c.stack.clone(), (*t).clone()))) {
+                        newly.push((key, t.clone(), c.host.clone()));
+                    }
+                }
+            }
+            if newly.is_empty() {
+                break;
+            }
+            for ((stack, app), target, host) in newly {
+                self.errors.push(format!(
+                    "app `{stack}/{app}` on `{host}` is skipped: it waits for `{target}`, which cannot be brought up to date"
+                ));
+                self.blocked.insert((stack, app));
+            }
+        }
+        let blocked_ids: BTreeSet<usize> = self
+            .app_actions
+            .iter()
+            .filter(|(k, _)| self.blocked.contains(*k))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+
+        for (i, c) in to_link {
+            if blocked_ids.contains(&i) {
+                continue;
+            }
+            let mut after = Vec::new();
+            if let Some(n) = self.index_of(&action_id(&c.host, Kind::Network, &c.network)) {
+                after.push(n);
+            }
+            for m in &c.mounts {
+                if let Some(v) = self.index_of(&action_id(&c.host, Kind::Volume, &m.source)) {
+                    if v != i {
+                        after.push(v);
+                    }
+                }
+            }
+            for t in c.depends_on.iter().map(|(t, _)| t).chain(&c.links) {
+                if let Some(ids) = self.app_actions.get(&(c.stack.clone(), t.clone())) {
+                    after.extend(ids.iter().copied().filter(|d| *d != i));
+                }
+            }
+            let ids: Vec<String> = after.iter().map(|j| self.actions[*j].id.clone()).collect();
+            self.actions[i].after.extend(ids);
+        }
+        // Drop the actions of blocked apps (a move whose app waits for a
+        // blocked app stays undone too).
+        if !blocked_ids.is_empty() {
+            let dropped: BTreeSet<String> = blocked_ids.iter().map(|i| self.actions[*i].id.clone()).collect();
+            self.actions.retain(|a| !dropped.contains(&a.id));
+            self.app_actions.clear();
+        }
+    }
+
+    /// The action for one desired container on a readable host, if any.
+    fn container(&mut self, host: &str, c: &ContainerSpec) -> Option<usize> {
+        let oh = self.readable[host];
+        let found = oh.containers.iter().find(|o| o.name == c.name);
+        let (verb, reason) = match found {
+            Some(o) if !o.managed => {
+                self.errors.push(format!(
+                    "container name `{}` on `{host}` is taken by a container drover does not manage; app `{}/{}` is skipped",
+                    c.name, c.stack, c.app
+                ));
+                self.blocked.insert((c.stack.clone(), c.app.clone()));
+                return None;
+            }
+            Some(o) if o.spec_hash.as_deref() != Some(c.spec_hash.as_str()) => (Verb::Recreate, change_reason(c, o)),
+            Some(o) => match o.state {
+                ContainerState::Running | ContainerState::Restarting => return None,
+                ContainerState::Created | ContainerState::Exited => {
+                    (Verb::Start, format!("container is {}", o.state.as_str()))
+                }
+                ContainerState::Dead => (Verb::Recreate, "container is dead".to_string()),
+                ContainerState::Paused | ContainerState::Removing => {
+                    self.warnings.push(format!(
+                        "container `{}` on `{host}` is {}; drover leaves it so",
+                        c.name,
+                        o.state.as_str()
+                    ));
+                    return None;
+                }
+            },
+            None => {
+                if let Some(clash) = self.port_clash(oh, c) {
+                    self.errors.push(format!(
+                        "app `{}/{}` on `{host}` is skipped: {clash}",
+                        c.stack, c.app
+                    ));
+                    self.blocked.insert((c.stack.clone(), c.app.clone()));
+                    return None;
+                }
+                let elsewhere = self.readable.iter().find(|(h, oh)| {
+                    **h != host && oh.containers.iter().any(|o| o.name == c.name && app_of(o).is_some())
+                });
+                let reason = match elsewhere {
+                    Some((from, _)) => format!("app moved from `{from}`"),
+                    None => "container does not exist".to_string(),
+                };
+                (Verb::Create, reason)
+            }
+        };
+        Some(self.push(Action {
+            id: action_id(host, Kind::Container, &c.name),
+            host: host.to_string(),
+            kind: Kind::Container,
+            action: verb,
+            stack: c.stack.clone(),
+            name: c.name.clone(),
+            reason,
+            after: Vec::new(),
+            relocation: None,
+            wave: 0,
+        }))
+    }
+
+    /// A host port this container wants that an unmanaged container holds.
+    fn port_clash(&self, oh: &ObservedHost, c: &ContainerSpec) -> Option<String> {
+        for p in &c.ports {
+            for o in oh.containers.iter().filter(|o| !o.managed) {
+                let taken = o.ports.iter().any(|q| {
+                    q.port == p.host
+                        && q.protocol == p.protocol.as_str()
+                        && (q.ip.is_empty() || p.ip.is_empty() || q.ip == p.ip || q.ip == "0.0.0.0" || q.ip == "::")
+                });
+                if taken {
+                    return Some(format!(
+                        "host port {}/{} is taken by container `{}`, which drover does not manage",
+                        p.host,
+                        p.protocol.as_str(),
+                        o.name
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    fn removals(&mut self) {
+        let moving_from: BTreeSet<(String, String, String)> = self
+            .actions
+            .iter()
+            .filter_map(|a| a.relocation.as_ref().map(|r| (a, r)))
+            .flat_map(|(a, r)| r.apps.iter().map(move |app| (r.from.clone(), a.stack.clone(), app.clone())))
+            .collect();
+        let relocate_targets: BTreeSet<(String, String)> = self
+            .actions
+            .iter()
+            .filter(|a| a.action == Verb::Relocate)
+            .map(|a| (a.host.clone(), a.name.clone()))
+            .collect();
+
+        // Containers, then (after them) networks and pruned volumes.
+        let mut removed: Vec<(usize, String, String, Vec<String>)> = Vec::new();
+        let readable: Vec<(&'a str, &'a ObservedHost)> = self.readable.iter().map(|(h, o)| (*h, *o)).collect();
+        for &(host, oh) in &readable {
+            let dh = &self.desired.hosts[host];
+            for o in &oh.containers {
+                let Some((stack, app)) = app_of(o) else {
+                    continue;
+                };
+                if dh.containers.contains_key(&o.name) && o.name == names::container(stack, app) {
+                    continue;
+                }
+                if moving_from.contains(&(host.to_string(), stack.to_string(), app.to_string())) {
+                    continue;
+                }
+                let now = self.desired.container(stack, app);
+                let mut after = Vec::new();
+                let reason = match now {
+                    Some(c) if self.unreadable.contains(c.host.as_str()) || self.blocked.contains(&(stack.to_string(), app.to_string())) => {
+                        // Its replacement cannot be started: keep it running.
+                        continue;
+                    }
+                    Some(c) => {
+                        if let Some(i) = self.index_of(&action_id(&c.host, Kind::Container, &c.name)) {
+                            after.push(self.actions[i].id.clone());
+                        }
+                        format!("app moved to `{}`", c.host)
+                    }
+                    None if self.desired.hosts.values().any(|h| h.networks.values().any(|n| n.stack == stack)) => {
+                        format!("app `{app}` is no longer in stack `{stack}`")
+                    }
+                    None => format!("stack `{stack}` is no longer in the manifests"),
+                };
+                let i = self.push(Action {
+                    id: action_id(host, Kind::Container, &o.name),
+                    host: host.to_string(),
+                    kind: Kind::Container,
+                    action: Verb::Remove,
+                    stack: stack.to_string(),
+                    name: o.name.clone(),
+                    reason,
+                    after,
+                    relocation: None,
+                    wave: 0,
+                });
+                removed.push((i, stack.to_string(), app.to_string(), o.depends_on.clone()));
+            }
+        }
+        // Reverse order: an app is removed after the removed apps that wait for it.
+        for (i, stack, app, _) in &removed {
+            let dependents: Vec<String> = removed
+                .iter()
+                .filter(|(j, s, _, deps)| j != i && s == stack && deps.contains(app))
+                .map(|(j, ..)| self.actions[*j].id.clone())
+                .collect();
+            self.actions[*i].after.extend(dependents);
+        }
+
+        for &(host, oh) in &readable {
+            let dh = &self.desired.hosts[host];
+            for n in &oh.networks {
+                if !n.managed || n.internal || dh.networks.contains_key(&n.name) {
+                    continue;
+                }
+                let Some(stack) = n.stack.as_deref() else {
+                    continue;
+                };
+                // Anything of the stack still to leave this host goes first.
+                let after: Vec<String> = self
+                    .actions
+                    .iter()
+                    .filter(|a| a.stack == stack)
+                    .filter(|a| {
+                        (a.host == host && a.kind == Kind::Container && a.action == Verb::Remove)
+                            || a.relocation.as_ref().is_some_and(|r| r.from == host)
+                    })
+                    .map(|a| a.id.clone())
+                    .collect();
+                let still_used = oh.containers.iter().any(|c| {
+                    c.stack.as_deref() == Some(stack)
+                        && app_of(c).is_some()
+                        && !after.contains(&action_id(host, Kind::Container, &c.name))
+                        && !moving_from.contains(&(host.to_string(), stack.to_string(), c.app.clone().unwrap_or_default()))
+                });
+                if still_used {
+                    continue;
+                }
+                self.push(Action {
+                    id: action_id(host, Kind::Network, &n.name),
+                    host: host.to_string(),
+                    kind: Kind::Network,
+                    action: Verb::Remove,
+                    stack: stack.to_string(),
+                    name: n.name.clone(),
+                    reason: format!("no app of stack `{stack}` runs on `{host}` any more"),
+                    after,
+                    relocation: None,
+                    wave: 0,
+                });
+            }
+
+            for v in &oh.volumes {
+                if !v.managed || v.internal {
+                    continue;
+                }
+                let (Some(stack), Some(volume)) = (v.stack.as_deref(), v.volume.as_deref()) else {
+                    continue;
+                };
+                let wanted = self.desired.volume(stack, volume);
+                let reason = match (wanted, &v.retained_for) {
+                    (Some(w), _) if w.host == host && v.retained_for.is_none() => continue,
+                    // The copy a move back to this host will build on.
+                    (Some(w), Some(_)) if w.host == host || relocate_targets.contains(&(host.to_string(), v.name.clone())) => continue,
+                    (Some(_), None) => continue, // a move's source, or a conflict warned about
+                    (Some(_), Some(to)) | (None, Some(to)) => format!("copy retained after the move to `{to}`"),
+                    (None, None) if self.desired.hosts.values().any(|h| h.networks.values().any(|n| n.stack == stack) || h.volumes.values().any(|x| x.stack == stack)) => {
+                        format!("volume `{volume}` is no longer in stack `{stack}`")
+                    }
+                    (None, None) => format!("stack `{stack}` is no longer in the manifests"),
+                };
+                if !self.opts.prune_volumes {
+                    self.orphans.push(Orphan {
+                        host: host.to_string(),
+                        kind: Kind::Volume,
+                        stack: stack.to_string(),
+                        name: v.name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                let removing: Vec<String> = v
+                    .used_by
+                    .iter()
+                    .map(|c| action_id(host, Kind::Container, c))
+                    .collect();
+                let in_use = removing.iter().any(|id| self.index_of(id).is_none());
+                if in_use {
+                    self.warnings.push(format!(
+                        "volume `{}` on `{host}` is not pruned: a container still uses it",
+                        v.name
+                    ));
+                    self.orphans.push(Orphan {
+                        host: host.to_string(),
+                        kind: Kind::Volume,
+                        stack: stack.to_string(),
+                        name: v.name.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                self.push(Action {
+                    id: action_id(host, Kind::Volume, &v.name),
+                    host: host.to_string(),
+                    kind: Kind::Volume,
+                    action: Verb::Remove,
+                    stack: stack.to_string(),
+                    name: v.name.clone(),
+                    reason: format!("{reason}; pruned on request"),
+                    after: removing,
+                    relocation: None,
+                    wave: 0,
+                });
+            }
+        }
+    }
+
+    fn finish(mut self) -> Plan {
+        for a in &mut self.actions {
+            a.after.sort();
+            a.after.dedup();
+        }
+        let index: HashMap<String, usize> = self.actions.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        let mut waves = vec![0usize; self.actions.len()];
+        for i in 0..self.actions.len() {
+            wave_of(i, &self.actions, &index, &mut waves, &mut Vec::new());
+        }
+        for (a, w) in self.actions.iter_mut().zip(waves) {
+            a.wave = w;
+        }
+        self.actions.sort_by(|a, b| {
+            (a.wave, &a.host, a.kind, &a.name, a.action).cmp(&(b.wave, &b.host, b.kind, &b.name, b.action))
+        });
+        self.orphans.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
+        self.warnings.sort();
+        self.warnings.dedup();
+        self.errors.sort();
+        self.errors.dedup();
+        Plan {
+            in_sync: self.actions.is_empty(),
+            actions: self.actions,
+            orphans: self.orphans,
+            warnings: self.warnings,
+            errors: self.errors,
+        }
+    }
+}
+
+fn wave_of(i: usize, actions: &[Action], index: &HashMap<String, usize>, waves: &mut [usize], path: &mut Vec<usize>) -> usize {
+    if waves[i] > 0 {
+        return waves[i];
+    }
+    if path.contains(&i) {
+        return 0; // cannot happen for an acyclic app graph; never loop
+    }
+    path.push(i);
+    let mut w = 0;
+    for dep in &actions[i].after {
+        if let Some(&j) = index.get(dep) {
+            w = w.max(wave_of(j, actions, index, waves, path));
+        }
+    }
+    path.pop();
+    waves[i] = w + 1;
+    waves[i]
+}
+
+/// "image `a` → `b`; environment `X` changed" — what differs between the
+/// container's recorded config and the desired one, without secret values.
+pub fn change_reason(c: &ContainerSpec, o: &ObservedContainer) -> String {
+    if o.spec_fields.is_empty() {
+        return "configuration changed".into();
+    }
+    let mut changes = Vec::new();
+    let mut secrets = Vec::new();
+    let keys: BTreeSet<&String> = c.field_digests.keys().chain(o.spec_fields.keys()).collect();
+    for k in keys {
+        let (d, old) = (c.field_digests.get(k), o.spec_fields.get(k));
+        let what = describe_field(k);
+        match (d, old) {
+            (Some(d), Some(old)) if d == old && d != SECRET_DIGEST => {}
+            (Some(d), Some(old)) if d == SECRET_DIGEST && old == SECRET_DIGEST => secrets.push(what),
+            (Some(_), Some(_)) if k == "image" && !c.image.is_secret() && d != Some(&SECRET_DIGEST.to_string()) && old != Some(&SECRET_DIGEST.to_string()) => {
+                changes.push(format!("image `{}` → `{}`", o.image, c.image));
+            }
+            (Some(_), Some(_)) => changes.push(format!("{what} changed")),
+            (Some(_), None) => changes.push(format!("{what} added")),
+            (None, Some(_)) => changes.push(format!("{what} removed")),
+            (None, None) => {}
+        }
+    }
+    if changes.is_empty() {
+        if secrets.is_empty() {
+            "configuration changed".into()
+        } else {
+            format!("a secret value changed ({})", secrets.join(", "))
+        }
+    } else {
+        changes.join("; ")
+    }
+}
+
+fn describe_field(k: &str) -> String {
+    if let Some(e) = k.strip_prefix("env.") {
+        format!("environment `{e}`")
+    } else if let Some(l) = k.strip_prefix("label.") {
+        format!("label `{l}`")
+    } else {
+        format!("`{k}`")
+    }
+}
+
+/// What the hosts look like once every action of `plan` has succeeded.
+/// Used to check that planning again gives an empty plan.
+pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
+    use crate::observed::{Health, ObservedNetwork, PublishedPort};
+    let mut out = observed.clone();
+    let container_state = |c: &ContainerSpec| ObservedContainer {
+        name: c.name.clone(),
+        id: String::new(),
+        managed: true,
+        internal: false,
+        stack: Some(c.stack.clone()),
+        app: Some(c.app.clone()),
+        image: c.image.to_string(),
+        state: ContainerState::Running,
+        health: c.has_healthcheck().then_some(Health::Healthy),
+        spec_hash: Some(c.spec_hash.clone()),
+        spec_fields: c.field_digests.clone(),
+        depends_on: {
+            let mut d: Vec<String> = c.depends_on.iter().map(|(t, _)| t.clone()).chain(c.links.clone()).collect();
+            d.sort();
+            d.dedup();
+            d
+        },
+        ports: c
+            .ports
+            .iter()
+            .map(|p| PublishedPort {
+                ip: p.ip.clone(),
+                port: p.host,
+                protocol: p.protocol.as_str().into(),
+            })
+            .collect(),
+    };
+    for a in &plan.actions {
+        match (a.kind, a.action) {
+            (Kind::Volume, Verb::Create) => {
+                let v = &desired.hosts[&a.host].volumes[&a.name];
+                let h = out.hosts.entry(a.host.clone()).or_default();
+                h.volumes.push(ObservedVolume {
+                    name: v.name.clone(),
+                    managed: true,
+                    internal: false,
+                    stack: Some(v.stack.clone()),
+                    volume: Some(v.volume.clone()),
+                    driver: v.driver.clone(),
+                    size_bytes: Some(0),
+                    used_by: Vec::new(),
+                    retained_for: None,
+                });
+            }
+            (Kind::Volume, Verb::Relocate) => {
+                let r = a.relocation.as_ref().expect("relocate has its facts");
+                let v = &desired.hosts[&r.to].volumes[&a.name];
+                if let Some(src) = out.hosts.get_mut(&r.from) {
+                    for ov in &mut src.volumes {
+                        if ov.name == a.name {
+                            ov.retained_for = Some(r.to.clone());
+                            ov.used_by.clear();
+                        }
+                    }
+                    src.containers.retain(|c| {
+                        !(c.stack.as_deref() == Some(&a.stack) && c.app.as_ref().is_some_and(|x| r.apps.contains(x)))
+                    });
+                }
+                let h = out.hosts.entry(r.to.clone()).or_default();
+                h.volumes.retain(|ov| ov.name != a.name);
+                h.volumes.push(ObservedVolume {
+                    name: v.name.clone(),
+                    managed: true,
+                    internal: false,
+                    stack: Some(v.stack.clone()),
+                    volume: Some(v.volume.clone()),
+                    driver: v.driver.clone(),
+                    size_bytes: r.bytes,
+                    used_by: Vec::new(),
+                    retained_for: None,
+                });
+                for app in &r.apps {
+                    let c = &desired.hosts[&r.to].containers[&names::container(&a.stack, app)];
+                    h.containers.retain(|o| o.name != c.name);
+                    h.containers.push(container_state(c));
+                }
+            }
+            (Kind::Network, Verb::Create) => {
+                out.hosts.entry(a.host.clone()).or_default().networks.push(ObservedNetwork {
+                    name: a.name.clone(),
+                    managed: true,
+                    internal: false,
+                    stack: Some(a.stack.clone()),
+                });
+            }
+            (Kind::Container, Verb::Create | Verb::Recreate | Verb::Start) => {
+                let c = &desired.hosts[&a.host].containers[&a.name];
+                let h = out.hosts.entry(a.host.clone()).or_default();
+                h.containers.retain(|o| o.name != c.name);
+                h.containers.push(container_state(c));
+            }
+            (Kind::Container, Verb::Remove) => {
+                if let Some(h) = out.hosts.get_mut(&a.host) {
+                    h.containers.retain(|o| o.name != a.name);
+                }
+            }
+            (Kind::Network, Verb::Remove) => {
+                if let Some(h) = out.hosts.get_mut(&a.host) {
+                    h.networks.retain(|o| o.name != a.name);
+                }
+            }
+            (Kind::Volume, Verb::Remove) => {
+                if let Some(h) = out.hosts.get_mut(&a.host) {
+                    h.volumes.retain(|o| o.name != a.name);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,246 @@
+//! The JSON Schema of the manifests, for editors (`yaml-language-server`)
+//! and for `drover schema`. These types exist only to describe the format;
+//! the loader checks the same fields (a test keeps the two equal).
+
+#![allow(dead_code)] // the fields are read by the schema generator only
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+/// A lower-case name: `[a-z0-9][a-z0-9-]{0,62}`.
+struct Name;
+
+impl JsonSchema for Name {
+    fn schema_name() -> Cow<'static, str> {
+        "Name".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+            "description": "lower-case letters, digits and `-`, starting with a letter or digit, at most 63 characters"
+        })
+    }
+}
+
+/// A string, number or boolean, taken as its text (as Compose does).
+struct Scalar;
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "Scalar".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// One manifest document.
+#[derive(JsonSchema)]
+#[serde(tag = "kind")]
+enum Manifest {
+    Cluster(Cluster),
+    Stack(Stack),
+}
+
+/// The Docker hosts drover manages. At most one per directory; without one,
+/// there is a single implicit host `local` at `$DOCKER_HOST`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Cluster {
+    /// Each host by name.
+    hosts: BTreeMap<String, Host>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Host {
+    /// `unix:///var/run/docker.sock`, `tcp://HOST:PORT` or `https://HOST:PORT`.
+    endpoint: String,
+    /// Where other hosts reach this host's published ports. Defaults to the
+    /// endpoint's host, or 127.0.0.1 for a socket.
+    #[serde(default)]
+    address: Option<String>,
+    /// Free-form, shown in status.
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    tls: Option<Tls>,
+}
+
+/// Client certificates for a TLS endpoint; paths relative to this file.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Tls {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+/// A set of apps and their data volumes.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Stack {
+    /// Unique across the directory.
+    name: Name,
+    #[serde(default)]
+    volumes: Option<BTreeMap<String, Option<Volume>>>,
+    #[serde(default)]
+    apps: Option<BTreeMap<String, App>>,
+}
+
+/// A named data volume. Its data follows the apps that mount it.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Volume {
+    /// Volume driver; `local` by default.
+    #[serde(default)]
+    driver: Option<String>,
+    #[serde(default)]
+    driver_opts: Option<BTreeMap<String, Scalar>>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, Scalar>>,
+    /// Only for a volume that no app mounts.
+    #[serde(default)]
+    host: Option<Name>,
+}
+
+/// A string, or a list of strings.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum Environment {
+    /// `KEY: value`
+    Map(BTreeMap<String, Scalar>),
+    /// `KEY=value`
+    List(Vec<String>),
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum Restart {
+    UnlessStopped,
+    Always,
+    OnFailure,
+    No,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Pull {
+    Missing,
+    Always,
+    Never,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Condition {
+    Started,
+    Healthy,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DependsOnEntry {
+    /// `started` (default) or `healthy`.
+    #[serde(default)]
+    condition: Option<Condition>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum DependsOn {
+    /// Apps that must be started first.
+    List(Vec<Name>),
+    Map(BTreeMap<String, Option<DependsOnEntry>>),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Healthcheck {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]`, `["NONE"]`, or a shell string.
+    #[serde(default)]
+    test: Option<StringOrList>,
+    /// A duration such as `5s` or `1m30s`.
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    start_period: Option<String>,
+    #[serde(default)]
+    disable: Option<bool>,
+}
+
+/// A stateless container, placed on a host, mounting volumes of its stack.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct App {
+    image: String,
+    /// Placement. Changing it relocates the app and its volumes.
+    #[serde(default)]
+    host: Option<Name>,
+    /// Values are interpolated from drover's environment (`${VAR}`); such
+    /// values are secret and never shown.
+    #[serde(default)]
+    environment: Option<Environment>,
+    /// Env files relative to this manifest, inside the directory.
+    #[serde(default)]
+    env_file: Option<StringOrList>,
+    /// `VOLUME:/path[:ro]`, VOLUME declared in this stack.
+    #[serde(default)]
+    volumes: Option<Vec<String>>,
+    /// `[IP:]HOST:CONTAINER[/tcp|udp]`
+    #[serde(default)]
+    ports: Option<Vec<String>>,
+    #[serde(default)]
+    healthcheck: Option<Healthcheck>,
+    /// `unless-stopped` by default.
+    #[serde(default)]
+    restart: Option<Restart>,
+    /// `missing` by default.
+    #[serde(default)]
+    pull: Option<Pull>,
+    #[serde(default)]
+    depends_on: Option<DependsOn>,
+    /// Apps of this stack; each injects `NAME_HOST` and `NAME_PORT`.
+    #[serde(default)]
+    links: Option<Vec<Name>>,
+    #[serde(default)]
+    command: Option<StringOrList>,
+    #[serde(default)]
+    entrypoint: Option<StringOrList>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, Scalar>>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+    #[serde(default)]
+    stop_grace_period: Option<String>,
+    /// A size such as `512m` or `2g`.
+    #[serde(default)]
+    memory: Option<Scalar>,
+    #[serde(default)]
+    cpus: Option<Scalar>,
+}
+
+/// The schema as pretty JSON, with a trailing newline.
+pub fn manifest_schema() -> String {
+    let mut schema = schemars::schema_for!(Manifest);
+    schema.insert("title".into(), "drover manifest".into());
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}

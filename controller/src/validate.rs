@@ -1,0 +1,252 @@
+//! The rules that span documents: hosts exist, references resolve, a volume
+//! lives on one host, host ports do not clash, cross-host links can be
+//! reached, stacks are unique and the dependency graph has no cycle.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::diag::{similar, Diagnostic, Loc};
+use crate::graph::AppGraph;
+use crate::load::Parsed;
+use crate::model::{At, Host, Spec, Stack, LOCAL_HOST};
+
+/// Endpoint of the implicit `local` host: `$DOCKER_HOST` or the default
+/// socket, resolved when connecting. An empty string stands for that.
+pub const IMPLICIT_ENDPOINT: &str = "";
+
+/// Checks everything and returns the spec; it is valid exactly when no
+/// diagnostic was added.
+pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
+    let (hosts, implicit_local) = match parsed.cluster {
+        Some((list, _)) => (list.into_iter().map(|h| (h.name.clone(), h)).collect(), false),
+        None => {
+            let local = Host {
+                name: LOCAL_HOST.to_string(),
+                loc: None,
+                endpoint: IMPLICIT_ENDPOINT.to_string(),
+                address: "127.0.0.1".to_string(),
+                labels: BTreeMap::new(),
+                tls: None,
+            };
+            (BTreeMap::from([(LOCAL_HOST.to_string(), local)]), true)
+        }
+    };
+    let mut v = Validator {
+        hosts: &hosts,
+        implicit_local,
+        diags,
+    };
+
+    let mut stacks: BTreeMap<String, Stack> = BTreeMap::new();
+    for mut stack in parsed.stacks {
+        if let Some(first) = stacks.get(&stack.name) {
+            let msg = format!("stack `{}` is already defined at {}", stack.name, first.loc);
+            v.error(&stack.loc, msg, Some("stack names are unique across the directory".into()));
+            continue;
+        }
+        v.stack(&mut stack);
+        stacks.insert(stack.name.clone(), stack);
+    }
+    v.host_ports(&stacks);
+    v.cycles(&stacks);
+    Spec {
+        hosts,
+        implicit_local,
+        stacks,
+    }
+}
+
+struct Validator<'a> {
+    hosts: &'a BTreeMap<String, Host>,
+    implicit_local: bool,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, loc: &Loc, message: String, hint: Option<String>) {
+        // The source line is attached later from the file cache.
+        self.diags.push(Diagnostic::new(loc.clone(), message).with_hint(hint));
+    }
+
+    fn check_host(&mut self, host: &At<String>) -> bool {
+        if self.hosts.contains_key(&host.value) {
+            return true;
+        }
+        let hint = if self.implicit_local {
+            Some("there is no Cluster document, so the only host is `local`".into())
+        } else {
+            similar(&host.value, self.hosts.keys().map(String::as_str)).or_else(|| {
+                Some(format!(
+                    "the Cluster's hosts are {}",
+                    self.hosts.keys().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                ))
+            })
+        };
+        self.error(&host.loc, format!("unknown host `{}`", host.value), hint);
+        false
+    }
+
+    fn stack(&mut self, stack: &mut Stack) {
+        let app_names: Vec<String> = stack.apps.keys().cloned().collect();
+        let volume_names: Vec<String> = stack.volumes.keys().cloned().collect();
+        // Which host each volume is mounted from, and by which app first.
+        let mut volume_users: BTreeMap<String, (String, String, Loc)> = BTreeMap::new();
+
+        for app in stack.apps.values_mut() {
+            match &app.host {
+                Some(h) => {
+                    let h = h.clone();
+                    self.check_host(&h);
+                }
+                None if self.implicit_local => {
+                    app.host = Some(At {
+                        value: LOCAL_HOST.to_string(),
+                        loc: app.loc.clone(),
+                    });
+                }
+                None => {
+                    let hint = Some(format!(
+                        "add `host:` with one of {}",
+                        self.hosts.keys().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                    ));
+                    self.error(&app.loc, format!("app `{}` has no `host:`", app.name), hint);
+                }
+            }
+        }
+
+        for app in stack.apps.values() {
+            let mut targets: HashMap<&str, &Loc> = HashMap::new();
+            for m in &app.volumes {
+                if let Some(prev) = targets.insert(&m.value.target, &m.loc) {
+                    let msg = format!("`{}` is mounted twice in app `{}` (also at {prev})", m.value.target, app.name);
+                    self.error(&m.loc, msg, None);
+                }
+                if !stack.volumes.contains_key(&m.value.volume) {
+                    let hint = similar(&m.value.volume, volume_names.iter().map(String::as_str)).or_else(|| {
+                        Some(format!("declare it under the stack's `volumes:` as `{}: {{}}`", m.value.volume))
+                    });
+                    self.error(
+                        &m.loc,
+                        format!("volume `{}` is not declared in stack `{}`", m.value.volume, stack.name),
+                        hint,
+                    );
+                    continue;
+                }
+                let host = app.host().to_string();
+                match volume_users.get(&m.value.volume) {
+                    None => {
+                        volume_users.insert(m.value.volume.clone(), (host, app.name.clone(), m.loc.clone()));
+                    }
+                    Some((first_host, first_app, _)) if *first_host != host => {
+                        let msg = format!(
+                            "volume `{}` is mounted by app `{first_app}` on `{first_host}` and by app `{}` on `{host}`; a volume lives on one host",
+                            m.value.volume, app.name
+                        );
+                        self.error(&m.loc, msg, Some("place every app that mounts it on the same host".into()));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for target in app.references() {
+                if target.value == app.name {
+                    continue; // a cycle of one, reported with the cycles
+                }
+                if !stack.apps.contains_key(&target.value) {
+                    let hint = similar(&target.value, app_names.iter().map(String::as_str));
+                    self.error(
+                        &target.loc,
+                        format!("app `{}` is not in stack `{}`", target.value, stack.name),
+                        hint.or_else(|| Some("`depends_on` and `links` name apps of the same stack".into())),
+                    );
+                }
+            }
+            for link in &app.links {
+                let Some(target) = stack.apps.get(&link.value) else {
+                    continue;
+                };
+                if target.host() != app.host() && target.ports.is_empty() {
+                    let msg = format!(
+                        "app `{}` on `{}` links to `{}` on `{}`, which publishes no port",
+                        app.name,
+                        app.host(),
+                        target.name,
+                        target.host()
+                    );
+                    self.error(
+                        &link.loc,
+                        msg,
+                        Some(format!("publish a port on `{}` with `ports:`, or place both apps on one host", target.name)),
+                    );
+                }
+            }
+        }
+
+        for vol in stack.volumes.values() {
+            match (&vol.host, volume_users.get(&vol.name)) {
+                (Some(h), None) => {
+                    self.check_host(h);
+                }
+                (Some(h), Some((host, app, _))) => {
+                    if self.check_host(h) && h.value != *host {
+                        let msg = format!(
+                            "volume `{}` is placed on `{}` but app `{app}` mounts it on `{host}`",
+                            vol.name, h.value
+                        );
+                        self.error(&h.loc, msg, Some("a mounted volume follows its apps: remove its `host:`".into()));
+                    }
+                }
+                (None, None) if !self.implicit_local => {
+                    let msg = format!("volume `{}` is not mounted by any app and has no `host:`", vol.name);
+                    self.error(&vol.loc, msg, Some("give it `host:` so drover knows where it lives".into()));
+                }
+                (None, _) => {}
+            }
+        }
+    }
+
+    fn host_ports(&mut self, stacks: &BTreeMap<String, Stack>) {
+        // (host, port, protocol) -> the IPs bound so far with who bound them.
+        let mut used: BTreeMap<(String, u16, &str), Vec<(String, String, Loc)>> = BTreeMap::new();
+        for stack in stacks.values() {
+            for app in stack.apps.values() {
+                for p in &app.ports {
+                    let key = (app.host().to_string(), p.value.host, p.value.protocol.as_str());
+                    let entry = used.entry(key).or_default();
+                    let clash = entry.iter().find(|(ip, _, _)| {
+                        ip.is_empty() || p.value.ip.is_empty() || *ip == p.value.ip
+                    });
+                    if let Some((_, who, loc)) = clash {
+                        let msg = format!(
+                            "host port {}/{} on `{}` is already published by `{who}` at {loc}",
+                            p.value.host,
+                            p.value.protocol.as_str(),
+                            app.host()
+                        );
+                        self.error(&p.loc, msg, Some("two apps on one host cannot publish the same port".into()));
+                    } else {
+                        entry.push((p.value.ip.clone(), format!("{}/{}", stack.name, app.name), p.loc.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn cycles(&mut self, stacks: &BTreeMap<String, Stack>) {
+        let graph = AppGraph::new(stacks.values());
+        for cycle in graph.cycles() {
+            let (stack, first) = &cycle[0];
+            let next = &cycle.get(1).unwrap_or(&cycle[0]).1;
+            let app = &stacks[stack].apps[first];
+            let Some(entry) = app.references().find(|t| t.value == *next) else {
+                continue;
+            };
+            let mut path: Vec<String> = cycle.iter().map(|(_, a)| format!("`{a}`")).collect();
+            path.push(format!("`{first}`"));
+            let msg = format!("dependency cycle in stack `{stack}`: {}", path.join(" → "));
+            self.error(
+                &entry.loc,
+                msg,
+                Some("`depends_on` and `links` must not lead back to the app itself".into()),
+            );
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! A YAML stream as trees whose every node knows its line and column.
+//!
+//! Manifests need `file:line:column` for semantic errors too (an unknown
+//! host, a cycle), which a plain serde deserializer cannot give. This module
+//! turns the event stream of `yaml-rust2` into [`Node`]s that keep their
+//! position, expands anchors under a node budget (so a "billion laughs"
+//! document is a located error, not an out-of-memory), rejects duplicate keys,
+//! and limits nesting depth.
+
+use std::collections::{HashMap, HashSet};
+
+use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A 1-based line and column in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    fn from_marker(m: &Marker) -> Pos {
+        Pos {
+            line: u32::try_from(m.line()).unwrap_or(u32::MAX),
+            col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// One YAML node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `~`, `null`, or nothing at all.
+    Null,
+    /// Any other scalar, as written. `plain` is false for quoted and block
+    /// scalars, which are always strings.
+    Scalar { text: String, plain: bool },
+    Seq(Vec<Node>),
+    /// Keys in document order; duplicates were rejected while parsing.
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// What a user would call this node's type, for "expected X, found Y".
+    pub fn kind_name(&self) -> &'static str {
+        match &self.value {
+            Value::Null => "null",
+            Value::Scalar { text, plain } => {
+                if !plain {
+                    "a string"
+                } else if text == "true" || text == "false" {
+                    "a boolean"
+                } else if text.parse::<f64>().is_ok() {
+                    "a number"
+                } else {
+                    "a string"
+                }
+            }
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    pub fn as_scalar(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Bounds that keep hostile input from exhausting memory or stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Nodes in one document, counting every alias expansion in full.
+    pub max_nodes: usize,
+    /// Nesting depth of sequences and mappings.
+    pub max_depth: usize,
+    /// Documents in one file.
+    pub max_documents: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_nodes: 200_000,
+            max_depth: 64,
+            max_documents: 10_000,
+        }
+    }
+}
+
+/// A problem in the YAML text itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        pos: Pos,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        seen: HashSet<String>,
+        pos: Pos,
+        anchor: usize,
+    },
+}
+
+/// Parses every document of `src`. An empty document (or a stream with
+/// nothing but comments) yields a `Null` node so that callers can say where.
+pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError> {
+    let mut parser = Parser::new_from_str(src);
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    // Anchor id -> (node, its size in nodes).
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut nodes_in_doc = 0usize;
+    let mut doc_root: Option<Node> = None;
+
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| YamlError {
+            pos: Pos::from_marker(e.marker()),
+            message: e.info().to_string(),
+        })?;
+        let pos = Pos::from_marker(&mark);
+        let finished: Option<(Node, usize)> = match event {
+            Event::StreamStart | Event::Nothing => None,
+            Event::StreamEnd => break,
+            Event::DocumentStart => {
+                if docs.len() >= limits.max_documents {
+                    return Err(YamlError {
+                        pos,
+                        message: format!(
+                            "too many documents in one file (more than {})",
+                            limits.max_documents
+                        ),
+                    });
+                }
+                anchors.clear();
+                nodes_in_doc = 0;
+                doc_root = None;
+                None
+            }
+            Event::DocumentEnd => {
+                docs.push(doc_root.take().unwrap_or(Node {
+                    value: Value::Null,
+                    pos,
+                }));
+                None
+            }
+            Event::Alias(id) => {
+                let Some((node, size)) = anchors.get(&id) else {
+                    return Err(YamlError {
+                        pos,
+                        message: "alias to an unknown anchor".into(),
+                    });
+                };
+                nodes_in_doc = nodes_in_doc.saturating_add(*size);
+                if nodes_in_doc > limits.max_nodes {
+                    return Err(too_big(pos, limits));
+                }
+                // The alias takes the position of its use, so errors inside
+                // an expanded alias still point near the reader's eye.
+                let mut node = node.clone();
+                node.pos = pos;
+                Some((node, 0))
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                nodes_in_doc += 1;
+                if nodes_in_doc > limits.max_nodes {
+                    return Err(too_big(pos, limits));
+                }
+                let mut plain = style == TScalarStyle::Plain;
+                if let Some(tag) = tag {
+                    if tag.handle == "!!" && tag.suffix == "str"
+                        || tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str"
+                    {
+                        plain = false;
+                    } else {
+                        return Err(YamlError {
+                            pos,
+                            message: format!(
+                                "YAML tag `{}{}` is not supported",
+                                tag.handle, tag.suffix
+                            ),
+                        });
+                    }
+                }
+                let value = if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
+                {
+                    Value::Null
+                } else {
+                    Value::Scalar { text, plain }
+                };
+                let node = Node { value, pos };
+                if anchor != 0 {
+                    anchors.insert(anchor, (node.clone(), 1));
+                }
+                Some((node, 1))
+            }
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                if let Some(tag) = tag {
+                    return Err(YamlError {
+                        pos,
+                        message: format!(
+                            "YAML tag `{}{}` is not supported",
+                            tag.handle, tag.suffix
+                        ),
+                    });
+                }
+                if stack.len() >= limits.max_depth {
+                    return Err(YamlError {
+                        pos,
+                        message: format!("nesting deeper than {} levels", limits.max_depth),
+                    });
+                }
+                nodes_in_doc += 1;
+                if nodes_in_doc > limits.max_nodes {
+                    return Err(too_big(pos, limits));
+                }
+                if matches!(event, Event::SequenceStart(..)) {
+                    stack.push(Frame::Seq {
+                        items: Vec::new(),
+                        pos,
+                        anchor,
+                    });
+                } else {
+                    stack.push(Frame::Map {
+                        entries: Vec::new(),
+                        key: None,
+                        seen: HashSet::new(),
+                        pos,
+                        anchor,
+                    });
+                }
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match stack.pop() {
+                    Some(Frame::Seq { items, pos, anchor }) => (
+                        Node {
+                            value: Value::Seq(items),
+                            pos,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        entries,
+                        pos,
+                        anchor,
+                        ..
+                    }) => (
+                        Node {
+                            value: Value::Map(entries),
+                            pos,
+                        },
+                        anchor,
+                    ),
+                    None => {
+                        return Err(YamlError {
+                            pos,
+                            message: "unbalanced collection".into(),
+                        })
+                    }
+                };
+                if anchor != 0 {
+                    let size = count_nodes(&node);
+                    anchors.insert(anchor, (node.clone(), size));
+                }
+                Some((node, 0))
+            }
+        };
+
+        let Some((node, _)) = finished else { continue };
+        match stack.last_mut() {
+            None => doc_root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries, key, seen, ..
+            }) => match key.take() {
+                None => {
+                    if let Value::Scalar { text, .. } = &node.value {
+                        if !seen.insert(text.clone()) {
+                            return Err(YamlError {
+                                pos: node.pos,
+                                message: format!("duplicate key `{text}`"),
+                            });
+                        }
+                    }
+                    *key = Some(node);
+                }
+                Some(k) => entries.push((k, node)),
+            },
+        }
+    }
+    Ok(docs)
+}
+
+fn too_big(pos: Pos, limits: Limits) -> YamlError {
+    YamlError {
+        pos,
+        message: format!(
+            "document has more than {} nodes once aliases are expanded",
+            limits.max_nodes
+        ),
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    let mut n = 0;
+    let mut todo = vec![node];
+    while let Some(node) = todo.pop() {
+        n += 1;
+        match &node.value {
+            Value::Seq(items) => todo.extend(items),
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    todo.push(k);
+                    todo.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(src: &str) -> Node {
+        let mut docs = parse_documents(src, Limits::default()).unwrap();
+        assert_eq!(docs.len(), 1);
+        docs.remove(0)
+    }
+
+    #[test]
+    fn positions_are_one_based_and_point_at_keys_and_values() {
+        let node = one("kind: Stack\napps:\n  db:\n    image: 'pg'\n");
+        let Value::Map(entries) = &node.value else {
+            panic!()
+        };
+        assert_eq!(entries[0].0.pos, Pos { line: 1, col: 1 });
+        assert_eq!(entries[0].1.pos, Pos { line: 1, col: 7 });
+        let Value::Map(apps) = &entries[1].1.value else {
+            panic!()
+        };
+        let Value::Map(db) = &apps[0].1.value else {
+            panic!()
+        };
+        assert_eq!(db[0].0.pos, Pos { line: 4, col: 5 });
+        assert_eq!(db[0].1.pos, Pos { line: 4, col: 12 });
+        assert_eq!(
+            db[0].1.value,
+            Value::Scalar {
+                text: "pg".into(),
+                plain: false
+            }
+        );
+    }
+
+    #[test]
+    fn several_documents_are_split() {
+        let docs = parse_documents("a: 1\n---\nb: 2\n", Limits::default()).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].pos.line, 3);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_at_the_second_key() {
+        let err = parse_documents("a: 1\nb: 2\na: 3\n", Limits::default()).unwrap_err();
+        assert_eq!(err.pos, Pos { line: 3, col: 1 });
+        assert!(err.message.contains("duplicate key `a`"));
+    }
+
+    #[test]
+    fn billion_laughs_is_refused() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = i - 1;
+            src.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse_documents(&src, Limits::default()).unwrap_err();
+        assert!(err.message.contains("aliases are expanded"), "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let src = "[".repeat(10_000);
+        // The scanner's own recursion limit or ours: either way a located error.
+        let err = parse_documents(&src, Limits::default()).unwrap_err();
+        assert_eq!(err.pos.line, 1, "{err:?}");
+    }
+
+    #[test]
+    fn null_forms_are_null() {
+        let node = one("a: ~\nb:\nc: null\nd: 'null'\n");
+        let Value::Map(e) = node.value else { panic!() };
+        assert_eq!(e[0].1.value, Value::Null);
+        assert_eq!(e[1].1.value, Value::Null);
+        assert_eq!(e[2].1.value, Value::Null);
+        assert!(matches!(e[3].1.value, Value::Scalar { .. }));
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = parse_documents("a: [1, 2\nb: 3\n", Limits::default()).unwrap_err();
+        assert!(err.pos.line >= 1);
+    }
+}
