@@ -148,6 +148,14 @@ struct Planner<'a> {
     blocked_volumes: BTreeSet<(String, String)>,
     /// (stack, app) -> the actions that bring the app up to date.
     app_actions: HashMap<(String, String), Vec<usize>>,
+    /// Action id -> its index in `actions`.
+    index: HashMap<String, usize>,
+    /// (stack, volume) -> managed copies on the hosts that were read.
+    copies: HashMap<(&'a str, &'a str), Vec<(&'a str, &'a ObservedVolume)>>,
+    /// Container name -> readable hosts with a managed app container of it.
+    container_hosts: HashMap<&'a str, Vec<&'a str>>,
+    /// Stacks that still have something in the spec.
+    stacks: BTreeSet<&'a str>,
 }
 
 /// Computes what must change for the hosts to match `desired`.
@@ -165,6 +173,10 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: Options) -> Plan {
         blocked: BTreeSet::new(),
         blocked_volumes: BTreeSet::new(),
         app_actions: HashMap::new(),
+        index: HashMap::new(),
+        copies: HashMap::new(),
+        container_hosts: HashMap::new(),
+        stacks: BTreeSet::new(),
     };
     p.hosts();
     p.volumes();
@@ -176,6 +188,8 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: Options) -> Plan {
 
 impl<'a> Planner<'a> {
     fn push(&mut self, a: Action) -> usize {
+        debug_assert!(!self.index.contains_key(&a.id), "duplicate action {}", a.id);
+        self.index.insert(a.id.clone(), self.actions.len());
         self.actions.push(a);
         self.actions.len() - 1
     }
@@ -199,6 +213,22 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        for (host, h) in &self.readable {
+            for v in &h.volumes {
+                if let (true, false, Some(stack), Some(volume)) = (v.managed, v.internal, &v.stack, &v.volume) {
+                    self.copies.entry((stack, volume)).or_default().push((host, v));
+                }
+            }
+            for c in &h.containers {
+                if app_of(c).is_some() {
+                    self.container_hosts.entry(&c.name).or_default().push(host);
+                }
+            }
+        }
+        for h in self.desired.hosts.values() {
+            self.stacks.extend(h.networks.values().map(|n| n.stack.as_str()));
+            self.stacks.extend(h.volumes.values().map(|v| v.stack.as_str()));
+        }
         for host in self.observed.hosts.keys() {
             if !self.desired.hosts.contains_key(host) {
                 self.warnings.push(format!(
@@ -210,19 +240,7 @@ impl<'a> Planner<'a> {
 
     /// Managed copies of a stack's volume on the hosts that were read.
     fn copies(&self, stack: &str, volume: &str) -> Vec<(&'a str, &'a ObservedVolume)> {
-        let mut out = Vec::new();
-        for (host, h) in &self.readable {
-            for v in &h.volumes {
-                if v.managed
-                    && !v.internal
-                    && v.stack.as_deref() == Some(stack)
-                    && v.volume.as_deref() == Some(volume)
-                {
-                    out.push((*host, v));
-                }
-            }
-        }
-        out
+        self.copies.get(&(stack, volume)).cloned().unwrap_or_default()
     }
 
     fn block_volume(&mut self, stack: &str, volume: &str, error: String) {
@@ -369,7 +387,7 @@ impl<'a> Planner<'a> {
     }
 
     fn index_of(&self, id: &str) -> Option<usize> {
-        self.actions.iter().position(|a| a.id == id)
+        self.index.get(id).copied()
     }
 
     fn containers(&mut self) {
@@ -475,6 +493,7 @@ impl<'a> Planner<'a> {
             let dropped: BTreeSet<String> = blocked_ids.iter().map(|i| self.actions[*i].id.clone()).collect();
             self.actions.retain(|a| !dropped.contains(&a.id));
             self.app_actions.clear();
+            self.index = self.actions.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
         }
     }
 
@@ -516,11 +535,12 @@ impl<'a> Planner<'a> {
                     self.blocked.insert((c.stack.clone(), c.app.clone()));
                     return None;
                 }
-                let elsewhere = self.readable.iter().find(|(h, oh)| {
-                    **h != host && oh.containers.iter().any(|o| o.name == c.name && app_of(o).is_some())
-                });
+                let elsewhere = self
+                    .container_hosts
+                    .get(c.name.as_str())
+                    .and_then(|hosts| hosts.iter().find(|h| **h != host));
                 let reason = match elsewhere {
-                    Some((from, _)) => format!("app moved from `{from}`"),
+                    Some(from) => format!("app moved from `{from}`"),
                     None => "container does not exist".to_string(),
                 };
                 (Verb::Create, reason)
@@ -604,7 +624,7 @@ impl<'a> Planner<'a> {
                         }
                         format!("app moved to `{}`", c.host)
                     }
-                    None if self.desired.hosts.values().any(|h| h.networks.values().any(|n| n.stack == stack)) => {
+                    None if self.stacks.contains(stack) => {
                         format!("app `{app}` is no longer in stack `{stack}`")
                     }
                     None => format!("stack `{stack}` is no longer in the manifests"),
@@ -691,7 +711,7 @@ impl<'a> Planner<'a> {
                     (Some(w), Some(_)) if w.host == host || relocate_targets.contains(&(host.to_string(), v.name.clone())) => continue,
                     (Some(_), None) => continue, // a move's source, or a conflict warned about
                     (Some(_), Some(to)) | (None, Some(to)) => format!("copy retained after the move to `{to}`"),
-                    (None, None) if self.desired.hosts.values().any(|h| h.networks.values().any(|n| n.stack == stack) || h.volumes.values().any(|x| x.stack == stack)) => {
+                    (None, None) if self.stacks.contains(stack) => {
                         format!("volume `{volume}` is no longer in stack `{stack}`")
                     }
                     (None, None) => format!("stack `{stack}` is no longer in the manifests"),
