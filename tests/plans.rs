@@ -1,1 +1,350 @@
-//! placeholder
+//! Plans for the example stacks (snapshots) and for the change semantics of
+//! manifests.md, one scenario per test.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use drover::desired::{render, Desired};
+use drover::load::load;
+use drover::observed::{ContainerState, Observed, ObservedContainer, ObservedHost, ObservedVolume};
+use drover::output::{plan_json, plan_text};
+use drover::plan::{plan, simulate, Kind, Options, Plan, Verb};
+
+const CLUSTER: &str = "kind: Cluster
+hosts:
+  node-a: { endpoint: 'tcp://10.77.0.11:2375' }
+  node-b: { endpoint: 'tcp://10.77.0.12:2375' }
+";
+
+fn env() -> BTreeMap<String, String> {
+    BTreeMap::from([("DB_PASSWORD".to_string(), "CANARY-SECRET-42".to_string())])
+}
+
+/// Loads a directory made of `files` and renders it.
+fn desired(files: &[(&str, &str)]) -> Desired {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    match load(dir.path(), &env()) {
+        Ok(spec) => render(&spec),
+        Err(e) => panic!("fixture does not load: {e}"),
+    }
+}
+
+fn empty(hosts: &[&str]) -> Observed {
+    Observed {
+        hosts: hosts.iter().map(|h| (h.to_string(), ObservedHost::default())).collect(),
+        unreachable: BTreeMap::new(),
+    }
+}
+
+/// The hosts after `desired` was applied from scratch.
+fn applied(d: &Desired) -> Observed {
+    let start = empty(&d.hosts.keys().map(String::as_str).collect::<Vec<_>>());
+    let p = plan(d, &start, Options::default());
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    simulate(d, &start, &p)
+}
+
+fn replan_is_empty(d: &Desired, observed: &Observed, p: &Plan) {
+    let after = simulate(d, observed, p);
+    let again = plan(d, &after, Options::default());
+    assert!(again.actions.is_empty(), "not converged: {}", plan_text(&again, false));
+}
+
+fn find<'a>(p: &'a Plan, action: Verb, name: &str) -> &'a drover::plan::Action {
+    p.actions
+        .iter()
+        .find(|a| a.action == action && a.name == name)
+        .unwrap_or_else(|| panic!("no {action} of {name} in\n{}", plan_text(p, false)))
+}
+
+fn examples() -> Desired {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/stacks");
+    render(&load(&dir, &BTreeMap::new()).expect("examples are valid"))
+}
+
+#[test]
+fn example_stacks_plan_from_an_empty_cluster() {
+    let d = examples();
+    let observed = empty(&["node-a", "node-b"]);
+    let p = plan(&d, &observed, Options::default());
+    insta::assert_snapshot!("examples_text", plan_text(&p, false));
+    insta::assert_snapshot!("examples_json", plan_json(&p));
+    replan_is_empty(&d, &observed, &p);
+}
+
+#[test]
+fn example_stacks_are_in_sync_once_applied() {
+    let d = examples();
+    let p = plan(&d, &applied(&d), Options::default());
+    assert!(p.in_sync);
+    assert_eq!(plan_text(&p, false), "No changes. The hosts match the manifests.\n");
+}
+
+const BLOG: &str = "kind: Stack
+name: blog
+volumes: { pgdata: {} }
+apps:
+  db:
+    image: postgres:16
+    host: node-a
+    environment: { POSTGRES_PASSWORD: '${DB_PASSWORD}', MODE: fast }
+    volumes: ['pgdata:/var/lib/postgresql/data']
+    ports: ['5432:5432']
+  web:
+    image: ghost:5
+    host: node-b
+    depends_on: { db: { condition: healthy } }
+    links: [db]
+    ports: ['80:2368']
+";
+
+fn blog(edit: impl Fn(String) -> String) -> Desired {
+    desired(&[("cluster.yaml", CLUSTER), ("blog.yaml", &edit(BLOG.to_string()))])
+}
+
+#[test]
+fn an_environment_change_recreates_only_that_app_and_names_the_variable() {
+    let before = blog(|s| s);
+    let observed = applied(&before);
+    let after = blog(|s| s.replace("MODE: fast", "MODE: safe"));
+    let p = plan(&after, &observed, Options::default());
+    assert_eq!(p.actions.len(), 1, "{}", plan_text(&p, false));
+    let a = find(&p, Verb::Recreate, "blog-db");
+    assert_eq!(a.reason, "environment `MODE` changed");
+    replan_is_empty(&after, &observed, &p);
+}
+
+#[test]
+fn an_image_change_names_both_images() {
+    let observed = applied(&blog(|s| s));
+    let p = plan(&blog(|s| s.replace("ghost:5", "ghost:6")), &observed, Options::default());
+    assert_eq!(find(&p, Verb::Recreate, "blog-web").reason, "image `ghost:5` → `ghost:6`");
+}
+
+#[test]
+fn a_secret_change_recreates_without_showing_the_value() {
+    let before = blog(|s| s);
+    let observed = applied(&before);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), BLOG).unwrap();
+    let other = BTreeMap::from([("DB_PASSWORD".to_string(), "CANARY-SECRET-43".to_string())]);
+    let after = render(&load(dir.path(), &other).unwrap());
+    let p = plan(&after, &observed, Options::default());
+    let a = find(&p, Verb::Recreate, "blog-db");
+    assert_eq!(a.reason, "a secret value changed (environment `POSTGRES_PASSWORD`)");
+    let shown = plan_json(&p) + &plan_text(&p, false) + &serde_json::to_string(&observed).unwrap();
+    assert!(!shown.contains("CANARY-SECRET"), "a secret leaked: {shown}");
+}
+
+#[test]
+fn fields_that_do_not_reach_the_container_recreate_nothing() {
+    let observed = applied(&blog(|s| s));
+    let after = blog(|s| s.replace("depends_on: { db: { condition: healthy } }", "depends_on: [db]\n    pull: always"));
+    let p = plan(&after, &observed, Options::default());
+    assert!(p.in_sync, "{}", plan_text(&p, false));
+}
+
+#[test]
+fn a_stopped_container_is_started() {
+    let d = blog(|s| s);
+    let mut observed = applied(&d);
+    let c = observed.hosts.get_mut("node-b").unwrap().containers.iter_mut().find(|c| c.name == "blog-web").unwrap();
+    c.state = ContainerState::Exited;
+    let p = plan(&d, &observed, Options::default());
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(find(&p, Verb::Start, "blog-web").reason, "container is exited");
+}
+
+#[test]
+fn a_removed_app_is_removed_and_its_dependents_first() {
+    let observed = applied(&blog(|s| s));
+    let only_volume = "kind: Stack\nname: blog\nvolumes: { pgdata: { host: node-a } }\n";
+    let d = desired(&[("cluster.yaml", CLUSTER), ("blog.yaml", only_volume)]);
+    let p = plan(&d, &observed, Options::default());
+    let web = find(&p, Verb::Remove, "blog-web");
+    let db = find(&p, Verb::Remove, "blog-db");
+    assert!(db.after.contains(&web.id), "db must wait for web: {:?}", db.after);
+    assert!(db.wave > web.wave);
+    // Both networks go, after the containers on their host.
+    let net_a = p.actions.iter().find(|a| a.kind == Kind::Network && a.host == "node-a").unwrap();
+    assert_eq!(net_a.action, Verb::Remove);
+    assert!(net_a.after.contains(&db.id));
+    replan_is_empty(&d, &observed, &p);
+}
+
+#[test]
+fn a_volume_removed_from_the_spec_is_kept_as_an_orphan() {
+    let observed = applied(&blog(|s| s));
+    let d = desired(&[("cluster.yaml", CLUSTER), ("other.yaml", "kind: Stack\nname: other\n")]);
+    let p = plan(&d, &observed, Options::default());
+    assert!(p.actions.iter().all(|a| a.kind != Kind::Volume), "{}", plan_text(&p, false));
+    assert_eq!(p.orphans.len(), 1);
+    assert_eq!(p.orphans[0].name, "blog-pgdata");
+    assert_eq!(p.orphans[0].reason, "stack `blog` is no longer in the manifests");
+
+    let pruned = plan(&d, &observed, Options { prune_volumes: true });
+    let rm = find(&pruned, Verb::Remove, "blog-pgdata");
+    assert!(rm.after.contains(&"node-a/container/blog-db".to_string()));
+}
+
+#[test]
+fn moving_an_app_with_a_volume_is_one_relocation() {
+    let mut observed = applied(&blog(|s| s));
+    for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
+        v.size_bytes = Some(1 << 30);
+    }
+    let after = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&after, &observed, Options::default());
+    let r = find(&p, Verb::Relocate, "blog-pgdata");
+    let facts = r.relocation.as_ref().unwrap();
+    assert_eq!((facts.from.as_str(), facts.to.as_str(), facts.bytes), ("node-a", "node-b", Some(1 << 30)));
+    assert_eq!(facts.apps, vec!["db".to_string()]);
+    // The moved app has no actions of its own.
+    assert!(p.actions.iter().all(|a| a.name != "blog-db"), "{}", plan_text(&p, false));
+    // The linking app gets the new address after the move.
+    let web = find(&p, Verb::Recreate, "blog-web");
+    assert!(web.reason.contains("environment `DB_HOST` changed"), "{}", web.reason);
+    assert!(web.after.contains(&r.id));
+    // The old host's network goes once the move is done.
+    let net = p.actions.iter().find(|a| a.kind == Kind::Network && a.host == "node-a").unwrap();
+    assert!(net.after.contains(&r.id));
+    let json = plan_json(&p);
+    assert!(json.contains("\"from\": \"node-a\"") && json.contains("\"bytes\": 1073741824"));
+
+    let done = simulate(&after, &observed, &p);
+    let again = plan(&after, &done, Options::default());
+    assert!(again.in_sync, "{}", plan_text(&again, false));
+    assert_eq!(again.orphans[0].reason, "copy retained after the move to `node-b`");
+}
+
+#[test]
+fn moving_back_builds_on_the_retained_copy_and_does_not_report_it() {
+    let start = blog(|s| s);
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let o1 = applied(&start);
+    let o2 = simulate(&moved, &o1, &plan(&moved, &o1, Options::default()));
+    let back = plan(&start, &o2, Options::default());
+    let r = find(&back, Verb::Relocate, "blog-pgdata");
+    assert_eq!(r.relocation.as_ref().unwrap().from, "node-b");
+    assert!(back.orphans.iter().all(|o| o.host != "node-a"), "{:?}", back.orphans);
+}
+
+#[test]
+fn moving_a_stateless_app_creates_before_it_removes() {
+    let observed = applied(&blog(|s| s));
+    let after = blog(|s| s.replace("host: node-b", "host: node-a"));
+    let p = plan(&after, &observed, Options::default());
+    let create = p.actions.iter().find(|a| a.action == Verb::Create && a.name == "blog-web").unwrap();
+    assert_eq!(create.reason, "app moved from `node-b`");
+    let rm = find(&p, Verb::Remove, "blog-web");
+    assert!(rm.after.contains(&create.id));
+    replan_is_empty(&after, &observed, &p);
+}
+
+#[test]
+fn an_unreadable_host_gets_no_actions_and_is_named() {
+    let d = blog(|s| s);
+    let mut observed = empty(&["node-b"]);
+    observed.unreachable.insert("node-a".into(), "connection refused".into());
+    let p = plan(&d, &observed, Options::default());
+    assert!(p.actions.iter().all(|a| a.host != "node-a"));
+    assert_eq!(
+        p.errors[0],
+        "host `node-a` could not be read: connection refused; nothing that involves it is planned"
+    );
+    // web waits for db, which cannot be brought up: web is skipped too.
+    assert!(p.actions.iter().all(|a| a.name != "blog-web"), "{}", plan_text(&p, false));
+}
+
+#[test]
+fn a_move_from_an_unreadable_host_is_not_started_from_an_empty_volume() {
+    let observed = applied(&blog(|s| s));
+    let after = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let mut partial = observed.clone();
+    partial.hosts.remove("node-a");
+    let p = plan(&after, &partial, Options::default());
+    assert!(p.actions.iter().all(|a| a.name != "blog-pgdata" && a.name != "blog-db"), "{}", plan_text(&p, false));
+    assert!(p.errors.iter().any(|e| e.contains("will not create an empty copy")), "{:?}", p.errors);
+    // Nothing is removed on the readable host either.
+    assert!(p.actions.iter().all(|a| a.action != Verb::Remove));
+}
+
+#[test]
+fn an_unmanaged_container_with_the_same_name_is_untouched_and_reported() {
+    let d = blog(|s| s);
+    let mut observed = empty(&["node-a", "node-b"]);
+    observed.hosts.get_mut("node-b").unwrap().containers.push(ObservedContainer {
+        name: "blog-web".into(),
+        id: String::new(),
+        managed: false,
+        internal: false,
+        stack: None,
+        app: None,
+        image: "nginx".into(),
+        state: ContainerState::Running,
+        health: None,
+        spec_hash: None,
+        spec_fields: BTreeMap::new(),
+        depends_on: Vec::new(),
+        ports: Vec::new(),
+    });
+    let p = plan(&d, &observed, Options::default());
+    assert!(p.actions.iter().all(|a| a.name != "blog-web"));
+    assert!(p.errors[0].contains("taken by a container drover does not manage"), "{:?}", p.errors);
+}
+
+#[test]
+fn two_current_copies_of_a_volume_are_never_guessed_between() {
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let mut observed = applied(&blog(|s| s));
+    observed.hosts.get_mut("node-b").unwrap().volumes.push(ObservedVolume {
+        name: "blog-pgdata".into(),
+        managed: true,
+        internal: false,
+        stack: Some("blog".into()),
+        volume: Some("pgdata".into()),
+        driver: "local".into(),
+        size_bytes: None,
+        used_by: Vec::new(),
+        retained_for: Some("node-c".into()),
+    });
+    // A retained copy on the target does not count as current: one move.
+    let p = plan(&moved, &observed, Options::default());
+    find(&p, Verb::Relocate, "blog-pgdata");
+    // Two current copies: the one in place is used, the other left alone.
+    let b = observed.hosts.get_mut("node-b").unwrap();
+    let stray = b.volumes.iter_mut().find(|v| v.name == "blog-pgdata").unwrap();
+    stray.retained_for = None;
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    assert!(p.in_sync, "{}", plan_text(&p, false));
+    assert!(p.warnings.iter().any(|w| w.contains("another copy on `node-b`")), "{:?}", p.warnings);
+    assert!(p.orphans.is_empty(), "a current copy is never an orphan: {:?}", p.orphans);
+}
+
+#[test]
+fn planning_is_deterministic_whatever_the_order_of_observed_objects() {
+    let d = examples();
+    let mut observed = applied(&d);
+    let p1 = plan(&d, &empty(&["node-a", "node-b"]), Options::default());
+    let p2 = plan(&d, &empty(&["node-a", "node-b"]), Options::default());
+    assert_eq!(plan_json(&p1), plan_json(&p2));
+    for h in observed.hosts.values_mut() {
+        h.containers.reverse();
+        h.volumes.reverse();
+        for c in &mut h.containers {
+            c.state = ContainerState::Exited;
+        }
+    }
+    let a = plan(&d, &observed, Options::default());
+    for h in observed.hosts.values_mut() {
+        h.containers.reverse();
+    }
+    let b = plan(&d, &observed, Options::default());
+    assert_eq!(plan_json(&a), plan_json(&b));
+}

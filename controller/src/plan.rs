@@ -781,8 +781,10 @@ impl<'a> Planner<'a> {
         self.orphans.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
         self.warnings.sort();
         self.warnings.dedup();
-        self.errors.sort();
-        self.errors.dedup();
+        // Errors keep the order they were found in: a host's error comes
+        // before what it causes.
+        let mut seen = BTreeSet::new();
+        self.errors.retain(|e| seen.insert(e.clone()));
         Plan {
             in_sync: self.actions.is_empty(),
             actions: self.actions,
@@ -931,7 +933,7 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                     volume: Some(v.volume.clone()),
                     driver: v.driver.clone(),
                     size_bytes: r.bytes,
-                    used_by: Vec::new(),
+                    used_by: r.apps.iter().map(|app| names::container(&a.stack, app)).collect(),
                     retained_for: None,
                 });
                 for app in &r.apps {
@@ -953,10 +955,18 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                 let h = out.hosts.entry(a.host.clone()).or_default();
                 h.containers.retain(|o| o.name != c.name);
                 h.containers.push(container_state(c));
+                for v in &mut h.volumes {
+                    if c.mounts.iter().any(|m| m.source == v.name) && !v.used_by.contains(&c.name) {
+                        v.used_by.push(c.name.clone());
+                    }
+                }
             }
             (Kind::Container, Verb::Remove) => {
                 if let Some(h) = out.hosts.get_mut(&a.host) {
                     h.containers.retain(|o| o.name != a.name);
+                    for v in &mut h.volumes {
+                        v.used_by.retain(|u| *u != a.name);
+                    }
                 }
             }
             (Kind::Network, Verb::Remove) => {
