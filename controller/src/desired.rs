@@ -93,13 +93,18 @@ impl ContainerSpec {
             .map(|(k, v)| (k.clone(), v.expose().to_string()))
             .collect();
         out.insert(labels::SPEC_HASH.into(), self.spec_hash.clone());
-        out.insert(labels::SPEC_FIELDS.into(), encode_field_digests(&self.field_digests));
+        out.insert(
+            labels::SPEC_FIELDS.into(),
+            encode_field_digests(&self.field_digests),
+        );
         out
     }
 
     /// Whether Docker will report health for this container.
     pub fn has_healthcheck(&self) -> bool {
-        self.healthcheck.as_ref().is_some_and(Healthcheck::is_enabled)
+        self.healthcheck
+            .as_ref()
+            .is_some_and(Healthcheck::is_enabled)
     }
 }
 
@@ -184,18 +189,25 @@ pub fn render(spec: &Spec) -> Desired {
                 driver_opts: vol.driver_opts.clone(),
                 labels: l,
             };
-            desired.hosts.entry(host.to_string()).or_default().volumes.insert(name, v);
+            desired
+                .hosts
+                .entry(host.to_string())
+                .or_default()
+                .volumes
+                .insert(name, v);
         }
         for app in stack.apps.values() {
             let host = app.host().to_string();
             let network = names::network(&stack.name);
             let h = desired.hosts.entry(host.clone()).or_default();
-            h.networks.entry(network.clone()).or_insert_with(|| NetworkSpec {
-                name: network.clone(),
-                stack: stack.name.clone(),
-                host: host.clone(),
-                labels: managed_labels(&stack.name),
-            });
+            h.networks
+                .entry(network.clone())
+                .or_insert_with(|| NetworkSpec {
+                    name: network.clone(),
+                    stack: stack.name.clone(),
+                    host: host.clone(),
+                    labels: managed_labels(&stack.name),
+                });
 
             let mut env = BTreeMap::new();
             for link in &app.links {
@@ -206,12 +218,21 @@ pub fn render(spec: &Spec) -> Desired {
                 if target.host() == app.host() {
                     env.insert(format!("{prefix}_HOST"), Text::plain(target.name.clone()));
                     if let Some(p) = target.ports.first() {
-                        env.insert(format!("{prefix}_PORT"), Text::plain(p.value.container.to_string()));
+                        env.insert(
+                            format!("{prefix}_PORT"),
+                            Text::plain(p.value.container.to_string()),
+                        );
                     }
                 } else if let Some(p) = target.ports.first() {
-                    let address = spec.hosts.get(target.host()).map_or("", |h| h.address.as_str());
+                    let address = spec
+                        .hosts
+                        .get(target.host())
+                        .map_or("", |h| h.address.as_str());
                     env.insert(format!("{prefix}_HOST"), Text::plain(address));
-                    env.insert(format!("{prefix}_PORT"), Text::plain(p.value.host.to_string()));
+                    env.insert(
+                        format!("{prefix}_PORT"),
+                        Text::plain(p.value.host.to_string()),
+                    );
                 }
             }
             // What the user writes wins over link variables.
@@ -261,7 +282,11 @@ pub fn render(spec: &Spec) -> Desired {
                 labels: l,
                 network,
                 aliases: vec![app.name.clone()],
-                depends_on: app.depends_on.iter().map(|(t, c)| (t.value.clone(), *c)).collect(),
+                depends_on: app
+                    .depends_on
+                    .iter()
+                    .map(|(t, c)| (t.value.clone(), *c))
+                    .collect(),
                 links: app.links.iter().map(|t| t.value.clone()).collect(),
                 spec_hash: String::new(),
                 field_digests: BTreeMap::new(),
@@ -307,11 +332,23 @@ fn fields(c: &ContainerSpec) -> Vec<Field> {
         push(&format!("env.{k}"), v.expose().to_string(), v.is_secret());
     }
     if !c.ports.is_empty() {
-        push("ports", serde_json::to_string(&c.ports).unwrap_or_default(), false);
+        push(
+            "ports",
+            serde_json::to_string(&c.ports).unwrap_or_default(),
+            false,
+        );
     }
     if !c.mounts.is_empty() {
-        let m: Vec<_> = c.mounts.iter().map(|m| (&m.source, &m.target, m.read_only)).collect();
-        push("volumes", serde_json::to_string(&m).unwrap_or_default(), false);
+        let m: Vec<_> = c
+            .mounts
+            .iter()
+            .map(|m| (&m.source, &m.target, m.read_only))
+            .collect();
+        push(
+            "volumes",
+            serde_json::to_string(&m).unwrap_or_default(),
+            false,
+        );
     }
     if let Some(h) = &c.healthcheck {
         let canonical = serde_json::to_string(&(
@@ -349,7 +386,11 @@ fn fields(c: &ContainerSpec) -> Vec<Field> {
         }
         push(&format!("label.{k}"), v.expose().to_string(), v.is_secret());
     }
-    push("network", format!("{}|{}", c.network, c.aliases.join(",")), false);
+    push(
+        "network",
+        format!("{}|{}", c.network, c.aliases.join(",")),
+        false,
+    );
     out
 }
 
@@ -382,7 +423,10 @@ pub fn hash_container(c: &ContainerSpec) -> (String, BTreeMap<String, String>) {
 
 /// `name=digest;name=digest` for the `drover.spec-fields` label.
 pub fn encode_field_digests(d: &BTreeMap<String, String>) -> String {
-    d.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
+    d.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// The inverse of [`encode_field_digests`]; malformed parts are skipped.

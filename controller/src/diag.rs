@@ -163,9 +163,12 @@ mod tests {
     #[test]
     fn render_points_at_the_column() {
         let file: Arc<str> = Arc::from("stacks/blog.yaml");
-        let d = Diagnostic::new(Loc::new(&file, Pos { line: 2, col: 5 }), "unknown field `imgae`")
-            .with_hint(similar("imgae", ["image", "host"]))
-            .with_source("apps:\n    imgae: pg\n");
+        let d = Diagnostic::new(
+            Loc::new(&file, Pos { line: 2, col: 5 }),
+            "unknown field `imgae`",
+        )
+        .with_hint(similar("imgae", ["image", "host"]))
+        .with_source("apps:\n    imgae: pg\n");
         let text = d.render(false);
         assert!(text.starts_with("stacks/blog.yaml:2:5: error: unknown field `imgae`"));
         assert!(text.contains("2 |     imgae: pg\n"));

@@ -134,7 +134,11 @@ pub fn render(spec: &Spec, format: Format) -> String {
         Format::Dot => {
             out.push_str("digraph drover {\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n");
             for s in spec.stacks.values() {
-                let _ = writeln!(out, "  subgraph {} {{", quote(&format!("cluster_{}", s.name)));
+                let _ = writeln!(
+                    out,
+                    "  subgraph {} {{",
+                    quote(&format!("cluster_{}", s.name))
+                );
                 let _ = writeln!(out, "    label={};", quote(&format!("stack {}", s.name)));
                 for a in s.apps.values() {
                     let _ = writeln!(
@@ -208,13 +212,26 @@ pub fn render(spec: &Spec, format: Format) -> String {
         }
         Format::Mermaid => {
             // Mermaid ids must be plain words.
-            let id = |kind: &str, a: &str, b: &str| format!("{kind}_{}_{}", a.replace('-', "_"), b.replace('-', "_"));
+            let id = |kind: &str, a: &str, b: &str| {
+                format!("{kind}_{}_{}", a.replace('-', "_"), b.replace('-', "_"))
+            };
             out.push_str("flowchart LR\n");
             for s in spec.stacks.values() {
-                let _ = writeln!(out, "  subgraph stack_{}[\"stack {}\"]", s.name.replace('-', "_"), s.name);
+                let _ = writeln!(
+                    out,
+                    "  subgraph stack_{}[\"stack {}\"]",
+                    s.name.replace('-', "_"),
+                    s.name
+                );
                 let mut hosts = BTreeSet::new();
                 for a in s.apps.values() {
-                    let _ = writeln!(out, "    {}[\"{}<br/>@ {}\"]", id("app", &s.name, &a.name), a.name, a.host());
+                    let _ = writeln!(
+                        out,
+                        "    {}[\"{}<br/>@ {}\"]",
+                        id("app", &s.name, &a.name),
+                        a.name,
+                        a.host()
+                    );
                     hosts.insert(a.host().to_string());
                 }
                 for v in s.volumes.keys() {
@@ -222,7 +239,12 @@ pub fn render(spec: &Spec, format: Format) -> String {
                     let _ = writeln!(out, "    {}[(\"{v}<br/>@ {host}\")]", id("vol", &s.name, v));
                 }
                 for h in &hosts {
-                    let _ = writeln!(out, "    {}([\"{}<br/>@ {h}\"])", id("net", &s.name, h), names::network(&s.name));
+                    let _ = writeln!(
+                        out,
+                        "    {}([\"{}<br/>@ {h}\"])",
+                        id("net", &s.name, h),
+                        names::network(&s.name)
+                    );
                 }
                 out.push_str("  end\n");
             }
@@ -234,13 +256,23 @@ pub fn render(spec: &Spec, format: Format) -> String {
                             Condition::Started => "depends_on",
                             Condition::Healthy => "depends_on healthy",
                         };
-                        let _ = writeln!(out, "  {from} -->|{label}| {}", id("app", &s.name, &t.value));
+                        let _ = writeln!(
+                            out,
+                            "  {from} -->|{label}| {}",
+                            id("app", &s.name, &t.value)
+                        );
                     }
                     for t in &a.links {
-                        let _ = writeln!(out, "  {from} -.->|link| {}", id("app", &s.name, &t.value));
+                        let _ =
+                            writeln!(out, "  {from} -.->|link| {}", id("app", &s.name, &t.value));
                     }
                     for m in &a.volumes {
-                        let _ = writeln!(out, "  {from} -.-|{}| {}", m.value.target, id("vol", &s.name, &m.value.volume));
+                        let _ = writeln!(
+                            out,
+                            "  {from} -.-|{}| {}",
+                            m.value.target,
+                            id("vol", &s.name, &m.value.volume)
+                        );
                     }
                     let _ = writeln!(out, "  {from} --- {}", id("net", &s.name, a.host()));
                 }

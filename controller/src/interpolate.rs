@@ -141,11 +141,7 @@ pub fn parse_env_file(text: &str) -> Vec<(u32, EnvLine)> {
                     let value = value.trim();
                     let unquoted = ['"', '\'']
                         .iter()
-                        .find_map(|q| {
-                            value
-                                .strip_prefix(*q)
-                                .and_then(|v| v.strip_suffix(*q))
-                        })
+                        .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
                         .unwrap_or(value);
                     Ok((key.to_string(), unquoted.to_string()))
                 }

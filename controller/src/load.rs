@@ -57,7 +57,11 @@ pub fn load(dir: &Path, env: &dyn Env) -> Result<Spec, LoadError> {
 }
 
 /// Parses every manifest under `dir`, collecting problems in `diags`.
-pub fn parse_dir(dir: &Path, env: &dyn Env, diags: &mut Vec<Diagnostic>) -> Result<Parsed, LoadError> {
+pub fn parse_dir(
+    dir: &Path,
+    env: &dyn Env,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Parsed, LoadError> {
     let root = dir.canonicalize().map_err(|e| LoadError::Dir {
         path: dir.display().to_string(),
         reason: io_reason(&e),
@@ -69,7 +73,15 @@ pub fn parse_dir(dir: &Path, env: &dyn Env, diags: &mut Vec<Diagnostic>) -> Resu
         });
     }
     let mut files = Vec::new();
-    walk(&root, &root, Path::new(""), &mut HashSet::new(), &mut files, dir, diags)?;
+    walk(
+        &root,
+        &root,
+        Path::new(""),
+        &mut HashSet::new(),
+        &mut files,
+        dir,
+        diags,
+    )?;
     files.sort();
 
     let mut parsed = Parsed::default();
@@ -87,8 +99,11 @@ pub fn parse_dir(dir: &Path, env: &dyn Env, diags: &mut Vec<Diagnostic>) -> Resu
             Ok(d) => d,
             Err(e) => {
                 diags.push(
-                    Diagnostic::new(Loc::new(&shown, e.pos), format!("invalid YAML: {}", e.message))
-                        .with_source(&src),
+                    Diagnostic::new(
+                        Loc::new(&shown, e.pos),
+                        format!("invalid YAML: {}", e.message),
+                    )
+                    .with_source(&src),
                 );
                 continue;
             }
@@ -112,7 +127,10 @@ pub fn parse_dir(dir: &Path, env: &dyn Env, diags: &mut Vec<Diagnostic>) -> Resu
                             kind_loc.clone(),
                             format!("a second Cluster document; the first is at {first}"),
                         )
-                        .with_hint(Some("a directory describes one cluster: merge the hosts into one document".into()))
+                        .with_hint(Some(
+                            "a directory describes one cluster: merge the hosts into one document"
+                                .into(),
+                        ))
                         .with_source(&src);
                         ctx.diags.push(d);
                     } else {
@@ -130,7 +148,8 @@ pub fn parse_dir(dir: &Path, env: &dyn Env, diags: &mut Vec<Diagnostic>) -> Resu
 fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
     use std::io::Read;
     let start = Pos { line: 1, col: 1 };
-    let file = std::fs::File::open(path).map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
     let mut buf = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut buf)
@@ -178,7 +197,10 @@ fn walk(
         path: shown_root.join(rel_dir).display().to_string(),
         reason: io_reason(&e),
     })?;
-    let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     for name in names {
         let Some(name_str) = name.to_str() else {

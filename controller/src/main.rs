@@ -16,7 +16,11 @@ use drover::plan::{self, Options};
 use drover::{desired, schema};
 
 #[derive(Parser)]
-#[command(name = "drover", version, about = "Keep Docker hosts in line with a directory of manifests; the data follows its container")]
+#[command(
+    name = "drover",
+    version,
+    about = "Keep Docker hosts in line with a directory of manifests; the data follows its container"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -102,10 +106,14 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(use_color(std::io::stderr().is_terminal())).init(),
+        LogFormat::Text => builder
+            .with_ansi(use_color(std::io::stderr().is_terminal()))
+            .init(),
     }
 }
 
@@ -167,18 +175,32 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             };
             if !dry_run {
                 return Err(Failure::Message(
-                    "`--observed` plans against a saved state and cannot apply; add `--dry-run`".into(),
+                    "`--observed` plans against a saved state and cannot apply; add `--dry-run`"
+                        .into(),
                 ));
             }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read `{}`: {}", path.display(), drover::parse::io_reason(&e)))?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "cannot read `{}`: {}",
+                    path.display(),
+                    drover::parse::io_reason(&e)
+                )
+            })?;
             let observed = Observed::from_json(&text).map_err(|e| {
-                format!("{}:{}:{}: not an observed state: {e}", path.display(), e.line(), e.column())
+                format!(
+                    "{}:{}:{}: not an observed state: {e}",
+                    path.display(),
+                    e.line(),
+                    e.column()
+                )
             })?;
             let plan = plan::plan(&desired, &observed, Options { prune_volumes });
             match output {
                 OutputFormat::Json => print(&plan_json(&plan)),
-                OutputFormat::Text => print(&plan_text(&plan, use_color(std::io::stdout().is_terminal()))),
+                OutputFormat::Text => print(&plan_text(
+                    &plan,
+                    use_color(std::io::stdout().is_terminal()),
+                )),
             }
             for e in &plan.errors {
                 if output == OutputFormat::Json {

@@ -77,11 +77,25 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
     let p = Palette::new(color);
     let mut out = String::new();
     if plan.actions.is_empty() {
-        let _ = writeln!(out, "{}No changes.{} The hosts match the manifests.", p.green, p.reset);
+        let _ = writeln!(
+            out,
+            "{}No changes.{} The hosts match the manifests.",
+            p.green, p.reset
+        );
     } else {
         let waves = plan.actions.iter().map(|a| a.wave).max().unwrap_or(0);
-        let name_w = plan.actions.iter().map(|a| a.name.chars().count()).max().unwrap_or(0);
-        let host_w = plan.actions.iter().map(|a| a.host.chars().count()).max().unwrap_or(0);
+        let name_w = plan
+            .actions
+            .iter()
+            .map(|a| a.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let host_w = plan
+            .actions
+            .iter()
+            .map(|a| a.host.chars().count())
+            .max()
+            .unwrap_or(0);
         for wave in 1..=waves {
             let steps: Vec<_> = plan.actions.iter().filter(|a| a.wave == wave).collect();
             if steps.is_empty() {
@@ -128,7 +142,11 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         );
     }
     if !plan.orphans.is_empty() {
-        let _ = writeln!(out, "\n{}Kept volume data (not deleted; see `drover volume ls`):{}", p.bold, p.reset);
+        let _ = writeln!(
+            out,
+            "\n{}Kept volume data (not deleted; see `drover volume ls`):{}",
+            p.bold, p.reset
+        );
         for o in &plan.orphans {
             let _ = writeln!(out, "  {} on {}: {}", o.name, o.host, o.reason);
         }

@@ -401,7 +401,10 @@ fn host(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Host> {
     let tls = f.get("tls").and_then(|t| tls(ctx, t));
     let (endpoint, endpoint_pos) = endpoint?;
     if tls.is_some() && endpoint.starts_with("unix://") {
-        ctx.error(endpoint_pos, "`tls` needs a `tcp://` or `https://` endpoint");
+        ctx.error(
+            endpoint_pos,
+            "`tls` needs a `tcp://` or `https://` endpoint",
+        );
     }
     let address = address.unwrap_or_else(|| default_address(&endpoint));
     Some(Host {
@@ -416,9 +419,11 @@ fn host(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Host> {
 
 /// The host part of a TCP endpoint, or loopback for a local socket.
 pub fn default_address(endpoint: &str) -> String {
-    let rest = endpoint
-        .split_once("://")
-        .map_or(endpoint, |(scheme, rest)| if scheme == "unix" { "" } else { rest });
+    let rest =
+        endpoint.split_once("://").map_or(
+            endpoint,
+            |(scheme, rest)| if scheme == "unix" { "" } else { rest },
+        );
     let hostport = rest.split('/').next().unwrap_or("");
     let host = if let Some(v6) = hostport.strip_prefix('[') {
         v6.split(']').next().unwrap_or("")
@@ -500,7 +505,9 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         .map(|o| {
             let mut out = BTreeMap::new();
             for (k, v) in mapping(ctx, o, "`driver_opts`").unwrap_or(&[]) {
-                if let (Some(k), Some(v)) = (string(ctx, k, "a key"), text(ctx, v, "a driver option")) {
+                if let (Some(k), Some(v)) =
+                    (string(ctx, k, "a key"), text(ctx, v, "a driver option"))
+                {
                     out.insert(k, v.expose().to_string());
                 }
             }
@@ -567,7 +574,11 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
                         value: m,
                         loc: ctx.loc(item.pos),
                     }),
-                    Err((msg, hint)) => ctx.error_hint(item.pos, msg, hint),
+                    Err((msg, hint)) => ctx.error_hint(
+                        item.pos,
+                        unless_secret(&s, msg, "this volume mount is not valid"),
+                        hint,
+                    ),
                 }
             }
         }
@@ -583,7 +594,7 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
                     }),
                     Err(msg) => ctx.error_hint(
                         item.pos,
-                        msg,
+                        unless_secret(&s, msg, "this port is not valid"),
                         Some("ports are `[IP:]HOST:CONTAINER[/tcp|udp]`, as in `8080:80`".into()),
                     ),
                 }
@@ -592,19 +603,29 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
     }
     let healthcheck = f.get("healthcheck").and_then(|h| healthcheck(ctx, h));
     let restart = f.get("restart").and_then(|r| {
-        choice(ctx, r, "`restart`", &[
-            ("unless-stopped", Restart::UnlessStopped),
-            ("always", Restart::Always),
-            ("on-failure", Restart::OnFailure),
-            ("no", Restart::No),
-        ])
+        choice(
+            ctx,
+            r,
+            "`restart`",
+            &[
+                ("unless-stopped", Restart::UnlessStopped),
+                ("always", Restart::Always),
+                ("on-failure", Restart::OnFailure),
+                ("no", Restart::No),
+            ],
+        )
     });
     let pull = f.get("pull").and_then(|p| {
-        choice(ctx, p, "`pull`", &[
-            ("missing", Pull::Missing),
-            ("always", Pull::Always),
-            ("never", Pull::Never),
-        ])
+        choice(
+            ctx,
+            p,
+            "`pull`",
+            &[
+                ("missing", Pull::Missing),
+                ("always", Pull::Always),
+                ("never", Pull::Never),
+            ],
+        )
     });
     let depends_on = f
         .get("depends_on")
@@ -622,7 +643,9 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
     let entrypoint = f
         .get("entrypoint")
         .and_then(|c| command(ctx, c, "`entrypoint`"));
-    let working_dir = f.get("working_dir").and_then(|w| text(ctx, w, "`working_dir`"));
+    let working_dir = f
+        .get("working_dir")
+        .and_then(|w| text(ctx, w, "`working_dir`"));
     let user = f.get("user").and_then(|u| text(ctx, u, "`user`"));
     let app_labels = f
         .get("labels")
@@ -638,7 +661,10 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
     let memory = f.get("memory").and_then(|m| {
         let s = text(ctx, m, "`memory`")?;
         parse_bytes(s.expose())
-            .map_err(|e| ctx.error_hint(m.pos, e, Some("for example `512m` or `2g`".into())))
+            .map_err(|e| {
+                let msg = unless_secret(&s, e, "`memory` is not a size");
+                ctx.error_hint(m.pos, msg, Some("for example `512m` or `2g`".into()))
+            })
             .ok()
     });
     let nano_cpus = f.get("cpus").and_then(|c| {
@@ -772,7 +798,10 @@ fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
         let real = match path.canonicalize() {
             Ok(p) => p,
             Err(e) => {
-                ctx.error(item.pos, format!("env_file `{rel}` cannot be read: {}", io_reason(&e)));
+                ctx.error(
+                    item.pos,
+                    format!("env_file `{rel}` cannot be read: {}", io_reason(&e)),
+                );
                 continue;
             }
         };
@@ -787,7 +816,10 @@ fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
         let content = match read_limited(&real, MAX_ENV_FILE_BYTES) {
             Ok(c) => c,
             Err(reason) => {
-                ctx.error(item.pos, format!("env_file `{rel}` cannot be read: {reason}"));
+                ctx.error(
+                    item.pos,
+                    format!("env_file `{rel}` cannot be read: {reason}"),
+                );
                 continue;
             }
         };
@@ -830,7 +862,8 @@ pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
     if buf.len() as u64 > max {
         return Err(format!("larger than {} KiB", max / 1024));
     }
-    String::from_utf8(buf).map_err(|e| format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+    String::from_utf8(buf)
+        .map_err(|e| format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
 }
 
 pub fn io_reason(e: &std::io::Error) -> String {
@@ -874,10 +907,15 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                                 );
                                 continue;
                             }
-                            match choice(ctx, c, "`condition`", &[
-                                ("started", Condition::Started),
-                                ("healthy", Condition::Healthy),
-                            ]) {
+                            match choice(
+                                ctx,
+                                c,
+                                "`condition`",
+                                &[
+                                    ("started", Condition::Started),
+                                    ("healthy", Condition::Healthy),
+                                ],
+                            ) {
                                 Some(c) => cond = c,
                                 None => continue,
                             }
@@ -930,7 +968,9 @@ fn healthcheck(ctx: &mut Ctx, node: &Node) -> Option<Healthcheck> {
                 ctx.error_hint(
                     node.pos,
                     "`healthcheck` has no `test`",
-                    Some("for example `test: [\"CMD\", \"pg_isready\"]`, or `disable: true`".into()),
+                    Some(
+                        "for example `test: [\"CMD\", \"pg_isready\"]`, or `disable: true`".into(),
+                    ),
                 );
                 return None;
             }
@@ -955,14 +995,22 @@ fn healthcheck(ctx: &mut Ctx, node: &Node) -> Option<Healthcheck> {
             },
         }
     };
-    let mut dur = |key: &str| f.get(key).and_then(|d| duration(ctx, d, &format!("`{key}`")));
+    let mut dur = |key: &str| {
+        f.get(key)
+            .and_then(|d| duration(ctx, d, &format!("`{key}`")))
+    };
     let interval_ns = dur("interval");
     let timeout_ns = dur("timeout");
     let start_period_ns = dur("start_period");
     let retries = f.get("retries").and_then(|r| {
         let s = string(ctx, r, "`retries`")?;
         s.parse::<u32>()
-            .map_err(|_| ctx.error(r.pos, format!("`retries` must be a whole number, found `{s}`")))
+            .map_err(|_| {
+                ctx.error(
+                    r.pos,
+                    format!("`retries` must be a whole number, found `{s}`"),
+                )
+            })
             .ok()
     });
     Some(Healthcheck {
@@ -974,13 +1022,28 @@ fn healthcheck(ctx: &mut Ctx, node: &Node) -> Option<Healthcheck> {
     })
 }
 
+/// The message for a value that does not parse. Parsers quote the value, so
+/// for one that came from `${VAR}` interpolation (a secret) the message is
+/// `redacted`, which says what is wrong without showing it.
+fn unless_secret(value: &Text, message: String, redacted: &str) -> String {
+    if value.is_secret() {
+        format!("{redacted} (its value comes from a variable and is not shown)")
+    } else {
+        message
+    }
+}
+
 fn duration(ctx: &mut Ctx, node: &Node, what: &str) -> Option<u64> {
     let s = text(ctx, node, what)?;
     parse_duration(s.expose())
         .map_err(|e| {
             ctx.error_hint(
                 node.pos,
-                format!("{what}: {e}"),
+                unless_secret(
+                    &s,
+                    format!("{what}: {e}"),
+                    &format!("{what} is not a duration"),
+                ),
                 Some("durations are written like `5s`, `1m30s` or `500ms`".into()),
             )
         })
@@ -1049,7 +1112,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         u => return Err(format!("unknown size unit `{u}` in `{s}`")),
     };
     let bytes = num * factor as f64;
-    if bytes < 1.0 || bytes > 1e18 {
+    if !(1.0..=1e18).contains(&bytes) {
         return Err(format!("`{s}` is not a usable size"));
     }
     Ok(bytes.round() as u64)
@@ -1081,11 +1144,7 @@ pub fn parse_port(s: &str) -> Result<Port, String> {
         match parts.len() {
             2 => (String::new(), body),
             3 => (parts[0].to_string(), &body[parts[0].len() + 1..]),
-            1 => {
-                return Err(format!(
-                    "port `{s}` publishes no host port"
-                ))
-            }
+            1 => return Err(format!("port `{s}` publishes no host port")),
             _ => return Err(format!("port `{s}` has too many `:`")),
         }
     };
@@ -1156,7 +1215,12 @@ mod tests {
     fn ports_in_every_accepted_form() {
         assert_eq!(
             parse_port("8080:80").unwrap(),
-            Port { ip: String::new(), host: 8080, container: 80, protocol: Protocol::Tcp }
+            Port {
+                ip: String::new(),
+                host: 8080,
+                container: 80,
+                protocol: Protocol::Tcp
+            }
         );
         assert_eq!(parse_port("127.0.0.1:53:53/udp").unwrap().ip, "127.0.0.1");
         assert_eq!(parse_port("[::1]:80:8080").unwrap().ip, "::1");

@@ -215,8 +215,13 @@ impl<'a> Planner<'a> {
         }
         for (host, h) in &self.readable {
             for v in &h.volumes {
-                if let (true, false, Some(stack), Some(volume)) = (v.managed, v.internal, &v.stack, &v.volume) {
-                    self.copies.entry((stack, volume)).or_default().push((host, v));
+                if let (true, false, Some(stack), Some(volume)) =
+                    (v.managed, v.internal, &v.stack, &v.volume)
+                {
+                    self.copies
+                        .entry((stack, volume))
+                        .or_default()
+                        .push((host, v));
                 }
             }
             for c in &h.containers {
@@ -226,8 +231,10 @@ impl<'a> Planner<'a> {
             }
         }
         for h in self.desired.hosts.values() {
-            self.stacks.extend(h.networks.values().map(|n| n.stack.as_str()));
-            self.stacks.extend(h.volumes.values().map(|v| v.stack.as_str()));
+            self.stacks
+                .extend(h.networks.values().map(|n| n.stack.as_str()));
+            self.stacks
+                .extend(h.volumes.values().map(|v| v.stack.as_str()));
         }
         for host in self.observed.hosts.keys() {
             if !self.desired.hosts.contains_key(host) {
@@ -240,23 +247,31 @@ impl<'a> Planner<'a> {
 
     /// Managed copies of a stack's volume on the hosts that were read.
     fn copies(&self, stack: &str, volume: &str) -> Vec<(&'a str, &'a ObservedVolume)> {
-        self.copies.get(&(stack, volume)).cloned().unwrap_or_default()
+        self.copies
+            .get(&(stack, volume))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn block_volume(&mut self, stack: &str, volume: &str, error: String) {
         self.errors.push(error);
-        self.blocked_volumes.insert((stack.to_string(), volume.to_string()));
+        self.blocked_volumes
+            .insert((stack.to_string(), volume.to_string()));
     }
 
     fn volumes(&mut self) {
         for (host, dh) in &self.desired.hosts {
             for v in dh.volumes.values() {
                 if self.unreadable.contains(host.as_str()) {
-                    self.blocked_volumes.insert((v.stack.clone(), v.volume.clone()));
+                    self.blocked_volumes
+                        .insert((v.stack.clone(), v.volume.clone()));
                     continue;
                 }
                 let copies = self.copies(&v.stack, &v.volume);
-                let current: Vec<_> = copies.iter().filter(|(_, c)| c.retained_for.is_none()).collect();
+                let current: Vec<_> = copies
+                    .iter()
+                    .filter(|(_, c)| c.retained_for.is_none())
+                    .collect();
                 if current.iter().any(|(h, _)| h == host) {
                     for (other, _) in current.iter().filter(|(h, _)| h != host) {
                         self.warnings.push(format!(
@@ -282,7 +297,9 @@ impl<'a> Planner<'a> {
                         let apps: Vec<String> = dh
                             .containers
                             .values()
-                            .filter(|c| c.stack == v.stack && c.mounts.iter().any(|m| m.volume == v.volume))
+                            .filter(|c| {
+                                c.stack == v.stack && c.mounts.iter().any(|m| m.volume == v.volume)
+                            })
                             .map(|c| c.app.clone())
                             .collect();
                         let reason = if apps.is_empty() {
@@ -290,7 +307,10 @@ impl<'a> Planner<'a> {
                         } else {
                             format!(
                                 "{} moved from `{from}` to `{host}`; the data follows",
-                                apps.iter().map(|a| format!("app `{a}`")).collect::<Vec<_>>().join(", ")
+                                apps.iter()
+                                    .map(|a| format!("app `{a}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         };
                         self.push(Action {
@@ -312,7 +332,12 @@ impl<'a> Planner<'a> {
                         });
                     }
                     [] if !self.unreadable.is_empty() => {
-                        let hosts = self.unreadable.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ");
+                        let hosts = self
+                            .unreadable
+                            .iter()
+                            .map(|h| format!("`{h}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
                         self.block_volume(&v.stack, &v.volume, format!(
                             "volume `{}` was not found on the hosts that could be read, and {hosts} could not be read; drover will not create an empty copy",
                             v.name
@@ -339,7 +364,11 @@ impl<'a> Planner<'a> {
                         ));
                     }
                     _ => {
-                        let hosts = current.iter().map(|(h, _)| format!("`{h}`")).collect::<Vec<_>>().join(" and ");
+                        let hosts = current
+                            .iter()
+                            .map(|(h, _)| format!("`{h}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ");
                         self.block_volume(&v.stack, &v.volume, format!(
                             "volume `{}` has current copies on {hosts}; drover will not guess which holds the current data",
                             v.name
@@ -409,7 +438,10 @@ impl<'a> Planner<'a> {
                     self.blocked.insert(key);
                     continue;
                 }
-                if let Some(m) = c.mounts.iter().find(|m| self.blocked_volumes.contains(&(c.stack.clone(), m.volume.clone()))) {
+                if let Some(m) = c.mounts.iter().find(|m| {
+                    self.blocked_volumes
+                        .contains(&(c.stack.clone(), m.volume.clone()))
+                }) {
                     self.errors.push(format!(
                         "app `{}/{}` on `{host}` is skipped: its volume `{}` cannot be placed",
                         c.stack, c.app, m.source
@@ -442,7 +474,10 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                     let waits = c.depends_on.iter().map(|(t, _)| t).chain(&c.links);
-                    if let Some(t) = waits.into_iter().find(|t| self.blocked.contains(&(c.stack.clone(), (*t).clone()))) {
+                    if let Some(t) = waits
+                        .into_iter()
+                        .find(|t| self.blocked.contains(&(c.stack.clone(), (*t).clone())))
+                    {
                         newly.push((key, t.clone(), c.host.clone()));
                     }
                 }
@@ -490,10 +525,18 @@ impl<'a> Planner<'a> {
         // Drop the actions of blocked apps (a move whose app waits for a
         // blocked app stays undone too).
         if !blocked_ids.is_empty() {
-            let dropped: BTreeSet<String> = blocked_ids.iter().map(|i| self.actions[*i].id.clone()).collect();
+            let dropped: BTreeSet<String> = blocked_ids
+                .iter()
+                .map(|i| self.actions[*i].id.clone())
+                .collect();
             self.actions.retain(|a| !dropped.contains(&a.id));
             self.app_actions.clear();
-            self.index = self.actions.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+            self.index = self
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.id.clone(), i))
+                .collect();
         }
     }
 
@@ -510,7 +553,9 @@ impl<'a> Planner<'a> {
                 self.blocked.insert((c.stack.clone(), c.app.clone()));
                 return None;
             }
-            Some(o) if o.spec_hash.as_deref() != Some(c.spec_hash.as_str()) => (Verb::Recreate, change_reason(c, o)),
+            Some(o) if o.spec_hash.as_deref() != Some(c.spec_hash.as_str()) => {
+                (Verb::Recreate, change_reason(c, o))
+            }
             Some(o) => match o.state {
                 ContainerState::Running | ContainerState::Restarting => return None,
                 ContainerState::Created | ContainerState::Exited => {
@@ -567,7 +612,11 @@ impl<'a> Planner<'a> {
                 let taken = o.ports.iter().any(|q| {
                     q.port == p.host
                         && q.protocol == p.protocol.as_str()
-                        && (q.ip.is_empty() || p.ip.is_empty() || q.ip == p.ip || q.ip == "0.0.0.0" || q.ip == "::")
+                        && (q.ip.is_empty()
+                            || p.ip.is_empty()
+                            || q.ip == p.ip
+                            || q.ip == "0.0.0.0"
+                            || q.ip == "::")
                 });
                 if taken {
                     return Some(format!(
@@ -587,7 +636,11 @@ impl<'a> Planner<'a> {
             .actions
             .iter()
             .filter_map(|a| a.relocation.as_ref().map(|r| (a, r)))
-            .flat_map(|(a, r)| r.apps.iter().map(move |app| (r.from.clone(), a.stack.clone(), app.clone())))
+            .flat_map(|(a, r)| {
+                r.apps
+                    .iter()
+                    .map(move |app| (r.from.clone(), a.stack.clone(), app.clone()))
+            })
             .collect();
         let relocate_targets: BTreeSet<(String, String)> = self
             .actions
@@ -598,7 +651,8 @@ impl<'a> Planner<'a> {
 
         // Containers, then (after them) networks and pruned volumes.
         let mut removed: Vec<(usize, String, String, Vec<String>)> = Vec::new();
-        let readable: Vec<(&'a str, &'a ObservedHost)> = self.readable.iter().map(|(h, o)| (*h, *o)).collect();
+        let readable: Vec<(&'a str, &'a ObservedHost)> =
+            self.readable.iter().map(|(h, o)| (*h, *o)).collect();
         for &(host, oh) in &readable {
             let dh = &self.desired.hosts[host];
             for o in &oh.containers {
@@ -614,12 +668,17 @@ impl<'a> Planner<'a> {
                 let now = self.desired.container(stack, app);
                 let mut after = Vec::new();
                 let reason = match now {
-                    Some(c) if self.unreadable.contains(c.host.as_str()) || self.blocked.contains(&(stack.to_string(), app.to_string())) => {
+                    Some(c)
+                        if self.unreadable.contains(c.host.as_str())
+                            || self.blocked.contains(&(stack.to_string(), app.to_string())) =>
+                    {
                         // Its replacement cannot be started: keep it running.
                         continue;
                     }
                     Some(c) => {
-                        if let Some(i) = self.index_of(&action_id(&c.host, Kind::Container, &c.name)) {
+                        if let Some(i) =
+                            self.index_of(&action_id(&c.host, Kind::Container, &c.name))
+                        {
                             after.push(self.actions[i].id.clone());
                         }
                         format!("app moved to `{}`", c.host)
@@ -678,7 +737,11 @@ impl<'a> Planner<'a> {
                     c.stack.as_deref() == Some(stack)
                         && app_of(c).is_some()
                         && !after.contains(&action_id(host, Kind::Container, &c.name))
-                        && !moving_from.contains(&(host.to_string(), stack.to_string(), c.app.clone().unwrap_or_default()))
+                        && !moving_from.contains(&(
+                            host.to_string(),
+                            stack.to_string(),
+                            c.app.clone().unwrap_or_default(),
+                        ))
                 });
                 if still_used {
                     continue;
@@ -708,9 +771,16 @@ impl<'a> Planner<'a> {
                 let reason = match (wanted, &v.retained_for) {
                     (Some(w), _) if w.host == host && v.retained_for.is_none() => continue,
                     // The copy a move back to this host will build on.
-                    (Some(w), Some(_)) if w.host == host || relocate_targets.contains(&(host.to_string(), v.name.clone())) => continue,
+                    (Some(w), Some(_))
+                        if w.host == host
+                            || relocate_targets.contains(&(host.to_string(), v.name.clone())) =>
+                    {
+                        continue
+                    }
                     (Some(_), None) => continue, // a move's source, or a conflict warned about
-                    (Some(_), Some(to)) | (None, Some(to)) => format!("copy retained after the move to `{to}`"),
+                    (Some(_), Some(to)) | (None, Some(to)) => {
+                        format!("copy retained after the move to `{to}`")
+                    }
                     (None, None) if self.stacks.contains(stack) => {
                         format!("volume `{volume}` is no longer in stack `{stack}`")
                     }
@@ -767,7 +837,12 @@ impl<'a> Planner<'a> {
             a.after.sort();
             a.after.dedup();
         }
-        let index: HashMap<String, usize> = self.actions.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        let index: HashMap<String, usize> = self
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id.clone(), i))
+            .collect();
         let mut waves = vec![0usize; self.actions.len()];
         for i in 0..self.actions.len() {
             wave_of(i, &self.actions, &index, &mut waves, &mut Vec::new());
@@ -776,9 +851,11 @@ impl<'a> Planner<'a> {
             a.wave = w;
         }
         self.actions.sort_by(|a, b| {
-            (a.wave, &a.host, a.kind, &a.name, a.action).cmp(&(b.wave, &b.host, b.kind, &b.name, b.action))
+            (a.wave, &a.host, a.kind, &a.name, a.action)
+                .cmp(&(b.wave, &b.host, b.kind, &b.name, b.action))
         });
-        self.orphans.sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
+        self.orphans
+            .sort_by(|a, b| (&a.host, &a.name).cmp(&(&b.host, &b.name)));
         self.warnings.sort();
         self.warnings.dedup();
         // Errors keep the order they were found in: a host's error comes
@@ -795,7 +872,13 @@ impl<'a> Planner<'a> {
     }
 }
 
-fn wave_of(i: usize, actions: &[Action], index: &HashMap<String, usize>, waves: &mut [usize], path: &mut Vec<usize>) -> usize {
+fn wave_of(
+    i: usize,
+    actions: &[Action],
+    index: &HashMap<String, usize>,
+    waves: &mut [usize],
+    path: &mut Vec<usize>,
+) -> usize {
     if waves[i] > 0 {
         return waves[i];
     }
@@ -828,8 +911,15 @@ pub fn change_reason(c: &ContainerSpec, o: &ObservedContainer) -> String {
         let what = describe_field(k);
         match (d, old) {
             (Some(d), Some(old)) if d == old && d != SECRET_DIGEST => {}
-            (Some(d), Some(old)) if d == SECRET_DIGEST && old == SECRET_DIGEST => secrets.push(what),
-            (Some(_), Some(_)) if k == "image" && !c.image.is_secret() && d != Some(&SECRET_DIGEST.to_string()) && old != Some(&SECRET_DIGEST.to_string()) => {
+            (Some(d), Some(old)) if d == SECRET_DIGEST && old == SECRET_DIGEST => {
+                secrets.push(what)
+            }
+            (Some(_), Some(_))
+                if k == "image"
+                    && !c.image.is_secret()
+                    && d != Some(&SECRET_DIGEST.to_string())
+                    && old != Some(&SECRET_DIGEST.to_string()) =>
+            {
                 changes.push(format!("image `{}` → `{}`", o.image, c.image));
             }
             (Some(_), Some(_)) => changes.push(format!("{what} changed")),
@@ -877,7 +967,12 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
         spec_hash: Some(c.spec_hash.clone()),
         spec_fields: c.field_digests.clone(),
         depends_on: {
-            let mut d: Vec<String> = c.depends_on.iter().map(|(t, _)| t.clone()).chain(c.links.clone()).collect();
+            let mut d: Vec<String> = c
+                .depends_on
+                .iter()
+                .map(|(t, _)| t.clone())
+                .chain(c.links.clone())
+                .collect();
             d.sort();
             d.dedup();
             d
@@ -920,7 +1015,8 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                         }
                     }
                     src.containers.retain(|c| {
-                        !(c.stack.as_deref() == Some(&a.stack) && c.app.as_ref().is_some_and(|x| r.apps.contains(x)))
+                        !(c.stack.as_deref() == Some(&a.stack)
+                            && c.app.as_ref().is_some_and(|x| r.apps.contains(x)))
                     });
                 }
                 let h = out.hosts.entry(r.to.clone()).or_default();
@@ -933,7 +1029,11 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                     volume: Some(v.volume.clone()),
                     driver: v.driver.clone(),
                     size_bytes: r.bytes,
-                    used_by: r.apps.iter().map(|app| names::container(&a.stack, app)).collect(),
+                    used_by: r
+                        .apps
+                        .iter()
+                        .map(|app| names::container(&a.stack, app))
+                        .collect(),
                     retained_for: None,
                 });
                 for app in &r.apps {
@@ -943,12 +1043,16 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                 }
             }
             (Kind::Network, Verb::Create) => {
-                out.hosts.entry(a.host.clone()).or_default().networks.push(ObservedNetwork {
-                    name: a.name.clone(),
-                    managed: true,
-                    internal: false,
-                    stack: Some(a.stack.clone()),
-                });
+                out.hosts
+                    .entry(a.host.clone())
+                    .or_default()
+                    .networks
+                    .push(ObservedNetwork {
+                        name: a.name.clone(),
+                        managed: true,
+                        internal: false,
+                        stack: Some(a.stack.clone()),
+                    });
             }
             (Kind::Container, Verb::Create | Verb::Recreate | Verb::Start) => {
                 let c = &desired.hosts[&a.host].containers[&a.name];

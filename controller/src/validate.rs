@@ -17,7 +17,10 @@ pub const IMPLICIT_ENDPOINT: &str = "";
 /// diagnostic was added.
 pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
     let (hosts, implicit_local) = match parsed.cluster {
-        Some((list, _)) => (list.into_iter().map(|h| (h.name.clone(), h)).collect(), false),
+        Some((list, _)) => (
+            list.into_iter().map(|h| (h.name.clone(), h)).collect(),
+            false,
+        ),
         None => {
             let local = Host {
                 name: LOCAL_HOST.to_string(),
@@ -40,7 +43,11 @@ pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
     for mut stack in parsed.stacks {
         if let Some(first) = stacks.get(&stack.name) {
             let msg = format!("stack `{}` is already defined at {}", stack.name, first.loc);
-            v.error(&stack.loc, msg, Some("stack names are unique across the directory".into()));
+            v.error(
+                &stack.loc,
+                msg,
+                Some("stack names are unique across the directory".into()),
+            );
             continue;
         }
         v.stack(&mut stack);
@@ -64,7 +71,8 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn error(&mut self, loc: &Loc, message: String, hint: Option<String>) {
         // The source line is attached later from the file cache.
-        self.diags.push(Diagnostic::new(loc.clone(), message).with_hint(hint));
+        self.diags
+            .push(Diagnostic::new(loc.clone(), message).with_hint(hint));
     }
 
     fn check_host(&mut self, host: &At<String>) -> bool {
@@ -77,7 +85,11 @@ impl Validator<'_> {
             similar(&host.value, self.hosts.keys().map(String::as_str)).or_else(|| {
                 Some(format!(
                     "the Cluster's hosts are {}",
-                    self.hosts.keys().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                    self.hosts
+                        .keys()
+                        .map(|h| format!("`{h}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })
         };
@@ -106,7 +118,11 @@ impl Validator<'_> {
                 None => {
                     let hint = Some(format!(
                         "add `host:` with one of {}",
-                        self.hosts.keys().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+                        self.hosts
+                            .keys()
+                            .map(|h| format!("`{h}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                     self.error(&app.loc, format!("app `{}` has no `host:`", app.name), hint);
                 }
@@ -117,16 +133,26 @@ impl Validator<'_> {
             let mut targets: HashMap<&str, &Loc> = HashMap::new();
             for m in &app.volumes {
                 if let Some(prev) = targets.insert(&m.value.target, &m.loc) {
-                    let msg = format!("`{}` is mounted twice in app `{}` (also at {prev})", m.value.target, app.name);
+                    let msg = format!(
+                        "`{}` is mounted twice in app `{}` (also at {prev})",
+                        m.value.target, app.name
+                    );
                     self.error(&m.loc, msg, None);
                 }
                 if !stack.volumes.contains_key(&m.value.volume) {
-                    let hint = similar(&m.value.volume, volume_names.iter().map(String::as_str)).or_else(|| {
-                        Some(format!("declare it under the stack's `volumes:` as `{}: {{}}`", m.value.volume))
-                    });
+                    let hint = similar(&m.value.volume, volume_names.iter().map(String::as_str))
+                        .or_else(|| {
+                            Some(format!(
+                                "declare it under the stack's `volumes:` as `{}: {{}}`",
+                                m.value.volume
+                            ))
+                        });
                     self.error(
                         &m.loc,
-                        format!("volume `{}` is not declared in stack `{}`", m.value.volume, stack.name),
+                        format!(
+                            "volume `{}` is not declared in stack `{}`",
+                            m.value.volume, stack.name
+                        ),
                         hint,
                     );
                     continue;
@@ -134,14 +160,21 @@ impl Validator<'_> {
                 let host = app.host().to_string();
                 match volume_users.get(&m.value.volume) {
                     None => {
-                        volume_users.insert(m.value.volume.clone(), (host, app.name.clone(), m.loc.clone()));
+                        volume_users.insert(
+                            m.value.volume.clone(),
+                            (host, app.name.clone(), m.loc.clone()),
+                        );
                     }
                     Some((first_host, first_app, _)) if *first_host != host => {
                         let msg = format!(
                             "volume `{}` is mounted by app `{first_app}` on `{first_host}` and by app `{}` on `{host}`; a volume lives on one host",
                             m.value.volume, app.name
                         );
-                        self.error(&m.loc, msg, Some("place every app that mounts it on the same host".into()));
+                        self.error(
+                            &m.loc,
+                            msg,
+                            Some("place every app that mounts it on the same host".into()),
+                        );
                     }
                     Some(_) => {}
                 }
@@ -155,7 +188,9 @@ impl Validator<'_> {
                     self.error(
                         &target.loc,
                         format!("app `{}` is not in stack `{}`", target.value, stack.name),
-                        hint.or_else(|| Some("`depends_on` and `links` name apps of the same stack".into())),
+                        hint.or_else(|| {
+                            Some("`depends_on` and `links` name apps of the same stack".into())
+                        }),
                     );
                 }
             }
@@ -174,7 +209,10 @@ impl Validator<'_> {
                     self.error(
                         &link.loc,
                         msg,
-                        Some(format!("publish a port on `{}` with `ports:`, or place both apps on one host", target.name)),
+                        Some(format!(
+                            "publish a port on `{}` with `ports:`, or place both apps on one host",
+                            target.name
+                        )),
                     );
                 }
             }
@@ -191,12 +229,23 @@ impl Validator<'_> {
                             "volume `{}` is placed on `{}` but app `{app}` mounts it on `{host}`",
                             vol.name, h.value
                         );
-                        self.error(&h.loc, msg, Some("a mounted volume follows its apps: remove its `host:`".into()));
+                        self.error(
+                            &h.loc,
+                            msg,
+                            Some("a mounted volume follows its apps: remove its `host:`".into()),
+                        );
                     }
                 }
                 (None, None) if !self.implicit_local => {
-                    let msg = format!("volume `{}` is not mounted by any app and has no `host:`", vol.name);
-                    self.error(&vol.loc, msg, Some("give it `host:` so drover knows where it lives".into()));
+                    let msg = format!(
+                        "volume `{}` is not mounted by any app and has no `host:`",
+                        vol.name
+                    );
+                    self.error(
+                        &vol.loc,
+                        msg,
+                        Some("give it `host:` so drover knows where it lives".into()),
+                    );
                 }
                 (None, _) => {}
             }
@@ -205,11 +254,17 @@ impl Validator<'_> {
 
     fn host_ports(&mut self, stacks: &BTreeMap<String, Stack>) {
         // (host, port, protocol) -> the IPs bound so far with who bound them.
-        let mut used: BTreeMap<(String, u16, &str), Vec<(String, String, Loc)>> = BTreeMap::new();
+        // (host, port, protocol) -> (ip, `stack/app`, where) of each binding.
+        type Binding = (String, String, Loc);
+        let mut used: BTreeMap<(String, u16, &str), Vec<Binding>> = BTreeMap::new();
         for stack in stacks.values() {
             for app in stack.apps.values() {
                 for p in &app.ports {
-                    let key = (app.host().to_string(), p.value.host, p.value.protocol.as_str());
+                    let key = (
+                        app.host().to_string(),
+                        p.value.host,
+                        p.value.protocol.as_str(),
+                    );
                     let entry = used.entry(key).or_default();
                     let clash = entry.iter().find(|(ip, _, _)| {
                         ip.is_empty() || p.value.ip.is_empty() || *ip == p.value.ip
@@ -221,9 +276,17 @@ impl Validator<'_> {
                             p.value.protocol.as_str(),
                             app.host()
                         );
-                        self.error(&p.loc, msg, Some("two apps on one host cannot publish the same port".into()));
+                        self.error(
+                            &p.loc,
+                            msg,
+                            Some("two apps on one host cannot publish the same port".into()),
+                        );
                     } else {
-                        entry.push((p.value.ip.clone(), format!("{}/{}", stack.name, app.name), p.loc.clone()));
+                        entry.push((
+                            p.value.ip.clone(),
+                            format!("{}/{}", stack.name, app.name),
+                            p.loc.clone(),
+                        ));
                     }
                 }
             }

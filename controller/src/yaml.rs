@@ -41,7 +41,10 @@ pub enum Value {
     Null,
     /// Any other scalar, as written. `plain` is false for quoted and block
     /// scalars, which are always strings.
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     /// Keys in document order; duplicates were rejected while parsing.
     Map(Vec<(Node, Node)>),
@@ -185,8 +188,8 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                 }
                 let mut plain = style == TScalarStyle::Plain;
                 if let Some(tag) = tag {
-                    if tag.handle == "!!" && tag.suffix == "str"
-                        || tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str"
+                    if tag.suffix == "str"
+                        && (tag.handle == "!!" || tag.handle == "tag:yaml.org,2002:")
                     {
                         plain = false;
                     } else {
