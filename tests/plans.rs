@@ -36,7 +36,10 @@ fn desired(files: &[(&str, &str)]) -> Desired {
 
 fn empty(hosts: &[&str]) -> Observed {
     Observed {
-        hosts: hosts.iter().map(|h| (h.to_string(), ObservedHost::default())).collect(),
+        hosts: hosts
+            .iter()
+            .map(|h| (h.to_string(), ObservedHost::default()))
+            .collect(),
         unreachable: BTreeMap::new(),
     }
 }
@@ -52,7 +55,11 @@ fn applied(d: &Desired) -> Observed {
 fn replan_is_empty(d: &Desired, observed: &Observed, p: &Plan) {
     let after = simulate(d, observed, p);
     let again = plan(d, &after, Options::default());
-    assert!(again.actions.is_empty(), "not converged: {}", plan_text(&again, false));
+    assert!(
+        again.actions.is_empty(),
+        "not converged: {}",
+        plan_text(&again, false)
+    );
 }
 
 fn find<'a>(p: &'a Plan, action: Verb, name: &str) -> &'a drover::plan::Action {
@@ -82,7 +89,10 @@ fn example_stacks_are_in_sync_once_applied() {
     let d = examples();
     let p = plan(&d, &applied(&d), Options::default());
     assert!(p.in_sync);
-    assert_eq!(plan_text(&p, false), "No changes. The hosts match the manifests.\n");
+    assert_eq!(
+        plan_text(&p, false),
+        "No changes. The hosts match the manifests.\n"
+    );
 }
 
 const BLOG: &str = "kind: Stack
@@ -104,7 +114,10 @@ apps:
 ";
 
 fn blog(edit: impl Fn(String) -> String) -> Desired {
-    desired(&[("cluster.yaml", CLUSTER), ("blog.yaml", &edit(BLOG.to_string()))])
+    desired(&[
+        ("cluster.yaml", CLUSTER),
+        ("blog.yaml", &edit(BLOG.to_string())),
+    ])
 }
 
 #[test]
@@ -122,8 +135,15 @@ fn an_environment_change_recreates_only_that_app_and_names_the_variable() {
 #[test]
 fn an_image_change_names_both_images() {
     let observed = applied(&blog(|s| s));
-    let p = plan(&blog(|s| s.replace("ghost:5", "ghost:6")), &observed, Options::default());
-    assert_eq!(find(&p, Verb::Recreate, "blog-web").reason, "image `ghost:5` → `ghost:6`");
+    let p = plan(
+        &blog(|s| s.replace("ghost:5", "ghost:6")),
+        &observed,
+        Options::default(),
+    );
+    assert_eq!(
+        find(&p, Verb::Recreate, "blog-web").reason,
+        "image `ghost:5` → `ghost:6`"
+    );
 }
 
 #[test]
@@ -137,7 +157,10 @@ fn a_secret_change_recreates_without_showing_the_value() {
     let after = render(&load(dir.path(), &other).unwrap());
     let p = plan(&after, &observed, Options::default());
     let a = find(&p, Verb::Recreate, "blog-db");
-    assert_eq!(a.reason, "a secret value changed (environment `POSTGRES_PASSWORD`)");
+    assert_eq!(
+        a.reason,
+        "a secret value changed (environment `POSTGRES_PASSWORD`)"
+    );
     let shown = plan_json(&p) + &plan_text(&p, false) + &serde_json::to_string(&observed).unwrap();
     assert!(!shown.contains("CANARY-SECRET"), "a secret leaked: {shown}");
 }
@@ -145,7 +168,12 @@ fn a_secret_change_recreates_without_showing_the_value() {
 #[test]
 fn fields_that_do_not_reach_the_container_recreate_nothing() {
     let observed = applied(&blog(|s| s));
-    let after = blog(|s| s.replace("depends_on: { db: { condition: healthy } }", "depends_on: [db]\n    pull: always"));
+    let after = blog(|s| {
+        s.replace(
+            "depends_on: { db: { condition: healthy } }",
+            "depends_on: [db]\n    pull: always",
+        )
+    });
     let p = plan(&after, &observed, Options::default());
     assert!(p.in_sync, "{}", plan_text(&p, false));
 }
@@ -154,11 +182,21 @@ fn fields_that_do_not_reach_the_container_recreate_nothing() {
 fn a_stopped_container_is_started() {
     let d = blog(|s| s);
     let mut observed = applied(&d);
-    let c = observed.hosts.get_mut("node-b").unwrap().containers.iter_mut().find(|c| c.name == "blog-web").unwrap();
+    let c = observed
+        .hosts
+        .get_mut("node-b")
+        .unwrap()
+        .containers
+        .iter_mut()
+        .find(|c| c.name == "blog-web")
+        .unwrap();
     c.state = ContainerState::Exited;
     let p = plan(&d, &observed, Options::default());
     assert_eq!(p.actions.len(), 1);
-    assert_eq!(find(&p, Verb::Start, "blog-web").reason, "container is exited");
+    assert_eq!(
+        find(&p, Verb::Start, "blog-web").reason,
+        "container is exited"
+    );
 }
 
 #[test]
@@ -169,10 +207,18 @@ fn a_removed_app_is_removed_and_its_dependents_first() {
     let p = plan(&d, &observed, Options::default());
     let web = find(&p, Verb::Remove, "blog-web");
     let db = find(&p, Verb::Remove, "blog-db");
-    assert!(db.after.contains(&web.id), "db must wait for web: {:?}", db.after);
+    assert!(
+        db.after.contains(&web.id),
+        "db must wait for web: {:?}",
+        db.after
+    );
     assert!(db.wave > web.wave);
     // Both networks go, after the containers on their host.
-    let net_a = p.actions.iter().find(|a| a.kind == Kind::Network && a.host == "node-a").unwrap();
+    let net_a = p
+        .actions
+        .iter()
+        .find(|a| a.kind == Kind::Network && a.host == "node-a")
+        .unwrap();
     assert_eq!(net_a.action, Verb::Remove);
     assert!(net_a.after.contains(&db.id));
     replan_is_empty(&d, &observed, &p);
@@ -181,14 +227,30 @@ fn a_removed_app_is_removed_and_its_dependents_first() {
 #[test]
 fn a_volume_removed_from_the_spec_is_kept_as_an_orphan() {
     let observed = applied(&blog(|s| s));
-    let d = desired(&[("cluster.yaml", CLUSTER), ("other.yaml", "kind: Stack\nname: other\n")]);
+    let d = desired(&[
+        ("cluster.yaml", CLUSTER),
+        ("other.yaml", "kind: Stack\nname: other\n"),
+    ]);
     let p = plan(&d, &observed, Options::default());
-    assert!(p.actions.iter().all(|a| a.kind != Kind::Volume), "{}", plan_text(&p, false));
+    assert!(
+        p.actions.iter().all(|a| a.kind != Kind::Volume),
+        "{}",
+        plan_text(&p, false)
+    );
     assert_eq!(p.orphans.len(), 1);
     assert_eq!(p.orphans[0].name, "blog-pgdata");
-    assert_eq!(p.orphans[0].reason, "stack `blog` is no longer in the manifests");
+    assert_eq!(
+        p.orphans[0].reason,
+        "stack `blog` is no longer in the manifests"
+    );
 
-    let pruned = plan(&d, &observed, Options { prune_volumes: true });
+    let pruned = plan(
+        &d,
+        &observed,
+        Options {
+            prune_volumes: true,
+        },
+    );
     let rm = find(&pruned, Verb::Remove, "blog-pgdata");
     assert!(rm.after.contains(&"node-a/container/blog-db".to_string()));
 }
@@ -203,16 +265,31 @@ fn moving_an_app_with_a_volume_is_one_relocation() {
     let p = plan(&after, &observed, Options::default());
     let r = find(&p, Verb::Relocate, "blog-pgdata");
     let facts = r.relocation.as_ref().unwrap();
-    assert_eq!((facts.from.as_str(), facts.to.as_str(), facts.bytes), ("node-a", "node-b", Some(1 << 30)));
+    assert_eq!(
+        (facts.from.as_str(), facts.to.as_str(), facts.bytes),
+        ("node-a", "node-b", Some(1 << 30))
+    );
     assert_eq!(facts.apps, vec!["db".to_string()]);
     // The moved app has no actions of its own.
-    assert!(p.actions.iter().all(|a| a.name != "blog-db"), "{}", plan_text(&p, false));
+    assert!(
+        p.actions.iter().all(|a| a.name != "blog-db"),
+        "{}",
+        plan_text(&p, false)
+    );
     // The linking app gets the new address after the move.
     let web = find(&p, Verb::Recreate, "blog-web");
-    assert!(web.reason.contains("environment `DB_HOST` changed"), "{}", web.reason);
+    assert!(
+        web.reason.contains("environment `DB_HOST` changed"),
+        "{}",
+        web.reason
+    );
     assert!(web.after.contains(&r.id));
     // The old host's network goes once the move is done.
-    let net = p.actions.iter().find(|a| a.kind == Kind::Network && a.host == "node-a").unwrap();
+    let net = p
+        .actions
+        .iter()
+        .find(|a| a.kind == Kind::Network && a.host == "node-a")
+        .unwrap();
     assert!(net.after.contains(&r.id));
     let json = plan_json(&p);
     assert!(json.contains("\"from\": \"node-a\"") && json.contains("\"bytes\": 1073741824"));
@@ -220,7 +297,10 @@ fn moving_an_app_with_a_volume_is_one_relocation() {
     let done = simulate(&after, &observed, &p);
     let again = plan(&after, &done, Options::default());
     assert!(again.in_sync, "{}", plan_text(&again, false));
-    assert_eq!(again.orphans[0].reason, "copy retained after the move to `node-b`");
+    assert_eq!(
+        again.orphans[0].reason,
+        "copy retained after the move to `node-b`"
+    );
 }
 
 #[test]
@@ -232,7 +312,11 @@ fn moving_back_builds_on_the_retained_copy_and_does_not_report_it() {
     let back = plan(&start, &o2, Options::default());
     let r = find(&back, Verb::Relocate, "blog-pgdata");
     assert_eq!(r.relocation.as_ref().unwrap().from, "node-b");
-    assert!(back.orphans.iter().all(|o| o.host != "node-a"), "{:?}", back.orphans);
+    assert!(
+        back.orphans.iter().all(|o| o.host != "node-a"),
+        "{:?}",
+        back.orphans
+    );
 }
 
 #[test]
@@ -240,7 +324,11 @@ fn moving_a_stateless_app_creates_before_it_removes() {
     let observed = applied(&blog(|s| s));
     let after = blog(|s| s.replace("host: node-b", "host: node-a"));
     let p = plan(&after, &observed, Options::default());
-    let create = p.actions.iter().find(|a| a.action == Verb::Create && a.name == "blog-web").unwrap();
+    let create = p
+        .actions
+        .iter()
+        .find(|a| a.action == Verb::Create && a.name == "blog-web")
+        .unwrap();
     assert_eq!(create.reason, "app moved from `node-b`");
     let rm = find(&p, Verb::Remove, "blog-web");
     assert!(rm.after.contains(&create.id));
@@ -251,7 +339,9 @@ fn moving_a_stateless_app_creates_before_it_removes() {
 fn an_unreadable_host_gets_no_actions_and_is_named() {
     let d = blog(|s| s);
     let mut observed = empty(&["node-b"]);
-    observed.unreachable.insert("node-a".into(), "connection refused".into());
+    observed
+        .unreachable
+        .insert("node-a".into(), "connection refused".into());
     let p = plan(&d, &observed, Options::default());
     assert!(p.actions.iter().all(|a| a.host != "node-a"));
     assert_eq!(
@@ -259,7 +349,11 @@ fn an_unreadable_host_gets_no_actions_and_is_named() {
         "host `node-a` could not be read: connection refused; nothing that involves it is planned"
     );
     // web waits for db, which cannot be brought up: web is skipped too.
-    assert!(p.actions.iter().all(|a| a.name != "blog-web"), "{}", plan_text(&p, false));
+    assert!(
+        p.actions.iter().all(|a| a.name != "blog-web"),
+        "{}",
+        plan_text(&p, false)
+    );
 }
 
 #[test]
@@ -269,8 +363,20 @@ fn a_move_from_an_unreadable_host_is_not_started_from_an_empty_volume() {
     let mut partial = observed.clone();
     partial.hosts.remove("node-a");
     let p = plan(&after, &partial, Options::default());
-    assert!(p.actions.iter().all(|a| a.name != "blog-pgdata" && a.name != "blog-db"), "{}", plan_text(&p, false));
-    assert!(p.errors.iter().any(|e| e.contains("will not create an empty copy")), "{:?}", p.errors);
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"),
+        "{}",
+        plan_text(&p, false)
+    );
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("will not create an empty copy")),
+        "{:?}",
+        p.errors
+    );
     // Nothing is removed on the readable host either.
     assert!(p.actions.iter().all(|a| a.action != Verb::Remove));
 }
@@ -279,52 +385,80 @@ fn a_move_from_an_unreadable_host_is_not_started_from_an_empty_volume() {
 fn an_unmanaged_container_with_the_same_name_is_untouched_and_reported() {
     let d = blog(|s| s);
     let mut observed = empty(&["node-a", "node-b"]);
-    observed.hosts.get_mut("node-b").unwrap().containers.push(ObservedContainer {
-        name: "blog-web".into(),
-        id: String::new(),
-        managed: false,
-        internal: false,
-        stack: None,
-        app: None,
-        image: "nginx".into(),
-        state: ContainerState::Running,
-        health: None,
-        spec_hash: None,
-        spec_fields: BTreeMap::new(),
-        depends_on: Vec::new(),
-        ports: Vec::new(),
-    });
+    observed
+        .hosts
+        .get_mut("node-b")
+        .unwrap()
+        .containers
+        .push(ObservedContainer {
+            name: "blog-web".into(),
+            id: String::new(),
+            managed: false,
+            internal: false,
+            stack: None,
+            app: None,
+            image: "nginx".into(),
+            state: ContainerState::Running,
+            health: None,
+            spec_hash: None,
+            spec_fields: BTreeMap::new(),
+            depends_on: Vec::new(),
+            ports: Vec::new(),
+        });
     let p = plan(&d, &observed, Options::default());
     assert!(p.actions.iter().all(|a| a.name != "blog-web"));
-    assert!(p.errors[0].contains("taken by a container drover does not manage"), "{:?}", p.errors);
+    assert!(
+        p.errors[0].contains("taken by a container drover does not manage"),
+        "{:?}",
+        p.errors
+    );
 }
 
 #[test]
 fn two_current_copies_of_a_volume_are_never_guessed_between() {
     let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
     let mut observed = applied(&blog(|s| s));
-    observed.hosts.get_mut("node-b").unwrap().volumes.push(ObservedVolume {
-        name: "blog-pgdata".into(),
-        managed: true,
-        internal: false,
-        stack: Some("blog".into()),
-        volume: Some("pgdata".into()),
-        driver: "local".into(),
-        size_bytes: None,
-        used_by: Vec::new(),
-        retained_for: Some("node-c".into()),
-    });
+    observed
+        .hosts
+        .get_mut("node-b")
+        .unwrap()
+        .volumes
+        .push(ObservedVolume {
+            name: "blog-pgdata".into(),
+            managed: true,
+            internal: false,
+            stack: Some("blog".into()),
+            volume: Some("pgdata".into()),
+            driver: "local".into(),
+            size_bytes: None,
+            used_by: Vec::new(),
+            retained_for: Some("node-c".into()),
+        });
     // A retained copy on the target does not count as current: one move.
     let p = plan(&moved, &observed, Options::default());
     find(&p, Verb::Relocate, "blog-pgdata");
     // Two current copies: the one in place is used, the other left alone.
     let b = observed.hosts.get_mut("node-b").unwrap();
-    let stray = b.volumes.iter_mut().find(|v| v.name == "blog-pgdata").unwrap();
+    let stray = b
+        .volumes
+        .iter_mut()
+        .find(|v| v.name == "blog-pgdata")
+        .unwrap();
     stray.retained_for = None;
     let p = plan(&blog(|s| s), &observed, Options::default());
     assert!(p.in_sync, "{}", plan_text(&p, false));
-    assert!(p.warnings.iter().any(|w| w.contains("another copy on `node-b`")), "{:?}", p.warnings);
-    assert!(p.orphans.is_empty(), "a current copy is never an orphan: {:?}", p.orphans);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("another copy on `node-b`")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        p.orphans.is_empty(),
+        "a current copy is never an orphan: {:?}",
+        p.orphans
+    );
 }
 
 #[test]
@@ -347,4 +481,18 @@ fn planning_is_deterministic_whatever_the_order_of_observed_objects() {
     }
     let b = plan(&d, &observed, Options::default());
     assert_eq!(plan_json(&a), plan_json(&b));
+}
+
+/// `examples/observed/running.json` is the state of the two example hosts
+/// once the examples are applied; the demo plans changes against it.
+/// `DROVER_BLESS=1 cargo test --test plans` rewrites it.
+#[test]
+fn the_committed_running_state_matches_the_examples() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/observed/running.json");
+    let json = serde_json::to_string_pretty(&applied(&examples())).unwrap() + "\n";
+    if std::env::var_os("DROVER_BLESS").is_some() {
+        std::fs::write(&path, &json).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(committed == json, "{} is stale: rerun with DROVER_BLESS=1", path.display());
 }

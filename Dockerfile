@@ -1,0 +1,25 @@
+# The drover image: one static binary on an empty base.
+#
+#   docker build -t drover .                    build inside a Rust image (needs a registry)
+#   docker build --target prebuilt -t drover .  package a static binary built beforehand with
+#     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+#
+# `prebuilt` comes first so that the classic builder, which builds every
+# stage up to the target, needs no base image for it.
+
+FROM scratch AS prebuilt
+COPY target/x86_64-unknown-linux-gnu/release/drover /drover
+ENTRYPOINT ["/drover"]
+CMD ["validate", "/manifests"]
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target x86_64-unknown-linux-gnu -p drover \
+ && cp target/x86_64-unknown-linux-gnu/release/drover /drover
+
+FROM scratch AS image
+COPY --from=build /drover /drover
+ENTRYPOINT ["/drover"]
+CMD ["validate", "/manifests"]
