@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn drover(args: &[&str]) -> Output {
@@ -49,13 +52,18 @@ fn the_committed_schema_is_what_drover_schema_prints() {
 fn every_example_validates_and_names_the_schema_on_its_first_line() {
     let o = drover(&["validate", "examples/stacks"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "examples/stacks: valid (4 stacks, 9 apps, 2 hosts)\n");
+    assert_eq!(
+        stdout(&o),
+        "examples/stacks: valid (4 stacks, 9 apps, 2 hosts)\n"
+    );
     for entry in std::fs::read_dir(repo().join("examples/stacks")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(
-                text.starts_with("# yaml-language-server: $schema=../../schema/drover.schema.json\n"),
+                text.starts_with(
+                    "# yaml-language-server: $schema=../../schema/drover.schema.json\n"
+                ),
                 "{} lacks the schema line",
                 path.display()
             );
@@ -66,15 +74,28 @@ fn every_example_validates_and_names_the_schema_on_its_first_line() {
 #[test]
 fn an_invalid_directory_exits_1_with_located_errors_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.yaml"), "kind: Stack\nname: x\napps:\n  web: { imgae: nginx }\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "kind: Stack\nname: x\napps:\n  web: { imgae: nginx }\n",
+    )
+    .unwrap();
     let o = drover(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).is_empty());
     let err = stderr(&o);
-    assert!(err.contains("a.yaml:4:3: error: app `web` has no `image`"), "{err}");
-    assert!(err.contains("a.yaml:4:10: error: unknown field `imgae` in app `web`"), "{err}");
+    assert!(
+        err.contains("a.yaml:4:3: error: app `web` has no `image`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("a.yaml:4:10: error: unknown field `imgae` in app `web`"),
+        "{err}"
+    );
     assert!(err.contains("a similar name exists: `image`"), "{err}");
-    assert!(err.contains("2 errors in the manifests; nothing was changed"), "{err}");
+    assert!(
+        err.contains("2 errors in the manifests; nothing was changed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,14 +112,35 @@ fn a_missing_directory_is_a_one_line_error() {
 fn dry_run_exit_codes_follow_terraform_with_detailed_exitcode() {
     let empty = write_observed(r#"{"hosts": {"node-a": {}, "node-b": {}}}"#);
     let path = empty.path().to_str().unwrap();
-    let plain = drover(&["reconcile", "examples/stacks", "--dry-run", "--observed", path]);
+    let plain = drover(&[
+        "reconcile",
+        "examples/stacks",
+        "--dry-run",
+        "--observed",
+        path,
+    ]);
     assert_eq!(plain.status.code(), Some(0), "{}", stderr(&plain));
     assert!(stdout(&plain).contains("Plan: 23 to create"));
-    let detailed = drover(&["reconcile", "examples/stacks", "--dry-run", "--observed", path, "--detailed-exitcode"]);
+    let detailed = drover(&[
+        "reconcile",
+        "examples/stacks",
+        "--dry-run",
+        "--observed",
+        path,
+        "--detailed-exitcode",
+    ]);
     assert_eq!(detailed.status.code(), Some(2));
 
     // Save the state the plan leads to, then plan again: in sync.
-    let json = drover(&["reconcile", "examples/stacks", "--dry-run", "--observed", path, "--output", "json"]);
+    let json = drover(&[
+        "reconcile",
+        "examples/stacks",
+        "--dry-run",
+        "--observed",
+        path,
+        "--output",
+        "json",
+    ]);
     let plan: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(plan["in_sync"], false);
     assert_eq!(plan["actions"].as_array().unwrap().len(), 23);
@@ -107,7 +149,9 @@ fn dry_run_exit_codes_follow_terraform_with_detailed_exitcode() {
 
 #[test]
 fn dry_run_with_an_unreachable_host_exits_1_naming_it() {
-    let observed = write_observed(r#"{"hosts": {"node-b": {}}, "unreachable": {"node-a": "connection refused"}}"#);
+    let observed = write_observed(
+        r#"{"hosts": {"node-b": {}}, "unreachable": {"node-a": "connection refused"}}"#,
+    );
     let o = drover(&[
         "reconcile",
         "examples/stacks",
@@ -118,17 +162,33 @@ fn dry_run_with_an_unreachable_host_exits_1_naming_it() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.contains("error: host `node-a` could not be read: connection refused"), "{out}");
-    assert!(!out.contains(" node-a  "), "no action may touch node-a:\n{out}");
+    assert!(
+        out.contains("error: host `node-a` could not be read: connection refused"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(" node-a  "),
+        "no action may touch node-a:\n{out}"
+    );
 }
 
 #[test]
 fn a_broken_observed_file_is_located() {
     let observed = write_observed("{\"hosts\": {\"node-a\": {\"containers\": 3}}}");
     let path = observed.path().to_str().unwrap();
-    let o = drover(&["reconcile", "examples/stacks", "--dry-run", "--observed", path]);
+    let o = drover(&[
+        "reconcile",
+        "examples/stacks",
+        "--dry-run",
+        "--observed",
+        path,
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).starts_with(&format!("error: {path}:1:")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with(&format!("error: {path}:1:")),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -152,9 +212,15 @@ fn graph_draws_dot_and_mermaid() {
 #[test]
 fn schema_fields_match_the_loader() {
     use drover::parse::*;
-    let schema: serde_json::Value = serde_json::from_str(&drover::schema::manifest_schema()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&drover::schema::manifest_schema()).unwrap();
     let props = |v: &serde_json::Value| -> Vec<String> {
-        let mut keys: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+        let mut keys: Vec<String> = v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         keys.sort();
         keys
     };
@@ -177,7 +243,11 @@ fn schema_fields_match_the_loader() {
 #[test]
 fn text_plans_are_coloured_only_when_asked() {
     let d = drover::desired::render(
-        &drover::load::load(&repo().join("examples/stacks"), &std::collections::BTreeMap::new()).unwrap(),
+        &drover::load::load(
+            &repo().join("examples/stacks"),
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap(),
     );
     let observed: drover::observed::Observed =
         serde_json::from_str(r#"{"hosts": {"node-a": {}, "node-b": {}}}"#).unwrap();
@@ -186,6 +256,12 @@ fn text_plans_are_coloured_only_when_asked() {
     assert!(!drover::output::plan_text(&p, false).contains('\x1b'));
     // Piped output (as here) is never coloured.
     let empty = write_observed(r#"{"hosts": {"node-a": {}, "node-b": {}}}"#);
-    let o = drover(&["reconcile", "examples/stacks", "--dry-run", "--observed", empty.path().to_str().unwrap()]);
+    let o = drover(&[
+        "reconcile",
+        "examples/stacks",
+        "--dry-run",
+        "--observed",
+        empty.path().to_str().unwrap(),
+    ]);
     assert!(!stdout(&o).contains('\x1b'));
 }

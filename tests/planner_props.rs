@@ -32,13 +32,35 @@ struct GenSpec {
 }
 
 fn app() -> impl Strategy<Value = GenApp> {
-    (0..3usize, any::<u8>(), any::<bool>(), any::<u8>(), any::<bool>(), any::<bool>(), 0..3u8, 0..2u8).prop_map(
-        |(host, deps, healthy, links, volume, port, env, image)| GenApp { host, deps, healthy, links, volume, port, env, image },
+    (
+        0..3usize,
+        any::<u8>(),
+        any::<bool>(),
+        any::<u8>(),
+        any::<bool>(),
+        any::<bool>(),
+        0..3u8,
+        0..2u8,
     )
+        .prop_map(
+            |(host, deps, healthy, links, volume, port, env, image)| GenApp {
+                host,
+                deps,
+                healthy,
+                links,
+                volume,
+                port,
+                env,
+                image,
+            },
+        )
 }
 
 fn spec() -> impl Strategy<Value = GenSpec> {
-    (1..=3usize, prop::collection::vec(prop::collection::vec(app(), 1..=5), 1..=3))
+    (
+        1..=3usize,
+        prop::collection::vec(prop::collection::vec(app(), 1..=5), 1..=3),
+    )
         .prop_map(|(hosts, stacks)| GenSpec { hosts, stacks })
 }
 
@@ -46,7 +68,11 @@ fn spec() -> impl Strategy<Value = GenSpec> {
 fn files(g: &GenSpec) -> Vec<(String, String)> {
     let mut cluster = String::from("kind: Cluster\nhosts:\n");
     for h in 0..g.hosts {
-        let _ = writeln!(cluster, "  h{h}: {{ endpoint: 'tcp://10.77.0.{}:2375' }}", 11 + h);
+        let _ = writeln!(
+            cluster,
+            "  h{h}: {{ endpoint: 'tcp://10.77.0.{}:2375' }}",
+            11 + h
+        );
     }
     let mut out = vec![("cluster.yaml".to_string(), cluster)];
     let mut port = 10_000;
@@ -56,7 +82,10 @@ fn files(g: &GenSpec) -> Vec<(String, String)> {
         let needs_port: Vec<bool> = (0..apps.len())
             .map(|t| {
                 apps[t].port
-                    || apps.iter().enumerate().any(|(i, a)| i > t && a.links & (1 << t) != 0 && host(a) != host(&apps[t]))
+                    || apps
+                        .iter()
+                        .enumerate()
+                        .any(|(i, a)| i > t && a.links & (1 << t) != 0 && host(a) != host(&apps[t]))
             })
             .collect();
         let mut y = format!("kind: Stack\nname: s{si}\nvolumes:\n");
@@ -67,7 +96,12 @@ fn files(g: &GenSpec) -> Vec<(String, String)> {
         }
         y.push_str("apps:\n");
         for (i, a) in apps.iter().enumerate() {
-            let _ = writeln!(y, "  a{i}:\n    image: img{}:1\n    host: h{}", a.image, host(a));
+            let _ = writeln!(
+                y,
+                "  a{i}:\n    image: img{}:1\n    host: h{}",
+                a.image,
+                host(a)
+            );
             let _ = writeln!(y, "    environment: {{ LEVEL: '{}' }}", a.env);
             let deps: Vec<usize> = (0..i).filter(|t| a.deps & (1 << t) != 0).collect();
             if !deps.is_empty() {
@@ -77,7 +111,10 @@ fn files(g: &GenSpec) -> Vec<(String, String)> {
                     let _ = writeln!(y, "      a{t}: {{ condition: {c} }}");
                 }
             }
-            let links: Vec<String> = (0..i).filter(|t| a.links & (1 << t) != 0).map(|t| format!("a{t}")).collect();
+            let links: Vec<String> = (0..i)
+                .filter(|t| a.links & (1 << t) != 0)
+                .map(|t| format!("a{t}"))
+                .collect();
             if !links.is_empty() {
                 let _ = writeln!(y, "    links: [{}]", links.join(", "));
             }
@@ -109,7 +146,9 @@ fn desired(g: &GenSpec) -> Desired {
 
 fn empty(d: &Desired, hosts: usize) -> Observed {
     Observed {
-        hosts: (0..hosts.max(d.hosts.len())).map(|h| (format!("h{h}"), ObservedHost::default())).collect(),
+        hosts: (0..hosts.max(d.hosts.len()))
+            .map(|h| (format!("h{h}"), ObservedHost::default()))
+            .collect(),
         unreachable: BTreeMap::new(),
     }
 }
@@ -117,7 +156,8 @@ fn empty(d: &Desired, hosts: usize) -> Observed {
 /// Every `after` names an earlier wave, and every app action waits for the
 /// actions of the apps it depends on or links to.
 fn check_order(d: &Desired, p: &Plan) -> Result<(), TestCaseError> {
-    let by_id: HashMap<&str, &drover::plan::Action> = p.actions.iter().map(|a| (a.id.as_str(), a)).collect();
+    let by_id: HashMap<&str, &drover::plan::Action> =
+        p.actions.iter().map(|a| (a.id.as_str(), a)).collect();
     for a in &p.actions {
         for dep in &a.after {
             let before = by_id.get(dep.as_str());
@@ -130,17 +170,28 @@ fn check_order(d: &Desired, p: &Plan) -> Result<(), TestCaseError> {
     for a in &p.actions {
         if let Some(r) = &a.relocation {
             for app in &r.apps {
-                up.entry((a.stack.clone(), app.clone())).or_default().push(&a.id);
+                up.entry((a.stack.clone(), app.clone()))
+                    .or_default()
+                    .push(&a.id);
             }
         } else if a.kind == Kind::Container && a.action != Verb::Remove {
-            let c = d.hosts[&a.host].containers.get(&a.name).expect("an app's container");
-            up.entry((c.stack.clone(), c.app.clone())).or_default().push(&a.id);
+            let c = d.hosts[&a.host]
+                .containers
+                .get(&a.name)
+                .expect("an app's container");
+            up.entry((c.stack.clone(), c.app.clone()))
+                .or_default()
+                .push(&a.id);
         }
     }
     for ((stack, app), ids) in &up {
         let c = d.container(stack, app).unwrap();
         for target in c.depends_on.iter().map(|(t, _)| t).chain(&c.links) {
-            for dep_id in up.get(&(stack.clone(), target.clone())).into_iter().flatten() {
+            for dep_id in up
+                .get(&(stack.clone(), target.clone()))
+                .into_iter()
+                .flatten()
+            {
                 for id in ids {
                     if id != dep_id {
                         prop_assert!(
@@ -160,10 +211,18 @@ fn converges(d: &Desired, observed: &Observed) -> Result<(), TestCaseError> {
     let p = plan(d, observed, Options::default());
     prop_assert!(p.errors.is_empty(), "{:?}", p.errors);
     check_order(d, &p)?;
-    prop_assert_eq!(plan_json(&p), plan_json(&plan(d, observed, Options::default())));
+    prop_assert_eq!(
+        plan_json(&p),
+        plan_json(&plan(d, observed, Options::default()))
+    );
     let after = simulate(d, observed, &p);
     let again = plan(d, &after, Options::default());
-    prop_assert!(again.actions.is_empty(), "not converged:\n{}\nafter:\n{}", plan_text(&again, false), plan_text(&p, false));
+    prop_assert!(
+        again.actions.is_empty(),
+        "not converged:\n{}\nafter:\n{}",
+        plan_text(&again, false),
+        plan_text(&p, false)
+    );
     Ok(())
 }
 

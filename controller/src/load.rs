@@ -103,6 +103,7 @@ pub fn parse_dir(
                         Loc::new(&shown, e.pos),
                         format!("invalid YAML: {}", e.message),
                     )
+                    .with_hint(e.hint)
                     .with_source(&src),
                 );
                 continue;

@@ -795,7 +795,22 @@ fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
         };
         let rel = rel.expose().to_string();
         let path = ctx.file_dir.join(&rel);
-        let real = match path.canonicalize() {
+        let real = path.canonicalize();
+        // A path that resolves nowhere is judged as written, so that one
+        // leading outside is refused whether or not its target exists.
+        let inside = match &real {
+            Ok(p) => p.starts_with(ctx.root),
+            Err(_) => lexically_normal(&path).starts_with(ctx.root),
+        };
+        if !inside {
+            ctx.error_hint(
+                item.pos,
+                format!("env_file `{rel}` leads outside the manifest directory"),
+                Some("keep env files inside the directory drover reads".into()),
+            );
+            continue;
+        }
+        let real = match real {
             Ok(p) => p,
             Err(e) => {
                 ctx.error(
@@ -805,14 +820,6 @@ fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
                 continue;
             }
         };
-        if !real.starts_with(ctx.root) {
-            ctx.error_hint(
-                item.pos,
-                format!("env_file `{rel}` leads outside the manifest directory"),
-                Some("keep env files inside the directory drover reads".into()),
-            );
-            continue;
-        }
         let content = match read_limited(&real, MAX_ENV_FILE_BYTES) {
             Ok(c) => c,
             Err(reason) => {
@@ -843,6 +850,22 @@ fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
             }
         }
     }
+}
+
+/// `path` with `.` and `..` removed without looking at the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 const MAX_ENV_FILE_BYTES: u64 = 1 << 20;

@@ -105,6 +105,7 @@ impl Default for Limits {
 pub struct YamlError {
     pub pos: Pos,
     pub message: String,
+    pub hint: Option<String>,
 }
 
 enum Frame {
@@ -135,10 +136,14 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
 
     loop {
         let (event, mark) = parser.next_token().map_err(|e| YamlError {
-            pos: Pos::from_marker(e.marker()),
+            pos: error_pos(e.marker(), src),
             message: e.info().to_string(),
+            hint: open_flow_hint(&stack, src),
         })?;
         let pos = Pos::from_marker(&mark);
+        // A value left out (`restart:`) is an empty scalar that the parser
+        // places at the next token, often on a later line.
+        let mut left_out = false;
         let finished: Option<(Node, usize)> = match event {
             Event::StreamStart | Event::Nothing => None,
             Event::StreamEnd => break,
@@ -146,6 +151,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                 if docs.len() >= limits.max_documents {
                     return Err(YamlError {
                         pos,
+                        hint: None,
                         message: format!(
                             "too many documents in one file (more than {})",
                             limits.max_documents
@@ -168,6 +174,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                 let Some((node, size)) = anchors.get(&id) else {
                     return Err(YamlError {
                         pos,
+                        hint: None,
                         message: "alias to an unknown anchor".into(),
                     });
                 };
@@ -195,6 +202,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                     } else {
                         return Err(YamlError {
                             pos,
+                            hint: None,
                             message: format!(
                                 "YAML tag `{}{}` is not supported",
                                 tag.handle, tag.suffix
@@ -202,6 +210,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                         });
                     }
                 }
+                left_out = plain && text.is_empty();
                 let value = if plain && matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
                 {
                     Value::Null
@@ -218,6 +227,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                 if let Some(tag) = tag {
                     return Err(YamlError {
                         pos,
+                        hint: None,
                         message: format!(
                             "YAML tag `{}{}` is not supported",
                             tag.handle, tag.suffix
@@ -227,6 +237,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                 if stack.len() >= limits.max_depth {
                     return Err(YamlError {
                         pos,
+                        hint: None,
                         message: format!("nesting deeper than {} levels", limits.max_depth),
                     });
                 }
@@ -267,14 +278,18 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                         ..
                     }) => (
                         Node {
+                            // The parser marks a block mapping at the `:` of
+                            // its first entry; the mapping starts at that
+                            // entry's key (a flow mapping's `{` comes first).
+                            pos: entries.first().map_or(pos, |(k, _)| k.pos.min(pos)),
                             value: Value::Map(entries),
-                            pos,
                         },
                         anchor,
                     ),
                     None => {
                         return Err(YamlError {
                             pos,
+                            hint: None,
                             message: "unbalanced collection".into(),
                         })
                     }
@@ -299,22 +314,71 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                         if !seen.insert(text.clone()) {
                             return Err(YamlError {
                                 pos: node.pos,
+                                hint: None,
                                 message: format!("duplicate key `{text}`"),
                             });
                         }
                     }
                     *key = Some(node);
                 }
-                Some(k) => entries.push((k, node)),
+                // A value left out is shown at its key.
+                Some(k) => entries.push(if left_out {
+                    let pos = k.pos;
+                    (k, Node { pos, ..node })
+                } else {
+                    (k, node)
+                }),
             },
         }
     }
     Ok(docs)
 }
 
+/// For a syntax error inside `[...]` or `{...}`, where that collection
+/// began: the scanner often notices a missing `]` only lines later.
+fn open_flow_hint(stack: &[Frame], src: &str) -> Option<String> {
+    let pos = match stack.last()? {
+        Frame::Seq { pos, .. } | Frame::Map { pos, .. } => *pos,
+    };
+    // Lines as YAML counts them: ended by `\r\n`, `\r` or `\n`.
+    let line = src
+        .split('\n')
+        .flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r'))
+        .nth(pos.line.checked_sub(1)? as usize)?;
+    let open = line.chars().nth(pos.col.checked_sub(1)? as usize)?;
+    let close = match open {
+        '[' => ']',
+        '{' => '}',
+        _ => return None,
+    };
+    Some(format!(
+        "the `{open}` at line {}, column {} is still open here; is a `{close}` missing?",
+        pos.line, pos.col
+    ))
+}
+
+/// Where a syntax error is shown. At the end of input the scanner moves to
+/// a line after the last one, where there is nothing to point at; such an
+/// error is shown just after the last thing written instead.
+fn error_pos(m: &Marker, src: &str) -> Pos {
+    if m.index() < src.chars().count() {
+        return Pos::from_marker(m);
+    }
+    // Line breaks as YAML counts them: `\r\n`, `\r` or `\n`.
+    let written = src.trim_end();
+    let last_line = written.rsplit(['\n', '\r']).next().unwrap_or(written);
+    let breaks = written.matches('\n').count() + written.matches('\r').count()
+        - written.matches("\r\n").count();
+    Pos {
+        line: u32::try_from(breaks + 1).unwrap_or(u32::MAX),
+        col: u32::try_from(last_line.chars().count() + 1).unwrap_or(u32::MAX),
+    }
+}
+
 fn too_big(pos: Pos, limits: Limits) -> YamlError {
     YamlError {
         pos,
+        hint: None,
         message: format!(
             "document has more than {} nodes once aliases are expanded",
             limits.max_nodes
@@ -377,6 +441,21 @@ mod tests {
     }
 
     #[test]
+    fn mappings_start_at_their_first_key_or_brace() {
+        let node = one("a: 1\nb:\n  c: 1\nd: {e: 1}\nf:\n  - g: 1\n");
+        assert_eq!(node.pos, Pos { line: 1, col: 1 });
+        let Value::Map(entries) = &node.value else {
+            panic!()
+        };
+        assert_eq!(entries[1].1.pos, Pos { line: 3, col: 3 });
+        assert_eq!(entries[2].1.pos, Pos { line: 4, col: 4 });
+        let Value::Seq(items) = &entries[3].1.value else {
+            panic!()
+        };
+        assert_eq!(items[0].pos, Pos { line: 6, col: 5 });
+    }
+
+    #[test]
     fn several_documents_are_split() {
         let docs = parse_documents("a: 1\n---\nb: 2\n", Limits::default()).unwrap();
         assert_eq!(docs.len(), 2);
@@ -425,5 +504,33 @@ mod tests {
     fn syntax_errors_are_located() {
         let err = parse_documents("a: [1, 2\nb: 3\n", Limits::default()).unwrap_err();
         assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn a_value_left_out_is_placed_at_its_key() {
+        let node = one("a:\nb: ~\nc:\n");
+        let Value::Map(e) = node.value else { panic!() };
+        assert_eq!(e[0].1.pos, Pos { line: 1, col: 1 });
+        assert_eq!(e[1].1.pos, Pos { line: 2, col: 4 });
+        assert_eq!(e[2].1.pos, Pos { line: 3, col: 1 });
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_named_in_the_hint() {
+        let err = parse_documents("a:\n  b: [1, 2\n  c: 3\n", Limits::default()).unwrap_err();
+        let hint = err.hint.expect("a hint");
+        assert!(hint.contains("`[` at line 2, column 6"), "{hint}");
+        let err = parse_documents("a: b: c\n", Limits::default()).unwrap_err();
+        assert_eq!(err.hint, None);
+    }
+
+    #[test]
+    fn errors_at_the_end_of_input_point_after_the_last_text() {
+        for src in ["a: [1, 2", "a: [1, 2\n", "a: [1, 2\r\n\n  \n"] {
+            let err = parse_documents(src, Limits::default()).unwrap_err();
+            assert_eq!(err.pos, Pos { line: 1, col: 9 }, "{src:?}: {err:?}");
+        }
+        let err = parse_documents("x: 1\ra: [1, 2\n", Limits::default()).unwrap_err();
+        assert_eq!(err.pos, Pos { line: 2, col: 9 });
     }
 }
