@@ -24,6 +24,7 @@
 
 pub mod desired;
 pub mod diag;
+pub mod engine;
 pub mod graph;
 pub mod interpolate;
 pub mod load;

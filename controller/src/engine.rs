@@ -1,0 +1,571 @@
+//! The Docker boundary. [`DockerApi`] is the small set of calls drover makes
+//! on a host, in drover's own types; [`Engine`] implements it over bollard.
+//! bollard's types never leave this module, and a 404 from Docker means
+//! "absent" here, not an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptions,
+    ListNetworksOptions, ListVolumesOptions, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures_util::StreamExt;
+
+use crate::desired::{decode_field_digests, labels, ContainerSpec, NetworkSpec, VolumeSpec};
+use crate::model::{Host, Restart};
+use crate::observed::{
+    ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume, PublishedPort,
+};
+
+/// What went wrong talking to a host. Never carries a secret: container
+/// configs are not echoed back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("host `{host}` cannot be reached at {endpoint}: {reason}")]
+    Unreachable { host: String, endpoint: String, reason: String },
+    #[error("host `{host}`: {op}: {message}")]
+    Api { host: String, op: String, message: String },
+}
+
+impl EngineError {
+    fn api(host: &str, op: impl Into<String>, e: BollardError) -> EngineError {
+        EngineError::Api {
+            host: host.to_string(),
+            op: op.into(),
+            message: error_text(&e),
+        }
+    }
+}
+
+/// Docker's own message for a server error, else bollard's description.
+fn error_text(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        BollardError::RequestTimeoutError => "the request timed out".into(),
+        other => other.to_string(),
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn is_not_modified(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 304, .. })
+}
+
+/// A container's run state as seen when waiting for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub state: ContainerState,
+    pub health: Option<Health>,
+    /// The output of the latest health check, for error messages.
+    pub last_health_output: Option<String>,
+}
+
+/// The calls drover makes on one Docker host. Implementations are cheap to
+/// share between tasks.
+#[async_trait]
+pub trait DockerApi: Send + Sync {
+    /// The host's name in the Cluster.
+    fn host(&self) -> &str;
+    /// Everything drover needs to plan against this host.
+    async fn observe(&self) -> Result<ObservedHost, EngineError>;
+    async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
+    async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError>;
+    /// Deletes a volume and its data. Only explicit commands call this.
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+    async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError>;
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError>;
+    async fn start_container(&self, name: &str) -> Result<(), EngineError>;
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError>;
+    /// Removes a container, never its volumes.
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+    /// `None` when there is no such container.
+    async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError>;
+}
+
+/// Time allowed to reach a host and agree on an API version.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time allowed for one request (pulls get longer).
+pub const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// A Docker host reached through bollard.
+pub struct Engine {
+    host: String,
+    docker: Docker,
+}
+
+/// The endpoint of a host, `$DOCKER_HOST` or the default socket for the
+/// implicit `local` host.
+pub fn endpoint_of(host: &Host) -> String {
+    if !host.endpoint.is_empty() {
+        return host.endpoint.clone();
+    }
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+}
+
+/// Whether plain TCP to this endpoint crosses a network unencrypted.
+pub fn is_plain_remote_tcp(endpoint: &str, tls: bool) -> bool {
+    if tls || endpoint.starts_with("unix://") || endpoint.starts_with("https://") {
+        return false;
+    }
+    let addr = crate::parse::default_address(endpoint);
+    !(addr == "localhost" || addr.starts_with("127.") || addr == "::1")
+}
+
+impl Engine {
+    /// Connects and negotiates the API version, within [`CONNECT_TIMEOUT`].
+    pub async fn connect(host: &Host) -> Result<Engine, EngineError> {
+        let endpoint = endpoint_of(host);
+        let unreachable = |reason: String| EngineError::Unreachable {
+            host: host.name.clone(),
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        if is_plain_remote_tcp(&endpoint, host.tls.is_some()) {
+            tracing::warn!(host = %host.name, %endpoint, "plain TCP to a remote Docker host: anyone on the network can read and control it; use TLS");
+        }
+        let docker = if let Some(tls) = &host.tls {
+            Docker::connect_with_ssl(&endpoint, &tls.key, &tls.cert, &tls.ca, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if let Some(path) = endpoint.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(&endpoint, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else {
+            return Err(unreachable(format!("unsupported endpoint `{endpoint}`")));
+        }
+        .map_err(|e| unreachable(error_text(&e)))?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(error_text(&e)))?;
+        Ok(Engine {
+            host: host.name.clone(),
+            docker,
+        })
+    }
+}
+
+fn state_of(s: Option<&ContainerSummaryStateEnum>) -> ContainerState {
+    match s {
+        Some(ContainerSummaryStateEnum::CREATED) => ContainerState::Created,
+        Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerSummaryStateEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerSummaryStateEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerSummaryStateEnum::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Exited,
+    }
+}
+
+/// Health from the status line Docker shows (`Up 3 minutes (healthy)`),
+/// which every API version has.
+pub fn health_from_status(status: &str) -> Option<Health> {
+    if status.contains("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.contains("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.contains("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
+fn observed_container(c: &ContainerSummary) -> ObservedContainer {
+    let l = c.labels.clone().unwrap_or_default();
+    let flag = |k: &str| l.get(k).is_some_and(|v| v == "true");
+    let name = c
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    let mut ports: Vec<PublishedPort> = c
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(PublishedPort {
+                ip: p.ip.clone().filter(|ip| ip != "0.0.0.0" && ip != "::").unwrap_or_default(),
+                port: p.public_port?,
+                protocol: p.typ.map_or("tcp".into(), |t| t.to_string()),
+            })
+        })
+        .collect();
+    ports.sort_by(|a, b| (a.port, &a.protocol, &a.ip).cmp(&(b.port, &b.protocol, &b.ip)));
+    ports.dedup();
+    let managed = flag(labels::MANAGED);
+    ObservedContainer {
+        name,
+        id: c.id.clone().unwrap_or_default(),
+        managed,
+        internal: flag(labels::INTERNAL),
+        stack: l.get(labels::STACK).cloned(),
+        app: l.get(labels::APP).cloned(),
+        image: c.image.clone().unwrap_or_default(),
+        state: state_of(c.state.as_ref()),
+        health: c.status.as_deref().and_then(health_from_status),
+        spec_hash: l.get(labels::SPEC_HASH).cloned(),
+        spec_fields: l.get(labels::SPEC_FIELDS).map(|s| decode_field_digests(s)).unwrap_or_default(),
+        depends_on: l
+            .get(labels::DEPENDS_ON)
+            .map(|s| s.split(',').filter(|x| !x.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
+        ports,
+    }
+}
+
+fn to_hashmap(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The create request for a container spec: the only place its secret
+/// values are read.
+fn create_body(c: &ContainerSpec) -> ContainerCreateBody {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in &c.ports {
+        let key = format!("{}/{}", p.container, p.protocol.as_str());
+        exposed.push(key.clone());
+        port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
+            host_ip: (!p.ip.is_empty()).then(|| p.ip.clone()),
+            host_port: Some(p.host.to_string()),
+        });
+    }
+    exposed.sort();
+    exposed.dedup();
+    let mounts = c
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(m.source.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let restart = match c.restart {
+        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        Restart::Always => RestartPolicyNameEnum::ALWAYS,
+        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+        Restart::No => RestartPolicyNameEnum::NO,
+    };
+    let ns = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    let healthcheck = c.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.iter().map(|t| t.expose().to_string()).collect()),
+        interval: ns(h.interval_ns),
+        timeout: ns(h.timeout_ns),
+        retries: h.retries.map(i64::from),
+        start_period: ns(h.start_period_ns),
+        start_interval: None,
+    });
+    let texts = |l: &Option<Vec<crate::model::Text>>| {
+        l.as_ref().map(|v| v.iter().map(|t| t.expose().to_string()).collect())
+    };
+    ContainerCreateBody {
+        image: Some(c.image.expose().to_string()),
+        cmd: texts(&c.command),
+        entrypoint: texts(&c.entrypoint),
+        env: Some(c.env.iter().map(|(k, v)| format!("{k}={}", v.expose())).collect()),
+        labels: Some(c.all_labels().into_iter().collect()),
+        user: c.user.as_ref().map(|u| u.expose().to_string()),
+        working_dir: c.working_dir.as_ref().map(|w| w.expose().to_string()),
+        stop_signal: c.stop_signal.clone(),
+        stop_timeout: c.stop_grace_period_ns.map(|n| i64::try_from(n / 1_000_000_000).unwrap_or(i64::MAX)),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        host_config: Some(HostConfig {
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            mounts: Some(mounts),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            memory: c.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            nano_cpus: c.nano_cpus.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            network_mode: Some(c.network.clone()),
+            privileged: Some(false),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                c.network.clone(),
+                EndpointSettings {
+                    aliases: Some(c.aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl DockerApi for Engine {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn observe(&self) -> Result<ObservedHost, EngineError> {
+        let h = &self.host;
+        let opts = ListContainersOptionsBuilder::new().all(true).build();
+        let (containers, volumes, networks, images) = tokio::join!(
+            self.docker.list_containers(Some(opts)),
+            self.docker.list_volumes(None::<ListVolumesOptions>),
+            self.docker.list_networks(None::<ListNetworksOptions>),
+            self.docker.list_images(None::<ListImagesOptions>),
+        );
+        let containers = containers.map_err(|e| EngineError::api(h, "list containers", e))?;
+        let volumes = volumes.map_err(|e| EngineError::api(h, "list volumes", e))?;
+        let networks = networks.map_err(|e| EngineError::api(h, "list networks", e))?;
+        let images = images.map_err(|e| EngineError::api(h, "list images", e))?;
+
+        let mut used_by: HashMap<String, Vec<String>> = HashMap::new();
+        for c in &containers {
+            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string());
+            for m in c.mounts.iter().flatten() {
+                if let (Some(v), Some(name)) = (&m.name, &name) {
+                    used_by.entry(v.clone()).or_default().push(name.clone());
+                }
+            }
+        }
+        let mut out = ObservedHost {
+            containers: containers.iter().map(observed_container).collect(),
+            volumes: volumes
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| {
+                    let flag = |k: &str| v.labels.get(k).is_some_and(|x| x == "true");
+                    let mut users = used_by.remove(&v.name).unwrap_or_default();
+                    users.sort();
+                    ObservedVolume {
+                        managed: flag(labels::MANAGED),
+                        internal: flag(labels::INTERNAL),
+                        stack: v.labels.get(labels::STACK).cloned(),
+                        volume: v.labels.get(labels::VOLUME).cloned(),
+                        driver: v.driver.clone(),
+                        size_bytes: v.usage_data.as_ref().and_then(|u| u64::try_from(u.size).ok()),
+                        used_by: users,
+                        retained_for: None,
+                        name: v.name,
+                    }
+                })
+                .collect(),
+            networks: networks
+                .into_iter()
+                .map(|n| {
+                    let l = n.labels.unwrap_or_default();
+                    let flag = |k: &str| l.get(k).is_some_and(|x| x == "true");
+                    ObservedNetwork {
+                        name: n.name.unwrap_or_default(),
+                        managed: flag(labels::MANAGED),
+                        internal: flag(labels::INTERNAL),
+                        stack: l.get(labels::STACK).cloned(),
+                    }
+                })
+                .collect(),
+            images: images.into_iter().flat_map(|i| i.repo_tags).filter(|t| t != "<none>:<none>").collect(),
+        };
+        out.containers.sort_by(|a, b| a.name.cmp(&b.name));
+        out.volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        out.networks.sort_by(|a, b| a.name.cmp(&b.name));
+        out.images.sort();
+        Ok(out)
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(EngineError::api(&self.host, format!("inspect image `{image}`"), e)),
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+        let (repo, tag) = split_image(image);
+        let opts = CreateImageOptionsBuilder::new().from_image(repo).tag(tag).build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| EngineError::api(&self.host, format!("pull `{image}`"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError> {
+        let req = VolumeCreateRequest {
+            name: Some(v.name.clone()),
+            driver: Some(v.driver.clone()),
+            driver_opts: Some(to_hashmap(&v.driver_opts)),
+            labels: Some(to_hashmap(&v.labels)),
+            cluster_volume_spec: None,
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::api(&self.host, format!("create volume `{}`", v.name), e))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        let opts = RemoveVolumeOptionsBuilder::new().force(false).build();
+        match self.docker.remove_volume(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(&self.host, format!("remove volume `{name}`"), e)),
+        }
+    }
+
+    async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError> {
+        let req = NetworkCreateRequest {
+            name: n.name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(to_hashmap(&n.labels)),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::api(&self.host, format!("create network `{}`", n.name), e))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(&self.host, format!("remove network `{name}`"), e)),
+        }
+    }
+
+    async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
+        let opts = CreateContainerOptionsBuilder::new().name(&c.name).build();
+        self.docker
+            .create_container(Some(opts), create_body(c))
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::api(&self.host, format!("create container `{}`", c.name), e))
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.start_container(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(&self.host, format!("start container `{name}`"), e)),
+        }
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError> {
+        let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let opts = StopContainerOptionsBuilder::new().t(secs).build();
+        match self.docker.stop_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(&self.host, format!("stop container `{name}`"), e)),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).v(false).build();
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(&self.host, format!("remove container `{name}`"), e)),
+        }
+    }
+
+    async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError> {
+        let info = match self.docker.inspect_container(name, None).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(EngineError::api(&self.host, format!("inspect container `{name}`"), e)),
+        };
+        let state = info.state.unwrap_or_default();
+        let run = if state.running == Some(true) {
+            ContainerState::Running
+        } else if state.restarting == Some(true) {
+            ContainerState::Restarting
+        } else if state.paused == Some(true) {
+            ContainerState::Paused
+        } else if state.dead == Some(true) {
+            ContainerState::Dead
+        } else if state.started_at.as_deref().is_none_or(|s| s.starts_with("0001")) {
+            ContainerState::Created
+        } else {
+            ContainerState::Exited
+        };
+        let health = state.health.as_ref().and_then(|h| match h.status {
+            Some(HealthStatusEnum::HEALTHY) => Some(Health::Healthy),
+            Some(HealthStatusEnum::UNHEALTHY) => Some(Health::Unhealthy),
+            Some(HealthStatusEnum::STARTING) => Some(Health::Starting),
+            _ => None,
+        });
+        let last_health_output = state
+            .health
+            .and_then(|h| h.log)
+            .and_then(|l| l.last().and_then(|r| r.output.clone()))
+            .map(|o| o.trim().to_string());
+        Ok(Some(ContainerStatus {
+            state: run,
+            health,
+            last_health_output,
+        }))
+    }
+}
+
+/// `repo[:tag][@digest]` into what the pull API takes.
+pub fn split_image(image: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = image.split_once('@') {
+        return (repo, digest);
+    }
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_for_pulling() {
+        assert_eq!(split_image("postgres:16"), ("postgres", "16"));
+        assert_eq!(split_image("postgres"), ("postgres", "latest"));
+        assert_eq!(split_image("reg:5000/app"), ("reg:5000/app", "latest"));
+        assert_eq!(split_image("reg:5000/app:2"), ("reg:5000/app", "2"));
+    }
+
+    #[test]
+    fn health_is_read_from_the_status_line() {
+        assert_eq!(health_from_status("Up 3 seconds (healthy)"), Some(Health::Healthy));
+        assert_eq!(health_from_status("Up 1 second (health: starting)"), Some(Health::Starting));
+        assert_eq!(health_from_status("Up 2 hours"), None);
+    }
+
+    #[test]
+    fn plain_tcp_to_another_machine_is_flagged() {
+        assert!(is_plain_remote_tcp("tcp://10.0.0.2:2375", false));
+        assert!(!is_plain_remote_tcp("tcp://127.0.0.1:2375", false));
+        assert!(!is_plain_remote_tcp("tcp://10.0.0.2:2376", true));
+        assert!(!is_plain_remote_tcp("unix:///var/run/docker.sock", false));
+    }
+}
