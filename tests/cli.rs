@@ -192,10 +192,19 @@ fn a_broken_observed_file_is_located() {
 }
 
 #[test]
-fn reconcile_without_a_saved_state_says_what_to_do() {
-    let o = drover(&["reconcile", "examples/stacks", "--dry-run"]);
+fn a_live_dry_run_with_no_reachable_host_exits_1_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        "kind: Cluster\nhosts:\n  gone: { endpoint: 'unix:///nonexistent/docker.sock' }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("s.yaml"), "kind: Stack\nname: s\napps:\n  a: { image: x, host: gone }\n").unwrap();
+    let o = drover(&["reconcile", dir.path().to_str().unwrap(), "--dry-run"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("--observed FILE"), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("error: host `gone` could not be read: host `gone` cannot be reached"), "{out}");
+    assert!(!out.contains("+ create"), "{out}");
 }
 
 #[test]

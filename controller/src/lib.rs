@@ -15,17 +15,24 @@
 //!    invalid directory stops here and nothing anywhere changes.
 //! 3. **render** ([`desired`]): the spec becomes the concrete Docker objects
 //!    each host should have, with the spec hash of every container.
-//! 4. **observe** ([`observed`]): what each host really has, as drover's
-//!    own serialisable model (the JSON of `drover observe`).
+//! 4. **observe** ([`observed`], [`hosts`]): what each host really has, as
+//!    drover's own serialisable model (the JSON of `drover observe`).
 //! 5. **plan** ([`plan`]): a pure function of desired and observed state.
 //!    The plan is data: actions with reasons and the actions they wait for.
-//! 6. **show** ([`output`]) or **apply**. A dry run stops after showing the
-//!    plan: it never builds anything that could write.
+//! 6. **show** ([`output`]) or **apply** ([`apply`]). A dry run stops after
+//!    showing the plan: it never builds the executor, the only thing that
+//!    writes.
+//!
+//! Hosts are reached through [`engine::DockerApi`], a small trait over
+//! bollard ([`engine::Engine`]); [`hosts`] connects to and reads them all in
+//! parallel.
 
+pub mod apply;
 pub mod desired;
 pub mod diag;
 pub mod engine;
 pub mod graph;
+pub mod hosts;
 pub mod interpolate;
 pub mod load;
 pub mod model;

@@ -1,18 +1,23 @@
 //! The `drover` command: parse the arguments, run, print the error, map it
 //! to an exit code.
 
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use drover::apply::{ApplyOptions, Executor, Outcome, Reporter};
 use drover::graph::Format;
+use drover::hosts::{connect_all, observe_all};
 use drover::interpolate::ProcessEnv;
 use drover::load::{load, LoadError};
+use drover::model::Spec;
 use drover::observed::Observed;
-use drover::output::{plan_json, plan_text, use_color};
-use drover::plan::{self, Options};
+use drover::output::{plan_json, plan_text, status_table, use_color, volume_table};
+use drover::plan::{self, Action, Options};
 use drover::{desired, schema};
 
 #[derive(Parser)]
@@ -56,7 +61,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Plan against a state saved by `drover observe` instead of reading hosts.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
         observed: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
@@ -66,6 +71,29 @@ enum Command {
         /// Also delete orphaned and retained volume copies.
         #[arg(long)]
         prune_volumes: bool,
+        /// Actions run at once on one host.
+        #[arg(long, default_value_t = 4, value_name = "N")]
+        parallel: usize,
+        /// How long an app waits for the apps it depends on (seconds).
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        dependency_timeout: u64,
+    },
+    /// Print the actual state of every host.
+    Observe {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+        output: OutputFormat,
+    },
+    /// A table of every app: where it runs, its state and health, and whether it is in sync.
+    Status {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Managed volumes.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
     },
     /// Print the dependency graph.
     Graph {
@@ -76,6 +104,28 @@ enum Command {
     },
     /// Print the JSON Schema of the manifests.
     Schema,
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// Managed volumes on every host, with orphaned and retained copies marked.
+    Ls {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Delete one managed volume and its data.
+    Rm {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The host the volume is on.
+        #[arg(long)]
+        host: String,
+        /// The volume's Docker name (`<stack>-<volume>`).
+        name: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Why a command failed: already reported, or a one-line reason.
@@ -105,15 +155,11 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder
-            .with_ansi(use_color(std::io::stderr().is_terminal()))
-            .init(),
+        LogFormat::Text => builder.with_ansi(use_color(std::io::stderr().is_terminal())).init(),
     }
 }
 
@@ -123,7 +169,7 @@ fn print(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-fn load_spec(dir: &Path) -> Result<drover::model::Spec, Failure> {
+fn load_spec(dir: &Path) -> Result<Spec, Failure> {
     load(dir, &ProcessEnv).map_err(|e| match e {
         LoadError::Invalid(d) => {
             eprint!("{}", d.render(use_color(std::io::stderr().is_terminal())));
@@ -133,19 +179,66 @@ fn load_spec(dir: &Path) -> Result<drover::model::Spec, Failure> {
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Message(format!("cannot start the async runtime: {e}")))
+}
+
+fn read_observed(path: &Path) -> Result<Observed, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {}", path.display(), drover::parse::io_reason(&e)))?;
+    Ok(Observed::from_json(&text)
+        .map_err(|e| format!("{}:{}:{}: not an observed state: {e}", path.display(), e.line(), e.column()))?)
+}
+
+/// Prints each step of an apply as it finishes.
+struct StepPrinter {
+    color: bool,
+}
+
+impl Reporter for StepPrinter {
+    fn started(&self, a: &Action) {
+        tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "step started");
+    }
+
+    fn finished(&self, a: &Action, outcome: &Outcome, took: Duration) {
+        let (green, red, yellow, reset) = if self.color {
+            ("\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m")
+        } else {
+            ("", "", "", "")
+        };
+        let head = format!("{:<8} {:<9} {} on {}", a.action.to_string(), a.kind.to_string(), a.name, a.host);
+        let line = match outcome {
+            Outcome::Done => format!("{green}done{reset}    {head} ({}) {:.1}s\n", a.reason, took.as_secs_f64()),
+            Outcome::Failed(e) => format!("{red}failed{reset}  {head}: {e}\n"),
+            Outcome::Skipped(why) => format!("{yellow}skipped{reset} {head}: {why}\n"),
+        };
+        match outcome {
+            Outcome::Done => tracing::info!(host = %a.host, name = %a.name, action = %a.action, "step done"),
+            Outcome::Failed(e) => tracing::error!(host = %a.host, name = %a.name, action = %a.action, error = %e, "step failed"),
+            Outcome::Skipped(w) => tracing::warn!(host = %a.host, name = %a.name, action = %a.action, reason = %w, "step skipped"),
+        }
+        print(&line);
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Validate { dir } => {
             let spec = load_spec(&dir)?;
             let apps: usize = spec.stacks.values().map(|s| s.apps.len()).sum();
             print(&format!(
-                "{}: valid ({} stack{}, {apps} app{}, {} host{})\n",
+                "{}: valid ({}, {}, {})\n",
                 dir.display(),
-                spec.stacks.len(),
-                if spec.stacks.len() == 1 { "" } else { "s" },
-                if apps == 1 { "" } else { "s" },
-                spec.hosts.len(),
-                if spec.hosts.len() == 1 { "" } else { "s" },
+                plural(spec.stacks.len(), "stack"),
+                plural(apps, "app"),
+                plural(spec.hosts.len(), "host"),
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -158,6 +251,32 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             print(&schema::manifest_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Observe { dir, output } => {
+            let spec = load_spec(&dir)?;
+            let observed = runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            match output {
+                OutputFormat::Json => print(&(serde_json::to_string_pretty(&observed).expect("serializes") + "\n")),
+                OutputFormat::Text => {
+                    let d = desired::render(&spec);
+                    print(&status_table(&d, &observed));
+                }
+            }
+            for (host, reason) in &observed.unreachable {
+                eprintln!("error: host `{host}` could not be read: {reason}");
+            }
+            Ok(if observed.unreachable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Status { dir } => {
+            let spec = load_spec(&dir)?;
+            let d = desired::render(&spec);
+            let observed = runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            print(&status_table(&d, &observed));
+            for (host, reason) in &observed.unreachable {
+                eprintln!("error: host `{host}` could not be read: {reason}");
+            }
+            Ok(if observed.unreachable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Volume { command } => volume(command),
         Command::Reconcile {
             dir,
             dry_run,
@@ -165,55 +284,162 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             output,
             detailed_exitcode,
             prune_volumes,
+            parallel,
+            dependency_timeout,
         } => {
             let spec = load_spec(&dir)?;
-            let desired = desired::render(&spec);
-            let Some(path) = observed else {
-                return Err(Failure::Message(
-                    "reading live hosts is not available in this build; pass `--observed FILE` with `--dry-run`".into(),
-                ));
+            let desired = Arc::new(desired::render(&spec));
+            let rt = runtime()?;
+            let (observed, conns) = match observed {
+                Some(path) => (read_observed(&path)?, None),
+                None => {
+                    let conns = rt.block_on(connect_all(&spec));
+                    (rt.block_on(observe_all(&conns)), Some(conns))
+                }
             };
-            if !dry_run {
-                return Err(Failure::Message(
-                    "`--observed` plans against a saved state and cannot apply; add `--dry-run`"
-                        .into(),
-                ));
-            }
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                format!(
-                    "cannot read `{}`: {}",
-                    path.display(),
-                    drover::parse::io_reason(&e)
-                )
-            })?;
-            let observed = Observed::from_json(&text).map_err(|e| {
-                format!(
-                    "{}:{}:{}: not an observed state: {e}",
-                    path.display(),
-                    e.line(),
-                    e.column()
-                )
-            })?;
             let plan = plan::plan(&desired, &observed, Options { prune_volumes });
-            match output {
-                OutputFormat::Json => print(&plan_json(&plan)),
-                OutputFormat::Text => print(&plan_text(
-                    &plan,
-                    use_color(std::io::stdout().is_terminal()),
-                )),
-            }
+            let color = use_color(std::io::stdout().is_terminal());
+            let show_plan = |plan: &plan::Plan| match output {
+                OutputFormat::Json => print(&plan_json(plan)),
+                OutputFormat::Text => print(&plan_text(plan, color)),
+            };
             for e in &plan.errors {
-                if output == OutputFormat::Json {
+                if output == OutputFormat::Json || !dry_run {
                     eprintln!("error: {e}");
                 }
             }
-            Ok(if !plan.errors.is_empty() {
-                ExitCode::from(1)
-            } else if detailed_exitcode && !plan.in_sync {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            })
+            // A dry run ends here: the executor, the only thing that writes,
+            // is never built on this path.
+            let Some(conns) = conns.filter(|_| !dry_run) else {
+                show_plan(&plan);
+                return Ok(if !plan.errors.is_empty() {
+                    ExitCode::from(1)
+                } else if detailed_exitcode && !plan.in_sync {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                });
+            };
+            if output == OutputFormat::Text {
+                show_plan(&plan);
+            }
+            if plan.actions.is_empty() {
+                if output == OutputFormat::Json {
+                    show_plan(&plan);
+                }
+                return Ok(if plan.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            if output == OutputFormat::Text {
+                print("\n");
+            }
+            let executor = Executor::new(
+                conns.engines.clone(),
+                Arc::clone(&desired),
+                ApplyOptions {
+                    per_host: parallel,
+                    dependency_timeout: Duration::from_secs(dependency_timeout),
+                    ..ApplyOptions::default()
+                },
+            );
+            let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter { color });
+            let quiet: Arc<dyn Reporter> = Arc::new(Quiet);
+            let report = rt.block_on(executor.apply(&plan, if output == OutputFormat::Text { reporter } else { quiet }));
+            let done = report.count(|o| *o == Outcome::Done);
+            let failed = report.count(|o| matches!(o, Outcome::Failed(_)));
+            let skipped = report.count(|o| matches!(o, Outcome::Skipped(_)));
+            match output {
+                OutputFormat::Text => print(&format!(
+                    "\nApplied: {done} done, {failed} failed, {skipped} skipped.\n"
+                )),
+                OutputFormat::Json => {
+                    let mut v = serde_json::to_value(&plan).expect("serializes");
+                    v["results"] = report
+                        .outcomes
+                        .iter()
+                        .map(|(a, o)| match o {
+                            Outcome::Done => serde_json::json!({"id": a.id, "outcome": "done"}),
+                            Outcome::Failed(e) => serde_json::json!({"id": a.id, "outcome": "failed", "error": e}),
+                            Outcome::Skipped(w) => serde_json::json!({"id": a.id, "outcome": "skipped", "reason": w}),
+                        })
+                        .collect();
+                    print(&(serde_json::to_string_pretty(&v).expect("serializes") + "\n"));
+                }
+            }
+            for (a, o) in &report.outcomes {
+                if let Outcome::Failed(e) = o {
+                    eprintln!("error: {} {} `{}` on `{}` failed: {e}", a.action, a.kind, a.name, a.host);
+                }
+            }
+            Ok(if failed + skipped > 0 || !plan.errors.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+    }
+}
+
+struct Quiet;
+
+impl Reporter for Quiet {
+    fn started(&self, _: &Action) {}
+    fn finished(&self, _: &Action, _: &Outcome, _: Duration) {}
+}
+
+fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
+    match command {
+        VolumeCommand::Ls { dir } => {
+            let spec = load_spec(&dir)?;
+            let d = desired::render(&spec);
+            let observed = runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            print(&volume_table(&d, &observed));
+            for (host, reason) in &observed.unreachable {
+                eprintln!("error: host `{host}` could not be read: {reason}");
+            }
+            Ok(if observed.unreachable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        VolumeCommand::Rm { dir, host, name, yes } => {
+            let spec = load_spec(&dir)?;
+            let d = desired::render(&spec);
+            let rt = runtime()?;
+            let conns = rt.block_on(connect_all(&spec));
+            let Some(api) = conns.engines.get(&host) else {
+                return Err(match conns.unreachable.get(&host) {
+                    Some(reason) => format!("host `{host}` could not be read: {reason}"),
+                    None => format!("`{host}` is not a host of the Cluster"),
+                }
+                .into());
+            };
+            let state = rt
+                .block_on(api.observe())
+                .map_err(|e| format!("host `{host}` could not be read: {e}"))?;
+            let Some(v) = state.volumes.iter().find(|v| v.name == name) else {
+                return Err(format!("there is no volume `{name}` on `{host}`").into());
+            };
+            if !v.managed {
+                return Err(format!("volume `{name}` on `{host}` is not managed by drover; drover never deletes it").into());
+            }
+            if !v.used_by.is_empty() {
+                return Err(format!("volume `{name}` on `{host}` is in use by {}", v.used_by.join(", ")).into());
+            }
+            let authoritative = d.hosts.get(&host).is_some_and(|h| h.volumes.contains_key(&name)) && v.retained_for.is_none();
+            if authoritative {
+                return Err(format!(
+                    "volume `{name}` on `{host}` holds the current data of a volume in the manifests; remove it from the manifests first"
+                )
+                .into());
+            }
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err("deleting volume data needs confirmation: pass `--yes`".to_string().into());
+                }
+                eprint!("Delete volume `{name}` on `{host}` and all its data? [y/N] ");
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("nothing was deleted");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            rt.block_on(api.remove_volume(&name)).map_err(|e| e.to_string())?;
+            print(&format!("deleted volume `{name}` on `{host}`\n"));
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -164,3 +164,113 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
 pub fn plan_json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).expect("a plan serializes") + "\n"
 }
+
+/// Lays out rows as left-aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}  ");
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+/// `drover status`: every app of the manifests, and managed containers
+/// that are no longer in them.
+pub fn status_table(desired: &crate::desired::Desired, observed: &crate::observed::Observed) -> String {
+    use crate::observed::Health;
+    let health = |h: Option<Health>| match h {
+        Some(Health::Healthy) => "healthy",
+        Some(Health::Unhealthy) => "unhealthy",
+        Some(Health::Starting) => "starting",
+        None => "-",
+    };
+    let mut rows = Vec::new();
+    for (host, dh) in &desired.hosts {
+        for c in dh.containers.values() {
+            let row = match observed.hosts.get(host) {
+                None => vec![c.stack.clone(), c.app.clone(), host.clone(), "unknown (host unreadable)".into(), "-".into(), "unknown".into()],
+                Some(oh) => match oh.containers.iter().find(|o| o.name == c.name) {
+                    None => vec![c.stack.clone(), c.app.clone(), host.clone(), "missing".into(), "-".into(), "no".into()],
+                    Some(o) if !o.managed => vec![c.stack.clone(), c.app.clone(), host.clone(), "name taken by an unmanaged container".into(), "-".into(), "no".into()],
+                    Some(o) => {
+                        let in_sync = o.spec_hash.as_deref() == Some(c.spec_hash.as_str())
+                            && o.state == crate::observed::ContainerState::Running;
+                        vec![
+                            c.stack.clone(),
+                            c.app.clone(),
+                            host.clone(),
+                            o.state.as_str().into(),
+                            health(o.health).into(),
+                            if in_sync { "yes".into() } else { "no".into() },
+                        ]
+                    }
+                },
+            };
+            rows.push(row);
+        }
+    }
+    for (host, oh) in &observed.hosts {
+        for o in &oh.containers {
+            let (Some(stack), Some(app), true, false) = (&o.stack, &o.app, o.managed, o.internal) else {
+                continue;
+            };
+            let wanted_here = desired.hosts.get(host).is_some_and(|h| h.containers.contains_key(&o.name));
+            if !wanted_here {
+                rows.push(vec![
+                    stack.clone(),
+                    app.clone(),
+                    host.clone(),
+                    o.state.as_str().into(),
+                    health(o.health).into(),
+                    "no (not placed here by the manifests)".into(),
+                ]);
+            }
+        }
+    }
+    rows.sort();
+    table(&["STACK", "APP", "HOST", "STATE", "HEALTH", "IN SYNC"], &rows)
+}
+
+/// `drover volume ls`: managed volumes on every host that was read.
+pub fn volume_table(desired: &crate::desired::Desired, observed: &crate::observed::Observed) -> String {
+    let mut rows = Vec::new();
+    for (host, oh) in &observed.hosts {
+        for v in oh.volumes.iter().filter(|v| v.managed && !v.internal) {
+            let (stack, volume) = (v.stack.clone().unwrap_or_default(), v.volume.clone().unwrap_or_default());
+            let wanted = desired.volume(&stack, &volume);
+            let status = match (&v.retained_for, wanted) {
+                (Some(to), _) => format!("retained copy (data moved to {to})"),
+                (None, Some(w)) if w.host == *host => "current".to_string(),
+                (None, Some(w)) => format!("current, to move to {}", w.host),
+                (None, None) => "orphan (not in the manifests)".to_string(),
+            };
+            rows.push(vec![
+                v.name.clone(),
+                host.clone(),
+                stack,
+                status,
+                if v.used_by.is_empty() { "-".into() } else { v.used_by.join(",") },
+                v.size_bytes.map_or("-".into(), human_bytes),
+            ]);
+        }
+    }
+    rows.sort();
+    table(&["NAME", "HOST", "STACK", "STATUS", "USED BY", "SIZE"], &rows)
+}

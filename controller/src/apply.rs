@@ -1,0 +1,391 @@
+//! Carrying out a plan. The executor is built only on the apply path, so a
+//! dry run cannot write.
+//!
+//! Actions run as soon as the actions they wait for have succeeded, in
+//! parallel across hosts and up to a bound within a host. An action whose
+//! prerequisite failed is skipped, and so is everything after it. Before
+//! anything changes on a host, every image that host needs is checked (and
+//! pulled, as `pull:` says); a missing image stops the whole host. An app
+//! starts only once the apps it depends on are running (or healthy, with
+//! `condition: healthy`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::desired::{ContainerSpec, Desired};
+use crate::engine::{DockerApi, EngineError};
+use crate::model::{names, Condition, Pull};
+use crate::observed::{ContainerState, Health};
+use crate::plan::{Action, Kind, Plan, Verb};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions {
+    /// Actions running at once on one host.
+    pub per_host: usize,
+    /// How long to wait for a dependency to be running or healthy.
+    pub dependency_timeout: Duration,
+    /// How often to look again while waiting.
+    pub poll: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            per_host: 4,
+            dependency_timeout: Duration::from_secs(120),
+            poll: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What happened to one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Failed(String),
+    Skipped(String),
+}
+
+/// Told about every step as it happens.
+pub trait Reporter: Send + Sync {
+    fn started(&self, action: &Action);
+    fn finished(&self, action: &Action, outcome: &Outcome, took: Duration);
+}
+
+/// The result of applying a plan: every action's outcome, in plan order.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub outcomes: Vec<(Action, Outcome)>,
+}
+
+impl Report {
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| f(o)).count()
+    }
+
+    pub fn all_done(&self) -> bool {
+        self.outcomes.iter().all(|(_, o)| *o == Outcome::Done)
+    }
+}
+
+pub struct Executor {
+    engines: BTreeMap<String, Arc<dyn DockerApi>>,
+    desired: Arc<Desired>,
+    opts: ApplyOptions,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+enum StepError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Executor {
+    pub fn new(engines: BTreeMap<String, Arc<dyn DockerApi>>, desired: Arc<Desired>, opts: ApplyOptions) -> Executor {
+        Executor { engines, desired, opts }
+    }
+
+    /// Carries out `plan`, reporting each step.
+    pub async fn apply(&self, plan: &Plan, reporter: Arc<dyn Reporter>) -> Report {
+        let mut outcome: HashMap<String, Outcome> = HashMap::new();
+        let blocked_hosts = self.prepare_images(plan).await;
+        for a in &plan.actions {
+            let host_problem = blocked_hosts.get(&a.host).or_else(|| {
+                a.relocation.as_ref().and_then(|r| blocked_hosts.get(&r.from))
+            });
+            if let Some(reason) = host_problem {
+                let o = Outcome::Skipped(reason.clone());
+                reporter.finished(a, &o, Duration::ZERO);
+                outcome.insert(a.id.clone(), o);
+            }
+        }
+
+        let semaphores: HashMap<String, Arc<Semaphore>> = self
+            .engines
+            .keys()
+            .map(|h| (h.clone(), Arc::new(Semaphore::new(self.opts.per_host.max(1)))))
+            .collect();
+        let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
+        let mut started: BTreeSet<String> = outcome.keys().cloned().collect();
+        loop {
+            for a in &plan.actions {
+                if started.contains(&a.id) {
+                    continue;
+                }
+                let failed_dep = a.after.iter().find(|d| matches!(outcome.get(*d), Some(Outcome::Failed(_) | Outcome::Skipped(_))));
+                if let Some(dep) = failed_dep {
+                    let o = Outcome::Skipped(format!("it waits for `{dep}`, which did not succeed"));
+                    reporter.finished(a, &o, Duration::ZERO);
+                    outcome.insert(a.id.clone(), o);
+                    started.insert(a.id.clone());
+                    continue;
+                }
+                if !a.after.iter().all(|d| outcome.get(d) == Some(&Outcome::Done)) {
+                    continue;
+                }
+                started.insert(a.id.clone());
+                let step = Step {
+                    action: a.clone(),
+                    engines: self.engines.clone(),
+                    desired: Arc::clone(&self.desired),
+                    opts: self.opts,
+                };
+                let sem = semaphores.get(&a.host).cloned();
+                let reporter = Arc::clone(&reporter);
+                running.spawn(async move {
+                    let _permit = match &sem {
+                        Some(s) => s.acquire().await.ok(),
+                        None => None,
+                    };
+                    reporter.started(&step.action);
+                    let t = Instant::now();
+                    let o = match step.run().await {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    };
+                    reporter.finished(&step.action, &o, t.elapsed());
+                    (step.action.id, o)
+                });
+            }
+            match running.join_next().await {
+                Some(Ok((id, o))) => {
+                    outcome.insert(id, o);
+                }
+                Some(Err(e)) => tracing::error!(error = %e, "a step task failed"),
+                None => break,
+            }
+        }
+        Report {
+            outcomes: plan
+                .actions
+                .iter()
+                .map(|a| {
+                    let o = outcome
+                        .get(&a.id)
+                        .cloned()
+                        .unwrap_or_else(|| Outcome::Skipped("never became ready".into()));
+                    (a.clone(), o)
+                })
+                .collect(),
+        }
+    }
+
+    /// Makes sure every host has the images its new containers need, as
+    /// `pull:` says. Returns the hosts that cannot go on, with the reason.
+    async fn prepare_images(&self, plan: &Plan) -> BTreeMap<String, String> {
+        let mut needs: BTreeMap<String, BTreeMap<String, Pull>> = BTreeMap::new();
+        for a in &plan.actions {
+            for c in self.containers_started_by(a) {
+                needs.entry(c.host.clone()).or_default().insert(c.image.expose().to_string(), c.pull);
+            }
+        }
+        let mut tasks = JoinSet::new();
+        for (host, images) in needs {
+            let Some(api) = self.engines.get(&host).cloned() else {
+                continue;
+            };
+            let secret: BTreeSet<String> = self
+                .desired
+                .hosts
+                .get(&host)
+                .map(|h| h.containers.values().filter(|c| c.image.is_secret()).map(|c| c.image.expose().to_string()).collect())
+                .unwrap_or_default();
+            tasks.spawn(async move {
+                for (image, pull) in images {
+                    let shown = if secret.contains(&image) { "<secret>".to_string() } else { image.clone() };
+                    let present = match api.image_present(&image).await {
+                        Ok(p) => p,
+                        Err(e) => return Some((host, format!("cannot check image `{shown}`: {e}"))),
+                    };
+                    let result = match (pull, present) {
+                        (Pull::Never, false) => Err(format!("image `{shown}` is not on `{host}` and `pull: never` forbids pulling it")),
+                        (Pull::Never, true) | (Pull::Missing, true) => Ok(()),
+                        (Pull::Always, _) | (Pull::Missing, false) => match api.pull_image(&image).await {
+                            Ok(()) => Ok(()),
+                            Err(_) if present => Ok(()), // `always`, but the copy on the host will do
+                            Err(e) => Err(format!("image `{shown}` is not on `{host}` and cannot be pulled: {e}")),
+                        },
+                    };
+                    if let Err(reason) = result {
+                        return Some((host, format!("{reason}; nothing on `{}` was changed", api.host())));
+                    }
+                }
+                None
+            });
+        }
+        let mut blocked = BTreeMap::new();
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Some((host, reason))) = r {
+                tracing::error!(%host, %reason, "images");
+                blocked.insert(host, reason);
+            }
+        }
+        blocked
+    }
+
+    fn containers_started_by<'a>(&'a self, a: &'a Action) -> Vec<&'a ContainerSpec> {
+        match (a.kind, a.action) {
+            (Kind::Container, Verb::Create | Verb::Recreate) => {
+                self.desired.hosts.get(&a.host).and_then(|h| h.containers.get(&a.name)).into_iter().collect()
+            }
+            (Kind::Volume, Verb::Relocate) => a
+                .relocation
+                .iter()
+                .flat_map(|r| r.apps.iter().filter_map(|app| self.desired.container(&a.stack, app)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// One action with what it needs to run on its own task.
+struct Step {
+    action: Action,
+    engines: BTreeMap<String, Arc<dyn DockerApi>>,
+    desired: Arc<Desired>,
+    opts: ApplyOptions,
+}
+
+impl Step {
+    fn api(&self, host: &str) -> Result<&Arc<dyn DockerApi>, StepError> {
+        self.engines
+            .get(host)
+            .ok_or_else(|| StepError::Other(format!("host `{host}` is not connected")))
+    }
+
+    fn container(&self) -> Result<&ContainerSpec, StepError> {
+        let a = &self.action;
+        self.desired
+            .hosts
+            .get(&a.host)
+            .and_then(|h| h.containers.get(&a.name))
+            .ok_or_else(|| StepError::Other(format!("container `{}` is not in the desired state", a.name)))
+    }
+
+    async fn run(&self) -> Result<(), StepError> {
+        let a = &self.action;
+        let api = self.api(&a.host)?;
+        match (a.kind, a.action) {
+            (Kind::Volume, Verb::Create) => {
+                let v = self
+                    .desired
+                    .hosts
+                    .get(&a.host)
+                    .and_then(|h| h.volumes.get(&a.name))
+                    .ok_or_else(|| StepError::Other(format!("volume `{}` is not in the desired state", a.name)))?;
+                api.create_volume(v).await?;
+            }
+            (Kind::Volume, Verb::Remove) => api.remove_volume(&a.name).await?,
+            (Kind::Network, Verb::Create) => {
+                let n = self
+                    .desired
+                    .hosts
+                    .get(&a.host)
+                    .and_then(|h| h.networks.get(&a.name))
+                    .ok_or_else(|| StepError::Other(format!("network `{}` is not in the desired state", a.name)))?;
+                api.create_network(n).await?;
+            }
+            (Kind::Network, Verb::Remove) => api.remove_network(&a.name).await?,
+            (Kind::Container, Verb::Create) => {
+                let c = self.container()?;
+                self.wait_for_dependencies(c).await?;
+                api.create_container(c).await?;
+                api.start_container(&c.name).await?;
+            }
+            (Kind::Container, Verb::Recreate) => {
+                let c = self.container()?;
+                self.wait_for_dependencies(c).await?;
+                api.stop_container(&c.name, grace(c)).await?;
+                api.remove_container(&c.name).await?;
+                api.create_container(c).await?;
+                api.start_container(&c.name).await?;
+            }
+            (Kind::Container, Verb::Start) => {
+                let c = self.container()?;
+                self.wait_for_dependencies(c).await?;
+                api.start_container(&c.name).await?;
+            }
+            (Kind::Container, Verb::Stop) => api.stop_container(&a.name, Duration::from_secs(10)).await?,
+            (Kind::Container, Verb::Remove) => {
+                api.stop_container(&a.name, Duration::from_secs(10)).await?;
+                api.remove_container(&a.name).await?;
+            }
+            (Kind::Volume, Verb::Relocate) => {
+                return Err(StepError::Other(
+                    "moving volume data between hosts is not available in this version; the app stays where it is".into(),
+                ))
+            }
+            (kind, verb) => return Err(StepError::Other(format!("cannot {verb} a {kind}"))),
+        }
+        Ok(())
+    }
+
+    /// Waits until every app `c` depends on is running, or healthy for
+    /// `condition: healthy`.
+    async fn wait_for_dependencies(&self, c: &ContainerSpec) -> Result<(), StepError> {
+        for (target, condition) in &c.depends_on {
+            let Some(t) = self.desired.container(&c.stack, target) else {
+                continue;
+            };
+            let api = self.api(&t.host)?;
+            let deadline = Instant::now() + self.opts.dependency_timeout;
+            loop {
+                let status = api.container_status(&names::container(&c.stack, target)).await?;
+                let ready = match (&status, condition) {
+                    (Some(s), Condition::Started) => s.state == ContainerState::Running,
+                    (Some(s), Condition::Healthy) => s.state == ContainerState::Running && s.health == Some(Health::Healthy),
+                    (None, _) => false,
+                };
+                if ready {
+                    break;
+                }
+                if *condition == Condition::Healthy && !t.has_healthcheck() {
+                    return Err(StepError::Other(format!(
+                        "app `{}` waits for `{target}` to be healthy, but `{target}` has no healthcheck",
+                        c.app
+                    )));
+                }
+                if Instant::now() >= deadline {
+                    let what = match condition {
+                        Condition::Started => "running",
+                        Condition::Healthy => "healthy",
+                    };
+                    let last = status
+                        .as_ref()
+                        .and_then(|s| s.last_health_output.clone())
+                        .filter(|o| !o.is_empty())
+                        .map_or(String::new(), |o| format!("; last health output: {o}"));
+                    let state = status.as_ref().map_or("missing".to_string(), |s| {
+                        let h = s.health.map_or(String::new(), |h| format!(", {}", health_word(h)));
+                        format!("{}{h}", s.state.as_str())
+                    });
+                    return Err(StepError::Other(format!(
+                        "app `{}` waited {}s for `{target}` to be {what}, but it is {state}{last}",
+                        c.app,
+                        self.opts.dependency_timeout.as_secs()
+                    )));
+                }
+                tokio::time::sleep(self.opts.poll).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn health_word(h: Health) -> &'static str {
+    match h {
+        Health::Starting => "health starting",
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+    }
+}
+
+fn grace(c: &ContainerSpec) -> Duration {
+    Duration::from_nanos(c.stop_grace_period_ns.unwrap_or(10_000_000_000))
+}

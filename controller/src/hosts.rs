@@ -1,0 +1,70 @@
+//! Reaching every host of the spec at once, and reading their state. A host
+//! that cannot be reached or read is recorded as unreachable with the reason
+//! — never as an empty host.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::engine::{DockerApi, Engine};
+use crate::model::Spec;
+use crate::observed::Observed;
+
+/// Connections to the hosts that answered, and why the others did not.
+#[derive(Default, Clone)]
+pub struct Connections {
+    pub engines: BTreeMap<String, Arc<dyn DockerApi>>,
+    pub unreachable: BTreeMap<String, String>,
+}
+
+/// Connects to every host of the spec in parallel.
+pub async fn connect_all(spec: &Spec) -> Connections {
+    let tasks: Vec<_> = spec
+        .hosts
+        .values()
+        .cloned()
+        .map(|h| tokio::spawn(async move { (h.name.clone(), Engine::connect(&h).await) }))
+        .collect();
+    let mut out = Connections::default();
+    for t in tasks {
+        match t.await {
+            Ok((name, Ok(engine))) => {
+                out.engines.insert(name, Arc::new(engine));
+            }
+            Ok((name, Err(e))) => {
+                tracing::warn!(host = %name, error = %e, "host unreachable");
+                out.unreachable.insert(name, e.to_string());
+            }
+            Err(e) => tracing::error!(error = %e, "connection task failed"),
+        }
+    }
+    out
+}
+
+/// Reads every connected host in parallel.
+pub async fn observe_all(conns: &Connections) -> Observed {
+    let tasks: Vec<_> = conns
+        .engines
+        .iter()
+        .map(|(name, api)| {
+            let (name, api) = (name.clone(), Arc::clone(api));
+            tokio::spawn(async move { (name, api.observe().await) })
+        })
+        .collect();
+    let mut observed = Observed {
+        hosts: BTreeMap::new(),
+        unreachable: conns.unreachable.clone(),
+    };
+    for t in tasks {
+        match t.await {
+            Ok((name, Ok(host))) => {
+                observed.hosts.insert(name, host);
+            }
+            Ok((name, Err(e))) => {
+                tracing::warn!(host = %name, error = %e, "host could not be read");
+                observed.unreachable.insert(name, e.to_string());
+            }
+            Err(e) => tracing::error!(error = %e, "observe task failed"),
+        }
+    }
+    observed
+}
