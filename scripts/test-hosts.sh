@@ -58,7 +58,7 @@ host_up() {
   veth="dv-$name"
   mkdir -p "$STATE" "$DATA/$name/data" "$DATA/$name/exec"
 
-  if ! ip netns list | grep -qw "$ns"; then
+  if ! ip netns list | grep -w "$ns" >/dev/null; then
     ip netns add "$ns"
   fi
   ip netns exec "$ns" ip link set lo up
@@ -66,7 +66,7 @@ host_up() {
     ip link add "$veth" type veth peer name eth0 netns "$ns"
   fi
   ip link set "$veth" master "$BRIDGE" up
-  if ! ip netns exec "$ns" ip addr show eth0 | grep -q "$addr/"; then
+  if ! ip netns exec "$ns" ip addr show eth0 | grep "$addr/" >/dev/null; then
     ip netns exec "$ns" ip addr add "$addr/24" dev eth0
   fi
   ip netns exec "$ns" ip link set eth0 up
@@ -123,7 +123,7 @@ host_down() {
     fi
   fi
   # containerd-shims of the host's containers live on in its namespace.
-  if ip netns list | grep -qw "$ns"; then
+  if ip netns list | grep -w "$ns" >/dev/null; then
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   fi

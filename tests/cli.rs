@@ -199,11 +199,18 @@ fn a_live_dry_run_with_no_reachable_host_exits_1_naming_each() {
         "kind: Cluster\nhosts:\n  gone: { endpoint: 'unix:///nonexistent/docker.sock' }\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("s.yaml"), "kind: Stack\nname: s\napps:\n  a: { image: x, host: gone }\n").unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        "kind: Stack\nname: s\napps:\n  a: { image: x, host: gone }\n",
+    )
+    .unwrap();
     let o = drover(&["reconcile", dir.path().to_str().unwrap(), "--dry-run"]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.contains("error: host `gone` could not be read: host `gone` cannot be reached"), "{out}");
+    assert!(
+        out.contains("error: host `gone` could not be read: host `gone` cannot be reached"),
+        "{out}"
+    );
     assert!(!out.contains("+ create"), "{out}");
 }
 

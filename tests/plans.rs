@@ -494,5 +494,9 @@ fn the_committed_running_state_matches_the_examples() {
         std::fs::write(&path, &json).unwrap();
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(committed == json, "{} is stale: rerun with DROVER_BLESS=1", path.display());
+    assert!(
+        committed == json,
+        "{} is stale: rerun with DROVER_BLESS=1",
+        path.display()
+    );
 }

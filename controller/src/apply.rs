@@ -87,8 +87,16 @@ enum StepError {
 }
 
 impl Executor {
-    pub fn new(engines: BTreeMap<String, Arc<dyn DockerApi>>, desired: Arc<Desired>, opts: ApplyOptions) -> Executor {
-        Executor { engines, desired, opts }
+    pub fn new(
+        engines: BTreeMap<String, Arc<dyn DockerApi>>,
+        desired: Arc<Desired>,
+        opts: ApplyOptions,
+    ) -> Executor {
+        Executor {
+            engines,
+            desired,
+            opts,
+        }
     }
 
     /// Carries out `plan`, reporting each step.
@@ -97,7 +105,9 @@ impl Executor {
         let blocked_hosts = self.prepare_images(plan).await;
         for a in &plan.actions {
             let host_problem = blocked_hosts.get(&a.host).or_else(|| {
-                a.relocation.as_ref().and_then(|r| blocked_hosts.get(&r.from))
+                a.relocation
+                    .as_ref()
+                    .and_then(|r| blocked_hosts.get(&r.from))
             });
             if let Some(reason) = host_problem {
                 let o = Outcome::Skipped(reason.clone());
@@ -109,7 +119,12 @@ impl Executor {
         let semaphores: HashMap<String, Arc<Semaphore>> = self
             .engines
             .keys()
-            .map(|h| (h.clone(), Arc::new(Semaphore::new(self.opts.per_host.max(1)))))
+            .map(|h| {
+                (
+                    h.clone(),
+                    Arc::new(Semaphore::new(self.opts.per_host.max(1))),
+                )
+            })
             .collect();
         let mut running: JoinSet<(String, Outcome)> = JoinSet::new();
         let mut started: BTreeSet<String> = outcome.keys().cloned().collect();
@@ -118,15 +133,25 @@ impl Executor {
                 if started.contains(&a.id) {
                     continue;
                 }
-                let failed_dep = a.after.iter().find(|d| matches!(outcome.get(*d), Some(Outcome::Failed(_) | Outcome::Skipped(_))));
+                let failed_dep = a.after.iter().find(|d| {
+                    matches!(
+                        outcome.get(*d),
+                        Some(Outcome::Failed(_) | Outcome::Skipped(_))
+                    )
+                });
                 if let Some(dep) = failed_dep {
-                    let o = Outcome::Skipped(format!("it waits for `{dep}`, which did not succeed"));
+                    let o =
+                        Outcome::Skipped(format!("it waits for `{dep}`, which did not succeed"));
                     reporter.finished(a, &o, Duration::ZERO);
                     outcome.insert(a.id.clone(), o);
                     started.insert(a.id.clone());
                     continue;
                 }
-                if !a.after.iter().all(|d| outcome.get(d) == Some(&Outcome::Done)) {
+                if !a
+                    .after
+                    .iter()
+                    .all(|d| outcome.get(d) == Some(&Outcome::Done))
+                {
                     continue;
                 }
                 started.insert(a.id.clone());
@@ -182,7 +207,10 @@ impl Executor {
         let mut needs: BTreeMap<String, BTreeMap<String, Pull>> = BTreeMap::new();
         for a in &plan.actions {
             for c in self.containers_started_by(a) {
-                needs.entry(c.host.clone()).or_default().insert(c.image.expose().to_string(), c.pull);
+                needs
+                    .entry(c.host.clone())
+                    .or_default()
+                    .insert(c.image.expose().to_string(), c.pull);
             }
         }
         let mut tasks = JoinSet::new();
@@ -194,7 +222,13 @@ impl Executor {
                 .desired
                 .hosts
                 .get(&host)
-                .map(|h| h.containers.values().filter(|c| c.image.is_secret()).map(|c| c.image.expose().to_string()).collect())
+                .map(|h| {
+                    h.containers
+                        .values()
+                        .filter(|c| c.image.is_secret())
+                        .map(|c| c.image.expose().to_string())
+                        .collect()
+                })
                 .unwrap_or_default();
             tasks.spawn(async move {
                 for (image, pull) in images {
@@ -231,13 +265,21 @@ impl Executor {
 
     fn containers_started_by<'a>(&'a self, a: &'a Action) -> Vec<&'a ContainerSpec> {
         match (a.kind, a.action) {
-            (Kind::Container, Verb::Create | Verb::Recreate) => {
-                self.desired.hosts.get(&a.host).and_then(|h| h.containers.get(&a.name)).into_iter().collect()
-            }
+            (Kind::Container, Verb::Create | Verb::Recreate) => self
+                .desired
+                .hosts
+                .get(&a.host)
+                .and_then(|h| h.containers.get(&a.name))
+                .into_iter()
+                .collect(),
             (Kind::Volume, Verb::Relocate) => a
                 .relocation
                 .iter()
-                .flat_map(|r| r.apps.iter().filter_map(|app| self.desired.container(&a.stack, app)))
+                .flat_map(|r| {
+                    r.apps
+                        .iter()
+                        .filter_map(|app| self.desired.container(&a.stack, app))
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -265,7 +307,12 @@ impl Step {
             .hosts
             .get(&a.host)
             .and_then(|h| h.containers.get(&a.name))
-            .ok_or_else(|| StepError::Other(format!("container `{}` is not in the desired state", a.name)))
+            .ok_or_else(|| {
+                StepError::Other(format!(
+                    "container `{}` is not in the desired state",
+                    a.name
+                ))
+            })
     }
 
     async fn run(&self) -> Result<(), StepError> {
@@ -336,10 +383,14 @@ impl Step {
             let api = self.api(&t.host)?;
             let deadline = Instant::now() + self.opts.dependency_timeout;
             loop {
-                let status = api.container_status(&names::container(&c.stack, target)).await?;
+                let status = api
+                    .container_status(&names::container(&c.stack, target))
+                    .await?;
                 let ready = match (&status, condition) {
                     (Some(s), Condition::Started) => s.state == ContainerState::Running,
-                    (Some(s), Condition::Healthy) => s.state == ContainerState::Running && s.health == Some(Health::Healthy),
+                    (Some(s), Condition::Healthy) => {
+                        s.state == ContainerState::Running && s.health == Some(Health::Healthy)
+                    }
                     (None, _) => false,
                 };
                 if ready {
@@ -362,7 +413,9 @@ impl Step {
                         .filter(|o| !o.is_empty())
                         .map_or(String::new(), |o| format!("; last health output: {o}"));
                     let state = status.as_ref().map_or("missing".to_string(), |s| {
-                        let h = s.health.map_or(String::new(), |h| format!(", {}", health_word(h)));
+                        let h = s
+                            .health
+                            .map_or(String::new(), |h| format!(", {}", health_word(h)));
                         format!("{}{h}", s.state.as_str())
                     });
                     return Err(StepError::Other(format!(

@@ -7,6 +7,7 @@
 //! digest of its own (kept in a label) so that a plan can say *which* field
 //! changed. Fields whose value is secret keep no digest of their own.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -139,6 +140,8 @@ pub struct DesiredHost {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Desired {
     pub hosts: BTreeMap<String, DesiredHost>,
+    /// Every stack of the spec, even one with nothing in it.
+    pub stacks: std::collections::BTreeSet<String>,
 }
 
 impl Desired {
@@ -170,6 +173,7 @@ pub fn render(spec: &Spec) -> Desired {
             .keys()
             .map(|h| (h.clone(), DesiredHost::default()))
             .collect(),
+        stacks: spec.stacks.keys().cloned().collect(),
     };
     for stack in spec.stacks.values() {
         for (vname, vol) in &stack.volumes {
@@ -300,10 +304,11 @@ pub fn render(spec: &Spec) -> Desired {
     desired
 }
 
-/// One field of a container config, as it reaches Docker.
-struct Field {
-    name: String,
-    canonical: String,
+/// One field of a container config, as it reaches Docker. Borrowed where
+/// the value is already a string, as most are.
+struct Field<'a> {
+    name: Cow<'a, str>,
+    canonical: Cow<'a, str>,
     secret: bool,
 }
 
@@ -311,30 +316,30 @@ fn json_texts(list: &[Text]) -> String {
     serde_json::to_string(&list.iter().map(Text::expose).collect::<Vec<_>>()).unwrap_or_default()
 }
 
-fn fields(c: &ContainerSpec) -> Vec<Field> {
-    let mut out = Vec::new();
-    let mut push = |name: &str, canonical: String, secret: bool| {
+fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
+    let mut out = Vec::with_capacity(8 + c.env.len() + c.labels.len());
+    let mut push = |name: Cow<'static, str>, canonical: Cow<'a, str>, secret: bool| {
         out.push(Field {
-            name: name.to_string(),
+            name,
             canonical,
             secret,
         })
     };
     let any_secret = |l: &[Text]| l.iter().any(Text::is_secret);
-    push("image", c.image.expose().to_string(), c.image.is_secret());
+    push("image".into(), c.image.expose().into(), c.image.is_secret());
     if let Some(cmd) = &c.command {
-        push("command", json_texts(cmd), any_secret(cmd));
+        push("command".into(), json_texts(cmd).into(), any_secret(cmd));
     }
     if let Some(ep) = &c.entrypoint {
-        push("entrypoint", json_texts(ep), any_secret(ep));
+        push("entrypoint".into(), json_texts(ep).into(), any_secret(ep));
     }
     for (k, v) in &c.env {
-        push(&format!("env.{k}"), v.expose().to_string(), v.is_secret());
+        push(format!("env.{k}").into(), v.expose().into(), v.is_secret());
     }
     if !c.ports.is_empty() {
         push(
-            "ports",
-            serde_json::to_string(&c.ports).unwrap_or_default(),
+            "ports".into(),
+            serde_json::to_string(&c.ports).unwrap_or_default().into(),
             false,
         );
     }
@@ -345,8 +350,8 @@ fn fields(c: &ContainerSpec) -> Vec<Field> {
             .map(|m| (&m.source, &m.target, m.read_only))
             .collect();
         push(
-            "volumes",
-            serde_json::to_string(&m).unwrap_or_default(),
+            "volumes".into(),
+            serde_json::to_string(&m).unwrap_or_default().into(),
             false,
         );
     }
@@ -359,66 +364,82 @@ fn fields(c: &ContainerSpec) -> Vec<Field> {
             h.start_period_ns,
         ))
         .unwrap_or_default();
-        push("healthcheck", canonical, any_secret(&h.test));
+        push("healthcheck".into(), canonical.into(), any_secret(&h.test));
     }
-    push("restart", c.restart.as_str().to_string(), false);
+    push("restart".into(), c.restart.as_str().into(), false);
     if let Some(m) = c.memory {
-        push("memory", m.to_string(), false);
+        push("memory".into(), m.to_string().into(), false);
     }
     if let Some(n) = c.nano_cpus {
-        push("cpus", n.to_string(), false);
+        push("cpus".into(), n.to_string().into(), false);
     }
     if let Some(u) = &c.user {
-        push("user", u.expose().to_string(), u.is_secret());
+        push("user".into(), u.expose().into(), u.is_secret());
     }
     if let Some(w) = &c.working_dir {
-        push("working_dir", w.expose().to_string(), w.is_secret());
+        push("working_dir".into(), w.expose().into(), w.is_secret());
     }
     if let Some(s) = &c.stop_signal {
-        push("stop_signal", s.clone(), false);
+        push("stop_signal".into(), s.as_str().into(), false);
     }
     if let Some(g) = c.stop_grace_period_ns {
-        push("stop_grace_period", g.to_string(), false);
+        push("stop_grace_period".into(), g.to_string().into(), false);
     }
     for (k, v) in &c.labels {
         if k == labels::DEPENDS_ON {
             continue; // bookkeeping, not the app's config
         }
-        push(&format!("label.{k}"), v.expose().to_string(), v.is_secret());
+        push(
+            format!("label.{k}").into(),
+            v.expose().into(),
+            v.is_secret(),
+        );
     }
     push(
-        "network",
-        format!("{}|{}", c.network, c.aliases.join(",")),
+        "network".into(),
+        format!("{}|{}", c.network, c.aliases.join(",")).into(),
         false,
     );
     out
 }
 
-fn sha256_hex(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
+/// Feeds one length-prefixed part to a hash, so that `["ab", "c"]` and
+/// `["a", "bc"]` differ.
+fn feed(h: &mut Sha256, part: &str) {
+    h.update((part.len() as u64).to_le_bytes());
+    h.update(part.as_bytes());
+}
+
+/// The first `chars` hex digits of the hash.
+fn hex_prefix(h: Sha256, chars: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(chars + 1);
+    for b in h.finalize().iter().take(chars.div_ceil(2)) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    out.truncate(chars);
+    out
 }
 
 /// The spec hash and the per-field digests of a container config.
 pub fn hash_container(c: &ContainerSpec) -> (String, BTreeMap<String, String>) {
-    let fields = fields(c);
-    let mut all = Vec::with_capacity(fields.len() * 2);
+    let mut all = Sha256::new();
     let mut digests = BTreeMap::new();
-    for f in &fields {
-        all.push(f.name.as_str());
-        all.push(f.canonical.as_str());
+    for f in fields(c) {
+        feed(&mut all, &f.name);
+        feed(&mut all, &f.canonical);
         let d = if f.secret {
             SECRET_DIGEST.to_string()
         } else {
-            sha256_hex(&[&f.name, &f.canonical])[..16].to_string()
+            let mut one = Sha256::new();
+            feed(&mut one, &f.name);
+            feed(&mut one, &f.canonical);
+            hex_prefix(one, 16)
         };
-        digests.insert(f.name.clone(), d);
+        digests.insert(f.name.into_owned(), d);
     }
-    (sha256_hex(&all)[..32].to_string(), digests)
+    (hex_prefix(all, 32), digests)
 }
 
 /// `name=digest;name=digest` for the `drover.spec-fields` label.

@@ -9,14 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
+    HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptions,
-    ListNetworksOptions, ListVolumesOptions, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
@@ -24,7 +24,8 @@ use futures_util::StreamExt;
 use crate::desired::{decode_field_digests, labels, ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::model::{Host, Restart};
 use crate::observed::{
-    ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume, PublishedPort,
+    ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,
+    PublishedPort,
 };
 
 /// What went wrong talking to a host. Never carries a secret: container
@@ -32,9 +33,17 @@ use crate::observed::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     #[error("host `{host}` cannot be reached at {endpoint}: {reason}")]
-    Unreachable { host: String, endpoint: String, reason: String },
+    Unreachable {
+        host: String,
+        endpoint: String,
+        reason: String,
+    },
     #[error("host `{host}`: {op}: {message}")]
-    Api { host: String, op: String, message: String },
+    Api {
+        host: String,
+        op: String,
+        message: String,
+    },
 }
 
 impl EngineError {
@@ -50,18 +59,33 @@ impl EngineError {
 /// Docker's own message for a server error, else bollard's description.
 fn error_text(e: &BollardError) -> String {
     match e {
-        BollardError::DockerResponseServerError { status_code, message } => format!("{message} (HTTP {status_code})"),
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
         BollardError::RequestTimeoutError => "the request timed out".into(),
         other => other.to_string(),
     }
 }
 
 fn is_not_found(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn is_not_modified(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 304, .. })
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
 }
 
 /// A container's run state as seen when waiting for it.
@@ -142,7 +166,14 @@ impl Engine {
             tracing::warn!(host = %host.name, %endpoint, "plain TCP to a remote Docker host: anyone on the network can read and control it; use TLS");
         }
         let docker = if let Some(tls) = &host.tls {
-            Docker::connect_with_ssl(&endpoint, &tls.key, &tls.cert, &tls.ca, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            Docker::connect_with_ssl(
+                &endpoint,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT_SECS,
+                API_DEFAULT_VERSION,
+            )
         } else if let Some(path) = endpoint.strip_prefix("unix://") {
             Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
@@ -203,7 +234,11 @@ fn observed_container(c: &ContainerSummary) -> ObservedContainer {
         .flatten()
         .filter_map(|p| {
             Some(PublishedPort {
-                ip: p.ip.clone().filter(|ip| ip != "0.0.0.0" && ip != "::").unwrap_or_default(),
+                ip: p
+                    .ip
+                    .clone()
+                    .filter(|ip| ip != "0.0.0.0" && ip != "::")
+                    .unwrap_or_default(),
                 port: p.public_port?,
                 protocol: p.typ.map_or("tcp".into(), |t| t.to_string()),
             })
@@ -223,10 +258,18 @@ fn observed_container(c: &ContainerSummary) -> ObservedContainer {
         state: state_of(c.state.as_ref()),
         health: c.status.as_deref().and_then(health_from_status),
         spec_hash: l.get(labels::SPEC_HASH).cloned(),
-        spec_fields: l.get(labels::SPEC_FIELDS).map(|s| decode_field_digests(s)).unwrap_or_default(),
+        spec_fields: l
+            .get(labels::SPEC_FIELDS)
+            .map(|s| decode_field_digests(s))
+            .unwrap_or_default(),
         depends_on: l
             .get(labels::DEPENDS_ON)
-            .map(|s| s.split(',').filter(|x| !x.is_empty()).map(String::from).collect())
+            .map(|s| {
+                s.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
         ports,
     }
@@ -244,10 +287,14 @@ fn create_body(c: &ContainerSpec) -> ContainerCreateBody {
     for p in &c.ports {
         let key = format!("{}/{}", p.container, p.protocol.as_str());
         exposed.push(key.clone());
-        port_bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
-            host_ip: (!p.ip.is_empty()).then(|| p.ip.clone()),
-            host_port: Some(p.host.to_string()),
-        });
+        port_bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: (!p.ip.is_empty()).then(|| p.ip.clone()),
+                host_port: Some(p.host.to_string()),
+            });
     }
     exposed.sort();
     exposed.dedup();
@@ -278,18 +325,26 @@ fn create_body(c: &ContainerSpec) -> ContainerCreateBody {
         start_interval: None,
     });
     let texts = |l: &Option<Vec<crate::model::Text>>| {
-        l.as_ref().map(|v| v.iter().map(|t| t.expose().to_string()).collect())
+        l.as_ref()
+            .map(|v| v.iter().map(|t| t.expose().to_string()).collect())
     };
     ContainerCreateBody {
         image: Some(c.image.expose().to_string()),
         cmd: texts(&c.command),
         entrypoint: texts(&c.entrypoint),
-        env: Some(c.env.iter().map(|(k, v)| format!("{k}={}", v.expose())).collect()),
+        env: Some(
+            c.env
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.expose()))
+                .collect(),
+        ),
         labels: Some(c.all_labels().into_iter().collect()),
         user: c.user.as_ref().map(|u| u.expose().to_string()),
         working_dir: c.working_dir.as_ref().map(|w| w.expose().to_string()),
         stop_signal: c.stop_signal.clone(),
-        stop_timeout: c.stop_grace_period_ns.map(|n| i64::try_from(n / 1_000_000_000).unwrap_or(i64::MAX)),
+        stop_timeout: c
+            .stop_grace_period_ns
+            .map(|n| i64::try_from(n / 1_000_000_000).unwrap_or(i64::MAX)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         healthcheck,
         host_config: Some(HostConfig {
@@ -340,7 +395,11 @@ impl DockerApi for Engine {
 
         let mut used_by: HashMap<String, Vec<String>> = HashMap::new();
         for c in &containers {
-            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string());
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string());
             for m in c.mounts.iter().flatten() {
                 if let (Some(v), Some(name)) = (&m.name, &name) {
                     used_by.entry(v.clone()).or_default().push(name.clone());
@@ -363,7 +422,10 @@ impl DockerApi for Engine {
                         stack: v.labels.get(labels::STACK).cloned(),
                         volume: v.labels.get(labels::VOLUME).cloned(),
                         driver: v.driver.clone(),
-                        size_bytes: v.usage_data.as_ref().and_then(|u| u64::try_from(u.size).ok()),
+                        size_bytes: v
+                            .usage_data
+                            .as_ref()
+                            .and_then(|u| u64::try_from(u.size).ok()),
                         used_by: users,
                         retained_for: None,
                         name: v.name,
@@ -383,7 +445,11 @@ impl DockerApi for Engine {
                     }
                 })
                 .collect(),
-            images: images.into_iter().flat_map(|i| i.repo_tags).filter(|t| t != "<none>:<none>").collect(),
+            images: images
+                .into_iter()
+                .flat_map(|i| i.repo_tags)
+                .filter(|t| t != "<none>:<none>")
+                .collect(),
         };
         out.containers.sort_by(|a, b| a.name.cmp(&b.name));
         out.volumes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -396,13 +462,20 @@ impl DockerApi for Engine {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
-            Err(e) => Err(EngineError::api(&self.host, format!("inspect image `{image}`"), e)),
+            Err(e) => Err(EngineError::api(
+                &self.host,
+                format!("inspect image `{image}`"),
+                e,
+            )),
         }
     }
 
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
         let (repo, tag) = split_image(image);
-        let opts = CreateImageOptionsBuilder::new().from_image(repo).tag(tag).build();
+        let opts = CreateImageOptionsBuilder::new()
+            .from_image(repo)
+            .tag(tag)
+            .build();
         let mut stream = self.docker.create_image(Some(opts), None, None);
         while let Some(item) = stream.next().await {
             item.map_err(|e| EngineError::api(&self.host, format!("pull `{image}`"), e))?;
@@ -430,7 +503,11 @@ impl DockerApi for Engine {
         match self.docker.remove_volume(name, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(&self.host, format!("remove volume `{name}`"), e)),
+            Err(e) => Err(EngineError::api(
+                &self.host,
+                format!("remove volume `{name}`"),
+                e,
+            )),
         }
     }
 
@@ -452,7 +529,11 @@ impl DockerApi for Engine {
         match self.docker.remove_network(name).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(&self.host, format!("remove network `{name}`"), e)),
+            Err(e) => Err(EngineError::api(
+                &self.host,
+                format!("remove network `{name}`"),
+                e,
+            )),
         }
     }
 
@@ -469,7 +550,11 @@ impl DockerApi for Engine {
         match self.docker.start_container(name, None).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(&self.host, format!("start container `{name}`"), e)),
+            Err(e) => Err(EngineError::api(
+                &self.host,
+                format!("start container `{name}`"),
+                e,
+            )),
         }
     }
 
@@ -479,16 +564,27 @@ impl DockerApi for Engine {
         match self.docker.stop_container(name, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(&self.host, format!("stop container `{name}`"), e)),
+            Err(e) => Err(EngineError::api(
+                &self.host,
+                format!("stop container `{name}`"),
+                e,
+            )),
         }
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
-        let opts = RemoveContainerOptionsBuilder::new().force(true).v(false).build();
+        let opts = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(false)
+            .build();
         match self.docker.remove_container(name, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(&self.host, format!("remove container `{name}`"), e)),
+            Err(e) => Err(EngineError::api(
+                &self.host,
+                format!("remove container `{name}`"),
+                e,
+            )),
         }
     }
 
@@ -496,7 +592,13 @@ impl DockerApi for Engine {
         let info = match self.docker.inspect_container(name, None).await {
             Ok(i) => i,
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(EngineError::api(&self.host, format!("inspect container `{name}`"), e)),
+            Err(e) => {
+                return Err(EngineError::api(
+                    &self.host,
+                    format!("inspect container `{name}`"),
+                    e,
+                ))
+            }
         };
         let state = info.state.unwrap_or_default();
         let run = if state.running == Some(true) {
@@ -507,7 +609,11 @@ impl DockerApi for Engine {
             ContainerState::Paused
         } else if state.dead == Some(true) {
             ContainerState::Dead
-        } else if state.started_at.as_deref().is_none_or(|s| s.starts_with("0001")) {
+        } else if state
+            .started_at
+            .as_deref()
+            .is_none_or(|s| s.starts_with("0001"))
+        {
             ContainerState::Created
         } else {
             ContainerState::Exited
@@ -556,8 +662,14 @@ mod tests {
 
     #[test]
     fn health_is_read_from_the_status_line() {
-        assert_eq!(health_from_status("Up 3 seconds (healthy)"), Some(Health::Healthy));
-        assert_eq!(health_from_status("Up 1 second (health: starting)"), Some(Health::Starting));
+        assert_eq!(
+            health_from_status("Up 3 seconds (healthy)"),
+            Some(Health::Healthy)
+        );
+        assert_eq!(
+            health_from_status("Up 1 second (health: starting)"),
+            Some(Health::Starting)
+        );
         assert_eq!(health_from_status("Up 2 hours"), None);
     }
 

@@ -113,15 +113,15 @@ enum VolumeCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
-    /// Delete one managed volume and its data.
+    /// Delete one managed volume and its data: `drover volume rm [DIR] --host HOST NAME`.
     Rm {
-        #[arg(default_value = ".")]
-        dir: PathBuf,
+        /// `[DIR] NAME`: the manifest directory (default `.`) and the volume's
+        /// Docker name (`<stack>-<volume>`).
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "NAME"])]
+        args: Vec<String>,
         /// The host the volume is on.
         #[arg(long)]
         host: String,
-        /// The volume's Docker name (`<stack>-<volume>`).
-        name: String,
         /// Do not ask.
         #[arg(long)]
         yes: bool,
@@ -156,10 +156,14 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(use_color(std::io::stderr().is_terminal())).init(),
+        LogFormat::Text => builder
+            .with_ansi(use_color(std::io::stderr().is_terminal()))
+            .init(),
     }
 }
 
@@ -187,10 +191,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 fn read_observed(path: &Path) -> Result<Observed, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `{}`: {}", path.display(), drover::parse::io_reason(&e)))?;
-    Ok(Observed::from_json(&text)
-        .map_err(|e| format!("{}:{}:{}: not an observed state: {e}", path.display(), e.line(), e.column()))?)
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read `{}`: {}",
+            path.display(),
+            drover::parse::io_reason(&e)
+        )
+    })?;
+    Ok(Observed::from_json(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: not an observed state: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?)
 }
 
 /// Prints each step of an apply as it finishes.
@@ -209,16 +224,32 @@ impl Reporter for StepPrinter {
         } else {
             ("", "", "", "")
         };
-        let head = format!("{:<8} {:<9} {} on {}", a.action.to_string(), a.kind.to_string(), a.name, a.host);
+        let head = format!(
+            "{:<8} {:<9} {} on {}",
+            a.action.to_string(),
+            a.kind.to_string(),
+            a.name,
+            a.host
+        );
         let line = match outcome {
-            Outcome::Done => format!("{green}done{reset}    {head} ({}) {:.1}s\n", a.reason, took.as_secs_f64()),
+            Outcome::Done => format!(
+                "{green}done{reset}    {head} ({}) {:.1}s\n",
+                a.reason,
+                took.as_secs_f64()
+            ),
             Outcome::Failed(e) => format!("{red}failed{reset}  {head}: {e}\n"),
             Outcome::Skipped(why) => format!("{yellow}skipped{reset} {head}: {why}\n"),
         };
         match outcome {
-            Outcome::Done => tracing::info!(host = %a.host, name = %a.name, action = %a.action, "step done"),
-            Outcome::Failed(e) => tracing::error!(host = %a.host, name = %a.name, action = %a.action, error = %e, "step failed"),
-            Outcome::Skipped(w) => tracing::warn!(host = %a.host, name = %a.name, action = %a.action, reason = %w, "step skipped"),
+            Outcome::Done => {
+                tracing::info!(host = %a.host, name = %a.name, action = %a.action, "step done")
+            }
+            Outcome::Failed(e) => {
+                tracing::error!(host = %a.host, name = %a.name, action = %a.action, error = %e, "step failed")
+            }
+            Outcome::Skipped(w) => {
+                tracing::warn!(host = %a.host, name = %a.name, action = %a.action, reason = %w, "step skipped")
+            }
         }
         print(&line);
     }
@@ -253,9 +284,12 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Observe { dir, output } => {
             let spec = load_spec(&dir)?;
-            let observed = runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            let observed =
+                runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
             match output {
-                OutputFormat::Json => print(&(serde_json::to_string_pretty(&observed).expect("serializes") + "\n")),
+                OutputFormat::Json => {
+                    print(&(serde_json::to_string_pretty(&observed).expect("serializes") + "\n"))
+                }
                 OutputFormat::Text => {
                     let d = desired::render(&spec);
                     print(&status_table(&d, &observed));
@@ -264,17 +298,26 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             for (host, reason) in &observed.unreachable {
                 eprintln!("error: host `{host}` could not be read: {reason}");
             }
-            Ok(if observed.unreachable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if observed.unreachable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Status { dir } => {
             let spec = load_spec(&dir)?;
             let d = desired::render(&spec);
-            let observed = runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            let observed =
+                runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
             print(&status_table(&d, &observed));
             for (host, reason) in &observed.unreachable {
                 eprintln!("error: host `{host}` could not be read: {reason}");
             }
-            Ok(if observed.unreachable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if observed.unreachable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Volume { command } => volume(command),
         Command::Reconcile {
@@ -327,7 +370,11 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 if output == OutputFormat::Json {
                     show_plan(&plan);
                 }
-                return Ok(if plan.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                return Ok(if plan.errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
             }
             if output == OutputFormat::Text {
                 print("\n");
@@ -343,7 +390,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             );
             let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter { color });
             let quiet: Arc<dyn Reporter> = Arc::new(Quiet);
-            let report = rt.block_on(executor.apply(&plan, if output == OutputFormat::Text { reporter } else { quiet }));
+            let report = rt.block_on(executor.apply(
+                &plan,
+                if output == OutputFormat::Text {
+                    reporter
+                } else {
+                    quiet
+                },
+            ));
             let done = report.count(|o| *o == Outcome::Done);
             let failed = report.count(|o| matches!(o, Outcome::Failed(_)));
             let skipped = report.count(|o| matches!(o, Outcome::Skipped(_)));
@@ -358,8 +412,12 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                         .iter()
                         .map(|(a, o)| match o {
                             Outcome::Done => serde_json::json!({"id": a.id, "outcome": "done"}),
-                            Outcome::Failed(e) => serde_json::json!({"id": a.id, "outcome": "failed", "error": e}),
-                            Outcome::Skipped(w) => serde_json::json!({"id": a.id, "outcome": "skipped", "reason": w}),
+                            Outcome::Failed(e) => {
+                                serde_json::json!({"id": a.id, "outcome": "failed", "error": e})
+                            }
+                            Outcome::Skipped(w) => {
+                                serde_json::json!({"id": a.id, "outcome": "skipped", "reason": w})
+                            }
                         })
                         .collect();
                     print(&(serde_json::to_string_pretty(&v).expect("serializes") + "\n"));
@@ -367,10 +425,17 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             }
             for (a, o) in &report.outcomes {
                 if let Outcome::Failed(e) = o {
-                    eprintln!("error: {} {} `{}` on `{}` failed: {e}", a.action, a.kind, a.name, a.host);
+                    eprintln!(
+                        "error: {} {} `{}` on `{}` failed: {e}",
+                        a.action, a.kind, a.name, a.host
+                    );
                 }
             }
-            Ok(if failed + skipped > 0 || !plan.errors.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed + skipped > 0 || !plan.errors.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }
@@ -387,14 +452,28 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
         VolumeCommand::Ls { dir } => {
             let spec = load_spec(&dir)?;
             let d = desired::render(&spec);
-            let observed = runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            let observed =
+                runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
             print(&volume_table(&d, &observed));
             for (host, reason) in &observed.unreachable {
                 eprintln!("error: host `{host}` could not be read: {reason}");
             }
-            Ok(if observed.unreachable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if observed.unreachable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        VolumeCommand::Rm { dir, host, name, yes } => {
+        VolumeCommand::Rm { args, host, yes } => {
+            let (dir, name) = match args.as_slice() {
+                [name] => (PathBuf::from("."), name.clone()),
+                [dir, name] => (PathBuf::from(dir), name.clone()),
+                _ => {
+                    return Err("usage: drover volume rm [DIR] --host HOST NAME"
+                        .to_string()
+                        .into())
+                }
+            };
             let spec = load_spec(&dir)?;
             let d = desired::render(&spec);
             let rt = runtime()?;
@@ -413,12 +492,23 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 return Err(format!("there is no volume `{name}` on `{host}`").into());
             };
             if !v.managed {
-                return Err(format!("volume `{name}` on `{host}` is not managed by drover; drover never deletes it").into());
+                return Err(format!(
+                    "volume `{name}` on `{host}` is not managed by drover; drover never deletes it"
+                )
+                .into());
             }
             if !v.used_by.is_empty() {
-                return Err(format!("volume `{name}` on `{host}` is in use by {}", v.used_by.join(", ")).into());
+                return Err(format!(
+                    "volume `{name}` on `{host}` is in use by {}",
+                    v.used_by.join(", ")
+                )
+                .into());
             }
-            let authoritative = d.hosts.get(&host).is_some_and(|h| h.volumes.contains_key(&name)) && v.retained_for.is_none();
+            let authoritative = d
+                .hosts
+                .get(&host)
+                .is_some_and(|h| h.volumes.contains_key(&name))
+                && v.retained_for.is_none();
             if authoritative {
                 return Err(format!(
                     "volume `{name}` on `{host}` holds the current data of a volume in the manifests; remove it from the manifests first"
@@ -427,7 +517,9 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             }
             if !yes {
                 if !std::io::stdin().is_terminal() {
-                    return Err("deleting volume data needs confirmation: pass `--yes`".to_string().into());
+                    return Err("deleting volume data needs confirmation: pass `--yes`"
+                        .to_string()
+                        .into());
                 }
                 eprint!("Delete volume `{name}` on `{host}` and all its data? [y/N] ");
                 let mut answer = String::new();
@@ -437,7 +529,8 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                     return Ok(ExitCode::from(1));
                 }
             }
-            rt.block_on(api.remove_volume(&name)).map_err(|e| e.to_string())?;
+            rt.block_on(api.remove_volume(&name))
+                .map_err(|e| e.to_string())?;
             print(&format!("deleted volume `{name}` on `{host}`\n"));
             Ok(ExitCode::SUCCESS)
         }

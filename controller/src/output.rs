@@ -193,7 +193,10 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `drover status`: every app of the manifests, and managed containers
 /// that are no longer in them.
-pub fn status_table(desired: &crate::desired::Desired, observed: &crate::observed::Observed) -> String {
+pub fn status_table(
+    desired: &crate::desired::Desired,
+    observed: &crate::observed::Observed,
+) -> String {
     use crate::observed::Health;
     let health = |h: Option<Health>| match h {
         Some(Health::Healthy) => "healthy",
@@ -205,10 +208,31 @@ pub fn status_table(desired: &crate::desired::Desired, observed: &crate::observe
     for (host, dh) in &desired.hosts {
         for c in dh.containers.values() {
             let row = match observed.hosts.get(host) {
-                None => vec![c.stack.clone(), c.app.clone(), host.clone(), "unknown (host unreadable)".into(), "-".into(), "unknown".into()],
+                None => vec![
+                    c.stack.clone(),
+                    c.app.clone(),
+                    host.clone(),
+                    "unknown (host unreadable)".into(),
+                    "-".into(),
+                    "unknown".into(),
+                ],
                 Some(oh) => match oh.containers.iter().find(|o| o.name == c.name) {
-                    None => vec![c.stack.clone(), c.app.clone(), host.clone(), "missing".into(), "-".into(), "no".into()],
-                    Some(o) if !o.managed => vec![c.stack.clone(), c.app.clone(), host.clone(), "name taken by an unmanaged container".into(), "-".into(), "no".into()],
+                    None => vec![
+                        c.stack.clone(),
+                        c.app.clone(),
+                        host.clone(),
+                        "missing".into(),
+                        "-".into(),
+                        "no".into(),
+                    ],
+                    Some(o) if !o.managed => vec![
+                        c.stack.clone(),
+                        c.app.clone(),
+                        host.clone(),
+                        "name taken by an unmanaged container".into(),
+                        "-".into(),
+                        "no".into(),
+                    ],
                     Some(o) => {
                         let in_sync = o.spec_hash.as_deref() == Some(c.spec_hash.as_str())
                             && o.state == crate::observed::ContainerState::Running;
@@ -228,10 +252,14 @@ pub fn status_table(desired: &crate::desired::Desired, observed: &crate::observe
     }
     for (host, oh) in &observed.hosts {
         for o in &oh.containers {
-            let (Some(stack), Some(app), true, false) = (&o.stack, &o.app, o.managed, o.internal) else {
+            let (Some(stack), Some(app), true, false) = (&o.stack, &o.app, o.managed, o.internal)
+            else {
                 continue;
             };
-            let wanted_here = desired.hosts.get(host).is_some_and(|h| h.containers.contains_key(&o.name));
+            let wanted_here = desired
+                .hosts
+                .get(host)
+                .is_some_and(|h| h.containers.contains_key(&o.name));
             if !wanted_here {
                 rows.push(vec![
                     stack.clone(),
@@ -245,15 +273,24 @@ pub fn status_table(desired: &crate::desired::Desired, observed: &crate::observe
         }
     }
     rows.sort();
-    table(&["STACK", "APP", "HOST", "STATE", "HEALTH", "IN SYNC"], &rows)
+    table(
+        &["STACK", "APP", "HOST", "STATE", "HEALTH", "IN SYNC"],
+        &rows,
+    )
 }
 
 /// `drover volume ls`: managed volumes on every host that was read.
-pub fn volume_table(desired: &crate::desired::Desired, observed: &crate::observed::Observed) -> String {
+pub fn volume_table(
+    desired: &crate::desired::Desired,
+    observed: &crate::observed::Observed,
+) -> String {
     let mut rows = Vec::new();
     for (host, oh) in &observed.hosts {
         for v in oh.volumes.iter().filter(|v| v.managed && !v.internal) {
-            let (stack, volume) = (v.stack.clone().unwrap_or_default(), v.volume.clone().unwrap_or_default());
+            let (stack, volume) = (
+                v.stack.clone().unwrap_or_default(),
+                v.volume.clone().unwrap_or_default(),
+            );
             let wanted = desired.volume(&stack, &volume);
             let status = match (&v.retained_for, wanted) {
                 (Some(to), _) => format!("retained copy (data moved to {to})"),
@@ -266,11 +303,18 @@ pub fn volume_table(desired: &crate::desired::Desired, observed: &crate::observe
                 host.clone(),
                 stack,
                 status,
-                if v.used_by.is_empty() { "-".into() } else { v.used_by.join(",") },
+                if v.used_by.is_empty() {
+                    "-".into()
+                } else {
+                    v.used_by.join(",")
+                },
                 v.size_bytes.map_or("-".into(), human_bytes),
             ]);
         }
     }
     rows.sort();
-    table(&["NAME", "HOST", "STACK", "STATUS", "USED BY", "SIZE"], &rows)
+    table(
+        &["NAME", "HOST", "STACK", "STATUS", "USED BY", "SIZE"],
+        &rows,
+    )
 }

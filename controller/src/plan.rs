@@ -230,12 +230,8 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        for h in self.desired.hosts.values() {
-            self.stacks
-                .extend(h.networks.values().map(|n| n.stack.as_str()));
-            self.stacks
-                .extend(h.volumes.values().map(|v| v.stack.as_str()));
-        }
+        self.stacks
+            .extend(self.desired.stacks.iter().map(String::as_str));
         for host in self.observed.hosts.keys() {
             if !self.desired.hosts.contains_key(host) {
                 self.warnings.push(format!(
@@ -767,7 +763,13 @@ impl<'a> Planner<'a> {
                 let (Some(stack), Some(volume)) = (v.stack.as_deref(), v.volume.as_deref()) else {
                     continue;
                 };
-                let wanted = self.desired.volume(stack, volume);
+                // Usually the copy is where the spec wants it: look there
+                // before searching every host.
+                let wanted = dh
+                    .volumes
+                    .get(&v.name)
+                    .filter(|w| w.stack == stack && w.volume == volume)
+                    .or_else(|| self.desired.volume(stack, volume));
                 let reason = match (wanted, &v.retained_for) {
                     (Some(w), _) if w.host == host && v.retained_for.is_none() => continue,
                     // The copy a move back to this host will build on.

@@ -1,0 +1,705 @@
+//! End-to-end tests against real Docker engines, several hosts at once.
+//!
+//! `scripts/test-hosts.sh up 2` starts the engines and `scripts/test.sh`
+//! passes them in `DROVER_TEST_HOSTS` (`name=unix:///sock@address,…`). When
+//! it is unset these tests say so and pass, unless `DROVER_E2E_REQUIRED` is
+//! set (as CI does), when they fail. Each test uses its own stack names and
+//! ports, and removes what it made.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "drover-test/busybox:1";
+
+/// drover acts on whole hosts: a directory without another test's stack
+/// would remove it. The tests take turns.
+static HOSTS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct TestHost {
+    name: String,
+    endpoint: String,
+    address: String,
+}
+
+/// The first two test hosts, named `node-a` and `node-b` in the manifests
+/// whatever their names in `DROVER_TEST_HOSTS`.
+fn hosts() -> Option<(std::sync::MutexGuard<'static, ()>, Vec<TestHost>)> {
+    let Ok(spec) = std::env::var("DROVER_TEST_HOSTS") else {
+        assert!(
+            std::env::var_os("DROVER_E2E_REQUIRED").is_none(),
+            "DROVER_TEST_HOSTS is not set: start hosts with scripts/test-hosts.sh"
+        );
+        eprintln!("skipped: no test hosts (run scripts/test.sh, or scripts/test-hosts.sh up 2 and set DROVER_TEST_HOSTS)");
+        return None;
+    };
+    let list: Vec<TestHost> = spec
+        .split(',')
+        .filter_map(|h| {
+            let (name, rest) = h.split_once('=')?;
+            let (endpoint, address) = rest.split_once('@')?;
+            Some(TestHost {
+                name: name.into(),
+                endpoint: endpoint.into(),
+                address: address.into(),
+            })
+        })
+        .collect();
+    assert!(
+        list.len() >= 2,
+        "the end-to-end tests need two hosts: {spec}"
+    );
+    let list = list
+        .into_iter()
+        .take(2)
+        .zip(["node-a", "node-b"])
+        .map(|(h, name)| TestHost {
+            name: name.into(),
+            ..h
+        })
+        .collect();
+    let guard = HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    Some((guard, list))
+}
+
+/// Runs the docker CLI against one host.
+fn docker(host: &TestHost, args: &[&str]) -> Output {
+    Command::new("docker")
+        .arg("-H")
+        .arg(&host.endpoint)
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn inspect(host: &TestHost, name: &str, format: &str) -> Option<String> {
+    let o = docker(host, &["inspect", "--format", format, name]);
+    o.status.success().then(|| text(&o))
+}
+
+/// A manifest directory and everything its stacks make, removed on drop.
+struct Fixture {
+    dir: tempfile::TempDir,
+    hosts: Vec<TestHost>,
+    stacks: Vec<String>,
+    extra_containers: Vec<(usize, String)>,
+}
+
+impl Fixture {
+    fn new(hosts: Vec<TestHost>, stacks: &[&str]) -> Fixture {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            hosts,
+            stacks: stacks.iter().map(|s| s.to_string()).collect(),
+            extra_containers: Vec::new(),
+        };
+        f.cleanup();
+        let mut cluster = String::from("kind: Cluster\nhosts:\n");
+        for h in &f.hosts {
+            cluster.push_str(&format!(
+                "  {}: {{ endpoint: '{}', address: '{}' }}\n",
+                h.name, h.endpoint, h.address
+            ));
+        }
+        f.write("cluster.yaml", &cluster);
+        f
+    }
+
+    fn write(&self, file: &str, content: &str) {
+        std::fs::write(self.dir.path().join(file), content).unwrap();
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn drover(&self, args: &[&str]) -> Output {
+        let mut full: Vec<&str> = args.to_vec();
+        // DIR follows the (sub)command: `reconcile DIR`, `volume rm DIR`.
+        let at = if args.first() == Some(&"volume") {
+            2
+        } else {
+            1
+        };
+        full.insert(at, self.path().to_str().unwrap());
+        let o = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(&full)
+            .env("NO_COLOR", "1")
+            .env("DROVER_LOG", "warn")
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ drover {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    fn reconcile(&self) -> Output {
+        let o = self.drover(&["reconcile"]);
+        assert!(o.status.success(), "reconcile failed");
+        o
+    }
+
+    fn cleanup(&self) {
+        for h in &self.hosts {
+            for s in &self.stacks {
+                let filter = format!("label=drover.stack={s}");
+                let ids = text(&docker(h, &["ps", "-aq", "--filter", &filter]));
+                for id in ids.lines() {
+                    docker(h, &["rm", "-f", id]);
+                }
+                let vols = text(&docker(h, &["volume", "ls", "-q", "--filter", &filter]));
+                for v in vols.lines() {
+                    docker(h, &["volume", "rm", "-f", v]);
+                }
+                docker(h, &["network", "rm", &format!("drover-{s}")]);
+            }
+        }
+        for (h, name) in &self.extra_containers {
+            docker(&self.hosts[*h], &["rm", "-f", name]);
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Docker's clock, as `docker events --since` takes it.
+fn now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+/// Events of one host between two instants: `(time_nano, type, action, name)`.
+fn events(host: &TestHost, since: &str, until: &str) -> Vec<(i64, String, String, String)> {
+    let o = docker(
+        host,
+        &[
+            "events",
+            "--since",
+            since,
+            "--until",
+            until,
+            "--format",
+            "{{json .}}",
+        ],
+    );
+    text(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["timeNano"].as_i64().unwrap_or(0),
+                v["Type"].as_str().unwrap_or("").to_string(),
+                v["Action"].as_str().unwrap_or("").to_string(),
+                v["Actor"]["Attributes"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Events that change something (health checks run `exec`s and report
+/// `health_status`; those are the engine's, not drover's).
+fn writes(evs: &[(i64, String, String, String)], stack: &str) -> Vec<String> {
+    evs.iter()
+        .filter(|(_, _, action, name)| {
+            !action.starts_with("exec_")
+                && !action.starts_with("health_status")
+                && (name.starts_with(stack) || name.contains(stack))
+        })
+        .map(|(_, t, a, n)| format!("{t} {a} {n}"))
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn basic_stack(name: &str, port: u16, web_env: &str) -> String {
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+  data: {{}}
+apps:
+  db:
+    image: {IMAGE}
+    host: node-a
+    pull: never
+    command: ['sh', '-c', 'echo ok > /data/ready; exec httpd -f -p 8080 -h /data']
+    volumes: ['data:/data']
+    ports: ['{port}:8080']
+    healthcheck: {{ test: ['CMD', 'test', '-f', '/data/ready'], interval: 1s, retries: 30 }}
+    stop_grace_period: 1s
+  web:
+    image: {IMAGE}
+    host: node-b
+    pull: never
+    depends_on: {{ db: {{ condition: healthy }} }}
+    links: [db]
+    environment: {{ MODE: '{web_env}' }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    stop_grace_period: 1s
+"
+    )
+}
+
+#[test]
+fn reconcile_creates_a_stack_across_two_hosts_and_a_second_run_changes_nothing() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-basic"]);
+    f.write("stack.yaml", &basic_stack("e2e-basic", 18101, "one"));
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+
+    let out = stdout(&f.reconcile());
+    assert!(
+        out.contains("Applied: 5 done, 0 failed, 0 skipped."),
+        "{out}"
+    );
+    assert_eq!(
+        inspect(a, "e2e-basic-db", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        inspect(b, "e2e-basic-web", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        inspect(
+            a,
+            "e2e-basic-db",
+            "{{index .Config.Labels \"drover.managed\"}}"
+        )
+        .as_deref(),
+        Some("true")
+    );
+
+    // Cross-host link variables: node-a's address and the published port,
+    // and they really lead to the app.
+    let env = text(&docker(b, &["exec", "e2e-basic-web", "env"]));
+    assert!(env.contains(&format!("DB_HOST={}", a.address)), "{env}");
+    assert!(env.contains("DB_PORT=18101"), "{env}");
+    let got = text(&docker(
+        b,
+        &[
+            "exec",
+            "e2e-basic-web",
+            "wget",
+            "-qO-",
+            &format!("http://{}:18101/ready", a.address),
+        ],
+    ));
+    assert_eq!(got, "ok");
+
+    // A second run: nothing to do, and nothing written on either host.
+    let since = now();
+    let again = f.drover(&["reconcile"]);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("No changes."), "{}", stdout(&again));
+    std::thread::sleep(Duration::from_millis(300));
+    let until = now();
+    for h in &f.hosts {
+        let w = writes(&events(h, &since, &until), "e2e-basic");
+        assert!(w.is_empty(), "the second run wrote on {}: {w:?}", h.name);
+    }
+    let dry = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(dry.status.code(), Some(0));
+
+    // observe and status show it.
+    let obs: serde_json::Value = serde_json::from_slice(&f.drover(&["observe"]).stdout).unwrap();
+    let db = obs["hosts"]["node-a"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "e2e-basic-db")
+        .unwrap()
+        .clone();
+    assert_eq!(db["managed"], true);
+    assert_eq!(db["app"], "db");
+    assert_eq!(db["health"], "healthy");
+    let status = stdout(&f.drover(&["status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("e2e-basic") && l.contains("db") && l.ends_with("yes")),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_stopped_container_is_started_and_a_changed_environment_recreates_only_that_app() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-change"]);
+    f.write("stack.yaml", &basic_stack("e2e-change", 18102, "one"));
+    f.reconcile();
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+
+    docker(b, &["stop", "-t", "1", "e2e-change-web"]);
+    let dry = stdout(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(dry.contains("start    container e2e-change-web"), "{dry}");
+    assert!(dry.contains("container is exited"), "{dry}");
+    f.reconcile();
+    assert_eq!(
+        inspect(b, "e2e-change-web", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+
+    let db_id = inspect(a, "e2e-change-db", "{{.Id}}").unwrap();
+    let web_id = inspect(b, "e2e-change-web", "{{.Id}}").unwrap();
+    f.write("stack.yaml", &basic_stack("e2e-change", 18102, "two"));
+    let out = stdout(&f.reconcile());
+    assert!(out.contains("environment `MODE` changed"), "{out}");
+    assert_eq!(
+        inspect(a, "e2e-change-db", "{{.Id}}").unwrap(),
+        db_id,
+        "db must be left alone"
+    );
+    assert_ne!(
+        inspect(b, "e2e-change-web", "{{.Id}}").unwrap(),
+        web_id,
+        "web must be recreated"
+    );
+    let env = text(&docker(b, &["exec", "e2e-change-web", "env"]));
+    assert!(env.contains("MODE=two"), "{env}");
+}
+
+#[test]
+fn a_removed_app_goes_and_a_removed_volume_keeps_its_data_until_volume_rm() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-rm"]);
+    f.write("stack.yaml", &basic_stack("e2e-rm", 18103, "one"));
+    f.reconcile();
+    let a = &f.hosts[0];
+    docker(
+        a,
+        &[
+            "exec",
+            "e2e-rm-db",
+            "sh",
+            "-c",
+            "echo precious > /data/keep",
+        ],
+    );
+
+    // In use: `volume rm` refuses.
+    let refused = f.drover(&["volume", "rm", "--host", "node-a", "e2e-rm-data", "--yes"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("in use by e2e-rm-db"),
+        "{}",
+        stderr(&refused)
+    );
+
+    f.write("stack.yaml", "kind: Stack\nname: e2e-rm\n");
+    let out = stdout(&f.reconcile());
+    assert!(out.contains("remove   container e2e-rm-db"), "{out}");
+    assert!(
+        out.contains("e2e-rm-data on node-a: volume `data` is no longer in stack `e2e-rm`"),
+        "{out}"
+    );
+    assert!(
+        inspect(a, "e2e-rm-db", "{{.Id}}").is_none(),
+        "the container must be gone"
+    );
+    assert!(inspect(&f.hosts[1], "e2e-rm-web", "{{.Id}}").is_none());
+
+    // The data is still there.
+    let kept = docker(
+        a,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "e2e-rm-data:/d",
+            IMAGE,
+            "cat",
+            "/d/keep",
+        ],
+    );
+    assert_eq!(text(&kept), "precious");
+    let ls = stdout(&f.drover(&["volume", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("e2e-rm-data") && l.contains("orphan")),
+        "{ls}"
+    );
+
+    // Only an explicit command deletes it.
+    let rm = f.drover(&["volume", "rm", "--host", "node-a", "e2e-rm-data", "--yes"]);
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert!(!docker(a, &["volume", "inspect", "e2e-rm-data"])
+        .status
+        .success());
+}
+
+#[test]
+fn an_unmanaged_container_with_a_drover_name_is_untouched_and_reported() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let mut f = Fixture::new(hosts, &["e2e-unm"]);
+    f.extra_containers.push((1, "e2e-unm-web".into()));
+    let b = &f.hosts[1];
+    let run = docker(
+        b,
+        &["run", "-d", "--name", "e2e-unm-web", IMAGE, "sleep", "300"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let id = inspect(b, "e2e-unm-web", "{{.Id}}").unwrap();
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack\nname: e2e-unm\napps:\n  web:\n    image: {IMAGE}\n    host: node-b\n    command: ['sleep', '300']\n  other:\n    image: {IMAGE}\n    host: node-b\n    command: ['sleep', '300']\n"
+        ),
+    );
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("container name `e2e-unm-web` on `node-b` is taken by a container drover does not manage"), "{}", stderr(&o));
+    let b = &f.hosts[1];
+    assert_eq!(inspect(b, "e2e-unm-web", "{{.Id}}").unwrap(), id);
+    assert_eq!(
+        inspect(b, "e2e-unm-web", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        inspect(
+            b,
+            "e2e-unm-web",
+            "{{index .Config.Labels \"drover.managed\"}}"
+        )
+        .as_deref(),
+        Some("")
+    );
+    // The rest of the stack still converges.
+    assert_eq!(
+        inspect(b, "e2e-unm-other", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+}
+
+#[test]
+fn depends_on_order_and_health_gating_show_in_docker_events() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-order"]);
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: e2e-order
+apps:
+  db:
+    image: {IMAGE}
+    host: node-a
+    command: ['sh', '-c', 'sleep 2; touch /tmp/up; trap exit TERM; while :; do sleep 1; done']
+    healthcheck: {{ test: ['CMD', 'test', '-f', '/tmp/up'], interval: 1s, retries: 30 }}
+  cache:
+    image: {IMAGE}
+    host: node-b
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+  api:
+    image: {IMAGE}
+    host: node-b
+    depends_on:
+      db: {{ condition: healthy }}
+      cache: {{ condition: started }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+"
+        ),
+    );
+    let since = now();
+    f.reconcile();
+    let until = now();
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+    let ea = events(a, &since, &until);
+    let eb = events(b, &since, &until);
+    let at = |evs: &[(i64, String, String, String)], action: &str, name: &str| {
+        evs.iter()
+            .find(|(_, t, ac, n)| t == "container" && ac.starts_with(action) && n == name)
+            .map(|(t, ..)| *t)
+            .unwrap_or_else(|| panic!("no `{action}` event for {name}: {evs:?}"))
+    };
+    let db_healthy = at(&ea, "health_status: healthy", "e2e-order-db");
+    let cache_start = at(&eb, "start", "e2e-order-cache");
+    let api_create = at(&eb, "create", "e2e-order-api");
+    let api_start = at(&eb, "start", "e2e-order-api");
+    assert!(
+        api_create > db_healthy,
+        "api was created before db was healthy"
+    );
+    assert!(
+        api_start > db_healthy && api_start > cache_start,
+        "api started too early"
+    );
+}
+
+#[test]
+fn an_unhealthy_dependency_fails_with_its_last_health_output() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-sick"]);
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: e2e-sick
+apps:
+  db:
+    image: {IMAGE}
+    host: node-a
+    command: ['sleep', '300']
+    healthcheck: {{ test: ['CMD-SHELL', 'echo not ready yet; exit 1'], interval: 1s, retries: 1 }}
+  web:
+    image: {IMAGE}
+    host: node-a
+    depends_on: {{ db: {{ condition: healthy }} }}
+    command: ['sleep', '300']
+"
+        ),
+    );
+    let o = f.drover(&["reconcile", "--dependency-timeout", "4"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("app `web` waited 4s for `db` to be healthy, but it is running, unhealthy; last health output: not ready yet"), "{err}");
+    assert!(
+        inspect(&f.hosts[0], "e2e-sick-web", "{{.Id}}").is_none(),
+        "web must not be created"
+    );
+}
+
+#[test]
+fn an_unreachable_host_is_named_and_nothing_that_depends_on_it_changes() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-down"]);
+    let cluster = std::fs::read_to_string(f.path().join("cluster.yaml")).unwrap()
+        + "  node-x: { endpoint: 'unix:///tmp/drover-hosts/absent.sock', address: '127.0.0.1' }\n";
+    f.write("cluster.yaml", &cluster);
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: e2e-down
+apps:
+  far:
+    image: {IMAGE}
+    host: node-x
+    ports: ['18104:80']
+  near:
+    image: {IMAGE}
+    host: node-a
+    links: [far]
+    command: ['sleep', '300']
+  alone:
+    image: {IMAGE}
+    host: node-a
+    command: ['sleep', '300']
+"
+        ),
+    );
+    let dry = f.drover(&["reconcile", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(1));
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("error: host `node-x` could not be read: host `node-x` cannot be reached at unix:///tmp/drover-hosts/absent.sock"), "{err}");
+    assert!(
+        err.contains("app `e2e-down/near` on `node-a` is skipped: it waits for `far`"),
+        "{err}"
+    );
+    let a = &f.hosts[0];
+    assert!(inspect(a, "e2e-down-near", "{{.Id}}").is_none());
+    assert_eq!(
+        inspect(a, "e2e-down-alone", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+}
+
+#[test]
+fn a_missing_image_stops_its_host_before_anything_changes_there() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["e2e-img"]);
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: e2e-img
+volumes:
+  v: {{}}
+apps:
+  good:
+    image: {IMAGE}
+    host: node-a
+    volumes: ['v:/v']
+    command: ['sleep', '300']
+  bad:
+    image: drover-test/absent:1
+    host: node-a
+    pull: never
+  other:
+    image: {IMAGE}
+    host: node-b
+    command: ['sleep', '300']
+"
+        ),
+    );
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "image `drover-test/absent:1` is not on `node-a` and `pull: never` forbids pulling it"
+        ),
+        "{out}"
+    );
+    let a = &f.hosts[0];
+    assert!(inspect(a, "e2e-img-good", "{{.Id}}").is_none());
+    assert!(
+        !docker(a, &["volume", "inspect", "e2e-img-v"])
+            .status
+            .success(),
+        "nothing may change on node-a"
+    );
+    assert_eq!(
+        inspect(&f.hosts[1], "e2e-img-other", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+}
