@@ -1,24 +1,45 @@
 #!/usr/bin/env bash
-# A tour of drover on the example stacks, with no Docker host needed:
-# validate, draw the graph, plan a fresh cluster, then plan moving the
-# metrics database from node-a to node-b against the saved state of a
-# running cluster.
+# drover's main job on a fresh machine: start two throwaway Docker hosts
+# (network namespaces on this machine, no registry needed), reconcile the
+# guestbook stack across them, change it, and show the plan for moving its
+# data to the other host. Needs root and Debian's packages (installed here).
+# The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet
-drover=target/release/drover
-
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-step "$drover" validate examples/stacks
-step "$drover" graph examples/stacks --format mermaid
-step "$drover" reconcile examples/stacks --dry-run --observed examples/observed/empty.json
-
+scripts/test-hosts.sh up 2
+cargo build --release --quiet
+drover=target/release/drover
+export PATH="$PWD/target/release:$PATH"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r examples/stacks "$work/stacks"
-sed -i '/^  tsdb:$/,/^  [a-z]/ s/host: node-a/host: node-b/' "$work/stacks/metrics.yaml"
-printf '\n# metrics.yaml now places the tsdb app on node-b:\n'
-diff -u examples/stacks/metrics.yaml "$work/stacks/metrics.yaml" || true
-step "$drover" reconcile "$work/stacks" --dry-run --observed examples/observed/running.json
+cp -r examples/demo "$work/stacks"
+dir="$work/stacks"
+
+step drover validate "$dir"
+step drover reconcile "$dir" --dry-run
+step drover reconcile "$dir"
+step drover status "$dir"
+sleep 4
+printf '\nthe reader on node-b sees %s lines written on node-a\n' \
+  "$(docker -H unix:///tmp/drover-hosts/node-b.sock exec guestbook-reader cat /tmp/count)"
+
+printf '\n# a second run has nothing to do:\n'
+step drover reconcile "$dir"
+
+printf '\n# change the reader'"'"'s environment: only the reader is recreated\n'
+sed -i 's/EVERY: "3"/EVERY: "5"/' "$dir/guestbook.yaml"
+step drover reconcile "$dir"
+
+printf '\n# stop the store behind drover'"'"'s back: the next run starts it again\n'
+docker -H unix:///tmp/drover-hosts/node-a.sock stop -t 1 guestbook-store >/dev/null
+step drover reconcile "$dir"
+
+printf '\n# place the store on node-b: its volume is planned to move with it\n'
+sed -i '0,/host: node-a/s//host: node-b/' "$dir/guestbook.yaml"
+step drover reconcile "$dir" --dry-run
+step drover volume ls "$dir"
+
+printf '\nThe hosts are still up: try `%s status %s`, or remove them with `scripts/test-hosts.sh down`.\n' "$drover" "examples/demo"

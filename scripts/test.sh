@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit, snapshot, property and CLI
-# tests. Run from anywhere; exits non-zero on the first failure.
+# tests, and the end-to-end tests against two throwaway Docker hosts.
+#
+# As root (as CI runs it) it installs what the hosts need, starts them with
+# scripts/test-hosts.sh, runs everything, and stops them again (set
+# DROVER_KEEP_HOSTS=1 to keep them). Without root the end-to-end tests are
+# skipped, loudly. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +13,19 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if [ "$(id -u)" = 0 ]; then
+  echo "== starting two Docker test hosts"
+  scripts/test-hosts.sh up 2
+  if [ -z "${DROVER_KEEP_HOSTS:-}" ]; then
+    trap 'scripts/test-hosts.sh down' EXIT
+  fi
+  eval "export $(scripts/test-hosts.sh env 2)"
+  export DROVER_E2E_REQUIRED=1
+else
+  echo "== not root: the end-to-end tests will be skipped"
+fi
+
 echo "== cargo test"
 # Snapshots are compared, never written, here.
 CI=true INSTA_UPDATE=no cargo test --workspace --locked
