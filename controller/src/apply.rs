@@ -442,3 +442,203 @@ fn health_word(h: Health) -> &'static str {
 fn grace(c: &ContainerSpec) -> Duration {
     Duration::from_nanos(c.stop_grace_period_ns.unwrap_or(10_000_000_000))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::render;
+    use crate::fake::FakeDocker;
+    use crate::observed::{Observed, ObservedHost};
+    use crate::plan::{plan, Options};
+
+    const CLUSTER: &str = "kind: Cluster\nhosts:\n  a: { endpoint: 'tcp://127.0.0.1:1' }\n  b: { endpoint: 'tcp://127.0.0.1:2' }\n";
+
+    fn desired(stack: &str) -> Desired {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+        std::fs::write(dir.path().join("s.yaml"), stack).unwrap();
+        render(&crate::load::load(dir.path(), &BTreeMap::new()).unwrap())
+    }
+
+    struct NoReport;
+    impl Reporter for NoReport {
+        fn started(&self, _: &Action) {}
+        fn finished(&self, _: &Action, _: &Outcome, _: Duration) {}
+    }
+
+    fn host_with(images: &[&str]) -> ObservedHost {
+        ObservedHost {
+            images: images.iter().map(|s| s.to_string()).collect(),
+            ..ObservedHost::default()
+        }
+    }
+
+    /// Plans against the fakes' state and applies the plan to them.
+    async fn run(
+        d: Desired,
+        a: &Arc<FakeDocker>,
+        b: &Arc<FakeDocker>,
+        opts: ApplyOptions,
+    ) -> Report {
+        let observed = Observed {
+            hosts: BTreeMap::from([("a".to_string(), a.state()), ("b".to_string(), b.state())]),
+            unreachable: BTreeMap::new(),
+        };
+        let p = plan(&d, &observed, Options::default());
+        let engines: BTreeMap<String, Arc<dyn DockerApi>> = BTreeMap::from([
+            ("a".to_string(), Arc::clone(a) as Arc<dyn DockerApi>),
+            ("b".to_string(), Arc::clone(b) as Arc<dyn DockerApi>),
+        ]);
+        Executor::new(engines, Arc::new(d), opts)
+            .apply(&p, Arc::new(NoReport))
+            .await
+    }
+
+    const STACK: &str = "kind: Stack
+name: s
+volumes: { v: {} }
+apps:
+  db: { image: img, host: a, volumes: ['v:/v'], ports: ['5432:5432'] }
+  web: { image: img, host: b, depends_on: [db], links: [db] }
+  solo: { image: img, host: b }
+";
+
+    fn fakes(images: &[&str]) -> (Arc<FakeDocker>, Arc<FakeDocker>) {
+        (
+            Arc::new(FakeDocker::new("a", host_with(images))),
+            Arc::new(FakeDocker::new("b", host_with(images))),
+        )
+    }
+
+    fn fast() -> ApplyOptions {
+        ApplyOptions {
+            dependency_timeout: Duration::from_millis(300),
+            poll: Duration::from_millis(20),
+            ..ApplyOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn steps_run_after_what_they_wait_for_across_hosts() {
+        let (a, b) = fakes(&["img"]);
+        let report = run(desired(STACK), &a, &b, fast()).await;
+        assert!(report.all_done(), "{:?}", report.outcomes);
+        let t = |f: &FakeDocker, c: &str| {
+            f.when(c)
+                .unwrap_or_else(|| panic!("no `{c}` in {:?}", f.calls()))
+        };
+        assert!(t(&a, "create-volume s-v") < t(&a, "create s-db"));
+        assert!(t(&a, "create-network drover-s") < t(&a, "create s-db"));
+        assert!(
+            t(&a, "start s-db") < t(&b, "create s-web"),
+            "web must wait for db"
+        );
+        // Planning again against the result: nothing left, nothing written.
+        let (wa, wb) = (a.writes().len(), b.writes().len());
+        let again = run(desired(STACK), &a, &b, fast()).await;
+        assert!(again.outcomes.is_empty());
+        assert_eq!((a.writes().len(), b.writes().len()), (wa, wb));
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_skips_what_waits_for_it_and_the_rest_goes_on() {
+        let (a, b) = fakes(&["img"]);
+        a.fail("create s-db");
+        let report = run(desired(STACK), &a, &b, fast()).await;
+        let outcome = |name: &str| {
+            report
+                .outcomes
+                .iter()
+                .find(|(x, _)| x.name == name)
+                .map(|(_, o)| o.clone())
+                .unwrap()
+        };
+        assert!(matches!(outcome("s-db"), Outcome::Failed(e) if e.contains("scripted failure")));
+        assert!(matches!(outcome("s-web"), Outcome::Skipped(w) if w.contains("a/container/s-db")));
+        assert_eq!(outcome("s-solo"), Outcome::Done);
+        assert!(b.when("create s-web").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_image_stops_its_host_before_anything_changes_there() {
+        let a = Arc::new(FakeDocker::new("a", host_with(&[])));
+        let b = Arc::new(FakeDocker::new("b", host_with(&["img"])));
+        let report = run(desired(STACK), &a, &b, fast()).await;
+        assert!(
+            a.writes().iter().all(|c| c.starts_with("pull")),
+            "{:?}",
+            a.writes()
+        );
+        let db = report
+            .outcomes
+            .iter()
+            .find(|(x, _)| x.name == "s-db")
+            .unwrap();
+        assert!(
+            matches!(&db.1, Outcome::Skipped(w) if w.contains("image `img` is not on `a` and cannot be pulled")),
+            "{:?}",
+            db.1
+        );
+        // web waits for db: skipped; solo does not: done.
+        assert!(b.when("create s-web").is_none());
+        assert!(b.when("start s-solo").is_some());
+    }
+
+    #[tokio::test]
+    async fn pull_never_refuses_and_missing_pulls_only_when_absent() {
+        let stack = "kind: Stack\nname: p\napps:\n  x: { image: img, host: a, pull: never }\n  y: { image: other, host: b }\n";
+        let (a, b) = fakes(&[]);
+        b.allow_pull("other");
+        let report = run(desired(stack), &a, &b, fast()).await;
+        assert!(
+            a.calls().iter().all(|c| !c.starts_with("pull")),
+            "{:?}",
+            a.calls()
+        );
+        assert!(
+            matches!(&report.outcomes.iter().find(|(x, _)| x.name == "p-x").unwrap().1, Outcome::Skipped(w) if w.contains("`pull: never` forbids pulling it"))
+        );
+        assert_eq!(b.calls().iter().filter(|c| *c == "pull other").count(), 1);
+        assert!(b.when("start p-y").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_dependency_that_never_becomes_healthy_fails_with_its_health_output() {
+        let stack = "kind: Stack
+name: h
+apps:
+  db: { image: img, host: a, healthcheck: { test: ['CMD', 'true'] } }
+  web: { image: img, host: a, depends_on: { db: { condition: healthy } } }
+";
+        let (a, b) = fakes(&["img"]);
+        a.set_health("h-db", Health::Unhealthy, "connection refused");
+        let report = run(desired(stack), &a, &b, fast()).await;
+        let web = report
+            .outcomes
+            .iter()
+            .find(|(x, _)| x.name == "h-web")
+            .unwrap();
+        match &web.1 {
+            Outcome::Failed(e) => assert_eq!(
+                e,
+                "app `web` waited 0s for `db` to be healthy, but it is running, unhealthy; last health output: connection refused"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.when("create h-web").is_none(), "web must not be created");
+    }
+
+    #[tokio::test]
+    async fn healthy_dependencies_let_their_dependents_start() {
+        let stack = "kind: Stack
+name: g
+apps:
+  db: { image: img, host: a, healthcheck: { test: ['CMD', 'true'] } }
+  web: { image: img, host: b, depends_on: { db: { condition: healthy } } }
+";
+        let (a, b) = fakes(&["img"]);
+        a.set_health("g-db", Health::Healthy, "");
+        let report = run(desired(stack), &a, &b, fast()).await;
+        assert!(report.all_done(), "{:?}", report.outcomes);
+    }
+}

@@ -31,6 +31,7 @@ pub mod apply;
 pub mod desired;
 pub mod diag;
 pub mod engine;
+pub mod fake;
 pub mod graph;
 pub mod hosts;
 pub mod interpolate;

@@ -1,0 +1,247 @@
+//! A recording fake Docker host for unit tests of the logic above the
+//! engine boundary. It keeps an [`ObservedHost`] as its whole state and logs
+//! every call; failures and health can be scripted. The real engine is
+//! tested end to end, never through this.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
+use crate::engine::{ContainerStatus, DockerApi, EngineError};
+use crate::observed::{
+    ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,
+};
+
+/// Orders calls across every fake host of a test.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Default)]
+struct State {
+    host: ObservedHost,
+    /// `(sequence, call)`.
+    calls: Vec<(u64, String)>,
+    /// Calls (as logged, e.g. `start web`) that fail.
+    failing: BTreeSet<String>,
+    /// Health reported for containers by name, with the last output.
+    health: BTreeMap<String, (Health, String)>,
+    /// Images that can be pulled.
+    pullable: BTreeSet<String>,
+}
+
+pub struct FakeDocker {
+    name: String,
+    state: Mutex<State>,
+}
+
+impl FakeDocker {
+    pub fn new(name: &str, host: ObservedHost) -> FakeDocker {
+        FakeDocker {
+            name: name.to_string(),
+            state: Mutex::new(State {
+                host,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Every call so far, in order, as `verb name`.
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|s| s.calls.iter().map(|(_, c)| c.clone()).collect())
+    }
+
+    /// When `call` was first made, comparable across fake hosts.
+    pub fn when(&self, call: &str) -> Option<u64> {
+        self.with(|s| s.calls.iter().find(|(_, c)| c == call).map(|(n, _)| *n))
+    }
+
+    /// Calls that changed something.
+    pub fn writes(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                !c.starts_with("observe") && !c.starts_with("status") && !c.starts_with("image?")
+            })
+            .collect()
+    }
+
+    pub fn fail(&self, call: &str) {
+        self.with(|s| s.failing.insert(call.to_string()));
+    }
+
+    pub fn set_health(&self, container: &str, health: Health, output: &str) {
+        self.with(|s| {
+            s.health
+                .insert(container.to_string(), (health, output.to_string()))
+        });
+    }
+
+    pub fn allow_pull(&self, image: &str) {
+        self.with(|s| s.pullable.insert(image.to_string()));
+    }
+
+    pub fn state(&self) -> ObservedHost {
+        self.with(|s| s.host.clone())
+    }
+
+    fn call(&self, c: String) -> Result<(), EngineError> {
+        self.with(|s| {
+            s.calls
+                .push((SEQUENCE.fetch_add(1, Ordering::SeqCst), c.clone()));
+            if s.failing.contains(&c) {
+                Err(EngineError::Api {
+                    host: self.name.clone(),
+                    op: c,
+                    message: "scripted failure".into(),
+                })
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl DockerApi for FakeDocker {
+    fn host(&self) -> &str {
+        &self.name
+    }
+
+    async fn observe(&self) -> Result<ObservedHost, EngineError> {
+        self.call("observe".into())?;
+        Ok(self.state())
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        self.call(format!("image? {image}"))?;
+        Ok(self.with(|s| s.host.images.iter().any(|i| i == image)))
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+        self.call(format!("pull {image}"))?;
+        self.with(|s| {
+            if s.pullable.contains(image) {
+                s.host.images.push(image.to_string());
+                Ok(())
+            } else {
+                Err(EngineError::Api {
+                    host: self.name.clone(),
+                    op: format!("pull `{image}`"),
+                    message: "no registry".into(),
+                })
+            }
+        })
+    }
+
+    async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError> {
+        self.call(format!("create-volume {}", v.name))?;
+        self.with(|s| {
+            s.host.volumes.push(ObservedVolume {
+                name: v.name.clone(),
+                managed: true,
+                internal: false,
+                stack: Some(v.stack.clone()),
+                volume: Some(v.volume.clone()),
+                driver: v.driver.clone(),
+                size_bytes: None,
+                used_by: Vec::new(),
+                retained_for: None,
+            })
+        });
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        self.call(format!("remove-volume {name}"))?;
+        self.with(|s| s.host.volumes.retain(|v| v.name != name));
+        Ok(())
+    }
+
+    async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError> {
+        self.call(format!("create-network {}", n.name))?;
+        self.with(|s| {
+            s.host.networks.push(ObservedNetwork {
+                name: n.name.clone(),
+                managed: true,
+                internal: false,
+                stack: Some(n.stack.clone()),
+            })
+        });
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        self.call(format!("remove-network {name}"))?;
+        self.with(|s| s.host.networks.retain(|n| n.name != name));
+        Ok(())
+    }
+
+    async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
+        self.call(format!("create {}", c.name))?;
+        self.with(|s| {
+            s.host.containers.push(ObservedContainer {
+                name: c.name.clone(),
+                id: String::new(),
+                managed: true,
+                internal: false,
+                stack: Some(c.stack.clone()),
+                app: Some(c.app.clone()),
+                image: c.image.to_string(),
+                state: ContainerState::Created,
+                health: None,
+                spec_hash: Some(c.spec_hash.clone()),
+                spec_fields: c.field_digests.clone(),
+                depends_on: Vec::new(),
+                ports: Vec::new(),
+            })
+        });
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        self.call(format!("start {name}"))?;
+        self.with(|s| {
+            for c in s.host.containers.iter_mut().filter(|c| c.name == name) {
+                c.state = ContainerState::Running;
+            }
+        });
+        Ok(())
+    }
+
+    async fn stop_container(&self, name: &str, _grace: Duration) -> Result<(), EngineError> {
+        self.call(format!("stop {name}"))?;
+        self.with(|s| {
+            for c in s.host.containers.iter_mut().filter(|c| c.name == name) {
+                c.state = ContainerState::Exited;
+            }
+        });
+        Ok(())
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        self.call(format!("remove {name}"))?;
+        self.with(|s| s.host.containers.retain(|c| c.name != name));
+        Ok(())
+    }
+
+    async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError> {
+        self.call(format!("status {name}"))?;
+        Ok(self.with(|s| {
+            s.host.containers.iter().find(|c| c.name == name).map(|c| {
+                let h = s.health.get(name);
+                ContainerStatus {
+                    state: c.state,
+                    health: h.map(|(h, _)| *h),
+                    last_health_output: h.map(|(_, o)| o.clone()),
+                }
+            })
+        }))
+    }
+}
