@@ -1106,7 +1106,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
             "m" => 60e9,
             "h" => 3600e9,
             "" => return Err(format!("`{s}` has no unit")),
-            u => return Err(format!("unknown unit `{u}` in `{s}`")),
+            u => return Err(format!("unknown unit `{}` in `{s}`", u.trim())),
         };
         rest = &rest[unit_len..];
         total += num * factor;

@@ -7,7 +7,7 @@
 //! document is a located error, not an out-of-memory), rejects duplicate keys,
 //! and limits nesting depth.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -117,7 +117,8 @@ enum Frame {
     Map {
         entries: Vec<(Node, Node)>,
         key: Option<Node>,
-        seen: HashSet<String>,
+        /// Scalar keys so far, with where each was written.
+        seen: HashMap<String, Pos>,
         pos: Pos,
         anchor: usize,
     },
@@ -255,7 +256,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                     stack.push(Frame::Map {
                         entries: Vec::new(),
                         key: None,
-                        seen: HashSet::new(),
+                        seen: HashMap::new(),
                         pos,
                         anchor,
                     });
@@ -311,11 +312,14 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
             }) => match key.take() {
                 None => {
                     if let Value::Scalar { text, .. } = &node.value {
-                        if !seen.insert(text.clone()) {
+                        if let Some(first) = seen.insert(text.clone(), node.pos) {
                             return Err(YamlError {
                                 pos: node.pos,
                                 hint: None,
-                                message: format!("duplicate key `{text}`"),
+                                message: format!(
+                                    "duplicate key `{text}` (first at line {}, column {})",
+                                    first.line, first.col
+                                ),
                             });
                         }
                     }
