@@ -41,6 +41,7 @@ pub mod observed;
 pub mod output;
 pub mod parse;
 pub mod plan;
+pub mod scan;
 pub mod schema;
 pub mod validate;
 pub mod yaml;
