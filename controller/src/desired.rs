@@ -101,6 +101,47 @@ impl ContainerSpec {
         out
     }
 
+    /// How the container looks on a host once made as specified, in
+    /// `state` (healthy when running with a healthcheck).
+    pub fn as_observed(
+        &self,
+        state: crate::observed::ContainerState,
+    ) -> crate::observed::ObservedContainer {
+        use crate::observed::{ContainerState, Health, ObservedContainer, PublishedPort};
+        let mut depends_on: Vec<String> = self
+            .depends_on
+            .iter()
+            .map(|(t, _)| t.clone())
+            .chain(self.links.clone())
+            .collect();
+        depends_on.sort();
+        depends_on.dedup();
+        ObservedContainer {
+            name: self.name.clone(),
+            id: String::new(),
+            managed: true,
+            internal: false,
+            stack: Some(self.stack.clone()),
+            app: Some(self.app.clone()),
+            image: self.image.to_string(),
+            state,
+            health: (state == ContainerState::Running && self.has_healthcheck())
+                .then_some(Health::Healthy),
+            spec_hash: Some(self.spec_hash.clone()),
+            spec_fields: self.field_digests.clone(),
+            depends_on,
+            ports: self
+                .ports
+                .iter()
+                .map(|p| PublishedPort {
+                    ip: p.ip.clone(),
+                    port: p.host,
+                    protocol: p.protocol.as_str().into(),
+                })
+                .collect(),
+        }
+    }
+
     /// Whether Docker will report health for this container.
     pub fn has_healthcheck(&self) -> bool {
         self.healthcheck

@@ -12,9 +12,7 @@ use async_trait::async_trait;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::engine::{ContainerStatus, DockerApi, EngineError};
-use crate::observed::{
-    ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,
-};
+use crate::observed::{ContainerState, Health, ObservedHost, ObservedNetwork, ObservedVolume};
 
 /// Orders calls across every fake host of a test.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -186,21 +184,9 @@ impl DockerApi for FakeDocker {
     async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
         self.call(format!("create {}", c.name))?;
         self.with(|s| {
-            s.host.containers.push(ObservedContainer {
-                name: c.name.clone(),
-                id: String::new(),
-                managed: true,
-                internal: false,
-                stack: Some(c.stack.clone()),
-                app: Some(c.app.clone()),
-                image: c.image.to_string(),
-                state: ContainerState::Created,
-                health: None,
-                spec_hash: Some(c.spec_hash.clone()),
-                spec_fields: c.field_digests.clone(),
-                depends_on: Vec::new(),
-                ports: Vec::new(),
-            })
+            s.host
+                .containers
+                .push(c.as_observed(ContainerState::Created))
         });
         Ok(())
     }

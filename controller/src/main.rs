@@ -255,6 +255,23 @@ impl Reporter for StepPrinter {
     }
 }
 
+/// Reads every host of the spec.
+fn observe_spec(spec: &Spec) -> Result<Observed, Failure> {
+    Ok(runtime()?.block_on(async { observe_all(&connect_all(spec).await).await }))
+}
+
+/// Names each host that could not be read; exit 1 when there is one.
+fn unreachable_exit(observed: &Observed) -> ExitCode {
+    for (host, reason) in &observed.unreachable {
+        eprintln!("error: host `{host}` could not be read: {reason}");
+    }
+    if observed.unreachable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
@@ -284,40 +301,20 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Observe { dir, output } => {
             let spec = load_spec(&dir)?;
-            let observed =
-                runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
+            let observed = observe_spec(&spec)?;
             match output {
                 OutputFormat::Json => {
                     print(&(serde_json::to_string_pretty(&observed).expect("serializes") + "\n"))
                 }
-                OutputFormat::Text => {
-                    let d = desired::render(&spec);
-                    print(&status_table(&d, &observed));
-                }
+                OutputFormat::Text => print(&status_table(&desired::render(&spec), &observed)),
             }
-            for (host, reason) in &observed.unreachable {
-                eprintln!("error: host `{host}` could not be read: {reason}");
-            }
-            Ok(if observed.unreachable.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(unreachable_exit(&observed))
         }
         Command::Status { dir } => {
             let spec = load_spec(&dir)?;
-            let d = desired::render(&spec);
-            let observed =
-                runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
-            print(&status_table(&d, &observed));
-            for (host, reason) in &observed.unreachable {
-                eprintln!("error: host `{host}` could not be read: {reason}");
-            }
-            Ok(if observed.unreachable.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            let observed = observe_spec(&spec)?;
+            print(&status_table(&desired::render(&spec), &observed));
+            Ok(unreachable_exit(&observed))
         }
         Command::Volume { command } => volume(command),
         Command::Reconcile {
@@ -451,18 +448,9 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
     match command {
         VolumeCommand::Ls { dir } => {
             let spec = load_spec(&dir)?;
-            let d = desired::render(&spec);
-            let observed =
-                runtime()?.block_on(async { observe_all(&connect_all(&spec).await).await });
-            print(&volume_table(&d, &observed));
-            for (host, reason) in &observed.unreachable {
-                eprintln!("error: host `{host}` could not be read: {reason}");
-            }
-            Ok(if observed.unreachable.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            let observed = observe_spec(&spec)?;
+            print(&volume_table(&desired::render(&spec), &observed));
+            Ok(unreachable_exit(&observed))
         }
         VolumeCommand::Rm { args, host, yes } => {
             let (dir, name) = match args.as_slice() {

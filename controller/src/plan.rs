@@ -788,27 +788,19 @@ impl<'a> Planner<'a> {
                     }
                     (None, None) => format!("stack `{stack}` is no longer in the manifests"),
                 };
-                if !self.opts.prune_volumes {
-                    self.orphans.push(Orphan {
-                        host: host.to_string(),
-                        kind: Kind::Volume,
-                        stack: stack.to_string(),
-                        name: v.name.clone(),
-                        reason,
-                    });
-                    continue;
-                }
                 let removing: Vec<String> = v
                     .used_by
                     .iter()
                     .map(|c| action_id(host, Kind::Container, c))
                     .collect();
                 let in_use = removing.iter().any(|id| self.index_of(id).is_none());
-                if in_use {
+                if self.opts.prune_volumes && in_use {
                     self.warnings.push(format!(
                         "volume `{}` on `{host}` is not pruned: a container still uses it",
                         v.name
                     ));
+                }
+                if !self.opts.prune_volumes || in_use {
                     self.orphans.push(Orphan {
                         host: host.to_string(),
                         kind: Kind::Volume,
@@ -954,41 +946,9 @@ fn describe_field(k: &str) -> String {
 /// What the hosts look like once every action of `plan` has succeeded.
 /// Used to check that planning again gives an empty plan.
 pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
-    use crate::observed::{Health, ObservedNetwork, PublishedPort};
+    use crate::observed::ObservedNetwork;
     let mut out = observed.clone();
-    let container_state = |c: &ContainerSpec| ObservedContainer {
-        name: c.name.clone(),
-        id: String::new(),
-        managed: true,
-        internal: false,
-        stack: Some(c.stack.clone()),
-        app: Some(c.app.clone()),
-        image: c.image.to_string(),
-        state: ContainerState::Running,
-        health: c.has_healthcheck().then_some(Health::Healthy),
-        spec_hash: Some(c.spec_hash.clone()),
-        spec_fields: c.field_digests.clone(),
-        depends_on: {
-            let mut d: Vec<String> = c
-                .depends_on
-                .iter()
-                .map(|(t, _)| t.clone())
-                .chain(c.links.clone())
-                .collect();
-            d.sort();
-            d.dedup();
-            d
-        },
-        ports: c
-            .ports
-            .iter()
-            .map(|p| PublishedPort {
-                ip: p.ip.clone(),
-                port: p.host,
-                protocol: p.protocol.as_str().into(),
-            })
-            .collect(),
-    };
+    let container_state = |c: &ContainerSpec| c.as_observed(ContainerState::Running);
     for a in &plan.actions {
         match (a.kind, a.action) {
             (Kind::Volume, Verb::Create) => {
