@@ -161,6 +161,27 @@ pub struct VolumeSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+impl VolumeSpec {
+    /// How the volume looks on a host once made, holding `size_bytes`.
+    pub fn as_observed(
+        &self,
+        size_bytes: Option<u64>,
+        used_by: Vec<String>,
+    ) -> crate::observed::ObservedVolume {
+        crate::observed::ObservedVolume {
+            name: self.name.clone(),
+            managed: true,
+            internal: false,
+            stack: Some(self.stack.clone()),
+            volume: Some(self.volume.clone()),
+            driver: self.driver.clone(),
+            size_bytes,
+            used_by,
+            retained_for: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NetworkSpec {
     pub name: String,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::engine::{ContainerStatus, DockerApi, EngineError};
-use crate::observed::{ContainerState, Health, ObservedHost, ObservedNetwork, ObservedVolume};
+use crate::observed::{ContainerState, Health, ObservedHost, ObservedNetwork};
 
 /// Orders calls across every fake host of a test.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -140,19 +140,7 @@ impl DockerApi for FakeDocker {
 
     async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError> {
         self.call(format!("create-volume {}", v.name))?;
-        self.with(|s| {
-            s.host.volumes.push(ObservedVolume {
-                name: v.name.clone(),
-                managed: true,
-                internal: false,
-                stack: Some(v.stack.clone()),
-                volume: Some(v.volume.clone()),
-                driver: v.driver.clone(),
-                size_bytes: None,
-                used_by: Vec::new(),
-                retained_for: None,
-            })
-        });
+        self.with(|s| s.host.volumes.push(v.as_observed(None, Vec::new())));
         Ok(())
     }
 

@@ -151,7 +151,12 @@ fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
     let start = Pos { line: 1, col: 1 };
     let file = std::fs::File::open(path)
         .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
-    let mut buf = Vec::new();
+    // Sized up front: `Take` hides the file's length from `read_to_end`,
+    // which would otherwise grow the buffer from a few bytes.
+    let size = file
+        .metadata()
+        .map_or(0, |m| m.len().min(MAX_FILE_BYTES + 1));
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut buf)
         .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;

@@ -954,17 +954,7 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
             (Kind::Volume, Verb::Create) => {
                 let v = &desired.hosts[&a.host].volumes[&a.name];
                 let h = out.hosts.entry(a.host.clone()).or_default();
-                h.volumes.push(ObservedVolume {
-                    name: v.name.clone(),
-                    managed: true,
-                    internal: false,
-                    stack: Some(v.stack.clone()),
-                    volume: Some(v.volume.clone()),
-                    driver: v.driver.clone(),
-                    size_bytes: Some(0),
-                    used_by: Vec::new(),
-                    retained_for: None,
-                });
+                h.volumes.push(v.as_observed(Some(0), Vec::new()));
             }
             (Kind::Volume, Verb::Relocate) => {
                 let r = a.relocation.as_ref().expect("relocate has its facts");
@@ -983,21 +973,12 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                 }
                 let h = out.hosts.entry(r.to.clone()).or_default();
                 h.volumes.retain(|ov| ov.name != a.name);
-                h.volumes.push(ObservedVolume {
-                    name: v.name.clone(),
-                    managed: true,
-                    internal: false,
-                    stack: Some(v.stack.clone()),
-                    volume: Some(v.volume.clone()),
-                    driver: v.driver.clone(),
-                    size_bytes: r.bytes,
-                    used_by: r
-                        .apps
-                        .iter()
-                        .map(|app| names::container(&a.stack, app))
-                        .collect(),
-                    retained_for: None,
-                });
+                let users = r
+                    .apps
+                    .iter()
+                    .map(|app| names::container(&a.stack, app))
+                    .collect();
+                h.volumes.push(v.as_observed(r.bytes, users));
                 for app in &r.apps {
                     let c = &desired.hosts[&r.to].containers[&names::container(&a.stack, app)];
                     h.containers.retain(|o| o.name != c.name);
