@@ -193,7 +193,7 @@ pub fn scan(root: &Path, previous: Option<&BTreeMap<String, Entry>>) -> io::Resu
         }
         out.push(entry);
     }
-    out.sort_by(|a, b| unescape(&a.path).cmp(&unescape(&b.path)));
+    out.sort_by_cached_key(|e| unescape(&e.path));
     Ok(out)
 }
 
