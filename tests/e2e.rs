@@ -234,14 +234,6 @@ fn writes(evs: &[(i64, String, String, String)], stack: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn basic_stack(name: &str, port: u16, web_env: &str) -> String {
     format!(
         "kind: Stack
