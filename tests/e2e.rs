@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IMAGE: &str = "drover-test/busybox:1";
 
