@@ -72,7 +72,7 @@ enum Command {
         #[arg(long)]
         prune_volumes: bool,
         /// Actions run at once on one host.
-        #[arg(long, default_value_t = 4, value_name = "N")]
+        #[arg(long, default_value_t = drover::apply::DEFAULT_PER_HOST, value_name = "N")]
         parallel: usize,
         /// How long an app waits for the apps it depends on (seconds).
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
