@@ -194,6 +194,7 @@ fixture_tests! {
     a_compose_condition_name_gets_a_hint: "compose-condition-name";
     a_host_path_mount_is_refused: "host-path-mount";
     an_empty_value_points_at_its_key: "empty-values";
+    two_stacks_whose_names_join_to_the_same_object_name_are_an_error: "object-name-clash";
 }
 
 /// `secrets/mysql.env` becomes an absolute symlink to a file outside the

@@ -54,6 +54,7 @@ pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
         stacks.insert(stack.name.clone(), stack);
     }
     v.host_ports(&stacks);
+    v.object_names(&stacks);
     v.cycles(&stacks);
     Spec {
         hosts,
@@ -288,6 +289,38 @@ impl Validator<'_> {
                             p.loc.clone(),
                         ));
                     }
+                }
+            }
+        }
+    }
+
+    /// `<stack>-<app>` and `<stack>-<volume>` must name one object each:
+    /// stack `a-b` with app `c` and stack `a` with app `b-c` would share a
+    /// container.
+    fn object_names(&mut self, stacks: &BTreeMap<String, Stack>) {
+        let mut containers: BTreeMap<String, (String, Loc)> = BTreeMap::new();
+        let mut volumes: BTreeMap<String, (String, Loc)> = BTreeMap::new();
+        for stack in stacks.values() {
+            for app in stack.apps.values() {
+                let name = crate::model::names::container(&stack.name, &app.name);
+                let who = format!("app `{}` of stack `{}`", app.name, stack.name);
+                if let Some((first, loc)) = containers.get(&name) {
+                    let msg = format!(
+                        "{who} would get the container name `{name}`, which {first} at {loc} has"
+                    );
+                    self.error(&app.loc, msg, Some("rename the app or the stack".into()));
+                } else {
+                    containers.insert(name, (who, app.loc.clone()));
+                }
+            }
+            for vol in stack.volumes.values() {
+                let name = crate::model::names::volume(&stack.name, &vol.name);
+                let who = format!("volume `{}` of stack `{}`", vol.name, stack.name);
+                if let Some((first, loc)) = volumes.get(&name) {
+                    let msg = format!("{who} would get the Docker volume name `{name}`, which {first} at {loc} has");
+                    self.error(&vol.loc, msg, Some("rename the volume or the stack".into()));
+                } else {
+                    volumes.insert(name, (who, vol.loc.clone()));
                 }
             }
         }
