@@ -5,7 +5,7 @@
 //! and `$$` for a literal `$`. A string that uses any variable is a secret.
 
 /// The process environment, or a fixed map in tests.
-pub trait Env {
+pub trait Env: Sync {
     fn get(&self, name: &str) -> Option<String>;
 }
 

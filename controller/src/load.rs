@@ -84,65 +84,115 @@ pub fn parse_dir(
     )?;
     files.sort();
 
+    // Files are read and parsed on a few threads; the results are merged in
+    // path order, so the outcome does not depend on the threads.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let results: Vec<FileResult> = std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                let root = &root;
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|rel| parse_file(dir, root, rel, env))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a parser thread panicked"))
+            .collect()
+    });
+
     let mut parsed = Parsed::default();
-    for rel in files {
-        let shown: Arc<str> = Arc::from(dir.join(&rel).display().to_string());
-        let path = root.join(&rel);
-        let src = match read_manifest(&path) {
-            Ok(s) => s,
-            Err((pos, msg)) => {
-                diags.push(Diagnostic::new(Loc::new(&shown, pos), msg));
-                continue;
-            }
-        };
-        let docs = match yaml::parse_documents(&src, Limits::default()) {
-            Ok(d) => d,
-            Err(e) => {
-                diags.push(
-                    Diagnostic::new(
-                        Loc::new(&shown, e.pos),
-                        format!("invalid YAML: {}", e.message),
-                    )
-                    .with_hint(e.hint)
-                    .with_source(&src),
-                );
-                continue;
-            }
-        };
-        let mut ctx = Ctx {
-            file: Arc::clone(&shown),
-            src: &src,
-            file_dir: path.parent().unwrap_or(&root).to_path_buf(),
-            root: &root,
-            root_shown: dir,
-            env,
-            diags,
-        };
-        for doc in &docs {
-            match parse::document(&mut ctx, doc) {
-                None => {}
-                Some(Document::Stack(s)) => parsed.stacks.push(s),
-                Some(Document::Cluster { hosts, kind_loc }) => {
+    for r in results {
+        diags.extend(r.diags);
+        for doc in r.docs {
+            match doc {
+                Document::Stack(s) => parsed.stacks.push(s),
+                Document::Cluster { hosts, kind_loc } => {
                     if let Some((_, first)) = &parsed.cluster {
-                        let d = Diagnostic::new(
+                        let mut d = Diagnostic::new(
                             kind_loc.clone(),
                             format!("a second Cluster document; the first is at {first}"),
                         )
                         .with_hint(Some(
                             "a directory describes one cluster: merge the hosts into one document"
                                 .into(),
-                        ))
-                        .with_source(&src);
-                        ctx.diags.push(d);
+                        ));
+                        if let Some(src) = &r.src {
+                            d = d.with_source(src);
+                        }
+                        diags.push(d);
                     } else {
                         parsed.cluster = Some((hosts, kind_loc));
                     }
                 }
             }
         }
-        parsed.sources.insert(shown, src);
+        if let Some(src) = r.src {
+            parsed.sources.insert(r.shown, src);
+        }
     }
     Ok(parsed)
+}
+
+/// What one manifest file holds, or what is wrong with it.
+struct FileResult {
+    shown: Arc<str>,
+    src: Option<String>,
+    docs: Vec<Document>,
+    diags: Vec<Diagnostic>,
+}
+
+fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult {
+    let shown: Arc<str> = Arc::from(dir.join(rel).display().to_string());
+    let path = root.join(rel);
+    let mut out = FileResult {
+        shown: Arc::clone(&shown),
+        src: None,
+        docs: Vec::new(),
+        diags: Vec::new(),
+    };
+    let src = match read_manifest(&path) {
+        Ok(s) => s,
+        Err((pos, msg)) => {
+            out.diags.push(Diagnostic::new(Loc::new(&shown, pos), msg));
+            return out;
+        }
+    };
+    match yaml::parse_documents(&src, Limits::default()) {
+        Ok(nodes) => {
+            let mut ctx = Ctx {
+                file: Arc::clone(&shown),
+                src: &src,
+                file_dir: path.parent().unwrap_or(root).to_path_buf(),
+                root,
+                root_shown: dir,
+                env,
+                diags: &mut out.diags,
+            };
+            out.docs = nodes
+                .iter()
+                .filter_map(|n| parse::document(&mut ctx, n))
+                .collect();
+        }
+        Err(e) => out.diags.push(
+            Diagnostic::new(
+                Loc::new(&shown, e.pos),
+                format!("invalid YAML: {}", e.message),
+            )
+            .with_hint(e.hint)
+            .with_source(&src),
+        ),
+    }
+    out.src = Some(src);
+    out
 }
 
 /// Reads a manifest, or says where it goes wrong (size, encoding).

@@ -352,13 +352,17 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             // is never built on this path.
             let Some(conns) = conns.filter(|_| !dry_run) else {
                 show_plan(&plan);
-                return Ok(if !plan.errors.is_empty() {
+                let code = if !plan.errors.is_empty() {
                     ExitCode::from(1)
                 } else if detailed_exitcode && !plan.in_sync {
                     ExitCode::from(2)
                 } else {
                     ExitCode::SUCCESS
-                });
+                };
+                // The process ends here: freeing a large spec and state piece
+                // by piece would only delay the exit.
+                std::mem::forget((spec, desired, observed, plan));
+                return Ok(code);
             };
             if output == OutputFormat::Text {
                 show_plan(&plan);
