@@ -316,7 +316,7 @@ pub fn render(spec: &Spec) -> Desired {
                 l.insert(labels::DEPENDS_ON.into(), Text::plain(waits.join(",")));
             }
 
-            let mut c = ContainerSpec {
+            let c = ContainerSpec {
                 name: names::container(&stack.name, &app.name),
                 stack: stack.name.clone(),
                 app: app.name.clone(),
@@ -357,13 +357,36 @@ pub fn render(spec: &Spec) -> Desired {
                 spec_hash: String::new(),
                 field_digests: BTreeMap::new(),
             };
-            let (hash, digests) = hash_container(&c);
-            c.spec_hash = hash;
-            c.field_digests = digests;
             h.containers.insert(c.name.clone(), c);
         }
     }
+    hash_all(&mut desired);
     desired
+}
+
+/// Fills in every container's spec hash and field digests, on a few
+/// threads: at thousands of containers the hashing is most of rendering.
+fn hash_all(desired: &mut Desired) {
+    let mut all: Vec<&mut ContainerSpec> = desired
+        .hosts
+        .values_mut()
+        .flat_map(|h| h.containers.values_mut())
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    let chunk = all.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for part in all.chunks_mut(chunk) {
+            scope.spawn(move || {
+                for c in part {
+                    let (hash, digests) = hash_container(c);
+                    c.spec_hash = hash;
+                    c.field_digests = digests;
+                }
+            });
+        }
+    });
 }
 
 /// One field of a container config, as it reaches Docker. Borrowed where

@@ -327,11 +327,18 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             parallel,
             dependency_timeout,
         } => {
+            // A saved state is read while the manifests load.
+            let saved = observed.map(|path| std::thread::spawn(move || read_observed(&path)));
             let spec = load_spec(&dir)?;
             let desired = Arc::new(desired::render(&spec));
             let rt = runtime()?;
-            let (observed, conns) = match observed {
-                Some(path) => (read_observed(&path)?, None),
+            let (observed, conns) = match saved {
+                Some(reading) => (
+                    reading
+                        .join()
+                        .map_err(|_| "reading the saved state failed".to_string())??,
+                    None,
+                ),
                 None => {
                     let conns = rt.block_on(connect_all(&spec));
                     (rt.block_on(observe_all(&conns)), Some(conns))
