@@ -15,7 +15,11 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if [ "$(id -u)" = 0 ]; then
-  echo "== starting two Docker test hosts"
+  echo "== starting two fresh Docker test hosts"
+  if [ -z "${DROVER_KEEP_HOSTS:-}" ]; then
+    # Engines and data left by an earlier run are not trusted.
+    scripts/test-hosts.sh down
+  fi
   scripts/test-hosts.sh up 2
   if [ -z "${DROVER_KEEP_HOSTS:-}" ]; then
     trap 'scripts/test-hosts.sh down' EXIT
