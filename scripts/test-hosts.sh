@@ -129,7 +129,7 @@ host_down() {
   fi
   ip link del "dv-$name" 2>/dev/null || true
   # Container mounts under the data root must go before the files can.
-  grep -o " $DATA/$name/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $DATA/$name/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "${DATA:?}/$name" "$STATE/$name.sock" "$STATE/$name.pid"
 }
 
@@ -145,7 +145,12 @@ case "${1:-}" in
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^drover-node-' || true); do
       host_down "${ns#drover-}"
     done
-    for f in "$STATE"/node-*.pid; do [ -e "$f" ] && host_down "$(basename "$f" .pid)"; done
+    for f in "$STATE"/node-*.pid "$DATA"/node-*; do
+      [ -e "$f" ] || continue
+      name=$(basename "$f" .pid)
+      host_down "$name"
+    done
+    rm -f "$STATE"/node-*.log
     ip link del "$BRIDGE" 2>/dev/null || true
     log "all test hosts are down"
     ;;
