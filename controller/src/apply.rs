@@ -417,7 +417,12 @@ impl Step {
                 if ready {
                     break;
                 }
-                if *condition == Condition::Healthy && !t.has_healthcheck() {
+                // The image may bring its own check: only a running
+                // container that reports no health at all has none.
+                let no_check = status
+                    .as_ref()
+                    .is_some_and(|s| s.state == ContainerState::Running && s.health.is_none());
+                if *condition == Condition::Healthy && !t.has_healthcheck() && no_check {
                     return Err(StepError::Other(format!(
                         "app `{}` waits for `{target}` to be healthy, but `{target}` has no healthcheck",
                         c.app
@@ -647,6 +652,33 @@ apps:
             other => panic!("{other:?}"),
         }
         assert!(a.when("create h-web").is_none(), "web must not be created");
+    }
+
+    #[tokio::test]
+    async fn a_healthcheck_from_the_image_counts_and_no_healthcheck_at_all_is_named() {
+        let stack = "kind: Stack
+name: i
+apps:
+  db: { image: img, host: a }
+  web: { image: img, host: a, depends_on: { db: { condition: healthy } } }
+";
+        let (a, b) = fakes(&["img"]);
+        a.set_health("i-db", Health::Healthy, "");
+        assert!(run(desired(stack), &a, &b, fast()).await.all_done());
+
+        let (a, b) = fakes(&["img"]);
+        let report = run(desired(stack), &a, &b, fast()).await;
+        let web = report
+            .outcomes
+            .iter()
+            .find(|(x, _)| x.name == "i-web")
+            .unwrap();
+        assert_eq!(
+            web.1,
+            Outcome::Failed(
+                "app `web` waits for `db` to be healthy, but `db` has no healthcheck".into()
+            )
+        );
     }
 
     #[tokio::test]
