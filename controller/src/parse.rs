@@ -212,6 +212,10 @@ fn sequence<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [Node]>
 fn string(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
     match &node.value {
         Value::Scalar { text, .. } => Some(text.clone()),
+        Value::Null => {
+            ctx.error(node.pos, format!("{what} has no value"));
+            None
+        }
         _ => {
             ctx.error(
                 node.pos,
