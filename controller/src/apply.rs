@@ -316,43 +316,33 @@ impl Step {
             .ok_or_else(|| StepError::Other(format!("host `{host}` is not connected")))
     }
 
-    fn container(&self) -> Result<&ContainerSpec, StepError> {
+    /// The desired object this action makes, from one of the host's maps.
+    fn wanted<'s, T>(
+        &'s self,
+        what: &str,
+        pick: impl Fn(&'s crate::desired::DesiredHost) -> &'s BTreeMap<String, T>,
+    ) -> Result<&'s T, StepError> {
         let a = &self.action;
         self.desired
             .hosts
             .get(&a.host)
-            .and_then(|h| h.containers.get(&a.name))
+            .and_then(|h| pick(h).get(&a.name))
             .ok_or_else(|| {
-                StepError::Other(format!(
-                    "container `{}` is not in the desired state",
-                    a.name
-                ))
+                StepError::Other(format!("{what} `{}` is not in the desired state", a.name))
             })
+    }
+
+    fn container(&self) -> Result<&ContainerSpec, StepError> {
+        self.wanted("container", |h| &h.containers)
     }
 
     async fn run(&self) -> Result<(), StepError> {
         let a = &self.action;
         let api = self.api(&a.host)?;
         match (a.kind, a.action) {
-            (Kind::Volume, Verb::Create) => {
-                let v = self
-                    .desired
-                    .hosts
-                    .get(&a.host)
-                    .and_then(|h| h.volumes.get(&a.name))
-                    .ok_or_else(|| StepError::Other(format!("volume `{}` is not in the desired state", a.name)))?;
-                api.create_volume(v).await?;
-            }
+            (Kind::Volume, Verb::Create) => api.create_volume(self.wanted("volume", |h| &h.volumes)?).await?,
             (Kind::Volume, Verb::Remove) => api.remove_volume(&a.name).await?,
-            (Kind::Network, Verb::Create) => {
-                let n = self
-                    .desired
-                    .hosts
-                    .get(&a.host)
-                    .and_then(|h| h.networks.get(&a.name))
-                    .ok_or_else(|| StepError::Other(format!("network `{}` is not in the desired state", a.name)))?;
-                api.create_network(n).await?;
-            }
+            (Kind::Network, Verb::Create) => api.create_network(self.wanted("network", |h| &h.networks)?).await?,
             (Kind::Network, Verb::Remove) => api.remove_network(&a.name).await?,
             (Kind::Container, Verb::Create) => {
                 let c = self.container()?;

@@ -88,6 +88,24 @@ fn is_not_modified(e: &BollardError) -> bool {
     )
 }
 
+/// A call whose goal is already reached when Docker answers as `done` says
+/// (already gone, already started): that answer is success.
+fn settled(
+    host: &str,
+    op: impl FnOnce() -> String,
+    r: Result<(), BollardError>,
+    done: fn(&BollardError) -> bool,
+) -> Result<(), EngineError> {
+    match r {
+        Err(e) if !done(&e) => Err(EngineError::api(host, op(), e)),
+        _ => Ok(()),
+    }
+}
+
+fn is_gone_or_unchanged(e: &BollardError) -> bool {
+    is_not_found(e) || is_not_modified(e)
+}
+
 /// A container's run state as seen when waiting for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerStatus {
@@ -500,15 +518,12 @@ impl DockerApi for Engine {
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let opts = RemoveVolumeOptionsBuilder::new().force(false).build();
-        match self.docker.remove_volume(name, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(
-                &self.host,
-                format!("remove volume `{name}`"),
-                e,
-            )),
-        }
+        settled(
+            &self.host,
+            || format!("remove volume `{name}`"),
+            self.docker.remove_volume(name, Some(opts)).await,
+            is_not_found,
+        )
     }
 
     async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError> {
@@ -526,15 +541,12 @@ impl DockerApi for Engine {
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
-        match self.docker.remove_network(name).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(
-                &self.host,
-                format!("remove network `{name}`"),
-                e,
-            )),
-        }
+        settled(
+            &self.host,
+            || format!("remove network `{name}`"),
+            self.docker.remove_network(name).await,
+            is_not_found,
+        )
     }
 
     async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
@@ -547,29 +559,23 @@ impl DockerApi for Engine {
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
-        match self.docker.start_container(name, None).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(
-                &self.host,
-                format!("start container `{name}`"),
-                e,
-            )),
-        }
+        settled(
+            &self.host,
+            || format!("start container `{name}`"),
+            self.docker.start_container(name, None).await,
+            is_not_modified,
+        )
     }
 
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError> {
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let opts = StopContainerOptionsBuilder::new().t(secs).build();
-        match self.docker.stop_container(name, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_modified(&e) || is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(
-                &self.host,
-                format!("stop container `{name}`"),
-                e,
-            )),
-        }
+        settled(
+            &self.host,
+            || format!("stop container `{name}`"),
+            self.docker.stop_container(name, Some(opts)).await,
+            is_gone_or_unchanged,
+        )
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
@@ -577,15 +583,12 @@ impl DockerApi for Engine {
             .force(true)
             .v(false)
             .build();
-        match self.docker.remove_container(name, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(EngineError::api(
-                &self.host,
-                format!("remove container `{name}`"),
-                e,
-            )),
-        }
+        settled(
+            &self.host,
+            || format!("remove container `{name}`"),
+            self.docker.remove_container(name, Some(opts)).await,
+            is_not_found,
+        )
     }
 
     async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError> {
