@@ -33,6 +33,7 @@ pub mod diag;
 pub mod engine;
 pub mod fake;
 pub mod graph;
+pub mod helper;
 pub mod hosts;
 pub mod interpolate;
 pub mod load;

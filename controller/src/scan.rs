@@ -2,7 +2,7 @@
 //! finding what changed since an earlier scan.
 //!
 //! Every entry, the root included, has its path, type, mode, owner, size,
-//! symlink target and (for regular files) a SHA-256 of its content. A hash
+//! symlink target and (for regular files) a BLAKE3 hash of its content. A hash
 //! from an earlier scan is reused only when the file's size, mtime, ctime and
 //! inode are all unchanged, so a scan after a small change reads little.
 //! Paths are bytes: names that are not UTF-8 are kept exactly, written in
@@ -16,7 +16,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,7 +45,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub hash: Option<String>,
 }
 
 /// Escapes bytes that are not printable UTF-8 (and `\`) as `\xNN`.
@@ -106,10 +105,10 @@ fn kind_of(ft: std::fs::FileType) -> EntryKind {
     }
 }
 
-/// SHA-256 of a file's content, streamed in 1 MiB reads.
+/// BLAKE3 of a file's content, streamed in 1 MiB reads.
 pub fn hash_file(path: &Path) -> io::Result<String> {
     let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -118,43 +117,68 @@ pub fn hash_file(path: &Path) -> io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Whether `now` is the same file as `before`, untouched since: size,
+/// mtime, ctime and inode all equal. Only then may a hash be reused.
+pub fn unchanged(before: &Entry, now: &Entry) -> bool {
+    before.kind == now.kind
+        && before.size == now.size
+        && before.mtime_ns == now.mtime_ns
+        && before.ctime_ns == now.ctime_ns
+        && before.ino == now.ino
+}
+
+/// An entry for one path, without its hash.
+pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
+    let path = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    };
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let kind = kind_of(meta.file_type());
+    let target = if kind == EntryKind::Symlink {
+        Some(escape(std::fs::read_link(&path)?.as_os_str().as_bytes()))
+    } else {
+        None
+    };
+    Ok(Entry {
+        path: escape(rel),
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        ino: meta.ino(),
+        target,
+        hash: None,
+    })
 }
 
 /// Scans `root`, sorted by path. `previous` lends the hashes of files that
-/// have not changed since it was taken. Nothing under `root` is followed
+/// have not changed since it was taken; with `hash` false, no file is read
+/// and only lent hashes are filled in. Nothing under `root` is followed
 /// through a symlink; an unreadable entry is an error, never skipped.
-pub fn scan(root: &Path, previous: Option<&BTreeMap<String, Entry>>) -> io::Result<Vec<Entry>> {
+pub fn scan(
+    root: &Path,
+    previous: Option<&BTreeMap<String, Entry>>,
+    hash: bool,
+) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = todo.pop() {
+        let mut entry = entry_of(root, &rel)?;
         let path = if rel.is_empty() {
             root.to_path_buf()
         } else {
             root.join(OsStr::from_bytes(&rel))
         };
-        let meta = std::fs::symlink_metadata(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let kind = kind_of(meta.file_type());
-        let key = escape(&rel);
-        let mut entry = Entry {
-            path: key.clone(),
-            kind,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: if kind == EntryKind::File {
-                meta.len()
-            } else {
-                0
-            },
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-            ino: meta.ino(),
-            target: None,
-            sha256: None,
-        };
-        match kind {
+        match entry.kind {
             EntryKind::Dir => {
                 let mut names: Vec<Vec<u8>> = std::fs::read_dir(&path)
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
@@ -170,23 +194,17 @@ pub fn scan(root: &Path, previous: Option<&BTreeMap<String, Entry>>) -> io::Resu
                     todo.push(child);
                 }
             }
-            EntryKind::Symlink => {
-                let t = std::fs::read_link(&path)?;
-                entry.target = Some(escape(t.as_os_str().as_bytes()));
-            }
             EntryKind::File => {
-                let reuse = previous.and_then(|p| p.get(&key)).filter(|p| {
-                    p.kind == EntryKind::File
-                        && p.size == entry.size
-                        && p.mtime_ns == entry.mtime_ns
-                        && p.ctime_ns == entry.ctime_ns
-                        && p.ino == entry.ino
-                });
-                entry.sha256 = match reuse.and_then(|p| p.sha256.clone()) {
+                let lent = previous
+                    .and_then(|p| p.get(&entry.path))
+                    .filter(|p| unchanged(p, &entry))
+                    .and_then(|p| p.hash.clone());
+                entry.hash = match lent {
                     Some(h) => Some(h),
-                    None => Some(hash_file(&path).map_err(|e| {
+                    None if hash => Some(hash_file(&path).map_err(|e| {
                         io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                     })?),
+                    None => None,
                 };
             }
             _ => {}
@@ -233,7 +251,7 @@ pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
         if a.target != b.target {
             what.push("symlink target");
         }
-        if a.sha256 != b.sha256 {
+        if a.hash != b.hash {
             what.push("content");
         }
         if !what.is_empty() {
@@ -262,7 +280,7 @@ pub fn changes(before: &[Entry], after: &[Entry]) -> (Vec<String>, Vec<String>) 
                     || old.ctime_ns != e.ctime_ns
                     || old.ino != e.ino
                     || old.target != e.target
-                    || old.sha256 != e.sha256
+                    || old.hash != e.hash
             })
         })
         .map(|(p, _)| p.clone())
@@ -294,7 +312,7 @@ mod tests {
     #[test]
     fn a_scan_lists_every_entry_with_its_hash() {
         let d = tree();
-        let s = scan(d.path(), None).unwrap();
+        let s = scan(d.path(), None, true).unwrap();
         let paths: Vec<&str> = s.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -304,8 +322,8 @@ mod tests {
         assert_eq!(f.mode, 0o640);
         assert_eq!(f.size, 5);
         assert_eq!(
-            f.sha256.as_deref(),
-            Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+            f.hash.as_deref(),
+            Some(blake3::hash(b"hello").to_hex().as_str())
         );
         assert_eq!(s[4].target.as_deref(), Some("a/b/file.txt"));
         assert_eq!(unescape(&s[5].path), b"odd \xff name");
@@ -314,7 +332,7 @@ mod tests {
     #[test]
     fn identical_trees_have_no_differences_and_a_change_is_named() {
         let (x, y) = (tree(), tree());
-        let (sx, sy) = (scan(x.path(), None).unwrap(), scan(y.path(), None).unwrap());
+        let (sx, sy) = (scan(x.path(), None, true).unwrap(), scan(y.path(), None, true).unwrap());
         assert!(
             differences(&sx, &sy).is_empty(),
             "{:?}",
@@ -324,7 +342,7 @@ mod tests {
         std::fs::set_permissions(y.path().join("a"), std::fs::Permissions::from_mode(0o700))
             .unwrap();
         std::fs::remove_file(y.path().join("link")).unwrap();
-        let d = differences(&sx, &scan(y.path(), None).unwrap());
+        let d = differences(&sx, &scan(y.path(), None, true).unwrap());
         assert_eq!(
             d,
             [
@@ -338,22 +356,22 @@ mod tests {
     #[test]
     fn unchanged_files_reuse_their_hash_and_changes_are_found() {
         let d = tree();
-        let first = scan(d.path(), None).unwrap();
+        let first = scan(d.path(), None, true).unwrap();
         // A forged hash survives a rescan only while the file is unchanged.
         let mut prev = index(&first);
-        prev.get_mut("a/b/file.txt").unwrap().sha256 = Some("forged".into());
-        let again = scan(d.path(), Some(&prev)).unwrap();
+        prev.get_mut("a/b/file.txt").unwrap().hash = Some("forged".into());
+        let again = scan(d.path(), Some(&prev), true).unwrap();
         assert_eq!(
-            index(&again)["a/b/file.txt"].sha256.as_deref(),
+            index(&again)["a/b/file.txt"].hash.as_deref(),
             Some("forged")
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(d.path().join("a/b/file.txt"), b"hello").unwrap();
         std::fs::write(d.path().join("new"), b"n").unwrap();
         std::fs::remove_file(d.path().join("link")).unwrap();
-        let third = scan(d.path(), Some(&prev)).unwrap();
+        let third = scan(d.path(), Some(&prev), true).unwrap();
         assert_ne!(
-            index(&third)["a/b/file.txt"].sha256.as_deref(),
+            index(&third)["a/b/file.txt"].hash.as_deref(),
             Some("forged")
         );
         let (changed, deleted) = changes(&first, &third);

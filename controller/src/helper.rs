@@ -1,0 +1,422 @@
+//! The side of a volume move that runs inside a helper container, next to
+//! the data: `drover helper scan|pack|unpack|delete|idle`. drover starts a
+//! helper on each host with the volume mounted at [`ROOT`] and runs these
+//! through `docker exec`, streaming between them.
+//!
+//! The stream format is drover's own, so nothing is lost on the way (unlike
+//! the container archive API): each entry is a JSON header line
+//! ([`Entry`] without hash) followed, for a regular file, by exactly `size`
+//! bytes; the stream ends with `{"end":N}`. A stream that stops before its
+//! end line is an error, never a shorter copy.
+//!
+//! Each helper keeps its latest scan in [`STATE`] inside its own container,
+//! so a later scan rehashes only what changed since (size, mtime, ctime and
+//! inode all compared).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::scan::{self, entry_of, escape, unchanged, unescape, Entry, EntryKind};
+
+/// Where a helper sees the volume.
+pub const ROOT: &str = "/data";
+/// Where a helper keeps its latest scan.
+pub const STATE: &str = "/tmp/drover-scan.json";
+const BUF: usize = 1 << 20;
+
+/// One line of a stream: an entry header or the end mark.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    End { end: u64 },
+    Entry(Box<Entry>),
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+fn load_state(state: &Path) -> BTreeMap<String, Entry> {
+    let Ok(text) = std::fs::read(state) else {
+        return BTreeMap::new();
+    };
+    serde_json::from_slice::<Vec<Entry>>(&text)
+        .map(|v| scan::index(&v))
+        .unwrap_or_default()
+}
+
+fn save_state(state: &Path, entries: &BTreeMap<String, Entry>) -> io::Result<()> {
+    let known: Vec<&Entry> = entries.values().filter(|e| e.hash.is_some()).collect();
+    let tmp = state.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&known).map_err(io::Error::other)?)?;
+    std::fs::rename(tmp, state)
+}
+
+/// Scans `root` and writes one JSON entry per line, then the end mark.
+/// With `hash`, every regular file has its hash (reused where unchanged).
+pub fn scan_out(root: &Path, state: &Path, hash: bool, out: &mut impl Write) -> io::Result<()> {
+    let previous = load_state(state);
+    let entries = scan::scan(root, Some(&previous), hash)?;
+    let mut known = previous;
+    for e in &entries {
+        if e.hash.is_some() {
+            known.insert(e.path.clone(), e.clone());
+        }
+    }
+    known.retain(|p, e| {
+        entries
+            .binary_search_by(|x| unescape(&x.path).cmp(&unescape(p)))
+            .is_ok_and(|i| unchanged(&entries[i], e))
+    });
+    save_state(state, &known)?;
+    let mut w = BufWriter::new(out);
+    for e in &entries {
+        serde_json::to_writer(&mut w, e).map_err(io::Error::other)?;
+        w.write_all(b"\n")?;
+    }
+    writeln!(w, "{{\"end\":{}}}", entries.len())?;
+    w.flush()
+}
+
+/// Reads escaped paths, one per line, and writes them as a stream. A path
+/// gone since it was listed is left out (the next pass sees it gone). A file
+/// that shrinks while read is padded to its listed size; its changed ctime
+/// makes the next scan send it again.
+pub fn pack(root: &Path, state: &Path, input: impl BufRead, out: &mut impl Write) -> io::Result<()> {
+    let mut known = load_state(state);
+    let mut w = BufWriter::with_capacity(BUF, out);
+    let mut buf = vec![0u8; BUF];
+    let mut count = 0u64;
+    for line in input.split(b'\n') {
+        let line = line?;
+        let path = String::from_utf8(line).map_err(|_| other("a path is not UTF-8".into()))?;
+        let rel = unescape(&path);
+        let before = match entry_of(root, &rel) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if matches!(before.kind, EntryKind::Socket | EntryKind::Device) {
+            return Err(other(format!(
+                "`{path}` is a {}, which drover cannot copy",
+                if before.kind == EntryKind::Socket {
+                    "socket"
+                } else {
+                    "device node"
+                }
+            )));
+        }
+        serde_json::to_writer(&mut w, &before).map_err(io::Error::other)?;
+        w.write_all(b"\n")?;
+        count += 1;
+        if before.kind != EntryKind::File {
+            continue;
+        }
+        let full = full_path(root, &rel);
+        let mut f = File::open(&full).map_err(|e| other(format!("{}: {e}", full.display())))?;
+        let mut h = blake3::Hasher::new();
+        let mut left = before.size;
+        let mut short = false;
+        while left > 0 {
+            let want = usize::try_from(left.min(BUF as u64)).unwrap_or(BUF);
+            let n = if short { 0 } else { f.read(&mut buf[..want])? };
+            if n == 0 {
+                // Shrunk while read: pad, and never trust this hash.
+                short = true;
+                buf[..want].fill(0);
+                w.write_all(&buf[..want])?;
+                left -= want as u64;
+                continue;
+            }
+            h.update(&buf[..n]);
+            w.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        let after = entry_of(root, &rel)?;
+        if !short && unchanged(&before, &after) {
+            let mut e = after;
+            e.hash = Some(h.finalize().to_hex().to_string());
+            known.insert(path, e);
+        } else {
+            known.remove(&path);
+        }
+    }
+    writeln!(w, "{{\"end\":{count}}}")?;
+    w.flush()?;
+    save_state(state, &known)
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn set_owner_and_times(path: &Path, e: &Entry) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
+    if e.kind != EntryKind::Symlink {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))?;
+    }
+    let t = TimeSpec::new(
+        e.mtime_ns.div_euclid(1_000_000_000),
+        e.mtime_ns.rem_euclid(1_000_000_000),
+    );
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+}
+
+/// What an unpack wrote, printed when it is done.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Unpacked {
+    pub end: u64,
+    pub bytes: u64,
+}
+
+/// Applies a stream to `root`: entries are created or replaced, file
+/// contents written, owners, modes and times set; directories get theirs
+/// last (writing inside one changes its mtime). Everything is flushed to
+/// disk before the summary is printed.
+pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(BUF, input);
+    let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
+    let mut done = Unpacked::default();
+    let mut line = Vec::new();
+    let mut buf = vec![0u8; BUF];
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Err(other(format!(
+                "the stream ended after {} entries, before its end mark",
+                done.end
+            )));
+        }
+        let e = match serde_json::from_slice::<Line>(&line) {
+            Ok(Line::End { end }) if end == done.end => break,
+            Ok(Line::End { end }) => {
+                return Err(other(format!(
+                    "the stream announced {end} entries but carried {}",
+                    done.end
+                )))
+            }
+            Ok(Line::Entry(e)) => e,
+            Err(err) => return Err(other(format!("a malformed stream header: {err}"))),
+        };
+        let rel = unescape(&e.path);
+        if rel.split(|b| *b == b'/').any(|c| c == b".." || c == b".") || rel.starts_with(b"/") {
+            return Err(other(format!("refused path `{}`", e.path)));
+        }
+        let path = full_path(root, &rel);
+        let existing = std::fs::symlink_metadata(&path).ok();
+        let same_kind = existing.as_ref().is_some_and(|m| {
+            let ft = m.file_type();
+            match e.kind {
+                EntryKind::Dir => ft.is_dir(),
+                EntryKind::File => ft.is_file(),
+                _ => false,
+            }
+        });
+        if existing.is_some() && !same_kind && !rel.is_empty() {
+            remove_any(&path)?;
+        }
+        match e.kind {
+            EntryKind::Dir => {
+                if !same_kind {
+                    std::fs::create_dir(&path)?;
+                }
+                dirs.push((path, *e));
+            }
+            EntryKind::File => {
+                let mut f = File::create(&path)
+                    .map_err(|err| other(format!("{}: {err}", path.display())))?;
+                let mut left = e.size;
+                while left > 0 {
+                    let want = usize::try_from(left.min(BUF as u64)).unwrap_or(BUF);
+                    let n = r.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(other(format!(
+                            "the stream ended inside `{}`, {left} bytes short",
+                            e.path
+                        )));
+                    }
+                    f.write_all(&buf[..n])?;
+                    left -= n as u64;
+                }
+                done.bytes += e.size;
+                drop(f);
+                set_owner_and_times(&path, &e)?;
+            }
+            EntryKind::Symlink => {
+                let target = unescape(e.target.as_deref().unwrap_or_default());
+                symlink(OsStr::from_bytes(&target), &path)?;
+                set_owner_and_times(&path, &e)?;
+            }
+            EntryKind::Fifo => {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(e.mode))
+                    .map_err(io::Error::from)?;
+                set_owner_and_times(&path, &e)?;
+            }
+            EntryKind::Socket | EntryKind::Device => {
+                return Err(other(format!("`{}` cannot be copied", e.path)))
+            }
+        }
+        done.end += 1;
+    }
+    for (path, e) in dirs.iter().rev() {
+        set_owner_and_times(path, e)?;
+    }
+    nix::unistd::syncfs(File::open(root)?).map_err(io::Error::from)?;
+    serde_json::to_writer(&mut *out, &done).map_err(io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// Deletes the escaped paths read one per line (directories with what is
+/// in them), deepest first, and flushes.
+pub fn delete(root: &Path, input: impl BufRead) -> io::Result<()> {
+    let mut paths: Vec<Vec<u8>> = Vec::new();
+    for line in input.split(b'\n') {
+        let line = line?;
+        let rel = unescape(&String::from_utf8_lossy(&line));
+        if rel.is_empty() || rel.split(|b| *b == b'/').any(|c| c == b"..") {
+            return Err(other(format!("refused path `{}`", escape(&rel))));
+        }
+        paths.push(rel);
+    }
+    paths.sort();
+    for rel in paths.iter().rev() {
+        remove_any(&full_path(root, rel))?;
+    }
+    nix::unistd::syncfs(File::open(root)?).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join("a/b")).unwrap();
+        std::fs::write(p.join("a/b/file.txt"), b"hello").unwrap();
+        std::fs::write(p.join("big"), vec![7u8; 3 * BUF + 5]).unwrap();
+        std::fs::write(p.join(OsStr::from_bytes(b"odd \xff\nname")), b"x").unwrap();
+        symlink("a/b/file.txt", p.join("link")).unwrap();
+        nix::unistd::mkfifo(
+            &p.join("pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::fs::set_permissions(p.join("a/b"), std::fs::Permissions::from_mode(0o711)).unwrap();
+        d
+    }
+
+    fn paths(entries: &[Entry]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            out.extend_from_slice(e.path.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    fn read_scan(bytes: &[u8]) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<Line>(line).unwrap() {
+                Line::Entry(e) => out.push(*e),
+                Line::End { end } => assert_eq!(end as usize, out.len()),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pack_then_unpack_makes_an_equal_copy_and_a_cut_stream_is_refused() {
+        let src = tree();
+        let dst = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let st = state.path().join("s.json");
+        let mut listing = Vec::new();
+        scan_out(src.path(), &st, false, &mut listing).unwrap();
+        let entries = read_scan(&listing);
+        let mut stream = Vec::new();
+        pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
+        // Cut anywhere: refused, never a shorter copy that looks whole.
+        for cut in [10, stream.len() / 2, stream.len() - 3] {
+            let d = tempfile::tempdir().unwrap();
+            assert!(unpack(d.path(), &stream[..cut], &mut Vec::new()).is_err());
+        }
+        let mut summary = Vec::new();
+        unpack(dst.path(), &stream[..], &mut summary).unwrap();
+        let a = scan::scan(src.path(), None, true).unwrap();
+        let b = scan::scan(dst.path(), None, true).unwrap();
+        assert!(
+            scan::differences(&a, &b).is_empty(),
+            "{:?}",
+            scan::differences(&a, &b)
+        );
+        // Times come across to the nanosecond.
+        let ia = scan::index(&a);
+        for e in &b {
+            assert_eq!(e.mtime_ns, ia[&e.path].mtime_ns, "{}", e.path);
+        }
+        // The pack lent its hashes: a full scan now reads nothing new.
+        let known = load_state(&st);
+        assert_eq!(
+            known["big"].hash.as_deref(),
+            ia["big"].hash.as_deref(),
+            "hash recorded while packing"
+        );
+    }
+
+    #[test]
+    fn unpack_replaces_entries_of_another_kind_and_delete_removes() {
+        let src = tree();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dst.path().join("link/inner")).unwrap();
+        std::fs::write(dst.path().join("a"), b"a file where a dir goes").unwrap();
+        std::fs::write(dst.path().join("stale"), b"old").unwrap();
+        let entries = scan::scan(src.path(), None, false).unwrap();
+        let st = src.path().join("..").join("state-x.json");
+        let mut stream = Vec::new();
+        pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
+        unpack(dst.path(), &stream[..], &mut Vec::new()).unwrap();
+        delete(dst.path(), &b"stale\n"[..]).unwrap();
+        let a = scan::scan(src.path(), None, true).unwrap();
+        let b = scan::scan(dst.path(), None, true).unwrap();
+        assert!(
+            scan::differences(&a, &b).is_empty(),
+            "{:?}",
+            scan::differences(&a, &b)
+        );
+        assert!(delete(dst.path(), &b"../x\n"[..]).is_err());
+        let _ = std::fs::remove_file(st);
+    }
+}
