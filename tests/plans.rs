@@ -433,6 +433,7 @@ fn two_current_copies_of_a_volume_are_never_guessed_between() {
             size_bytes: None,
             used_by: Vec::new(),
             retained_for: Some("node-c".into()),
+            copy: None,
         });
     // A retained copy on the target does not count as current: one move.
     let p = plan(&moved, &observed, Options::default());

@@ -465,6 +465,7 @@ fn perturb(observed: &mut Observed, rng: &mut Rng, fraction: f64) -> Drift {
             size_bytes: Some(rng.next() % (10 << 30)),
             used_by: Vec::new(),
             retained_for: None,
+            copy: None,
         });
         drift.orphan_volumes += 1;
     }

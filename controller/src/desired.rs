@@ -27,6 +27,14 @@ pub mod labels {
     /// Apps this container waits for, so removals can run in reverse order
     /// after the app has left the spec.
     pub const DEPENDS_ON: &str = "drover.depends-on";
+    /// On a marker: the Docker volume whose copy it describes.
+    pub const COPY_OF: &str = "drover.copy-of";
+    pub const COPY_ROLE: &str = "drover.copy-role";
+    pub const COPY_EPOCH: &str = "drover.copy-epoch";
+    pub const COPY_PEER: &str = "drover.copy-peer";
+    pub const COPY_SEQ: &str = "drover.copy-seq";
+    pub const MOVE_TO: &str = "drover.move-to";
+    pub const MOVE_PHASE: &str = "drover.move-phase";
 }
 
 /// Marks a field whose value is secret in the `drover.spec-fields` label.
@@ -178,6 +186,7 @@ impl VolumeSpec {
             size_bytes,
             used_by,
             retained_for: None,
+            copy: None,
         }
     }
 }

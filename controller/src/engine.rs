@@ -4,6 +4,7 @@
 //! "absent" here, not an error.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,8 +19,12 @@ use bollard::query_parameters::{
     ListImagesOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptionsBuilder,
     RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
 };
-use bollard::{Docker, API_DEFAULT_VERSION};
-use futures_util::StreamExt;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::{body_full, Docker, API_DEFAULT_VERSION};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
 
 use crate::desired::{decode_field_digests, labels, ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::model::{Host, Restart};
@@ -115,6 +120,42 @@ pub struct ContainerStatus {
     pub last_health_output: Option<String>,
 }
 
+/// A drover helper container: the volume mounted at `/data`, drover's own
+/// image, nothing else (no ports, no privileges, no host paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperSpec {
+    pub name: String,
+    pub image: String,
+    pub volume: String,
+    pub read_only: bool,
+    pub labels: BTreeMap<String, String>,
+    pub cmd: Vec<String>,
+}
+
+/// A container made only to carry labels: never started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A chunk of what a command run in a container printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+pub type ExecOutputStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, EngineError>> + Send>>;
+
+/// A command running in a container, with its stdin and output attached.
+pub struct Exec {
+    pub id: String,
+    pub output: ExecOutputStream,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
 /// The calls drover makes on one Docker host. Implementations are cheap to
 /// share between tasks.
 #[async_trait]
@@ -137,6 +178,16 @@ pub trait DockerApi: Send + Sync {
     async fn remove_container(&self, name: &str) -> Result<(), EngineError>;
     /// `None` when there is no such container.
     async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError>;
+    /// `docker import` of a root file system tar as `tag`.
+    async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError>;
+    /// Makes and starts a helper container.
+    async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError>;
+    /// Makes a label-carrying container that is never started.
+    async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError>;
+    /// Runs a command in a running container, stdin and output attached.
+    async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError>;
+    /// The exit code of a finished command; `None` while it runs.
+    async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>, EngineError>;
 }
 
 /// Time allowed to reach a host and agree on an API version.
@@ -424,6 +475,16 @@ impl DockerApi for Engine {
                 }
             }
         }
+        // Markers: the newest record of each copy.
+        let mut records: HashMap<String, (u64, crate::observed::CopyRecord)> = HashMap::new();
+        for c in &containers {
+            let Some(l) = &c.labels else { continue };
+            if let Some((of, seq, r)) = crate::observed::CopyRecord::from_labels(l) {
+                if records.get(&of).is_none_or(|(s, _)| *s < seq) {
+                    records.insert(of, (seq, r));
+                }
+            }
+        }
         let mut out = ObservedHost {
             containers: containers.iter().map(observed_container).collect(),
             volumes: volumes
@@ -433,6 +494,7 @@ impl DockerApi for Engine {
                 .map(|v| {
                     let flag = |k: &str| v.labels.get(k).is_some_and(|x| x == "true");
                     let mut users = used_by.remove(&v.name).unwrap_or_default();
+                    let copy = records.remove(&v.name).map(|(_, r)| r);
                     users.sort();
                     ObservedVolume {
                         managed: flag(labels::MANAGED),
@@ -445,7 +507,11 @@ impl DockerApi for Engine {
                             .as_ref()
                             .and_then(|u| u64::try_from(u.size).ok()),
                         used_by: users,
-                        retained_for: None,
+                        retained_for: copy
+                            .as_ref()
+                            .filter(|r| r.role == crate::observed::CopyRole::Retained)
+                            .and_then(|r| r.peer.clone()),
+                        copy,
                         name: v.name,
                     }
                 })
@@ -637,6 +703,138 @@ impl DockerApi for Engine {
             health,
             last_health_output,
         }))
+    }
+
+    async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError> {
+        let (repo, t) = split_image(tag);
+        let opts = CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(repo)
+            .tag(t)
+            .build();
+        let mut stream = self
+            .docker
+            .create_image(Some(opts), Some(body_full(rootfs)), None);
+        while let Some(item) = stream.next().await {
+            let info =
+                item.map_err(|e| EngineError::api(&self.host, format!("import `{tag}`"), e))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Api {
+                    host: self.host.clone(),
+                    op: format!("import `{tag}`"),
+                    message: err,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError> {
+        let mut body = helper_body(&h.image, &h.labels, Some(h.cmd.clone()));
+        if let Some(hc) = body.host_config.as_mut() {
+            hc.mounts = Some(vec![Mount {
+                target: Some(crate::helper::ROOT.into()),
+                source: Some(h.volume.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(h.read_only),
+                ..Default::default()
+            }]);
+            hc.auto_remove = Some(true);
+        }
+        self.create_plain(&h.name, body, "helper").await?;
+        self.start_container(&h.name).await
+    }
+
+    async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
+        self.create_plain(&m.name, helper_body(&m.image, &m.labels, None), "marker")
+            .await
+    }
+
+    async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError> {
+        let op = || format!("run `{}` in `{container}`", cmd.join(" "));
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions {
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.clone()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::api(&self.host, op(), e))?;
+        match self.docker.start_exec(&created.id, None).await {
+            Ok(StartExecResults::Attached { output, input }) => {
+                let host = self.host.clone();
+                let what = op();
+                let output = output.filter_map(move |item| {
+                    let r = match item {
+                        Ok(LogOutput::StdOut { message }) => Some(Ok(ExecOutput::Stdout(message))),
+                        Ok(LogOutput::StdErr { message }) => Some(Ok(ExecOutput::Stderr(message))),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(EngineError::api(&host, what.clone(), e))),
+                    };
+                    std::future::ready(r)
+                });
+                Ok(Exec {
+                    id: created.id,
+                    output: Box::pin(output),
+                    input,
+                })
+            }
+            Ok(StartExecResults::Detached) => Err(EngineError::Api {
+                host: self.host.clone(),
+                op: op(),
+                message: "the engine did not attach".into(),
+            }),
+            Err(e) => Err(EngineError::api(&self.host, op(), e)),
+        }
+    }
+
+    async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>, EngineError> {
+        let info = self
+            .docker
+            .inspect_exec(id)
+            .await
+            .map_err(|e| EngineError::api(&self.host, "inspect exec", e))?;
+        Ok(if info.running == Some(true) {
+            None
+        } else {
+            info.exit_code
+        })
+    }
+}
+
+impl Engine {
+    async fn create_plain(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        what: &str,
+    ) -> Result<(), EngineError> {
+        let opts = CreateContainerOptionsBuilder::new().name(name).build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::api(&self.host, format!("create {what} `{name}`"), e))
+    }
+}
+
+fn helper_body(image: &str, labels: &BTreeMap<String, String>, cmd: Option<Vec<String>>) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd,
+        labels: Some(to_hashmap(labels)),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            privileged: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
-use crate::engine::{ContainerStatus, DockerApi, EngineError};
-use crate::observed::{ContainerState, Health, ObservedHost, ObservedNetwork};
+use crate::engine::{ContainerStatus, DockerApi, EngineError, Exec, HelperSpec, MarkerSpec};
+use crate::observed::{ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork};
 
 /// Orders calls across every fake host of a test.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -217,5 +217,54 @@ impl DockerApi for FakeDocker {
                 }
             })
         }))
+    }
+
+    async fn import_image(&self, tag: &str, _rootfs: bytes::Bytes) -> Result<(), EngineError> {
+        self.call(format!("import {tag}"))?;
+        self.with(|s| s.host.images.push(tag.to_string()));
+        Ok(())
+    }
+
+    async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError> {
+        self.call(format!("helper {}", h.name))?;
+        self.with(|s| s.host.containers.push(internal(&h.name, &h.image, ContainerState::Running)));
+        Ok(())
+    }
+
+    async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
+        self.call(format!("marker {}", m.name))?;
+        self.with(|s| s.host.containers.push(internal(&m.name, &m.image, ContainerState::Created)));
+        Ok(())
+    }
+
+    async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError> {
+        self.call(format!("exec {container} {}", cmd.join(" ")))?;
+        Err(EngineError::Api {
+            host: self.name.clone(),
+            op: format!("exec in `{container}`"),
+            message: "a fake host runs no commands".into(),
+        })
+    }
+
+    async fn exec_exit_code(&self, _id: &str) -> Result<Option<i64>, EngineError> {
+        Ok(Some(1))
+    }
+}
+
+fn internal(name: &str, image: &str, state: ContainerState) -> ObservedContainer {
+    ObservedContainer {
+        name: name.to_string(),
+        id: String::new(),
+        managed: true,
+        internal: true,
+        stack: None,
+        app: None,
+        image: image.to_string(),
+        state,
+        health: None,
+        spec_hash: None,
+        spec_fields: BTreeMap::new(),
+        depends_on: Vec::new(),
+        ports: Vec::new(),
     }
 }

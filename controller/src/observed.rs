@@ -146,6 +146,118 @@ pub struct ObservedVolume {
     /// the authoritative copy now. Unset on the copy apps use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained_for: Option<String>,
+    /// What drover recorded on the host about this copy (moves only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyRecord>,
+}
+
+/// What a copy of a volume is, as recorded on its host by a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyRole {
+    /// The copy apps use.
+    Current,
+    /// Being filled by a move, not yet verified: never used as current.
+    Incoming,
+    /// An older copy kept after the data moved on.
+    Retained,
+}
+
+/// Where a move stands, recorded on the source's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MovePhase {
+    /// Copying; the source is still the current copy.
+    Copy,
+    /// Verified, and the app may have started on the target: from here the
+    /// move only goes forward (or back by an explicit rollback).
+    Switch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRecord {
+    pub role: CopyRole,
+    /// Grows by one with every move: the higher of two current copies wins.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The other host of the move: the source of an incoming copy, the
+    /// holder of the current copy for a retained one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<MovePhase>,
+}
+
+impl CopyRecord {
+    /// The labels of the marker that records this, for volume `of`.
+    pub fn labels(&self, of: &str, stack: &str, volume: &str, seq: u64) -> BTreeMap<String, String> {
+        use crate::desired::labels as l;
+        let mut m = BTreeMap::from([
+            (l::MANAGED.to_string(), "true".to_string()),
+            (l::INTERNAL.to_string(), "true".to_string()),
+            (l::STACK.to_string(), stack.to_string()),
+            (l::VOLUME.to_string(), volume.to_string()),
+            (l::COPY_OF.to_string(), of.to_string()),
+            (l::COPY_ROLE.to_string(), role_word(self.role).to_string()),
+            (l::COPY_EPOCH.to_string(), self.epoch.to_string()),
+            (l::COPY_SEQ.to_string(), seq.to_string()),
+        ]);
+        if let Some(p) = &self.peer {
+            m.insert(l::COPY_PEER.into(), p.clone());
+        }
+        if let Some(t) = &self.moving_to {
+            m.insert(l::MOVE_TO.into(), t.clone());
+        }
+        if let Some(p) = self.phase {
+            let w = match p {
+                MovePhase::Copy => "copy",
+                MovePhase::Switch => "switch",
+            };
+            m.insert(l::MOVE_PHASE.into(), w.into());
+        }
+        m
+    }
+
+    /// Reads a marker's labels: the volume it is about, its sequence number
+    /// and the record. `None` for a container that is not a marker.
+    pub fn from_labels(l: &std::collections::HashMap<String, String>) -> Option<(String, u64, CopyRecord)> {
+        use crate::desired::labels as k;
+        let of = l.get(k::COPY_OF)?.clone();
+        let role = match l.get(k::COPY_ROLE)?.as_str() {
+            "current" => CopyRole::Current,
+            "incoming" => CopyRole::Incoming,
+            "retained" => CopyRole::Retained,
+            _ => return None,
+        };
+        let num = |key: &str| l.get(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let phase = match l.get(k::MOVE_PHASE).map(String::as_str) {
+            Some("copy") => Some(MovePhase::Copy),
+            Some("switch") => Some(MovePhase::Switch),
+            _ => None,
+        };
+        Some((
+            of,
+            num(k::COPY_SEQ),
+            CopyRecord {
+                role,
+                epoch: num(k::COPY_EPOCH),
+                peer: l.get(k::COPY_PEER).cloned(),
+                moving_to: l.get(k::MOVE_TO).cloned(),
+                phase,
+            },
+        ))
+    }
+}
+
+fn role_word(r: CopyRole) -> &'static str {
+    match r {
+        CopyRole::Current => "current",
+        CopyRole::Incoming => "incoming",
+        CopyRole::Retained => "retained",
+    }
 }
 
 fn local_driver() -> String {

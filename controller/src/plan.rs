@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::desired::{ContainerSpec, Desired, SECRET_DIGEST};
 use crate::model::names;
-use crate::observed::{ContainerState, Observed, ObservedContainer, ObservedHost, ObservedVolume};
+use crate::observed::{
+    ContainerState, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost, ObservedVolume,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +122,70 @@ pub struct Options {
 
 fn action_id(host: &str, kind: Kind, name: &str) -> String {
     format!("{host}/{kind}/{name}")
+}
+
+/// Which copy of a volume holds its current data, from what the hosts
+/// record. The relocation step asks the same question before it acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authority {
+    /// No copy is current: there is none, or only retained or incoming ones.
+    Nowhere,
+    /// The copy on this host.
+    On(String),
+    /// A move passed its switch (the app may have started on `to`): `to`
+    /// holds the data and the move must be finished.
+    Finishing { from: String, to: String },
+    /// Several copies claim to be current with the same epoch.
+    Tied(Vec<String>),
+    /// It cannot be decided now; why.
+    Unknown(String),
+}
+
+/// Whether a copy may be the current one: not retained, not incoming.
+pub fn may_be_current(v: &ObservedVolume) -> bool {
+    v.retained_for.is_none() && v.copy.as_ref().is_none_or(|r| r.role == CopyRole::Current)
+}
+
+/// Decides [`Authority`] from the copies on the hosts that were read.
+pub fn authority(
+    name: &str,
+    copies: &[(&str, &ObservedVolume)],
+    unreadable: &BTreeSet<&str>,
+) -> Authority {
+    for (h, v) in copies {
+        let Some(r) = v.copy.as_ref().filter(|r| {
+            r.role == CopyRole::Current && r.phase == Some(MovePhase::Switch)
+        }) else {
+            continue;
+        };
+        let Some(to) = &r.moving_to else { continue };
+        if unreadable.contains(to.as_str()) {
+            return Authority::Unknown(format!(
+                "the move of volume `{name}` from `{h}` to `{to}` was interrupted after its app was started on `{to}`, and `{to}` cannot be read; the app is started nowhere until it can"
+            ));
+        }
+        if copies.iter().any(|(t, _)| t == to) {
+            return Authority::Finishing {
+                from: h.to_string(),
+                to: to.clone(),
+            };
+        }
+    }
+    let current: Vec<&(&str, &ObservedVolume)> =
+        copies.iter().filter(|(_, v)| may_be_current(v)).collect();
+    let epoch = |v: &ObservedVolume| v.copy.as_ref().map_or(0, |r| r.epoch);
+    let Some(top) = current.iter().map(|(_, v)| epoch(v)).max() else {
+        return Authority::Nowhere;
+    };
+    let best: Vec<String> = current
+        .iter()
+        .filter(|(_, v)| epoch(v) == top)
+        .map(|(h, _)| h.to_string())
+        .collect();
+    match best.as_slice() {
+        [one] => Authority::On(one.clone()),
+        _ => Authority::Tied(best),
+    }
 }
 
 /// The stack and app of a managed app container.
@@ -264,19 +330,96 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let copies = self.copies(&v.stack, &v.volume);
-                let current: Vec<_> = copies
-                    .iter()
-                    .filter(|(_, c)| c.retained_for.is_none())
-                    .collect();
-                if current.iter().any(|(h, _)| h == host) {
-                    for (other, _) in current.iter().filter(|(h, _)| h != host) {
-                        self.warnings.push(format!(
-                            "volume `{}` has another copy on `{other}` that is not marked as retained; it is left alone",
+                let (from, reason) = match authority(&v.name, &copies, &self.unreadable) {
+                    Authority::Unknown(why) => {
+                        self.block_volume(&v.stack, &v.volume, why);
+                        continue;
+                    }
+                    Authority::Finishing { from, to } if &to == host => {
+                        let why = format!(
+                            "the move from `{from}` to `{host}` was interrupted after the switch; it is finished"
+                        );
+                        (from, Some(why))
+                    }
+                    Authority::Finishing { from, to } => {
+                        self.block_volume(&v.stack, &v.volume, format!(
+                            "the move of volume `{}` from `{from}` to `{to}` was interrupted after its app started on `{to}`; drover finishes it before the data moves again: set the app's host back to `{to}` for one reconcile",
                             v.name
                         ));
+                        continue;
                     }
-                    continue;
-                }
+                    Authority::On(h) if &h == host => continue,
+                    Authority::Tied(hosts) if hosts.contains(host) => {
+                        for other in hosts.iter().filter(|h| *h != host) {
+                            self.warnings.push(format!(
+                                "volume `{}` has another copy on `{other}` that is not marked as retained; it is left alone",
+                                v.name
+                            ));
+                        }
+                        continue;
+                    }
+                    Authority::Tied(hosts) => {
+                        let hosts = hosts
+                            .iter()
+                            .map(|h| format!("`{h}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ");
+                        self.block_volume(&v.stack, &v.volume, format!(
+                            "volume `{}` has current copies on {hosts}; drover will not guess which holds the current data",
+                            v.name
+                        ));
+                        continue;
+                    }
+                    Authority::On(from) => (from, None),
+                    Authority::Nowhere => {
+                        if !self.unreadable.is_empty() {
+                            let hosts = self
+                                .unreadable
+                                .iter()
+                                .map(|h| format!("`{h}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            self.block_volume(&v.stack, &v.volume, format!(
+                                "volume `{}` was not found on the hosts that could be read, and {hosts} could not be read; drover will not create an empty copy",
+                                v.name
+                            ));
+                        } else if copies.iter().any(|(_, c)| {
+                            c.retained_for.is_some()
+                                || c.copy.as_ref().is_some_and(|r| r.role == CopyRole::Retained)
+                        }) {
+                            self.block_volume(&v.stack, &v.volume, format!(
+                                "volume `{}` has only retained copies and no authoritative one; drover will not guess which holds the current data",
+                                v.name
+                            ));
+                        } else if let Some((h, _)) = copies.iter().find(|(h, _)| h != host) {
+                            // Only an unverified copy left by a move: the data
+                            // it came from is gone, and it is never trusted.
+                            self.block_volume(&v.stack, &v.volume, format!(
+                                "volume `{}` has only an unfinished copy (on `{h}`) from an interrupted move; drover will not use it as current data",
+                                v.name
+                            ));
+                        } else if copies.is_empty() {
+                            self.push(Action {
+                                id: action_id(host, Kind::Volume, &v.name),
+                                host: host.clone(),
+                                kind: Kind::Volume,
+                                action: Verb::Create,
+                                stack: v.stack.clone(),
+                                name: v.name.clone(),
+                                reason: "volume does not exist".into(),
+                                after: Vec::new(),
+                                relocation: None,
+                                wave: 0,
+                            });
+                        } else {
+                            self.block_volume(&v.stack, &v.volume, format!(
+                                "volume `{}` on `{host}` is an unfinished copy from an interrupted move and no current copy is left; drover will not use it as current data",
+                                v.name
+                            ));
+                        }
+                        continue;
+                    }
+                };
                 let unmanaged_clash = self.readable[host.as_str()]
                     .volumes
                     .iter()
@@ -288,89 +431,46 @@ impl<'a> Planner<'a> {
                     ));
                     continue;
                 }
-                match current.as_slice() {
-                    [(from, src)] => {
-                        let apps: Vec<String> = dh
-                            .containers
-                            .values()
-                            .filter(|c| {
-                                c.stack == v.stack && c.mounts.iter().any(|m| m.volume == v.volume)
-                            })
-                            .map(|c| c.app.clone())
-                            .collect();
-                        let reason = if apps.is_empty() {
-                            format!("volume moved from `{from}` to `{host}`")
-                        } else {
-                            format!(
-                                "{} moved from `{from}` to `{host}`; the data follows",
-                                apps.iter()
-                                    .map(|a| format!("app `{a}`"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        };
-                        self.push(Action {
-                            id: action_id(host, Kind::Volume, &v.name),
-                            host: host.clone(),
-                            kind: Kind::Volume,
-                            action: Verb::Relocate,
-                            stack: v.stack.clone(),
-                            name: v.name.clone(),
-                            reason,
-                            after: Vec::new(),
-                            relocation: Some(Relocation {
-                                from: from.to_string(),
-                                to: host.clone(),
-                                bytes: src.size_bytes,
-                                apps,
-                            }),
-                            wave: 0,
-                        });
+                let src = copies
+                    .iter()
+                    .find(|(h, _)| *h == from)
+                    .map(|(_, c)| *c);
+                let apps: Vec<String> = dh
+                    .containers
+                    .values()
+                    .filter(|c| c.stack == v.stack && c.mounts.iter().any(|m| m.volume == v.volume))
+                    .map(|c| c.app.clone())
+                    .collect();
+                let reason = reason.unwrap_or_else(|| {
+                    if apps.is_empty() {
+                        format!("volume moved from `{from}` to `{host}`")
+                    } else {
+                        format!(
+                            "{} moved from `{from}` to `{host}`; the data follows",
+                            apps.iter()
+                                .map(|a| format!("app `{a}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     }
-                    [] if !self.unreadable.is_empty() => {
-                        let hosts = self
-                            .unreadable
-                            .iter()
-                            .map(|h| format!("`{h}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        self.block_volume(&v.stack, &v.volume, format!(
-                            "volume `{}` was not found on the hosts that could be read, and {hosts} could not be read; drover will not create an empty copy",
-                            v.name
-                        ));
-                    }
-                    [] if copies.is_empty() => {
-                        self.push(Action {
-                            id: action_id(host, Kind::Volume, &v.name),
-                            host: host.clone(),
-                            kind: Kind::Volume,
-                            action: Verb::Create,
-                            stack: v.stack.clone(),
-                            name: v.name.clone(),
-                            reason: "volume does not exist".into(),
-                            after: Vec::new(),
-                            relocation: None,
-                            wave: 0,
-                        });
-                    }
-                    [] => {
-                        self.block_volume(&v.stack, &v.volume, format!(
-                            "volume `{}` has only retained copies and no authoritative one; drover will not guess which holds the current data",
-                            v.name
-                        ));
-                    }
-                    _ => {
-                        let hosts = current
-                            .iter()
-                            .map(|(h, _)| format!("`{h}`"))
-                            .collect::<Vec<_>>()
-                            .join(" and ");
-                        self.block_volume(&v.stack, &v.volume, format!(
-                            "volume `{}` has current copies on {hosts}; drover will not guess which holds the current data",
-                            v.name
-                        ));
-                    }
-                }
+                });
+                self.push(Action {
+                    id: action_id(host, Kind::Volume, &v.name),
+                    host: host.clone(),
+                    kind: Kind::Volume,
+                    action: Verb::Relocate,
+                    stack: v.stack.clone(),
+                    name: v.name.clone(),
+                    reason,
+                    after: Vec::new(),
+                    relocation: Some(Relocation {
+                        from,
+                        to: host.clone(),
+                        bytes: src.and_then(|c| c.size_bytes),
+                        apps,
+                    }),
+                    wave: 0,
+                });
             }
         }
     }
@@ -770,8 +870,16 @@ impl<'a> Planner<'a> {
                     .get(&v.name)
                     .filter(|w| w.stack == stack && w.volume == volume)
                     .or_else(|| self.desired.volume(stack, volume));
-                let reason = match (wanted, &v.retained_for) {
-                    (Some(w), _) if w.host == host && v.retained_for.is_none() => continue,
+                let kept = match (&v.retained_for, &v.copy) {
+                    (Some(to), _) => Some(format!("copy retained after the move to `{to}`")),
+                    (None, Some(r)) if r.role == CopyRole::Incoming => Some(format!(
+                        "unfinished copy from an interrupted move from `{}`",
+                        r.peer.as_deref().unwrap_or("another host")
+                    )),
+                    _ => None,
+                };
+                let reason = match (wanted, &kept) {
+                    (Some(w), _) if w.host == host && kept.is_none() => continue,
                     // The copy a move back to this host will build on.
                     (Some(w), Some(_))
                         if w.host == host
@@ -780,9 +888,7 @@ impl<'a> Planner<'a> {
                         continue
                     }
                     (Some(_), None) => continue, // a move's source, or a conflict warned about
-                    (Some(_), Some(to)) | (None, Some(to)) => {
-                        format!("copy retained after the move to `{to}`")
-                    }
+                    (Some(_), Some(why)) | (None, Some(why)) => why.clone(),
                     (None, None) if self.stacks.contains(stack) => {
                         format!("volume `{volume}` is no longer in stack `{stack}`")
                     }
