@@ -61,6 +61,8 @@ pub enum Outcome {
 /// Told about every step as it happens.
 pub trait Reporter: Send + Sync {
     fn started(&self, action: &Action);
+    /// How far a volume move has come.
+    fn progress(&self, _action: &Action, _p: &crate::relocate::Progress) {}
     fn finished(&self, action: &Action, outcome: &Outcome, took: Duration);
 }
 
@@ -168,6 +170,7 @@ impl Executor {
                     engines: self.engines.clone(),
                     desired: Arc::clone(&self.desired),
                     opts: self.opts,
+                    reporter: Arc::clone(&reporter),
                 };
                 let sem = semaphores.get(&a.host).cloned();
                 let reporter = Arc::clone(&reporter);
@@ -307,6 +310,7 @@ struct Step {
     engines: BTreeMap<String, Arc<dyn DockerApi>>,
     desired: Arc<Desired>,
     opts: ApplyOptions,
+    reporter: Arc<dyn Reporter>,
 }
 
 impl Step {
@@ -364,14 +368,39 @@ impl Step {
                 api.stop_container(&a.name, Duration::from_secs(10)).await?;
                 api.remove_container(&a.name).await?;
             }
-            (Kind::Volume, Verb::Relocate) => {
-                return Err(StepError::Other(
-                    "moving volume data between hosts is not available in this version; the app stays where it is".into(),
-                ))
-            }
+            (Kind::Volume, Verb::Relocate) => self.relocate().await?,
             (kind, verb) => return Err(StepError::Other(format!("cannot {verb} a {kind}"))),
         }
         Ok(())
+    }
+
+    async fn relocate(&self) -> Result<(), StepError> {
+        let a = &self.action;
+        let r = a
+            .relocation
+            .as_ref()
+            .ok_or_else(|| StepError::Other("a move without its facts".into()))?;
+        let apps = r
+            .apps
+            .iter()
+            .map(|app| {
+                self.desired.container(&a.stack, app).cloned().ok_or_else(|| {
+                    StepError::Other(format!("app `{app}` is not in the desired state"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reporter = Arc::clone(&self.reporter);
+        let action = a.clone();
+        let mv = crate::relocate::Move {
+            src: Arc::clone(self.api(&r.from)?),
+            dst: Arc::clone(self.api(&r.to)?),
+            volume: self.wanted("volume", |h| &h.volumes)?.clone(),
+            apps,
+            ready_timeout: self.opts.dependency_timeout,
+            poll: self.opts.poll,
+            progress: Arc::new(move |p| reporter.progress(&action, p)),
+        };
+        mv.run().await.map_err(StepError::Other)
     }
 
     /// Before a container is made or started: waits until every app it

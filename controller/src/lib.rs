@@ -42,6 +42,7 @@ pub mod observed;
 pub mod output;
 pub mod parse;
 pub mod plan;
+pub mod relocate;
 pub mod scan;
 pub mod schema;
 pub mod validate;

@@ -104,6 +104,33 @@ enum Command {
     },
     /// Print the JSON Schema of the manifests.
     Schema,
+    /// Runs inside a helper container during a volume move.
+    #[command(hide = true)]
+    Helper {
+        #[command(subcommand)]
+        command: HelperCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HelperCommand {
+    /// Lists the volume, one JSON entry per line.
+    Scan {
+        /// Hash every regular file (reusing hashes of unchanged files).
+        #[arg(long)]
+        hash: bool,
+    },
+    /// Streams the paths read from stdin to stdout.
+    Pack,
+    /// Applies a stream read from stdin.
+    Unpack,
+    /// Deletes the paths read from stdin.
+    Delete,
+    /// Waits, so that commands can be run in the helper.
+    Idle {
+        #[arg(long, default_value_t = 21600)]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +169,9 @@ impl From<String> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Helper { command } = cli.command {
+        return helper(command);
+    }
     init_logging(cli.log_format);
     match run(cli.command) {
         Ok(code) => code,
@@ -208,14 +238,79 @@ fn read_observed(path: &Path) -> Result<Observed, Failure> {
     })?)
 }
 
-/// Prints each step of an apply as it finishes.
+fn helper(command: HelperCommand) -> ExitCode {
+    use drover::helper::{self, ROOT, STATE};
+    let root = Path::new(ROOT);
+    let state = Path::new(STATE);
+    let stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let result = match command {
+        HelperCommand::Scan { hash } => helper::scan_out(root, state, hash, &mut stdout),
+        HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
+        HelperCommand::Unpack => helper::unpack(root, stdin, &mut stdout),
+        HelperCommand::Delete => helper::delete(root, stdin),
+        HelperCommand::Idle { seconds } => {
+            std::thread::sleep(Duration::from_secs(seconds));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover helper: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints each step of an apply as it finishes; on a terminal, volume moves
+/// show a progress bar.
 struct StepPrinter {
     color: bool,
+    bars: Option<indicatif::MultiProgress>,
+    moving: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl StepPrinter {
+    fn bar(&self, a: &Action) -> Option<indicatif::ProgressBar> {
+        let bars = self.bars.as_ref()?;
+        let mut moving = self.moving.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            moving
+                .entry(a.id.clone())
+                .or_insert_with(|| {
+                    let b = bars.add(indicatif::ProgressBar::new(0));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix} {msg:8} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    b.set_prefix(format!("move {} to {}", a.name, a.host));
+                    b
+                })
+                .clone(),
+        )
+    }
 }
 
 impl Reporter for StepPrinter {
     fn started(&self, a: &Action) {
         tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "step started");
+    }
+
+    fn progress(&self, a: &Action, p: &drover::relocate::Progress) {
+        if let Some(b) = self.bar(a) {
+            b.set_message(p.phase.as_str());
+            if p.total > 0 {
+                if b.length() != Some(p.total) {
+                    b.set_length(p.total);
+                    b.reset_eta();
+                }
+                b.set_position(p.done);
+            }
+        }
     }
 
     fn finished(&self, a: &Action, outcome: &Outcome, took: Duration) {
@@ -251,7 +346,18 @@ impl Reporter for StepPrinter {
                 tracing::warn!(host = %a.host, name = %a.name, action = %a.action, reason = %w, "step skipped")
             }
         }
-        print(&line);
+        let bar = self
+            .moving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&a.id);
+        match bar {
+            Some(b) => {
+                b.finish_and_clear();
+                b.suspend(|| print(&line));
+            }
+            None => print(&line),
+        }
     }
 }
 
@@ -299,6 +405,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             print(&schema::manifest_schema());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Helper { command } => Ok(helper(command)),
         Command::Observe { dir, output } => {
             let spec = load_spec(&dir)?;
             let observed = observe_spec(&spec)?;
@@ -396,7 +503,13 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     ..ApplyOptions::default()
                 },
             );
-            let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter { color });
+            let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter {
+                color,
+                bars: std::io::stderr()
+                    .is_terminal()
+                    .then(indicatif::MultiProgress::new),
+                moving: Default::default(),
+            });
             let quiet: Arc<dyn Reporter> = Arc::new(Quiet);
             let report = rt.block_on(executor.apply(
                 &plan,

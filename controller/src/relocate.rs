@@ -1,0 +1,789 @@
+//! Moving a volume's data to another host with its apps: the `relocate`
+//! step of a plan. The state machine and its crash analysis are in
+//! `docs/relocation.md`; in short:
+//!
+//! prepare (record the target copy as incoming, make the volume, record the
+//! move on the source) → copy while the app runs → stop the app on the
+//! source → copy what changed → verify → record the switch → start on the
+//! target → wait until healthy → record the target copy as current and the
+//! source copy as retained → remove the old containers.
+//!
+//! The records live on the hosts as marker containers
+//! ([`crate::observed::CopyRecord`]), written before each step they allow, so
+//! a new drover reading them decides the same way ([`crate::plan::authority`]).
+//! Data streams from a helper container on the source, through drover, into
+//! a helper on the target ([`crate::helper`]); memory does not grow with the
+//! volume's size. Nothing here ever deletes a volume.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::desired::{labels, ContainerSpec, VolumeSpec};
+use crate::engine::{DockerApi, ExecOutput, HelperSpec, MarkerSpec};
+use crate::observed::{ContainerState, CopyRecord, CopyRole, Health, MovePhase, ObservedHost};
+use crate::plan::{authority, Authority};
+use crate::scan::{self, Entry, EntryKind};
+
+/// The phases of a move, in order, as named in progress, logs and the
+/// `DROVER_TEST_ABORT_AT` hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Prepare,
+    Copy,
+    Stop,
+    Delta,
+    Verify,
+    Switch,
+    Start,
+    Wait,
+    Commit,
+    Retire,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare",
+            Phase::Copy => "copy",
+            Phase::Stop => "stop",
+            Phase::Delta => "delta",
+            Phase::Verify => "verify",
+            Phase::Switch => "switch",
+            Phase::Start => "start",
+            Phase::Wait => "wait",
+            Phase::Commit => "commit",
+            Phase::Retire => "retire",
+        }
+    }
+}
+
+/// How far a move has come: bytes sent of those to send in this phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub done: u64,
+    pub total: u64,
+}
+
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// The image helpers and markers run from: the running drover binary (with
+/// the libraries it needs, when it is not static) and an empty `/tmp`.
+#[derive(Clone)]
+pub struct HelperImage {
+    pub tag: String,
+    pub rootfs: Bytes,
+}
+
+static IMAGE: OnceLock<Result<HelperImage, String>> = OnceLock::new();
+
+/// The helper image for this binary, built once per process. The binary is
+/// `$DROVER_HELPER_BINARY` when set, else the running one.
+pub fn helper_image() -> Result<HelperImage, String> {
+    IMAGE.get_or_init(build_helper_image).clone()
+}
+
+fn build_helper_image() -> Result<HelperImage, String> {
+    let path = std::env::var_os("DROVER_HELPER_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    let bin = std::fs::read(&path)
+        .map_err(|e| format!("cannot read the helper binary {}: {e}", path.display()))?;
+    let mut files: Vec<(String, Vec<u8>)> = vec![("drover".into(), bin.clone())];
+    if has_interpreter(&bin) {
+        for lib in shared_libraries(&path)? {
+            let data = std::fs::read(&lib).map_err(|e| format!("cannot read {lib}: {e}"))?;
+            files.push((lib.trim_start_matches('/').to_string(), data));
+        }
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = |name: &str, mode: u32| -> Result<(), String> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_cksum();
+        tar.append_data(&mut h, name, std::io::empty())
+            .map_err(|e| e.to_string())
+    };
+    dir("tmp/", 0o1777)?;
+    dir("data/", 0o755)?;
+    for (name, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        tar.append_data(&mut h, name, &data[..])
+            .map_err(|e| e.to_string())?;
+    }
+    let rootfs = tar.into_inner().map_err(|e| e.to_string())?;
+    let digest = blake3::hash(&rootfs).to_hex();
+    Ok(HelperImage {
+        tag: format!("drover-helper:{}", &digest.as_str()[..16]),
+        rootfs: Bytes::from(rootfs),
+    })
+}
+
+/// Whether an ELF binary names a dynamic loader (is not static).
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) {
+        return false;
+    }
+    let (Some(phoff), Some(entsize), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(count)).any(|i| {
+        let at = usize::try_from(phoff).unwrap_or(usize::MAX) + i * usize::from(entsize);
+        elf.get(at..at + 4) == Some(&3u32.to_le_bytes()[..]) // PT_INTERP
+    })
+}
+
+fn shared_libraries(bin: &std::path::Path) -> Result<Vec<String>, String> {
+    let out = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(|e| format!("this drover is not static and `ldd` cannot be run ({e}); set DROVER_HELPER_BINARY to a static drover"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.trim().split(' ').next()?,
+                None => l.split(' ').next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect())
+}
+
+/// The test-only hook: `DROVER_TEST_ABORT_AT=<phase>` kills the process the
+/// moment a move reaches that phase, as SIGKILL would.
+fn checkpoint(phase: Phase) {
+    if std::env::var("DROVER_TEST_ABORT_AT").is_ok_and(|p| p == phase.as_str()) {
+        eprintln!("drover: aborting at phase `{}` (DROVER_TEST_ABORT_AT)", phase.as_str());
+        std::process::abort();
+    }
+}
+
+/// One move, with everything it needs.
+pub struct Move {
+    pub src: Arc<dyn DockerApi>,
+    pub dst: Arc<dyn DockerApi>,
+    /// The volume as it should be on the target.
+    pub volume: VolumeSpec,
+    /// The apps that mount it, as they should be on the target.
+    pub apps: Vec<ContainerSpec>,
+    /// How long the app may take to become healthy (or running) on the target.
+    pub ready_timeout: Duration,
+    pub poll: Duration,
+    pub progress: ProgressFn,
+}
+
+fn helper_name(volume: &str) -> String {
+    format!("drover-move-{volume}")
+}
+
+fn first_lines(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    let s = s.trim();
+    s.chars().take(600).collect()
+}
+
+impl Move {
+    fn from(&self) -> &str {
+        self.src.host()
+    }
+
+    fn to(&self) -> &str {
+        self.dst.host()
+    }
+
+    fn report(&self, phase: Phase, done: u64, total: u64) {
+        tracing::info!(volume = %self.volume.name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
+        (self.progress)(&Progress { phase, done, total });
+    }
+
+    /// Carries out (or resumes, or finishes) the move. On an error before the
+    /// target copy is current, the app is running on the source again.
+    pub async fn run(&self) -> Result<(), String> {
+        let image = helper_image()?;
+        let (so, to) = tokio::join!(self.src.observe(), self.dst.observe());
+        let so = so.map_err(|e| e.to_string())?;
+        let to = to.map_err(|e| e.to_string())?;
+        let name = &self.volume.name;
+        let find = |h: &ObservedHost| h.volumes.iter().find(|v| v.name == *name).cloned();
+        let (sv, tv) = (find(&so), find(&to));
+        let mut copies = Vec::new();
+        if let Some(v) = &sv {
+            copies.push((self.from(), v));
+        }
+        if let Some(v) = &tv {
+            copies.push((self.to(), v));
+        }
+        let finishing = match authority(name, &copies, &Default::default()) {
+            Authority::On(h) if h == self.from() => false,
+            Authority::Finishing { from, to } if from == self.from() && to == self.to() => true,
+            other => {
+                return Err(format!(
+                    "volume `{name}` is not where the plan expected it ({other:?}); nothing was done"
+                ))
+            }
+        };
+        let epoch = sv
+            .as_ref()
+            .and_then(|v| v.copy.as_ref())
+            .map_or(0, |r| r.epoch);
+        for (api, host) in [(&self.src, &so), (&self.dst, &to)] {
+            if !host.images.contains(&image.tag) {
+                api.import_image(&image.tag, image.rootfs.clone())
+                    .await
+                    .map_err(|e| format!("cannot load the helper image: {e}"))?;
+            }
+        }
+        let old_markers = |h: &ObservedHost| -> Vec<String> {
+            h.containers
+                .iter()
+                .filter(|c| c.internal && c.name.starts_with(&format!("drover-copy-{name}-")))
+                .map(|c| c.name.clone())
+                .collect()
+        };
+        let (src_markers, dst_markers) = (old_markers(&so), old_markers(&to));
+        let helpers = Helpers::new(self, &image.tag);
+
+        if !finishing {
+            self.report(Phase::Prepare, 0, 0);
+            checkpoint(Phase::Prepare);
+            self.mark(&self.dst, &image.tag, CopyRecord {
+                role: CopyRole::Incoming,
+                epoch: epoch + 1,
+                peer: Some(self.from().into()),
+                moving_to: None,
+                phase: None,
+            })
+            .await?;
+            if tv.is_none() {
+                self.dst
+                    .create_volume(&self.volume)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            self.mark(&self.src, &image.tag, self.source_record(epoch, MovePhase::Copy))
+                .await?;
+            helpers.start().await?;
+            let copied = self.copy_while_running(&helpers).await;
+            if let Err(e) = copied {
+                helpers.stop().await;
+                return Err(e);
+            }
+            checkpoint(Phase::Stop);
+            self.report(Phase::Stop, 0, 0);
+            if let Err(e) = self.stop_on_source().await {
+                self.back_to_source(&helpers).await;
+                return Err(e);
+            }
+            let verified = self.copy_after_stop(&helpers).await;
+            if let Err(e) = verified {
+                self.back_to_source(&helpers).await;
+                return Err(e);
+            }
+            checkpoint(Phase::Switch);
+            if let Err(e) = self
+                .mark(&self.src, &image.tag, self.source_record(epoch, MovePhase::Switch))
+                .await
+            {
+                self.back_to_source(&helpers).await;
+                return Err(e);
+            }
+        } else {
+            // The switch was recorded: the source apps must stay stopped.
+            self.stop_on_source().await?;
+        }
+
+        checkpoint(Phase::Start);
+        self.report(Phase::Start, 0, 0);
+        if let Err(e) = self.start_on_target().await {
+            self.undo_switch(&image.tag, epoch, &helpers).await;
+            return Err(e);
+        }
+        checkpoint(Phase::Commit);
+        self.report(Phase::Commit, 0, 0);
+        self.mark(&self.dst, &image.tag, CopyRecord {
+            role: CopyRole::Current,
+            epoch: epoch + 1,
+            peer: None,
+            moving_to: None,
+            phase: None,
+        })
+        .await?;
+        self.mark(&self.src, &image.tag, CopyRecord {
+            role: CopyRole::Retained,
+            epoch,
+            peer: Some(self.to().into()),
+            moving_to: None,
+            phase: None,
+        })
+        .await?;
+        checkpoint(Phase::Retire);
+        self.report(Phase::Retire, 0, 0);
+        for c in &self.apps {
+            self.src
+                .remove_container(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        helpers.stop().await;
+        // Older markers go last: the newest record is in place already.
+        for (api, names) in [(&self.src, src_markers), (&self.dst, dst_markers)] {
+            for n in names {
+                let _ = api.remove_container(&n).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn source_record(&self, epoch: u64, phase: MovePhase) -> CopyRecord {
+        CopyRecord {
+            role: CopyRole::Current,
+            epoch,
+            peer: None,
+            moving_to: Some(self.to().into()),
+            phase: Some(phase),
+        }
+    }
+
+    /// Writes a new marker; the newest (by sequence) is the one that counts.
+    async fn mark(
+        &self,
+        api: &Arc<dyn DockerApi>,
+        image: &str,
+        r: CopyRecord,
+    ) -> Result<(), String> {
+        let seq = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let m = MarkerSpec {
+            name: format!("drover-copy-{}-{seq}", self.volume.name),
+            image: image.to_string(),
+            labels: r.labels(&self.volume.name, &self.volume.stack, &self.volume.volume, seq),
+        };
+        api.create_marker(&m)
+            .await
+            .map_err(|e| format!("cannot record the state of the move: {e}"))
+    }
+
+    async fn stop_on_source(&self) -> Result<(), String> {
+        for c in &self.apps {
+            let grace = Duration::from_nanos(c.stop_grace_period_ns.unwrap_or(10_000_000_000));
+            self.src
+                .stop_container(&c.name, grace)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // Stopped means stopped: a restart policy must not bring it back.
+        for c in &self.apps {
+            if let Some(s) = self.src.container_status(&c.name).await.map_err(|e| e.to_string())? {
+                if matches!(s.state, ContainerState::Running | ContainerState::Restarting) {
+                    return Err(format!("container `{}` on `{}` did not stop", c.name, self.from()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the app back on the source after a failure before the switch.
+    async fn back_to_source(&self, helpers: &Helpers<'_>) {
+        helpers.stop().await;
+        for c in &self.apps {
+            if let Err(e) = self.src.start_container(&c.name).await {
+                tracing::error!(error = %e, container = %c.name, "cannot start the app on its source again");
+            }
+        }
+    }
+
+    /// After the switch, the app failed on the target: stop it there, record
+    /// the source as the copy to use again, and start it there.
+    async fn undo_switch(&self, image: &str, epoch: u64, helpers: &Helpers<'_>) {
+        for c in &self.apps {
+            let _ = self.dst.remove_container(&c.name).await;
+        }
+        if let Err(e) = self
+            .mark(&self.src, image, self.source_record(epoch, MovePhase::Copy))
+            .await
+        {
+            tracing::error!(error = %e, "cannot record the rollback; the app stays stopped");
+            return;
+        }
+        self.back_to_source(helpers).await;
+    }
+
+    async fn copy_while_running(&self, h: &Helpers<'_>) -> Result<(), String> {
+        checkpoint(Phase::Copy);
+        // First by size and time alone (reads nothing twice), then by
+        // content: what the second pass finds was changed by the running app
+        // or differs in a copy the target kept from before.
+        self.sync(h, false, Phase::Copy).await?;
+        self.sync(h, true, Phase::Copy).await?;
+        Ok(())
+    }
+
+    async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<(), String> {
+        checkpoint(Phase::Delta);
+        let src = self.sync(h, true, Phase::Delta).await?;
+        checkpoint(Phase::Verify);
+        self.report(Phase::Verify, 0, 0);
+        let dst = h.scan(&self.dst, true).await?;
+        let diff = scan::differences(&src, &dst);
+        if !diff.is_empty() {
+            let shown: Vec<String> = diff.iter().take(5).cloned().collect();
+            return Err(format!(
+                "the copy of volume `{}` on `{}` does not match the source ({} difference(s): {}); the app stays on `{}`",
+                self.volume.name,
+                self.to(),
+                diff.len(),
+                shown.join("; "),
+                self.from()
+            ));
+        }
+        Ok(())
+    }
+
+    /// One pass: scan both sides, delete what the target has in excess, send
+    /// what differs. Returns the source's scan.
+    async fn sync(&self, h: &Helpers<'_>, by_content: bool, phase: Phase) -> Result<Vec<Entry>, String> {
+        let (src, dst) = tokio::join!(h.scan(&self.src, by_content), h.scan(&self.dst, by_content));
+        let (src, dst) = (src?, dst?);
+        let (send, delete, bytes) = to_send(&src, &dst, by_content);
+        if !delete.is_empty() {
+            h.delete(&delete).await?;
+        }
+        if !send.is_empty() {
+            self.report(phase, 0, bytes);
+            h.transfer(&send, bytes, phase).await?;
+        }
+        Ok(src)
+    }
+
+    async fn start_on_target(&self) -> Result<(), String> {
+        for c in &self.apps {
+            self.dst
+                .remove_container(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.dst
+                .create_container(c)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for c in &self.apps {
+            self.dst
+                .start_container(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        checkpoint(Phase::Wait);
+        self.report(Phase::Wait, 0, 0);
+        for c in &self.apps {
+            self.wait_ready(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Running, and healthy when the container has a healthcheck.
+    async fn wait_ready(&self, c: &ContainerSpec) -> Result<(), String> {
+        let deadline = Instant::now() + self.ready_timeout;
+        loop {
+            let s = self
+                .dst
+                .container_status(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = s.as_ref().is_some_and(|s| {
+                s.state == ContainerState::Running
+                    && (s.health.is_none() || s.health == Some(Health::Healthy))
+            });
+            if ready {
+                return Ok(());
+            }
+            let gone = s
+                .as_ref()
+                .is_none_or(|s| matches!(s.state, ContainerState::Exited | ContainerState::Dead));
+            if gone || Instant::now() >= deadline {
+                let state = s.as_ref().map_or("missing".to_string(), |s| {
+                    let h = match s.health {
+                        Some(Health::Unhealthy) => ", unhealthy",
+                        Some(Health::Starting) => ", health starting",
+                        _ => "",
+                    };
+                    format!("{}{h}", s.state.as_str())
+                });
+                let last = s
+                    .and_then(|s| s.last_health_output)
+                    .filter(|o| !o.is_empty())
+                    .map_or(String::new(), |o| format!("; last health output: {o}"));
+                return Err(format!(
+                    "app `{}` did not become ready on `{}` (it is {state}{last}); the move was rolled back and it runs on `{}` again",
+                    c.app,
+                    self.to(),
+                    self.from()
+                ));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
+
+/// What to send and delete so that `dst` matches `src`, and the bytes to
+/// send. Entries are compared by everything the copy keeps (times
+/// included); `by_content` also compares hashes where both sides have one.
+pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, Vec<String>, u64) {
+    let d = scan::index(dst);
+    let mut send = Vec::new();
+    let mut bytes = 0;
+    for s in src {
+        let differs = match d.get(&s.path) {
+            None => true,
+            Some(t) => {
+                s.kind != t.kind
+                    || s.mode != t.mode
+                    || (s.uid, s.gid) != (t.uid, t.gid)
+                    || s.size != t.size
+                    || s.target != t.target
+                    || (s.kind != EntryKind::Dir && s.mtime_ns != t.mtime_ns)
+                    || (by_content && s.hash.is_some() && t.hash.is_some() && s.hash != t.hash)
+            }
+        };
+        if differs {
+            send.push(s.path.clone());
+            if s.kind == EntryKind::File {
+                bytes += s.size;
+            }
+        }
+    }
+    let s = scan::index(src);
+    let delete = dst
+        .iter()
+        .filter(|e| !e.path.is_empty() && !s.contains_key(&e.path))
+        .map(|e| e.path.clone())
+        .collect();
+    (send, delete, bytes)
+}
+
+/// The two helper containers of a move.
+struct Helpers<'a> {
+    mv: &'a Move,
+    image: String,
+    name: String,
+}
+
+impl<'a> Helpers<'a> {
+    fn new(mv: &'a Move, image: &str) -> Helpers<'a> {
+        Helpers {
+            mv,
+            image: image.to_string(),
+            name: helper_name(&mv.volume.name),
+        }
+    }
+
+    fn spec(&self, read_only: bool) -> HelperSpec {
+        HelperSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            volume: self.mv.volume.name.clone(),
+            read_only,
+            labels: BTreeMap::from([
+                (labels::MANAGED.to_string(), "true".to_string()),
+                (labels::INTERNAL.to_string(), "true".to_string()),
+                (labels::STACK.to_string(), self.mv.volume.stack.clone()),
+            ]),
+            cmd: ["/drover", "helper", "idle", "--seconds", "21600"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    async fn start(&self) -> Result<(), String> {
+        for (api, ro) in [(&self.mv.src, true), (&self.mv.dst, false)] {
+            api.remove_container(&self.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            api.run_helper(&self.spec(ro))
+                .await
+                .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        for api in [&self.mv.src, &self.mv.dst] {
+            let _ = api.remove_container(&self.name).await;
+        }
+    }
+
+    /// Runs a helper command, feeding it `input`; returns its output.
+    async fn run(
+        &self,
+        api: &Arc<dyn DockerApi>,
+        args: &[&str],
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let mut cmd = vec!["/drover".to_string(), "helper".to_string()];
+        cmd.extend(args.iter().map(|s| s.to_string()));
+        let mut ex = api.exec(&self.name, cmd).await.map_err(|e| e.to_string())?;
+        let mut input_stream = ex.input;
+        let writer = tokio::spawn(async move {
+            let r = input_stream.write_all(&input).await;
+            let _ = input_stream.shutdown().await;
+            r
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = ex.output.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                ExecOutput::Stdout(b) => out.extend_from_slice(&b),
+                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        let _ = writer.await;
+        check_exit(api, &ex.id, args[0], &err).await?;
+        Ok(out)
+    }
+
+    async fn scan(&self, api: &Arc<dyn DockerApi>, hash: bool) -> Result<Vec<Entry>, String> {
+        let args: &[&str] = if hash { &["scan", "--hash"] } else { &["scan"] };
+        let out = self.run(api, args, Vec::new()).await?;
+        let mut entries = Vec::new();
+        let mut ended = false;
+        for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<crate::helper::Line>(line) {
+                Ok(crate::helper::Line::Entry(e)) => entries.push(*e),
+                Ok(crate::helper::Line::End { end }) => {
+                    ended = end as usize == entries.len();
+                }
+                Err(e) => return Err(format!("a scan on `{}` gave a bad line: {e}", api.host())),
+            }
+        }
+        if !ended {
+            return Err(format!("the scan on `{}` was cut short", api.host()));
+        }
+        Ok(entries)
+    }
+
+    async fn delete(&self, paths: &[String]) -> Result<(), String> {
+        self.run(&self.mv.dst, &["delete"], lines(paths)).await?;
+        Ok(())
+    }
+
+    /// Streams `paths` from the source helper into the target helper.
+    async fn transfer(&self, paths: &[String], total: u64, phase: Phase) -> Result<(), String> {
+        let cmd = |verb: &str| vec!["/drover".to_string(), "helper".to_string(), verb.to_string()];
+        let mut pack = self
+            .mv
+            .src
+            .exec(&self.name, cmd("pack"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut unpack = self
+            .mv
+            .dst
+            .exec(&self.name, cmd("unpack"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let list = lines(paths);
+        let mut pack_in = pack.input;
+        let writer = tokio::spawn(async move {
+            let r = pack_in.write_all(&list).await;
+            let _ = pack_in.shutdown().await;
+            r
+        });
+        let mut pack_err = Vec::new();
+        let mut sent = 0u64;
+        let mut last = Instant::now();
+        let mut broken = None;
+        while let Some(chunk) = pack.output.next().await {
+            match chunk {
+                Ok(ExecOutput::Stdout(b)) => {
+                    if broken.is_none() {
+                        if let Err(e) = unpack.input.write_all(&b).await {
+                            broken = Some(e.to_string());
+                        }
+                    }
+                    sent += b.len() as u64;
+                    if last.elapsed() > Duration::from_millis(200) {
+                        self.mv.report(phase, sent.min(total), total);
+                        last = Instant::now();
+                    }
+                }
+                Ok(ExecOutput::Stderr(b)) if pack_err.len() < 4096 => pack_err.extend_from_slice(&b),
+                Ok(ExecOutput::Stderr(_)) => {}
+                Err(e) => {
+                    broken.get_or_insert(e.to_string());
+                    break;
+                }
+            }
+        }
+        let _ = unpack.input.shutdown().await;
+        let _ = writer.await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = unpack.output.next().await {
+            match chunk {
+                Ok(ExecOutput::Stdout(b)) => out.extend_from_slice(&b),
+                Ok(ExecOutput::Stderr(b)) => err.extend_from_slice(&b),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        check_exit(&self.mv.src, &pack.id, "pack", &pack_err).await?;
+        check_exit(&self.mv.dst, &unpack.id, "unpack", &err).await?;
+        if let Some(e) = broken {
+            return Err(format!("the stream to `{}` broke: {e}", self.mv.to()));
+        }
+        let done: crate::helper::Unpacked = serde_json::from_slice(&out)
+            .map_err(|_| format!("the unpack on `{}` gave no summary", self.mv.to()))?;
+        self.mv.report(phase, total, total);
+        tracing::debug!(entries = done.end, bytes = done.bytes, "unpacked");
+        Ok(())
+    }
+}
+
+fn lines(paths: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend_from_slice(p.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+async fn check_exit(
+    api: &Arc<dyn DockerApi>,
+    id: &str,
+    what: &str,
+    stderr: &[u8],
+) -> Result<(), String> {
+    for _ in 0..50 {
+        match api.exec_exit_code(id).await {
+            Ok(Some(0)) => return Ok(()),
+            Ok(Some(code)) => {
+                return Err(format!(
+                    "helper `{what}` on `{}` failed (exit {code}): {}",
+                    api.host(),
+                    first_lines(stderr)
+                ))
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("helper `{what}` on `{}` did not finish", api.host()))
+}
