@@ -399,6 +399,7 @@ impl Step {
             ready_timeout: self.opts.dependency_timeout,
             poll: self.opts.poll,
             progress: Arc::new(move |p| reporter.progress(&action, p)),
+            written: Default::default(),
         };
         mv.run().await.map_err(StepError::Other)
     }

@@ -746,7 +746,8 @@ impl DockerApi for Engine {
     }
 
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
-        self.create_plain(&m.name, helper_body(&m.image, &m.labels, None), "marker")
+        let cmd = ["/drover", "helper", "idle"].map(String::from).to_vec();
+        self.create_plain(&m.name, helper_body(&m.image, &m.labels, Some(cmd)), "marker")
             .await
     }
 

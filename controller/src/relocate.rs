@@ -89,9 +89,11 @@ pub fn helper_image() -> Result<HelperImage, String> {
 }
 
 fn build_helper_image() -> Result<HelperImage, String> {
-    let path = std::env::var_os("DROVER_HELPER_BINARY")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/proc/self/exe".into());
+    let path = match std::env::var_os("DROVER_HELPER_BINARY") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find the running binary for the helper image: {e}"))?,
+    };
     let bin = std::fs::read(&path)
         .map_err(|e| format!("cannot read the helper binary {}: {e}", path.display()))?;
     let mut files: Vec<(String, Vec<u8>)> = vec![("drover".into(), bin.clone())];
@@ -190,6 +192,8 @@ pub struct Move {
     pub ready_timeout: Duration,
     pub poll: Duration,
     pub progress: ProgressFn,
+    /// Markers written by this run, per host, oldest first.
+    pub written: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
 }
 
 fn helper_name(volume: &str) -> String {
@@ -346,7 +350,11 @@ impl Move {
         }
         helpers.stop().await;
         // Older markers go last: the newest record is in place already.
-        for (api, names) in [(&self.src, src_markers), (&self.dst, dst_markers)] {
+        let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
+        for (api, mut names) in [(&self.src, src_markers), (&self.dst, dst_markers)] {
+            if let Some(mine) = written.get(api.host()) {
+                names.extend(mine.iter().take(mine.len().saturating_sub(1)).cloned());
+            }
             for n in names {
                 let _ = api.remove_container(&n).await;
             }
@@ -381,7 +389,14 @@ impl Move {
         };
         api.create_marker(&m)
             .await
-            .map_err(|e| format!("cannot record the state of the move: {e}"))
+            .map_err(|e| format!("cannot record the state of the move: {e}"))?;
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(api.host().to_string())
+            .or_default()
+            .push(m.name);
+        Ok(())
     }
 
     async fn stop_on_source(&self) -> Result<(), String> {
@@ -786,4 +801,16 @@ async fn check_exit(
         }
     }
     Err(format!("helper `{what}` on `{}` did not finish", api.host()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_is_told_from_a_static_one() {
+        let me = std::fs::read("/proc/self/exe").unwrap();
+        assert!(has_interpreter(&me), "test binaries are dynamic");
+        assert!(!has_interpreter(b"#!/bin/sh\n"));
+    }
 }
