@@ -8,6 +8,8 @@
 #   scripts/test-hosts.sh up [N]         start node-a … (N hosts, default 2); idempotent
 #   scripts/test-hosts.sh down           stop them all and remove their state
 #   scripts/test-hosts.sh env [N]        print DROVER_TEST_HOSTS=… for the tests
+#   scripts/test-hosts.sh stop NAME      stop one engine (SIGTERM), keeping its state
+#   scripts/test-hosts.sh start NAME     start it again
 #
 # Host i (1-based) is named node-<letter>, has the address 10.77.0.(10+i),
 # the socket /tmp/drover-hosts/node-<letter>.sock, and the test image
@@ -100,7 +102,8 @@ host_up() {
     root=$(mktemp -d)
     mkdir -p "$root/bin" "$root/tmp" "$root/data" "$root/etc"
     cp /bin/busybox "$root/bin/busybox"
-    for app in sh ls cat echo sleep nc httpd wget env test date mkdir rm cp mv touch seq sha256sum dd head tail wc sync true false kill ps grep sed; do
+    for app in sh ls cat echo sleep nc httpd wget env test date mkdir rm cp mv touch seq sha256sum dd head tail wc sync true false kill ps grep sed \
+      find stat md5sum readlink chmod chown ln printf xargs sort cut tr od du truncate awk expr; do
       ln -sf busybox "$root/bin/$app"
     done
     echo "root:x:0:0:root:/:/bin/sh" >"$root/etc/passwd"
@@ -154,6 +157,18 @@ case "${1:-}" in
     ip link del "$BRIDGE" 2>/dev/null || true
     log "all test hosts are down"
     ;;
+  stop)
+    pid=$(cat "$STATE/${2:?name}.pid")
+    kill "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$STATE/$2.sock"
+    log "$2 stopped"
+    ;;
+  start)
+    i=$(( $(printf '%d' "'${2#node-}") - 96 ))
+    bridge_up
+    host_up "$i"
+    ;;
   env)
     n=${2:-2}
     list=()
@@ -164,7 +179,7 @@ case "${1:-}" in
     (IFS=,; echo "DROVER_TEST_HOSTS=${list[*]}")
     ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

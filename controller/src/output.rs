@@ -292,8 +292,16 @@ pub fn volume_table(
                 v.volume.clone().unwrap_or_default(),
             );
             let wanted = desired.volume(&stack, &volume);
+            let incoming = v
+                .copy
+                .as_ref()
+                .filter(|r| r.role == crate::observed::CopyRole::Incoming);
             let status = match (&v.retained_for, wanted) {
                 (Some(to), _) => format!("retained copy (data moved to {to})"),
+                (None, _) if incoming.is_some() => format!(
+                    "unfinished copy (a move from {} did not complete)",
+                    incoming.and_then(|r| r.peer.as_deref()).unwrap_or("another host")
+                ),
                 (None, Some(w)) if w.host == *host => "current".to_string(),
                 (None, Some(w)) => format!("current, to move to {}", w.host),
                 (None, None) => "orphan (not in the manifests)".to_string(),

@@ -459,6 +459,10 @@ impl Move {
         let src = self.sync(h, true, Phase::Delta).await?;
         checkpoint(Phase::Verify);
         self.report(Phase::Verify, 0, 0);
+        if let Ok(path) = std::env::var("DROVER_TEST_DAMAGE_COPY") {
+            // Test-only: lose a file of the copy right before it is checked.
+            h.delete(&[path]).await?;
+        }
         let dst = h.scan(&self.dst, true).await?;
         let diff = scan::differences(&src, &dst);
         if !diff.is_empty() {
@@ -532,9 +536,11 @@ impl Move {
             if ready {
                 return Ok(());
             }
-            let gone = s
-                .as_ref()
-                .is_none_or(|s| matches!(s.state, ContainerState::Exited | ContainerState::Dead));
+            // Docker calls a container unhealthy only after its retries.
+            let gone = s.as_ref().is_none_or(|s| {
+                matches!(s.state, ContainerState::Exited | ContainerState::Dead)
+                    || s.health == Some(Health::Unhealthy)
+            });
             if gone || Instant::now() >= deadline {
                 let state = s.as_ref().map_or("missing".to_string(), |s| {
                     let h = match s.health {
@@ -726,6 +732,11 @@ impl<'a> Helpers<'a> {
         let mut sent = 0u64;
         let mut last = Instant::now();
         let mut broken = None;
+        // Test-only: a slow network, in bytes per second.
+        let throttle: Option<u64> = std::env::var("DROVER_TEST_THROTTLE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|r| *r > 0);
         while let Some(chunk) = pack.output.next().await {
             match chunk {
                 Ok(ExecOutput::Stdout(b)) => {
@@ -735,6 +746,10 @@ impl<'a> Helpers<'a> {
                         }
                     }
                     sent += b.len() as u64;
+                    if let Some(rate) = throttle {
+                        let secs = b.len() as f64 / rate as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    }
                     if last.elapsed() > Duration::from_millis(200) {
                         self.mv.report(phase, sent.min(total), total);
                         last = Instant::now();

@@ -1,0 +1,484 @@
+//! Volume relocation end to end, against two real engines: each guarantee
+//! of `relocation.md` (no loss, never two writers, the old copy kept, short
+//! downtime, crash-safe and resumable, Docker API only) has a test here.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// One app `app` writing a counter to `/data/log` every 20 ms, with the
+/// volume `data`, on `host`.
+fn writer_stack(name: &str, host: &str, extra: &str) -> String {
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$((i+1)); echo $i >> /data/log; sleep 0.02; done']
+    volumes: ['data:/data']
+    stop_grace_period: 2s
+{extra}"
+    )
+}
+
+/// A listing of a volume from a throwaway container: path, type, mode,
+/// owner, size, and a content hash or symlink target for every entry.
+fn listing(host: &TestHost, volume: &str) -> String {
+    const SCRIPT: &str = r#"cd /d && find . | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then x="-> $(readlink "$f") $(stat -c '%u %g' "$f")"
+  elif [ -d "$f" ]; then x="dir $(stat -c '%a %u %g' "$f")"
+  else x="$(stat -c '%F %a %u %g %s' "$f") $(md5sum < "$f")"; fi
+  echo "$f $x"
+done"#;
+    let o = docker(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--log-driver",
+            "none",
+            "-v",
+            &format!("{volume}:/d:ro"),
+            IMAGE,
+            "sh",
+            "-c",
+            SCRIPT,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs a shell command in a throwaway container with the volume at /d.
+fn in_volume(host: &TestHost, volume: &str, script: &str) -> String {
+    let o = docker(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--log-driver",
+            "none",
+            "-v",
+            &format!("{volume}:/d"),
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(o.status.success(), "{script}: {}", stderr(&o));
+    text(&o)
+}
+
+fn running(host: &TestHost, container: &str) -> bool {
+    inspect(host, container, "{{.State.Running}}").as_deref() == Some("true")
+}
+
+/// Where the app's container runs: the indexes of the hosts.
+fn running_on(f: &Fixture, container: &str) -> Vec<usize> {
+    (0..f.hosts.len())
+        .filter(|i| running(&f.hosts[*i], container))
+        .collect()
+}
+
+/// The periods a container ran on each host, from both engines' events,
+/// never overlapping: returns the downtimes (ms) between a stop on one host
+/// and the start on the other.
+fn assert_one_writer(f: &Fixture, container: &str, since: &str) -> Vec<f64> {
+    let until = now();
+    let mut evs: Vec<(i64, usize, String)> = Vec::new();
+    for (i, h) in f.hosts.iter().enumerate() {
+        for (t, typ, action, name) in events(h, since, &until) {
+            if typ == "container" && name == container && (action == "start" || action == "die")
+            {
+                evs.push((t, i, action));
+            }
+        }
+    }
+    evs.sort();
+    let mut up: Vec<bool> = vec![false; f.hosts.len()];
+    let mut last_die: Option<(i64, usize)> = None;
+    let mut downtimes = Vec::new();
+    for (t, i, action) in &evs {
+        if action == "start" {
+            up[*i] = true;
+            assert!(
+                up.iter().filter(|u| **u).count() <= 1,
+                "`{container}` ran on two hosts at once: {evs:?}"
+            );
+            if let Some((d, j)) = last_die {
+                if j != *i {
+                    downtimes.push((t - d) as f64 / 1e6);
+                }
+            }
+        } else {
+            up[*i] = false;
+            last_die = Some((*t, *i));
+        }
+    }
+    downtimes
+}
+
+fn set_host(f: &Fixture, name: &str, host: &str, extra: &str) {
+    f.write("stack.yaml", &writer_stack(name, host, extra));
+}
+
+/// Checks after a move to `to`: the app runs there alone, a second run has
+/// nothing to do, the file written before the stop is a prefix of the
+/// current one, and the fixed data is unchanged.
+fn assert_moved(f: &Fixture, name: &str, to: usize, fixed_md5: &str) {
+    let app = format!("{name}-app");
+    let vol = format!("{name}-data");
+    assert_eq!(running_on(f, &app), vec![to], "`{app}` must run on one host");
+    let again = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0), "nothing left to do");
+    let h = &f.hosts[to];
+    assert_eq!(in_volume(h, &vol, "md5sum < /d/fixed"), fixed_md5);
+    let from = 1 - to;
+    // The copy kept on the other host holds the log as it was at the stop.
+    let kept = in_volume(&f.hosts[from], &vol, "wc -c < /d/log");
+    let now = in_volume(h, &vol, &format!("head -c {kept} /d/log | md5sum"));
+    let old = in_volume(&f.hosts[from], &vol, "md5sum < /d/log");
+    assert_eq!(now, old, "every write made before the stop is on the target");
+}
+
+fn setup_writer(f: &Fixture, name: &str, megabytes: u32) -> String {
+    set_host(f, name, "node-a", "");
+    f.reconcile();
+    let a = &f.hosts[0];
+    let o = docker(
+        a,
+        &[
+            "exec",
+            &format!("{name}-app"),
+            "sh",
+            "-c",
+            &format!("dd if=/dev/urandom of=/data/fixed bs=1M count={megabytes} 2>/dev/null; md5sum < /data/fixed"),
+        ],
+    );
+    assert!(o.status.success());
+    text(&o)
+}
+
+#[test]
+fn a_volume_of_mixed_files_moves_exactly_and_the_old_copy_is_kept() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-mix";
+    let f = Fixture::new(hosts, &[name]);
+    let stack = |host: &str| {
+        format!(
+            "kind: Stack
+name: {name}
+volumes:
+  data: {{}}
+apps:
+  keeper:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    stop_grace_period: 1s
+"
+        )
+    };
+    f.write("stack.yaml", &stack("node-a"));
+    f.reconcile();
+    let fill = r#"set -e
+cd /data
+mkdir -p a/b/c 'dir with space' deep/1/2/3/4/5/6/7/8
+i=1; while [ $i -le 40 ]; do dd if=/dev/urandom of=a/f$i bs=1k count=$((i*i)) 2>/dev/null; i=$((i+1)); done
+dd if=/dev/urandom of=a/b/c/big bs=1M count=6 2>/dev/null
+: > empty
+printf x > 'dir with space/ünïcödé ✓'
+printf y > "$(printf 'odd\377name')"
+printf z > ./-dash; printf q > 'back\slash'; printf w > deep/1/2/3/4/5/6/7/8/leaf
+ln -s a/f1 link; ln -s /nonexistent dangling; ln -s ../.. a/up
+chmod 600 a/f2; chmod 4755 a/f3; chmod 1777 a/b; chmod 750 /data; chmod 0 a/f5
+chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
+"#;
+    let o = docker(
+        &f.hosts[0],
+        &["exec", &format!("{name}-keeper"), "sh", "-c", fill],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let vol = format!("{name}-data");
+    let before = listing(&f.hosts[0], &vol);
+    assert!(before.lines().count() > 50, "{before}");
+
+    f.write("stack.yaml", &stack("node-b"));
+    let plan = stdout(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(plan.contains(&format!("relocate volume    {vol}")), "{plan}");
+    assert!(plan.contains("node-a → node-b"), "{plan}");
+    let out = stdout(&f.reconcile());
+    assert!(out.contains(&format!("done    relocate volume    {vol} on node-b")), "{out}");
+
+    assert_eq!(listing(&f.hosts[1], &vol), before, "the copy differs");
+    assert_eq!(listing(&f.hosts[0], &vol), before, "the old copy was changed");
+    assert_eq!(running_on(&f, &format!("{name}-keeper")), vec![1]);
+    let ls = stdout(&f.drover(&["volume", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&vol) && l.contains("node-a") && l.contains("retained")),
+        "{ls}"
+    );
+    // No helper is left behind, and only one record per copy.
+    for h in &f.hosts {
+        let names = text(&docker(h, &["ps", "-a", "--format", "{{.Names}}"]));
+        assert!(!names.contains("drover-move-"), "{names}");
+        assert_eq!(names.matches(&format!("drover-copy-{vol}-")).count(), 1, "{names}");
+    }
+}
+
+#[test]
+fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_sends_only_the_change(
+) {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-wr";
+    let f = Fixture::new(hosts, &[name]);
+    let fixed = setup_writer(&f, name, 120);
+    let vol = format!("{name}-data");
+    let app = format!("{name}-app");
+    let since = now();
+    let lines_at_start: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log").parse().unwrap();
+
+    set_host(&f, name, "node-b", "");
+    // Slow enough that the writer goes on during the bulk copy.
+    let out = f.drover_with(&["reconcile"], &[("DROVER_TEST_THROTTLE", "100000000")]);
+    assert!(out.status.success());
+    assert_moved(&f, name, 1, &fixed);
+    let lines_at_stop: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log").parse().unwrap();
+    assert!(
+        lines_at_stop > lines_at_start + 10,
+        "the app kept writing during the copy ({lines_at_start} → {lines_at_stop} lines)"
+    );
+
+    // Back to node-a, where the retained copy is: only the change travels.
+    std::thread::sleep(Duration::from_millis(500));
+    set_host(&f, name, "node-a", "");
+    let back = f.drover_with(
+        &["--log-format", "json", "reconcile"],
+        &[("DROVER_LOG", "drover=info")],
+    );
+    assert!(back.status.success());
+    let sent: u64 = stderr(&back)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "relocation progress")
+        .filter_map(|v| v["fields"]["total"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        sent < 2 << 20,
+        "moving back onto the retained copy sent {sent} bytes, more than what changed"
+    );
+    assert_moved(&f, name, 0, &fixed);
+    let downtimes = assert_one_writer(&f, &app, &since);
+    assert_eq!(downtimes.len(), 2, "{downtimes:?}");
+    eprintln!("downtime (stop on one host → start on the other): {downtimes:?} ms");
+}
+
+#[test]
+fn killed_at_every_phase_a_rerun_finishes_the_move_with_one_writer() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-kill";
+    let f = Fixture::new(hosts, &[name]);
+    let fixed = setup_writer(&f, name, 8);
+    let app = format!("{name}-app");
+    let since = now();
+    let phases = [
+        "prepare", "copy", "stop", "delta", "verify", "switch", "start", "wait", "commit",
+        "retire",
+    ];
+    let mut at = 0;
+    for phase in phases {
+        let to = 1 - at;
+        set_host(&f, name, &f.hosts[to].name.clone(), "");
+        let killed = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", phase)]);
+        assert_eq!(killed.status.code(), None, "drover must die at `{phase}`");
+        assert!(running_on(&f, &app).len() <= 1, "two writers after a kill at `{phase}`");
+        let rerun = f.drover(&["reconcile"]);
+        assert!(rerun.status.success(), "the rerun after a kill at `{phase}` failed");
+        assert_moved(&f, name, to, &fixed);
+        at = to;
+    }
+    // And at random moments.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("random kills, seed {seed}");
+    let mut x = seed | 1;
+    for _ in 0..3 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let delay = Duration::from_millis(300 + x % 2500);
+        let to = 1 - at;
+        set_host(&f, name, &f.hosts[to].name.clone(), "");
+        let mut child = f
+            .command(&["reconcile"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        eprintln!("killed after {delay:?}");
+        let rerun = f.drover(&["reconcile"]);
+        assert!(rerun.status.success(), "the rerun after a kill at {delay:?} failed");
+        assert_moved(&f, name, to, &fixed);
+        at = to;
+    }
+    assert_one_writer(&f, &app, &since);
+}
+
+#[test]
+fn a_copy_that_does_not_verify_is_rolled_back_and_the_app_runs_on_its_source() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-bad";
+    let f = Fixture::new(hosts, &[name]);
+    let fixed = setup_writer(&f, name, 2);
+    let app = format!("{name}-app");
+    set_host(&f, name, "node-b", "");
+    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_DAMAGE_COPY", "fixed")]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("does not match the source"), "{out}");
+    assert!(out.contains("`fixed` is missing from the copy"), "{out}");
+    assert_eq!(running_on(&f, &app), vec![0], "back on its source");
+    let vol = format!("{name}-data");
+    assert_eq!(in_volume(&f.hosts[0], &vol, "md5sum < /d/fixed"), fixed);
+    // The unfinished copy is kept, named, and never taken as current.
+    let ls = stdout(&f.drover(&["volume", "ls"]));
+    assert!(ls.contains("unfinished copy"), "{ls}");
+    f.reconcile();
+    assert_moved(&f, name, 1, &fixed);
+}
+
+#[test]
+fn an_app_that_is_not_healthy_on_the_target_is_rolled_back() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-sick";
+    let mut f = Fixture::new(hosts, &[name]);
+    // The same image name, but on node-b it carries /poison: the app's
+    // healthcheck fails there only.
+    let image = "e2e-sick/busybox:1";
+    docker(&f.hosts[0], &["tag", IMAGE, image]);
+    let b = &f.hosts[1];
+    docker(b, &["rm", "-f", "e2e-sick-build"]);
+    docker(b, &["run", "--name", "e2e-sick-build", IMAGE, "touch", "/poison"]);
+    docker(b, &["commit", "e2e-sick-build", image]);
+    f.extra_containers.push((1, "e2e-sick-build".into()));
+    let stack = |host: &str| {
+        format!(
+            "kind: Stack
+name: {name}
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {image}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; echo hi > /data/hello; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    healthcheck: {{ test: ['CMD', 'sh', '-c', 'test ! -f /poison'], interval: 1s, retries: 2 }}
+    stop_grace_period: 1s
+"
+        )
+    };
+    f.write("stack.yaml", &stack("node-a"));
+    f.reconcile();
+    f.write("stack.yaml", &stack("node-b"));
+    let o = f.drover(&["reconcile", "--dependency-timeout", "30"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("did not become ready on `node-b` (it is running, unhealthy"),
+        "{out}"
+    );
+    assert!(out.contains("runs on `node-a` again"), "{out}");
+    let app = format!("{name}-app");
+    assert_eq!(running_on(&f, &app), vec![0]);
+    assert!(inspect(&f.hosts[1], &app, "{{.Id}}").is_none(), "removed from node-b");
+    // node-a's copy is still the current one.
+    let plan = stdout(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(plan.contains("node-a → node-b"), "{plan}");
+    docker(&f.hosts[0], &["rmi", image]);
+    docker(&f.hosts[1], &["rm", "-f", "e2e-sick-build"]);
+    docker(&f.hosts[1], &["rmi", image]);
+}
+
+#[test]
+fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_back() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-down";
+    let f = Fixture::new(hosts, &[name]);
+    let fixed = setup_writer(&f, name, 64);
+    let app = format!("{name}-app");
+    set_host(&f, name, "node-b", "");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
+    let mut child = f
+        .command(&["--log-format", "json", "reconcile"])
+        .env("DROVER_LOG", "drover=info")
+        .env("DROVER_TEST_THROTTLE", "8000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let started = Instant::now();
+    let mut stopped = false;
+    for line in err.lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let f = &v["fields"];
+        if !stopped && f["phase"] == "copy" && f["done"].as_u64().unwrap_or(0) > 0 {
+            eprintln!("stopping node-b {:?} into the move", started.elapsed());
+            let o = Command::new(script).args(["stop", "node-b"]).output().unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            stopped = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    let restart = || {
+        let o = Command::new(script).args(["start", "node-b"]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    if !stopped {
+        restart();
+        panic!("the copy never reported progress");
+    }
+    let out = String::from_utf8_lossy(&std::io::Read::bytes(child.stdout.take().unwrap()).map_while(Result::ok).collect::<Vec<u8>>()).into_owned();
+    let on_a = running(&f.hosts[0], &app);
+    restart();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(on_a, "the app must run on node-a while node-b is down: {out}");
+    let vol = format!("{name}-data");
+    assert_eq!(in_volume(&f.hosts[0], &vol, "md5sum < /d/fixed"), fixed);
+    // node-b is back: the next reconcile completes the move.
+    f.reconcile();
+    assert_moved(&f, name, 1, &fixed);
+}
