@@ -23,7 +23,7 @@ apps:
     image: {IMAGE}
     host: {host}
     pull: never
-    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$((i+1)); echo $i >> /data/log; sleep 0.02; done']
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo $$i >> /data/log; sleep 0.02; done']
     volumes: ['data:/data']
     stop_grace_period: 2s
 {extra}"
@@ -270,7 +270,7 @@ fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_se
     std::thread::sleep(Duration::from_millis(500));
     set_host(&f, name, "node-a", "");
     let back = f.drover_with(
-        &["--log-format", "json", "reconcile"],
+        &["reconcile", "--log-format", "json"],
         &[("DROVER_LOG", "drover=info")],
     );
     assert!(back.status.success());
@@ -442,7 +442,7 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
     set_host(&f, name, "node-b", "");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
     let mut child = f
-        .command(&["--log-format", "json", "reconcile"])
+        .command(&["reconcile", "--log-format", "json"])
         .env("DROVER_LOG", "drover=info")
         .env("DROVER_TEST_THROTTLE", "8000000")
         .stdout(Stdio::piped())
