@@ -98,8 +98,7 @@ fn assert_one_writer(f: &Fixture, container: &str, since: &str) -> Vec<f64> {
     let mut evs: Vec<(i64, usize, String)> = Vec::new();
     for (i, h) in f.hosts.iter().enumerate() {
         for (t, typ, action, name) in events(h, since, &until) {
-            if typ == "container" && name == container && (action == "start" || action == "die")
-            {
+            if typ == "container" && name == container && (action == "start" || action == "die") {
                 evs.push((t, i, action));
             }
         }
@@ -138,7 +137,11 @@ fn set_host(f: &Fixture, name: &str, host: &str, extra: &str) {
 fn assert_moved(f: &Fixture, name: &str, to: usize, fixed_md5: &str) {
     let app = format!("{name}-app");
     let vol = format!("{name}-data");
-    assert_eq!(running_on(f, &app), vec![to], "`{app}` must run on one host");
+    assert_eq!(
+        running_on(f, &app),
+        vec![to],
+        "`{app}` must run on one host"
+    );
     let again = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(again.status.code(), Some(0), "nothing left to do");
     let h = &f.hosts[to];
@@ -148,7 +151,10 @@ fn assert_moved(f: &Fixture, name: &str, to: usize, fixed_md5: &str) {
     let kept = in_volume(&f.hosts[from], &vol, "wc -c < /d/log");
     let now = in_volume(h, &vol, &format!("head -c {kept} /d/log | md5sum"));
     let old = in_volume(&f.hosts[from], &vol, "md5sum < /d/log");
-    assert_eq!(now, old, "every write made before the stop is on the target");
+    assert_eq!(
+        now, old,
+        "every write made before the stop is on the target"
+    );
 }
 
 fn setup_writer(f: &Fixture, name: &str, megabytes: u32) -> String {
@@ -219,13 +225,23 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
 
     f.write("stack.yaml", &stack("node-b"));
     let plan = stdout(&f.drover(&["reconcile", "--dry-run"]));
-    assert!(plan.contains(&format!("relocate volume    {vol}")), "{plan}");
+    assert!(
+        plan.contains(&format!("relocate volume    {vol}")),
+        "{plan}"
+    );
     assert!(plan.contains("node-a → node-b"), "{plan}");
     let out = stdout(&f.reconcile());
-    assert!(out.contains(&format!("done    relocate volume    {vol} on node-b")), "{out}");
+    assert!(
+        out.contains(&format!("done    relocate volume    {vol} on node-b")),
+        "{out}"
+    );
 
     assert_eq!(listing(&f.hosts[1], &vol), before, "the copy differs");
-    assert_eq!(listing(&f.hosts[0], &vol), before, "the old copy was changed");
+    assert_eq!(
+        listing(&f.hosts[0], &vol),
+        before,
+        "the old copy was changed"
+    );
     assert_eq!(running_on(&f, &format!("{name}-keeper")), vec![1]);
     let ls = stdout(&f.drover(&["volume", "ls"]));
     assert!(
@@ -237,7 +253,11 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
     for h in &f.hosts {
         let names = text(&docker(h, &["ps", "-a", "--format", "{{.Names}}"]));
         assert!(!names.contains("drover-move-"), "{names}");
-        assert_eq!(names.matches(&format!("drover-copy-{vol}-")).count(), 1, "{names}");
+        assert_eq!(
+            names.matches(&format!("drover-copy-{vol}-")).count(),
+            1,
+            "{names}"
+        );
     }
 }
 
@@ -253,14 +273,18 @@ fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_se
     let vol = format!("{name}-data");
     let app = format!("{name}-app");
     let since = now();
-    let lines_at_start: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log").parse().unwrap();
+    let lines_at_start: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log")
+        .parse()
+        .unwrap();
 
     set_host(&f, name, "node-b", "");
     // Slow enough that the writer goes on during the bulk copy.
     let out = f.drover_with(&["reconcile"], &[("DROVER_TEST_THROTTLE", "100000000")]);
     assert!(out.status.success());
     assert_moved(&f, name, 1, &fixed);
-    let lines_at_stop: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log").parse().unwrap();
+    let lines_at_stop: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log")
+        .parse()
+        .unwrap();
     assert!(
         lines_at_stop > lines_at_start + 10,
         "the app kept writing during the copy ({lines_at_start} → {lines_at_stop} lines)"
@@ -302,8 +326,7 @@ fn killed_at_every_phase_a_rerun_finishes_the_move_with_one_writer() {
     let app = format!("{name}-app");
     let since = now();
     let phases = [
-        "prepare", "copy", "stop", "delta", "verify", "switch", "start", "wait", "commit",
-        "retire",
+        "prepare", "copy", "stop", "delta", "verify", "switch", "start", "wait", "commit", "retire",
     ];
     let mut at = 0;
     for phase in phases {
@@ -311,9 +334,15 @@ fn killed_at_every_phase_a_rerun_finishes_the_move_with_one_writer() {
         set_host(&f, name, &f.hosts[to].name.clone(), "");
         let killed = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", phase)]);
         assert_eq!(killed.status.code(), None, "drover must die at `{phase}`");
-        assert!(running_on(&f, &app).len() <= 1, "two writers after a kill at `{phase}`");
+        assert!(
+            running_on(&f, &app).len() <= 1,
+            "two writers after a kill at `{phase}`"
+        );
         let rerun = f.drover(&["reconcile"]);
-        assert!(rerun.status.success(), "the rerun after a kill at `{phase}` failed");
+        assert!(
+            rerun.status.success(),
+            "the rerun after a kill at `{phase}` failed"
+        );
         assert_moved(&f, name, to, &fixed);
         at = to;
     }
@@ -342,7 +371,10 @@ fn killed_at_every_phase_a_rerun_finishes_the_move_with_one_writer() {
         let _ = child.wait();
         eprintln!("killed after {delay:?}");
         let rerun = f.drover(&["reconcile"]);
-        assert!(rerun.status.success(), "the rerun after a kill at {delay:?} failed");
+        assert!(
+            rerun.status.success(),
+            "the rerun after a kill at {delay:?} failed"
+        );
         assert_moved(&f, name, to, &fixed);
         at = to;
     }
@@ -387,7 +419,10 @@ fn an_app_that_is_not_healthy_on_the_target_is_rolled_back() {
     docker(&f.hosts[0], &["tag", IMAGE, image]);
     let b = &f.hosts[1];
     docker(b, &["rm", "-f", "e2e-sick-build"]);
-    docker(b, &["run", "--name", "e2e-sick-build", IMAGE, "touch", "/poison"]);
+    docker(
+        b,
+        &["run", "--name", "e2e-sick-build", IMAGE, "touch", "/poison"],
+    );
     docker(b, &["commit", "e2e-sick-build", image]);
     f.extra_containers.push((1, "e2e-sick-build".into()));
     let stack = |host: &str| {
@@ -421,7 +456,10 @@ apps:
     assert!(out.contains("runs on `node-a` again"), "{out}");
     let app = format!("{name}-app");
     assert_eq!(running_on(&f, &app), vec![0]);
-    assert!(inspect(&f.hosts[1], &app, "{{.Id}}").is_none(), "removed from node-b");
+    assert!(
+        inspect(&f.hosts[1], &app, "{{.Id}}").is_none(),
+        "removed from node-b"
+    );
     // node-a's copy is still the current one.
     let plan = stdout(&f.drover(&["reconcile", "--dry-run"]));
     assert!(plan.contains("node-a → node-b"), "{plan}");
@@ -457,25 +495,39 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
         let f = &v["fields"];
         if !stopped && f["phase"] == "copy" && f["done"].as_u64().unwrap_or(0) > 0 {
             eprintln!("stopping node-b {:?} into the move", started.elapsed());
-            let o = Command::new(script).args(["stop", "node-b"]).output().unwrap();
+            let o = Command::new(script)
+                .args(["stop", "node-b"])
+                .output()
+                .unwrap();
             assert!(o.status.success(), "{}", stderr(&o));
             stopped = true;
         }
     }
     let status = child.wait().unwrap();
     let restart = || {
-        let o = Command::new(script).args(["start", "node-b"]).output().unwrap();
+        let o = Command::new(script)
+            .args(["start", "node-b"])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
     };
     if !stopped {
         restart();
         panic!("the copy never reported progress");
     }
-    let out = String::from_utf8_lossy(&std::io::Read::bytes(child.stdout.take().unwrap()).map_while(Result::ok).collect::<Vec<u8>>()).into_owned();
+    let out = String::from_utf8_lossy(
+        &std::io::Read::bytes(child.stdout.take().unwrap())
+            .map_while(Result::ok)
+            .collect::<Vec<u8>>(),
+    )
+    .into_owned();
     let on_a = running(&f.hosts[0], &app);
     restart();
     assert_eq!(status.code(), Some(1), "{out}");
-    assert!(on_a, "the app must run on node-a while node-b is down: {out}");
+    assert!(
+        on_a,
+        "the app must run on node-a while node-b is down: {out}"
+    );
     let vol = format!("{name}-data");
     assert_eq!(in_volume(&f.hosts[0], &vol, "md5sum < /d/fixed"), fixed);
     // node-b is back: the next reconcile completes the move.

@@ -344,9 +344,15 @@ impl Step {
         let a = &self.action;
         let api = self.api(&a.host)?;
         match (a.kind, a.action) {
-            (Kind::Volume, Verb::Create) => api.create_volume(self.wanted("volume", |h| &h.volumes)?).await?,
+            (Kind::Volume, Verb::Create) => {
+                api.create_volume(self.wanted("volume", |h| &h.volumes)?)
+                    .await?
+            }
             (Kind::Volume, Verb::Remove) => api.remove_volume(&a.name).await?,
-            (Kind::Network, Verb::Create) => api.create_network(self.wanted("network", |h| &h.networks)?).await?,
+            (Kind::Network, Verb::Create) => {
+                api.create_network(self.wanted("network", |h| &h.networks)?)
+                    .await?
+            }
             (Kind::Network, Verb::Remove) => api.remove_network(&a.name).await?,
             (Kind::Container, Verb::Create) => {
                 let c = self.container()?;
@@ -363,7 +369,9 @@ impl Step {
             (Kind::Container, Verb::Start) => {
                 api.start_container(&self.container()?.name).await?;
             }
-            (Kind::Container, Verb::Stop) => api.stop_container(&a.name, Duration::from_secs(10)).await?,
+            (Kind::Container, Verb::Stop) => {
+                api.stop_container(&a.name, Duration::from_secs(10)).await?
+            }
             (Kind::Container, Verb::Remove) => {
                 api.stop_container(&a.name, Duration::from_secs(10)).await?;
                 api.remove_container(&a.name).await?;
@@ -384,9 +392,12 @@ impl Step {
             .apps
             .iter()
             .map(|app| {
-                self.desired.container(&a.stack, app).cloned().ok_or_else(|| {
-                    StepError::Other(format!("app `{app}` is not in the desired state"))
-                })
+                self.desired
+                    .container(&a.stack, app)
+                    .cloned()
+                    .ok_or_else(|| {
+                        StepError::Other(format!("app `{app}` is not in the desired state"))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let reporter = Arc::clone(&self.reporter);

@@ -8,7 +8,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
     HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
@@ -19,8 +21,6 @@ use bollard::query_parameters::{
     ListImagesOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptionsBuilder,
     RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
 };
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::{body_full, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -747,8 +747,12 @@ impl DockerApi for Engine {
 
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
         let cmd = ["/drover", "helper", "idle"].map(String::from).to_vec();
-        self.create_plain(&m.name, helper_body(&m.image, &m.labels, Some(cmd)), "marker")
-            .await
+        self.create_plain(
+            &m.name,
+            helper_body(&m.image, &m.labels, Some(cmd)),
+            "marker",
+        )
+        .await
     }
 
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError> {
@@ -825,7 +829,11 @@ impl Engine {
     }
 }
 
-fn helper_body(image: &str, labels: &BTreeMap<String, String>, cmd: Option<Vec<String>>) -> ContainerCreateBody {
+fn helper_body(
+    image: &str,
+    labels: &BTreeMap<String, String>,
+    cmd: Option<Vec<String>>,
+) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(image.to_string()),
         cmd,

@@ -227,13 +227,21 @@ impl DockerApi for FakeDocker {
 
     async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError> {
         self.call(format!("helper {}", h.name))?;
-        self.with(|s| s.host.containers.push(internal(&h.name, &h.image, ContainerState::Running)));
+        self.with(|s| {
+            s.host
+                .containers
+                .push(internal(&h.name, &h.image, ContainerState::Running))
+        });
         Ok(())
     }
 
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
         self.call(format!("marker {}", m.name))?;
-        self.with(|s| s.host.containers.push(internal(&m.name, &m.image, ContainerState::Created)));
+        self.with(|s| {
+            s.host
+                .containers
+                .push(internal(&m.name, &m.image, ContainerState::Created))
+        });
         Ok(())
     }
 

@@ -99,7 +99,12 @@ pub fn scan_out(root: &Path, state: &Path, hash: bool, out: &mut impl Write) -> 
 /// gone since it was listed is left out (the next pass sees it gone). A file
 /// that shrinks while read is padded to its listed size; its changed ctime
 /// makes the next scan send it again.
-pub fn pack(root: &Path, state: &Path, input: impl BufRead, out: &mut impl Write) -> io::Result<()> {
+pub fn pack(
+    root: &Path,
+    state: &Path,
+    input: impl BufRead,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut known = load_state(state);
     let mut w = BufWriter::with_capacity(BUF, out);
     let mut buf = vec![0u8; BUF];

@@ -193,7 +193,13 @@ pub struct CopyRecord {
 
 impl CopyRecord {
     /// The labels of the marker that records this, for volume `of`.
-    pub fn labels(&self, of: &str, stack: &str, volume: &str, seq: u64) -> BTreeMap<String, String> {
+    pub fn labels(
+        &self,
+        of: &str,
+        stack: &str,
+        volume: &str,
+        seq: u64,
+    ) -> BTreeMap<String, String> {
         use crate::desired::labels as l;
         let mut m = BTreeMap::from([
             (l::MANAGED.to_string(), "true".to_string()),
@@ -223,7 +229,9 @@ impl CopyRecord {
 
     /// Reads a marker's labels: the volume it is about, its sequence number
     /// and the record. `None` for a container that is not a marker.
-    pub fn from_labels(l: &std::collections::HashMap<String, String>) -> Option<(String, u64, CopyRecord)> {
+    pub fn from_labels(
+        l: &std::collections::HashMap<String, String>,
+    ) -> Option<(String, u64, CopyRecord)> {
         use crate::desired::labels as k;
         let of = l.get(k::COPY_OF)?.clone();
         let role = match l.get(k::COPY_ROLE)?.as_str() {

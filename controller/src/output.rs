@@ -300,7 +300,9 @@ pub fn volume_table(
                 (Some(to), _) => format!("retained copy (data moved to {to})"),
                 (None, _) if incoming.is_some() => format!(
                     "unfinished copy (a move from {} did not complete)",
-                    incoming.and_then(|r| r.peer.as_deref()).unwrap_or("another host")
+                    incoming
+                        .and_then(|r| r.peer.as_deref())
+                        .unwrap_or("another host")
                 ),
                 (None, Some(w)) if w.host == *host => "current".to_string(),
                 (None, Some(w)) => format!("current, to move to {}", w.host),

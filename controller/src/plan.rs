@@ -153,9 +153,11 @@ pub fn authority(
     unreadable: &BTreeSet<&str>,
 ) -> Authority {
     for (h, v) in copies {
-        let Some(r) = v.copy.as_ref().filter(|r| {
-            r.role == CopyRole::Current && r.phase == Some(MovePhase::Switch)
-        }) else {
+        let Some(r) = v
+            .copy
+            .as_ref()
+            .filter(|r| r.role == CopyRole::Current && r.phase == Some(MovePhase::Switch))
+        else {
             continue;
         };
         let Some(to) = &r.moving_to else { continue };
@@ -385,7 +387,9 @@ impl<'a> Planner<'a> {
                             ));
                         } else if copies.iter().any(|(_, c)| {
                             c.retained_for.is_some()
-                                || c.copy.as_ref().is_some_and(|r| r.role == CopyRole::Retained)
+                                || c.copy
+                                    .as_ref()
+                                    .is_some_and(|r| r.role == CopyRole::Retained)
                         }) {
                             self.block_volume(&v.stack, &v.volume, format!(
                                 "volume `{}` has only retained copies and no authoritative one; drover will not guess which holds the current data",
@@ -431,10 +435,7 @@ impl<'a> Planner<'a> {
                     ));
                     continue;
                 }
-                let src = copies
-                    .iter()
-                    .find(|(h, _)| *h == from)
-                    .map(|(_, c)| *c);
+                let src = copies.iter().find(|(h, _)| *h == from).map(|(_, c)| *c);
                 let apps: Vec<String> = dh
                     .containers
                     .values()

@@ -175,7 +175,10 @@ fn shared_libraries(bin: &std::path::Path) -> Result<Vec<String>, String> {
 /// moment a move reaches that phase, as SIGKILL would.
 fn checkpoint(phase: Phase) {
     if std::env::var("DROVER_TEST_ABORT_AT").is_ok_and(|p| p == phase.as_str()) {
-        eprintln!("drover: aborting at phase `{}` (DROVER_TEST_ABORT_AT)", phase.as_str());
+        eprintln!(
+            "drover: aborting at phase `{}` (DROVER_TEST_ABORT_AT)",
+            phase.as_str()
+        );
         std::process::abort();
     }
 }
@@ -240,11 +243,9 @@ impl Move {
         let finishing = match authority(name, &copies, &Default::default()) {
             Authority::On(h) if h == self.from() => false,
             Authority::Finishing { from, to } if from == self.from() && to == self.to() => true,
-            other => {
-                return Err(format!(
-                    "volume `{name}` is not where the plan expected it ({other:?}); nothing was done"
-                ))
-            }
+            other => return Err(format!(
+                "volume `{name}` is not where the plan expected it ({other:?}); nothing was done"
+            )),
         };
         let epoch = sv
             .as_ref()
@@ -270,13 +271,17 @@ impl Move {
         if !finishing {
             self.report(Phase::Prepare, 0, 0);
             checkpoint(Phase::Prepare);
-            self.mark(&self.dst, &image.tag, CopyRecord {
-                role: CopyRole::Incoming,
-                epoch: epoch + 1,
-                peer: Some(self.from().into()),
-                moving_to: None,
-                phase: None,
-            })
+            self.mark(
+                &self.dst,
+                &image.tag,
+                CopyRecord {
+                    role: CopyRole::Incoming,
+                    epoch: epoch + 1,
+                    peer: Some(self.from().into()),
+                    moving_to: None,
+                    phase: None,
+                },
+            )
             .await?;
             if tv.is_none() {
                 self.dst
@@ -284,8 +289,12 @@ impl Move {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            self.mark(&self.src, &image.tag, self.source_record(epoch, MovePhase::Copy))
-                .await?;
+            self.mark(
+                &self.src,
+                &image.tag,
+                self.source_record(epoch, MovePhase::Copy),
+            )
+            .await?;
             helpers.start().await?;
             let copied = self.copy_while_running(&helpers).await;
             if let Err(e) = copied {
@@ -305,7 +314,11 @@ impl Move {
             }
             checkpoint(Phase::Switch);
             if let Err(e) = self
-                .mark(&self.src, &image.tag, self.source_record(epoch, MovePhase::Switch))
+                .mark(
+                    &self.src,
+                    &image.tag,
+                    self.source_record(epoch, MovePhase::Switch),
+                )
                 .await
             {
                 self.back_to_source(&helpers).await;
@@ -324,21 +337,29 @@ impl Move {
         }
         checkpoint(Phase::Commit);
         self.report(Phase::Commit, 0, 0);
-        self.mark(&self.dst, &image.tag, CopyRecord {
-            role: CopyRole::Current,
-            epoch: epoch + 1,
-            peer: None,
-            moving_to: None,
-            phase: None,
-        })
+        self.mark(
+            &self.dst,
+            &image.tag,
+            CopyRecord {
+                role: CopyRole::Current,
+                epoch: epoch + 1,
+                peer: None,
+                moving_to: None,
+                phase: None,
+            },
+        )
         .await?;
-        self.mark(&self.src, &image.tag, CopyRecord {
-            role: CopyRole::Retained,
-            epoch,
-            peer: Some(self.to().into()),
-            moving_to: None,
-            phase: None,
-        })
+        self.mark(
+            &self.src,
+            &image.tag,
+            CopyRecord {
+                role: CopyRole::Retained,
+                epoch,
+                peer: Some(self.to().into()),
+                moving_to: None,
+                phase: None,
+            },
+        )
         .await?;
         checkpoint(Phase::Retire);
         self.report(Phase::Retire, 0, 0);
@@ -385,7 +406,12 @@ impl Move {
         let m = MarkerSpec {
             name: format!("drover-copy-{}-{seq}", self.volume.name),
             image: image.to_string(),
-            labels: r.labels(&self.volume.name, &self.volume.stack, &self.volume.volume, seq),
+            labels: r.labels(
+                &self.volume.name,
+                &self.volume.stack,
+                &self.volume.volume,
+                seq,
+            ),
         };
         api.create_marker(&m)
             .await
@@ -409,9 +435,21 @@ impl Move {
         }
         // Stopped means stopped: a restart policy must not bring it back.
         for c in &self.apps {
-            if let Some(s) = self.src.container_status(&c.name).await.map_err(|e| e.to_string())? {
-                if matches!(s.state, ContainerState::Running | ContainerState::Restarting) {
-                    return Err(format!("container `{}` on `{}` did not stop", c.name, self.from()));
+            if let Some(s) = self
+                .src
+                .container_status(&c.name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                if matches!(
+                    s.state,
+                    ContainerState::Running | ContainerState::Restarting
+                ) {
+                    return Err(format!(
+                        "container `{}` on `{}` did not stop",
+                        c.name,
+                        self.from()
+                    ));
                 }
             }
         }
@@ -481,7 +519,12 @@ impl Move {
 
     /// One pass: scan both sides, delete what the target has in excess, send
     /// what differs. Returns the source's scan.
-    async fn sync(&self, h: &Helpers<'_>, by_content: bool, phase: Phase) -> Result<Vec<Entry>, String> {
+    async fn sync(
+        &self,
+        h: &Helpers<'_>,
+        by_content: bool,
+        phase: Phase,
+    ) -> Result<Vec<Entry>, String> {
         let (src, dst) = tokio::join!(h.scan(&self.src, by_content), h.scan(&self.dst, by_content));
         let (src, dst) = (src?, dst?);
         let (send, delete, bytes) = to_send(&src, &dst, by_content);
@@ -708,7 +751,13 @@ impl<'a> Helpers<'a> {
 
     /// Streams `paths` from the source helper into the target helper.
     async fn transfer(&self, paths: &[String], total: u64, phase: Phase) -> Result<(), String> {
-        let cmd = |verb: &str| vec!["/drover".to_string(), "helper".to_string(), verb.to_string()];
+        let cmd = |verb: &str| {
+            vec![
+                "/drover".to_string(),
+                "helper".to_string(),
+                verb.to_string(),
+            ]
+        };
         let mut pack = self
             .mv
             .src
@@ -755,7 +804,9 @@ impl<'a> Helpers<'a> {
                         last = Instant::now();
                     }
                 }
-                Ok(ExecOutput::Stderr(b)) if pack_err.len() < 4096 => pack_err.extend_from_slice(&b),
+                Ok(ExecOutput::Stderr(b)) if pack_err.len() < 4096 => {
+                    pack_err.extend_from_slice(&b)
+                }
                 Ok(ExecOutput::Stderr(_)) => {}
                 Err(e) => {
                     broken.get_or_insert(e.to_string());
@@ -815,7 +866,10 @@ async fn check_exit(
             Err(e) => return Err(e.to_string()),
         }
     }
-    Err(format!("helper `{what}` on `{}` did not finish", api.host()))
+    Err(format!(
+        "helper `{what}` on `{}` did not finish",
+        api.host()
+    ))
 }
 
 #[cfg(test)]

@@ -151,7 +151,11 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),
-        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        size: if kind == EntryKind::File {
+            meta.len()
+        } else {
+            0
+        },
         mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
         ino: meta.ino(),
@@ -332,7 +336,10 @@ mod tests {
     #[test]
     fn identical_trees_have_no_differences_and_a_change_is_named() {
         let (x, y) = (tree(), tree());
-        let (sx, sy) = (scan(x.path(), None, true).unwrap(), scan(y.path(), None, true).unwrap());
+        let (sx, sy) = (
+            scan(x.path(), None, true).unwrap(),
+            scan(y.path(), None, true).unwrap(),
+        );
         assert!(
             differences(&sx, &sy).is_empty(),
             "{:?}",

@@ -249,4 +249,3 @@ pub fn writes(evs: &[(i64, String, String, String)], stack: &str) -> Vec<String>
         .map(|(_, t, a, n)| format!("{t} {a} {n}"))
         .collect()
 }
-
