@@ -77,6 +77,10 @@ host_up() {
     log "$name is up at $addr ($sock)"
   else
     rm -f "$sock"
+    # A pid file outliving its daemon would stop the new one.
+    if [ -f "$STATE/$name.pid" ] && ! kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+      rm -f "$STATE/$name.pid"
+    fi
     # `ip netns exec` would hide the cgroup mounts from dockerd: nsenter
     # enters only the network namespace.
     nsenter --net="/var/run/netns/$ns" \
@@ -160,8 +164,9 @@ case "${1:-}" in
   stop)
     pid=$(cat "$STATE/${2:?name}.pid")
     kill "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    rm -f "$STATE/$2.sock"
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$STATE/$2.sock" "$STATE/$2.pid"
     log "$2 stopped"
     ;;
   start)

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use drover::desired::{render, Desired};
 use drover::load::load;
-use drover::observed::{ContainerState, Observed, ObservedContainer, ObservedHost, ObservedVolume};
+use drover::observed::{
+    ContainerState, CopyRecord, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost,
+    ObservedVolume,
+};
 use drover::output::{plan_json, plan_text};
 use drover::plan::{plan, simulate, Kind, Options, Plan, Verb};
 
@@ -460,6 +463,192 @@ fn two_current_copies_of_a_volume_are_never_guessed_between() {
         "a current copy is never an orphan: {:?}",
         p.orphans
     );
+}
+
+/// blog's pgdata with records on both hosts: node-a's copy says `a`, and
+/// node-b holds a copy that says `b`.
+fn with_records(a: CopyRecord, b: CopyRecord) -> Observed {
+    let mut observed = applied(&blog(|s| s));
+    let hosts = &mut observed.hosts;
+    let mut copy = hosts["node-a"]
+        .volumes
+        .iter()
+        .find(|v| v.name == "blog-pgdata")
+        .unwrap()
+        .clone();
+    hosts
+        .get_mut("node-a")
+        .unwrap()
+        .volumes
+        .iter_mut()
+        .find(|v| v.name == "blog-pgdata")
+        .unwrap()
+        .copy = Some(a);
+    copy.used_by.clear();
+    copy.copy = Some(b);
+    hosts.get_mut("node-b").unwrap().volumes.push(copy);
+    observed
+}
+
+fn record(
+    role: CopyRole,
+    epoch: u64,
+    peer: Option<&str>,
+    to: Option<&str>,
+    phase: Option<MovePhase>,
+) -> CopyRecord {
+    CopyRecord {
+        role,
+        epoch,
+        peer: peer.map(String::from),
+        moving_to: to.map(String::from),
+        phase,
+    }
+}
+
+#[test]
+fn an_interrupted_copy_is_resumed_or_left_and_never_taken_as_current() {
+    let observed = with_records(
+        record(
+            CopyRole::Current,
+            3,
+            None,
+            Some("node-b"),
+            Some(MovePhase::Copy),
+        ),
+        record(CopyRole::Incoming, 4, Some("node-a"), None, None),
+    );
+    // Still wanted on node-b: the move starts again from node-a.
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&moved, &observed, Options::default());
+    let r = find(&p, Verb::Relocate, "blog-pgdata")
+        .relocation
+        .clone()
+        .unwrap();
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("node-a", "node-b"));
+    // Wanted back on node-a: nothing moves, and the unfinished copy is named.
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    assert!(p.in_sync, "{}", plan_text(&p, false));
+    assert!(
+        p.orphans.iter().any(|o| o.host == "node-b"
+            && o.reason == "unfinished copy from an interrupted move from `node-a`"),
+        "{:?}",
+        p.orphans
+    );
+    // Only an unfinished copy left: never used as current data.
+    let mut lost = observed.clone();
+    lost.hosts
+        .get_mut("node-a")
+        .unwrap()
+        .volumes
+        .retain(|v| v.name != "blog-pgdata");
+    let p = plan(&moved, &lost, Options::default());
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"));
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("only an unfinished copy")
+                || e.contains("unfinished copy from an interrupted move")),
+        "{:?}",
+        p.errors
+    );
+}
+
+#[test]
+fn a_move_past_its_switch_is_finished_before_anything_else() {
+    let observed = with_records(
+        record(
+            CopyRole::Current,
+            3,
+            None,
+            Some("node-b"),
+            Some(MovePhase::Switch),
+        ),
+        record(CopyRole::Incoming, 4, Some("node-a"), None, None),
+    );
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&moved, &observed, Options::default());
+    let a = find(&p, Verb::Relocate, "blog-pgdata");
+    assert!(
+        a.reason.contains("interrupted after the switch"),
+        "{}",
+        a.reason
+    );
+    // Wanted elsewhere meanwhile: the data is not moved on a guess.
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"));
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("set the app's host back to `node-b`")),
+        "{:?}",
+        p.errors
+    );
+    // The target cannot be read: the app may run there, so it starts nowhere.
+    let mut unreadable = observed.clone();
+    unreadable.hosts.remove("node-b");
+    unreadable
+        .unreachable
+        .insert("node-b".into(), "down".into());
+    let p = plan(&blog(|s| s), &unreadable, Options::default());
+    assert!(
+        p.actions.iter().all(|a| a.name != "blog-db"),
+        "{}",
+        plan_text(&p, false)
+    );
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("the app is started nowhere")),
+        "{:?}",
+        p.errors
+    );
+}
+
+#[test]
+fn an_app_stopped_by_a_move_runs_on_its_old_host_while_the_new_one_is_unreadable() {
+    let mut observed = applied(&blog(|s| s));
+    for c in &mut observed.hosts.get_mut("node-a").unwrap().containers {
+        if c.name == "blog-db" {
+            c.state = ContainerState::Exited;
+        }
+    }
+    observed.hosts.remove("node-b");
+    observed.unreachable.insert("node-b".into(), "down".into());
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&moved, &observed, Options::default());
+    let a = find(&p, Verb::Start, "blog-db");
+    assert_eq!(a.host, "node-a");
+    assert!(
+        a.reason.contains("until it can move to `node-b`"),
+        "{}",
+        a.reason
+    );
+    let after = simulate(&moved, &observed, &p);
+    assert!(after.hosts["node-a"]
+        .containers
+        .iter()
+        .any(|c| c.name == "blog-db" && c.state == ContainerState::Running));
+}
+
+#[test]
+fn of_two_current_copies_the_higher_epoch_wins() {
+    let observed = with_records(
+        record(CopyRole::Current, 1, None, None, None),
+        record(CopyRole::Current, 2, None, None, None),
+    );
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    let r = find(&p, Verb::Relocate, "blog-pgdata")
+        .relocation
+        .clone()
+        .unwrap();
+    assert_eq!(r.from, "node-b");
 }
 
 #[test]

@@ -259,6 +259,18 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
             "{names}"
         );
     }
+    // Only an explicit command deletes the old copy, and never the current one.
+    let current = f.drover(&["volume", "rm", "--host", "node-b", &vol, "--yes"]);
+    assert_eq!(current.status.code(), Some(1));
+    let old = f.drover(&["volume", "rm", "--host", "node-a", &vol, "--yes"]);
+    assert!(old.status.success(), "{}", stderr(&old));
+    let names = text(&docker(
+        &f.hosts[0],
+        &["ps", "-a", "--format", "{{.Names}}"],
+    ));
+    assert!(!names.contains(&format!("drover-copy-{vol}-")), "{names}");
+    let plan = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(plan.status.code(), Some(0));
 }
 
 #[test]
@@ -533,4 +545,36 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
     // node-b is back: the next reconcile completes the move.
     f.reconcile();
     assert_moved(&f, name, 1, &fixed);
+
+    // drover dies with the app stopped, then the target goes down: the
+    // next reconcile runs the app on its source again, and moves it once
+    // the target is back.
+    set_host(&f, name, "node-a", "");
+    let killed = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "delta")]);
+    assert_eq!(killed.status.code(), None);
+    assert!(
+        running_on(&f, &app).is_empty(),
+        "stopped for the final copy"
+    );
+    let o = Command::new(script)
+        .args(["stop", "node-a"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let during = f.drover(&["reconcile"]);
+    let on_b = running(&f.hosts[1], &app);
+    let o = Command::new(script)
+        .args(["start", "node-a"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(during.status.code(), Some(1));
+    assert!(
+        stdout(&during).contains("it runs here until it can move to `node-a`"),
+        "{}",
+        stdout(&during)
+    );
+    assert!(on_b, "the app must run on node-b while node-a is down");
+    f.reconcile();
+    assert_moved(&f, name, 0, &fixed);
 }

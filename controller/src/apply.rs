@@ -366,9 +366,8 @@ impl Step {
                 api.create_container(c).await?;
                 api.start_container(&c.name).await?;
             }
-            (Kind::Container, Verb::Start) => {
-                api.start_container(&self.container()?.name).await?;
-            }
+            // Also an app kept on its old host until it can move.
+            (Kind::Container, Verb::Start) => api.start_container(&a.name).await?,
             (Kind::Container, Verb::Stop) => {
                 api.stop_container(&a.name, Duration::from_secs(10)).await?
             }
@@ -420,9 +419,13 @@ impl Step {
     async fn wait_for_dependencies(&self) -> Result<(), StepError> {
         let a = &self.action;
         match (a.kind, a.action) {
-            (Kind::Container, Verb::Create | Verb::Recreate | Verb::Start) => {
+            (Kind::Container, Verb::Create | Verb::Recreate) => {
                 self.wait_for(self.container()?).await
             }
+            (Kind::Container, Verb::Start) => match self.container() {
+                Ok(c) => self.wait_for(c).await,
+                Err(_) => Ok(()),
+            },
             _ => Ok(()),
         }
     }

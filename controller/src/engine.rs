@@ -838,6 +838,8 @@ fn helper_body(
         image: Some(image.to_string()),
         cmd,
         labels: Some(to_hashmap(labels)),
+        // A helper holds no state worth a grace period.
+        stop_signal: Some("SIGKILL".into()),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
             privileged: Some(false),

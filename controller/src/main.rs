@@ -620,7 +620,41 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 .hosts
                 .get(&host)
                 .is_some_and(|h| h.volumes.contains_key(&name))
-                && v.retained_for.is_none();
+                && drover::plan::may_be_current(v);
+            // An unfinished copy whose move passed its switch holds the
+            // newest data: its source's record says so.
+            if let Some(r) = v
+                .copy
+                .as_ref()
+                .filter(|r| r.role == drover::observed::CopyRole::Incoming)
+            {
+                let peer = r.peer.clone().unwrap_or_default();
+                let switched = match conns.engines.get(&peer) {
+                    Some(p) => rt
+                        .block_on(p.observe())
+                        .map_err(|e| format!("host `{peer}`, the source of this copy, could not be read ({e}); nothing was deleted"))?
+                        .volumes
+                        .iter()
+                        .filter(|o| o.name == name)
+                        .filter_map(|o| o.copy.as_ref())
+                        .any(|c| {
+                            c.phase == Some(drover::observed::MovePhase::Switch)
+                                && c.moving_to.as_deref() == Some(host.as_str())
+                        }),
+                    None => {
+                        return Err(format!(
+                            "host `{peer}`, the source of this copy, could not be read; nothing was deleted"
+                        )
+                        .into())
+                    }
+                };
+                if switched {
+                    return Err(format!(
+                        "volume `{name}` on `{host}` is the target of a move that passed its switch and may hold the newest data; run `drover reconcile` to finish the move first"
+                    )
+                    .into());
+                }
+            }
             if authoritative {
                 return Err(format!(
                     "volume `{name}` on `{host}` holds the current data of a volume in the manifests; remove it from the manifests first"
@@ -643,6 +677,16 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             }
             rt.block_on(api.remove_volume(&name))
                 .map_err(|e| e.to_string())?;
+            // The records about the deleted copy go with it.
+            let prefix = format!("drover-copy-{name}-");
+            for c in state
+                .containers
+                .iter()
+                .filter(|c| c.internal && c.name.starts_with(&prefix))
+            {
+                rt.block_on(api.remove_container(&c.name))
+                    .map_err(|e| e.to_string())?;
+            }
             print(&format!("deleted volume `{name}` on `{host}`\n"));
             Ok(ExitCode::SUCCESS)
         }

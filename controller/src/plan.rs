@@ -769,7 +769,34 @@ impl<'a> Planner<'a> {
                         if self.unreadable.contains(c.host.as_str())
                             || self.blocked.contains(&(stack.to_string(), app.to_string())) =>
                     {
-                        // Its replacement cannot be started: keep it running.
+                        // Its replacement cannot be started: keep it running
+                        // (a move stopped midway may have stopped it), unless
+                        // its data may already be in use on the new host.
+                        let stopped =
+                            matches!(o.state, ContainerState::Exited | ContainerState::Created);
+                        let data_here = c.mounts.iter().all(|m| {
+                            let copies = self.copies(stack, &m.volume);
+                            authority(&m.source, &copies, &self.unreadable)
+                                == Authority::On(host.to_string())
+                        });
+                        if stopped && data_here {
+                            self.push(Action {
+                                id: action_id(host, Kind::Container, &o.name),
+                                host: host.to_string(),
+                                kind: Kind::Container,
+                                action: Verb::Start,
+                                stack: stack.to_string(),
+                                name: o.name.clone(),
+                                reason: format!(
+                                    "container is {}; it runs here until it can move to `{}`",
+                                    o.state.as_str(),
+                                    c.host
+                                ),
+                                after: Vec::new(),
+                                relocation: None,
+                                wave: 0,
+                            });
+                        }
                         continue;
                     }
                     Some(c) => {
@@ -1103,6 +1130,16 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                         internal: false,
                         stack: Some(a.stack.clone()),
                     });
+            }
+            (Kind::Container, Verb::Start)
+                if !desired.hosts[&a.host].containers.contains_key(&a.name) =>
+            {
+                // An app kept on its old host until it can move.
+                if let Some(h) = out.hosts.get_mut(&a.host) {
+                    for o in h.containers.iter_mut().filter(|o| o.name == a.name) {
+                        o.state = ContainerState::Running;
+                    }
+                }
             }
             (Kind::Container, Verb::Create | Verb::Recreate | Verb::Start) => {
                 let c = &desired.hosts[&a.host].containers[&a.name];

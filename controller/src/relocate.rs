@@ -243,9 +243,11 @@ impl Move {
         let finishing = match authority(name, &copies, &Default::default()) {
             Authority::On(h) if h == self.from() => false,
             Authority::Finishing { from, to } if from == self.from() && to == self.to() => true,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "volume `{name}` is not where the plan expected it ({other:?}); nothing was done"
-            )),
+            ))
+            }
         };
         let epoch = sv
             .as_ref()
