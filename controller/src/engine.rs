@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
     HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
@@ -771,7 +771,13 @@ impl DockerApi for Engine {
             )
             .await
             .map_err(|e| EngineError::api(&self.host, op(), e))?;
-        match self.docker.start_exec(&created.id, None).await {
+        // Bulk data comes through here: read it in large frames.
+        let start = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: Some(1 << 20),
+        };
+        match self.docker.start_exec(&created.id, Some(start)).await {
             Ok(StartExecResults::Attached { output, input }) => {
                 let host = self.host.clone();
                 let what = op();

@@ -207,7 +207,8 @@ pub struct Unpacked {
 /// contents written, owners, modes and times set; directories get theirs
 /// last (writing inside one changes its mtime). Everything is flushed to
 /// disk before the summary is printed.
-pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
+pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
+    let mut known = load_state(state);
     let mut r = BufReader::with_capacity(BUF, input);
     let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
     let mut done = Unpacked::default();
@@ -259,6 +260,7 @@ pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> io::Result
             EntryKind::File => {
                 let mut f = File::create(&path)
                     .map_err(|err| other(format!("{}: {err}", path.display())))?;
+                let mut h = blake3::Hasher::new();
                 let mut left = e.size;
                 while left > 0 {
                     let want = usize::try_from(left.min(BUF as u64)).unwrap_or(BUF);
@@ -270,11 +272,17 @@ pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> io::Result
                         )));
                     }
                     f.write_all(&buf[..n])?;
+                    h.update(&buf[..n]);
                     left -= n as u64;
                 }
                 done.bytes += e.size;
                 drop(f);
                 set_owner_and_times(&path, &e)?;
+                // The hash of exactly the bytes written, good for as long
+                // as the file stays as it is now.
+                let mut written = entry_of(root, &rel)?;
+                written.hash = Some(h.finalize().to_hex().to_string());
+                known.insert(e.path.clone(), written);
             }
             EntryKind::Symlink => {
                 let target = unescape(e.target.as_deref().unwrap_or_default());
@@ -296,6 +304,7 @@ pub fn unpack(root: &Path, input: impl Read, out: &mut impl Write) -> io::Result
         set_owner_and_times(path, e)?;
     }
     nix::unistd::syncfs(File::open(root)?).map_err(io::Error::from)?;
+    save_state(state, &known)?;
     serde_json::to_writer(&mut *out, &done).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()
@@ -374,12 +383,20 @@ mod tests {
         let mut stream = Vec::new();
         pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
         // Cut anywhere: refused, never a shorter copy that looks whole.
+        let dst_state = state.path().join("d.json");
         for cut in [10, stream.len() / 2, stream.len() - 3] {
             let d = tempfile::tempdir().unwrap();
-            assert!(unpack(d.path(), &stream[..cut], &mut Vec::new()).is_err());
+            assert!(unpack(d.path(), &dst_state, &stream[..cut], &mut Vec::new()).is_err());
         }
         let mut summary = Vec::new();
-        unpack(dst.path(), &stream[..], &mut summary).unwrap();
+        unpack(dst.path(), &dst_state, &stream[..], &mut summary).unwrap();
+        // What unpack recorded is what a scan of the copy finds.
+        let recorded = load_state(&dst_state);
+        for e in scan::scan(dst.path(), None, true).unwrap() {
+            if e.kind == EntryKind::File {
+                assert_eq!(recorded[&e.path].hash, e.hash, "{}", e.path);
+            }
+        }
         let a = scan::scan(src.path(), None, true).unwrap();
         let b = scan::scan(dst.path(), None, true).unwrap();
         assert!(
@@ -412,7 +429,7 @@ mod tests {
         let st = src.path().join("..").join("state-x.json");
         let mut stream = Vec::new();
         pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
-        unpack(dst.path(), &stream[..], &mut Vec::new()).unwrap();
+        unpack(dst.path(), &st.with_extension("d"), &stream[..], &mut Vec::new()).unwrap();
         delete(dst.path(), &b"stale\n"[..]).unwrap();
         let a = scan::scan(src.path(), None, true).unwrap();
         let b = scan::scan(dst.path(), None, true).unwrap();

@@ -247,7 +247,7 @@ fn helper(command: HelperCommand) -> ExitCode {
     let result = match command {
         HelperCommand::Scan { hash } => helper::scan_out(root, state, hash, &mut stdout),
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
-        HelperCommand::Unpack => helper::unpack(root, stdin, &mut stdout),
+        HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),
         HelperCommand::Idle { seconds } => {
             std::thread::sleep(Duration::from_secs(seconds));

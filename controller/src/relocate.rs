@@ -530,6 +530,7 @@ impl Move {
         let (src, dst) = tokio::join!(h.scan(&self.src, by_content), h.scan(&self.dst, by_content));
         let (src, dst) = (src?, dst?);
         let (send, delete, bytes) = to_send(&src, &dst, by_content);
+        tracing::debug!(phase = phase.as_str(), by_content, entries = src.len(), send = send.len(), delete = delete.len(), bytes, "scanned both sides");
         if !delete.is_empty() {
             h.delete(&delete).await?;
         }
@@ -760,7 +761,7 @@ impl<'a> Helpers<'a> {
                 verb.to_string(),
             ]
         };
-        let mut pack = self
+        let pack = self
             .mv
             .src
             .exec(&self.name, cmd("pack"))
@@ -788,7 +789,20 @@ impl<'a> Helpers<'a> {
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|r| *r > 0);
-        while let Some(chunk) = pack.output.next().await {
+        // Reading from the source and writing to the target overlap; at most
+        // QUEUE chunks (a few MiB) wait in between.
+        const QUEUE: usize = 64;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
+        let mut source = pack.output;
+        let reader = tokio::spawn(async move {
+            while let Some(chunk) = source.next().await {
+                let stop = chunk.is_err();
+                if tx.send(chunk).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        while let Some(chunk) = rx.recv().await {
             match chunk {
                 Ok(ExecOutput::Stdout(b)) => {
                     if broken.is_none() {
@@ -816,6 +830,8 @@ impl<'a> Helpers<'a> {
                 }
             }
         }
+        drop(rx);
+        let _ = reader.await;
         let _ = unpack.input.shutdown().await;
         let _ = writer.await;
         let (mut out, mut err) = (Vec::new(), Vec::new());

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Moving a volume between two local engines: drover against the baseline
+# `docker cp SRC:/data - | docker cp - DST:/` pipe, and `cp -a` on the same
+# disk as the physical reference, side by side in one run. A report, not a
+# test: timings never fail it.
+#
+#   bench/relocate.sh                      # 256 MiB and 1 GiB, 3 runs each
+#   SIZES="64" RUNS=1 bench/relocate.sh    # sizes in MiB
+#   DROVER_BIN=/path/to/drover bench/relocate.sh
+#
+# For every size the volume holds files of mixed sizes (1 KiB to 16 MiB, in
+# 20 directories). Each run drops the page cache first. Figures:
+#   copy       drover's bulk copy phase (app still running), from its logs,
+#              against the whole docker cp pipe and against cp -a;
+#   move       drover's whole relocate step (copy, stop, delta, verify,
+#              start, wait, records);
+#   downtime   `die` of the app on the source → `start` on the target, from
+#              both engines' events, with 1 MiB written into the volume
+#              after the move began;
+#   peak RSS   of the drover process (GNU time).
+# Targets: copy >= 1.0x the docker cp pipe; downtime < 2 s and independent
+# of the size; peak RSS < 64 MB.
+#
+# Needs root and the test hosts (`scripts/test-hosts.sh up 2`, started here
+# if needed). Uses the stack `benchmove` only, and removes it at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"256 1024"}
+RUNS=${RUNS:-3}
+STACK=benchmove
+IMAGE=drover-test/busybox:1
+A=unix:///tmp/drover-hosts/node-a.sock
+B=unix:///tmp/drover-hosts/node-b.sock
+DATA_ROOT=${DROVER_HOSTS_DATA:-/var/lib/drover-hosts}
+
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+scripts/test-hosts.sh up 2 >/dev/null 2>&1
+if [ -z "${DROVER_BIN:-}" ]; then
+    cargo build --release --quiet -p drover
+    DROVER_BIN=target/release/drover
+fi
+
+work=$(mktemp -d)
+dir="$work/stacks"
+mkdir -p "$dir"
+cat >"$dir/cluster.yaml" <<EOF
+kind: Cluster
+hosts:
+  node-a: { endpoint: '$A' }
+  node-b: { endpoint: '$B' }
+EOF
+stack() {
+    cat >"$dir/stack.yaml" <<EOF
+kind: Stack
+name: $STACK
+volumes:
+  data: {}
+apps:
+  app:
+    image: $IMAGE
+    host: $1
+    pull: never
+    command: ['sh', '-c', 'trap "exit 0" TERM; sleep 1000000 & wait']
+    volumes: ['data:/data']
+    stop_grace_period: 2s
+EOF
+}
+
+cleanup() {
+    for h in $A $B; do
+        docker -H "$h" ps -aq --filter "label=drover.stack=$STACK" | xargs -r docker -H "$h" rm -f >/dev/null
+        docker -H "$h" rm -f benchmove-cp-src benchmove-cp-dst >/dev/null 2>&1 || true
+        docker -H "$h" volume ls -q --filter "label=drover.stack=$STACK" | xargs -r docker -H "$h" volume rm -f >/dev/null
+        docker -H "$h" volume rm -f benchmove-cp >/dev/null 2>&1 || true
+        docker -H "$h" network rm "drover-$STACK" >/dev/null 2>&1 || true
+    done
+    rm -rf "$DATA_ROOT/benchmove-cp"
+}
+trap 'cleanup; rm -rf "$work"' EXIT
+cleanup
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# Fills the volume of `docker -H $1` mounted in container $2 with $3 MiB.
+fill() {
+    docker -H "$1" exec "$2" sh -c '
+        want=$(( '"$3"' * 1024 )); total=0; i=0
+        for d in $(seq 0 19); do mkdir -p /data/d$d; done
+        while [ $total -lt $want ]; do
+            for kb in 1 1 1 4 16 64 256 1024 4096 16384; do
+                [ $total -ge $want ] && break
+                [ $kb -gt $((want - total)) ] && kb=$((want - total))
+                dd if=/dev/urandom of=/data/d$((i % 20))/f$i bs=1024 count=$kb 2>/dev/null
+                total=$((total + kb)); i=$((i + 1))
+            done
+        done
+        echo "$i files"'
+}
+
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}")' "$@"; }
+
+# Seconds between the first and last JSON log line matching the phases.
+copy_seconds() {
+    python3 - "$1" <<'EOF'
+import json, sys, datetime
+t = {}
+for line in open(sys.argv[1]):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        continue
+    f = v.get("fields", {})
+    if f.get("message") != "relocation progress":
+        continue
+    ts = datetime.datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")).timestamp()
+    t.setdefault(f["phase"], ts)
+print(f"{t['stop'] - t['copy']:.3f}")
+EOF
+}
+
+downtime() {
+    python3 - "$1" "$2" "$3" "$4" <<'EOF'
+import json, subprocess, sys
+since, until, src, dst = sys.argv[1:]
+def ev(host, action):
+    out = subprocess.run(["docker", "-H", host, "events", "--since", since, "--until", until,
+        "--filter", "container=benchmove-app", "--filter", "event=" + action, "--format", "{{json .}}"],
+        capture_output=True, text=True).stdout
+    return [json.loads(l)["timeNano"] for l in out.splitlines() if l.strip()]
+die, start = ev(src, "die"), ev(dst, "start")
+print(f"{(max(start) - min(die)) / 1e9:.3f}" if die and start else "nan")
+EOF
+}
+
+printf 'drover %s; page cache dropped before every run; %s runs per figure\n\n' "$("$DROVER_BIN" --version)" "$RUNS"
+for size in $SIZES; do
+    bytes=$((size * 1024 * 1024))
+    # Baselines: the same data in a plain volume, moved by docker cp and cp -a.
+    docker -H $A volume create benchmove-cp >/dev/null
+    docker -H $A run -d --name benchmove-cp-src -v benchmove-cp:/data $IMAGE sleep 1000000 >/dev/null
+    files=$(fill $A benchmove-cp-src "$size")
+    docker -H $A stop -t 0 benchmove-cp-src >/dev/null
+    src_dir="$DATA_ROOT/node-a/data/volumes/benchmove-cp/_data"
+    dockercp=(); cpa=()
+    for _ in $(seq "$RUNS"); do
+        docker -H $B rm -f benchmove-cp-dst >/dev/null 2>&1 || true
+        docker -H $B volume rm -f benchmove-cp >/dev/null 2>&1 || true
+        docker -H $B create --name benchmove-cp-dst -v benchmove-cp:/data $IMAGE true >/dev/null
+        drop_caches
+        s=$(date +%s.%N)
+        docker -H $A cp benchmove-cp-src:/data - | docker -H $B cp - benchmove-cp-dst:/
+        sync
+        dockercp+=("$(python3 -c "print($(date +%s.%N) - $s)")")
+        rm -rf "$DATA_ROOT/benchmove-cp"
+        drop_caches
+        s=$(date +%s.%N)
+        cp -a "$src_dir" "$DATA_ROOT/benchmove-cp"
+        sync
+        cpa+=("$(python3 -c "print($(date +%s.%N) - $s)")")
+    done
+    docker -H $A rm -f benchmove-cp-src >/dev/null
+    docker -H $B rm -f benchmove-cp-dst >/dev/null
+    docker -H $A volume rm -f benchmove-cp >/dev/null
+    docker -H $B volume rm -f benchmove-cp >/dev/null
+
+    # drover: back and forth, each time onto a host without a retained copy.
+    stack node-a
+    "$DROVER_BIN" reconcile "$dir" >/dev/null
+    fill $A benchmove-app "$size" >/dev/null
+    from=node-a; to=node-b; fh=$A; th=$B
+    copy=(); move=(); down=(); rss=()
+    for _ in $(seq "$RUNS"); do
+        stack $to
+        drop_caches
+        since=$(date +%s.%N)
+        # 1 MiB written into the volume once the move has begun.
+        ( for _ in $(seq 200); do
+              docker -H $fh ps -q --filter name=drover-move- | grep -q . && break; sleep 0.05
+          done
+          docker -H $fh exec benchmove-app dd if=/dev/urandom of=/data/changed-$RANDOM bs=1M count=1 2>/dev/null ) &
+        /usr/bin/time -f '%M' -o "$work/rss" env DROVER_LOG=drover=info \
+            "$DROVER_BIN" reconcile "$dir" --log-format json >"$work/out" 2>"$work/log"
+        wait
+        until=$(date +%s.%N)
+        grep -q 'done    relocate' "$work/out" || { cat "$work/out" "$work/log"; exit 1; }
+        copy+=("$(copy_seconds "$work/log")")
+        move+=("$(sed -n 's/.*done    relocate.* \([0-9.]*\)s$/\1/p' "$work/out")")
+        down+=("$(downtime "$since" "$until" "$fh" "$th")")
+        rss+=("$(( $(cat "$work/rss") / 1024 ))")
+        # The retained copy goes, so the next move copies everything again.
+        "$DROVER_BIN" volume rm "$dir" --host $from --yes "$STACK-data" >/dev/null
+        tmp=$from; from=$to; to=$tmp; tmp=$fh; fh=$th; th=$tmp
+    done
+    m_dc=$(median "${dockercp[@]}"); m_cp=$(median "${cpa[@]}"); m_copy=$(median "${copy[@]}")
+    m_move=$(median "${move[@]}"); m_down=$(median "${down[@]}"); m_rss=$(median "${rss[@]}")
+    echo "== $size MiB ($files)"
+    printf '  %-34s %8s s   %7.0f MiB/s   runs: %s\n' "cp -a (same disk)" "$m_cp" "$(python3 -c "print($size/$m_cp)")" "${cpa[*]}"
+    printf '  %-34s %8s s   %7.0f MiB/s   runs: %s\n' "docker cp | docker cp" "$m_dc" "$(python3 -c "print($size/$m_dc)")" "${dockercp[*]}"
+    printf '  %-34s %8s s   %7.0f MiB/s   runs: %s\n' "drover bulk copy (app running)" "$m_copy" "$(python3 -c "print($size/$m_copy)")" "${copy[*]}"
+    printf '  %-34s %8s s                   runs: %s\n' "drover whole move" "$m_move" "${move[*]}"
+    printf '  %-34s %8s s                   runs: %s\n' "drover downtime (1 MiB changed)" "$m_down" "${down[*]}"
+    printf '  %-34s %8s MB                  runs: %s\n' "drover peak RSS" "$m_rss" "${rss[*]}"
+    printf '  throughput vs docker cp pipe: %.2fx (target >= 1.0x); vs cp -a: %.2fx\n\n' \
+        "$(python3 -c "print($m_dc/$m_copy)")" "$(python3 -c "print($m_cp/$m_copy)")"
+    cleanup
+done
