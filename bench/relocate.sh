@@ -11,7 +11,10 @@
 # For every size the volume holds files of mixed sizes (1 KiB to 16 MiB, in
 # 20 directories). Each run drops the page cache first. Figures:
 #   copy       drover's bulk copy phase (app still running), from its logs,
-#              against the whole docker cp pipe and against cp -a;
+#              against the whole docker cp pipe and against cp -a; drover
+#              runs twice: `direct` (helper to helper over the hosts'
+#              network, the default when hosts reach each other) and `api`
+#              (`--copy-via api`: every byte through the Docker API and drover);
 #   move       drover's whole relocate step (copy, stop, delta, verify,
 #              start, wait, records);
 #   downtime   `die` of the app on the source → `start` on the target, from
@@ -47,8 +50,8 @@ mkdir -p "$dir"
 cat >"$dir/cluster.yaml" <<EOF
 kind: Cluster
 hosts:
-  node-a: { endpoint: '$A' }
-  node-b: { endpoint: '$B' }
+  node-a: { endpoint: '$A', address: 10.77.0.11 }
+  node-b: { endpoint: '$B', address: 10.77.0.12 }
 EOF
 stack() {
     cat >"$dir/stack.yaml" <<EOF
@@ -164,44 +167,52 @@ for size in $SIZES; do
     docker -H $A volume rm -f benchmove-cp >/dev/null
     docker -H $B volume rm -f benchmove-cp >/dev/null
 
+    printf '== %s MiB (%s)\n' "$size" "$files"
+    m_dc=$(median "${dockercp[@]}"); m_cp=$(median "${cpa[@]}")
+    printf '  %-38s %8s s   %7.0f MiB/s   runs: %s\n' "cp -a (same disk)" "$m_cp" "$(python3 -c "print($size/$m_cp)")" "${cpa[*]}"
+    printf '  %-38s %8s s   %7.0f MiB/s   runs: %s\n' "docker cp | docker cp" "$m_dc" "$(python3 -c "print($size/$m_dc)")" "${dockercp[*]}"
+
     # drover: back and forth, each time onto a host without a retained copy.
     stack node-a
     "$DROVER_BIN" reconcile "$dir" >/dev/null
     fill $A benchmove-app "$size" >/dev/null
     from=node-a; to=node-b; fh=$A; th=$B
-    copy=(); move=(); down=(); rss=()
-    for _ in $(seq "$RUNS"); do
-        stack $to
-        drop_caches
-        since=$(date +%s.%N)
-        # 1 MiB written into the volume once the move has begun.
-        ( for _ in $(seq 200); do
-              docker -H $fh ps -q --filter name=drover-move- | grep -q . && break; sleep 0.05
-          done
-          docker -H $fh exec benchmove-app dd if=/dev/urandom of=/data/changed-$RANDOM bs=1M count=1 2>/dev/null ) &
-        /usr/bin/time -f '%M' -o "$work/rss" env DROVER_LOG=drover=info \
-            "$DROVER_BIN" reconcile "$dir" --log-format json >"$work/out" 2>"$work/log"
-        wait
-        until=$(date +%s.%N)
-        grep -q 'done    relocate' "$work/out" || { cat "$work/out" "$work/log"; exit 1; }
-        copy+=("$(copy_seconds "$work/log")")
-        move+=("$(sed -n 's/.*done    relocate.* \([0-9.]*\)s$/\1/p' "$work/out")")
-        down+=("$(downtime "$since" "$until" "$fh" "$th")")
-        rss+=("$(( $(cat "$work/rss") / 1024 ))")
-        # The retained copy goes, so the next move copies everything again.
-        "$DROVER_BIN" volume rm "$dir" --host $from --yes "$STACK-data" >/dev/null
-        tmp=$from; from=$to; to=$tmp; tmp=$fh; fh=$th; th=$tmp
+    for via in direct api; do
+        copy=(); move=(); down=(); rss=()
+        for _ in $(seq "$RUNS"); do
+            stack $to
+            drop_caches
+            since=$(date +%s.%N)
+            # 1 MiB written into the volume once the move has begun.
+            ( for _ in $(seq 200); do
+                  docker -H $fh ps -q --filter name=drover-move- | grep -q . && break; sleep 0.05
+              done
+              docker -H $fh exec benchmove-app dd if=/dev/urandom of=/data/changed-$RANDOM bs=1M count=1 2>/dev/null ) &
+            args=(); [ $via = api ] && args=(--copy-via api)
+            /usr/bin/time -f '%M' -o "$work/rss" env DROVER_LOG=drover=info \
+                "$DROVER_BIN" reconcile "$dir" --log-format json "${args[@]}" >"$work/out" 2>"$work/log"
+            wait
+            until=$(date +%s.%N)
+            grep -q 'done    relocate' "$work/out" || { cat "$work/out" "$work/log"; exit 1; }
+            if [ $via = direct ] && grep -q 'direct path between the helpers failed' "$work/log"; then
+                echo "the direct path failed:"; grep 'direct path' "$work/log"; exit 1
+            fi
+            copy+=("$(copy_seconds "$work/log")")
+            move+=("$(sed -n 's/.*done    relocate.* \([0-9.]*\)s$/\1/p' "$work/out")")
+            down+=("$(downtime "$since" "$until" "$fh" "$th")")
+            rss+=("$(( $(cat "$work/rss") / 1024 ))")
+            # The retained copy goes, so the next move copies everything again.
+            "$DROVER_BIN" volume rm "$dir" --host $from --yes "$STACK-data" >/dev/null
+            tmp=$from; from=$to; to=$tmp; tmp=$fh; fh=$th; th=$tmp
+        done
+        m_copy=$(median "${copy[@]}"); m_move=$(median "${move[@]}"); m_down=$(median "${down[@]}"); m_rss=$(median "${rss[@]}")
+        printf '  %-38s %8s s   %7.0f MiB/s   runs: %s\n' "drover ($via) bulk copy, app running" "$m_copy" "$(python3 -c "print($size/$m_copy)")" "${copy[*]}"
+        printf '  %-38s %8s s                   runs: %s\n' "drover ($via) whole move" "$m_move" "${move[*]}"
+        printf '  %-38s %8s s                   runs: %s\n' "drover ($via) downtime, 1 MiB changed" "$m_down" "${down[*]}"
+        printf '  %-38s %8s MB                  runs: %s\n' "drover ($via) peak RSS" "$m_rss" "${rss[*]}"
+        printf '  drover (%s) throughput vs docker cp pipe: %.2fx (target >= 1.0x); vs cp -a: %.2fx\n' \
+            "$via" "$(python3 -c "print($m_dc/$m_copy)")" "$(python3 -c "print($m_cp/$m_copy)")"
     done
-    m_dc=$(median "${dockercp[@]}"); m_cp=$(median "${cpa[@]}"); m_copy=$(median "${copy[@]}")
-    m_move=$(median "${move[@]}"); m_down=$(median "${down[@]}"); m_rss=$(median "${rss[@]}")
-    echo "== $size MiB ($files)"
-    printf '  %-34s %8s s   %7.0f MiB/s   runs: %s\n' "cp -a (same disk)" "$m_cp" "$(python3 -c "print($size/$m_cp)")" "${cpa[*]}"
-    printf '  %-34s %8s s   %7.0f MiB/s   runs: %s\n' "docker cp | docker cp" "$m_dc" "$(python3 -c "print($size/$m_dc)")" "${dockercp[*]}"
-    printf '  %-34s %8s s   %7.0f MiB/s   runs: %s\n' "drover bulk copy (app running)" "$m_copy" "$(python3 -c "print($size/$m_copy)")" "${copy[*]}"
-    printf '  %-34s %8s s                   runs: %s\n' "drover whole move" "$m_move" "${move[*]}"
-    printf '  %-34s %8s s                   runs: %s\n' "drover downtime (1 MiB changed)" "$m_down" "${down[*]}"
-    printf '  %-34s %8s MB                  runs: %s\n' "drover peak RSS" "$m_rss" "${rss[*]}"
-    printf '  throughput vs docker cp pipe: %.2fx (target >= 1.0x); vs cp -a: %.2fx\n\n' \
-        "$(python3 -c "print($m_dc/$m_copy)")" "$(python3 -c "print($m_cp/$m_copy)")"
+    echo
     cleanup
 done

@@ -38,6 +38,9 @@ pub struct ApplyOptions {
     pub dependency_timeout: Duration,
     /// How often to look again while waiting.
     pub poll: Duration,
+    /// Let volume moves copy straight from helper to helper when the
+    /// hosts can reach each other (falling back to the Docker API).
+    pub direct_copy: bool,
 }
 
 impl Default for ApplyOptions {
@@ -46,6 +49,7 @@ impl Default for ApplyOptions {
             per_host: DEFAULT_PER_HOST,
             dependency_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(250),
+            direct_copy: true,
         }
     }
 }
@@ -410,6 +414,13 @@ impl Step {
             poll: self.opts.poll,
             progress: Arc::new(move |p| reporter.progress(&action, p)),
             written: Default::default(),
+            target_address: self
+                .desired
+                .hosts
+                .get(&r.to)
+                .map(|h| h.address.clone())
+                .unwrap_or_default(),
+            direct: self.opts.direct_copy,
         };
         mv.run().await.map_err(StepError::Other)
     }

@@ -201,6 +201,9 @@ pub struct NetworkSpec {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DesiredHost {
+    /// Where other hosts reach this host's published ports.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub address: String,
     pub containers: BTreeMap<String, ContainerSpec>,
     pub volumes: BTreeMap<String, VolumeSpec>,
     pub networks: BTreeMap<String, NetworkSpec>,
@@ -241,8 +244,14 @@ pub fn render(spec: &Spec) -> Desired {
     let mut desired = Desired {
         hosts: spec
             .hosts
-            .keys()
-            .map(|h| (h.clone(), DesiredHost::default()))
+            .iter()
+            .map(|(name, h)| {
+                let d = DesiredHost {
+                    address: h.address.clone(),
+                    ..DesiredHost::default()
+                };
+                (name.clone(), d)
+            })
             .collect(),
         stacks: spec.stacks.keys().cloned().collect(),
     };

@@ -130,6 +130,10 @@ pub struct HelperSpec {
     pub read_only: bool,
     pub labels: BTreeMap<String, String>,
     pub cmd: Vec<String>,
+    /// Networked (for the direct copy path); otherwise no network at all.
+    pub network: bool,
+    /// `(host ip, container port)` to publish on a port the engine picks.
+    pub publish: Option<(String, u16)>,
 }
 
 /// A container made only to carry labels: never started.
@@ -180,8 +184,9 @@ pub trait DockerApi: Send + Sync {
     async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError>;
     /// `docker import` of a root file system tar as `tag`.
     async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError>;
-    /// Makes and starts a helper container.
-    async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError>;
+    /// Makes and starts a helper container; returns the host port its
+    /// published port got, if it publishes one.
+    async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError>;
     /// Makes a label-carrying container that is never started.
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError>;
     /// Runs a command in a running container, stdin and output attached.
@@ -729,9 +734,25 @@ impl DockerApi for Engine {
         Ok(())
     }
 
-    async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError> {
+    async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError> {
         let mut body = helper_body(&h.image, &h.labels, Some(h.cmd.clone()));
+        if let Some((ip, port)) = &h.publish {
+            let key = format!("{port}/tcp");
+            body.exposed_ports = Some(vec![key.clone()]);
+            if let Some(hc) = body.host_config.as_mut() {
+                hc.port_bindings = Some(HashMap::from([(
+                    key,
+                    Some(vec![PortBinding {
+                        host_ip: Some(ip.clone()),
+                        host_port: Some(String::new()),
+                    }]),
+                )]));
+            }
+        }
         if let Some(hc) = body.host_config.as_mut() {
+            if h.network {
+                hc.network_mode = Some("bridge".into());
+            }
             hc.mounts = Some(vec![Mount {
                 target: Some(crate::helper::ROOT.into()),
                 source: Some(h.volume.clone()),
@@ -742,7 +763,20 @@ impl DockerApi for Engine {
             hc.auto_remove = Some(true);
         }
         self.create_plain(&h.name, body, "helper").await?;
-        self.start_container(&h.name).await
+        self.start_container(&h.name).await?;
+        let Some((_, port)) = &h.publish else {
+            return Ok(None);
+        };
+        let info = self
+            .docker
+            .inspect_container(&h.name, None)
+            .await
+            .map_err(|e| EngineError::api(&self.host, format!("inspect `{}`", h.name), e))?;
+        Ok(info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
+            .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok())))
     }
 
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {

@@ -225,14 +225,14 @@ impl DockerApi for FakeDocker {
         Ok(())
     }
 
-    async fn run_helper(&self, h: &HelperSpec) -> Result<(), EngineError> {
+    async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError> {
         self.call(format!("helper {}", h.name))?;
         self.with(|s| {
             s.host
                 .containers
                 .push(internal(&h.name, &h.image, ContainerState::Running))
         });
-        Ok(())
+        Ok(None)
     }
 
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {

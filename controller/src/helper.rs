@@ -310,6 +310,123 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
     out.flush()
 }
 
+/// How long a receiving helper waits for its sender.
+const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A writer that counts bytes and prints `{"sent":N}` lines now and then.
+struct Counting<W: Write, P: Write> {
+    inner: W,
+    progress: P,
+    sent: u64,
+    last: std::time::Instant,
+}
+
+impl<W: Write, P: Write> Write for Counting<W, P> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sent += n as u64;
+        if self.last.elapsed() > std::time::Duration::from_millis(200) {
+            writeln!(self.progress, "{{\"sent\":{}}}", self.sent)?;
+            self.progress.flush()?;
+            self.last = std::time::Instant::now();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The direct path, sending side: reads a token line, then paths; connects
+/// to the receiving helper, proves the token, and streams the paths to it.
+pub fn send(
+    root: &Path,
+    state: &Path,
+    to: &str,
+    mut input: impl BufRead,
+    progress: &mut impl Write,
+) -> io::Result<()> {
+    let mut token = String::new();
+    input.read_line(&mut token)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let stream = loop {
+        match std::net::TcpStream::connect(to) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(other(format!(
+                    "cannot reach the receiving helper at {to}: {e}"
+                )))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    let mut w = Counting {
+        inner: &stream,
+        progress: &mut *progress,
+        sent: 0,
+        last: std::time::Instant::now(),
+    };
+    w.write_all(token.as_bytes())?;
+    pack(root, state, input, &mut w)?;
+    let sent = w.sent;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the receiver to close: it has then written everything.
+    let mut rest = Vec::new();
+    let _ = (&stream).read_to_end(&mut rest);
+    writeln!(progress, "{{\"sent\":{sent}}}")?;
+    progress.flush()
+}
+
+/// The direct path, receiving side: reads the token from stdin, listens on
+/// `port`, and unpacks the stream of the first connection that presents it.
+pub fn receive(
+    root: &Path,
+    state: &Path,
+    port: u16,
+    mut input: impl BufRead,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut token = String::new();
+    input.read_line(&mut token)?;
+    if token.trim().len() < 32 {
+        return Err(other("no token".into()));
+    }
+    let listener = std::net::TcpListener::bind(("0.0.0.0", port))?;
+    listener.set_nonblocking(true)?;
+    let deadline = std::time::Instant::now() + ACCEPT_WAIT;
+    loop {
+        let conn = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(other("no sender came".into()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        let mut r = BufReader::with_capacity(BUF, &conn);
+        let mut got = String::new();
+        if r.by_ref().take(200).read_line(&mut got).is_err() || !same(got.trim(), token.trim()) {
+            continue; // not our sender
+        }
+        return unpack(root, state, r, out);
+    }
+}
+
+/// Compares two tokens in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Deletes the escaped paths read one per line (directories with what is
 /// in them), deepest first, and flushes.
 pub fn delete(root: &Path, input: impl BufRead) -> io::Result<()> {
@@ -429,7 +546,13 @@ mod tests {
         let st = src.path().join("..").join("state-x.json");
         let mut stream = Vec::new();
         pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
-        unpack(dst.path(), &st.with_extension("d"), &stream[..], &mut Vec::new()).unwrap();
+        unpack(
+            dst.path(),
+            &st.with_extension("d"),
+            &stream[..],
+            &mut Vec::new(),
+        )
+        .unwrap();
         delete(dst.path(), &b"stale\n"[..]).unwrap();
         let a = scan::scan(src.path(), None, true).unwrap();
         let b = scan::scan(dst.path(), None, true).unwrap();

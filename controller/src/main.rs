@@ -41,6 +41,12 @@ enum LogFormat {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CopyVia {
+    Auto,
+    Api,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OutputFormat {
     Text,
     Json,
@@ -77,6 +83,11 @@ enum Command {
         /// How long an app waits for the apps it depends on (seconds).
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         dependency_timeout: u64,
+        /// How volume moves carry data: `auto` copies straight between helper
+        /// containers when the hosts reach each other, else through the
+        /// Docker API; `api` always goes through the Docker API.
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
     },
     /// Print the actual state of every host.
     Observe {
@@ -126,6 +137,16 @@ enum HelperCommand {
     Unpack,
     /// Deletes the paths read from stdin.
     Delete,
+    /// Streams the paths read from stdin (after a token line) to a receiving helper.
+    Send {
+        #[arg(long)]
+        to: String,
+    },
+    /// Waits for a sending helper (after reading the token from stdin) and unpacks its stream.
+    Receive {
+        #[arg(long)]
+        port: u16,
+    },
     /// Waits, so that commands can be run in the helper.
     Idle {
         #[arg(long, default_value_t = 21600)]
@@ -249,6 +270,8 @@ fn helper(command: HelperCommand) -> ExitCode {
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),
+        HelperCommand::Send { to } => helper::send(root, state, &to, stdin, &mut stdout),
+        HelperCommand::Receive { port } => helper::receive(root, state, port, stdin, &mut stdout),
         HelperCommand::Idle { seconds } => {
             std::thread::sleep(Duration::from_secs(seconds));
             Ok(())
@@ -433,6 +456,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             prune_volumes,
             parallel,
             dependency_timeout,
+            copy_via,
         } => {
             // A saved state is read while the manifests load.
             let saved = observed.map(|path| std::thread::spawn(move || read_observed(&path)));
@@ -500,6 +524,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 ApplyOptions {
                     per_host: parallel,
                     dependency_timeout: Duration::from_secs(dependency_timeout),
+                    direct_copy: copy_via == CopyVia::Auto,
                     ..ApplyOptions::default()
                 },
             );

@@ -197,6 +197,22 @@ pub struct Move {
     pub progress: ProgressFn,
     /// Markers written by this run, per host, oldest first.
     pub written: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// Where the source's helper can reach the target host (its Cluster
+    /// `address`); the direct path is tried when set and not loopback.
+    pub target_address: String,
+    /// Whether to try the direct helper-to-helper path at all.
+    pub direct: bool,
+}
+
+/// The port a receiving helper listens on inside its container.
+const DIRECT_PORT: u16 = 7070;
+
+fn random_token() -> Result<String, String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 fn helper_name(volume: &str) -> String {
@@ -530,7 +546,15 @@ impl Move {
         let (src, dst) = tokio::join!(h.scan(&self.src, by_content), h.scan(&self.dst, by_content));
         let (src, dst) = (src?, dst?);
         let (send, delete, bytes) = to_send(&src, &dst, by_content);
-        tracing::debug!(phase = phase.as_str(), by_content, entries = src.len(), send = send.len(), delete = delete.len(), bytes, "scanned both sides");
+        tracing::debug!(
+            phase = phase.as_str(),
+            by_content,
+            entries = src.len(),
+            send = send.len(),
+            delete = delete.len(),
+            bytes,
+            "scanned both sides"
+        );
         if !delete.is_empty() {
             h.delete(&delete).await?;
         }
@@ -653,6 +677,8 @@ struct Helpers<'a> {
     mv: &'a Move,
     image: String,
     name: String,
+    /// `address:port` of the target helper while the direct path works.
+    direct: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> Helpers<'a> {
@@ -661,10 +687,11 @@ impl<'a> Helpers<'a> {
             mv,
             image: image.to_string(),
             name: helper_name(&mv.volume.name),
+            direct: std::sync::Mutex::new(None),
         }
     }
 
-    fn spec(&self, read_only: bool) -> HelperSpec {
+    fn spec(&self, read_only: bool, network: bool, publish: Option<(String, u16)>) -> HelperSpec {
         HelperSpec {
             name: self.name.clone(),
             image: self.image.clone(),
@@ -678,17 +705,33 @@ impl<'a> Helpers<'a> {
             cmd: ["/drover", "helper", "idle", "--seconds", "21600"]
                 .map(String::from)
                 .to_vec(),
+            network,
+            publish,
         }
     }
 
     async fn start(&self) -> Result<(), String> {
+        let addr = self.mv.target_address.as_str();
+        let loopback =
+            addr.is_empty() || addr == "localhost" || addr.starts_with("127.") || addr == "::1";
+        let direct = self.mv.direct && !loopback;
         for (api, ro) in [(&self.mv.src, true), (&self.mv.dst, false)] {
             api.remove_container(&self.name)
                 .await
                 .map_err(|e| e.to_string())?;
-            api.run_helper(&self.spec(ro))
+            let publish = (direct && !ro).then(|| (addr.to_string(), DIRECT_PORT));
+            let port = api
+                .run_helper(&self.spec(ro, direct, publish))
                 .await
                 .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+            if let Some(p) = port {
+                let at = if addr.contains(':') {
+                    format!("[{addr}]:{p}")
+                } else {
+                    format!("{addr}:{p}")
+                };
+                *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+            }
         }
         Ok(())
     }
@@ -752,8 +795,110 @@ impl<'a> Helpers<'a> {
         Ok(())
     }
 
-    /// Streams `paths` from the source helper into the target helper.
+    /// Streams `paths` from the source helper into the target helper: over
+    /// the direct path while it works, else through drover.
     async fn transfer(&self, paths: &[String], total: u64, phase: Phase) -> Result<(), String> {
+        let direct = self
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(to) = direct {
+            match self.transfer_direct(&to, paths, total, phase).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(volume = %self.mv.volume.name, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
+                    *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+            }
+        }
+        self.transfer_api(paths, total, phase).await
+    }
+
+    /// The direct path: the target helper listens on a published port, the
+    /// source helper connects with a one-time token and streams to it.
+    async fn transfer_direct(
+        &self,
+        to: &str,
+        paths: &[String],
+        total: u64,
+        phase: Phase,
+    ) -> Result<(), String> {
+        let token = random_token()?;
+        let cmd = |args: &[&str]| {
+            let mut c = vec!["/drover".to_string(), "helper".to_string()];
+            c.extend(args.iter().map(|s| s.to_string()));
+            c
+        };
+        let port = DIRECT_PORT.to_string();
+        let mut recv = self
+            .mv
+            .dst
+            .exec(&self.name, cmd(&["receive", "--port", &port]))
+            .await
+            .map_err(|e| e.to_string())?;
+        recv.input
+            .write_all(format!("{token}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = recv.input.shutdown().await;
+        let mut send = self
+            .mv
+            .src
+            .exec(&self.name, cmd(&["send", "--to", to]))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut input = format!("{token}\n").into_bytes();
+        input.extend(lines(paths));
+        let mut send_in = send.input;
+        let writer = tokio::spawn(async move {
+            let r = send_in.write_all(&input).await;
+            let _ = send_in.shutdown().await;
+            r
+        });
+        let mut send_err = Vec::new();
+        let mut pending = Vec::new();
+        while let Some(chunk) = send.output.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                ExecOutput::Stdout(b) => {
+                    pending.extend_from_slice(&b);
+                    while let Some(i) = pending.iter().position(|c| *c == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=i).collect();
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+                            if let Some(n) = v["sent"].as_u64() {
+                                self.mv.report(phase, n.min(total), total);
+                            }
+                        }
+                    }
+                }
+                ExecOutput::Stderr(b) if send_err.len() < 4096 => send_err.extend_from_slice(&b),
+                ExecOutput::Stderr(_) => {}
+            }
+        }
+        let _ = writer.await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = recv.output.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                ExecOutput::Stdout(b) => out.extend_from_slice(&b),
+                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        check_exit(&self.mv.src, &send.id, "send", &send_err).await?;
+        check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
+        let done: crate::helper::Unpacked = serde_json::from_slice(&out)
+            .map_err(|_| format!("the receiving helper on `{}` gave no summary", self.mv.to()))?;
+        self.mv.report(phase, total, total);
+        tracing::debug!(
+            entries = done.end,
+            bytes = done.bytes,
+            path = "direct",
+            "unpacked"
+        );
+        Ok(())
+    }
+
+    /// The API path: both helpers' streams pass through drover.
+    async fn transfer_api(&self, paths: &[String], total: u64, phase: Phase) -> Result<(), String> {
         let cmd = |verb: &str| {
             vec![
                 "/drover".to_string(),
