@@ -319,12 +319,17 @@ struct Counting<W: Write, P: Write> {
     progress: P,
     sent: u64,
     last: std::time::Instant,
+    /// Bytes per second at most (tests only).
+    rate: Option<u64>,
 }
 
 impl<W: Write, P: Write> Write for Counting<W, P> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.sent += n as u64;
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            std::thread::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64));
+        }
         if self.last.elapsed() > std::time::Duration::from_millis(200) {
             writeln!(self.progress, "{{\"sent\":{}}}", self.sent)?;
             self.progress.flush()?;
@@ -344,6 +349,7 @@ pub fn send(
     root: &Path,
     state: &Path,
     to: &str,
+    rate: Option<u64>,
     mut input: impl BufRead,
     progress: &mut impl Write,
 ) -> io::Result<()> {
@@ -366,6 +372,7 @@ pub fn send(
         progress: &mut *progress,
         sent: 0,
         last: std::time::Instant::now(),
+        rate,
     };
     w.write_all(token.as_bytes())?;
     pack(root, state, input, &mut w)?;

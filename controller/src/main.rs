@@ -141,6 +141,9 @@ enum HelperCommand {
     Send {
         #[arg(long)]
         to: String,
+        /// At most this many bytes per second (for tests).
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Waits for a sending helper (after reading the token from stdin) and unpacks its stream.
     Receive {
@@ -270,7 +273,9 @@ fn helper(command: HelperCommand) -> ExitCode {
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),
-        HelperCommand::Send { to } => helper::send(root, state, &to, stdin, &mut stdout),
+        HelperCommand::Send { to, rate } => {
+            helper::send(root, state, &to, rate, stdin, &mut stdout)
+        }
         HelperCommand::Receive { port } => helper::receive(root, state, port, stdin, &mut stdout),
         HelperCommand::Idle { seconds } => {
             std::thread::sleep(Duration::from_secs(seconds));

@@ -842,10 +842,15 @@ impl<'a> Helpers<'a> {
             .await
             .map_err(|e| e.to_string())?;
         let _ = recv.input.shutdown().await;
+        let mut args = vec!["send", "--to", to];
+        let rate = std::env::var("DROVER_TEST_THROTTLE").unwrap_or_default();
+        if !rate.is_empty() {
+            args.extend(["--rate", rate.as_str()]);
+        }
         let mut send = self
             .mv
             .src
-            .exec(&self.name, cmd(&["send", "--to", to]))
+            .exec(&self.name, cmd(&args))
             .await
             .map_err(|e| e.to_string())?;
         let mut input = format!("{token}\n").into_bytes();
