@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # drover's main job on a fresh machine: start two throwaway Docker hosts
 # (network namespaces on this machine, no registry needed), reconcile the
-# guestbook stack across them, change it, and show the plan for moving its
-# data to the other host. Needs root and Debian's packages (installed here).
+# guestbook stack across them, change it, and move its data to the other
+# host and back. Needs root and Debian's packages (installed here).
 # The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,9 +37,19 @@ printf '\n# stop the store behind drover'"'"'s back: the next run starts it agai
 docker -H unix:///tmp/drover-hosts/node-a.sock stop -t 1 guestbook-store >/dev/null
 step drover reconcile "$dir"
 
-printf '\n# place the store on node-b: its volume is planned to move with it\n'
+lines() { docker -H "unix:///tmp/drover-hosts/$1.sock" exec guestbook-store wc -l /data/book.txt | cut -d' ' -f1; }
+printf '\n# place the store on node-b: its volume moves with it\n'
 sed -i '0,/host: node-a/s//host: node-b/' "$dir/guestbook.yaml"
 step drover reconcile "$dir" --dry-run
+before=$(lines node-a)
+step drover reconcile "$dir"
+sleep 3
+printf '\nthe guestbook had %s lines on node-a; on node-b it goes on: %s lines\n' "$before" "$(lines node-b)"
 step drover volume ls "$dir"
+
+printf '\n# and back to node-a: only what changed since travels\n'
+sed -i '0,/host: node-b/s//host: node-a/' "$dir/guestbook.yaml"
+step drover reconcile "$dir"
+step drover status "$dir"
 
 printf '\nThe hosts are still up: try `%s status %s`, or remove them with `scripts/test-hosts.sh down`.\n' "$drover" "examples/demo"

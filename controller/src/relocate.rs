@@ -488,7 +488,11 @@ impl Move {
     /// the source as the copy to use again, and start it there.
     async fn undo_switch(&self, image: &str, epoch: u64, helpers: &Helpers<'_>) {
         for c in &self.apps {
-            let _ = self.dst.remove_container(&c.name).await;
+            if let Err(e) = self.dst.remove_container(&c.name).await {
+                // It may still run there: never start a second writer.
+                tracing::error!(error = %e, container = %c.name, "cannot remove the app from the target; it is not started on the source");
+                return;
+            }
         }
         if let Err(e) = self
             .mark(&self.src, image, self.source_record(epoch, MovePhase::Copy))
