@@ -456,16 +456,12 @@ pub fn delete(root: &Path, input: impl BufRead) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
-
+    /// The scan tests' tree, with a file larger than the buffer, a FIFO and
+    /// a directory mode of its own.
     fn tree() -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
+        let d = scan::tests::tree();
         let p = d.path();
-        std::fs::create_dir_all(p.join("a/b")).unwrap();
-        std::fs::write(p.join("a/b/file.txt"), b"hello").unwrap();
         std::fs::write(p.join("big"), vec![7u8; 3 * BUF + 5]).unwrap();
-        std::fs::write(p.join(OsStr::from_bytes(b"odd \xff\nname")), b"x").unwrap();
-        symlink("a/b/file.txt", p.join("link")).unwrap();
         nix::unistd::mkfifo(
             &p.join("pipe"),
             nix::sys::stat::Mode::from_bits_truncate(0o600),
@@ -473,6 +469,15 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(p.join("a/b"), std::fs::Permissions::from_mode(0o711)).unwrap();
         d
+    }
+
+    /// Scans both trees and fails on any difference.
+    fn assert_same(a: &Path, b: &Path) -> Vec<Entry> {
+        let a = scan::scan(a, None, true).unwrap();
+        let b = scan::scan(b, None, true).unwrap();
+        let d = scan::differences(&a, &b);
+        assert!(d.is_empty(), "{d:?}");
+        b
     }
 
     fn paths(entries: &[Entry]) -> Vec<u8> {
@@ -521,13 +526,8 @@ mod tests {
                 assert_eq!(recorded[&e.path].hash, e.hash, "{}", e.path);
             }
         }
+        let b = assert_same(src.path(), dst.path());
         let a = scan::scan(src.path(), None, true).unwrap();
-        let b = scan::scan(dst.path(), None, true).unwrap();
-        assert!(
-            scan::differences(&a, &b).is_empty(),
-            "{:?}",
-            scan::differences(&a, &b)
-        );
         // Times come across to the nanosecond.
         let ia = scan::index(&a);
         for e in &b {
@@ -561,13 +561,7 @@ mod tests {
         )
         .unwrap();
         delete(dst.path(), &b"stale\n"[..]).unwrap();
-        let a = scan::scan(src.path(), None, true).unwrap();
-        let b = scan::scan(dst.path(), None, true).unwrap();
-        assert!(
-            scan::differences(&a, &b).is_empty(),
-            "{:?}",
-            scan::differences(&a, &b)
-        );
+        assert_same(src.path(), dst.path());
         assert!(delete(dst.path(), &b"../x\n"[..]).is_err());
         let _ = std::fs::remove_file(st);
     }

@@ -762,13 +762,7 @@ impl<'a> Helpers<'a> {
             let _ = input_stream.shutdown().await;
             r
         });
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(chunk) = ex.output.next().await {
-            match chunk.map_err(|e| e.to_string())? {
-                ExecOutput::Stdout(b) => out.extend_from_slice(&b),
-                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
-            }
-        }
+        let (out, err) = collect(&mut ex.output).await?;
         let _ = writer.await;
         check_exit(api, &ex.id, args[0], &err).await?;
         Ok(out)
@@ -885,24 +879,18 @@ impl<'a> Helpers<'a> {
             }
         }
         let _ = writer.await;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(chunk) = recv.output.next().await {
-            match chunk.map_err(|e| e.to_string())? {
-                ExecOutput::Stdout(b) => out.extend_from_slice(&b),
-                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
-            }
-        }
+        let (out, err) = collect(&mut recv.output).await?;
         check_exit(&self.mv.src, &send.id, "send", &send_err).await?;
         check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
-        let done: crate::helper::Unpacked = serde_json::from_slice(&out)
-            .map_err(|_| format!("the receiving helper on `{}` gave no summary", self.mv.to()))?;
+        self.unpacked(&out, phase, total, "direct")
+    }
+
+    /// Reads the summary a finished unpack printed.
+    fn unpacked(&self, out: &[u8], phase: Phase, total: u64, path: &str) -> Result<(), String> {
+        let done: crate::helper::Unpacked = serde_json::from_slice(out)
+            .map_err(|_| format!("the unpack on `{}` gave no summary", self.mv.to()))?;
         self.mv.report(phase, total, total);
-        tracing::debug!(
-            entries = done.end,
-            bytes = done.bytes,
-            path = "direct",
-            "unpacked"
-        );
+        tracing::debug!(entries = done.end, bytes = done.bytes, path, "unpacked");
         Ok(())
     }
 
@@ -988,25 +976,28 @@ impl<'a> Helpers<'a> {
         let _ = reader.await;
         let _ = unpack.input.shutdown().await;
         let _ = writer.await;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        while let Some(chunk) = unpack.output.next().await {
-            match chunk {
-                Ok(ExecOutput::Stdout(b)) => out.extend_from_slice(&b),
-                Ok(ExecOutput::Stderr(b)) => err.extend_from_slice(&b),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        let (out, err) = collect(&mut unpack.output).await?;
         check_exit(&self.mv.src, &pack.id, "pack", &pack_err).await?;
         check_exit(&self.mv.dst, &unpack.id, "unpack", &err).await?;
         if let Some(e) = broken {
             return Err(format!("the stream to `{}` broke: {e}", self.mv.to()));
         }
-        let done: crate::helper::Unpacked = serde_json::from_slice(&out)
-            .map_err(|_| format!("the unpack on `{}` gave no summary", self.mv.to()))?;
-        self.mv.report(phase, total, total);
-        tracing::debug!(entries = done.end, bytes = done.bytes, "unpacked");
-        Ok(())
+        self.unpacked(&out, phase, total, "api")
     }
+}
+
+/// All of a command's output: stdout and stderr.
+async fn collect(
+    output: &mut crate::engine::ExecOutputStream,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(chunk) = output.next().await {
+        match chunk.map_err(|e| e.to_string())? {
+            ExecOutput::Stdout(b) => out.extend_from_slice(&b),
+            ExecOutput::Stderr(b) => err.extend_from_slice(&b),
+        }
+    }
+    Ok((out, err))
 }
 
 fn lines(paths: &[String]) -> Vec<u8> {

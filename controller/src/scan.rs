@@ -294,11 +294,13 @@ pub fn changes(before: &[Entry], after: &[Entry]) -> (Vec<String>, Vec<String>) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
-    fn tree() -> tempfile::TempDir {
+    /// A small tree: nested directories, a file with mode 640, a name that
+    /// is not UTF-8, a symlink.
+    pub(crate) fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         std::fs::create_dir_all(p.join("a/b")).unwrap();
