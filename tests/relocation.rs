@@ -195,6 +195,15 @@ apps:
     pull: never
     command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
     volumes: ['data:/data']
+    ports: ['18210:8080']
+    stop_grace_period: 1s
+  peer:
+    image: {IMAGE}
+    host: node-b
+    pull: never
+    depends_on: [keeper]
+    links: [keeper]
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
     stop_grace_period: 1s
 "
         )
@@ -223,6 +232,11 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
     let before = listing(&f.hosts[0], &vol);
     assert!(before.lines().count() > 50, "{before}");
 
+    let env = |f: &Fixture| {
+        inspect(&f.hosts[1], &format!("{name}-peer"), "{{json .Config.Env}}").unwrap()
+    };
+    assert!(env(&f).contains("KEEPER_HOST=10.77.0.11"), "{}", env(&f));
+    let since = now();
     f.write("stack.yaml", &stack("node-b"));
     let plan = stdout(&f.drover(&["reconcile", "--dry-run"]));
     assert!(
@@ -230,13 +244,32 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
         "{plan}"
     );
     assert!(plan.contains("node-a → node-b"), "{plan}");
-    let out = stdout(&f.reconcile());
+    // Every byte through the Docker API (the other tests take the direct path).
+    let moved = f.drover(&["reconcile", "--copy-via", "api"]);
+    assert!(moved.status.success());
+    let out = stdout(&moved);
     assert!(
         out.contains(&format!("done    relocate volume    {vol} on node-b")),
         "{out}"
     );
 
     assert_eq!(listing(&f.hosts[1], &vol), before, "the copy differs");
+    // The app that links to the moved one has its new address, and was
+    // started only after the moved app started on its new host.
+    assert!(
+        env(&f).contains("KEEPER_HOST=e2e-mix-keeper"),
+        "{}",
+        env(&f)
+    );
+    let evs = events(&f.hosts[1], &since, &now());
+    let start = |c: &str| {
+        evs.iter()
+            .filter(|(_, t, a, n)| t == "container" && a == "start" && n == c)
+            .map(|(t, ..)| *t)
+            .next_back()
+            .unwrap_or_else(|| panic!("no start of {c}: {evs:?}"))
+    };
+    assert!(start("e2e-mix-keeper") < start("e2e-mix-peer"));
     assert_eq!(
         listing(&f.hosts[0], &vol),
         before,
@@ -293,6 +326,10 @@ fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_se
     // Slow enough that the writer goes on during the bulk copy.
     let out = f.drover_with(&["reconcile"], &[("DROVER_TEST_THROTTLE", "100000000")]);
     assert!(out.status.success());
+    assert!(
+        !stderr(&out).contains("direct path between the helpers failed"),
+        "the hosts reach each other: the direct path must work"
+    );
     assert_moved(&f, name, 1, &fixed);
     let lines_at_stop: u64 = in_volume(&f.hosts[0], &vol, "wc -l < /d/log")
         .parse()

@@ -53,6 +53,15 @@ fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
     }
 }
 
+/// Asks for 1 MiB pipe buffers on stdin and stdout (where they are pipes):
+/// fewer wake-ups for the engine relaying a stream. Best effort.
+pub fn widen_pipes() {
+    use std::os::fd::AsFd;
+    let size = nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20);
+    let _ = nix::fcntl::fcntl(std::io::stdin().as_fd(), size);
+    let _ = nix::fcntl::fcntl(std::io::stdout().as_fd(), size);
+}
+
 fn load_state(state: &Path) -> BTreeMap<String, Entry> {
     let Ok(text) = std::fs::read(state) else {
         return BTreeMap::new();

@@ -266,6 +266,7 @@ fn helper(command: HelperCommand) -> ExitCode {
     use drover::helper::{self, ROOT, STATE};
     let root = Path::new(ROOT);
     let state = Path::new(STATE);
+    helper::widen_pipes();
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let result = match command {
