@@ -57,9 +57,9 @@ fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
 /// fewer wake-ups for the engine relaying a stream. Best effort.
 pub fn widen_pipes() {
     use std::os::fd::AsFd;
-    let size = nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20);
-    let _ = nix::fcntl::fcntl(std::io::stdin().as_fd(), size);
-    let _ = nix::fcntl::fcntl(std::io::stdout().as_fd(), size);
+    use nix::fcntl::{fcntl, FcntlArg::F_SETPIPE_SZ};
+    let _ = fcntl(std::io::stdin().as_fd(), F_SETPIPE_SZ(1 << 20));
+    let _ = fcntl(std::io::stdout().as_fd(), F_SETPIPE_SZ(1 << 20));
 }
 
 fn load_state(state: &Path) -> BTreeMap<String, Entry> {
