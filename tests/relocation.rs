@@ -256,11 +256,7 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
     assert_eq!(listing(&f.hosts[1], &vol), before, "the copy differs");
     // The app that links to the moved one has its new address, and was
     // started only after the moved app started on its new host.
-    assert!(
-        env(&f).contains("\"KEEPER_HOST=keeper\""),
-        "{}",
-        env(&f)
-    );
+    assert!(env(&f).contains("\"KEEPER_HOST=keeper\""), "{}", env(&f));
     let evs = events(&f.hosts[1], &since, &now());
     let start = |c: &str| {
         evs.iter()

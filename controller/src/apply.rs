@@ -421,6 +421,8 @@ impl Step {
                 .map(|h| h.address.clone())
                 .unwrap_or_default(),
             direct: self.opts.direct_copy,
+            sent: Default::default(),
+            planned: Default::default(),
         };
         mv.run().await.map_err(StepError::Other)
     }

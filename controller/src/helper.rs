@@ -56,8 +56,8 @@ fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
 /// Asks for 1 MiB pipe buffers on stdin and stdout (where they are pipes):
 /// fewer wake-ups for the engine relaying a stream. Best effort.
 pub fn widen_pipes() {
-    use std::os::fd::AsFd;
     use nix::fcntl::{fcntl, FcntlArg::F_SETPIPE_SZ};
+    use std::os::fd::AsFd;
     let _ = fcntl(std::io::stdin().as_fd(), F_SETPIPE_SZ(1 << 20));
     let _ = fcntl(std::io::stdout().as_fd(), F_SETPIPE_SZ(1 << 20));
 }

@@ -202,6 +202,9 @@ pub struct Move {
     pub target_address: String,
     /// Whether to try the direct helper-to-helper path at all.
     pub direct: bool,
+    /// Bytes of finished transfers, and of all transfers planned so far.
+    pub sent: std::sync::atomic::AtomicU64,
+    pub planned: std::sync::atomic::AtomicU64,
 }
 
 /// The port a receiving helper listens on inside its container.
@@ -234,7 +237,12 @@ impl Move {
         self.dst.host()
     }
 
-    fn report(&self, phase: Phase, done: u64, total: u64) {
+    /// Reports progress: `in_flight` bytes of the current transfer on top
+    /// of all finished ones, of all planned so far in this move.
+    fn report(&self, phase: Phase, in_flight: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.planned.load(Relaxed);
+        let done = (self.sent.load(Relaxed) + in_flight).min(total);
         tracing::info!(volume = %self.volume.name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
         (self.progress)(&Progress { phase, done, total });
     }
@@ -287,7 +295,7 @@ impl Move {
         let helpers = Helpers::new(self, &image.tag);
 
         if !finishing {
-            self.report(Phase::Prepare, 0, 0);
+            self.report(Phase::Prepare, 0);
             checkpoint(Phase::Prepare);
             self.mark(
                 &self.dst,
@@ -320,7 +328,7 @@ impl Move {
                 return Err(e);
             }
             checkpoint(Phase::Stop);
-            self.report(Phase::Stop, 0, 0);
+            self.report(Phase::Stop, 0);
             if let Err(e) = self.stop_on_source().await {
                 self.back_to_source(&helpers).await;
                 return Err(e);
@@ -348,13 +356,13 @@ impl Move {
         }
 
         checkpoint(Phase::Start);
-        self.report(Phase::Start, 0, 0);
+        self.report(Phase::Start, 0);
         if let Err(e) = self.start_on_target().await {
             self.undo_switch(&image.tag, epoch, &helpers).await;
             return Err(e);
         }
         checkpoint(Phase::Commit);
-        self.report(Phase::Commit, 0, 0);
+        self.report(Phase::Commit, 0);
         self.mark(
             &self.dst,
             &image.tag,
@@ -380,7 +388,7 @@ impl Move {
         )
         .await?;
         checkpoint(Phase::Retire);
-        self.report(Phase::Retire, 0, 0);
+        self.report(Phase::Retire, 0);
         for c in &self.apps {
             self.src
                 .remove_container(&c.name)
@@ -518,7 +526,7 @@ impl Move {
         checkpoint(Phase::Delta);
         let src = self.sync(h, true, Phase::Delta).await?;
         checkpoint(Phase::Verify);
-        self.report(Phase::Verify, 0, 0);
+        self.report(Phase::Verify, 0);
         if let Ok(path) = std::env::var("DROVER_TEST_DAMAGE_COPY") {
             // Test-only: lose a file of the copy right before it is checked.
             h.delete(&[path]).await?;
@@ -563,8 +571,11 @@ impl Move {
             h.delete(&delete).await?;
         }
         if !send.is_empty() {
-            self.report(phase, 0, bytes);
+            use std::sync::atomic::Ordering::Relaxed;
+            self.planned.fetch_add(bytes, Relaxed);
+            self.report(phase, 0);
             h.transfer(&send, bytes, phase).await?;
+            self.sent.fetch_add(bytes, Relaxed);
         }
         Ok(src)
     }
@@ -587,7 +598,7 @@ impl Move {
                 .map_err(|e| e.to_string())?;
         }
         checkpoint(Phase::Wait);
-        self.report(Phase::Wait, 0, 0);
+        self.report(Phase::Wait, 0);
         for c in &self.apps {
             self.wait_ready(c).await?;
         }
@@ -869,7 +880,7 @@ impl<'a> Helpers<'a> {
                         let line: Vec<u8> = pending.drain(..=i).collect();
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
                             if let Some(n) = v["sent"].as_u64() {
-                                self.mv.report(phase, n.min(total), total);
+                                self.mv.report(phase, n.min(total));
                             }
                         }
                     }
@@ -889,7 +900,7 @@ impl<'a> Helpers<'a> {
     fn unpacked(&self, out: &[u8], phase: Phase, total: u64, path: &str) -> Result<(), String> {
         let done: crate::helper::Unpacked = serde_json::from_slice(out)
             .map_err(|_| format!("the unpack on `{}` gave no summary", self.mv.to()))?;
-        self.mv.report(phase, total, total);
+        self.mv.report(phase, total);
         tracing::debug!(entries = done.end, bytes = done.bytes, path, "unpacked");
         Ok(())
     }
@@ -958,7 +969,7 @@ impl<'a> Helpers<'a> {
                         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                     }
                     if last.elapsed() > Duration::from_millis(200) {
-                        self.mv.report(phase, sent.min(total), total);
+                        self.mv.report(phase, sent.min(total));
                         last = Instant::now();
                     }
                 }
