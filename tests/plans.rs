@@ -638,6 +638,42 @@ fn an_app_stopped_by_a_move_runs_on_its_old_host_while_the_new_one_is_unreadable
 }
 
 #[test]
+fn a_helper_left_by_an_interrupted_move_is_removed_unless_a_move_replaces_it() {
+    let mut observed = applied(&blog(|s| s));
+    observed
+        .hosts
+        .get_mut("node-a")
+        .unwrap()
+        .containers
+        .push(ObservedContainer {
+            name: "drover-move-blog-pgdata".into(),
+            id: String::new(),
+            managed: true,
+            internal: true,
+            stack: Some("blog".into()),
+            app: None,
+            image: "drover-helper:0123".into(),
+            state: ContainerState::Running,
+            health: None,
+            spec_hash: None,
+            spec_fields: BTreeMap::new(),
+            depends_on: Vec::new(),
+            ports: Vec::new(),
+        });
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    let a = find(&p, Verb::Remove, "drover-move-blog-pgdata");
+    assert_eq!(a.reason, "helper left behind by an interrupted volume move");
+    replan_is_empty(&blog(|s| s), &observed, &p);
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&moved, &observed, Options::default());
+    find(&p, Verb::Relocate, "blog-pgdata");
+    assert!(p
+        .actions
+        .iter()
+        .all(|a| a.name != "drover-move-blog-pgdata"));
+}
+
+#[test]
 fn of_two_current_copies_the_higher_epoch_wins() {
     let observed = with_records(
         record(CopyRole::Current, 1, None, None, None),

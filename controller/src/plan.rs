@@ -190,6 +190,9 @@ pub fn authority(
     }
 }
 
+/// The name of a volume move's helper container, before the volume's name.
+pub const HELPER_PREFIX: &str = "drover-move-";
+
 /// The stack and app of a managed app container.
 fn app_of(c: &ObservedContainer) -> Option<(&str, &str)> {
     if c.managed && !c.internal {
@@ -825,6 +828,30 @@ impl<'a> Planner<'a> {
                     wave: 0,
                 });
                 removed.push((i, stack.to_string(), app.to_string(), o.depends_on.clone()));
+            }
+        }
+        // Helpers left behind by an interrupted move (a move planned now
+        // replaces its own).
+        for &(host, oh) in &readable {
+            for o in &oh.containers {
+                let Some(volume) = o.name.strip_prefix(HELPER_PREFIX) else {
+                    continue;
+                };
+                if !o.internal || relocate_targets.iter().any(|(_, v)| v == volume) {
+                    continue;
+                }
+                self.push(Action {
+                    id: action_id(host, Kind::Container, &o.name),
+                    host: host.to_string(),
+                    kind: Kind::Container,
+                    action: Verb::Remove,
+                    stack: o.stack.clone().unwrap_or_default(),
+                    name: o.name.clone(),
+                    reason: "helper left behind by an interrupted volume move".into(),
+                    after: Vec::new(),
+                    relocation: None,
+                    wave: 0,
+                });
             }
         }
         // Reverse order: an app is removed after the removed apps that wait for it.

@@ -219,7 +219,7 @@ fn random_token() -> Result<String, String> {
 }
 
 fn helper_name(volume: &str) -> String {
-    format!("drover-move-{volume}")
+    format!("{}{volume}", crate::plan::HELPER_PREFIX)
 }
 
 fn first_lines(b: &[u8]) -> String {
