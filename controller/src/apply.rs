@@ -423,6 +423,7 @@ impl Step {
             direct: self.opts.direct_copy,
             sent: Default::default(),
             planned: Default::default(),
+            logged: Default::default(),
         };
         mv.run().await.map_err(StepError::Other)
     }

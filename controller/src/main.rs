@@ -208,8 +208,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // Without a terminal there is no progress bar: volume moves log their
+    // progress instead.
+    let default = if std::io::stderr().is_terminal() {
+        "warn"
+    } else {
+        "warn,drover::relocate=info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -205,6 +205,8 @@ pub struct Move {
     /// Bytes of finished transfers, and of all transfers planned so far.
     pub sent: std::sync::atomic::AtomicU64,
     pub planned: std::sync::atomic::AtomicU64,
+    /// The phase and time of the last progress line logged.
+    pub logged: std::sync::Mutex<Option<(Phase, Instant)>>,
 }
 
 /// The port a receiving helper listens on inside its container.
@@ -243,7 +245,18 @@ impl Move {
         use std::sync::atomic::Ordering::Relaxed;
         let total = self.planned.load(Relaxed);
         let done = (self.sent.load(Relaxed) + in_flight).min(total);
-        tracing::info!(volume = %self.volume.name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
+        // Logs get a line per phase and about one a second while copying.
+        let log = {
+            let mut last = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|(p, t)| p != phase || t.elapsed() >= Duration::from_secs(1));
+            if due {
+                *last = Some((phase, Instant::now()));
+            }
+            due
+        };
+        if log {
+            tracing::info!(volume = %self.volume.name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
+        }
         (self.progress)(&Progress { phase, done, total });
     }
 
