@@ -96,14 +96,12 @@ fn build_helper_image() -> Result<HelperImage, String> {
     };
     let bin = std::fs::read(&path)
         .map_err(|e| format!("cannot read the helper binary {}: {e}", path.display()))?;
-    let mut files: Vec<(String, Vec<u8>)> = vec![("drover".into(), bin.clone())];
-    if has_interpreter(&bin) {
-        for lib in shared_libraries(&path)? {
-            let data = std::fs::read(&lib).map_err(|e| format!("cannot read {lib}: {e}"))?;
-            files.push((lib.trim_start_matches('/').to_string(), data));
-        }
-    }
-    let mut tar = tar::Builder::new(Vec::new());
+    let libs = if has_interpreter(&bin) {
+        shared_libraries(&path)?
+    } else {
+        Vec::new()
+    };
+    let mut tar = tar::Builder::new(Vec::with_capacity(bin.len() + (1 << 20)));
     let mut dir = |name: &str, mode: u32| -> Result<(), String> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
@@ -115,13 +113,19 @@ fn build_helper_image() -> Result<HelperImage, String> {
     };
     dir("tmp/", 0o1777)?;
     dir("data/", 0o755)?;
-    for (name, data) in &files {
+    let mut file = |name: &str, data: &[u8]| -> Result<(), String> {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o755);
         h.set_size(data.len() as u64);
         h.set_cksum();
-        tar.append_data(&mut h, name, &data[..])
-            .map_err(|e| e.to_string())?;
+        tar.append_data(&mut h, name, data)
+            .map_err(|e| e.to_string())
+    };
+    file("drover", &bin)?;
+    drop(bin);
+    for lib in libs {
+        let data = std::fs::read(&lib).map_err(|e| format!("cannot read {lib}: {e}"))?;
+        file(lib.trim_start_matches('/'), &data)?;
     }
     let rootfs = tar.into_inner().map_err(|e| e.to_string())?;
     let digest = blake3::hash(&rootfs).to_hex();
@@ -668,11 +672,11 @@ impl Move {
 /// send. Entries are compared by everything the copy keeps (times
 /// included); `by_content` also compares hashes where both sides have one.
 pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, Vec<String>, u64) {
-    let d = scan::index(dst);
+    let d = scan::by_path(dst);
     let mut send = Vec::new();
     let mut bytes = 0;
     for s in src {
-        let differs = match d.get(&s.path) {
+        let differs = match d.get(s.path.as_str()) {
             None => true,
             Some(t) => {
                 s.kind != t.kind
@@ -691,10 +695,10 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
             }
         }
     }
-    let s = scan::index(src);
+    let s = scan::by_path(src);
     let delete = dst
         .iter()
-        .filter(|e| !e.path.is_empty() && !s.contains_key(&e.path))
+        .filter(|e| !e.path.is_empty() && !s.contains_key(e.path.as_str()))
         .map(|e| e.path.clone())
         .collect();
     (send, delete, bytes)
@@ -792,21 +796,43 @@ impl<'a> Helpers<'a> {
         Ok(out)
     }
 
+    /// A scan of one side, parsed line by line as it arrives.
     async fn scan(&self, api: &Arc<dyn DockerApi>, hash: bool) -> Result<Vec<Entry>, String> {
-        let args: &[&str] = if hash { &["scan", "--hash"] } else { &["scan"] };
-        let out = self.run(api, args, Vec::new()).await?;
-        let mut entries = Vec::new();
-        let mut ended = false;
-        for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice::<crate::helper::Line>(line) {
-                Ok(crate::helper::Line::Entry(e)) => entries.push(*e),
-                Ok(crate::helper::Line::End { end }) => {
-                    ended = end as usize == entries.len();
+        let mut cmd = vec![
+            "/drover".to_string(),
+            "helper".to_string(),
+            "scan".to_string(),
+        ];
+        if hash {
+            cmd.push("--hash".into());
+        }
+        let mut ex = api.exec(&self.name, cmd).await.map_err(|e| e.to_string())?;
+        let _ = ex.input.shutdown().await;
+        let (mut entries, mut ended, mut pending, mut err) =
+            (Vec::new(), false, Vec::new(), Vec::new());
+        let bad = |e: serde_json::Error| format!("a scan on `{}` gave a bad line: {e}", api.host());
+        while let Some(chunk) = ex.output.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                ExecOutput::Stdout(b) => {
+                    pending.extend_from_slice(&b);
+                    let mut start = 0;
+                    while let Some(i) = pending[start..].iter().position(|c| *c == b'\n') {
+                        let line = &pending[start..start + i];
+                        start += i + 1;
+                        match serde_json::from_slice::<crate::helper::Line>(line).map_err(bad)? {
+                            crate::helper::Line::Entry(e) => entries.push(*e),
+                            crate::helper::Line::End { end } => {
+                                ended = end as usize == entries.len()
+                            }
+                        }
+                    }
+                    pending.drain(..start);
                 }
-                Err(e) => return Err(format!("a scan on `{}` gave a bad line: {e}", api.host())),
+                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
             }
         }
-        if !ended {
+        check_exit(api, &ex.id, "scan", &err).await?;
+        if !ended || !pending.is_empty() {
             return Err(format!("the scan on `{}` was cut short", api.host()));
         }
         Ok(entries)

@@ -8,7 +8,7 @@
 //! Paths are bytes: names that are not UTF-8 are kept exactly, written in
 //! JSON with `\xNN` escapes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -227,15 +227,21 @@ pub fn index(entries: &[Entry]) -> BTreeMap<String, Entry> {
         .collect()
 }
 
+/// Entries by path, borrowed.
+pub fn by_path(entries: &[Entry]) -> HashMap<&str, &Entry> {
+    entries.iter().map(|e| (e.path.as_str(), e)).collect()
+}
+
 /// How a copy differs from its source, one line per difference; empty when
 /// the copy is faithful. Times and inodes are not compared (they differ
 /// between hosts by nature); everything the no-loss guarantee names is.
 pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
-    let (s, c) = (index(source), index(copy));
+    let (s, c) = (by_path(source), by_path(copy));
     let mut out = Vec::new();
-    for (path, a) in &s {
+    for a in source {
+        let path = &a.path;
         let shown = if path.is_empty() { "/" } else { path.as_str() };
-        let Some(b) = c.get(path) else {
+        let Some(b) = c.get(path.as_str()) else {
             out.push(format!("`{shown}` is missing from the copy"));
             continue;
         };
@@ -262,8 +268,8 @@ pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
             out.push(format!("`{shown}` differs in {}", what.join(", ")));
         }
     }
-    for path in c.keys().filter(|p| !s.contains_key(*p)) {
-        out.push(format!("`{path}` is in the copy but not in the source"));
+    for e in copy.iter().filter(|e| !s.contains_key(e.path.as_str())) {
+        out.push(format!("`{}` is in the copy but not in the source", e.path));
     }
     out
 }
