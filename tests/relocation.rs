@@ -611,3 +611,28 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
     f.reconcile();
     assert_moved(&f, name, 0, &fixed);
 }
+
+#[test]
+fn when_the_hosts_cannot_reach_each_other_the_data_goes_through_the_api() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-api";
+    let f = Fixture::new(hosts, &[name]);
+    // node-b's address leads nowhere: its helper cannot be reached.
+    let cluster = format!(
+        "kind: Cluster\nhosts:\n  node-a: {{ endpoint: '{}', address: '{}' }}\n  node-b: {{ endpoint: '{}', address: '10.77.0.99' }}\n",
+        f.hosts[0].endpoint, f.hosts[0].address, f.hosts[1].endpoint
+    );
+    f.write("cluster.yaml", &cluster);
+    let fixed = setup_writer(&f, name, 4);
+    set_host(&f, name, "node-b", "");
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success());
+    assert!(
+        stderr(&o).contains("the direct path between the helpers failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_moved(&f, name, 1, &fixed);
+}

@@ -132,7 +132,8 @@ pub struct HelperSpec {
     pub cmd: Vec<String>,
     /// Networked (for the direct copy path); otherwise no network at all.
     pub network: bool,
-    /// `(host ip, container port)` to publish on a port the engine picks.
+    /// `(host ip, container port)` to publish on a port the engine picks;
+    /// an empty ip means every interface.
     pub publish: Option<(String, u16)>,
 }
 
@@ -743,7 +744,7 @@ impl DockerApi for Engine {
                 hc.port_bindings = Some(HashMap::from([(
                     key,
                     Some(vec![PortBinding {
-                        host_ip: Some(ip.clone()),
+                        host_ip: (!ip.is_empty()).then(|| ip.clone()),
                         host_port: Some(String::new()),
                     }]),
                 )]));

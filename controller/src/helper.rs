@@ -365,8 +365,11 @@ pub fn send(
     let mut token = String::new();
     input.read_line(&mut token)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(to)?
+        .next()
+        .ok_or_else(|| other(format!("`{to}` is not an address")))?;
     let stream = loop {
-        match std::net::TcpStream::connect(to) {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
             Ok(s) => break s,
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(other(format!(

@@ -751,11 +751,22 @@ impl<'a> Helpers<'a> {
             api.remove_container(&self.name)
                 .await
                 .map_err(|e| e.to_string())?;
-            let publish = (direct && !ro).then(|| (addr.to_string(), DIRECT_PORT));
-            let port = api
-                .run_helper(&self.spec(ro, direct, publish))
-                .await
-                .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+            // Published on every interface of the target: `address` may be
+            // one the host does not hold itself (NAT).
+            let publish = (direct && !ro).then(|| (String::new(), DIRECT_PORT));
+            let port = match api.run_helper(&self.spec(ro, direct, publish)).await {
+                Ok(p) => p,
+                Err(e) if direct => {
+                    tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; copying through the Docker API");
+                    api.remove_container(&self.name)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    api.run_helper(&self.spec(ro, false, None))
+                        .await
+                        .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?
+                }
+                Err(e) => return Err(format!("cannot start the helper on `{}`: {e}", api.host())),
+            };
             if let Some(p) = port {
                 let at = if addr.contains(':') {
                     format!("[{addr}]:{p}")
@@ -929,8 +940,10 @@ impl<'a> Helpers<'a> {
             }
         }
         let _ = writer.await;
-        let (out, err) = collect(&mut recv.output).await?;
+        // A sender that failed (say, it could not connect) is not waited
+        // for by its receiver: that one gives up on its own.
         check_exit(&self.mv.src, &send.id, "send", &send_err).await?;
+        let (out, err) = collect(&mut recv.output).await?;
         check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
         self.unpacked(&out, phase, total, "direct")
     }
