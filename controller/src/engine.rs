@@ -111,6 +111,13 @@ fn is_gone_or_unchanged(e: &BollardError) -> bool {
     is_not_found(e) || is_not_modified(e)
 }
 
+/// Absent, or on its way out (a container removed on exit is being removed).
+fn is_gone_or_going(e: &BollardError) -> bool {
+    is_not_found(e)
+        || matches!(e, BollardError::DockerResponseServerError { status_code: 409, message }
+            if message.contains("already in progress"))
+}
+
 /// A container's run state as seen when waiting for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerStatus {
@@ -659,7 +666,7 @@ impl DockerApi for Engine {
             &self.host,
             || format!("remove container `{name}`"),
             self.docker.remove_container(name, Some(opts)).await,
-            is_not_found,
+            is_gone_or_going,
         )
     }
 
@@ -924,6 +931,23 @@ mod tests {
             Some(Health::Starting)
         );
         assert_eq!(health_from_status("Up 2 hours"), None);
+    }
+
+    #[test]
+    fn a_container_already_being_removed_counts_as_removed() {
+        let e = |status_code: u16, message: &str| BollardError::DockerResponseServerError {
+            status_code,
+            message: message.into(),
+        };
+        assert!(is_gone_or_going(&e(
+            409,
+            "removal of container x is already in progress"
+        )));
+        assert!(is_gone_or_going(&e(404, "No such container: x")));
+        assert!(!is_gone_or_going(&e(
+            409,
+            "conflict: container x is running"
+        )));
     }
 
     #[test]
