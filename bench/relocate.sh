@@ -33,50 +33,20 @@ SIZES=${SIZES:-"256 1024"}
 RUNS=${RUNS:-3}
 STACK=benchmove
 IMAGE=drover-test/busybox:1
-A=unix:///tmp/drover-hosts/node-a.sock
-B=unix:///tmp/drover-hosts/node-b.sock
 DATA_ROOT=${DROVER_HOSTS_DATA:-/var/lib/drover-hosts}
-
-command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
-scripts/test-hosts.sh up 2 >/dev/null 2>&1
-if [ -z "${DROVER_BIN:-}" ]; then
-    cargo build --release --quiet -p drover
-    DROVER_BIN=target/release/drover
-fi
+. bench/move-lib.sh
 
 work=$(mktemp -d)
 dir="$work/stacks"
 mkdir -p "$dir"
-cat >"$dir/cluster.yaml" <<EOF
-kind: Cluster
-hosts:
-  node-a: { endpoint: '$A', address: 10.77.0.11 }
-  node-b: { endpoint: '$B', address: 10.77.0.12 }
-EOF
-stack() {
-    cat >"$dir/stack.yaml" <<EOF
-kind: Stack
-name: $STACK
-volumes:
-  data: {}
-apps:
-  app:
-    image: $IMAGE
-    host: $1
-    pull: never
-    command: ['sh', '-c', 'trap "exit 0" TERM; sleep 1000000 & wait']
-    volumes: ['data:/data']
-    stop_grace_period: 2s
-EOF
-}
+write_cluster "$dir"
+stack() { write_stack "$dir" "$STACK" "$1"; }
 
 cleanup() {
+    remove_stack "$STACK"
     for h in $A $B; do
-        docker -H "$h" ps -aq --filter "label=drover.stack=$STACK" | xargs -r docker -H "$h" rm -f >/dev/null
         docker -H "$h" rm -f benchmove-cp-src benchmove-cp-dst >/dev/null 2>&1 || true
-        docker -H "$h" volume ls -q --filter "label=drover.stack=$STACK" | xargs -r docker -H "$h" volume rm -f >/dev/null
         docker -H "$h" volume rm -f benchmove-cp >/dev/null 2>&1 || true
-        docker -H "$h" network rm "drover-$STACK" >/dev/null 2>&1 || true
     done
     rm -rf "$DATA_ROOT/benchmove-cp"
 }

@@ -175,6 +175,19 @@ fn setup_writer(f: &Fixture, name: &str, megabytes: u32) -> String {
     text(&o)
 }
 
+/// A turn on the hosts and a fixture running the writer stack `name` on
+/// node-a with `megabytes` of fixed data; `None` without test hosts. Returns
+/// the fixed data's md5 too.
+fn writer_fixture(
+    name: &str,
+    megabytes: u32,
+) -> Option<(std::sync::MutexGuard<'static, ()>, Fixture, String)> {
+    let (turn, hosts) = hosts()?;
+    let f = Fixture::new(hosts, &[name]);
+    let fixed = setup_writer(&f, name, megabytes);
+    Some((turn, f, fixed))
+}
+
 #[test]
 fn a_volume_of_mixed_files_moves_exactly_and_the_old_copy_is_kept() {
     let Some((_turn, hosts)) = hosts() else {
@@ -305,12 +318,10 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
 #[test]
 fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_sends_only_the_change(
 ) {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "e2e-wr";
+    let Some((_turn, f, fixed)) = writer_fixture(name, 120) else {
         return;
     };
-    let name = "e2e-wr";
-    let f = Fixture::new(hosts, &[name]);
-    let fixed = setup_writer(&f, name, 120);
     let vol = format!("{name}-data");
     let app = format!("{name}-app");
     let since = now();
@@ -362,12 +373,10 @@ fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_se
 
 #[test]
 fn killed_at_every_phase_a_rerun_finishes_the_move_with_one_writer() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "e2e-kill";
+    let Some((_turn, f, fixed)) = writer_fixture(name, 8) else {
         return;
     };
-    let name = "e2e-kill";
-    let f = Fixture::new(hosts, &[name]);
-    let fixed = setup_writer(&f, name, 8);
     let app = format!("{name}-app");
     let since = now();
     let phases = [
@@ -428,12 +437,10 @@ fn killed_at_every_phase_a_rerun_finishes_the_move_with_one_writer() {
 
 #[test]
 fn a_copy_that_does_not_verify_is_rolled_back_and_the_app_runs_on_its_source() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "e2e-bad";
+    let Some((_turn, f, fixed)) = writer_fixture(name, 2) else {
         return;
     };
-    let name = "e2e-bad";
-    let f = Fixture::new(hosts, &[name]);
-    let fixed = setup_writer(&f, name, 2);
     let app = format!("{name}-app");
     set_host(&f, name, "node-b", "");
     let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_DAMAGE_COPY", "fixed")]);
@@ -515,12 +522,10 @@ apps:
 
 #[test]
 fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_back() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "e2e-down";
+    let Some((_turn, f, fixed)) = writer_fixture(name, 64) else {
         return;
     };
-    let name = "e2e-down";
-    let f = Fixture::new(hosts, &[name]);
-    let fixed = setup_writer(&f, name, 64);
     let app = format!("{name}-app");
     set_host(&f, name, "node-b", "");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");

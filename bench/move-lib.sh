@@ -1,0 +1,49 @@
+# Shared by bench/relocate.sh and bench/relocate-files.sh (sourced): the two
+# test hosts, a manifest directory naming them, and a one-app stack whose
+# app mounts the volume `data`.
+A=unix:///tmp/drover-hosts/node-a.sock
+B=unix:///tmp/drover-hosts/node-b.sock
+
+command -v /usr/bin/time >/dev/null || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+scripts/test-hosts.sh up 2 >/dev/null 2>&1
+if [ -z "${DROVER_BIN:-}" ]; then
+    cargo build --release --quiet -p drover
+    DROVER_BIN=target/release/drover
+fi
+
+# write_cluster DIR
+write_cluster() {
+    cat >"$1/cluster.yaml" <<EOF
+kind: Cluster
+hosts:
+  node-a: { endpoint: '$A', address: 10.77.0.11 }
+  node-b: { endpoint: '$B', address: 10.77.0.12 }
+EOF
+}
+
+# write_stack DIR NAME HOST: the app `app` of stack NAME on HOST
+write_stack() {
+    cat >"$1/stack.yaml" <<EOF
+kind: Stack
+name: $2
+volumes:
+  data: {}
+apps:
+  app:
+    image: drover-test/busybox:1
+    host: $3
+    pull: never
+    command: ['sh', '-c', 'trap "exit 0" TERM; sleep 1000000 & wait']
+    volumes: ['data:/data']
+    stop_grace_period: 2s
+EOF
+}
+
+# remove_stack NAME: everything of the stack on both hosts, data included
+remove_stack() {
+    for h in $A $B; do
+        docker -H "$h" ps -aq --filter "label=drover.stack=$1" | xargs -r docker -H "$h" rm -f >/dev/null
+        docker -H "$h" volume ls -q --filter "label=drover.stack=$1" | xargs -r docker -H "$h" volume rm -f >/dev/null
+        docker -H "$h" network rm "drover-$1" >/dev/null 2>&1 || true
+    done
+}
