@@ -503,6 +503,7 @@ fn record(
         peer: peer.map(String::from),
         moving_to: to.map(String::from),
         phase,
+        bytes: None,
     }
 }
 

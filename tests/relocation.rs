@@ -301,6 +301,14 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
             "{names}"
         );
     }
+    // The size verified by the move is known from then on.
+    f.write("stack.yaml", &stack("node-a"));
+    let back = stdout(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(
+        back.contains("node-b → node-a (") && !back.contains("size unknown"),
+        "{back}"
+    );
+    f.write("stack.yaml", &stack("node-b"));
     // Only an explicit command deletes the old copy, and never the current one.
     let current = f.drover(&["volume", "rm", "--host", "node-b", &vol, "--yes"]);
     assert_eq!(current.status.code(), Some(1));

@@ -33,6 +33,7 @@ pub mod labels {
     pub const COPY_EPOCH: &str = "drover.copy-epoch";
     pub const COPY_PEER: &str = "drover.copy-peer";
     pub const COPY_SEQ: &str = "drover.copy-seq";
+    pub const COPY_BYTES: &str = "drover.copy-bytes";
     pub const MOVE_TO: &str = "drover.move-to";
     pub const MOVE_PHASE: &str = "drover.move-phase";
 }

@@ -515,10 +515,13 @@ impl DockerApi for Engine {
                         stack: v.labels.get(labels::STACK).cloned(),
                         volume: v.labels.get(labels::VOLUME).cloned(),
                         driver: v.driver.clone(),
+                        // The engine's figure, else the size last verified
+                        // by a move.
                         size_bytes: v
                             .usage_data
                             .as_ref()
-                            .and_then(|u| u64::try_from(u.size).ok()),
+                            .and_then(|u| u64::try_from(u.size).ok())
+                            .or_else(|| copy.as_ref().and_then(|r| r.bytes)),
                         used_by: users,
                         retained_for: copy
                             .as_ref()

@@ -189,6 +189,9 @@ pub struct CopyRecord {
     pub moving_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MovePhase>,
+    /// The size of the data (regular files) when the copy was last verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 impl CopyRecord {
@@ -216,6 +219,9 @@ impl CopyRecord {
         }
         if let Some(t) = &self.moving_to {
             m.insert(l::MOVE_TO.into(), t.clone());
+        }
+        if let Some(b) = self.bytes {
+            m.insert(l::COPY_BYTES.into(), b.to_string());
         }
         if let Some(p) = self.phase {
             let w = match p {
@@ -255,6 +261,7 @@ impl CopyRecord {
                 peer: l.get(k::COPY_PEER).cloned(),
                 moving_to: l.get(k::MOVE_TO).cloned(),
                 phase,
+                bytes: l.get(k::COPY_BYTES).and_then(|v| v.parse().ok()),
             },
         ))
     }

@@ -310,6 +310,11 @@ impl Move {
         };
         let (src_markers, dst_markers) = (old_markers(&so), old_markers(&to));
         let helpers = Helpers::new(self, &image.tag);
+        // The size of the data, recorded with the copies once verified.
+        let mut bytes = sv
+            .as_ref()
+            .and_then(|v| v.copy.as_ref())
+            .and_then(|r| r.bytes);
 
         if !finishing {
             self.report(Phase::Prepare, 0);
@@ -323,6 +328,7 @@ impl Move {
                     peer: Some(self.from().into()),
                     moving_to: None,
                     phase: None,
+                    bytes: None,
                 },
             )
             .await?;
@@ -350,10 +356,12 @@ impl Move {
                 self.back_to_source(&helpers).await;
                 return Err(e);
             }
-            let verified = self.copy_after_stop(&helpers).await;
-            if let Err(e) = verified {
-                self.back_to_source(&helpers).await;
-                return Err(e);
+            match self.copy_after_stop(&helpers).await {
+                Ok(b) => bytes = Some(b),
+                Err(e) => {
+                    self.back_to_source(&helpers).await;
+                    return Err(e);
+                }
             }
             checkpoint(Phase::Switch);
             if let Err(e) = self
@@ -389,6 +397,7 @@ impl Move {
                 peer: None,
                 moving_to: None,
                 phase: None,
+                bytes,
             },
         )
         .await?;
@@ -401,6 +410,7 @@ impl Move {
                 peer: Some(self.to().into()),
                 moving_to: None,
                 phase: None,
+                bytes,
             },
         )
         .await?;
@@ -433,6 +443,7 @@ impl Move {
             peer: None,
             moving_to: Some(self.to().into()),
             phase: Some(phase),
+            bytes: None,
         }
     }
 
@@ -539,7 +550,9 @@ impl Move {
         Ok(())
     }
 
-    async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<(), String> {
+    /// Copies what changed after the stop and verifies; returns the size of
+    /// the data (regular files) that was verified.
+    async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<u64, String> {
         checkpoint(Phase::Delta);
         let src = self.sync(h, true, Phase::Delta).await?;
         checkpoint(Phase::Verify);
@@ -561,7 +574,7 @@ impl Move {
                 self.from()
             ));
         }
-        Ok(())
+        Ok(src.iter().map(|e| e.size).sum())
     }
 
     /// One pass: scan both sides, delete what the target has in excess, send
