@@ -675,6 +675,38 @@ fn a_helper_left_by_an_interrupted_move_is_removed_unless_a_move_replaces_it() {
 }
 
 #[test]
+fn an_app_with_several_volumes_is_not_moved_and_the_error_says_why() {
+    let stack = |host: &str| {
+        format!(
+            "kind: Stack
+name: two
+volumes: {{ a: {{}}, b: {{}} }}
+apps:
+  db: {{ image: img, host: {host}, volumes: ['a:/a', 'b:/b'] }}
+"
+        )
+    };
+    let d = desired(&[("c.yaml", CLUSTER), ("s.yaml", &stack("node-a"))]);
+    let observed = applied(&d);
+    let moved = desired(&[("c.yaml", CLUSTER), ("s.yaml", &stack("node-b"))]);
+    let p = plan(&moved, &observed, Options::default());
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.stack != "two" || a.kind == Kind::Network),
+        "{}",
+        plan_text(&p, false)
+    );
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("app `two/db` mounts several volumes (`a`, `b`)")),
+        "{:?}",
+        p.errors
+    );
+}
+
+#[test]
 fn of_two_current_copies_the_higher_epoch_wins() {
     let observed = with_records(
         record(CopyRole::Current, 1, None, None, None),

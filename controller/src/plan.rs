@@ -438,6 +438,27 @@ impl<'a> Planner<'a> {
                     ));
                     continue;
                 }
+                // The apps start on the new host once their volume is there:
+                // an app with several volumes would start before the others
+                // arrive, so such moves are not made.
+                let several = dh.containers.values().find(|c| {
+                    c.stack == v.stack
+                        && c.mounts.len() > 1
+                        && c.mounts.iter().any(|m| m.volume == v.volume)
+                });
+                if let Some(c) = several {
+                    let vols = c
+                        .mounts
+                        .iter()
+                        .map(|m| format!("`{}`", m.volume))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    self.block_volume(&v.stack, &v.volume, format!(
+                        "app `{}/{}` mounts several volumes ({vols}); drover moves one volume per app, so it stays on `{from}` (use one volume per app to move it)",
+                        c.stack, c.app
+                    ));
+                    continue;
+                }
                 let src = copies.iter().find(|(h, _)| *h == from).map(|(_, c)| *c);
                 let apps: Vec<String> = dh
                     .containers
