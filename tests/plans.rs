@@ -507,18 +507,17 @@ fn record(
     }
 }
 
+/// blog's pgdata halfway through a move from node-a to node-b.
+fn mid_move(phase: MovePhase) -> Observed {
+    with_records(
+        record(CopyRole::Current, 3, None, Some("node-b"), Some(phase)),
+        record(CopyRole::Incoming, 4, Some("node-a"), None, None),
+    )
+}
+
 #[test]
 fn an_interrupted_copy_is_resumed_or_left_and_never_taken_as_current() {
-    let observed = with_records(
-        record(
-            CopyRole::Current,
-            3,
-            None,
-            Some("node-b"),
-            Some(MovePhase::Copy),
-        ),
-        record(CopyRole::Incoming, 4, Some("node-a"), None, None),
-    );
+    let observed = mid_move(MovePhase::Copy);
     // Still wanted on node-b: the move starts again from node-a.
     let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
     let p = plan(&moved, &observed, Options::default());
@@ -560,16 +559,7 @@ fn an_interrupted_copy_is_resumed_or_left_and_never_taken_as_current() {
 
 #[test]
 fn a_move_past_its_switch_is_finished_before_anything_else() {
-    let observed = with_records(
-        record(
-            CopyRole::Current,
-            3,
-            None,
-            Some("node-b"),
-            Some(MovePhase::Switch),
-        ),
-        record(CopyRole::Incoming, 4, Some("node-a"), None, None),
-    );
+    let observed = mid_move(MovePhase::Switch);
     let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
     let p = plan(&moved, &observed, Options::default());
     let a = find(&p, Verb::Relocate, "blog-pgdata");
