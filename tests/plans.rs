@@ -665,14 +665,14 @@ fn a_helper_left_by_an_interrupted_move_is_removed_unless_a_move_replaces_it() {
 }
 
 #[test]
-fn an_app_with_several_volumes_is_not_moved_and_the_error_says_why() {
+fn the_volumes_of_one_app_move_together_in_its_first_move() {
     let stack = |host: &str| {
         format!(
             "kind: Stack
 name: two
-volumes: {{ a: {{}}, b: {{}} }}
+volumes: {{ a: {{}}, b: {{}}, c: {{}} }}
 apps:
-  db: {{ image: img, host: {host}, volumes: ['a:/a', 'b:/b'] }}
+  db: {{ image: img, host: {host}, volumes: ['a:/a', 'b:/b', 'c:/c'] }}
 "
         )
     };
@@ -680,20 +680,19 @@ apps:
     let observed = applied(&d);
     let moved = desired(&[("c.yaml", CLUSTER), ("s.yaml", &stack("node-b"))]);
     let p = plan(&moved, &observed, Options::default());
-    assert!(
-        p.actions
-            .iter()
-            .all(|a| a.stack != "two" || a.kind == Kind::Network),
-        "{}",
-        plan_text(&p, false)
-    );
-    assert!(
-        p.errors
-            .iter()
-            .any(|e| e.contains("app `two/db` mounts several volumes (`a`, `b`)")),
-        "{:?}",
-        p.errors
-    );
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    let first = find(&p, Verb::Relocate, "two-a");
+    assert!(first.after.is_empty(), "{:?}", first.after);
+    for v in ["two-b", "two-c"] {
+        let a = find(&p, Verb::Relocate, v);
+        assert!(
+            a.after.contains(&first.id),
+            "{v} waits for {}: {:?}",
+            first.id,
+            a.after
+        );
+    }
+    replan_is_empty(&moved, &observed, &p);
 }
 
 #[test]

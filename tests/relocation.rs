@@ -649,3 +649,88 @@ fn when_the_hosts_cannot_reach_each_other_the_data_goes_through_the_api() {
     );
     assert_moved(&f, name, 1, &fixed);
 }
+
+#[test]
+fn an_app_with_two_volumes_moves_with_both_and_a_kill_after_the_switch_finishes_forward() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-two";
+    let f = Fixture::new(hosts, &[name]);
+    let stack = |host: &str| {
+        format!(
+            "kind: Stack
+name: {name}
+volumes:
+  data: {{}}
+  logs: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo $$i >> /data/log; echo $$i >> /logs/log; sleep 0.02; done']
+    volumes: ['data:/data', 'logs:/logs']
+    stop_grace_period: 2s
+"
+        )
+    };
+    f.write("stack.yaml", &stack("node-a"));
+    f.reconcile();
+    let app = format!("{name}-app");
+    let o = docker(
+        &f.hosts[0],
+        &["exec", &app, "sh", "-c", "dd if=/dev/urandom of=/data/fixed bs=1M count=3 2>/dev/null; dd if=/dev/urandom of=/logs/fixed bs=1M count=2 2>/dev/null"],
+    );
+    assert!(o.status.success());
+    let sums = |h: &TestHost| {
+        ["data", "logs"].map(|v| in_volume(h, &format!("{name}-{v}"), "md5sum < /d/fixed"))
+    };
+    let fixed = sums(&f.hosts[0]);
+    let since = now();
+
+    f.write("stack.yaml", &stack("node-b"));
+    let plan = stdout(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(
+        plan.contains(&format!("relocate volume    {name}-data")),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("relocate volume    {name}-logs")),
+        "{plan}"
+    );
+    f.reconcile();
+    assert_eq!(running_on(&f, &app), vec![1]);
+    assert_eq!(sums(&f.hosts[1]), fixed);
+
+    // Back, killed once both switches are recorded: the rerun finishes.
+    f.write("stack.yaml", &stack("node-a"));
+    let killed = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "start")]);
+    assert_eq!(killed.status.code(), None);
+    let rerun = f.drover(&["reconcile"]);
+    assert!(rerun.status.success());
+    assert!(
+        stdout(&rerun).contains("interrupted after the switch"),
+        "{}",
+        stdout(&rerun)
+    );
+    assert_eq!(running_on(&f, &app), vec![0]);
+    assert_eq!(sums(&f.hosts[0]), fixed);
+    for v in ["data", "logs"] {
+        let vol = format!("{name}-{v}");
+        let kept = in_volume(&f.hosts[1], &vol, "wc -c < /d/log");
+        let now = in_volume(
+            &f.hosts[0],
+            &vol,
+            &format!("head -c {kept} /d/log | md5sum"),
+        );
+        assert_eq!(
+            now,
+            in_volume(&f.hosts[1], &vol, "md5sum < /d/log"),
+            "{vol}"
+        );
+    }
+    let again = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_one_writer(&f, &app, &since);
+}

@@ -403,12 +403,23 @@ impl Step {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The action's volume first, then every other volume its apps mount:
+        // they move together.
+        let mut volumes = vec![self.wanted("volume", |h| &h.volumes)?.clone()];
+        let target = self.desired.hosts.get(&r.to);
+        for m in apps.iter().flat_map(|c| &c.mounts) {
+            if let Some(v) = target.and_then(|h| h.volumes.get(&m.source)) {
+                if !volumes.iter().any(|x| x.name == v.name) {
+                    volumes.push(v.clone());
+                }
+            }
+        }
         let reporter = Arc::clone(&self.reporter);
         let action = a.clone();
         let mv = crate::relocate::Move {
             src: Arc::clone(self.api(&r.from)?),
             dst: Arc::clone(self.api(&r.to)?),
-            volume: self.wanted("volume", |h| &h.volumes)?.clone(),
+            volumes,
             apps,
             ready_timeout: self.opts.dependency_timeout,
             poll: self.opts.poll,

@@ -327,6 +327,8 @@ impl<'a> Planner<'a> {
     }
 
     fn volumes(&mut self) {
+        // (stack, app) -> the first move that carries the app's volumes.
+        let mut moving_apps: HashMap<(String, String), String> = HashMap::new();
         for (host, dh) in &self.desired.hosts {
             for v in dh.volumes.values() {
                 if self.unreadable.contains(host.as_str()) {
@@ -438,27 +440,6 @@ impl<'a> Planner<'a> {
                     ));
                     continue;
                 }
-                // The apps start on the new host once their volume is there:
-                // an app with several volumes would start before the others
-                // arrive, so such moves are not made.
-                let several = dh.containers.values().find(|c| {
-                    c.stack == v.stack
-                        && c.mounts.len() > 1
-                        && c.mounts.iter().any(|m| m.volume == v.volume)
-                });
-                if let Some(c) = several {
-                    let vols = c
-                        .mounts
-                        .iter()
-                        .map(|m| format!("`{}`", m.volume))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    self.block_volume(&v.stack, &v.volume, format!(
-                        "app `{}/{}` mounts several volumes ({vols}); drover moves one volume per app, so it stays on `{from}` (use one volume per app to move it)",
-                        c.stack, c.app
-                    ));
-                    continue;
-                }
                 let src = copies.iter().find(|(h, _)| *h == from).map(|(_, c)| *c);
                 let apps: Vec<String> = dh
                     .containers
@@ -479,15 +460,30 @@ impl<'a> Planner<'a> {
                         )
                     }
                 });
+                // Volumes of the same apps move together, in the first of
+                // their actions; the others wait for it (and find their
+                // volume moved).
+                let id = action_id(host, Kind::Volume, &v.name);
+                let mut after = Vec::new();
+                for app in &apps {
+                    let key = (v.stack.clone(), app.clone());
+                    if let Some(first) = moving_apps.get(&key) {
+                        if !after.contains(first) {
+                            after.push(first.clone());
+                        }
+                    } else {
+                        moving_apps.insert(key, id.clone());
+                    }
+                }
                 self.push(Action {
-                    id: action_id(host, Kind::Volume, &v.name),
+                    id,
                     host: host.clone(),
                     kind: Kind::Volume,
                     action: Verb::Relocate,
                     stack: v.stack.clone(),
                     name: v.name.clone(),
                     reason,
-                    after: Vec::new(),
+                    after,
                     relocation: Some(Relocation {
                         from,
                         to: host.clone(),

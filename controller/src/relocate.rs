@@ -191,9 +191,11 @@ fn checkpoint(phase: Phase) {
 pub struct Move {
     pub src: Arc<dyn DockerApi>,
     pub dst: Arc<dyn DockerApi>,
-    /// The volume as it should be on the target.
-    pub volume: VolumeSpec,
-    /// The apps that mount it, as they should be on the target.
+    /// The volumes as they should be on the target: the action's first, then
+    /// every other volume its apps mount (they move together, since the apps
+    /// start on the target only once all their data is there).
+    pub volumes: Vec<VolumeSpec>,
+    /// The apps that mount them, as they should be on the target.
     pub apps: Vec<ContainerSpec>,
     /// How long the app may take to become healthy (or running) on the target.
     pub ready_timeout: Duration,
@@ -211,6 +213,22 @@ pub struct Move {
     pub planned: std::sync::atomic::AtomicU64,
     /// The phase and time of the last progress line logged.
     pub logged: std::sync::Mutex<Option<(Phase, Instant)>>,
+}
+
+/// One volume of a move, as found when it started.
+struct Part<'a> {
+    volume: &'a VolumeSpec,
+    /// The source copy's epoch; the target's becomes one more.
+    epoch: u64,
+    /// The size of the data, once verified.
+    bytes: Option<u64>,
+    /// Its move passed the switch in an earlier run.
+    finishing: bool,
+    /// The target already has a copy (retained, or from an earlier try).
+    on_target: bool,
+    /// Records on each host before this run; removed at its end.
+    src_markers: Vec<String>,
+    dst_markers: Vec<String>,
 }
 
 /// The port a receiving helper listens on inside its container.
@@ -259,41 +277,64 @@ impl Move {
             due
         };
         if log {
-            tracing::info!(volume = %self.volume.name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
+            tracing::info!(volume = %self.volumes[0].name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
         }
         (self.progress)(&Progress { phase, done, total });
     }
 
-    /// Carries out (or resumes, or finishes) the move. On an error before the
-    /// target copy is current, the app is running on the source again.
+    /// Carries out (or resumes, or finishes) the move of every volume of
+    /// the apps. On an error before the target copies are current, the apps
+    /// run on the source again.
     pub async fn run(&self) -> Result<(), String> {
         let image = helper_image()?;
         let (so, to) = tokio::join!(self.src.observe(), self.dst.observe());
         let so = so.map_err(|e| e.to_string())?;
         let to = to.map_err(|e| e.to_string())?;
-        let name = &self.volume.name;
-        let find = |h: &ObservedHost| h.volumes.iter().find(|v| v.name == *name).cloned();
-        let (sv, tv) = (find(&so), find(&to));
-        let mut copies = Vec::new();
-        if let Some(v) = &sv {
-            copies.push((self.from(), v));
-        }
-        if let Some(v) = &tv {
-            copies.push((self.to(), v));
-        }
-        let finishing = match authority(name, &copies, &Default::default()) {
-            Authority::On(h) if h == self.from() => false,
-            Authority::Finishing { from, to } if from == self.from() && to == self.to() => true,
-            other => {
-                return Err(format!(
-                "volume `{name}` is not where the plan expected it ({other:?}); nothing was done"
-            ))
+        let mut parts = Vec::new();
+        for v in &self.volumes {
+            let find = |h: &ObservedHost| h.volumes.iter().find(|o| o.name == v.name).cloned();
+            let (sv, tv) = (find(&so), find(&to));
+            let mut copies = Vec::new();
+            if let Some(c) = &sv {
+                copies.push((self.from(), c));
             }
-        };
-        let epoch = sv
-            .as_ref()
-            .and_then(|v| v.copy.as_ref())
-            .map_or(0, |r| r.epoch);
+            if let Some(c) = &tv {
+                copies.push((self.to(), c));
+            }
+            let finishing = match authority(&v.name, &copies, &Default::default()) {
+                // Moved already, with another volume of its apps.
+                Authority::On(h) if h == self.to() => continue,
+                Authority::On(h) if h == self.from() => false,
+                Authority::Finishing { from, to } if from == self.from() && to == self.to() => true,
+                other => {
+                    return Err(format!(
+                    "volume `{}` is not where the plan expected it ({other:?}); nothing was done",
+                    v.name
+                ))
+                }
+            };
+            let record = sv.as_ref().and_then(|c| c.copy.as_ref());
+            let old_markers = |h: &ObservedHost| -> Vec<String> {
+                let prefix = format!("drover-copy-{}-", v.name);
+                h.containers
+                    .iter()
+                    .filter(|c| c.internal && c.name.starts_with(&prefix))
+                    .map(|c| c.name.clone())
+                    .collect()
+            };
+            parts.push(Part {
+                volume: v,
+                epoch: record.map_or(0, |r| r.epoch),
+                bytes: record.and_then(|r| r.bytes),
+                finishing,
+                on_target: tv.is_some(),
+                src_markers: old_markers(&so),
+                dst_markers: old_markers(&to),
+            });
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
         for (api, host) in [(&self.src, &so), (&self.dst, &to)] {
             if !host.images.contains(&image.tag) {
                 api.import_image(&image.tag, image.rootfs.clone())
@@ -301,54 +342,48 @@ impl Move {
                     .map_err(|e| format!("cannot load the helper image: {e}"))?;
             }
         }
-        let old_markers = |h: &ObservedHost| -> Vec<String> {
-            h.containers
-                .iter()
-                .filter(|c| c.internal && c.name.starts_with(&format!("drover-copy-{name}-")))
-                .map(|c| c.name.clone())
-                .collect()
-        };
-        let (src_markers, dst_markers) = (old_markers(&so), old_markers(&to));
-        let helpers = Helpers::new(self, &image.tag);
-        // The size of the data, recorded with the copies once verified.
-        let mut bytes = sv
-            .as_ref()
-            .and_then(|v| v.copy.as_ref())
-            .and_then(|r| r.bytes);
+        let helpers: Vec<Helpers> = parts
+            .iter()
+            .map(|p| Helpers::new(self, p.volume, &image.tag))
+            .collect();
 
-        if !finishing {
+        // The apps may have started on the target only if every volume
+        // passed its switch: then the move only goes forward. Otherwise they
+        // never did, and every volume goes through the whole protocol (those
+        // already switched find nothing left to copy).
+        if !parts.iter().all(|p| p.finishing) {
             self.report(Phase::Prepare, 0);
             checkpoint(Phase::Prepare);
-            self.mark(
-                &self.dst,
-                &image.tag,
-                CopyRecord {
+            for p in &mut parts {
+                let incoming = CopyRecord {
                     role: CopyRole::Incoming,
-                    epoch: epoch + 1,
+                    epoch: p.epoch + 1,
                     peer: Some(self.from().into()),
                     moving_to: None,
                     phase: None,
                     bytes: None,
-                },
-            )
-            .await?;
-            if tv.is_none() {
-                self.dst
-                    .create_volume(&self.volume)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                };
+                self.mark(&self.dst, &image.tag, p.volume, incoming).await?;
+                if !p.on_target {
+                    self.dst
+                        .create_volume(p.volume)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                let r = self.source_record(p, MovePhase::Copy);
+                self.mark(&self.src, &image.tag, p.volume, r).await?;
             }
-            self.mark(
-                &self.src,
-                &image.tag,
-                self.source_record(epoch, MovePhase::Copy),
-            )
-            .await?;
-            helpers.start().await?;
-            let copied = self.copy_while_running(&helpers).await;
-            if let Err(e) = copied {
-                helpers.stop().await;
-                return Err(e);
+            for h in &helpers {
+                if let Err(e) = h.start().await {
+                    self.back_to_source(&helpers).await;
+                    return Err(e);
+                }
+            }
+            for h in &helpers {
+                if let Err(e) = self.copy_while_running(h).await {
+                    self.back_to_source(&helpers).await;
+                    return Err(e);
+                }
             }
             checkpoint(Phase::Stop);
             self.report(Phase::Stop, 0);
@@ -356,64 +391,61 @@ impl Move {
                 self.back_to_source(&helpers).await;
                 return Err(e);
             }
-            match self.copy_after_stop(&helpers).await {
-                Ok(b) => bytes = Some(b),
-                Err(e) => {
-                    self.back_to_source(&helpers).await;
-                    return Err(e);
+            for (p, h) in parts.iter_mut().zip(&helpers) {
+                match self.copy_after_stop(h).await {
+                    Ok(b) => p.bytes = Some(b),
+                    Err(e) => {
+                        self.back_to_source(&helpers).await;
+                        return Err(e);
+                    }
                 }
             }
             checkpoint(Phase::Switch);
-            if let Err(e) = self
-                .mark(
-                    &self.src,
-                    &image.tag,
-                    self.source_record(epoch, MovePhase::Switch),
-                )
-                .await
-            {
-                self.back_to_source(&helpers).await;
-                return Err(e);
+            for p in &parts {
+                let r = self.source_record(p, MovePhase::Switch);
+                if let Err(e) = self.mark(&self.src, &image.tag, p.volume, r).await {
+                    // Not every volume switched: none may count as switched.
+                    if self.unswitch(&image.tag, &parts).await.is_ok() {
+                        self.back_to_source(&helpers).await;
+                    }
+                    return Err(e);
+                }
             }
         } else {
-            // The switch was recorded: the source apps must stay stopped.
+            // Every switch was recorded: the source apps must stay stopped.
             self.stop_on_source().await?;
         }
 
         checkpoint(Phase::Start);
         self.report(Phase::Start, 0);
         if let Err(e) = self.start_on_target().await {
-            self.undo_switch(&image.tag, epoch, &helpers).await;
+            self.undo_switch(&image.tag, &parts, &helpers).await;
             return Err(e);
         }
         checkpoint(Phase::Commit);
         self.report(Phase::Commit, 0);
-        self.mark(
-            &self.dst,
-            &image.tag,
-            CopyRecord {
+        for p in &parts {
+            let current = CopyRecord {
                 role: CopyRole::Current,
-                epoch: epoch + 1,
+                epoch: p.epoch + 1,
                 peer: None,
                 moving_to: None,
                 phase: None,
-                bytes,
-            },
-        )
-        .await?;
-        self.mark(
-            &self.src,
-            &image.tag,
-            CopyRecord {
+                bytes: p.bytes,
+            };
+            self.mark(&self.dst, &image.tag, p.volume, current).await?;
+        }
+        for p in &parts {
+            let retained = CopyRecord {
                 role: CopyRole::Retained,
-                epoch,
+                epoch: p.epoch,
                 peer: Some(self.to().into()),
                 moving_to: None,
                 phase: None,
-                bytes,
-            },
-        )
-        .await?;
+                bytes: p.bytes,
+            };
+            self.mark(&self.src, &image.tag, p.volume, retained).await?;
+        }
         checkpoint(Phase::Retire);
         self.report(Phase::Retire, 0);
         for c in &self.apps {
@@ -422,28 +454,40 @@ impl Move {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        helpers.stop().await;
-        // Older markers go last: the newest record is in place already.
+        for h in &helpers {
+            h.stop().await;
+        }
+        // Older markers go last: the newest record of each copy is in place.
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
-        for (api, mut names) in [(&self.src, src_markers), (&self.dst, dst_markers)] {
-            if let Some(mine) = written.get(api.host()) {
-                names.extend(mine.iter().take(mine.len().saturating_sub(1)).cloned());
-            }
-            for n in names {
-                let _ = api.remove_container(&n).await;
+        for p in &parts {
+            let prefix = format!("drover-copy-{}-", p.volume.name);
+            for (api, old) in [(&self.src, &p.src_markers), (&self.dst, &p.dst_markers)] {
+                let mut names = old.clone();
+                if let Some(mine) = written.get(api.host()) {
+                    let mine: Vec<&String> =
+                        mine.iter().filter(|n| n.starts_with(&prefix)).collect();
+                    names.extend(
+                        mine.iter()
+                            .take(mine.len().saturating_sub(1))
+                            .map(|n| (*n).clone()),
+                    );
+                }
+                for n in names {
+                    let _ = api.remove_container(&n).await;
+                }
             }
         }
         Ok(())
     }
 
-    fn source_record(&self, epoch: u64, phase: MovePhase) -> CopyRecord {
+    fn source_record(&self, p: &Part<'_>, phase: MovePhase) -> CopyRecord {
         CopyRecord {
             role: CopyRole::Current,
-            epoch,
+            epoch: p.epoch,
             peer: None,
             moving_to: Some(self.to().into()),
             phase: Some(phase),
-            bytes: None,
+            bytes: p.bytes,
         }
     }
 
@@ -452,20 +496,16 @@ impl Move {
         &self,
         api: &Arc<dyn DockerApi>,
         image: &str,
+        volume: &VolumeSpec,
         r: CopyRecord,
     ) -> Result<(), String> {
         let seq = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let m = MarkerSpec {
-            name: format!("drover-copy-{}-{seq}", self.volume.name),
+            name: format!("drover-copy-{}-{seq}", volume.name),
             image: image.to_string(),
-            labels: r.labels(
-                &self.volume.name,
-                &self.volume.stack,
-                &self.volume.volume,
-                seq,
-            ),
+            labels: r.labels(&volume.name, &volume.stack, &volume.volume, seq),
         };
         api.create_marker(&m)
             .await
@@ -511,8 +551,10 @@ impl Move {
     }
 
     /// Puts the app back on the source after a failure before the switch.
-    async fn back_to_source(&self, helpers: &Helpers<'_>) {
-        helpers.stop().await;
+    async fn back_to_source(&self, helpers: &[Helpers<'_>]) {
+        for h in helpers {
+            h.stop().await;
+        }
         for c in &self.apps {
             if let Err(e) = self.src.start_container(&c.name).await {
                 tracing::error!(error = %e, container = %c.name, "cannot start the app on its source again");
@@ -522,7 +564,7 @@ impl Move {
 
     /// After the switch, the app failed on the target: stop it there, record
     /// the source as the copy to use again, and start it there.
-    async fn undo_switch(&self, image: &str, epoch: u64, helpers: &Helpers<'_>) {
+    async fn undo_switch(&self, image: &str, parts: &[Part<'_>], helpers: &[Helpers<'_>]) {
         for c in &self.apps {
             if let Err(e) = self.dst.remove_container(&c.name).await {
                 // It may still run there: never start a second writer.
@@ -530,14 +572,20 @@ impl Move {
                 return;
             }
         }
-        if let Err(e) = self
-            .mark(&self.src, image, self.source_record(epoch, MovePhase::Copy))
-            .await
-        {
+        if let Err(e) = self.unswitch(image, parts).await {
             tracing::error!(error = %e, "cannot record the rollback; the app stays stopped");
             return;
         }
         self.back_to_source(helpers).await;
+    }
+
+    /// Records every source copy as the one to use again.
+    async fn unswitch(&self, image: &str, parts: &[Part<'_>]) -> Result<(), String> {
+        for p in parts {
+            let r = self.source_record(p, MovePhase::Copy);
+            self.mark(&self.src, image, p.volume, r).await?;
+        }
+        Ok(())
     }
 
     async fn copy_while_running(&self, h: &Helpers<'_>) -> Result<(), String> {
@@ -567,7 +615,7 @@ impl Move {
             let shown: Vec<String> = diff.iter().take(5).cloned().collect();
             return Err(format!(
                 "the copy of volume `{}` on `{}` does not match the source ({} difference(s): {}); the app stays on `{}`",
-                self.volume.name,
+                h.volume.name,
                 self.to(),
                 diff.len(),
                 shown.join("; "),
@@ -720,6 +768,7 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
 /// The two helper containers of a move.
 struct Helpers<'a> {
     mv: &'a Move,
+    volume: &'a VolumeSpec,
     image: String,
     name: String,
     /// `address:port` of the target helper while the direct path works.
@@ -727,11 +776,12 @@ struct Helpers<'a> {
 }
 
 impl<'a> Helpers<'a> {
-    fn new(mv: &'a Move, image: &str) -> Helpers<'a> {
+    fn new(mv: &'a Move, volume: &'a VolumeSpec, image: &str) -> Helpers<'a> {
         Helpers {
             mv,
+            volume,
             image: image.to_string(),
-            name: helper_name(&mv.volume.name),
+            name: helper_name(&volume.name),
             direct: std::sync::Mutex::new(None),
         }
     }
@@ -740,12 +790,12 @@ impl<'a> Helpers<'a> {
         HelperSpec {
             name: self.name.clone(),
             image: self.image.clone(),
-            volume: self.mv.volume.name.clone(),
+            volume: self.volume.name.clone(),
             read_only,
             labels: BTreeMap::from([
                 (labels::MANAGED.to_string(), "true".to_string()),
                 (labels::INTERNAL.to_string(), "true".to_string()),
-                (labels::STACK.to_string(), self.mv.volume.stack.clone()),
+                (labels::STACK.to_string(), self.volume.stack.clone()),
             ]),
             cmd: ["/drover", "helper", "idle", "--seconds", "21600"]
                 .map(String::from)
@@ -879,7 +929,7 @@ impl<'a> Helpers<'a> {
             match self.transfer_direct(&to, paths, total, phase).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(volume = %self.mv.volume.name, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
+                    tracing::warn!(volume = %self.volume.name, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
                     *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
             }
