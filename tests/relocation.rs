@@ -672,6 +672,13 @@ apps:
     command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo $$i >> /data/log; echo $$i >> /logs/log; sleep 0.02; done']
     volumes: ['data:/data', 'logs:/logs']
     stop_grace_period: 2s
+  tail:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['logs:/logs:ro']
+    stop_grace_period: 1s
 "
         )
     };
@@ -701,6 +708,8 @@ apps:
     );
     f.reconcile();
     assert_eq!(running_on(&f, &app), vec![1]);
+    // The app that mounts only one of the volumes moves with them.
+    assert_eq!(running_on(&f, &format!("{name}-tail")), vec![1]);
     assert_eq!(sums(&f.hosts[1]), fixed);
 
     // Back, killed once both switches are recorded: the rerun finishes.
@@ -715,6 +724,7 @@ apps:
         stdout(&rerun)
     );
     assert_eq!(running_on(&f, &app), vec![0]);
+    assert_eq!(running_on(&f, &format!("{name}-tail")), vec![0]);
     assert_eq!(sums(&f.hosts[0]), fixed);
     for v in ["data", "logs"] {
         let vol = format!("{name}-{v}");

@@ -391,27 +391,43 @@ impl Step {
             .relocation
             .as_ref()
             .ok_or_else(|| StepError::Other("a move without its facts".into()))?;
-        let apps = r
-            .apps
-            .iter()
-            .map(|app| {
-                self.desired
-                    .container(&a.stack, app)
-                    .cloned()
-                    .ok_or_else(|| {
-                        StepError::Other(format!("app `{app}` is not in the desired state"))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // The action's volume first, then every other volume its apps mount:
-        // they move together.
+        for app in &r.apps {
+            if self.desired.container(&a.stack, app).is_none() {
+                return Err(StepError::Other(format!(
+                    "app `{app}` is not in the desired state"
+                )));
+            }
+        }
+        // The action's volume first, then every volume its apps mount, and
+        // every app on the new host that mounts one of those, until nothing
+        // is added: they all move together.
+        let target = self
+            .desired
+            .hosts
+            .get(&r.to)
+            .ok_or_else(|| StepError::Other(format!("host `{}` is not in the spec", r.to)))?;
         let mut volumes = vec![self.wanted("volume", |h| &h.volumes)?.clone()];
-        let target = self.desired.hosts.get(&r.to);
-        for m in apps.iter().flat_map(|c| &c.mounts) {
-            if let Some(v) = target.and_then(|h| h.volumes.get(&m.source)) {
-                if !volumes.iter().any(|x| x.name == v.name) {
-                    volumes.push(v.clone());
+        let mut apps: Vec<ContainerSpec> = Vec::new();
+        loop {
+            let before = (volumes.len(), apps.len());
+            for c in target.containers.values().filter(|c| c.stack == a.stack) {
+                let mounts_one = c
+                    .mounts
+                    .iter()
+                    .any(|m| volumes.iter().any(|v| v.name == m.source));
+                if mounts_one && !apps.iter().any(|x| x.name == c.name) {
+                    apps.push(c.clone());
                 }
+            }
+            for m in apps.iter().flat_map(|c| &c.mounts) {
+                if let Some(v) = target.volumes.get(&m.source) {
+                    if !volumes.iter().any(|x| x.name == v.name) {
+                        volumes.push(v.clone());
+                    }
+                }
+            }
+            if (volumes.len(), apps.len()) == before {
+                break;
             }
         }
         let reporter = Arc::clone(&self.reporter);
