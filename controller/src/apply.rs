@@ -365,7 +365,7 @@ impl Step {
             }
             (Kind::Container, Verb::Recreate) => {
                 let c = self.container()?;
-                api.stop_container(&c.name, grace(c)).await?;
+                api.stop_container(&c.name, c.stop_grace()).await?;
                 api.remove_container(&c.name).await?;
                 api.create_container(c).await?;
                 api.start_container(&c.name).await?;
@@ -391,13 +391,6 @@ impl Step {
             .relocation
             .as_ref()
             .ok_or_else(|| StepError::Other("a move without its facts".into()))?;
-        for app in &r.apps {
-            if self.desired.container(&a.stack, app).is_none() {
-                return Err(StepError::Other(format!(
-                    "app `{app}` is not in the desired state"
-                )));
-            }
-        }
         // The action's volume first, then every volume its apps mount, and
         // every app on the new host that mounts one of those, until nothing
         // is added: they all move together.
@@ -432,26 +425,19 @@ impl Step {
         }
         let reporter = Arc::clone(&self.reporter);
         let action = a.clone();
-        let mv = crate::relocate::Move {
-            src: Arc::clone(self.api(&r.from)?),
-            dst: Arc::clone(self.api(&r.to)?),
+        let mv = crate::relocate::Move::new(
+            Arc::clone(self.api(&r.from)?),
+            Arc::clone(self.api(&r.to)?),
             volumes,
             apps,
-            ready_timeout: self.opts.dependency_timeout,
-            poll: self.opts.poll,
-            progress: Arc::new(move |p| reporter.progress(&action, p)),
-            written: Default::default(),
-            target_address: self
-                .desired
-                .hosts
-                .get(&r.to)
-                .map(|h| h.address.clone())
-                .unwrap_or_default(),
-            direct: self.opts.direct_copy,
-            sent: Default::default(),
-            planned: Default::default(),
-            logged: Default::default(),
-        };
+            crate::relocate::MoveOptions {
+                ready_timeout: self.opts.dependency_timeout,
+                poll: self.opts.poll,
+                target_address: target.address.clone(),
+                direct: self.opts.direct_copy,
+            },
+            Arc::new(move |p| reporter.progress(&action, p)),
+        );
         mv.run().await.map_err(StepError::Other)
     }
 
@@ -508,19 +494,9 @@ impl Step {
                         Condition::Started => "running",
                         Condition::Healthy => "healthy",
                     };
-                    let last = status
-                        .as_ref()
-                        .and_then(|s| s.last_health_output.clone())
-                        .filter(|o| !o.is_empty())
-                        .map_or(String::new(), |o| format!("; last health output: {o}"));
-                    let state = status.as_ref().map_or("missing".to_string(), |s| {
-                        let h = s
-                            .health
-                            .map_or(String::new(), |h| format!(", {}", health_word(h)));
-                        format!("{}{h}", s.state.as_str())
-                    });
+                    let state = crate::engine::describe_status(status.as_ref());
                     return Err(StepError::Other(format!(
-                        "app `{}` waited {}s for `{target}` to be {what}, but it is {state}{last}",
+                        "app `{}` waited {}s for `{target}` to be {what}, but it is {state}",
                         c.app,
                         self.opts.dependency_timeout.as_secs()
                     )));
@@ -530,18 +506,6 @@ impl Step {
         }
         Ok(())
     }
-}
-
-fn health_word(h: Health) -> &'static str {
-    match h {
-        Health::Starting => "health starting",
-        Health::Healthy => "healthy",
-        Health::Unhealthy => "unhealthy",
-    }
-}
-
-fn grace(c: &ContainerSpec) -> Duration {
-    Duration::from_nanos(c.stop_grace_period_ns.unwrap_or(10_000_000_000))
 }
 
 #[cfg(test)]

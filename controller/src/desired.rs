@@ -95,6 +95,13 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// How long a stop waits before killing: `stop_grace_period`, else 10 s.
+    pub fn stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.stop_grace_period_ns.unwrap_or(10_000_000_000))
+    }
+}
+
+impl ContainerSpec {
     /// Every label the container carries, the hash labels included.
     pub fn all_labels(&self) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = self

@@ -168,6 +168,26 @@ pub struct Exec {
     pub input: Pin<Box<dyn AsyncWrite + Send>>,
 }
 
+/// A container's state for an error message: `running, unhealthy; last
+/// health output: …`, or `missing`.
+pub fn describe_status(status: Option<&ContainerStatus>) -> String {
+    let Some(s) = status else {
+        return "missing".into();
+    };
+    let health = match s.health {
+        Some(Health::Starting) => ", health starting",
+        Some(Health::Healthy) => ", healthy",
+        Some(Health::Unhealthy) => ", unhealthy",
+        None => "",
+    };
+    let last = s
+        .last_health_output
+        .as_deref()
+        .filter(|o| !o.is_empty())
+        .map_or(String::new(), |o| format!("; last health output: {o}"));
+    format!("{}{health}{last}", s.state.as_str())
+}
+
 /// The calls drover makes on one Docker host. Implementations are cheap to
 /// share between tasks.
 #[async_trait]

@@ -25,7 +25,7 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{self, entry_of, escape, unchanged, unescape, Entry, EntryKind};
+use crate::scan::{self, entry_of, escape, full_path, unchanged, unescape, Entry, EntryKind};
 
 /// Where a helper sees the volume.
 pub const ROOT: &str = "/data";
@@ -43,14 +43,6 @@ pub enum Line {
 
 fn other(msg: String) -> io::Error {
     io::Error::other(msg)
-}
-
-fn full_path(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
 }
 
 /// Asks for 1 MiB pipe buffers on stdin and stdout (where they are pipes):

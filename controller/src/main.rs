@@ -716,7 +716,7 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             rt.block_on(api.remove_volume(&name))
                 .map_err(|e| e.to_string())?;
             // The records about the deleted copy go with it.
-            let prefix = format!("drover-copy-{name}-");
+            let prefix = drover::relocate::marker_prefix(&name);
             for c in state
                 .containers
                 .iter()

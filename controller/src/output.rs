@@ -207,47 +207,29 @@ pub fn status_table(
     let mut rows = Vec::new();
     for (host, dh) in &desired.hosts {
         for c in dh.containers.values() {
-            let row = match observed.hosts.get(host) {
-                None => vec![
-                    c.stack.clone(),
-                    c.app.clone(),
-                    host.clone(),
-                    "unknown (host unreadable)".into(),
-                    "-".into(),
-                    "unknown".into(),
-                ],
+            let (state, health, in_sync): (String, &str, &str) = match observed.hosts.get(host) {
+                None => ("unknown (host unreadable)".into(), "-", "unknown"),
                 Some(oh) => match oh.containers.iter().find(|o| o.name == c.name) {
-                    None => vec![
-                        c.stack.clone(),
-                        c.app.clone(),
-                        host.clone(),
-                        "missing".into(),
-                        "-".into(),
-                        "no".into(),
-                    ],
-                    Some(o) if !o.managed => vec![
-                        c.stack.clone(),
-                        c.app.clone(),
-                        host.clone(),
-                        "name taken by an unmanaged container".into(),
-                        "-".into(),
-                        "no".into(),
-                    ],
+                    None => ("missing".into(), "-", "no"),
+                    Some(o) if !o.managed => {
+                        ("name taken by an unmanaged container".into(), "-", "no")
+                    }
                     Some(o) => {
                         let in_sync = o.spec_hash.as_deref() == Some(c.spec_hash.as_str())
                             && o.state == crate::observed::ContainerState::Running;
-                        vec![
-                            c.stack.clone(),
-                            c.app.clone(),
-                            host.clone(),
-                            o.state.as_str().into(),
-                            health(o.health).into(),
-                            if in_sync { "yes".into() } else { "no".into() },
-                        ]
+                        let sync = if in_sync { "yes" } else { "no" };
+                        (o.state.as_str().into(), health(o.health), sync)
                     }
                 },
             };
-            rows.push(row);
+            rows.push(vec![
+                c.stack.clone(),
+                c.app.clone(),
+                host.clone(),
+                state,
+                health.into(),
+                in_sync.into(),
+            ]);
         }
     }
     for (host, oh) in &observed.hosts {

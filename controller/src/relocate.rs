@@ -197,22 +197,61 @@ pub struct Move {
     pub volumes: Vec<VolumeSpec>,
     /// The apps that mount them, as they should be on the target.
     pub apps: Vec<ContainerSpec>,
-    /// How long the app may take to become healthy (or running) on the target.
-    pub ready_timeout: Duration,
-    pub poll: Duration,
+    pub opts: MoveOptions,
     pub progress: ProgressFn,
     /// Markers written by this run, per host, oldest first.
-    pub written: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    written: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// Bytes of finished transfers, and of all transfers planned so far.
+    sent: std::sync::atomic::AtomicU64,
+    planned: std::sync::atomic::AtomicU64,
+    /// The phase and time of the last progress line logged.
+    logged: std::sync::Mutex<Option<(Phase, Instant)>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MoveOptions {
+    /// How long the apps may take to become healthy (or running) on the target.
+    pub ready_timeout: Duration,
+    pub poll: Duration,
     /// Where the source's helper can reach the target host (its Cluster
     /// `address`); the direct path is tried when set and not loopback.
     pub target_address: String,
     /// Whether to try the direct helper-to-helper path at all.
     pub direct: bool,
-    /// Bytes of finished transfers, and of all transfers planned so far.
-    pub sent: std::sync::atomic::AtomicU64,
-    pub planned: std::sync::atomic::AtomicU64,
-    /// The phase and time of the last progress line logged.
-    pub logged: std::sync::Mutex<Option<(Phase, Instant)>>,
+}
+
+/// The name of a marker of volume `volume`, before its sequence number.
+pub fn marker_prefix(volume: &str) -> String {
+    format!("drover-copy-{volume}-")
+}
+
+/// `/drover helper ARGS…`, as run in a helper.
+fn helper_cmd(args: &[&str]) -> Vec<String> {
+    ["/drover", "helper"]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Writes `input` to a command's stdin, then closes it.
+fn feed(
+    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    input: Vec<u8>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        let r = stdin.write_all(&input).await;
+        let _ = stdin.shutdown().await;
+        r
+    })
+}
+
+/// `DROVER_TEST_THROTTLE`: a slow network for tests, in bytes per second.
+fn test_throttle() -> Option<u64> {
+    std::env::var("DROVER_TEST_THROTTLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r| *r > 0)
 }
 
 /// One volume of a move, as found when it started.
@@ -253,6 +292,28 @@ fn first_lines(b: &[u8]) -> String {
 }
 
 impl Move {
+    pub fn new(
+        src: Arc<dyn DockerApi>,
+        dst: Arc<dyn DockerApi>,
+        volumes: Vec<VolumeSpec>,
+        apps: Vec<ContainerSpec>,
+        opts: MoveOptions,
+        progress: ProgressFn,
+    ) -> Move {
+        Move {
+            src,
+            dst,
+            volumes,
+            apps,
+            opts,
+            progress,
+            written: Default::default(),
+            sent: Default::default(),
+            planned: Default::default(),
+            logged: Default::default(),
+        }
+    }
+
     fn from(&self) -> &str {
         self.src.host()
     }
@@ -287,13 +348,13 @@ impl Move {
     /// run on the source again.
     pub async fn run(&self) -> Result<(), String> {
         let image = helper_image()?;
-        let (so, to) = tokio::join!(self.src.observe(), self.dst.observe());
-        let so = so.map_err(|e| e.to_string())?;
-        let to = to.map_err(|e| e.to_string())?;
+        let (src_state, dst_state) = tokio::join!(self.src.observe(), self.dst.observe());
+        let src_state = src_state.map_err(|e| e.to_string())?;
+        let dst_state = dst_state.map_err(|e| e.to_string())?;
         let mut parts = Vec::new();
         for v in &self.volumes {
             let find = |h: &ObservedHost| h.volumes.iter().find(|o| o.name == v.name).cloned();
-            let (sv, tv) = (find(&so), find(&to));
+            let (sv, tv) = (find(&src_state), find(&dst_state));
             let mut copies = Vec::new();
             if let Some(c) = &sv {
                 copies.push((self.from(), c));
@@ -315,7 +376,7 @@ impl Move {
             };
             let record = sv.as_ref().and_then(|c| c.copy.as_ref());
             let old_markers = |h: &ObservedHost| -> Vec<String> {
-                let prefix = format!("drover-copy-{}-", v.name);
+                let prefix = marker_prefix(&v.name);
                 h.containers
                     .iter()
                     .filter(|c| c.internal && c.name.starts_with(&prefix))
@@ -328,14 +389,14 @@ impl Move {
                 bytes: record.and_then(|r| r.bytes),
                 finishing,
                 on_target: tv.is_some(),
-                src_markers: old_markers(&so),
-                dst_markers: old_markers(&to),
+                src_markers: old_markers(&src_state),
+                dst_markers: old_markers(&dst_state),
             });
         }
         if parts.is_empty() {
             return Ok(());
         }
-        for (api, host) in [(&self.src, &so), (&self.dst, &to)] {
+        for (api, host) in [(&self.src, &src_state), (&self.dst, &dst_state)] {
             if !host.images.contains(&image.tag) {
                 api.import_image(&image.tag, image.rootfs.clone())
                     .await
@@ -460,7 +521,7 @@ impl Move {
         // Older markers go last: the newest record of each copy is in place.
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
         for p in &parts {
-            let prefix = format!("drover-copy-{}-", p.volume.name);
+            let prefix = marker_prefix(&p.volume.name);
             for (api, old) in [(&self.src, &p.src_markers), (&self.dst, &p.dst_markers)] {
                 let mut names = old.clone();
                 if let Some(mine) = written.get(api.host()) {
@@ -503,7 +564,7 @@ impl Move {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let m = MarkerSpec {
-            name: format!("drover-copy-{}-{seq}", volume.name),
+            name: format!("{}{seq}", marker_prefix(&volume.name)),
             image: image.to_string(),
             labels: r.labels(&volume.name, &volume.stack, &volume.volume, seq),
         };
@@ -521,9 +582,8 @@ impl Move {
 
     async fn stop_on_source(&self) -> Result<(), String> {
         for c in &self.apps {
-            let grace = Duration::from_nanos(c.stop_grace_period_ns.unwrap_or(10_000_000_000));
             self.src
-                .stop_container(&c.name, grace)
+                .stop_container(&c.name, c.stop_grace())
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -685,7 +745,7 @@ impl Move {
 
     /// Running, and healthy when the container has a healthcheck.
     async fn wait_ready(&self, c: &ContainerSpec) -> Result<(), String> {
-        let deadline = Instant::now() + self.ready_timeout;
+        let deadline = Instant::now() + self.opts.ready_timeout;
         loop {
             let s = self
                 .dst
@@ -705,26 +765,15 @@ impl Move {
                     || s.health == Some(Health::Unhealthy)
             });
             if gone || Instant::now() >= deadline {
-                let state = s.as_ref().map_or("missing".to_string(), |s| {
-                    let h = match s.health {
-                        Some(Health::Unhealthy) => ", unhealthy",
-                        Some(Health::Starting) => ", health starting",
-                        _ => "",
-                    };
-                    format!("{}{h}", s.state.as_str())
-                });
-                let last = s
-                    .and_then(|s| s.last_health_output)
-                    .filter(|o| !o.is_empty())
-                    .map_or(String::new(), |o| format!("; last health output: {o}"));
+                let state = crate::engine::describe_status(s.as_ref());
                 return Err(format!(
-                    "app `{}` did not become ready on `{}` (it is {state}{last}); the move was rolled back and it runs on `{}` again",
+                    "app `{}` did not become ready on `{}` (it is {state}); the move was rolled back and it runs on `{}` again",
                     c.app,
                     self.to(),
                     self.from()
                 ));
             }
-            tokio::time::sleep(self.poll).await;
+            tokio::time::sleep(self.opts.poll).await;
         }
     }
 }
@@ -797,19 +846,17 @@ impl<'a> Helpers<'a> {
                 (labels::INTERNAL.to_string(), "true".to_string()),
                 (labels::STACK.to_string(), self.volume.stack.clone()),
             ]),
-            cmd: ["/drover", "helper", "idle", "--seconds", "21600"]
-                .map(String::from)
-                .to_vec(),
+            cmd: helper_cmd(&["idle", "--seconds", "21600"]),
             network,
             publish,
         }
     }
 
     async fn start(&self) -> Result<(), String> {
-        let addr = self.mv.target_address.as_str();
+        let addr = self.mv.opts.target_address.as_str();
         let loopback =
             addr.is_empty() || addr == "localhost" || addr.starts_with("127.") || addr == "::1";
-        let direct = self.mv.direct && !loopback;
+        let direct = self.mv.opts.direct && !loopback;
         for (api, ro) in [(&self.mv.src, true), (&self.mv.dst, false)] {
             api.remove_container(&self.name)
                 .await
@@ -855,15 +902,11 @@ impl<'a> Helpers<'a> {
         args: &[&str],
         input: Vec<u8>,
     ) -> Result<Vec<u8>, String> {
-        let mut cmd = vec!["/drover".to_string(), "helper".to_string()];
-        cmd.extend(args.iter().map(|s| s.to_string()));
-        let mut ex = api.exec(&self.name, cmd).await.map_err(|e| e.to_string())?;
-        let mut input_stream = ex.input;
-        let writer = tokio::spawn(async move {
-            let r = input_stream.write_all(&input).await;
-            let _ = input_stream.shutdown().await;
-            r
-        });
+        let mut ex = api
+            .exec(&self.name, helper_cmd(args))
+            .await
+            .map_err(|e| e.to_string())?;
+        let writer = feed(ex.input, input);
         let (out, err) = collect(&mut ex.output).await?;
         let _ = writer.await;
         check_exit(api, &ex.id, args[0], &err).await?;
@@ -872,15 +915,11 @@ impl<'a> Helpers<'a> {
 
     /// A scan of one side, parsed line by line as it arrives.
     async fn scan(&self, api: &Arc<dyn DockerApi>, hash: bool) -> Result<Vec<Entry>, String> {
-        let mut cmd = vec![
-            "/drover".to_string(),
-            "helper".to_string(),
-            "scan".to_string(),
-        ];
-        if hash {
-            cmd.push("--hash".into());
-        }
-        let mut ex = api.exec(&self.name, cmd).await.map_err(|e| e.to_string())?;
+        let args: &[&str] = if hash { &["scan", "--hash"] } else { &["scan"] };
+        let mut ex = api
+            .exec(&self.name, helper_cmd(args))
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = ex.input.shutdown().await;
         let (mut entries, mut ended, mut pending, mut err) =
             (Vec::new(), false, Vec::new(), Vec::new());
@@ -888,19 +927,14 @@ impl<'a> Helpers<'a> {
         while let Some(chunk) = ex.output.next().await {
             match chunk.map_err(|e| e.to_string())? {
                 ExecOutput::Stdout(b) => {
-                    pending.extend_from_slice(&b);
-                    let mut start = 0;
-                    while let Some(i) = pending[start..].iter().position(|c| *c == b'\n') {
-                        let line = &pending[start..start + i];
-                        start += i + 1;
-                        match serde_json::from_slice::<crate::helper::Line>(line).map_err(bad)? {
+                    for line in complete_lines(&mut pending, &b) {
+                        match serde_json::from_slice::<crate::helper::Line>(&line).map_err(bad)? {
                             crate::helper::Line::Entry(e) => entries.push(*e),
                             crate::helper::Line::End { end } => {
                                 ended = end as usize == entries.len()
                             }
                         }
                     }
-                    pending.drain(..start);
                 }
                 ExecOutput::Stderr(b) => err.extend_from_slice(&b),
             }
@@ -947,16 +981,11 @@ impl<'a> Helpers<'a> {
         phase: Phase,
     ) -> Result<(), String> {
         let token = random_token()?;
-        let cmd = |args: &[&str]| {
-            let mut c = vec!["/drover".to_string(), "helper".to_string()];
-            c.extend(args.iter().map(|s| s.to_string()));
-            c
-        };
         let port = DIRECT_PORT.to_string();
         let mut recv = self
             .mv
             .dst
-            .exec(&self.name, cmd(&["receive", "--port", &port]))
+            .exec(&self.name, helper_cmd(&["receive", "--port", &port]))
             .await
             .map_err(|e| e.to_string())?;
         recv.input
@@ -965,32 +994,25 @@ impl<'a> Helpers<'a> {
             .map_err(|e| e.to_string())?;
         let _ = recv.input.shutdown().await;
         let mut args = vec!["send", "--to", to];
-        let rate = std::env::var("DROVER_TEST_THROTTLE").unwrap_or_default();
-        if !rate.is_empty() {
-            args.extend(["--rate", rate.as_str()]);
+        let rate = test_throttle().map(|r| r.to_string());
+        if let Some(r) = &rate {
+            args.extend(["--rate", r.as_str()]);
         }
         let mut send = self
             .mv
             .src
-            .exec(&self.name, cmd(&args))
+            .exec(&self.name, helper_cmd(&args))
             .await
             .map_err(|e| e.to_string())?;
         let mut input = format!("{token}\n").into_bytes();
         input.extend(lines(paths));
-        let mut send_in = send.input;
-        let writer = tokio::spawn(async move {
-            let r = send_in.write_all(&input).await;
-            let _ = send_in.shutdown().await;
-            r
-        });
+        let writer = feed(send.input, input);
         let mut send_err = Vec::new();
         let mut pending = Vec::new();
         while let Some(chunk) = send.output.next().await {
             match chunk.map_err(|e| e.to_string())? {
                 ExecOutput::Stdout(b) => {
-                    pending.extend_from_slice(&b);
-                    while let Some(i) = pending.iter().position(|c| *c == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=i).collect();
+                    for line in complete_lines(&mut pending, &b) {
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
                             if let Some(n) = v["sent"].as_u64() {
                                 self.mv.report(phase, n.min(total));
@@ -1022,41 +1044,24 @@ impl<'a> Helpers<'a> {
 
     /// The API path: both helpers' streams pass through drover.
     async fn transfer_api(&self, paths: &[String], total: u64, phase: Phase) -> Result<(), String> {
-        let cmd = |verb: &str| {
-            vec![
-                "/drover".to_string(),
-                "helper".to_string(),
-                verb.to_string(),
-            ]
-        };
         let pack = self
             .mv
             .src
-            .exec(&self.name, cmd("pack"))
+            .exec(&self.name, helper_cmd(&["pack"]))
             .await
             .map_err(|e| e.to_string())?;
         let mut unpack = self
             .mv
             .dst
-            .exec(&self.name, cmd("unpack"))
+            .exec(&self.name, helper_cmd(&["unpack"]))
             .await
             .map_err(|e| e.to_string())?;
-        let list = lines(paths);
-        let mut pack_in = pack.input;
-        let writer = tokio::spawn(async move {
-            let r = pack_in.write_all(&list).await;
-            let _ = pack_in.shutdown().await;
-            r
-        });
+        let writer = feed(pack.input, lines(paths));
         let mut pack_err = Vec::new();
         let mut sent = 0u64;
         let mut last = Instant::now();
         let mut broken = None;
-        // Test-only: a slow network, in bytes per second.
-        let throttle: Option<u64> = std::env::var("DROVER_TEST_THROTTLE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|r| *r > 0);
+        let throttle = test_throttle();
         // Reading from the source and writing to the target overlap; at most
         // QUEUE chunks (a few MiB) wait in between.
         const QUEUE: usize = 64;
@@ -1124,6 +1129,19 @@ async fn collect(
         }
     }
     Ok((out, err))
+}
+
+/// Appends `chunk` to `pending` and takes out every complete line.
+fn complete_lines(pending: &mut Vec<u8>, chunk: &[u8]) -> Vec<Vec<u8>> {
+    pending.extend_from_slice(chunk);
+    let Some(last) = pending.iter().rposition(|c| *c == b'\n') else {
+        return Vec::new();
+    };
+    let done: Vec<u8> = pending.drain(..=last).collect();
+    done.split(|c| *c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn lines(paths: &[String]) -> Vec<u8> {

@@ -130,13 +130,18 @@ pub fn unchanged(before: &Entry, now: &Entry) -> bool {
         && before.ino == now.ino
 }
 
-/// An entry for one path, without its hash.
-pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
-    let path = if rel.is_empty() {
+/// Where a path relative to `root` (raw bytes, empty for the root) is.
+pub fn full_path(root: &Path, rel: &[u8]) -> std::path::PathBuf {
+    if rel.is_empty() {
         root.to_path_buf()
     } else {
         root.join(OsStr::from_bytes(rel))
-    };
+    }
+}
+
+/// An entry for one path, without its hash.
+pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
+    let path = full_path(root, rel);
     let meta = std::fs::symlink_metadata(&path)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let kind = kind_of(meta.file_type());
@@ -177,11 +182,7 @@ pub fn scan(
     let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = todo.pop() {
         let mut entry = entry_of(root, &rel)?;
-        let path = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(OsStr::from_bytes(&rel))
-        };
+        let path = full_path(root, &rel);
         match entry.kind {
             EntryKind::Dir => {
                 let mut names: Vec<Vec<u8>> = std::fs::read_dir(&path)
