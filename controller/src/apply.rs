@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::desired::{ContainerSpec, Desired};
 use crate::engine::{DockerApi, EngineError};
@@ -54,6 +56,9 @@ impl Default for ApplyOptions {
     }
 }
 
+/// Why an action did not start: the process is stopping.
+pub const STOPPING: &str = "drover is stopping; the next pass carries it out";
+
 /// What happened to one action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -90,6 +95,7 @@ pub struct Executor {
     engines: BTreeMap<String, Arc<dyn DockerApi>>,
     desired: Arc<Desired>,
     opts: ApplyOptions,
+    stop: CancellationToken,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,7 +116,16 @@ impl Executor {
             engines,
             desired,
             opts,
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Once `stop` is cancelled no new action starts (each is skipped), the
+    /// running ones finish, a dependency wait ends, and a volume move stops
+    /// at the next point it can resume from.
+    pub fn stop_when(mut self, stop: CancellationToken) -> Executor {
+        self.stop = stop;
+        self
     }
 
     /// Carries out `plan`, reporting each step.
@@ -153,6 +168,13 @@ impl Executor {
                         Some(Outcome::Failed(_) | Outcome::Skipped(_))
                     )
                 });
+                if self.stop.is_cancelled() {
+                    let o = Outcome::Skipped(STOPPING.into());
+                    reporter.finished(a, &o, Duration::ZERO);
+                    outcome.insert(a.id.clone(), o);
+                    started.insert(a.id.clone());
+                    continue;
+                }
                 if let Some(dep) = failed_dep {
                     let o =
                         Outcome::Skipped(format!("it waits for `{dep}`, which did not succeed"));
@@ -175,30 +197,35 @@ impl Executor {
                     desired: Arc::clone(&self.desired),
                     opts: self.opts,
                     reporter: Arc::clone(&reporter),
+                    stop: self.stop.clone(),
                 };
                 let sem = semaphores.get(&a.host).cloned();
                 let reporter = Arc::clone(&reporter);
-                running.spawn(async move {
-                    let t = Instant::now();
-                    // Waiting for dependencies takes no slot of the host, so
-                    // a slow dependency does not hold up unrelated work.
-                    let ready = step.wait_for_dependencies().await;
-                    let _permit = match &sem {
-                        Some(s) => s.acquire().await.ok(),
-                        None => None,
-                    };
-                    reporter.started(&step.action);
-                    let result = match ready {
-                        Ok(()) => step.run().await,
-                        Err(e) => Err(e),
-                    };
-                    let o = match result {
-                        Ok(()) => Outcome::Done,
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    };
-                    reporter.finished(&step.action, &o, t.elapsed());
-                    (step.action.id, o)
-                });
+                let span = tracing::info_span!("step", host = %a.host, name = %a.name);
+                running.spawn(
+                    async move {
+                        let t = Instant::now();
+                        // Waiting for dependencies takes no slot of the host, so
+                        // a slow dependency does not hold up unrelated work.
+                        let ready = step.wait_for_dependencies().await;
+                        let _permit = match &sem {
+                            Some(s) => s.acquire().await.ok(),
+                            None => None,
+                        };
+                        reporter.started(&step.action);
+                        let result = match ready {
+                            Ok(()) => step.run().await,
+                            Err(e) => Err(e),
+                        };
+                        let o = match result {
+                            Ok(()) => Outcome::Done,
+                            Err(e) => Outcome::Failed(e.to_string()),
+                        };
+                        reporter.finished(&step.action, &o, t.elapsed());
+                        (step.action.id, o)
+                    }
+                    .instrument(span),
+                );
             }
             match running.join_next().await {
                 Some(Ok((id, o))) => {
@@ -315,6 +342,7 @@ struct Step {
     desired: Arc<Desired>,
     opts: ApplyOptions,
     reporter: Arc<dyn Reporter>,
+    stop: CancellationToken,
 }
 
 impl Step {
@@ -435,6 +463,7 @@ impl Step {
                 poll: self.opts.poll,
                 target_address: target.address.clone(),
                 direct: self.opts.direct_copy,
+                stop: self.stop.clone(),
             },
             Arc::new(move |p| reporter.progress(&action, p)),
         );
@@ -488,6 +517,9 @@ impl Step {
                         "app `{}` waits for `{target}` to be healthy, but `{target}` has no healthcheck",
                         c.app
                     )));
+                }
+                if self.stop.is_cancelled() {
+                    return Err(StepError::Other(STOPPING.into()));
                 }
                 if Instant::now() >= deadline {
                     let what = match condition {

@@ -884,7 +884,62 @@ impl DockerApi for Engine {
     }
 }
 
+/// A change on a host that a controller must look at, in drover's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEvent {
+    /// `container`, `volume` or `network`.
+    pub kind: String,
+    /// Docker's action: `die`, `stop`, `destroy`, `oom`.
+    pub action: String,
+    pub name: String,
+}
+
+/// Whether an event concerns an object drover manages: managed containers
+/// (never its own helpers), and any volume or network removed (Docker's
+/// volume and network events carry no labels).
+pub fn is_relevant_event(kind: &str, attributes: &HashMap<String, String>) -> bool {
+    match kind {
+        "container" => {
+            attributes.get(labels::MANAGED).map(String::as_str) == Some("true")
+                && attributes.get(labels::INTERNAL).map(String::as_str) != Some("true")
+        }
+        _ => true,
+    }
+}
+
 impl Engine {
+    /// The host's stream of changes to managed objects: a container that
+    /// dies, stops or is removed, a volume or network removed. It ends (or
+    /// yields an error) when the connection to the engine is lost.
+    pub fn watch(&self) -> Pin<Box<dyn Stream<Item = Result<HostEvent, EngineError>> + Send>> {
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([
+            ("type", vec!["container", "volume", "network"]),
+            ("event", vec!["die", "stop", "destroy", "oom"]),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let host = self.host.clone();
+        Box::pin(self.docker.events(Some(opts)).filter_map(move |r| {
+            let out = match r {
+                Err(e) => Some(Err(EngineError::api(&host, "watch events", e))),
+                Ok(m) => {
+                    let kind = m.typ.map(|t| t.to_string()).unwrap_or_default();
+                    let actor = m.actor.unwrap_or_default();
+                    let attributes = actor.attributes.unwrap_or_default();
+                    is_relevant_event(&kind, &attributes).then(|| {
+                        Ok(HostEvent {
+                            name: attributes.get("name").cloned().unwrap_or_default(),
+                            kind,
+                            action: m.action.unwrap_or_default(),
+                        })
+                    })
+                }
+            };
+            std::future::ready(out)
+        }))
+    }
+
     async fn create_plain(
         &self,
         name: &str,
@@ -971,6 +1026,25 @@ mod tests {
             409,
             "conflict: container x is running"
         )));
+    }
+
+    #[test]
+    fn events_of_managed_containers_count_and_of_helpers_do_not() {
+        let attrs = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let managed = attrs(&[(labels::MANAGED, "true"), ("name", "shop-web")]);
+        let helper = attrs(&[(labels::MANAGED, "true"), (labels::INTERNAL, "true")]);
+        assert!(is_relevant_event("container", &managed));
+        assert!(!is_relevant_event("container", &helper));
+        assert!(!is_relevant_event(
+            "container",
+            &attrs(&[("name", "other")])
+        ));
+        assert!(is_relevant_event("volume", &attrs(&[("driver", "local")])));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::engine::{DockerApi, Engine};
-use crate::model::Spec;
+use crate::model::{Host, Spec};
 use crate::observed::Observed;
 
 /// Connections to the hosts that answered, and why the others did not.
@@ -18,9 +18,13 @@ pub struct Connections {
 
 /// Connects to every host of the spec in parallel.
 pub async fn connect_all(spec: &Spec) -> Connections {
-    let tasks: Vec<_> = spec
-        .hosts
-        .values()
+    connect(spec.hosts.values()).await
+}
+
+/// Connects to the given hosts in parallel.
+pub async fn connect<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> Connections {
+    let tasks: Vec<_> = hosts
+        .into_iter()
         .cloned()
         .map(|h| tokio::spawn(async move { (h.name.clone(), Engine::connect(&h).await) }))
         .collect();

@@ -23,11 +23,15 @@
 //!    showing the plan: it never builds the executor, the only thing that
 //!    writes.
 //!
+//! `drover controller` ([`controller`]) runs the same walk as a loop: its
+//! watchers turn file changes, Docker events and a timer into passes.
+//!
 //! Hosts are reached through [`engine::DockerApi`], a small trait over
 //! bollard ([`engine::Engine`]); [`hosts`] connects to and reads them all in
 //! parallel.
 
 pub mod apply;
+pub mod controller;
 pub mod desired;
 pub mod diag;
 pub mod engine;

@@ -89,6 +89,38 @@ enum Command {
         #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
         copy_via: CopyVia,
     },
+    /// Keep every host in line with the directory, all the time: watch the
+    /// files and each host's Docker events, and reconcile on any change and
+    /// on a timer.
+    Controller {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// A full pass at least this often, even when nothing was seen to change.
+        #[arg(long, default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
+        resync: Duration,
+        /// Serve `/healthz`, `/livez` and Prometheus `/metrics` here (e.g. `0.0.0.0:9090`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// A pass starts once changes have been quiet this long (at most 10 times as long after the first).
+        #[arg(long, default_value = "500ms", value_parser = duration_arg, value_name = "DURATION")]
+        debounce: Duration,
+        /// At most this many restorations of one app (started or made again
+        /// after being stopped or removed out of band)…
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        heal_limit: usize,
+        /// …within this window; past it the app is left as it is until the window moves.
+        #[arg(long, default_value = "10m", value_parser = duration_arg, value_name = "DURATION")]
+        heal_window: Duration,
+        /// Actions run at once on one host.
+        #[arg(long, default_value_t = drover::apply::DEFAULT_PER_HOST, value_name = "N")]
+        parallel: usize,
+        /// How long an app waits for the apps it depends on (seconds).
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        dependency_timeout: u64,
+        /// How volume moves carry data (as for `reconcile`).
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
+    },
     /// Print the actual state of every host.
     Observe {
         #[arg(default_value = ".")]
@@ -196,7 +228,17 @@ fn main() -> ExitCode {
     if let Command::Helper { command } = cli.command {
         return helper(command);
     }
-    init_logging(cli.log_format);
+    // A long-running controller reports its passes and steps.
+    let default_log = if matches!(cli.command, Command::Controller { .. }) {
+        "info"
+    } else if std::io::stderr().is_terminal() {
+        "warn"
+    } else {
+        // Without a terminal there is no progress bar: volume moves log
+        // their progress instead.
+        "warn,drover::relocate=info"
+    };
+    init_logging(cli.log_format, default_log);
     match run(cli.command) {
         Ok(code) => code,
         Err(Failure::Reported) => ExitCode::from(1),
@@ -207,14 +249,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    // Without a terminal there is no progress bar: volume moves log their
-    // progress instead.
-    let default = if std::io::stderr().is_terminal() {
-        "warn"
-    } else {
-        "warn,drover::relocate=info"
-    };
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -226,6 +261,45 @@ fn init_logging(format: LogFormat) {
             .with_ansi(use_color(std::io::stderr().is_terminal()))
             .init(),
     }
+}
+
+/// A duration as the manifests write it (`60s`, `1m30s`, `500ms`), or seconds.
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    drover::parse::parse_duration(s).map(Duration::from_nanos)
+}
+
+/// The first SIGTERM or SIGINT cancels `stop` (the current step finishes);
+/// a second one ends the process at once.
+fn stop_on_signals(stop: tokio_util::sync::CancellationToken) -> Result<(), Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind| {
+        signal(kind).map_err(|e| Failure::Message(format!("cannot listen for signals: {e}")))
+    };
+    let (mut term, mut int) = (
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::interrupt())?,
+    );
+    tokio::spawn(async move {
+        let first = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!(
+            signal = first,
+            "stopping once the current step has finished; a second signal stops at once"
+        );
+        stop.cancel();
+        let code = tokio::select! {
+            _ = term.recv() => 143,
+            _ = int.recv() => 130,
+        };
+        tracing::error!("stopping at once");
+        std::process::exit(code);
+    });
+    Ok(())
 }
 
 /// Writes to stdout; a closed pipe (`drover … | head`) is not an error.
@@ -460,6 +534,42 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             Ok(unreachable_exit(&observed))
         }
         Command::Volume { command } => volume(command),
+        Command::Controller {
+            dir,
+            resync,
+            listen,
+            debounce,
+            heal_limit,
+            heal_window,
+            parallel,
+            dependency_timeout,
+            copy_via,
+        } => {
+            let opts = drover::controller::Options {
+                dir,
+                resync,
+                listen,
+                debounce: drover::controller::schedule::Debounce {
+                    quiet: debounce,
+                    max: debounce * 10,
+                },
+                apply: ApplyOptions {
+                    per_host: parallel,
+                    dependency_timeout: Duration::from_secs(dependency_timeout),
+                    direct_copy: copy_via == CopyVia::Auto,
+                    ..ApplyOptions::default()
+                },
+                heal_limit,
+                heal_window,
+            };
+            let rt = runtime()?;
+            rt.block_on(async {
+                let stop = tokio_util::sync::CancellationToken::new();
+                stop_on_signals(stop.clone())?;
+                drover::controller::run(opts, stop).await?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::Reconcile {
             dir,
             dry_run,

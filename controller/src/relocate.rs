@@ -218,7 +218,17 @@ pub struct MoveOptions {
     pub target_address: String,
     /// Whether to try the direct helper-to-helper path at all.
     pub direct: bool,
+    /// Once cancelled, the move stops at the next point it can resume from:
+    /// while the apps still run on the source (before prepare, or during
+    /// the copy, which a later move resumes from what the target has). Once
+    /// the apps are stopped, the move goes on to its end or its rollback, so
+    /// that they are never left down.
+    pub stop: tokio_util::sync::CancellationToken,
 }
+
+/// Why a move ended early on a stop request.
+pub const STOPPED: &str =
+    "stopped before the app was stopped: it runs on its source, and the next pass resumes the copy";
 
 /// The name of a marker of volume `volume`, before its sequence number.
 pub fn marker_prefix(volume: &str) -> String {
@@ -413,6 +423,9 @@ impl Move {
         // never did, and every volume goes through the whole protocol (those
         // already switched find nothing left to copy).
         if !parts.iter().all(|p| p.finishing) {
+            if self.opts.stop.is_cancelled() {
+                return Err(STOPPED.into());
+            }
             self.report(Phase::Prepare, 0);
             checkpoint(Phase::Prepare);
             for p in &mut parts {
@@ -441,10 +454,18 @@ impl Move {
                 }
             }
             for h in &helpers {
-                if let Err(e) = self.copy_while_running(h).await {
+                let copied = tokio::select! {
+                    r = self.copy_while_running(h) => r,
+                    _ = self.opts.stop.cancelled() => Err(STOPPED.into()),
+                };
+                if let Err(e) = copied {
                     self.back_to_source(&helpers).await;
                     return Err(e);
                 }
+            }
+            if self.opts.stop.is_cancelled() {
+                self.back_to_source(&helpers).await;
+                return Err(STOPPED.into());
             }
             checkpoint(Phase::Stop);
             self.report(Phase::Stop, 0);

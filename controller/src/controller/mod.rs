@@ -1,0 +1,805 @@
+//! `drover controller`: keeps every host in line with the directory, all the
+//! time.
+//!
+//! The parts, kept apart as in kube-runtime: [`watch`] turns file changes
+//! and each host's Docker events into triggers; [`schedule`] folds triggers
+//! into passes (debounced, never overlapping); a *pass* is the same
+//! load → render → observe → plan → apply walk as `drover reconcile`, and is
+//! never told why it runs, so it must be idempotent; [`limits`] holds the
+//! brakes (backoff for failing hosts, a cap on restoring one app); [`http`]
+//! serves `/healthz` and [`metrics`].
+//!
+//! Failures are sorted as the style guide asks: an invalid directory is
+//! permanent until the next change (the last good spec stays in force and
+//! nothing from the invalid files is applied); a host or API failure is
+//! transient (retried with backoff that resets on success, while the other
+//! hosts keep converging). Nothing here ever makes the controller exit but a
+//! signal.
+
+pub mod http;
+pub mod limits;
+pub mod metrics;
+pub mod schedule;
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::apply::{ApplyOptions, Executor, Outcome, Reporter};
+use crate::desired::{self, Desired};
+use crate::hosts::{connect, observe_all};
+use crate::interpolate::ProcessEnv;
+use crate::load::{load, LoadError};
+use crate::model::{Host, Spec};
+use crate::observed::Observed;
+use crate::plan::{self, Action, Kind, Plan, Verb};
+use limits::{jitter, AppKey, Backoff, HealLimit};
+use metrics::{AppLabels, HostLabel, Metrics, ResultLabel};
+use schedule::{Debounce, Trigger, Wake};
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dir: PathBuf,
+    /// A pass at least this often, even without a trigger.
+    pub resync: Duration,
+    pub listen: Option<SocketAddr>,
+    pub debounce: Debounce,
+    pub apply: ApplyOptions,
+    /// At most this many restorations of one app…
+    pub heal_limit: usize,
+    /// …within this window.
+    pub heal_window: Duration,
+}
+
+/// What `/healthz` shows: the controller's status after its last pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// The last pass converged every host and the directory is valid.
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub manifests: ManifestStatus,
+    pub passes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_pass: Option<PassSummary>,
+    /// Unix time of the last pass that converged every host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<f64>,
+    pub hosts: BTreeMap<String, HostStatus>,
+    /// Apps whose restorations are paused by the rate limit.
+    pub throttled: Vec<Throttled>,
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ManifestStatus {
+    pub valid: bool,
+    /// Every problem, one `file:line:column: message` per entry.
+    pub errors: Vec<String>,
+    /// Whether a valid spec was ever loaded (and is in force).
+    pub in_force: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassSummary {
+    pub number: u64,
+    /// Unix time the pass finished.
+    pub finished: f64,
+    pub duration_seconds: f64,
+    pub ok: bool,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub throttled: usize,
+    /// What went wrong, one line each.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostStatus {
+    pub reachable: bool,
+    /// Failures in a row.
+    pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Unix time of the next try, while backing off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throttled {
+    pub stack: String,
+    pub app: String,
+    /// Restorations within the window.
+    pub restorations: usize,
+    pub limit: usize,
+    pub window_seconds: u64,
+    /// Unix time from which the app may be restored again.
+    pub until: f64,
+}
+
+/// What the HTTP side reads.
+pub struct Shared {
+    status: Mutex<Status>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            status: Mutex::new(Status {
+                reason: Some("no pass has finished yet".into()),
+                ..Status::default()
+            }),
+            metrics: Metrics::new(),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// An instant of the monotonic clock as Unix time, for people.
+fn unix_at(t: Instant) -> f64 {
+    let now = Instant::now();
+    if t >= now {
+        unix_now() + (t - now).as_secs_f64()
+    } else {
+        unix_now() - (now - t).as_secs_f64()
+    }
+}
+
+/// Runs until `stop` is cancelled (a signal): then the current step
+/// finishes, or a volume move stops at a point it can resume from, and
+/// this returns.
+pub async fn run(opts: Options, stop: CancellationToken) -> Result<(), String> {
+    let shared = Arc::new(Shared::new());
+    let server = match opts.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(%addr, "serving /healthz and /metrics");
+            Some(tokio::spawn(http::serve(
+                listener,
+                Arc::clone(&shared),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let trigger = Trigger::default();
+    let _files = watch::watch_dir(&opts.dir, trigger.clone())?;
+    let mut c = Controller::new(opts, Arc::clone(&shared), trigger.clone());
+    tracing::info!(dir = %c.opts.dir.display(), resync = ?c.opts.resync, "controller started");
+    // The first pass runs at once.
+    let mut deadline = Instant::now();
+    loop {
+        let at = tokio::time::Instant::from_std(deadline);
+        if trigger.next(at, c.opts.debounce, &stop).await == Wake::Stop {
+            break;
+        }
+        deadline = c.pass(&stop).await;
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    shared.update(|s| {
+        s.stopping = true;
+        s.ready = false;
+        s.reason = Some("shutting down".into());
+    });
+    tracing::info!("controller stopped");
+    c.stop_watchers();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    Ok(())
+}
+
+/// One host's event watcher, restarted when the host's settings change.
+struct HostWatch {
+    host: Host,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Controller {
+    opts: Options,
+    shared: Arc<Shared>,
+    trigger: Trigger,
+    last_good: Option<Arc<Spec>>,
+    watchers: BTreeMap<String, HostWatch>,
+    /// Hosts that could not be reached, and when to try each again.
+    unreachable: BTreeMap<String, Backoff>,
+    /// Failed passes in a row, and when to try again.
+    retry: Backoff,
+    heals: HealLimit,
+    /// Containers seen running with the spec they have now, as
+    /// `(host, name, spec hash)`: making one of them again is a restoration.
+    seen: HashSet<(String, String, String)>,
+    throttled_before: BTreeSet<AppKey>,
+    passes: u64,
+}
+
+impl Controller {
+    fn new(opts: Options, shared: Arc<Shared>, trigger: Trigger) -> Controller {
+        let resync = opts.resync.max(Duration::from_secs(1));
+        Controller {
+            heals: HealLimit::new(opts.heal_limit, opts.heal_window),
+            opts,
+            shared,
+            trigger,
+            last_good: None,
+            watchers: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
+            retry: Backoff::new(Duration::from_secs(1), resync),
+            seen: HashSet::new(),
+            throttled_before: BTreeSet::new(),
+            passes: 0,
+        }
+    }
+
+    fn stop_watchers(&mut self) {
+        for (_, w) in std::mem::take(&mut self.watchers) {
+            w.stop.cancel();
+            w.task.abort();
+        }
+    }
+
+    /// One event watcher per host of the spec in force.
+    fn sync_watchers(&mut self, spec: &Spec) {
+        self.watchers.retain(|name, w| {
+            let keep = spec.hosts.get(name) == Some(&w.host);
+            if !keep {
+                w.stop.cancel();
+            }
+            keep
+        });
+        for (name, host) in &spec.hosts {
+            if self.watchers.contains_key(name) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(watch::watch_host(
+                host.clone(),
+                self.trigger.clone(),
+                stop.clone(),
+            ));
+            self.watchers.insert(
+                name.clone(),
+                HostWatch {
+                    host: host.clone(),
+                    stop,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Loads the directory; keeps the last good spec when it is invalid.
+    async fn load(&mut self) -> Result<(), Vec<String>> {
+        let dir = self.opts.dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&dir, &ProcessEnv)).await;
+        let errors = match loaded {
+            Ok(Ok(spec)) => {
+                self.last_good = Some(Arc::new(spec));
+                self.shared.metrics.manifests_valid.set(1);
+                self.shared.update(|s| {
+                    s.manifests = ManifestStatus {
+                        valid: true,
+                        errors: Vec::new(),
+                        in_force: true,
+                    }
+                });
+                return Ok(());
+            }
+            Ok(Err(LoadError::Invalid(d))) => {
+                d.0.iter()
+                    .map(|d| format!("{}: {}", d.loc, d.message))
+                    .collect()
+            }
+            Ok(Err(other)) => vec![other.to_string()],
+            Err(e) => vec![format!("loading the manifests failed: {e}")],
+        };
+        for e in &errors {
+            tracing::error!(error = %e, "the manifests are invalid; the last good spec stays in force");
+        }
+        self.shared.metrics.manifests_valid.set(0);
+        let in_force = self.last_good.is_some();
+        self.shared.update(|s| {
+            s.manifests = ManifestStatus {
+                valid: false,
+                errors: errors.clone(),
+                in_force,
+            }
+        });
+        Err(errors)
+    }
+
+    /// One pass, in its own span; returns when the next one is due without
+    /// a trigger.
+    async fn pass(&mut self, stop: &CancellationToken) -> Instant {
+        self.passes += 1;
+        let span = tracing::info_span!("pass", n = self.passes);
+        self.pass_in_span(stop).instrument(span).await
+    }
+
+    async fn pass_in_span(&mut self, stop: &CancellationToken) -> Instant {
+        let n = self.passes;
+        let started = Instant::now();
+        let manifests = self.load().await;
+        let Some(spec) = self.last_good.clone() else {
+            let errors = manifests.err().unwrap_or_default();
+            self.finish(n, started, false, Default::default(), errors, 0);
+            // Nothing to enforce until the directory is valid: the file
+            // watcher brings the next pass.
+            return Instant::now() + self.opts.resync;
+        };
+        self.sync_watchers(&spec);
+        let desired = Arc::new(desired::render(&spec));
+
+        let now = Instant::now();
+        let (try_now, waiting): (Vec<&Host>, Vec<&Host>) = spec
+            .hosts
+            .values()
+            .partition(|h| self.unreachable.get(&h.name).is_none_or(|b| b.ready(now)));
+        let tried: BTreeSet<String> = try_now.iter().map(|h| h.name.clone()).collect();
+        let mut conns = connect(try_now).await;
+        for h in waiting {
+            let b = &self.unreachable[&h.name];
+            let wait = b
+                .retry_at()
+                .map_or(0, |t| t.saturating_duration_since(now).as_secs());
+            conns.unreachable.insert(
+                h.name.clone(),
+                format!(
+                    "{} (next try in {wait}s)",
+                    b.last_error().unwrap_or("unreachable")
+                ),
+            );
+        }
+        let observed = observe_all(&conns).await;
+        self.note_hosts(&spec, &tried, &observed);
+        self.remember_running(&desired, &observed);
+
+        let mut plan = plan::plan(&desired, &observed, plan::Options::default());
+        let throttled = self.limit_heals(&desired, &mut plan);
+        let mut errors = plan.errors.clone();
+        if let Err(e) = &manifests {
+            errors.extend(e.iter().cloned());
+        }
+        let mut counts = Counts {
+            throttled,
+            ..Counts::default()
+        };
+        if !plan.actions.is_empty() {
+            for a in &plan.actions {
+                tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "planned");
+            }
+            let executor =
+                Executor::new(conns.engines.clone(), Arc::clone(&desired), self.opts.apply)
+                    .stop_when(stop.clone());
+            let reporter = Arc::new(PassReporter {
+                shared: Arc::clone(&self.shared),
+                moved: Mutex::new(HashMap::new()),
+            });
+            let report = executor.apply(&plan, reporter).await;
+            let mut failed_hosts = BTreeSet::new();
+            for (a, o) in &report.outcomes {
+                match o {
+                    Outcome::Done => counts.done += 1,
+                    Outcome::Failed(e) => {
+                        counts.failed += 1;
+                        errors.push(format!(
+                            "{} {} `{}` on `{}` failed: {e}",
+                            a.action, a.kind, a.name, a.host
+                        ));
+                        failed_hosts.insert(a.host.clone());
+                    }
+                    Outcome::Skipped(why) => {
+                        counts.skipped += 1;
+                        errors.push(format!(
+                            "{} {} `{}` on `{}` skipped: {why}",
+                            a.action, a.kind, a.name, a.host
+                        ));
+                    }
+                }
+            }
+            for h in failed_hosts {
+                self.shared
+                    .metrics
+                    .host_errors
+                    .get_or_create(&HostLabel { host: h })
+                    .inc();
+            }
+        }
+        // Throttled apps are not a failure of the pass: they are the brake
+        // doing its work, and /healthz lists them.
+        let ok = errors.is_empty() && counts.failed == 0 && counts.skipped == 0;
+        let next = self.finish(n, started, ok, counts, errors, throttled);
+        let mut due = Instant::now() + self.opts.resync;
+        if !ok && !stop.is_cancelled() {
+            let delay = self.retry.failed(now, "pass failed".into(), jitter());
+            due = due.min(Instant::now() + delay);
+        } else {
+            self.retry.succeeded();
+        }
+        match next {
+            Some(t) => due.min(t),
+            None => due,
+        }
+    }
+
+    /// Records which hosts answered; an unreachable one backs off.
+    fn note_hosts(&mut self, spec: &Spec, tried: &BTreeSet<String>, observed: &Observed) {
+        let now = Instant::now();
+        let mut hosts = BTreeMap::new();
+        for name in spec.hosts.keys() {
+            let status = match observed.unreachable.get(name) {
+                None => {
+                    self.unreachable.remove(name);
+                    HostStatus {
+                        reachable: true,
+                        ..HostStatus::default()
+                    }
+                }
+                Some(reason) => {
+                    let b = self.unreachable.entry(name.clone()).or_insert_with(|| {
+                        Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+                    });
+                    if tried.contains(name) {
+                        let delay = b.failed(now, reason.clone(), jitter());
+                        tracing::warn!(host = %name, error = %reason, retry_in = ?delay, "host could not be read");
+                        self.shared
+                            .metrics
+                            .host_errors
+                            .get_or_create(&HostLabel { host: name.clone() })
+                            .inc();
+                    }
+                    HostStatus {
+                        reachable: false,
+                        failures: b.failures(),
+                        error: b.last_error().map(str::to_string),
+                        retry_at: b.retry_at().map(|t| unix_at(t)),
+                    }
+                }
+            };
+            hosts.insert(name.clone(), status);
+        }
+        self.shared.update(|s| s.hosts = hosts);
+    }
+
+    fn remember_running(&mut self, desired: &Desired, observed: &Observed) {
+        for (host, h) in &observed.hosts {
+            let Some(want) = desired.hosts.get(host) else {
+                continue;
+            };
+            for c in h.containers.iter().filter(|c| c.managed && !c.internal) {
+                if let (Some(w), Some(hash)) = (want.containers.get(&c.name), &c.spec_hash) {
+                    if *hash == w.spec_hash {
+                        self.seen
+                            .insert((host.clone(), c.name.clone(), hash.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes out of the plan the restorations of apps over their limit (and
+    /// what waits for them); records the others. Returns how many were
+    /// held back.
+    fn limit_heals(&mut self, desired: &Desired, plan: &mut Plan) -> usize {
+        let now = Instant::now();
+        let mut held = BTreeSet::new();
+        let mut throttled: BTreeMap<AppKey, Instant> = BTreeMap::new();
+        let mut allowed = Vec::new();
+        for a in &plan.actions {
+            let Some(app) = self.restoration(desired, a) else {
+                continue;
+            };
+            match self.heals.blocked_until(&app, now) {
+                Some(until) => {
+                    held.insert(a.id.clone());
+                    throttled.insert(app, until);
+                }
+                None => allowed.push(app),
+            }
+        }
+        for app in allowed {
+            tracing::info!(stack = %app.0, app = %app.1, "restoring an app changed out of band");
+            self.shared
+                .metrics
+                .heals
+                .get_or_create(&AppLabels {
+                    stack: app.0.clone(),
+                    app: app.1.clone(),
+                })
+                .inc();
+            self.heals.record(app, now);
+        }
+        let dropped = drop_with_dependents(plan, &held);
+        for a in &dropped {
+            self.shared
+                .metrics
+                .action(&a.kind.to_string(), &a.action.to_string(), "throttled");
+        }
+        let keys: BTreeSet<AppKey> = throttled.keys().cloned().collect();
+        for app in self.throttled_before.difference(&keys) {
+            self.shared
+                .metrics
+                .heal_throttled
+                .get_or_create(&AppLabels {
+                    stack: app.0.clone(),
+                    app: app.1.clone(),
+                })
+                .set(0);
+        }
+        let list: Vec<Throttled> = throttled
+            .iter()
+            .map(|(app, until)| {
+                tracing::warn!(stack = %app.0, app = %app.1, "restorations paused: the app was restored too often");
+                self.shared
+                    .metrics
+                    .heal_throttled
+                    .get_or_create(&AppLabels {
+                        stack: app.0.clone(),
+                        app: app.1.clone(),
+                    })
+                    .set(1);
+                Throttled {
+                    stack: app.0.clone(),
+                    app: app.1.clone(),
+                    restorations: self.heals.count(app),
+                    limit: self.heals.limit(),
+                    window_seconds: self.heals.window().as_secs(),
+                    until: unix_at(*until),
+                }
+            })
+            .collect();
+        self.throttled_before = keys;
+        self.shared.update(|s| s.throttled = list);
+        dropped.len()
+    }
+
+    /// The app an action restores, if it puts back a container that was
+    /// stopped or removed out of band: a `start`, or a `create` of a
+    /// container seen running with the same spec before.
+    fn restoration(&self, desired: &Desired, a: &Action) -> Option<AppKey> {
+        if a.kind != Kind::Container {
+            return None;
+        }
+        let c = desired.hosts.get(&a.host)?.containers.get(&a.name)?;
+        let restores = match a.action {
+            Verb::Start => true,
+            Verb::Create => {
+                self.seen
+                    .contains(&(a.host.clone(), a.name.clone(), c.spec_hash.clone()))
+            }
+            _ => false,
+        };
+        restores.then(|| (c.stack.clone(), c.app.clone()))
+    }
+
+    /// Records the end of a pass; returns when a throttled app may be
+    /// restored again.
+    fn finish(
+        &mut self,
+        n: u64,
+        started: Instant,
+        ok: bool,
+        counts: Counts,
+        errors: Vec<String>,
+        throttled: usize,
+    ) -> Option<Instant> {
+        let took = started.elapsed();
+        let m = &self.shared.metrics;
+        m.passes
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "failed" }.into(),
+            })
+            .inc();
+        m.pass_duration.observe(took.as_secs_f64());
+        let finished = unix_now();
+        if ok {
+            m.last_success.set(finished);
+        }
+        for e in &errors {
+            tracing::warn!(error = %e, "pass problem");
+        }
+        tracing::info!(ok, done = counts.done, failed = counts.failed, skipped = counts.skipped, throttled, took = ?took, "pass finished");
+        let summary = PassSummary {
+            number: n,
+            finished,
+            duration_seconds: took.as_secs_f64(),
+            ok,
+            done: counts.done,
+            failed: counts.failed,
+            skipped: counts.skipped,
+            throttled: counts.throttled,
+            errors,
+        };
+        let mut next = None;
+        self.shared.update(|s| {
+            s.passes = n;
+            if ok {
+                s.last_success = Some(finished);
+            }
+            s.ready = ok && s.manifests.valid;
+            s.reason = if !s.manifests.valid {
+                Some(match s.manifests.errors.first() {
+                    Some(e) => format!("the manifests are invalid: {e}"),
+                    None => "the manifests are invalid".into(),
+                })
+            } else if !ok {
+                Some(match summary.errors.first() {
+                    Some(e) => format!("the last pass did not converge: {e}"),
+                    None => "the last pass did not converge".into(),
+                })
+            } else {
+                None
+            };
+            next = s
+                .throttled
+                .iter()
+                .map(|t| t.until)
+                .min_by(f64::total_cmp)
+                .map(|u| Instant::now() + Duration::from_secs_f64((u - unix_now()).max(0.0)));
+            s.last_pass = Some(summary);
+        });
+        next
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    done: usize,
+    failed: usize,
+    skipped: usize,
+    throttled: usize,
+}
+
+/// Removes the actions `held` and everything that waits for them; returns
+/// what was removed.
+pub fn drop_with_dependents(plan: &mut Plan, held: &BTreeSet<String>) -> Vec<Action> {
+    let mut gone: BTreeSet<String> = held.clone();
+    loop {
+        let before = gone.len();
+        for a in &plan.actions {
+            if a.after.iter().any(|d| gone.contains(d)) {
+                gone.insert(a.id.clone());
+            }
+        }
+        if gone.len() == before {
+            break;
+        }
+    }
+    let (dropped, kept): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
+        .into_iter()
+        .partition(|a| gone.contains(&a.id));
+    plan.actions = kept;
+    plan.in_sync = plan.actions.is_empty();
+    dropped
+}
+
+/// Logs each step and counts it in the metrics.
+struct PassReporter {
+    shared: Arc<Shared>,
+    /// Bytes sent so far by each running move.
+    moved: Mutex<HashMap<String, u64>>,
+}
+
+impl Reporter for PassReporter {
+    fn started(&self, a: &Action) {
+        tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, "step started");
+    }
+
+    fn progress(&self, a: &Action, p: &crate::relocate::Progress) {
+        self.moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(a.id.clone(), p.done);
+    }
+
+    fn finished(&self, a: &Action, outcome: &Outcome, took: Duration) {
+        let m = &self.shared.metrics;
+        let result = match outcome {
+            Outcome::Done => {
+                tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, took = ?took, "step done");
+                "done"
+            }
+            Outcome::Failed(e) => {
+                tracing::error!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, error = %e, "step failed");
+                "failed"
+            }
+            Outcome::Skipped(w) => {
+                tracing::warn!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %w, "step skipped");
+                "skipped"
+            }
+        };
+        m.action(&a.kind.to_string(), &a.action.to_string(), result);
+        let sent = self
+            .moved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&a.id);
+        if a.action == Verb::Relocate && *outcome == Outcome::Done {
+            m.relocation_bytes.inc_by(sent.unwrap_or(0));
+            m.relocation_duration.observe(took.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Verb;
+
+    fn action(id: &str, after: &[&str]) -> Action {
+        Action {
+            id: id.into(),
+            host: "a".into(),
+            kind: Kind::Container,
+            action: Verb::Create,
+            stack: "s".into(),
+            name: id.into(),
+            reason: String::new(),
+            after: after.iter().map(|s| s.to_string()).collect(),
+            relocation: None,
+            wave: 0,
+        }
+    }
+
+    #[test]
+    fn a_held_action_takes_everything_that_waits_for_it_along() {
+        let mut plan = Plan {
+            actions: vec![
+                action("db", &[]),
+                action("web", &["db"]),
+                action("proxy", &["web"]),
+                action("other", &[]),
+            ],
+            ..Plan::default()
+        };
+        let held = BTreeSet::from(["db".to_string()]);
+        let dropped: Vec<String> = drop_with_dependents(&mut plan, &held)
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(dropped, ["db", "web", "proxy"]);
+        assert_eq!(plan.actions.len(), 1);
+        assert_eq!(plan.actions[0].id, "other");
+        assert!(!plan.in_sync);
+    }
+}

@@ -1,0 +1,166 @@
+//! Turning triggers into passes. Every trigger (a file, an engine event,
+//! the resync timer, a retry) only marks the cluster dirty; the controller
+//! loop asks [`Trigger::next`] when to run the next pass. Triggers that
+//! arrive close together are folded into one pass (a `git pull` touching
+//! fifty files is one pass), and passes never overlap: the loop runs them
+//! one after another, and a trigger during a pass schedules the next one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A cheap handle that any watcher may fire.
+#[derive(Clone, Default)]
+pub struct Trigger {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    dirty: AtomicBool,
+    notify: Notify,
+}
+
+/// Why [`Trigger::next`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A pass is due.
+    Pass,
+    /// Shutting down: no more passes.
+    Stop,
+}
+
+/// How triggers are folded together.
+#[derive(Debug, Clone, Copy)]
+pub struct Debounce {
+    /// A pass starts once no trigger came for this long…
+    pub quiet: Duration,
+    /// …or this long after the first one, whichever comes first.
+    pub max: Duration,
+}
+
+impl Trigger {
+    /// Asks for a pass.
+    pub fn fire(&self) {
+        self.inner.dirty.store(true, Ordering::SeqCst);
+        self.inner.notify.notify_one();
+    }
+
+    /// Waits until a pass is due: a trigger (debounced), or `deadline` (the
+    /// resync timer, a retry), whichever comes first; or until `stop`.
+    pub async fn next(
+        &self,
+        deadline: Instant,
+        debounce: Debounce,
+        stop: &CancellationToken,
+    ) -> Wake {
+        if !self.inner.dirty.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = stop.cancelled() => return Wake::Stop,
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.inner.notify.notified() => {}
+            }
+        }
+        let first = Instant::now();
+        loop {
+            self.inner.dirty.store(false, Ordering::SeqCst);
+            let wait = debounce
+                .quiet
+                .min(debounce.max.saturating_sub(first.elapsed()));
+            tokio::select! {
+                _ = stop.cancelled() => return Wake::Stop,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if !self.inner.dirty.load(Ordering::SeqCst) || first.elapsed() >= debounce.max {
+                break;
+            }
+        }
+        // A trigger that came while waiting is part of this pass.
+        self.inner.dirty.store(false, Ordering::SeqCst);
+        Wake::Pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBOUNCE: Debounce = Debounce {
+        quiet: Duration::from_millis(500),
+        max: Duration::from_secs(5),
+    };
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifty_triggers_in_a_burst_make_one_pass() {
+        let t = Trigger::default();
+        let stop = CancellationToken::new();
+        let firing = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    t.fire();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let start = Instant::now();
+        assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
+        // One pass, once the burst (1 s) has been quiet for 500 ms.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1400), "{took:?}");
+        assert!(took < Duration::from_millis(1700), "{took:?}");
+        firing.await.unwrap();
+        // Nothing is left over: the next wake is the deadline.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert_eq!(t.next(deadline, DEBOUNCE, &stop).await, Wake::Pass);
+        assert!(Instant::now() >= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_triggers_still_gets_a_pass_within_the_maximum() {
+        let t = Trigger::default();
+        let stop = CancellationToken::new();
+        let firing = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    t.fire();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let start = Instant::now();
+        assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
+        assert!(start.elapsed() <= Duration::from_millis(5100));
+        firing.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trigger_during_a_pass_schedules_the_next_one() {
+        let t = Trigger::default();
+        let stop = CancellationToken::new();
+        t.fire();
+        assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
+        // "During the pass":
+        t.fire();
+        let start = Instant::now();
+        assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_ends_the_wait() {
+        let t = Trigger::default();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Stop);
+    }
+}

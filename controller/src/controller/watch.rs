@@ -1,0 +1,128 @@
+//! The controller's triggers: changes in the manifest directory and the
+//! Docker events of every host. A watcher only fires the [`Trigger`]; it
+//! never tells the pass why.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+
+use super::limits::{jitter, Backoff};
+use super::schedule::Trigger;
+use crate::engine::Engine;
+use crate::model::Host;
+
+/// Whether a file event can change what the directory loads into: hidden
+/// files and folders (`.git` above all) are skipped by the loader, and
+/// reads are not changes.
+pub fn is_manifest_change(dir: &Path, kind: &EventKind, paths: &[PathBuf]) -> bool {
+    let changes = matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    );
+    let visible = |p: &PathBuf| {
+        let rel = p.strip_prefix(dir).unwrap_or(p);
+        !rel.components().any(|c| match c {
+            Component::Normal(n) => n.to_string_lossy().starts_with('.'),
+            _ => false,
+        })
+    };
+    changes && (paths.is_empty() || paths.iter().any(visible))
+}
+
+/// Watches `dir` recursively; keep the returned watcher alive.
+pub fn watch_dir(dir: &Path, trigger: Trigger) -> Result<notify::RecommendedWatcher, String> {
+    let root =
+        std::fs::canonicalize(dir).map_err(|e| format!("cannot watch `{}`: {e}", dir.display()))?;
+    let base = root.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        match res {
+            Ok(ev) if is_manifest_change(&base, &ev.kind, &ev.paths) => {
+                tracing::debug!(paths = ?ev.paths, "manifests changed");
+                trigger.fire();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Events may have been lost: look again.
+                tracing::warn!(error = %e, "watching the manifest directory");
+                trigger.fire();
+            }
+        }
+    })
+    .map_err(|e| format!("cannot watch `{}`: {e}", dir.display()))?;
+    watcher
+        .watch(&root, RecursiveMode::Recursive)
+        .map_err(|e| format!("cannot watch `{}`: {e}", dir.display()))?;
+    Ok(watcher)
+}
+
+/// Follows one host's Docker events until `stop`, firing `trigger` on each
+/// relevant one. A lost connection fires too (a pass then sees the host as
+/// unreachable) and is retried with backoff; getting it back fires again,
+/// since anything may have happened meanwhile (an engine restart stops
+/// every container).
+pub async fn watch_host(host: Host, trigger: Trigger, stop: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        let failure = match Engine::connect(&host).await {
+            Err(e) => e.to_string(),
+            Ok(engine) => {
+                if backoff.failures() > 0 {
+                    tracing::info!(host = %host.name, "engine reachable again");
+                    trigger.fire();
+                }
+                backoff.succeeded();
+                let mut events = engine.watch();
+                let reason = loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        ev = events.next() => match ev {
+                            None => break "the event stream ended".to_string(),
+                            Some(Err(e)) => break e.to_string(),
+                            Some(Ok(e)) => {
+                                tracing::debug!(host = %host.name, kind = %e.kind, action = %e.action, name = %e.name, "engine event");
+                                trigger.fire();
+                            }
+                        }
+                    }
+                };
+                tracing::warn!(host = %host.name, error = %reason, "lost the engine's events");
+                trigger.fire();
+                reason
+            }
+        };
+        let delay = backoff.failed(std::time::Instant::now(), failure, jitter());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, CreateKind, ModifyKind};
+
+    #[test]
+    fn changes_to_manifests_count_and_reads_and_hidden_files_do_not() {
+        let dir = Path::new("/m");
+        let p = |s: &str| vec![PathBuf::from(s)];
+        let modify = EventKind::Modify(ModifyKind::Any);
+        assert!(is_manifest_change(dir, &modify, &p("/m/shop.yaml")));
+        assert!(is_manifest_change(
+            dir,
+            &EventKind::Create(CreateKind::File),
+            &p("/m/sub/x.yml")
+        ));
+        assert!(!is_manifest_change(dir, &modify, &p("/m/.git/index")));
+        assert!(!is_manifest_change(dir, &modify, &p("/m/.hidden.yaml")));
+        assert!(!is_manifest_change(
+            dir,
+            &EventKind::Access(AccessKind::Any),
+            &p("/m/shop.yaml")
+        ));
+    }
+}
