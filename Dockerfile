@@ -4,13 +4,20 @@
 #   docker build --target prebuilt -t drover .  package a static binary built beforehand with
 #     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
 #
+# Both run `drover controller /manifests`, serving /healthz and /metrics on
+# port 9090; mount the manifests at /manifests and the Docker socket.
+# `--build-arg BINARY=PATH` packages another static build (the tests use a
+# debug one).
+#
 # `prebuilt` comes first so that the classic builder, which builds every
 # stage up to the target, needs no base image for it.
 
 FROM scratch AS prebuilt
-COPY target/x86_64-unknown-linux-gnu/release/drover /drover
+ARG BINARY=target/x86_64-unknown-linux-gnu/release/drover
+COPY ${BINARY} /drover
+EXPOSE 9090
 ENTRYPOINT ["/drover"]
-CMD ["validate", "/manifests"]
+CMD ["controller", "/manifests", "--listen", "0.0.0.0:9090"]
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -21,5 +28,6 @@ RUN RUSTFLAGS="-C target-feature=+crt-static" \
 
 FROM scratch AS image
 COPY --from=build /drover /drover
+EXPOSE 9090
 ENTRYPOINT ["/drover"]
-CMD ["validate", "/manifests"]
+CMD ["controller", "/manifests", "--listen", "0.0.0.0:9090"]

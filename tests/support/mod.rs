@@ -249,3 +249,149 @@ pub fn writes(evs: &[(i64, String, String, String)], stack: &str) -> Vec<String>
         .map(|(_, t, a, n)| format!("{t} {a} {n}"))
         .collect()
 }
+
+/// Waits until `f` holds, polling every 50 ms; panics naming `what` after
+/// `timeout`. Returns how long it took.
+pub fn wait_until(
+    timeout: std::time::Duration,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// A `drover controller` running on a fixture's directory, with
+/// `--listen` on a free loopback port. Stopped (SIGTERM) on drop; its log
+/// is printed when the test failed.
+pub struct Controller {
+    pub child: std::process::Child,
+    pub port: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Fixture {
+    pub fn controller(&self, args: &[&str], env: &[(&str, &str)]) -> Controller {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut full = vec!["controller", "--listen", &listen];
+        full.extend_from_slice(args);
+        let mut c = self.command(&full);
+        c.env("DROVER_LOG", "drover=debug");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut l = sink.lock().unwrap_or_else(|p| p.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let ctl = Controller { child, port, log };
+        wait_until(
+            std::time::Duration::from_secs(30),
+            "the controller to listen",
+            || ctl.get("/livez").is_some(),
+        );
+        ctl
+    }
+}
+
+impl Controller {
+    /// `GET path`: the status code and body, or `None` when nothing answers.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Some((code, body.to_string()))
+    }
+
+    /// `/healthz` as JSON, with its status code.
+    pub fn health(&self) -> (u16, serde_json::Value) {
+        let (code, body) = self.get("/healthz").expect("/healthz answers");
+        (code, serde_json::from_str(&body).expect("/healthz is JSON"))
+    }
+
+    /// The value of one sample of `/metrics` (`name{labels}` as printed), or
+    /// `None` when it is absent.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The passes finished so far.
+    pub fn passes(&self) -> u64 {
+        self.health().1["passes"].as_u64().unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let o = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kill -{sig}: {}", stderr(&o));
+    }
+
+    /// Waits for the process to exit; `None` if it did not within `timeout`.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .output();
+            if self.wait_exit(std::time::Duration::from_secs(30)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- controller log ---\n{}", self.log());
+        }
+    }
+}
