@@ -102,7 +102,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
         /// A pass starts once changes have been quiet this long (at most 10 times as long after the first).
-        #[arg(long, default_value = "500ms", value_parser = duration_arg, value_name = "DURATION")]
+        #[arg(long, default_value = "300ms", value_parser = duration_arg, value_name = "DURATION")]
         debounce: Duration,
         /// At most this many restorations of one app (started or made again
         /// after being stopped or removed out of band)…

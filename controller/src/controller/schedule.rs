@@ -6,7 +6,7 @@
 //! one after another, and a trigger during a pass schedules the next one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,10 +19,21 @@ pub struct Trigger {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     dirty: AtomicBool,
     notify: Notify,
+    /// When the last trigger came.
+    last: Mutex<Instant>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            dirty: AtomicBool::new(false),
+            notify: Notify::new(),
+            last: Mutex::new(Instant::now()),
+        }
+    }
 }
 
 /// Why [`Trigger::next`] returned.
@@ -46,8 +57,13 @@ pub struct Debounce {
 impl Trigger {
     /// Asks for a pass.
     pub fn fire(&self) {
+        *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.inner.dirty.store(true, Ordering::SeqCst);
         self.inner.notify.notify_one();
+    }
+
+    fn last(&self) -> Instant {
+        *self.inner.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until a pass is due: a trigger (debounced), or `deadline` (the
@@ -58,28 +74,29 @@ impl Trigger {
         debounce: Debounce,
         stop: &CancellationToken,
     ) -> Wake {
-        if !self.inner.dirty.load(Ordering::SeqCst) {
+        // A wake-up without a trigger behind it (a permit left from a
+        // trigger that an earlier pass already took in) waits on.
+        while !self.inner.dirty.swap(false, Ordering::SeqCst) {
             tokio::select! {
                 _ = stop.cancelled() => return Wake::Stop,
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = tokio::time::sleep_until(deadline) => return Wake::Pass,
                 _ = self.inner.notify.notified() => {}
             }
         }
         let first = Instant::now();
         loop {
-            self.inner.dirty.store(false, Ordering::SeqCst);
-            let wait = debounce
-                .quiet
-                .min(debounce.max.saturating_sub(first.elapsed()));
-            tokio::select! {
-                _ = stop.cancelled() => return Wake::Stop,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            if !self.inner.dirty.load(Ordering::SeqCst) || first.elapsed() >= debounce.max {
+            let quiet_at = self.last() + debounce.quiet;
+            let latest = first + debounce.max;
+            let until = quiet_at.min(latest);
+            if Instant::now() >= until {
                 break;
             }
+            tokio::select! {
+                _ = stop.cancelled() => return Wake::Stop,
+                _ = tokio::time::sleep_until(until) => {}
+            }
         }
-        // A trigger that came while waiting is part of this pass.
+        // Triggers that came while waiting are part of this pass.
         self.inner.dirty.store(false, Ordering::SeqCst);
         Wake::Pass
     }
@@ -115,8 +132,8 @@ mod tests {
         assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
         // One pass, once the burst (1 s) has been quiet for 500 ms.
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(1400), "{took:?}");
-        assert!(took < Duration::from_millis(1700), "{took:?}");
+        assert!(took >= Duration::from_millis(1480), "{took:?}");
+        assert!(took < Duration::from_millis(1600), "{took:?}");
         firing.await.unwrap();
         // Nothing is left over: the next wake is the deadline.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -154,6 +171,25 @@ mod tests {
         let start = Instant::now();
         assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_trigger_waits_only_the_quiet_time() {
+        let t = Trigger::default();
+        let stop = CancellationToken::new();
+        t.fire();
+        t.fire();
+        let start = Instant::now();
+        assert_eq!(t.next(far(), DEBOUNCE, &stop).await, Wake::Pass);
+        assert!(
+            start.elapsed() <= Duration::from_millis(510),
+            "{:?}",
+            start.elapsed()
+        );
+        // The second fire left a wake-up behind: it is not a pass.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        assert_eq!(t.next(deadline, DEBOUNCE, &stop).await, Wake::Pass);
+        assert!(Instant::now() >= deadline);
     }
 
     #[tokio::test(start_paused = true)]
