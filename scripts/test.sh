@@ -26,6 +26,12 @@ if [ "$(id -u)" = 0 ]; then
   fi
   eval "export $(scripts/test-hosts.sh env 2)"
   export DROVER_E2E_REQUIRED=1
+  # The controller image is tested too: it packages a static binary (a
+  # debug build here, to save the time of an optimised one).
+  echo "== static build for the image"
+  RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --locked --target x86_64-unknown-linux-gnu -p drover --bin drover
+  export DROVER_IMAGE_BINARY=target/x86_64-unknown-linux-gnu/debug/drover
 else
   echo "== not root: the end-to-end tests will be skipped"
 fi

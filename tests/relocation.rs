@@ -744,3 +744,58 @@ apps:
     assert_eq!(again.status.code(), Some(0));
     assert_one_writer(&f, &app, &since);
 }
+
+#[test]
+fn a_controller_stopped_mid_copy_leaves_the_app_on_its_source_and_the_next_one_finishes_the_move() {
+    let name = "e2e-ctlstop";
+    let Some((_turn, f, fixed)) = writer_fixture(name, 64) else {
+        return;
+    };
+    let app = format!("{name}-app");
+    let since = now();
+    set_host(&f, name, "node-b", "");
+    // 64 MiB at 8 MB/s: the copy takes about eight seconds.
+    let mut ctl = f.controller(&[], &[("DROVER_TEST_THROTTLE", "8000000")]);
+    wait_until(Duration::from_secs(60), "the copy to be under way", || {
+        ctl.log().lines().any(|l| {
+            l.contains("relocation progress")
+                && l.contains("phase=\"copy\"")
+                && !l.contains(" done=0 ")
+        })
+    });
+    let asked = Instant::now();
+    ctl.signal("TERM");
+    let status = ctl
+        .wait_exit(Duration::from_secs(30))
+        .expect("the controller exits");
+    assert_eq!(status.code(), Some(0), "{}", ctl.log());
+    eprintln!("stopped {:?} after SIGTERM", asked.elapsed());
+    assert!(
+        ctl.log().contains(drover::relocate::STOPPED),
+        "{}",
+        ctl.log()
+    );
+    assert_eq!(running_on(&f, &app), vec![0], "the app runs on its source");
+    for h in &f.hosts {
+        let helpers = text(&docker(h, &["ps", "-aq", "--filter", "name=drover-move-"]));
+        assert!(helpers.is_empty(), "no helper is left behind on {}", h.name);
+    }
+
+    // The next controller resumes the move and finishes it.
+    let ctl = f.controller(&[], &[]);
+    wait_until(Duration::from_secs(120), "the move to finish", || {
+        running_on(&f, &app) == vec![1] && ctl.health().0 == 200
+    });
+    assert_moved(&f, name, 1, &fixed);
+    assert_one_writer(&f, &app, &since);
+    let bytes = ctl.metric("drover_relocation_bytes_total").unwrap_or(0.0);
+    assert!(bytes > 0.0, "{}", ctl.log());
+    assert_eq!(
+        ctl.metric("drover_relocation_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        ctl.metric("drover_actions_total{kind=\"volume\",action=\"relocate\",result=\"done\"}"),
+        Some(1.0)
+    );
+}
