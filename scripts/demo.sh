@@ -2,7 +2,8 @@
 # drover's main job on a fresh machine: start two throwaway Docker hosts
 # (network namespaces on this machine, no registry needed), reconcile the
 # guestbook stack across them, change it, and move its data to the other
-# host and back. Needs root and Debian's packages (installed here).
+# host and back; then run the controller, which heals drift and applies an
+# edit by itself. Needs root and Debian's packages (installed here).
 # The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,5 +52,31 @@ printf '\n# and back to node-a: only what changed since travels\n'
 sed -i '0,/host: node-b/s//host: node-a/' "$dir/guestbook.yaml"
 step drover reconcile "$dir"
 step drover status "$dir"
+
+printf '\n# the controller does all of this by itself, all the time\n'
+printf '$ drover controller %s --listen 127.0.0.1:9090 &\n' "$dir"
+drover controller "$dir" --listen 127.0.0.1:9090 2> "$work/controller.log" &
+ctl=$!
+trap 'kill -TERM $ctl 2>/dev/null; wait $ctl 2>/dev/null; rm -rf "$work"' EXIT
+until curl -sf 127.0.0.1:9090/healthz >/dev/null; do sleep 0.5; done
+node_b="docker -H unix:///tmp/drover-hosts/node-b.sock"
+printf '\n# remove the reader behind its back: the controller makes it again\n'
+old=$($node_b inspect -f '{{.Id}}' guestbook-reader)
+$node_b rm -f guestbook-reader >/dev/null
+until now=$($node_b inspect -f '{{.State.Running}} {{.Id}}' guestbook-reader 2>/dev/null) \
+  && [ "${now%% *}" = true ] && [ "${now#* }" != "$old" ]; do sleep 0.2; done
+echo "guestbook-reader runs again on node-b"
+printf '\n# edit a manifest: the controller applies it\n'
+sed -i 's/EVERY: "5"/EVERY: "2"/' "$dir/guestbook.yaml"
+until $node_b inspect -f '{{range .Config.Env}}{{println .}}{{end}}' guestbook-reader 2>/dev/null | grep -qx 'EVERY=2'; do sleep 0.2; done
+echo "guestbook-reader now runs with EVERY=2"
+sleep 1
+step curl -s 127.0.0.1:9090/healthz
+echo
+printf '\n$ curl -s 127.0.0.1:9090/metrics | grep -E "^drover_(passes|heals|manifests_valid)"\n'
+curl -s 127.0.0.1:9090/metrics | grep -E "^drover_(passes|heals|manifests_valid)" || true
+kill -TERM "$ctl"; wait "$ctl" || true
+printf '\nthe controller logged:\n'
+grep -E "planned|pass finished" "$work/controller.log" | tail -6 | cut -c1-200
 
 printf '\nThe hosts are still up: try `%s status %s`, or remove them with `scripts/test-hosts.sh down`.\n' "$drover" "examples/demo"

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -210,7 +211,30 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<(), String> {
         if trigger.next(at, c.opts.debounce, &stop).await == Wake::Stop {
             break;
         }
-        deadline = c.pass(&stop).await;
+        // A bug in one pass must not end the controller: it is logged and
+        // counted as a failed pass, and the next one starts afresh.
+        deadline = match std::panic::AssertUnwindSafe(c.pass(&stop))
+            .catch_unwind()
+            .await
+        {
+            Ok(next) => next,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "a pass failed unexpectedly");
+                c.shared
+                    .metrics
+                    .passes
+                    .get_or_create(&ResultLabel {
+                        result: "failed".into(),
+                    })
+                    .inc();
+                Instant::now() + Duration::from_secs(5)
+            }
+        };
         if stop.is_cancelled() {
             break;
         }
@@ -492,7 +516,7 @@ impl Controller {
                         reachable: false,
                         failures: b.failures(),
                         error: b.last_error().map(str::to_string),
-                        retry_at: b.retry_at().map(|t| unix_at(t)),
+                        retry_at: b.retry_at().map(unix_at),
                     }
                 }
             };
@@ -502,6 +526,14 @@ impl Controller {
     }
 
     fn remember_running(&mut self, desired: &Desired, observed: &Observed) {
+        // Only what the spec still asks for is worth remembering.
+        self.seen.retain(|(host, name, hash)| {
+            desired
+                .hosts
+                .get(host)
+                .and_then(|h| h.containers.get(name))
+                .is_some_and(|c| c.spec_hash == *hash)
+        });
         for (host, h) in &observed.hosts {
             let Some(want) = desired.hosts.get(host) else {
                 continue;
