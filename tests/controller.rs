@@ -50,6 +50,25 @@ fn is_running(host: &TestHost, container: &str) -> bool {
     inspect(host, container, "{{.State.Running}}").as_deref() == Some("true")
 }
 
+/// A turn on the hosts, a fixture with `stack(name, version, extra)` and a
+/// controller on it, started with `args`, that has made the stack.
+fn controlled(
+    name: &str,
+    version: u32,
+    extra: &str,
+    args: &[&str],
+) -> Option<(std::sync::MutexGuard<'static, ()>, Fixture, Controller)> {
+    let (turn, hosts) = hosts()?;
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &stack(name, version, extra));
+    let ctl = f.controller(args, &[]);
+    let (web, side) = (format!("{name}-web"), format!("{name}-side"));
+    wait_until(LONG, "the stack to be created", || {
+        runs_version(&f.hosts[0], &web, version) && is_running(&f.hosts[1], &side)
+    });
+    Some((turn, f, ctl))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -57,17 +76,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn the_controller_converges_after_each_edit_and_reports_the_latency() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ctl-edit";
+    let Some((_turn, f, ctl)) = controlled(name, 0, "", &[]) else {
         return;
     };
-    let name = "ctl-edit";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &stack(name, 0, ""));
-    let ctl = f.controller(&[], &[]);
     let web = format!("{name}-web");
-    wait_until(LONG, "the stack to be created", || {
-        runs_version(&f.hosts[0], &web, 0) && is_running(&f.hosts[1], &format!("{name}-side"))
-    });
     let mut latencies = Vec::new();
     for v in 1..=10 {
         f.write("stack.yaml", &stack(name, v, ""));
@@ -100,6 +113,10 @@ fn the_controller_converges_after_each_edit_and_reports_the_latency() {
     let recreated =
         ctl.metric("drover_actions_total{kind=\"container\",action=\"recreate\",result=\"done\"}");
     assert_eq!(recreated, Some(10.0), "{}", ctl.log());
+    // No pass read a file half written (which would remove the app).
+    let removed =
+        ctl.metric("drover_actions_total{kind=\"container\",action=\"remove\",result=\"done\"}");
+    assert_eq!(removed, None, "{}", ctl.log());
     std::fs::create_dir_all(f.path().join(".git")).unwrap();
     for i in 0..20 {
         f.write(".git/index", &i.to_string());
@@ -110,11 +127,7 @@ fn the_controller_converges_after_each_edit_and_reports_the_latency() {
 
 #[test]
 fn the_controller_restores_a_killed_or_removed_container_and_throttles_a_crash_loop() {
-    let Some((_turn, hosts)) = hosts() else {
-        return;
-    };
     let name = "ctl-heal";
-    let f = Fixture::new(hosts, &[name]);
     let crash = "  crash:
     image: drover-test/busybox:1
     host: node-b
@@ -122,11 +135,16 @@ fn the_controller_restores_a_killed_or_removed_container_and_throttles_a_crash_l
     restart: 'no'
     command: ['sh', '-c', 'sleep 1; exit 3']
 ";
-    f.write("stack.yaml", &stack(name, 0, crash));
-    let ctl = f.controller(&["--heal-limit", "3", "--heal-window", "10m"], &[]);
+    let Some((_turn, f, ctl)) = controlled(
+        name,
+        0,
+        crash,
+        &["--heal-limit", "3", "--heal-window", "10m"],
+    ) else {
+        return;
+    };
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     let web = format!("{name}-web");
-    wait_until(LONG, "the stack to be created", || runs_version(a, &web, 0));
 
     let id = inspect(a, &web, "{{.Id}}").unwrap();
     docker(a, &["kill", &web]);
@@ -176,16 +194,12 @@ fn the_controller_restores_a_killed_or_removed_container_and_throttles_a_crash_l
 
 #[test]
 fn an_invalid_directory_changes_nothing_and_the_last_good_spec_stays_in_force() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ctl-bad";
+    let Some((_turn, f, ctl)) = controlled(name, 1, "", &[]) else {
         return;
     };
-    let name = "ctl-bad";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &stack(name, 1, ""));
-    let ctl = f.controller(&[], &[]);
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     let web = format!("{name}-web");
-    wait_until(LONG, "the stack to be created", || runs_version(a, &web, 1));
     wait_until(LONG, "a ready controller", || ctl.health().0 == 200);
 
     let since = now();
@@ -239,18 +253,12 @@ fn an_invalid_directory_changes_nothing_and_the_last_good_spec_stays_in_force() 
 
 #[test]
 fn the_controller_rides_out_an_engine_restart_while_the_other_host_converges() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ctl-restart";
+    let Some((_turn, f, mut ctl)) = controlled(name, 1, "", &["--resync", "5s"]) else {
         return;
     };
-    let name = "ctl-restart";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &stack(name, 1, ""));
-    let mut ctl = f.controller(&["--resync", "5s"], &[]);
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     let (web, side) = (format!("{name}-web"), format!("{name}-side"));
-    wait_until(LONG, "the stack to be created", || {
-        runs_version(a, &web, 1) && is_running(b, &side)
-    });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
     let host_script = |what: &str| {
         let o = std::process::Command::new(script)
@@ -289,13 +297,10 @@ fn the_controller_rides_out_an_engine_restart_while_the_other_host_converges() {
 
 #[test]
 fn sigterm_stops_the_controller_cleanly_and_a_second_signal_at_once() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ctl-stop";
+    let Some((_turn, f, mut ctl)) = controlled(name, 1, "", &[]) else {
         return;
     };
-    let name = "ctl-stop";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &stack(name, 1, ""));
-    let mut ctl = f.controller(&[], &[]);
     wait_until(LONG, "a ready controller", || ctl.health().0 == 200);
     ctl.signal("TERM");
     let status = ctl.wait_exit(Duration::from_secs(20)).expect("it exits");

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use drover::apply::{ApplyOptions, Executor, Outcome, Reporter};
 use drover::graph::Format;
@@ -52,6 +52,33 @@ enum OutputFormat {
     Json,
 }
 
+/// How a plan is carried out: `reconcile`'s and `controller`'s options.
+#[derive(Args)]
+struct ApplyArgs {
+    /// Actions run at once on one host.
+    #[arg(long, default_value_t = drover::apply::DEFAULT_PER_HOST, value_name = "N")]
+    parallel: usize,
+    /// How long an app waits for the apps it depends on (seconds).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    dependency_timeout: u64,
+    /// How volume moves carry data: `auto` copies straight between helper
+    /// containers when the hosts reach each other, else through the
+    /// Docker API; `api` always goes through the Docker API.
+    #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+    copy_via: CopyVia,
+}
+
+impl ApplyArgs {
+    fn options(&self) -> ApplyOptions {
+        ApplyOptions {
+            per_host: self.parallel,
+            dependency_timeout: Duration::from_secs(self.dependency_timeout),
+            direct_copy: self.copy_via == CopyVia::Auto,
+            ..ApplyOptions::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Load and check the manifests; touches no host.
@@ -77,17 +104,8 @@ enum Command {
         /// Also delete orphaned and retained volume copies.
         #[arg(long)]
         prune_volumes: bool,
-        /// Actions run at once on one host.
-        #[arg(long, default_value_t = drover::apply::DEFAULT_PER_HOST, value_name = "N")]
-        parallel: usize,
-        /// How long an app waits for the apps it depends on (seconds).
-        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-        dependency_timeout: u64,
-        /// How volume moves carry data: `auto` copies straight between helper
-        /// containers when the hosts reach each other, else through the
-        /// Docker API; `api` always goes through the Docker API.
-        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
-        copy_via: CopyVia,
+        #[command(flatten)]
+        apply: ApplyArgs,
     },
     /// Keep every host in line with the directory, all the time: watch the
     /// files and each host's Docker events, and reconcile on any change and
@@ -111,15 +129,8 @@ enum Command {
         /// …within this window; past it the app is left as it is until the window moves.
         #[arg(long, default_value = "10m", value_parser = duration_arg, value_name = "DURATION")]
         heal_window: Duration,
-        /// Actions run at once on one host.
-        #[arg(long, default_value_t = drover::apply::DEFAULT_PER_HOST, value_name = "N")]
-        parallel: usize,
-        /// How long an app waits for the apps it depends on (seconds).
-        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-        dependency_timeout: u64,
-        /// How volume moves carry data (as for `reconcile`).
-        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
-        copy_via: CopyVia,
+        #[command(flatten)]
+        apply: ApplyArgs,
     },
     /// Print the actual state of every host.
     Observe {
@@ -541,9 +552,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             debounce,
             heal_limit,
             heal_window,
-            parallel,
-            dependency_timeout,
-            copy_via,
+            apply,
         } => {
             let opts = drover::controller::Options {
                 dir,
@@ -553,12 +562,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     quiet: debounce,
                     max: debounce * 10,
                 },
-                apply: ApplyOptions {
-                    per_host: parallel,
-                    dependency_timeout: Duration::from_secs(dependency_timeout),
-                    direct_copy: copy_via == CopyVia::Auto,
-                    ..ApplyOptions::default()
-                },
+                apply: apply.options(),
                 heal_limit,
                 heal_window,
             };
@@ -577,9 +581,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             output,
             detailed_exitcode,
             prune_volumes,
-            parallel,
-            dependency_timeout,
-            copy_via,
+            apply,
         } => {
             // A saved state is read while the manifests load.
             let saved = observed.map(|path| std::thread::spawn(move || read_observed(&path)));
@@ -641,16 +643,8 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             if output == OutputFormat::Text {
                 print("\n");
             }
-            let executor = Executor::new(
-                conns.engines.clone(),
-                Arc::clone(&desired),
-                ApplyOptions {
-                    per_host: parallel,
-                    dependency_timeout: Duration::from_secs(dependency_timeout),
-                    direct_copy: copy_via == CopyVia::Auto,
-                    ..ApplyOptions::default()
-                },
-            );
+            let executor =
+                Executor::new(conns.engines.clone(), Arc::clone(&desired), apply.options());
             let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter {
                 color,
                 bars: std::io::stderr()

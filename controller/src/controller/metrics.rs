@@ -33,6 +33,15 @@ pub struct AppLabels {
     pub app: String,
 }
 
+impl AppLabels {
+    pub fn of((stack, app): &(String, String)) -> AppLabels {
+        AppLabels {
+            stack: stack.clone(),
+            app: app.clone(),
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Family<ResultLabel, Counter>,

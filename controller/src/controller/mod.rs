@@ -332,10 +332,29 @@ impl Controller {
         }
     }
 
-    /// Loads the directory; keeps the last good spec when it is invalid.
+    /// Loads the directory once its files have been quiet for the debounce
+    /// time, and again if they changed while it was read: a file half
+    /// written (an editor, a `git pull` under way) is never acted on. Keeps
+    /// the last good spec when the directory is invalid, or still changing
+    /// after a few reads (the change's own trigger brings the next pass).
     async fn load(&mut self) -> Result<(), Vec<String>> {
-        let dir = self.opts.dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&dir, &ProcessEnv)).await;
+        let mut loaded = None;
+        for _ in 0..5 {
+            let before = self.trigger.files_settled(self.opts.debounce.quiet).await;
+            let dir = self.opts.dir.clone();
+            let read = tokio::task::spawn_blocking(move || load(&dir, &ProcessEnv)).await;
+            if self.trigger.file_changes() == before {
+                loaded = Some(read);
+                break;
+            }
+        }
+        let Some(loaded) = loaded else {
+            tracing::info!("the manifests keep changing; the spec in force stays for this pass");
+            return match self.last_good {
+                Some(_) => Ok(()),
+                None => Err(vec!["the manifests keep changing".into()]),
+            };
+        };
         let errors = match loaded {
             Ok(Ok(spec)) => {
                 self.last_good = Some(Arc::new(spec));
@@ -574,10 +593,7 @@ impl Controller {
             self.shared
                 .metrics
                 .heals
-                .get_or_create(&AppLabels {
-                    stack: app.0.clone(),
-                    app: app.1.clone(),
-                })
+                .get_or_create(&AppLabels::of(&app))
                 .inc();
             self.heals.record(app, now);
         }
@@ -592,10 +608,7 @@ impl Controller {
             self.shared
                 .metrics
                 .heal_throttled
-                .get_or_create(&AppLabels {
-                    stack: app.0.clone(),
-                    app: app.1.clone(),
-                })
+                .get_or_create(&AppLabels::of(app))
                 .set(0);
         }
         let list: Vec<Throttled> = throttled
@@ -605,10 +618,7 @@ impl Controller {
                 self.shared
                     .metrics
                     .heal_throttled
-                    .get_or_create(&AppLabels {
-                        stack: app.0.clone(),
-                        app: app.1.clone(),
-                    })
+                    .get_or_create(&AppLabels::of(app))
                     .set(1);
                 Throttled {
                     stack: app.0.clone(),

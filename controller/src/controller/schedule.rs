@@ -24,6 +24,8 @@ struct Inner {
     notify: Notify,
     /// When the last trigger came.
     last: Mutex<Instant>,
+    /// When the manifest files last changed, and how many changes so far.
+    files: Mutex<(Instant, u64)>,
 }
 
 impl Default for Inner {
@@ -32,6 +34,7 @@ impl Default for Inner {
             dirty: AtomicBool::new(false),
             notify: Notify::new(),
             last: Mutex::new(Instant::now()),
+            files: Mutex::new((Instant::now(), 0)),
         }
     }
 }
@@ -60,6 +63,35 @@ impl Trigger {
         *self.inner.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.inner.dirty.store(true, Ordering::SeqCst);
         self.inner.notify.notify_one();
+    }
+
+    /// Asks for a pass because the manifest files changed.
+    pub fn fire_files(&self) {
+        {
+            let mut files = self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+            files.0 = Instant::now();
+            files.1 += 1;
+        }
+        self.fire();
+    }
+
+    /// Waits until the files have not changed for `quiet` (a pass that
+    /// another trigger started must not read a file half written); returns
+    /// the count of changes so far, to tell whether more came during a read.
+    pub async fn files_settled(&self, quiet: Duration) -> u64 {
+        loop {
+            let (at, count) = *self.inner.files.lock().unwrap_or_else(|p| p.into_inner());
+            let settled = at + quiet;
+            if Instant::now() >= settled {
+                return count;
+            }
+            tokio::time::sleep_until(settled).await;
+        }
+    }
+
+    /// The count of file changes so far.
+    pub fn file_changes(&self) -> u64 {
+        self.inner.files.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     fn last(&self) -> Instant {
@@ -190,6 +222,24 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(60);
         assert_eq!(t.next(deadline, DEBOUNCE, &stop).await, Wake::Pass);
         assert!(Instant::now() >= deadline);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reading_waits_until_the_files_have_been_quiet() {
+        let t = Trigger::default();
+        let quiet = Duration::from_millis(300);
+        assert_eq!(t.files_settled(quiet).await, 0);
+        t.fire_files();
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.fire_files();
+        assert_eq!(t.files_settled(quiet).await, 2);
+        assert!(start.elapsed() >= Duration::from_millis(400));
+        // Other triggers do not hold a read back.
+        t.fire();
+        let again = Instant::now();
+        assert_eq!(t.files_settled(quiet).await, 2);
+        assert_eq!(again.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,13 +41,13 @@ pub fn watch_dir(dir: &Path, trigger: Trigger) -> Result<notify::RecommendedWatc
         match res {
             Ok(ev) if is_manifest_change(&base, &ev.kind, &ev.paths) => {
                 tracing::debug!(paths = ?ev.paths, "manifests changed");
-                trigger.fire();
+                trigger.fire_files();
             }
             Ok(_) => {}
             Err(e) => {
                 // Events may have been lost: look again.
                 tracing::warn!(error = %e, "watching the manifest directory");
-                trigger.fire();
+                trigger.fire_files();
             }
         }
     })
