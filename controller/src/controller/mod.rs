@@ -376,8 +376,14 @@ impl Controller {
             Ok(Err(other)) => vec![other.to_string()],
             Err(e) => vec![format!("loading the manifests failed: {e}")],
         };
+        // Said once per new set of problems, not on every pass.
+        let known = self.shared.status().manifests.errors == errors;
         for e in &errors {
-            tracing::error!(error = %e, "the manifests are invalid; the last good spec stays in force");
+            if known {
+                tracing::debug!(error = %e, "the manifests are still invalid");
+            } else {
+                tracing::error!(error = %e, "the manifests are invalid; the last good spec stays in force");
+            }
         }
         self.shared.metrics.manifests_valid.set(0);
         let in_force = self.last_good.is_some();
@@ -440,9 +446,6 @@ impl Controller {
         let mut plan = plan::plan(&desired, &observed, plan::Options::default());
         let throttled = self.limit_heals(&desired, &mut plan);
         let mut errors = plan.errors.clone();
-        if let Err(e) = &manifests {
-            errors.extend(e.iter().cloned());
-        }
         let mut counts = Counts {
             throttled,
             ..Counts::default()
@@ -490,10 +493,25 @@ impl Controller {
         }
         // Throttled apps are not a failure of the pass: they are the brake
         // doing its work, and /healthz lists them.
-        let ok = errors.is_empty() && counts.failed == 0 && counts.skipped == 0;
-        let next = self.finish(n, started, ok, counts, errors, throttled);
+        let converged = errors.is_empty() && counts.failed == 0 && counts.skipped == 0;
+        for e in &errors {
+            tracing::warn!(error = %e, "pass did not converge");
+        }
+        if let Err(e) = &manifests {
+            errors.extend(e.iter().cloned());
+        }
+        let next = self.finish(
+            n,
+            started,
+            converged && manifests.is_ok(),
+            counts,
+            errors,
+            throttled,
+        );
         let mut due = Instant::now() + self.opts.resync;
-        if !ok && !stop.is_cancelled() {
+        // Hosts and steps that failed are retried soon; invalid manifests
+        // are not (they stay invalid until a change, which triggers a pass).
+        if !converged && !stop.is_cancelled() {
             let delay = self.retry.failed(now, "pass failed".into(), jitter());
             due = due.min(Instant::now() + delay);
         } else {
@@ -676,9 +694,6 @@ impl Controller {
         let finished = unix_now();
         if ok {
             m.last_success.set(finished);
-        }
-        for e in &errors {
-            tracing::warn!(error = %e, "pass problem");
         }
         tracing::info!(ok, done = counts.done, failed = counts.failed, skipped = counts.skipped, throttled, took = ?took, "pass finished");
         let summary = PassSummary {
