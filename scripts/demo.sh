@@ -57,7 +57,7 @@ printf '\n# the controller does all of this by itself, all the time\n'
 printf '$ drover controller %s --listen 127.0.0.1:9090 &\n' "$dir"
 drover controller "$dir" --listen 127.0.0.1:9090 2> "$work/controller.log" &
 ctl=$!
-trap 'kill -TERM $ctl 2>/dev/null; wait $ctl 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill -TERM $ctl 2>/dev/null || true; wait $ctl 2>/dev/null || true; rm -rf "$work"' EXIT
 until curl -sf 127.0.0.1:9090/healthz >/dev/null; do sleep 0.5; done
 node_b="docker -H unix:///tmp/drover-hosts/node-b.sock"
 printf '\n# remove the reader behind its back: the controller makes it again\n'
