@@ -333,17 +333,38 @@ impl Controller {
     }
 
     /// Loads the directory once its files have been quiet for the debounce
-    /// time, and again if they changed while it was read: a file half
-    /// written (an editor, a `git pull` under way) is never acted on. Keeps
-    /// the last good spec when the directory is invalid, or still changing
-    /// after a few reads (the change's own trigger brings the next pass).
+    /// time — by the watcher's events and by their modification times, which
+    /// do not lag behind a write — and again if they changed while it was
+    /// read: a file half written (an editor, a `git pull` under way) is
+    /// never acted on. Keeps the last good spec when the directory is
+    /// invalid, or still changing after a few reads (the change's own
+    /// trigger brings the next pass).
     async fn load(&mut self) -> Result<(), Vec<String>> {
+        let quiet = self.opts.debounce.quiet;
+        let newest = |dir: PathBuf| async move {
+            tokio::task::spawn_blocking(move || watch::newest_change(&dir))
+                .await
+                .ok()
+                .flatten()
+        };
         let mut loaded = None;
         for _ in 0..5 {
-            let before = self.trigger.files_settled(self.opts.debounce.quiet).await;
+            let events = self.trigger.files_settled(quiet).await;
+            let changed = newest(self.opts.dir.clone()).await;
+            // A time in the future (a skewed clock) says nothing: the
+            // comparison after the read still holds.
+            let age = changed.map_or(quiet, |t| {
+                SystemTime::now().duration_since(t).unwrap_or(quiet)
+            });
+            if age < quiet {
+                tokio::time::sleep(quiet - age).await;
+                continue;
+            }
             let dir = self.opts.dir.clone();
             let read = tokio::task::spawn_blocking(move || load(&dir, &ProcessEnv)).await;
-            if self.trigger.file_changes() == before {
+            if self.trigger.file_changes() == events
+                && newest(self.opts.dir.clone()).await == changed
+            {
                 loaded = Some(read);
                 break;
             }

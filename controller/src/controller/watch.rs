@@ -32,6 +32,37 @@ pub fn is_manifest_change(dir: &Path, kind: &EventKind, paths: &[PathBuf]) -> bo
     changes && (paths.is_empty() || paths.iter().any(visible))
 }
 
+/// The newest modification time under `dir` (itself, and every file and
+/// folder but hidden ones): a folder's time moves when an entry is added,
+/// removed or renamed, a file's when it is written. Unreadable entries are
+/// passed over; the loader reports them.
+pub fn newest_change(dir: &Path) -> Option<std::time::SystemTime> {
+    fn walk(path: &Path, depth: usize, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if let Ok(t) = meta.modified() {
+            if newest.is_none_or(|n| t > n) {
+                *newest = Some(t);
+            }
+        }
+        if !meta.is_dir() || depth > 64 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with('.') {
+                walk(&e.path(), depth + 1, newest);
+            }
+        }
+    }
+    let mut newest = None;
+    walk(dir, 0, &mut newest);
+    newest
+}
+
 /// Watches `dir` recursively; keep the returned watcher alive.
 pub fn watch_dir(dir: &Path, trigger: Trigger) -> Result<notify::RecommendedWatcher, String> {
     let root =
@@ -105,6 +136,24 @@ pub async fn watch_host(host: Host, trigger: Trigger, stop: CancellationToken) {
 mod tests {
     use super::*;
     use notify::event::{AccessKind, CreateKind, ModifyKind};
+
+    #[test]
+    fn the_newest_change_sees_writes_and_removals_but_not_hidden_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/a.yaml"), "x").unwrap();
+        let first = newest_change(d.path()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir(d.path().join(".git")).unwrap();
+        std::fs::write(d.path().join(".git/index"), "y").unwrap();
+        // Making `.git` touched the folder itself; its contents do not count.
+        let with_git = newest_change(d.path()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(d.path().join(".git/index"), "z").unwrap();
+        assert_eq!(newest_change(d.path()).unwrap(), with_git);
+        std::fs::remove_file(d.path().join("sub/a.yaml")).unwrap();
+        assert!(newest_change(d.path()).unwrap() > first);
+    }
 
     #[test]
     fn changes_to_manifests_count_and_reads_and_hidden_files_do_not() {
