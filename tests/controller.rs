@@ -25,14 +25,22 @@ apps:
     environment: {{ VERSION: '{version}' }}
     command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1 & wait $$!; done']
     stop_grace_period: 1s
-  side:
+{side}{extra}",
+        side = idle_app("side", "node-b")
+    )
+}
+
+/// An app that sleeps until stopped, never restarted by Docker itself.
+fn idle_app(app: &str, host: &str) -> String {
+    format!(
+        "  {app}:
     image: {IMAGE}
-    host: node-b
+    host: {host}
     pull: never
     restart: 'no'
     command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
     stop_grace_period: 1s
-{extra}"
+"
     )
 }
 
@@ -405,17 +413,8 @@ fn the_controller_image_runs_as_a_container_and_manages_a_second_host() {
     f.write(
         "stack.yaml",
         &format!(
-            "kind: Stack
-name: {name}
-apps:
-  app:
-    image: {IMAGE}
-    host: node-b
-    pull: never
-    restart: 'no'
-    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
-    stop_grace_period: 1s
-"
+            "kind: Stack\nname: {name}\napps:\n{}",
+            idle_app("app", "node-b")
         ),
     );
     let controller = format!("{name}-controller");
