@@ -577,6 +577,16 @@ mod tests {
         b: &Arc<FakeDocker>,
         opts: ApplyOptions,
     ) -> Report {
+        run_until(d, a, b, opts, CancellationToken::new()).await
+    }
+
+    async fn run_until(
+        d: Desired,
+        a: &Arc<FakeDocker>,
+        b: &Arc<FakeDocker>,
+        opts: ApplyOptions,
+        stop: CancellationToken,
+    ) -> Report {
         let observed = Observed {
             hosts: BTreeMap::from([("a".to_string(), a.state()), ("b".to_string(), b.state())]),
             unreachable: BTreeMap::new(),
@@ -587,6 +597,7 @@ mod tests {
             ("b".to_string(), Arc::clone(b) as Arc<dyn DockerApi>),
         ]);
         Executor::new(engines, Arc::new(d), opts)
+            .stop_when(stop)
             .apply(&p, Arc::new(NoReport))
             .await
     }
@@ -635,6 +646,20 @@ apps:
         let again = run(desired(STACK), &a, &b, fast()).await;
         assert!(again.outcomes.is_empty());
         assert_eq!((a.writes().len(), b.writes().len()), (wa, wb));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_executor_starts_nothing_and_writes_nothing() {
+        let (a, b) = fakes(&["img"]);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let report = run_until(desired(STACK), &a, &b, fast(), stop).await;
+        assert!(!report.outcomes.is_empty());
+        assert!(report
+            .outcomes
+            .iter()
+            .all(|(_, o)| *o == Outcome::Skipped(STOPPING.into())));
+        assert!(a.writes().is_empty() && b.writes().is_empty());
     }
 
     #[tokio::test]
