@@ -278,8 +278,10 @@ struct Controller {
 }
 
 impl Controller {
-    fn new(opts: Options, shared: Arc<Shared>, trigger: Trigger) -> Controller {
-        let resync = opts.resync.max(Duration::from_secs(1));
+    fn new(mut opts: Options, shared: Arc<Shared>, trigger: Trigger) -> Controller {
+        // Passes back to back would only load the hosts.
+        opts.resync = opts.resync.max(Duration::from_secs(1));
+        let resync = opts.resync;
         Controller {
             heals: HealLimit::new(opts.heal_limit, opts.heal_window),
             opts,
