@@ -471,3 +471,34 @@ fn the_controller_image_runs_as_a_container_and_manages_a_second_host() {
     );
     assert!(logs().contains("controller stopped"), "{}", logs());
 }
+
+#[test]
+fn a_controller_started_on_an_invalid_directory_applies_nothing_until_it_is_valid() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ctl-late";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &stack(name, 1, "  oops: [\n"));
+    let ctl = f.controller(&[], &[]);
+    wait_until(LONG, "a first pass", || ctl.passes() >= 1);
+    let (code, health) = ctl.health();
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(health["manifests"]["in_force"], false, "{health}");
+    assert!(
+        health["manifests"]["errors"]
+            .to_string()
+            .contains("stack.yaml:"),
+        "{health}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        inspect(&f.hosts[0], &format!("{name}-web"), "{{.Id}}").is_none(),
+        "nothing is made from an invalid directory"
+    );
+    f.write("stack.yaml", &stack(name, 1, ""));
+    wait_until(LONG, "the stack to be made once valid", || {
+        runs_version(&f.hosts[0], &format!("{name}-web"), 1)
+    });
+    wait_until(LONG, "a ready controller", || ctl.health().0 == 200);
+}
