@@ -75,6 +75,37 @@ pub trait Reporter: Send + Sync {
     fn finished(&self, action: &Action, outcome: &Outcome, took: Duration);
 }
 
+impl Outcome {
+    /// `done`, `failed` or `skipped`, as logs and metrics name it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Failed(_) => "failed",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+}
+
+/// Logs that a step started, the same way wherever a plan is applied.
+pub fn log_started(a: &Action) {
+    tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "step started");
+}
+
+/// Logs how a step ended.
+pub fn log_finished(a: &Action, outcome: &Outcome, took: Duration) {
+    match outcome {
+        Outcome::Done => {
+            tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, took = ?took, "step done")
+        }
+        Outcome::Failed(e) => {
+            tracing::error!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, error = %e, "step failed")
+        }
+        Outcome::Skipped(w) => {
+            tracing::warn!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %w, "step skipped")
+        }
+    }
+}
+
 /// The result of applying a plan: every action's outcome, in plan order.
 #[derive(Debug, Clone, Default)]
 pub struct Report {

@@ -418,7 +418,7 @@ impl StepPrinter {
 
 impl Reporter for StepPrinter {
     fn started(&self, a: &Action) {
-        tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "step started");
+        drover::apply::log_started(a);
     }
 
     fn progress(&self, a: &Action, p: &drover::relocate::Progress) {
@@ -456,17 +456,7 @@ impl Reporter for StepPrinter {
             Outcome::Failed(e) => format!("{red}failed{reset}  {head}: {e}\n"),
             Outcome::Skipped(why) => format!("{yellow}skipped{reset} {head}: {why}\n"),
         };
-        match outcome {
-            Outcome::Done => {
-                tracing::info!(host = %a.host, name = %a.name, action = %a.action, "step done")
-            }
-            Outcome::Failed(e) => {
-                tracing::error!(host = %a.host, name = %a.name, action = %a.action, error = %e, "step failed")
-            }
-            Outcome::Skipped(w) => {
-                tracing::warn!(host = %a.host, name = %a.name, action = %a.action, reason = %w, "step skipped")
-            }
-        }
+        drover::apply::log_finished(a, outcome, took);
         let bar = self
             .moving
             .lock()

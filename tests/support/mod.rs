@@ -318,19 +318,25 @@ impl Fixture {
     }
 }
 
+/// `GET path` from `host:port` over HTTP/1.0: the status code and body, or
+/// `None` when nothing answers.
+pub fn http_get(host: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect((host, port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((code, body.to_string()))
+}
+
 impl Controller {
-    /// `GET path`: the status code and body, or `None` when nothing answers.
+    /// `GET path` from the controller.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let code = out.split_whitespace().nth(1)?.parse().ok()?;
-        let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Some((code, body.to_string()))
+        http_get("127.0.0.1", self.port, path)
     }
 
     /// `/healthz` as JSON, with its status code.

@@ -802,7 +802,7 @@ struct PassReporter {
 
 impl Reporter for PassReporter {
     fn started(&self, a: &Action) {
-        tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, "step started");
+        crate::apply::log_started(a);
     }
 
     fn progress(&self, a: &Action, p: &crate::relocate::Progress) {
@@ -814,21 +814,8 @@ impl Reporter for PassReporter {
 
     fn finished(&self, a: &Action, outcome: &Outcome, took: Duration) {
         let m = &self.shared.metrics;
-        let result = match outcome {
-            Outcome::Done => {
-                tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, took = ?took, "step done");
-                "done"
-            }
-            Outcome::Failed(e) => {
-                tracing::error!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, error = %e, "step failed");
-                "failed"
-            }
-            Outcome::Skipped(w) => {
-                tracing::warn!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %w, "step skipped");
-                "skipped"
-            }
-        };
-        m.action(&a.kind.to_string(), &a.action.to_string(), result);
+        crate::apply::log_finished(a, outcome, took);
+        m.action(&a.kind.to_string(), &a.action.to_string(), outcome.as_str());
         let sent = self
             .moved
             .lock()
