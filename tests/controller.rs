@@ -331,7 +331,23 @@ fn sigterm_stops_the_controller_cleanly_and_a_second_signal_at_once() {
     depends_on: { sick: { condition: healthy } }
     command: ['sh', '-c', 'sleep 1000']
 ";
-    f.write("stack.yaml", &stack(name, 2, waiting));
+    // An app slow to stop: it ignores SIGTERM for its 30 s of grace.
+    let stubborn = |round: u32| {
+        format!(
+            "  stubborn:
+    image: {IMAGE}
+    host: node-a
+    pull: never
+    environment: {{ ROUND: '{round}' }}
+    command: ['sh', '-c', 'trap \"\" TERM; while :; do sleep 1; done']
+    stop_grace_period: 30s
+"
+        )
+    };
+    f.write(
+        "stack.yaml",
+        &stack(name, 2, &format!("{waiting}{}", stubborn(1))),
+    );
     let mut ctl = f.controller(&[], &[]);
     wait_until(LONG, "the wait for `sick` to begin", || {
         ctl.log().contains("name=ctl-stop-late")
@@ -344,15 +360,31 @@ fn sigterm_stops_the_controller_cleanly_and_a_second_signal_at_once() {
     assert!(asked.elapsed() < Duration::from_secs(10));
     assert!(ctl.log().contains("drover is stopping"), "{}", ctl.log());
 
-    // Two signals: the second does not wait for anything.
+    // Two signals: the first waits for the slow stop of a recreate under
+    // way, the second does not wait for anything.
+    f.write(
+        "stack.yaml",
+        &stack(name, 2, &format!("{waiting}{}", stubborn(2))),
+    );
     let mut ctl = f.controller(&[], &[]);
-    wait_until(LONG, "the wait for `sick` to begin", || {
-        ctl.log().contains("name=ctl-stop-late")
+    wait_until(LONG, "the recreate of `stubborn` to begin", || {
+        ctl.log().lines().any(|l| {
+            l.contains("step started") && l.contains("action=recreate name=ctl-stop-stubborn")
+        })
     });
-    std::thread::sleep(Duration::from_secs(1));
     ctl.signal("INT");
+    wait_until(LONG, "the first signal to be taken", || {
+        ctl.log()
+            .contains("stopping once the current step has finished")
+    });
+    let asked = Instant::now();
     ctl.signal("INT");
     let status = ctl.wait_exit(Duration::from_secs(20)).expect("it exits");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(status.code(), Some(130), "{}", ctl.log());
 }
 
@@ -450,15 +482,8 @@ fn the_controller_image_runs_as_a_container_and_manages_a_second_host() {
     });
 
     // /healthz through the published port, at node-a's address.
-    let health = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect((a.address.as_str(), 19090)).unwrap();
-        write!(s, "GET /healthz HTTP/1.0\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
-    assert!(health.starts_with("HTTP/1.0 200"), "{health}\n{}", logs());
+    let (code, health) = http_get(&a.address, 19090, "/healthz").expect("/healthz answers");
+    assert_eq!(code, 200, "{health}\n{}", logs());
     assert!(health.contains("\"ready\":true"), "{health}");
 
     let o = docker(a, &["stop", "-t", "30", &controller]);
