@@ -152,6 +152,38 @@ pub struct MarkerSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A lease object as read from a host: its id, its labels, and the time
+/// its holder last extended it to (Unix seconds), if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub renewed_until: Option<u64>,
+}
+
+/// The image lease objects are made from: an empty file system, imported
+/// on first use (a lease object is never started).
+pub const LEASE_IMAGE: &str = "drover-lease:1";
+/// Where a lease object keeps the time its holder extended it to.
+const LEASE_FILE: &str = "expires";
+
+/// A tar of one file or directory entry.
+fn tar_of(name: &str, data: &[u8], dir: bool) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    tar.append_data(&mut h, name, data)
+        .and_then(|()| tar.into_inner())
+        .expect("a tar in memory")
+}
+
 /// A chunk of what a command run in a container printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecOutput {
@@ -217,6 +249,21 @@ pub trait DockerApi: Send + Sync {
     async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError>;
     /// Makes a label-carrying container that is never started.
     async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError>;
+    /// Makes the lease object `name` with `labels`; `None` when one exists
+    /// already. The engine's unique container names make this the lock.
+    async fn create_lease(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, EngineError>;
+    /// The lease object `name`, if there is one.
+    async fn read_lease(&self, name: &str) -> Result<Option<LeaseRecord>, EngineError>;
+    /// Records that the lease object `id` now runs until `until` (Unix
+    /// seconds); false when that object is gone.
+    async fn renew_lease(&self, id: &str, until: u64) -> Result<bool, EngineError>;
+    /// Removes the lease object `id` (by id, so never a successor); false
+    /// when it was gone already.
+    async fn remove_lease(&self, id: &str) -> Result<bool, EngineError>;
     /// Runs a command in a running container, stdin and output attached.
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError>;
     /// The exit code of a finished command; `None` while it runs.
@@ -818,6 +865,101 @@ impl DockerApi for Engine {
             "marker",
         )
         .await
+    }
+
+    async fn create_lease(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, EngineError> {
+        let opts = CreateContainerOptionsBuilder::new().name(name).build();
+        let mut body = helper_body(LEASE_IMAGE, labels, Some(vec!["/lease".into()]));
+        body.stop_signal = None;
+        for attempt in 0..2 {
+            match self
+                .docker
+                .create_container(Some(opts.clone()), body.clone())
+                .await
+            {
+                Ok(r) => return Ok(Some(r.id)),
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => return Ok(None),
+                Err(e) if is_not_found(&e) && attempt == 0 => {
+                    self.import_image(LEASE_IMAGE, Bytes::from(tar_of("tmp/", &[], true)))
+                        .await?;
+                }
+                Err(e) => return Err(EngineError::api(&self.host, "take the lease", e)),
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    async fn read_lease(&self, name: &str) -> Result<Option<LeaseRecord>, EngineError> {
+        let info = match self.docker.inspect_container(name, None).await {
+            Ok(i) => i,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(EngineError::api(&self.host, "read the lease", e)),
+        };
+        let id = info.id.unwrap_or_default();
+        let labels = info
+            .config
+            .and_then(|c| c.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(&format!("/{LEASE_FILE}"))
+            .build();
+        let mut stream = self.docker.download_from_container(&id, Some(opts));
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => tar.extend_from_slice(&b),
+                // Never extended, or gone since the inspect.
+                Err(e) if is_not_found(&e) => break,
+                Err(e) => return Err(EngineError::api(&self.host, "read the lease", e)),
+            }
+        }
+        let mut renewed_until = None;
+        if let Ok(mut entries) = tar::Archive::new(tar.as_slice()).entries() {
+            if let Some(Ok(mut entry)) = entries.next() {
+                let mut text = String::new();
+                if std::io::Read::read_to_string(&mut entry, &mut text).is_ok() {
+                    renewed_until = text.trim().parse().ok();
+                }
+            }
+        }
+        Ok(Some(LeaseRecord {
+            id,
+            labels,
+            renewed_until,
+        }))
+    }
+
+    async fn renew_lease(&self, id: &str, until: u64) -> Result<bool, EngineError> {
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .build();
+        let tar = tar_of(LEASE_FILE, until.to_string().as_bytes(), false);
+        match self
+            .docker
+            .upload_to_container(id, Some(opts), body_full(Bytes::from(tar)))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(EngineError::api(&self.host, "renew the lease", e)),
+        }
+    }
+
+    async fn remove_lease(&self, id: &str) -> Result<bool, EngineError> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_gone_or_going(&e) => Ok(false),
+            Err(e) => Err(EngineError::api(&self.host, "release the lease", e)),
+        }
     }
 
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError> {

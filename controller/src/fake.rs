@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
-use crate::engine::{ContainerStatus, DockerApi, EngineError, Exec, HelperSpec, MarkerSpec};
+use crate::engine::{
+    ContainerStatus, DockerApi, EngineError, Exec, HelperSpec, LeaseRecord, MarkerSpec,
+};
 use crate::observed::{ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork};
 
 /// Orders calls across every fake host of a test.
@@ -28,6 +30,9 @@ struct State {
     health: BTreeMap<String, (Health, String)>,
     /// Images that can be pulled.
     pullable: BTreeSet<String>,
+    /// The lease objects, by name, and how many were ever made.
+    leases: BTreeMap<String, LeaseRecord>,
+    lease_ids: u64,
 }
 
 pub struct FakeDocker {
@@ -243,6 +248,55 @@ impl DockerApi for FakeDocker {
                 .push(internal(&m.name, &m.image, ContainerState::Created))
         });
         Ok(())
+    }
+
+    async fn create_lease(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, EngineError> {
+        self.call(format!("lease create {name}"))?;
+        Ok(self.with(|s| {
+            if s.leases.contains_key(name) {
+                return None;
+            }
+            s.lease_ids += 1;
+            let id = format!("lease{}", s.lease_ids);
+            s.leases.insert(
+                name.to_string(),
+                LeaseRecord {
+                    id: id.clone(),
+                    labels: labels.clone(),
+                    renewed_until: None,
+                },
+            );
+            Some(id)
+        }))
+    }
+
+    async fn read_lease(&self, name: &str) -> Result<Option<LeaseRecord>, EngineError> {
+        self.call(format!("status lease {name}"))?;
+        Ok(self.with(|s| s.leases.get(name).cloned()))
+    }
+
+    async fn renew_lease(&self, id: &str, until: u64) -> Result<bool, EngineError> {
+        self.call(format!("lease renew {id}"))?;
+        Ok(self.with(|s| {
+            s.leases
+                .values_mut()
+                .find(|l| l.id == id)
+                .map(|l| l.renewed_until = Some(until))
+                .is_some()
+        }))
+    }
+
+    async fn remove_lease(&self, id: &str) -> Result<bool, EngineError> {
+        self.call(format!("lease remove {id}"))?;
+        Ok(self.with(|s| {
+            let before = s.leases.len();
+            s.leases.retain(|_, l| l.id != id);
+            s.leases.len() < before
+        }))
     }
 
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError> {

@@ -36,10 +36,13 @@ pub mod desired;
 pub mod diag;
 pub mod engine;
 pub mod fake;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod helper;
 pub mod hosts;
 pub mod interpolate;
+pub mod lease;
 pub mod load;
 pub mod model;
 pub mod observed;

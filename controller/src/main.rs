@@ -13,6 +13,7 @@ use drover::apply::{ApplyOptions, Executor, Outcome, Reporter};
 use drover::graph::Format;
 use drover::hosts::{connect_all, observe_all};
 use drover::interpolate::ProcessEnv;
+use drover::lease::{take_and_observe, Holder};
 use drover::load::{load, LoadError};
 use drover::model::Spec;
 use drover::observed::Observed;
@@ -578,7 +579,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             let spec = load_spec(&dir)?;
             let desired = Arc::new(desired::render(&spec));
             let rt = runtime()?;
-            let (observed, conns) = match saved {
+            let (mut observed, mut conns) = match saved {
                 Some(reading) => (
                     reading
                         .join()
@@ -590,7 +591,24 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     (rt.block_on(observe_all(&conns)), Some(conns))
                 }
             };
-            let plan = plan::plan(&desired, &observed, Options { prune_volumes });
+            let mut plan = plan::plan(&desired, &observed, Options { prune_volumes });
+            // Changes wait for the lease of every host, then are planned
+            // again against what the hosts hold now: another drover may
+            // have been at work.
+            let stop = tokio_util::sync::CancellationToken::new();
+            let leases = match conns.as_mut() {
+                Some(conns) if !dry_run && !plan.actions.is_empty() => {
+                    // From here a first Ctrl-C starts no further step, and
+                    // the leases are released.
+                    rt.block_on(async { stop_on_signals(stop.clone()) })?;
+                    let holder = Arc::new(Holder::new("reconcile"));
+                    let (leases, now) = rt.block_on(take_and_observe(conns, &holder, &stop));
+                    observed = now;
+                    plan = plan::plan(&desired, &observed, Options { prune_volumes });
+                    Some(leases)
+                }
+                _ => None,
+            };
             let color = use_color(std::io::stdout().is_terminal());
             let show_plan = |plan: &plan::Plan| match output {
                 OutputFormat::Json => print(&plan_json(plan)),
@@ -621,6 +639,9 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 show_plan(&plan);
             }
             if plan.actions.is_empty() {
+                if let Some(leases) = leases {
+                    rt.block_on(leases.release());
+                }
                 if output == OutputFormat::Json {
                     show_plan(&plan);
                 }
@@ -633,8 +654,10 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             if output == OutputFormat::Text {
                 print("\n");
             }
+            let leases = leases.expect("changes are made under leases");
             let executor =
-                Executor::new(conns.engines.clone(), Arc::clone(&desired), apply.options());
+                Executor::new(conns.engines.clone(), Arc::clone(&desired), apply.options())
+                    .stop_when(leases.lost());
             let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter {
                 color,
                 bars: std::io::stderr()
@@ -651,6 +674,8 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     quiet
                 },
             ));
+            let lost = leases.lost_reasons();
+            rt.block_on(leases.release());
             let done = report.count(|o| *o == Outcome::Done);
             let failed = report.count(|o| matches!(o, Outcome::Failed(_)));
             let skipped = report.count(|o| matches!(o, Outcome::Skipped(_)));
@@ -684,11 +709,16 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     );
                 }
             }
-            Ok(if failed + skipped > 0 || !plan.errors.is_empty() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            })
+            for e in &lost {
+                eprintln!("error: {e}");
+            }
+            Ok(
+                if failed + skipped > 0 || !plan.errors.is_empty() || !lost.is_empty() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
         }
     }
 }
@@ -729,39 +759,44 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 }
                 .into());
             };
-            let state = rt
-                .block_on(api.observe())
-                .map_err(|e| format!("host `{host}` could not be read: {e}"))?;
-            let Some(v) = state.volumes.iter().find(|v| v.name == name) else {
-                return Err(format!("there is no volume `{name}` on `{host}`").into());
-            };
-            if !v.managed {
-                return Err(format!(
+            // Read and deleted under the host's lease: no move or other
+            // drover works on it meanwhile.
+            let lease =
+                rt.block_on(drover::lease::take(api.as_ref(), &Holder::new("volume rm")))?;
+            let result = (|| -> Result<ExitCode, Failure> {
+                let state = rt
+                    .block_on(api.observe())
+                    .map_err(|e| format!("host `{host}` could not be read: {e}"))?;
+                let Some(v) = state.volumes.iter().find(|v| v.name == name) else {
+                    return Err(format!("there is no volume `{name}` on `{host}`").into());
+                };
+                if !v.managed {
+                    return Err(format!(
                     "volume `{name}` on `{host}` is not managed by drover; drover never deletes it"
                 )
-                .into());
-            }
-            if !v.used_by.is_empty() {
-                return Err(format!(
-                    "volume `{name}` on `{host}` is in use by {}",
-                    v.used_by.join(", ")
-                )
-                .into());
-            }
-            let authoritative = d
-                .hosts
-                .get(&host)
-                .is_some_and(|h| h.volumes.contains_key(&name))
-                && drover::plan::may_be_current(v);
-            // An unfinished copy whose move passed its switch holds the
-            // newest data: its source's record says so.
-            if let Some(r) = v
-                .copy
-                .as_ref()
-                .filter(|r| r.role == drover::observed::CopyRole::Incoming)
-            {
-                let peer = r.peer.clone().unwrap_or_default();
-                let switched = match conns.engines.get(&peer) {
+                    .into());
+                }
+                if !v.used_by.is_empty() {
+                    return Err(format!(
+                        "volume `{name}` on `{host}` is in use by {}",
+                        v.used_by.join(", ")
+                    )
+                    .into());
+                }
+                let authoritative = d
+                    .hosts
+                    .get(&host)
+                    .is_some_and(|h| h.volumes.contains_key(&name))
+                    && drover::plan::may_be_current(v);
+                // An unfinished copy whose move passed its switch holds the
+                // newest data: its source's record says so.
+                if let Some(r) = v
+                    .copy
+                    .as_ref()
+                    .filter(|r| r.role == drover::observed::CopyRole::Incoming)
+                {
+                    let peer = r.peer.clone().unwrap_or_default();
+                    let switched = match conns.engines.get(&peer) {
                     Some(p) => rt
                         .block_on(p.observe())
                         .map_err(|e| format!("host `{peer}`, the source of this copy, could not be read ({e}); nothing was deleted"))?
@@ -780,47 +815,52 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                         .into())
                     }
                 };
-                if switched {
-                    return Err(format!(
+                    if switched {
+                        return Err(format!(
                         "volume `{name}` on `{host}` is the target of a move that passed its switch and may hold the newest data; run `drover reconcile` to finish the move first"
                     )
                     .into());
+                    }
                 }
-            }
-            if authoritative {
-                return Err(format!(
+                if authoritative {
+                    return Err(format!(
                     "volume `{name}` on `{host}` holds the current data of a volume in the manifests; remove it from the manifests first"
                 )
                 .into());
-            }
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    return Err("deleting volume data needs confirmation: pass `--yes`"
-                        .to_string()
-                        .into());
                 }
-                eprint!("Delete volume `{name}` on `{host}` and all its data? [y/N] ");
-                let mut answer = String::new();
-                let _ = std::io::stdin().lock().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    eprintln!("nothing was deleted");
-                    return Ok(ExitCode::from(1));
+                if !yes {
+                    if !std::io::stdin().is_terminal() {
+                        return Err("deleting volume data needs confirmation: pass `--yes`"
+                            .to_string()
+                            .into());
+                    }
+                    eprint!("Delete volume `{name}` on `{host}` and all its data? [y/N] ");
+                    let mut answer = String::new();
+                    let _ = std::io::stdin().lock().read_line(&mut answer);
+                    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                        eprintln!("nothing was deleted");
+                        return Ok(ExitCode::from(1));
+                    }
                 }
-            }
-            rt.block_on(api.remove_volume(&name))
-                .map_err(|e| e.to_string())?;
-            // The records about the deleted copy go with it.
-            let prefix = drover::relocate::marker_prefix(&name);
-            for c in state
-                .containers
-                .iter()
-                .filter(|c| c.internal && c.name.starts_with(&prefix))
-            {
-                rt.block_on(api.remove_container(&c.name))
+                rt.block_on(api.remove_volume(&name))
                     .map_err(|e| e.to_string())?;
+                // The records about the deleted copy go with it.
+                let prefix = drover::relocate::marker_prefix(&name);
+                for c in state
+                    .containers
+                    .iter()
+                    .filter(|c| c.internal && c.name.starts_with(&prefix))
+                {
+                    rt.block_on(api.remove_container(&c.name))
+                        .map_err(|e| e.to_string())?;
+                }
+                print(&format!("deleted volume `{name}` on `{host}`\n"));
+                Ok(ExitCode::SUCCESS)
+            })();
+            if let Err(e) = rt.block_on(api.remove_lease(&lease)) {
+                tracing::warn!(host = %host, error = %e, "could not release the lease; it runs out by itself");
             }
-            print(&format!("deleted volume `{name}` on `{host}`\n"));
-            Ok(ExitCode::SUCCESS)
+            result
         }
     }
 }

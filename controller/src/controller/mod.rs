@@ -38,6 +38,7 @@ use crate::apply::{ApplyOptions, Executor, Outcome, Reporter};
 use crate::desired::{self, Desired};
 use crate::hosts::{connect, observe_all};
 use crate::interpolate::ProcessEnv;
+use crate::lease::{take_and_observe, Holder, Leases};
 use crate::load::{load, LoadError};
 use crate::model::{Host, Spec};
 use crate::observed::Observed;
@@ -275,6 +276,8 @@ struct Controller {
     seen: HashSet<(String, String, String)>,
     throttled_before: BTreeSet<AppKey>,
     passes: u64,
+    /// This controller as a lease holder, the same for every pass.
+    holder: Arc<Holder>,
 }
 
 impl Controller {
@@ -294,6 +297,7 @@ impl Controller {
             seen: HashSet::new(),
             throttled_before: BTreeSet::new(),
             passes: 0,
+            holder: Arc::new(Holder::new("controller")),
         }
     }
 
@@ -462,8 +466,19 @@ impl Controller {
                 ),
             );
         }
-        let observed = observe_all(&conns).await;
+        let mut observed = observe_all(&conns).await;
         self.note_hosts(&spec, &tried, &observed);
+        // Changes wait for the lease of every host, and are planned against
+        // what the hosts hold once it is taken.
+        let mut leases = None;
+        if !plan::plan(&desired, &observed, plan::Options::default())
+            .actions
+            .is_empty()
+        {
+            let (l, now) = take_and_observe(&mut conns, &self.holder, stop).await;
+            observed = now;
+            leases = Some(l);
+        }
         self.remember_running(&desired, &observed);
 
         let mut plan = plan::plan(&desired, &observed, plan::Options::default());
@@ -479,7 +494,7 @@ impl Controller {
             }
             let executor =
                 Executor::new(conns.engines.clone(), Arc::clone(&desired), self.opts.apply)
-                    .stop_when(stop.clone());
+                    .stop_when(leases.as_ref().map_or_else(|| stop.clone(), Leases::lost));
             let reporter = Arc::new(PassReporter {
                 shared: Arc::clone(&self.shared),
                 moved: Mutex::new(HashMap::new()),
@@ -513,6 +528,10 @@ impl Controller {
                     .get_or_create(&HostLabel { host: h })
                     .inc();
             }
+        }
+        if let Some(l) = leases {
+            errors.extend(l.lost_reasons());
+            l.release().await;
         }
         // Throttled apps are not a failure of the pass: they are the brake
         // doing its work, and /healthz lists them.

@@ -1,0 +1,394 @@
+//! Keeping two drovers apart. Before anything changes on a host, drover
+//! takes the host's lease: a container named [`NAME`] that is never
+//! started, labelled with who holds it and until when. The engine's unique
+//! container names make taking it atomic: of two drovers that try at once,
+//! one makes it and the other is told the name is taken.
+//!
+//! A holder extends its lease while it works (every third of the lease's
+//! time, by writing the new end time into the lease object) and removes it
+//! when done. A lease whose end has passed belongs to a drover that died: it
+//! is removed by its id — so of two drovers that find it stale only one
+//! removes it — and taken anew. A holder that cannot extend its lease in
+//! time, or finds it gone, stops starting steps.
+//!
+//! Times are Unix seconds of the clock of the machine drover runs on:
+//! machines that run drover against the same hosts must agree on the time
+//! to well within the lease's length (NTP does).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::desired::labels::INTERNAL;
+use crate::engine::{DockerApi, LeaseRecord};
+use crate::hosts::{observe_all, Connections};
+use crate::observed::Observed;
+
+/// The lease object's container name on every host.
+pub const NAME: &str = "drover-lease";
+/// Who holds a lease: `machine/pid/random`.
+pub const HOLDER: &str = "drover.lease.holder";
+/// The command that holds it (`reconcile`, `controller`, `volume rm`).
+pub const COMMAND: &str = "drover.lease.command";
+/// When it was taken (Unix seconds).
+pub const SINCE: &str = "drover.lease.since";
+/// When it ends unless extended (Unix seconds).
+pub const EXPIRES: &str = "drover.lease.expires";
+/// How long a lease lasts unless extended; `DROVER_LEASE_TTL` (seconds)
+/// sets another.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// Seconds since the Unix epoch, by this machine's clock.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This process as a lease holder.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub id: String,
+    pub command: String,
+    pub ttl: Duration,
+}
+
+impl Holder {
+    /// A new holder for `command`, with the lease time of
+    /// `DROVER_LEASE_TTL` or [`DEFAULT_TTL`].
+    pub fn new(command: &str) -> Holder {
+        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let ttl = std::env::var("DROVER_LEASE_TTL")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+            .map_or(DEFAULT_TTL, Duration::from_secs);
+        Holder {
+            id: format!("{machine}/{}/{:08x}", std::process::id(), fastrand::u32(..)),
+            command: command.to_string(),
+            ttl,
+        }
+    }
+
+    fn labels(&self, now: u64) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (INTERNAL.to_string(), "true".to_string()),
+            (HOLDER.to_string(), self.id.clone()),
+            (COMMAND.to_string(), self.command.clone()),
+            (SINCE.to_string(), now.to_string()),
+            (EXPIRES.to_string(), (now + self.ttl.as_secs()).to_string()),
+        ])
+    }
+}
+
+/// When a lease ends: the later of its first end and its last extension.
+pub fn expires(l: &LeaseRecord) -> u64 {
+    let first = l.labels.get(EXPIRES).and_then(|s| s.parse().ok());
+    first.max(l.renewed_until).unwrap_or(0)
+}
+
+/// Who holds a lease, for messages: `drover controller (pid 12 on box)`.
+pub fn describe(l: &LeaseRecord, now: u64) -> String {
+    let label = |k: &str| l.labels.get(k).map_or("?", String::as_str);
+    let mut holder = label(HOLDER).splitn(3, '/');
+    let (machine, pid) = (holder.next().unwrap_or("?"), holder.next().unwrap_or("?"));
+    let since = label(SINCE).parse::<u64>().map_or(String::new(), |s| {
+        format!(", for {}s", now.saturating_sub(s))
+    });
+    format!(
+        "`drover {}` (pid {pid} on {machine}{since}; its lease ends in {}s unless renewed)",
+        label(COMMAND),
+        expires(l).saturating_sub(now)
+    )
+}
+
+/// Takes the lease of one host: the id of the lease object, or why not.
+pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, String> {
+    let host = api.host().to_string();
+    let engine = |e: crate::engine::EngineError| e.to_string();
+    // Each round either takes the lease, finds a live holder, or removes a
+    // stale lease; three rounds cover a race with two other drovers.
+    for _ in 0..4 {
+        let now = unix_now();
+        if let Some(id) = api
+            .create_lease(NAME, &holder.labels(now))
+            .await
+            .map_err(engine)?
+        {
+            tracing::debug!(host = %host, "lease taken");
+            return Ok(id);
+        }
+        let Some(current) = api.read_lease(NAME).await.map_err(engine)? else {
+            continue; // released meanwhile
+        };
+        if current.labels.get(HOLDER) == Some(&holder.id) {
+            return Ok(current.id);
+        }
+        if expires(&current) > now {
+            return Err(format!(
+                "host `{host}` is being changed by another drover: {}; nothing was changed there",
+                describe(&current, now)
+            ));
+        }
+        tracing::warn!(host = %host, holder = %describe(&current, now), "taking over a lease that ran out (its holder stopped without releasing it)");
+        api.remove_lease(&current.id).await.map_err(engine)?;
+    }
+    Err(format!(
+        "host `{host}`: the lease changed hands while it was being taken; nothing was changed there"
+    ))
+}
+
+/// The leases this process holds, kept extended until released.
+pub struct Leases {
+    held: Vec<(Arc<dyn DockerApi>, String)>,
+    lost: CancellationToken,
+    reasons: Arc<Mutex<Vec<String>>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Leases {
+    /// Takes the lease of every connected host at once. A host whose lease
+    /// another drover holds (or that fails while it is taken) moves from
+    /// `conns.engines` to `conns.unreachable`, with the reason. The token
+    /// from [`Leases::lost`] is a child of `parent`.
+    pub async fn take(
+        conns: &mut Connections,
+        holder: &Arc<Holder>,
+        parent: &CancellationToken,
+    ) -> Leases {
+        let tasks: Vec<_> = conns
+            .engines
+            .iter()
+            .map(|(name, api)| {
+                let (name, api, holder) = (name.clone(), Arc::clone(api), Arc::clone(holder));
+                tokio::spawn(async move {
+                    let r = take(api.as_ref(), &holder).await;
+                    (name, api, r)
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for t in tasks {
+            let Ok((name, api, r)) = t.await else {
+                continue;
+            };
+            match r {
+                Ok(id) => held.push((api, id)),
+                Err(reason) => {
+                    tracing::warn!(host = %name, %reason, "host left alone");
+                    conns.engines.remove(&name);
+                    conns.unreachable.insert(name, reason);
+                }
+            }
+        }
+        let lost = parent.child_token();
+        let reasons = Arc::new(Mutex::new(Vec::new()));
+        let renewer = (!held.is_empty()).then(|| {
+            tokio::spawn(renew(
+                held.clone(),
+                holder.ttl,
+                lost.clone(),
+                Arc::clone(&reasons),
+            ))
+        });
+        Leases {
+            held,
+            lost,
+            reasons,
+            renewer,
+        }
+    }
+
+    /// Cancelled when the parent is, or when a lease is lost: no step may
+    /// start after that.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Why leases were lost, one line per host.
+    pub fn lost_reasons(&self) -> Vec<String> {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops extending and removes every lease still held.
+    pub async fn release(mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        let tasks: Vec<_> = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(api, id)| {
+                tokio::spawn(async move {
+                    if let Err(e) = api.remove_lease(&id).await {
+                        tracing::warn!(host = %api.host(), error = %e, "could not release the lease; it runs out by itself");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+    }
+}
+
+/// Extends every lease every third of `ttl` until aborted. A lease found
+/// gone, or not extended before it ends, is lost: `lost` is cancelled.
+async fn renew(
+    held: Vec<(Arc<dyn DockerApi>, String)>,
+    ttl: Duration,
+    lost: CancellationToken,
+    reasons: Arc<Mutex<Vec<String>>>,
+) {
+    let start = unix_now();
+    let mut until: Vec<u64> = vec![start + ttl.as_secs(); held.len()];
+    let every = (ttl / 3).max(Duration::from_millis(300));
+    loop {
+        tokio::time::sleep(every).await;
+        let now = unix_now();
+        for (i, (api, id)) in held.iter().enumerate() {
+            let next = now + ttl.as_secs();
+            let problem = match api.renew_lease(id, next).await {
+                Ok(true) => {
+                    until[i] = next;
+                    None
+                }
+                Ok(false) => Some(format!(
+                    "host `{}`: the lease was taken by another drover; no further step was started",
+                    api.host()
+                )),
+                Err(e) if unix_now() >= until[i] => Some(format!(
+                    "host `{}`: the lease could not be extended before it ran out ({e}); no further step was started",
+                    api.host()
+                )),
+                Err(e) => {
+                    tracing::warn!(host = %api.host(), error = %e, "could not extend the lease; trying again");
+                    None
+                }
+            };
+            if let Some(p) = problem {
+                tracing::error!(reason = %p, "lease lost");
+                reasons.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+                lost.cancel();
+                return;
+            }
+        }
+    }
+}
+
+/// Takes the leases of the connected hosts and reads every host again under
+/// them: what another drover did before the lease was taken is seen.
+pub async fn take_and_observe(
+    conns: &mut Connections,
+    holder: &Arc<Holder>,
+    parent: &CancellationToken,
+) -> (Leases, Observed) {
+    let leases = Leases::take(conns, holder, parent).await;
+    let observed = observe_all(conns).await;
+    (leases, observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeDocker;
+    use crate::observed::ObservedHost;
+
+    fn holder(id: &str) -> Holder {
+        Holder {
+            id: id.into(),
+            command: "reconcile".into(),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_taker_holds_and_the_second_is_told_who() {
+        let host = FakeDocker::new("a", ObservedHost::default());
+        let id = take(&host, &holder("m/1/x")).await.unwrap();
+        let err = take(&host, &holder("m/2/y")).await.unwrap_err();
+        assert!(
+            err.contains("host `a` is being changed by another drover"),
+            "{err}"
+        );
+        assert!(err.contains("`drover reconcile` (pid 1 on m"), "{err}");
+        // The holder itself takes it again without waiting.
+        assert_eq!(take(&host, &holder("m/1/x")).await.unwrap(), id);
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_ran_out_is_removed_by_id_and_taken() {
+        let host = FakeDocker::new("a", ObservedHost::default());
+        let mut stale = holder("m/1/x").labels(unix_now() - 100);
+        stale.insert(EXPIRES.into(), (unix_now() - 40).to_string());
+        let old = host.create_lease(NAME, &stale).await.unwrap().unwrap();
+        let id = take(&host, &holder("m/2/y")).await.unwrap();
+        assert_ne!(id, old);
+        assert!(host.calls().contains(&format!("lease remove {old}")));
+    }
+
+    #[tokio::test]
+    async fn a_renewed_lease_is_live_past_its_first_end() {
+        let host = FakeDocker::new("a", ObservedHost::default());
+        let mut labels = holder("m/1/x").labels(unix_now() - 100);
+        labels.insert(EXPIRES.into(), (unix_now() - 40).to_string());
+        let id = host.create_lease(NAME, &labels).await.unwrap().unwrap();
+        host.renew_lease(&id, unix_now() + 30).await.unwrap();
+        assert!(take(&host, &holder("m/2/y")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_busy_host_is_left_out_and_named_and_the_rest_are_held_until_released() {
+        let a = Arc::new(FakeDocker::new("a", ObservedHost::default()));
+        let b = Arc::new(FakeDocker::new("b", ObservedHost::default()));
+        take(b.as_ref(), &holder("other/9/z")).await.unwrap();
+        let mut conns = Connections::default();
+        conns.engines.insert("a".into(), a.clone());
+        conns.engines.insert("b".into(), b.clone());
+        let me = Arc::new(holder("m/1/x"));
+        let leases = Leases::take(&mut conns, &me, &CancellationToken::new()).await;
+        assert_eq!(conns.engines.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(conns.unreachable["b"].contains("pid 9 on other"));
+        assert!(a.read_lease(NAME).await.unwrap().is_some());
+        leases.release().await;
+        assert!(a.read_lease(NAME).await.unwrap().is_none());
+        assert!(
+            b.read_lease(NAME).await.unwrap().is_some(),
+            "another's lease is kept"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_away_stops_further_steps() {
+        let a = Arc::new(FakeDocker::new("a", ObservedHost::default()));
+        let mut conns = Connections::default();
+        conns.engines.insert("a".into(), a.clone());
+        let me = Arc::new(Holder {
+            ttl: Duration::from_secs(3),
+            ..holder("m/1/x")
+        });
+        let leases = Leases::take(&mut conns, &me, &CancellationToken::new()).await;
+        let id = a.read_lease(NAME).await.unwrap().unwrap().id;
+        a.remove_lease(&id).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), leases.lost().cancelled())
+            .await
+            .expect("the loss is noticed");
+        assert!(leases.lost_reasons()[0].contains("taken by another drover"));
+    }
+}
