@@ -108,10 +108,21 @@ pub fn describe(l: &LeaseRecord, now: u64) -> String {
     )
 }
 
+/// Why a lease was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Taking {
+    /// Another drover holds it.
+    #[error("{0}")]
+    Busy(String),
+    /// The host failed while it was taken.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Takes the lease of one host: the id of the lease object, or why not.
-pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, String> {
+pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking> {
     let host = api.host().to_string();
-    let engine = |e: crate::engine::EngineError| e.to_string();
+    let engine = |e: crate::engine::EngineError| Taking::Failed(e.to_string());
     // Each round either takes the lease, finds a live holder, or removes a
     // stale lease; three rounds cover a race with two other drovers.
     for _ in 0..4 {
@@ -131,17 +142,17 @@ pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, String
             return Ok(current.id);
         }
         if expires(&current) > now {
-            return Err(format!(
-                "host `{host}` is being changed by another drover: {}; nothing was changed there",
+            return Err(Taking::Busy(format!(
+                "host `{host}` is being changed by another drover: {}; nothing was changed",
                 describe(&current, now)
-            ));
+            )));
         }
         tracing::warn!(host = %host, holder = %describe(&current, now), "taking over a lease that ran out (its holder stopped without releasing it)");
         api.remove_lease(&current.id).await.map_err(engine)?;
     }
-    Err(format!(
-        "host `{host}`: the lease changed hands while it was being taken; nothing was changed there"
-    ))
+    Err(Taking::Busy(format!(
+        "host `{host}`: the lease changed hands while it was being taken; nothing was changed"
+    )))
 }
 
 /// The leases this process holds, kept extended until released.
@@ -153,56 +164,46 @@ pub struct Leases {
 }
 
 impl Leases {
-    /// Takes the lease of every connected host at once. A host whose lease
-    /// another drover holds (or that fails while it is taken) moves from
-    /// `conns.engines` to `conns.unreachable`, with the reason. The token
-    /// from [`Leases::lost`] is a child of `parent`.
+    /// Takes the lease of every connected host, one after another in name
+    /// order, so that of two drovers starting together one gets them all. A
+    /// host that fails while its lease is taken moves from `conns.engines`
+    /// to `conns.unreachable`. When another drover holds a lease, the ones
+    /// taken are given back and the reason is returned: nothing may change
+    /// anywhere. The token from [`Leases::lost`] is a child of `parent`.
     pub async fn take(
         conns: &mut Connections,
         holder: &Arc<Holder>,
         parent: &CancellationToken,
-    ) -> Leases {
-        let tasks: Vec<_> = conns
-            .engines
-            .iter()
-            .map(|(name, api)| {
-                let (name, api, holder) = (name.clone(), Arc::clone(api), Arc::clone(holder));
-                tokio::spawn(async move {
-                    let r = take(api.as_ref(), &holder).await;
-                    (name, api, r)
-                })
-            })
-            .collect();
-        let mut held = Vec::new();
-        for t in tasks {
-            let Ok((name, api, r)) = t.await else {
-                continue;
-            };
-            match r {
-                Ok(id) => held.push((api, id)),
-                Err(reason) => {
+    ) -> Result<Leases, String> {
+        let mut leases = Leases {
+            held: Vec::new(),
+            lost: parent.child_token(),
+            reasons: Arc::new(Mutex::new(Vec::new())),
+            renewer: None,
+        };
+        for (name, api) in conns.engines.clone() {
+            match take(api.as_ref(), holder).await {
+                Ok(id) => leases.held.push((api, id)),
+                Err(Taking::Busy(reason)) => {
+                    leases.release().await;
+                    return Err(reason);
+                }
+                Err(Taking::Failed(reason)) => {
                     tracing::warn!(host = %name, %reason, "host left alone");
                     conns.engines.remove(&name);
                     conns.unreachable.insert(name, reason);
                 }
             }
         }
-        let lost = parent.child_token();
-        let reasons = Arc::new(Mutex::new(Vec::new()));
-        let renewer = (!held.is_empty()).then(|| {
-            tokio::spawn(renew(
-                held.clone(),
+        if !leases.held.is_empty() {
+            leases.renewer = Some(tokio::spawn(renew(
+                leases.held.clone(),
                 holder.ttl,
-                lost.clone(),
-                Arc::clone(&reasons),
-            ))
-        });
-        Leases {
-            held,
-            lost,
-            reasons,
-            renewer,
+                leases.lost.clone(),
+                Arc::clone(&leases.reasons),
+            )));
         }
+        Ok(leases)
     }
 
     /// Cancelled when the parent is, or when a lease is lost: no step may
@@ -298,10 +299,10 @@ pub async fn take_and_observe(
     conns: &mut Connections,
     holder: &Arc<Holder>,
     parent: &CancellationToken,
-) -> (Leases, Observed) {
-    let leases = Leases::take(conns, holder, parent).await;
+) -> Result<(Leases, Observed), String> {
+    let leases = Leases::take(conns, holder, parent).await?;
     let observed = observe_all(conns).await;
-    (leases, observed)
+    Ok((leases, observed))
 }
 
 #[cfg(test)]
@@ -322,7 +323,7 @@ mod tests {
     async fn the_first_taker_holds_and_the_second_is_told_who() {
         let host = FakeDocker::new("a", ObservedHost::default());
         let id = take(&host, &holder("m/1/x")).await.unwrap();
-        let err = take(&host, &holder("m/2/y")).await.unwrap_err();
+        let err = take(&host, &holder("m/2/y")).await.unwrap_err().to_string();
         assert!(
             err.contains("host `a` is being changed by another drover"),
             "{err}"
@@ -354,7 +355,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_busy_host_is_left_out_and_named_and_the_rest_are_held_until_released() {
+    async fn one_busy_host_gives_back_every_lease_taken_and_names_its_holder() {
         let a = Arc::new(FakeDocker::new("a", ObservedHost::default()));
         let b = Arc::new(FakeDocker::new("b", ObservedHost::default()));
         take(b.as_ref(), &holder("other/9/z")).await.unwrap();
@@ -362,16 +363,38 @@ mod tests {
         conns.engines.insert("a".into(), a.clone());
         conns.engines.insert("b".into(), b.clone());
         let me = Arc::new(holder("m/1/x"));
-        let leases = Leases::take(&mut conns, &me, &CancellationToken::new()).await;
-        assert_eq!(conns.engines.keys().collect::<Vec<_>>(), ["a"]);
-        assert!(conns.unreachable["b"].contains("pid 9 on other"));
-        assert!(a.read_lease(NAME).await.unwrap().is_some());
-        leases.release().await;
-        assert!(a.read_lease(NAME).await.unwrap().is_none());
+        let err = Leases::take(&mut conns, &me, &CancellationToken::new())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("host `b`") && err.contains("pid 9 on other"),
+            "{err}"
+        );
+        assert!(a.read_lease(NAME).await.unwrap().is_none(), "given back");
         assert!(
             b.read_lease(NAME).await.unwrap().is_some(),
             "another's lease is kept"
         );
+    }
+
+    #[tokio::test]
+    async fn leases_are_held_until_released_and_a_failing_host_is_left_out() {
+        let a = Arc::new(FakeDocker::new("a", ObservedHost::default()));
+        let b = Arc::new(FakeDocker::new("b", ObservedHost::default()));
+        b.fail("lease create drover-lease");
+        let mut conns = Connections::default();
+        conns.engines.insert("a".into(), a.clone());
+        conns.engines.insert("b".into(), b.clone());
+        let me = Arc::new(holder("m/1/x"));
+        let leases = Leases::take(&mut conns, &me, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(conns.engines.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(conns.unreachable["b"].contains("scripted failure"));
+        assert!(a.read_lease(NAME).await.unwrap().is_some());
+        leases.release().await;
+        assert!(a.read_lease(NAME).await.unwrap().is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -383,7 +406,9 @@ mod tests {
             ttl: Duration::from_secs(3),
             ..holder("m/1/x")
         });
-        let leases = Leases::take(&mut conns, &me, &CancellationToken::new()).await;
+        let leases = Leases::take(&mut conns, &me, &CancellationToken::new())
+            .await
+            .unwrap();
         let id = a.read_lease(NAME).await.unwrap().unwrap().id;
         a.remove_lease(&id).await.unwrap();
         tokio::time::timeout(Duration::from_secs(10), leases.lost().cancelled())

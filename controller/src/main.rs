@@ -602,7 +602,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     // the leases are released.
                     rt.block_on(async { stop_on_signals(stop.clone()) })?;
                     let holder = Arc::new(Holder::new("reconcile"));
-                    let (leases, now) = rt.block_on(take_and_observe(conns, &holder, &stop));
+                    let (leases, now) = rt.block_on(take_and_observe(conns, &holder, &stop))?;
                     observed = now;
                     plan = plan::plan(&desired, &observed, Options { prune_volumes });
                     Some(leases)
@@ -761,8 +761,9 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             };
             // Read and deleted under the host's lease: no move or other
             // drover works on it meanwhile.
-            let lease =
-                rt.block_on(drover::lease::take(api.as_ref(), &Holder::new("volume rm")))?;
+            let lease = rt
+                .block_on(drover::lease::take(api.as_ref(), &Holder::new("volume rm")))
+                .map_err(|e| e.to_string())?;
             let result = (|| -> Result<ExitCode, Failure> {
                 let state = rt
                     .block_on(api.observe())

@@ -178,6 +178,10 @@ impl Fixture {
                 docker(h, &["network", "rm", &format!("drover-{s}")]);
             }
         }
+        // A lease left by a drover a test killed.
+        for h in &self.hosts {
+            docker(h, &["rm", "-f", "drover-lease"]);
+        }
         for (h, name) in &self.extra_containers {
             docker(&self.hosts[*h], &["rm", "-f", name]);
         }

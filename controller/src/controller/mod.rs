@@ -470,18 +470,27 @@ impl Controller {
         self.note_hosts(&spec, &tried, &observed);
         // Changes wait for the lease of every host, and are planned against
         // what the hosts hold once it is taken.
-        let mut leases = None;
+        let (mut leases, mut busy) = (None, None);
         if !plan::plan(&desired, &observed, plan::Options::default())
             .actions
             .is_empty()
         {
-            let (l, now) = take_and_observe(&mut conns, &self.holder, stop).await;
-            observed = now;
-            leases = Some(l);
+            match take_and_observe(&mut conns, &self.holder, stop).await {
+                Ok((l, now)) => {
+                    observed = now;
+                    leases = Some(l);
+                }
+                Err(reason) => busy = Some(reason),
+            }
         }
         self.remember_running(&desired, &observed);
 
         let mut plan = plan::plan(&desired, &observed, plan::Options::default());
+        if let Some(reason) = busy {
+            // Another drover is at work: nothing is done this pass.
+            plan.actions.clear();
+            plan.errors.push(reason);
+        }
         let throttled = self.limit_heals(&desired, &mut plan);
         let mut errors = plan.errors.clone();
         let mut counts = Counts {
