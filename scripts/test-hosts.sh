@@ -9,6 +9,7 @@
 #   scripts/test-hosts.sh down           stop them all and remove their state
 #   scripts/test-hosts.sh env [N]        print DROVER_TEST_HOSTS=… for the tests
 #   scripts/test-hosts.sh stop NAME      stop one engine (SIGTERM), keeping its state
+#   scripts/test-hosts.sh kill NAME      kill one engine (SIGKILL), keeping its state
 #   scripts/test-hosts.sh start NAME     start it again
 #
 # Host i (1-based) is named node-<letter>, has the address 10.77.0.(10+i),
@@ -26,6 +27,9 @@ IMAGE=drover-test/busybox:1
 name_of() { printf 'node-%s' "$(printf "\\x$(printf %x $((96 + $1)))")"; }
 
 log() { printf 'test-hosts: %s\n' "$*" >&2; }
+
+# A process that runs (a zombie nobody reaped yet does not).
+alive() { [ -n "$1" ] && [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
 
 install() {
   local missing=()
@@ -79,7 +83,7 @@ host_up() {
   else
     rm -f "$sock"
     # A pid file outliving its daemon would stop the new one.
-    if [ -f "$STATE/$name.pid" ] && ! kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
+    if [ -f "$STATE/$name.pid" ] && ! alive "$(cat "$STATE/$name.pid")"; then
       rm -f "$STATE/$name.pid"
     fi
     # `ip netns exec` would hide the cgroup mounts from dockerd: nsenter
@@ -170,6 +174,20 @@ case "${1:-}" in
     rm -f "$STATE/$2.sock" "$STATE/$2.pid"
     log "$2 stopped"
     ;;
+  kill)
+    # A crash: SIGKILL, no shutdown; the engine's state stays as it was.
+    # The engine's own containerd goes with it, as in a machine crash.
+    pid=$(cat "$STATE/${2:?name}.pid")
+    children=$(pgrep -P "$pid" || true)
+    kill -9 "$pid" $children 2>/dev/null || true
+    for p in $pid $children; do
+      for _ in $(seq 100); do alive "$p" || break; sleep 0.1; done
+    done
+    # Its processes may linger as zombies here; the pid files must not
+    # make the next engine wait for them.
+    rm -f "$STATE/$2.sock" "$STATE/$2.pid" "$DATA/$2/exec/containerd/containerd.pid"
+    log "$2 killed"
+    ;;
   start)
     i=$(( $(printf '%d' "'${2#node-}") - 96 ))
     bridge_up
@@ -185,7 +203,7 @@ case "${1:-}" in
     (IFS=,; echo "DROVER_TEST_HOSTS=${list[*]}")
     ;;
   *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

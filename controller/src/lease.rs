@@ -36,6 +36,10 @@ pub const COMMAND: &str = "drover.lease.command";
 pub const SINCE: &str = "drover.lease.since";
 /// When it ends unless extended (Unix seconds).
 pub const EXPIRES: &str = "drover.lease.expires";
+/// Where the holder runs: `boot id/pid namespace/pid`. A drover in the same
+/// process space (same kernel boot, same pid namespace) that finds the
+/// holder's process gone knows the lease is stale without waiting.
+pub const PROCESS: &str = "drover.lease.process";
 /// How long a lease lasts unless extended; `DROVER_LEASE_TTL` (seconds)
 /// sets another.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -53,6 +57,39 @@ pub struct Holder {
     pub id: String,
     pub command: String,
     pub ttl: Duration,
+    /// `boot id/pid namespace`, when they can be read.
+    pub space: Option<String>,
+}
+
+/// This process's `boot id/pid namespace`.
+fn process_space() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
+}
+
+/// Whether the lease's holder ran in this process space and is gone: no
+/// such process, or one that is not drover (its pid was reused).
+fn holder_is_gone(l: &LeaseRecord, space: Option<&str>) -> bool {
+    let Some(space) = space else {
+        return false;
+    };
+    let Some((their_space, pid)) = l.labels.get(PROCESS).and_then(|p| p.rsplit_once('/')) else {
+        return false;
+    };
+    if their_space != space || pid.parse::<u32>().is_err() {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        // A zombie has an empty command line.
+        Ok(cmd) => !cmd.split(|b| *b == 0).next().is_some_and(|argv0| {
+            argv0
+                .rsplit(|b| *b == b'/')
+                .next()
+                .is_some_and(|name| name.starts_with(b"drover"))
+        }),
+        Err(_) => true,
+    }
 }
 
 impl Holder {
@@ -73,17 +110,25 @@ impl Holder {
             id: format!("{machine}/{}/{:08x}", std::process::id(), fastrand::u32(..)),
             command: command.to_string(),
             ttl,
+            space: process_space(),
         }
     }
 
     fn labels(&self, now: u64) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (INTERNAL.to_string(), "true".to_string()),
             (HOLDER.to_string(), self.id.clone()),
             (COMMAND.to_string(), self.command.clone()),
             (SINCE.to_string(), now.to_string()),
             (EXPIRES.to_string(), (now + self.ttl.as_secs()).to_string()),
-        ])
+        ]);
+        if let Some(space) = &self.space {
+            labels.insert(
+                PROCESS.to_string(),
+                format!("{space}/{}", std::process::id()),
+            );
+        }
+        labels
     }
 }
 
@@ -141,13 +186,14 @@ pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking
         if current.labels.get(HOLDER) == Some(&holder.id) {
             return Ok(current.id);
         }
-        if expires(&current) > now {
+        let gone = holder_is_gone(&current, holder.space.as_deref());
+        if expires(&current) > now && !gone {
             return Err(Taking::Busy(format!(
                 "host `{host}` is being changed by another drover: {}; nothing was changed",
                 describe(&current, now)
             )));
         }
-        tracing::warn!(host = %host, holder = %describe(&current, now), "taking over a lease that ran out (its holder stopped without releasing it)");
+        tracing::warn!(host = %host, holder = %describe(&current, now), "taking over a lease whose holder is gone (it stopped without releasing it)");
         api.remove_lease(&current.id).await.map_err(engine)?;
     }
     Err(Taking::Busy(format!(
@@ -316,7 +362,30 @@ mod tests {
             id: id.into(),
             command: "reconcile".into(),
             ttl: Duration::from_secs(60),
+            space: Some("boot/pid:[1]".into()),
         }
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_of_a_process_gone_from_this_machine_is_taken_at_once() {
+        let host = FakeDocker::new("a", ObservedHost::default());
+        let me = Holder::new("reconcile");
+        let mut labels = holder("m/1/x").labels(unix_now());
+        // A pid above the kernel's limit never runs.
+        let space = me.space.clone().expect("linux has a boot id");
+        labels.insert(PROCESS.into(), format!("{space}/4194305"));
+        let old = host.create_lease(NAME, &labels).await.unwrap().unwrap();
+        assert_ne!(take(&host, &me).await.unwrap(), old);
+        // Elsewhere (another boot or pid namespace), only time tells.
+        labels.insert(PROCESS.into(), "other-boot/pid:[1]/4194305".into());
+        let host = FakeDocker::new("b", ObservedHost::default());
+        host.create_lease(NAME, &labels).await.unwrap().unwrap();
+        assert!(take(&host, &me).await.is_err());
+        // A live drover process here (this test binary is one) holds.
+        labels.insert(PROCESS.into(), format!("{space}/{}", std::process::id()));
+        let host = FakeDocker::new("c", ObservedHost::default());
+        host.create_lease(NAME, &labels).await.unwrap().unwrap();
+        assert!(take(&host, &me).await.is_err());
     }
 
     #[tokio::test]
