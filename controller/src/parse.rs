@@ -248,9 +248,20 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
-fn check_name(ctx: &mut Ctx, pos: Pos, name: &str, what: &str) -> bool {
+/// Whether `name` is a valid name; an error at `pos` if not. A `secret`
+/// name (from `${VAR}`) that is not valid is never shown: it never became
+/// a Docker object's name.
+fn check_name(ctx: &mut Ctx, pos: Pos, name: &str, what: &str, secret: bool) -> bool {
     if is_valid_name(name) {
         return true;
+    }
+    if secret {
+        ctx.error_hint(
+            pos,
+            format!("this is not a valid {what} name (its value comes from a variable and is not shown)"),
+            Some("names use lower-case letters, digits and `-`, starting with a letter or digit, at most 63 characters".into()),
+        );
+        return false;
     }
     let fixed: String = name
         .to_ascii_lowercase()
@@ -283,7 +294,7 @@ fn name_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<At<String>> {
     // Names become Docker object names and labels, visible on every host;
     // they are not secret even when interpolated.
     let value = t.expose().to_string();
-    check_name(ctx, node.pos, &value, what).then(|| At {
+    check_name(ctx, node.pos, &value, what, t.is_secret()).then(|| At {
         value,
         loc: ctx.loc(node.pos),
     })
@@ -304,7 +315,7 @@ fn named_entries<'n>(
         let Some(name) = string(ctx, k, &format!("a {kind} name")) else {
             continue;
         };
-        if check_name(ctx, k.pos, &name, kind) {
+        if check_name(ctx, k.pos, &name, kind, false) {
             out.push((name, k.pos, v));
         }
     }
