@@ -10,7 +10,9 @@
 #   scripts/test-hosts.sh env [N]        print DROVER_TEST_HOSTS=… for the tests
 #   scripts/test-hosts.sh stop NAME      stop one engine (SIGTERM), keeping its state
 #   scripts/test-hosts.sh kill NAME      kill one engine (SIGKILL), keeping its state
-#   scripts/test-hosts.sh start NAME     start it again
+#   scripts/test-hosts.sh start NAME     start it again (and start a new host:
+#                                        DROVER_HOST_DATA_SIZE=300m gives it a
+#                                        disk of that size, to fill up)
 #
 # Host i (1-based) is named node-<letter>, has the address 10.77.0.(10+i),
 # the socket /tmp/drover-hosts/node-<letter>.sock, and the test image
@@ -64,6 +66,10 @@ host_up() {
   sock="$STATE/$name.sock"
   veth="dv-$name"
   mkdir -p "$STATE" "$DATA/$name/data" "$DATA/$name/exec"
+  # A small disk for this engine, to run it full (DROVER_HOST_DATA_SIZE=300m).
+  if [ -n "${DROVER_HOST_DATA_SIZE:-}" ] && ! mountpoint -q "$DATA/$name/data"; then
+    mount -t tmpfs -o "size=$DROVER_HOST_DATA_SIZE" "drover-$name" "$DATA/$name/data"
+  fi
 
   if ! ip netns list | grep -w "$ns" >/dev/null; then
     ip netns add "$ns"
@@ -203,7 +209,7 @@ case "${1:-}" in
     (IFS=,; echo "DROVER_TEST_HOSTS=${list[*]}")
     ;;
   *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

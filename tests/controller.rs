@@ -267,15 +267,7 @@ fn the_controller_rides_out_an_engine_restart_while_the_other_host_converges() {
     };
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     let (web, side) = (format!("{name}-web"), format!("{name}-side"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
-    let host_script = |what: &str| {
-        let o = std::process::Command::new(script)
-            .args([what, "node-b"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{what} node-b: {}", stderr(&o));
-    };
-    host_script("stop");
+    host_script("stop", "node-b");
     let down = Instant::now();
     wait_until(LONG, "/healthz to name the unreachable host", || {
         let (code, h) = ctl.health();
@@ -290,7 +282,7 @@ fn the_controller_rides_out_an_engine_restart_while_the_other_host_converges() {
     assert!(h["hosts"]["node-b"]["failures"].as_u64() >= Some(1), "{h}");
     assert!(ctl.child.try_wait().unwrap().is_none(), "still running");
 
-    host_script("start");
+    host_script("start", "node-b");
     eprintln!("node-b was down for {:?}", down.elapsed());
     // The engine's restart stopped `side` (restart: no): it is restored.
     let took = wait_until(LONG, "side to run again on node-b", || is_running(b, &side));

@@ -30,59 +30,6 @@ apps:
     )
 }
 
-/// A listing of a volume from a throwaway container: path, type, mode,
-/// owner, size, and a content hash or symlink target for every entry.
-fn listing(host: &TestHost, volume: &str) -> String {
-    const SCRIPT: &str = r#"cd /d && find . | sort | while IFS= read -r f; do
-  if [ -L "$f" ]; then x="-> $(readlink "$f") $(stat -c '%u %g' "$f")"
-  elif [ -d "$f" ]; then x="dir $(stat -c '%a %u %g' "$f")"
-  else x="$(stat -c '%F %a %u %g %s' "$f") $(md5sum < "$f")"; fi
-  echo "$f $x"
-done"#;
-    let o = docker(
-        host,
-        &[
-            "run",
-            "--rm",
-            "--log-driver",
-            "none",
-            "-v",
-            &format!("{volume}:/d:ro"),
-            IMAGE,
-            "sh",
-            "-c",
-            SCRIPT,
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs a shell command in a throwaway container with the volume at /d.
-fn in_volume(host: &TestHost, volume: &str, script: &str) -> String {
-    let o = docker(
-        host,
-        &[
-            "run",
-            "--rm",
-            "--log-driver",
-            "none",
-            "-v",
-            &format!("{volume}:/d"),
-            IMAGE,
-            "sh",
-            "-c",
-            script,
-        ],
-    );
-    assert!(o.status.success(), "{script}: {}", stderr(&o));
-    text(&o)
-}
-
-fn running(host: &TestHost, container: &str) -> bool {
-    inspect(host, container, "{{.State.Running}}").as_deref() == Some("true")
-}
-
 /// Where the app's container runs: the indexes of the hosts.
 fn running_on(f: &Fixture, container: &str) -> Vec<usize> {
     (0..f.hosts.len())
@@ -536,7 +483,6 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
     };
     let app = format!("{name}-app");
     set_host(&f, name, "node-b", "");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
     let mut child = f
         .command(&["reconcile", "--log-format", "json"])
         .env("DROVER_LOG", "drover=info")
@@ -553,21 +499,13 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
         let f = &v["fields"];
         if !stopped && f["phase"] == "copy" && f["done"].as_u64().unwrap_or(0) > 0 {
             eprintln!("stopping node-b {:?} into the move", started.elapsed());
-            let o = Command::new(script)
-                .args(["stop", "node-b"])
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", stderr(&o));
+            host_script("stop", "node-b");
             stopped = true;
         }
     }
     let status = child.wait().unwrap();
     let restart = || {
-        let o = Command::new(script)
-            .args(["start", "node-b"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
+        host_script("start", "node-b");
     };
     if !stopped {
         restart();
@@ -602,18 +540,10 @@ fn the_target_engine_stopping_mid_copy_leaves_the_app_on_its_source_until_it_is_
         running_on(&f, &app).is_empty(),
         "stopped for the final copy"
     );
-    let o = Command::new(script)
-        .args(["stop", "node-a"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    host_script("stop", "node-a");
     let during = f.drover(&["reconcile"]);
     let on_b = running(&f.hosts[1], &app);
-    let o = Command::new(script)
-        .args(["start", "node-a"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    host_script("start", "node-a");
     assert_eq!(during.status.code(), Some(1));
     assert!(
         stdout(&during).contains("it runs here until it can move to `node-a`"),

@@ -1047,8 +1047,17 @@ impl<'a> Helpers<'a> {
         }
         let _ = writer.await;
         // A sender that failed (say, it could not connect) is not waited
-        // for by its receiver: that one gives up on its own.
-        check_exit(&self.mv.src, &send.id, "send", &send_err).await?;
+        // for by its receiver: that one gives up on its own. When the
+        // receiver failed first (a full disk, say), its reason is the one
+        // given.
+        if let Err(sent) = check_exit(&self.mv.src, &send.id, "send", &send_err).await {
+            let received =
+                tokio::time::timeout(Duration::from_secs(5), collect(&mut recv.output)).await;
+            if let Ok(Ok((_, err))) = received {
+                check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
+            }
+            return Err(sent);
+        }
         let (out, err) = collect(&mut recv.output).await?;
         check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
         self.unpacked(&out, phase, total, "direct")
@@ -1071,12 +1080,25 @@ impl<'a> Helpers<'a> {
             .exec(&self.name, helper_cmd(&["pack"]))
             .await
             .map_err(|e| e.to_string())?;
-        let mut unpack = self
+        let unpack = self
             .mv
             .dst
             .exec(&self.name, helper_cmd(&["unpack"]))
             .await
             .map_err(|e| e.to_string())?;
+        // The unpack's output is read as it comes: its end means the unpack
+        // has exited, and a stream it no longer reads must not be written
+        // on (a write would wait for ever).
+        let mut unpack_input = unpack.input;
+        let ended = tokio_util::sync::CancellationToken::new();
+        let unpack_output = {
+            let (mut output, ended) = (unpack.output, ended.clone());
+            tokio::spawn(async move {
+                let r = collect(&mut output).await;
+                ended.cancel();
+                r
+            })
+        };
         let writer = feed(pack.input, lines(paths));
         let mut pack_err = Vec::new();
         let mut sent = 0u64;
@@ -1100,9 +1122,19 @@ impl<'a> Helpers<'a> {
             match chunk {
                 Ok(ExecOutput::Stdout(b)) => {
                     if broken.is_none() {
-                        if let Err(e) = unpack.input.write_all(&b).await {
-                            broken = Some(e.to_string());
+                        tokio::select! {
+                            r = unpack_input.write_all(&b) => {
+                                if let Err(e) = r {
+                                    broken = Some(e.to_string());
+                                }
+                            }
+                            () = ended.cancelled() => {
+                                broken = Some("the unpack ended before the stream did".into());
+                            }
                         }
+                    }
+                    if broken.is_some() {
+                        break;
                     }
                     sent += b.len() as u64;
                     if let Some(rate) = throttle {
@@ -1125,12 +1157,17 @@ impl<'a> Helpers<'a> {
             }
         }
         drop(rx);
-        let _ = reader.await;
-        let _ = unpack.input.shutdown().await;
-        let _ = writer.await;
-        let (out, err) = collect(&mut unpack.output).await?;
-        check_exit(&self.mv.src, &pack.id, "pack", &pack_err).await?;
+        let _ = unpack_input.shutdown().await;
+        let (out, err) = unpack_output
+            .await
+            .map_err(|e| format!("reading the unpack failed: {e}"))??;
+        // The target's reason first: a source cut off mid-stream only says
+        // that it was.
         check_exit(&self.mv.dst, &unpack.id, "unpack", &err).await?;
+        reader.abort();
+        let _ = reader.await;
+        let _ = writer.await;
+        check_exit(&self.mv.src, &pack.id, "pack", &pack_err).await?;
         if let Some(e) = broken {
             return Err(format!("the stream to `{}` broke: {e}", self.mv.to()));
         }

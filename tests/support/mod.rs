@@ -405,3 +405,64 @@ impl Drop for Controller {
         }
     }
 }
+
+/// A listing of a volume from a throwaway container: path, type, mode,
+/// owner, size, and a content hash or symlink target for every entry.
+pub fn listing(host: &TestHost, volume: &str) -> String {
+    const SCRIPT: &str = r#"cd /d && find . | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then x="-> $(readlink "$f") $(stat -c '%u %g' "$f")"
+  elif [ -d "$f" ]; then x="dir $(stat -c '%a %u %g' "$f")"
+  else x="$(stat -c '%F %a %u %g %s' "$f") $(md5sum < "$f")"; fi
+  echo "$f $x"
+done"#;
+    let o = docker(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--log-driver",
+            "none",
+            "-v",
+            &format!("{volume}:/d:ro"),
+            IMAGE,
+            "sh",
+            "-c",
+            SCRIPT,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs a shell command in a throwaway container with the volume at /d.
+pub fn in_volume(host: &TestHost, volume: &str, script: &str) -> String {
+    let o = docker(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--log-driver",
+            "none",
+            "-v",
+            &format!("{volume}:/d"),
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(o.status.success(), "{script}: {}", stderr(&o));
+    text(&o)
+}
+
+pub fn running(host: &TestHost, container: &str) -> bool {
+    inspect(host, container, "{{.State.Running}}").as_deref() == Some("true")
+}
+
+/// `scripts/test-hosts.sh WHAT NAME` (`stop`, `kill`, `start`): an engine
+/// stopped, crashed or started again under a test.
+pub fn host_script(what: &str, name: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
+    let o = Command::new(script).args([what, name]).output().unwrap();
+    assert!(o.status.success(), "{what} {name}: {}", stderr(&o));
+}
