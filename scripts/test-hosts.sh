@@ -12,7 +12,9 @@
 #   scripts/test-hosts.sh kill NAME      kill one engine (SIGKILL), keeping its state
 #   scripts/test-hosts.sh start NAME     start it again (and start a new host:
 #                                        DROVER_HOST_DATA_SIZE=300m gives it a
-#                                        disk of that size, to fill up)
+#                                        disk of that size, to fill up;
+#                                        DROVER_HOST_TLS=DIR also serves
+#                                        tcp://ADDRESS:2376 with --tlsverify)
 #
 # Host i (1-based) is named node-<letter>, has the address 10.77.0.(10+i),
 # the socket /tmp/drover-hosts/node-<letter>.sock, and the test image
@@ -94,9 +96,16 @@ host_up() {
     fi
     # `ip netns exec` would hide the cgroup mounts from dockerd: nsenter
     # enters only the network namespace.
+    # Also on tcp://ADDRESS:2376 with TLS, client certificates required
+    # (DROVER_HOST_TLS=DIR holding ca.pem, server-cert.pem, server-key.pem).
+    local tls=()
+    if [ -n "${DROVER_HOST_TLS:-}" ]; then
+      tls=(-H "tcp://$addr:2376" --tlsverify --tlscacert "$DROVER_HOST_TLS/ca.pem"
+        --tlscert "$DROVER_HOST_TLS/server-cert.pem" --tlskey "$DROVER_HOST_TLS/server-key.pem")
+    fi
     nsenter --net="/var/run/netns/$ns" \
       dockerd --data-root "$DATA/$name/data" --exec-root "$DATA/$name/exec" \
-      -H "unix://$sock" --pidfile "$STATE/$name.pid" \
+      -H "unix://$sock" "${tls[@]}" --pidfile "$STATE/$name.pid" \
       --bip 172.31.$((200 + i)).1/24 --default-address-pool "base=172.30.$((i * 16)).0/20,size=24" \
       >"$STATE/$name.log" 2>&1 &
     local t=0
@@ -209,7 +218,7 @@ case "${1:-}" in
     (IFS=,; echo "DROVER_TEST_HOSTS=${list[*]}")
     ;;
   *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -334,7 +334,8 @@ apps:
 }
 
 #[test]
-fn an_unhealthy_dependency_fails_with_its_last_health_output() {
+fn an_unhealthy_dependency_fails_with_its_last_health_output_and_the_next_pass_converges_once_it_is_healthy(
+) {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
@@ -349,7 +350,7 @@ apps:
     image: {IMAGE}
     host: node-a
     command: ['sleep', '300']
-    healthcheck: {{ test: ['CMD-SHELL', 'echo not ready yet; exit 1'], interval: 1s, retries: 1 }}
+    healthcheck: {{ test: ['CMD-SHELL', 'test -f /tmp/ok || {{ echo not ready yet; exit 1; }}'], interval: 1s, retries: 1 }}
   web:
     image: {IMAGE}
     host: node-a
@@ -365,6 +366,17 @@ apps:
     assert!(
         inspect(&f.hosts[0], "e2e-sick-web", "{{.Id}}").is_none(),
         "web must not be created"
+    );
+    // The fault goes: db becomes healthy. The next pass makes web.
+    docker(&f.hosts[0], &["exec", "e2e-sick-db", "touch", "/tmp/ok"]);
+    wait_until(Duration::from_secs(20), "db to be healthy", || {
+        inspect(&f.hosts[0], "e2e-sick-db", "{{.State.Health.Status}}").as_deref()
+            == Some("healthy")
+    });
+    f.reconcile();
+    assert_eq!(
+        inspect(&f.hosts[0], "e2e-sick-web", "{{.State.Status}}").as_deref(),
+        Some("running")
     );
 }
 
@@ -418,7 +430,7 @@ apps:
 }
 
 #[test]
-fn a_missing_image_stops_its_host_before_anything_changes_there() {
+fn a_missing_image_stops_its_host_before_anything_changes_there_until_it_is_loaded() {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
@@ -440,6 +452,7 @@ apps:
     image: drover-test/absent:1
     host: node-a
     pull: never
+    command: ['sleep', '300']
   other:
     image: {IMAGE}
     host: node-b
@@ -468,4 +481,15 @@ apps:
         inspect(&f.hosts[1], "e2e-img-other", "{{.State.Status}}").as_deref(),
         Some("running")
     );
+    // The image is loaded onto node-a: the next pass converges.
+    assert!(docker(a, &["tag", IMAGE, "drover-test/absent:1"])
+        .status
+        .success());
+    f.reconcile();
+    assert_eq!(
+        inspect(a, "e2e-img-good", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+    assert!(inspect(a, "e2e-img-bad", "{{.Id}}").is_some());
+    docker(a, &["rmi", "drover-test/absent:1"]);
 }

@@ -1,0 +1,351 @@
+//! Security end to end: TLS to a real `--tlsverify` engine with certificates
+//! made here, the warning for plain TCP, secrets that never show in any
+//! output, and nothing drover makes being privileged or mounting a host
+//! path.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+/// A CA, a server certificate for `ip` and a client certificate, as
+/// `ca.pem`, `server-cert.pem`, `server-key.pem`, `cert.pem`, `key.pem`;
+/// and a second CA with its own client pair (`other-*.pem`).
+fn make_certificates(dir: &Path, ip: &str) {
+    let script = format!(
+        r#"set -e
+ca() {{ openssl genrsa -out "$1-key.pem" 2048; openssl req -x509 -new -key "$1-key.pem" -days 2 -subj "/CN=$1" -out "$1.pem"; }}
+sign() {{ # NAME CA EXT
+  openssl genrsa -out "$1-key.pem" 2048
+  openssl req -new -key "$1-key.pem" -subj "/CN=$1" -out "$1.csr"
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2-key.pem" -CAcreateserial -days 2 -extfile "$1.ext" -out "$1-cert.pem"
+}}
+ca ca; ca other
+sign server ca "subjectAltName=IP:{ip}
+extendedKeyUsage=serverAuth"
+sign client ca "extendedKeyUsage=clientAuth"
+sign other-client other "extendedKeyUsage=clientAuth"
+mv client-cert.pem cert.pem; mv client-key.pem key.pem
+"#
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", stderr(&o));
+}
+
+#[test]
+fn a_tls_engine_is_managed_with_its_certificates_and_refused_without_the_right_ones() {
+    let Some((_turn, _hosts)) = hosts() else {
+        return;
+    };
+    // node-d: an engine that also listens on tcp://10.77.0.14:2376 and
+    // takes only clients with a certificate of its CA.
+    let certs = tempfile::tempdir().unwrap();
+    let ip = "10.77.0.14";
+    make_certificates(certs.path(), ip);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
+    let _ = Command::new(script).args(["stop", "node-d"]).output();
+    let o = Command::new(script)
+        .args(["start", "node-d"])
+        .env("DROVER_HOST_TLS", certs.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unix = TestHost {
+        name: "secure".into(),
+        endpoint: "unix:///tmp/drover-hosts/node-d.sock".into(),
+        address: ip.into(),
+    };
+    let f = Fixture::new(vec![unix], &["tls"]);
+    let cluster = |ca: &str, cert: &str, key: &str| {
+        let c = certs.path().display();
+        format!(
+            "kind: Cluster\nhosts:\n  secure:\n    endpoint: tcp://{ip}:2376\n    address: {ip}\n    tls: {{ ca: {c}/{ca}, cert: {c}/{cert}, key: {c}/{key} }}\n"
+        )
+    };
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack\nname: tls\napps:\n  web:\n    image: {IMAGE}\n    host: secure\n    command: ['sleep', '300']\n"
+        ),
+    );
+
+    // Without the right certificates: refused, named, nothing made.
+    f.write(
+        "cluster.yaml",
+        &cluster("other.pem", "other-client-cert.pem", "other-client-key.pem"),
+    );
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("host `secure` cannot be reached at tcp://10.77.0.14:2376"),
+        "{}",
+        stderr(&o)
+    );
+    f.write(
+        "cluster.yaml",
+        &format!(
+            "kind: Cluster\nhosts:\n  secure: {{ endpoint: 'tcp://{ip}:2376', address: '{ip}' }}\n"
+        ),
+    );
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1), "plain HTTP to a TLS port fails");
+    assert!(
+        stderr(&o).contains("plain TCP to a remote Docker host"),
+        "and warns"
+    );
+    assert!(inspect(&f.hosts[0], "tls-web", "{{.Id}}").is_none());
+
+    // With them: managed like any host, and no warning.
+    f.write("cluster.yaml", &cluster("ca.pem", "cert.pem", "key.pem"));
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("plain TCP"), "{}", stderr(&o));
+    assert_eq!(
+        inspect(&f.hosts[0], "tls-web", "{{.State.Status}}").as_deref(),
+        Some("running")
+    );
+    let o = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "in sync over TLS");
+    let _ = Command::new(script).args(["stop", "node-d"]).output();
+}
+
+#[test]
+fn plain_tcp_to_another_machine_warns_and_loopback_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |endpoint: &str| {
+        std::fs::write(
+            dir.path().join("cluster.yaml"),
+            format!(
+                "kind: Cluster\nhosts:\n  far: {{ endpoint: '{endpoint}', address: 10.77.0.99 }}\n"
+            ),
+        )
+        .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["reconcile", "--dry-run"])
+            .arg(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        stderr(&o)
+    };
+    // Nothing listens on either: the warning comes before the attempt.
+    let far = run("tcp://10.77.0.99:2375");
+    assert!(
+        far.contains("plain TCP to a remote Docker host: anyone on the network can read and control it; use TLS"),
+        "{far}"
+    );
+    assert!(far.contains("far"), "{far}");
+    assert!(!run("tcp://127.0.0.1:1").contains("plain TCP"));
+}
+
+const CANARY_VAR: &str = "canary-var-7f3e9a1c";
+const CANARY_FILE: &str = "canary-file-5b2d80e4";
+
+/// Everything a command printed, for grepping.
+fn all_output(o: &std::process::Output) -> String {
+    stdout(o) + &stderr(o)
+}
+
+#[test]
+fn secrets_never_appear_in_plans_logs_metrics_errors_status_or_observe() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["sec"]);
+    std::fs::create_dir_all(f.path().join("secrets")).unwrap();
+    f.write("secrets/api.env", &format!("API_KEY={CANARY_FILE}\n"));
+    let stack = |extra: &str| {
+        format!(
+            "kind: Stack
+name: sec
+apps:
+  api:
+    image: {IMAGE}
+    host: node-a
+    env_file: [secrets/api.env]
+    environment: {{ PASSWORD: '${{DB_PASSWORD}}', MODE: plain }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    stop_grace_period: 1s
+{extra}"
+        )
+    };
+    f.write("stack.yaml", &stack(""));
+    let secret = [("DB_PASSWORD", CANARY_VAR), ("DROVER_LOG", "drover=debug")];
+    let changed = [
+        ("DB_PASSWORD", "canary-var-changed-1d9c"),
+        ("DROVER_LOG", "drover=debug"),
+    ];
+    let mut seen = Vec::new();
+    let mut run = |args: &[&str], env: &[(&str, &str)]| {
+        let o = f.drover_with(args, env);
+        seen.push((args.join(" "), all_output(&o)));
+        o
+    };
+    run(&["reconcile", "--dry-run"], &secret);
+    run(&["reconcile", "--dry-run", "--output", "json"], &secret);
+    run(&["reconcile", "--log-format", "json"], &secret);
+    run(&["observe", "--output", "json"], &secret);
+    run(&["status"], &secret);
+    run(&["volume", "ls"], &secret);
+    run(&["graph"], &secret);
+    // A changed secret: the plan says a secret changed, not what to.
+    let o = run(&["reconcile", "--dry-run"], &changed);
+    assert!(
+        stdout(&o).contains("a secret value changed"),
+        "{}",
+        stdout(&o)
+    );
+    run(&["reconcile", "--output", "json"], &changed);
+    // Errors about values from variables do not show them.
+    f.write("bad.yaml", &format!("kind: Stack\nname: sec2\napps:\n  x:\n    image: {IMAGE}\n    host: node-a\n    ports: ['${{DB_PASSWORD}}:80']\n    memory: ${{DB_PASSWORD}}\n"));
+    let o = run(&["validate"], &secret);
+    assert_eq!(o.status.code(), Some(1));
+    run(&["reconcile", "--dry-run"], &secret);
+    std::fs::remove_file(f.path().join("bad.yaml")).unwrap();
+
+    // The controller: its log, /metrics and /healthz, through a change.
+    let ctl = f.controller(&["--resync", "300s"], &secret);
+    wait_until(
+        Duration::from_secs(30),
+        "the controller to converge",
+        || ctl.health().0 == 200,
+    );
+    docker(&f.hosts[0], &["stop", "sec-api"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the controller to restore sec-api",
+        || running(&f.hosts[0], "sec-api"),
+    );
+    seen.push(("/metrics".into(), ctl.get("/metrics").unwrap().1));
+    seen.push(("/healthz".into(), ctl.get("/healthz").unwrap().1));
+    seen.push(("controller log".into(), ctl.log()));
+    drop(ctl);
+
+    // The labels drover writes carry digests, not values.
+    let labels = inspect(&f.hosts[0], "sec-api", "{{json .Config.Labels}}").unwrap();
+    seen.push(("labels".into(), labels));
+    let env = inspect(&f.hosts[0], "sec-api", "{{json .Config.Env}}").unwrap();
+    assert!(
+        env.contains(CANARY_VAR) && env.contains(CANARY_FILE),
+        "the app gets them: {env}"
+    );
+
+    for (what, text) in &seen {
+        for canary in [CANARY_VAR, CANARY_FILE, "canary-var-changed-1d9c"] {
+            assert!(!text.contains(canary), "`{what}` shows a secret:\n{text}");
+        }
+    }
+    assert!(
+        seen.iter().any(|(_, t)| t.contains("PASSWORD")),
+        "names are shown"
+    );
+}
+
+/// What makes a container powerful on its host, from `docker inspect`.
+fn powers(h: &TestHost, id: &str) -> String {
+    inspect(
+        h,
+        id,
+        "{{.Name}} privileged={{.HostConfig.Privileged}} binds={{.HostConfig.Binds}} caps={{.HostConfig.CapAdd}} net={{.HostConfig.NetworkMode}} pid={{.HostConfig.PidMode}} ipc={{.HostConfig.IpcMode}} devices={{.HostConfig.Devices}} mounts={{range .Mounts}}{{.Type}}:{{.Name}} {{end}}",
+    )
+    .unwrap_or_default()
+}
+
+fn assert_harmless(line: &str) {
+    assert!(line.contains("privileged=false"), "{line}");
+    assert!(line.contains("binds=[]"), "{line}");
+    assert!(line.contains("caps=[]"), "{line}");
+    assert!(
+        !line.contains("net=host") && !line.contains("pid=host"),
+        "{line}"
+    );
+    assert!(!line.contains("ipc=host"), "{line}");
+    assert!(line.contains("devices=[]"), "{line}");
+    assert!(!line.contains("bind:"), "{line}");
+}
+
+#[test]
+fn nothing_drover_makes_is_privileged_or_mounts_a_host_path() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["priv"]);
+    let stack = |host: &str| {
+        format!(
+            "kind: Stack
+name: priv
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    volumes: ['data:/data']
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    stop_grace_period: 1s
+"
+        )
+    };
+    f.write("stack.yaml", &stack("node-a"));
+    f.reconcile();
+    in_volume(
+        &f.hosts[0],
+        "priv-data",
+        "dd if=/dev/zero of=/d/blob bs=1M count=16 2>/dev/null",
+    );
+
+    // A slow move: its helpers, markers and leases are looked at while
+    // they exist.
+    f.write("stack.yaml", &stack("node-b"));
+    let mut child = f
+        .command(&["reconcile"])
+        .env("DROVER_TEST_THROTTLE", "4000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut looked = std::collections::BTreeSet::new();
+    while child.try_wait().unwrap().is_none() {
+        for h in &f.hosts {
+            let ids = text(&docker(
+                h,
+                &["ps", "-aq", "--filter", "label=drover.internal=true"],
+            ));
+            for id in ids.lines() {
+                let line = powers(h, id);
+                if line.is_empty() {
+                    continue; // gone meanwhile
+                }
+                assert_harmless(&line);
+                looked.insert(line.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.wait().unwrap().success());
+    eprintln!("looked at: {looked:?}");
+    assert!(looked.contains("/drover-lease"), "{looked:?}");
+    assert!(
+        looked.iter().any(|n| n.starts_with("/drover-move-")),
+        "{looked:?}"
+    );
+    for h in &f.hosts {
+        let ids = text(&docker(
+            h,
+            &["ps", "-aq", "--filter", "label=drover.managed=true"],
+        ));
+        for id in ids.lines() {
+            assert_harmless(&powers(h, id));
+        }
+    }
+    let app = powers(&f.hosts[1], "priv-app");
+    assert!(app.contains("mounts=volume:priv-data"), "{app}");
+}
