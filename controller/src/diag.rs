@@ -77,11 +77,14 @@ impl Diagnostic {
         if let Some(line) = &self.source_line {
             let num = self.loc.pos.line.to_string();
             let pad = " ".repeat(num.len());
+            // A long line is shown around the column only.
+            let col = self.loc.pos.col.saturating_sub(1) as usize;
+            let (line, col) = clip(line, col);
             // The caret goes under the column, counting characters, with tabs
             // kept so that it lines up in a terminal.
             let caret_pad: String = line
                 .chars()
-                .take(self.loc.pos.col.saturating_sub(1) as usize)
+                .take(col)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             out.push_str(&format!("{blue}{pad} |{reset}\n"));
@@ -93,6 +96,30 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// Characters of a source line shown on each side of the column.
+const CONTEXT: usize = 60;
+
+/// `line` cut to [`CONTEXT`] characters on each side of `col` (`…` marks a
+/// cut), and the column within what is kept.
+fn clip(line: &str, col: usize) -> (String, usize) {
+    let n = line.chars().count();
+    if n <= 2 * CONTEXT + 20 {
+        return (line.to_string(), col);
+    }
+    let start = col.saturating_sub(CONTEXT).min(n);
+    let end = (col + CONTEXT).min(n);
+    let mut out: String = if start > 0 {
+        "…".into()
+    } else {
+        String::new()
+    };
+    out.extend(line.chars().skip(start).take(end - start));
+    if end < n {
+        out.push('…');
+    }
+    (out, col - start + usize::from(start > 0))
 }
 
 impl fmt::Display for Diagnostic {
@@ -159,6 +186,16 @@ pub fn similar<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_line_is_shown_around_the_column() {
+        let line = format!("{}X{}", "a".repeat(1000), "b".repeat(1000));
+        let (kept, col) = clip(&line, 1000);
+        assert_eq!(kept.chars().count(), 2 * CONTEXT + 2);
+        assert_eq!(kept.chars().nth(col), Some('X'));
+        assert!(kept.starts_with('…') && kept.ends_with('…'));
+        assert_eq!(clip("short", 2), ("short".to_string(), 2));
+    }
 
     #[test]
     fn render_points_at_the_column() {

@@ -199,8 +199,11 @@ fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult 
 fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
     use std::io::Read;
     let start = Pos { line: 1, col: 1 };
-    let file = std::fs::File::open(path)
+    let file = crate::parse::open_nonblocking(path)
         .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err((start, "manifest is not a regular file".to_string()));
+    }
     // Sized up front: `Take` hides the file's length from `read_to_end`,
     // which would otherwise grow the buffer from a few bytes.
     let size = file
@@ -216,19 +219,29 @@ fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
             format!("manifest is larger than {} MiB", MAX_FILE_BYTES >> 20),
         ));
     }
-    String::from_utf8(buf).map_err(|e| {
+    let text = String::from_utf8(buf).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let text = String::from_utf8_lossy(good);
-        let line = text.matches('\n').count() + 1;
-        let col = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         (
-            Pos {
-                line: u32::try_from(line).unwrap_or(u32::MAX),
-                col: u32::try_from(col).unwrap_or(u32::MAX),
-            },
+            Pos::of_offset(&text, text.len()),
             "manifest is not valid UTF-8".to_string(),
         )
-    })
+    })?;
+    // YAML counts a lone carriage return as a line break, editors and
+    // drover's messages do not: such a file would be misplaced in every
+    // message about it.
+    if let Some(at) = text
+        .match_indices('\r')
+        .map(|(i, _)| i)
+        .find(|i| text.as_bytes().get(i + 1) != Some(&b'\n'))
+    {
+        return Err((
+            Pos::of_offset(&text, at),
+            "a carriage return without a line feed: save the file with LF (or CRLF) line endings"
+                .to_string(),
+        ));
+    }
+    Ok(text)
 }
 
 fn is_manifest(name: &str) -> bool {

@@ -888,7 +888,7 @@ const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// Reads a text file of at most `max` bytes; the error is a short reason.
 pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
     use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| io_reason(&e))?;
+    let file = open_nonblocking(path).map_err(|e| io_reason(&e))?;
     let meta = file.metadata().map_err(|e| io_reason(&e))?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -902,6 +902,16 @@ pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
     }
     String::from_utf8(buf)
         .map_err(|e| format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+}
+
+/// Opens a file for reading without waiting: opening a FIFO (or a device)
+/// can block for ever, and the caller checks what it opened.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
 }
 
 pub fn io_reason(e: &std::io::Error) -> String {
