@@ -116,7 +116,7 @@ fn a_target_disk_that_fills_up_mid_move_leaves_the_app_and_its_data_on_the_sourc
     let bin = std::fs::metadata(env!("CARGO_BIN_EXE_drover"))
         .unwrap()
         .len();
-    let size = format!("{}m", (2 * bin >> 20) + 200);
+    let size = format!("{}m", ((2 * bin) >> 20) + 200);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
     let o = std::process::Command::new(script)
         .args(["start", "node-c"])
