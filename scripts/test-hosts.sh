@@ -43,6 +43,10 @@ install() {
   command -v nsenter >/dev/null || missing+=(util-linux)
   command -v iptables >/dev/null || missing+=(iptables)
   command -v curl >/dev/null || missing+=(curl)
+  # For the tests: certificates for a TLS engine, memory limits, FIFOs.
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v prlimit >/dev/null || missing+=(util-linux)
+  command -v fallocate >/dev/null || missing+=(util-linux)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit, snapshot, property and CLI
-# tests, and the end-to-end tests against two throwaway Docker hosts.
+# tests, hostile inputs and the fuzzer's kept inputs, and the end-to-end
+# tests against throwaway Docker hosts (two, plus one on a small disk and
+# one serving TLS that the tests start themselves). The fuzzer itself runs
+# apart: scripts/fuzz.sh.
 #
 # As root (as CI runs it) it installs what the hosts need, starts them with
 # scripts/test-hosts.sh, runs everything, and stops them again (set
@@ -11,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
