@@ -39,24 +39,7 @@ apps:
     in_volume(b, "fault-kill-kept", "echo precious > /d/marker");
 
     // db on node-a takes 3 s to be healthy; web on node-b waits for it.
-    f.write(
-        "stack.yaml",
-        &format!(
-            "{keep}  db:
-    image: {IMAGE}
-    host: node-a
-    command: ['sh', '-c', 'sleep 3; touch /tmp/up; trap exit TERM; while :; do sleep 1; done']
-    healthcheck: {{ test: ['CMD', 'test', '-f', '/tmp/up'], interval: 1s, retries: 30 }}
-    stop_grace_period: 1s
-  web:
-    image: {IMAGE}
-    host: node-b
-    depends_on: {{ db: {{ condition: healthy }} }}
-    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
-    stop_grace_period: 1s
-"
-        ),
-    );
+    f.write("stack.yaml", &format!("{keep}{}", slow_apps("web")));
     let child = f
         .command(&["reconcile"])
         .stdout(Stdio::piped())

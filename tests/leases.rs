@@ -14,24 +14,7 @@ use support::*;
 fn slow_stack(f: &Fixture, name: &str) {
     f.write(
         "stack.yaml",
-        &format!(
-            "kind: Stack
-name: {name}
-apps:
-  db:
-    image: {IMAGE}
-    host: node-a
-    command: ['sh', '-c', 'sleep 3; touch /tmp/up; trap exit TERM; while :; do sleep 1; done']
-    healthcheck: {{ test: ['CMD', 'test', '-f', '/tmp/up'], interval: 1s, retries: 30 }}
-    stop_grace_period: 1s
-  api:
-    image: {IMAGE}
-    host: node-b
-    depends_on: {{ db: {{ condition: healthy }} }}
-    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
-    stop_grace_period: 1s
-"
-        ),
+        &format!("kind: Stack\nname: {name}\napps:\n{}", slow_apps("api")),
     );
 }
 

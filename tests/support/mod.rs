@@ -406,6 +406,28 @@ impl Drop for Controller {
     }
 }
 
+/// Runs a shell script in a throwaway container with `mount` (`-v`), its
+/// output kept out of the engine's logs.
+fn run_with(host: &TestHost, mount: &str, script: &str) -> String {
+    let o = docker(
+        host,
+        &[
+            "run",
+            "--rm",
+            "--log-driver",
+            "none",
+            "-v",
+            mount,
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(o.status.success(), "{script}: {}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// A listing of a volume from a throwaway container: path, type, mode,
 /// owner, size, and a content hash or symlink target for every entry.
 pub fn listing(host: &TestHost, volume: &str) -> String {
@@ -415,44 +437,35 @@ pub fn listing(host: &TestHost, volume: &str) -> String {
   else x="$(stat -c '%F %a %u %g %s' "$f") $(md5sum < "$f")"; fi
   echo "$f $x"
 done"#;
-    let o = docker(
-        host,
-        &[
-            "run",
-            "--rm",
-            "--log-driver",
-            "none",
-            "-v",
-            &format!("{volume}:/d:ro"),
-            IMAGE,
-            "sh",
-            "-c",
-            SCRIPT,
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    run_with(host, &format!("{volume}:/d:ro"), SCRIPT)
 }
 
 /// Runs a shell command in a throwaway container with the volume at /d.
 pub fn in_volume(host: &TestHost, volume: &str, script: &str) -> String {
-    let o = docker(
-        host,
-        &[
-            "run",
-            "--rm",
-            "--log-driver",
-            "none",
-            "-v",
-            &format!("{volume}:/d"),
-            IMAGE,
-            "sh",
-            "-c",
-            script,
-        ],
-    );
-    assert!(o.status.success(), "{script}: {}", stderr(&o));
-    text(&o)
+    run_with(host, &format!("{volume}:/d"), script)
+        .trim()
+        .to_string()
+}
+
+/// Two apps that take a few seconds to apply: `db` on node-a is healthy
+/// only after 3 s, and `dependent` on node-b waits for it (YAML under a
+/// Stack's `apps:`).
+pub fn slow_apps(dependent: &str) -> String {
+    format!(
+        "  db:
+    image: {IMAGE}
+    host: node-a
+    command: ['sh', '-c', 'sleep 3; touch /tmp/up; trap exit TERM; while :; do sleep 1; done']
+    healthcheck: {{ test: ['CMD', 'test', '-f', '/tmp/up'], interval: 1s, retries: 30 }}
+    stop_grace_period: 1s
+  {dependent}:
+    image: {IMAGE}
+    host: node-b
+    depends_on: {{ db: {{ condition: healthy }} }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    stop_grace_period: 1s
+"
+    )
 }
 
 pub fn running(host: &TestHost, container: &str) -> bool {
