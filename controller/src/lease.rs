@@ -168,9 +168,11 @@ pub enum Taking {
 pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking> {
     let host = api.host().to_string();
     let engine = |e: crate::engine::EngineError| Taking::Failed(e.to_string());
-    // Each round either takes the lease, finds a live holder, or removes a
-    // stale lease; three rounds cover a race with two other drovers.
-    for _ in 0..4 {
+    // Each round either takes the lease, finds a live holder, removes a
+    // stale lease, or finds the name taken by a lease not yet readable
+    // (Docker reserves the name before the container exists; its first
+    // creation can take a while, importing the image).
+    for round in 0..20u64 {
         let now = unix_now();
         if let Some(id) = api
             .create_lease(NAME, &holder.labels(now))
@@ -181,7 +183,9 @@ pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking
             return Ok(id);
         }
         let Some(current) = api.read_lease(NAME).await.map_err(engine)? else {
-            continue; // released meanwhile
+            // Being made, or released meanwhile.
+            tokio::time::sleep(Duration::from_millis(50 * (round + 1).min(6))).await;
+            continue;
         };
         if current.labels.get(HOLDER) == Some(&holder.id) {
             return Ok(current.id);
