@@ -136,40 +136,9 @@ enum Frame {
     },
 }
 
-/// Refuses runs of unclosed `[` and `{` far deeper than any manifest
-/// before the parser sees them: its scanner looks ahead over a whole run
-/// of open brackets, in time that grows with the square of the run (a
-/// million `[` took minutes). Brackets are counted without regard to
-/// quotes or comments, so the bound is generous (eight times the nesting
-/// allowed); the place given is where the nesting went past the limit.
-fn flow_depth_check(src: &str, max_depth: usize) -> Result<(), YamlError> {
-    let (mut depth, mut first_over) = (0usize, None);
-    for (i, b) in src.bytes().enumerate() {
-        match b {
-            b'[' | b'{' => {
-                depth += 1;
-                if depth == max_depth + 1 {
-                    first_over = Some(i);
-                }
-                if depth > max_depth * 8 {
-                    return Err(YamlError {
-                        pos: Pos::of_offset(src, first_over.unwrap_or(i)),
-                        message: format!("nesting deeper than {max_depth} levels"),
-                        hint: None,
-                    });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Parses every document of `src`. An empty document (or a stream with
 /// nothing but comments) yields a `Null` node so that callers can say where.
 pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError> {
-    flow_depth_check(src, limits.max_depth)?;
     let mut parser = Parser::new_from_str(src);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
