@@ -150,7 +150,13 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
     loop {
         let (event, mark) = parser.next_token().map_err(|e| YamlError {
             pos: error_pos(e.marker(), src),
-            message: e.info().to_string(),
+            // The scanner looks ahead and may hit its own limit on open
+            // brackets before drover's depth limit sees them.
+            message: if e.info() == "recursion limit exceeded" {
+                format!("nesting deeper than {} levels", limits.max_depth)
+            } else {
+                e.info().to_string()
+            },
             hint: open_flow_hint(&stack, src),
         })?;
         let pos = Pos::from_marker(&mark);
