@@ -213,6 +213,17 @@ fn a_reconcile_during_a_controller_pass_changes_nothing_and_names_the_controller
         "the controller to take the leases",
         || lease_holder(&f.hosts[0]).is_some(),
     );
+    // A dry run meanwhile plans, and says the plan may soon be stale.
+    let o = f.drover(&["reconcile", "--dry-run", "--output", "json"]);
+    assert!(o.status.success());
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        plan["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("host `node-a` is being changed by another drover")),
+        "{plan}"
+    );
     let o = f.drover(&["reconcile"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);

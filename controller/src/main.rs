@@ -609,6 +609,20 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 }
                 _ => None,
             };
+            // A plan read while another drover holds a lease may soon be
+            // out of date; say so (an applying run holds the leases itself).
+            if dry_run {
+                for (host, h) in &observed.hosts {
+                    if h.containers
+                        .iter()
+                        .any(|c| c.internal && c.name == drover::lease::NAME)
+                    {
+                        plan.warnings.push(format!(
+                            "host `{host}` is being changed by another drover (its lease is held): this plan may soon be out of date"
+                        ));
+                    }
+                }
+            }
             let color = use_color(std::io::stdout().is_terminal());
             let show_plan = |plan: &plan::Plan| match output {
                 OutputFormat::Json => print(&plan_json(plan)),
