@@ -100,13 +100,11 @@ fn a_target_disk_that_fills_up_mid_move_leaves_the_app_and_its_data_on_the_sourc
         .unwrap()
         .len();
     let size = format!("{}m", ((2 * bin) >> 20) + 200);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
-    let o = std::process::Command::new(script)
-        .args(["start", "node-c"])
-        .env("DROVER_HOST_DATA_SIZE", &size)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    host_script_with(
+        "start",
+        "node-c",
+        &[("DROVER_HOST_DATA_SIZE", size.as_ref())],
+    );
     let disk = "/var/lib/drover-hosts/node-c/data";
     let filler = format!("{disk}/filler");
     let _ = std::fs::remove_file(&filler);

@@ -50,14 +50,12 @@ fn a_tls_engine_is_managed_with_its_certificates_and_refused_without_the_right_o
     let certs = tempfile::tempdir().unwrap();
     let ip = "10.77.0.14";
     make_certificates(certs.path(), ip);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
-    let _ = Command::new(script).args(["stop", "node-d"]).output();
-    let o = Command::new(script)
-        .args(["start", "node-d"])
-        .env("DROVER_HOST_TLS", certs.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    host_script_output("stop", "node-d", &[]);
+    host_script_with(
+        "start",
+        "node-d",
+        &[("DROVER_HOST_TLS", certs.path().as_os_str())],
+    );
     let unix = TestHost {
         name: "secure".into(),
         endpoint: "unix:///tmp/drover-hosts/node-d.sock".into(),
@@ -114,7 +112,7 @@ fn a_tls_engine_is_managed_with_its_certificates_and_refused_without_the_right_o
     );
     let o = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(o.status.code(), Some(0), "in sync over TLS");
-    let _ = Command::new(script).args(["stop", "node-d"]).output();
+    host_script_output("stop", "node-d", &[]);
 }
 
 #[test]

@@ -205,6 +205,14 @@ pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking
     )))
 }
 
+/// Removes the lease object `id` taken with [`take`]; a failure is logged
+/// (the lease runs out by itself).
+pub async fn release(api: &dyn DockerApi, id: &str) {
+    if let Err(e) = api.remove_lease(id).await {
+        tracing::warn!(host = %api.host(), error = %e, "could not release the lease; it runs out by itself");
+    }
+}
+
 /// The leases this process holds, kept extended until released.
 pub struct Leases {
     held: Vec<(Arc<dyn DockerApi>, String)>,
@@ -277,13 +285,7 @@ impl Leases {
         }
         let tasks: Vec<_> = std::mem::take(&mut self.held)
             .into_iter()
-            .map(|(api, id)| {
-                tokio::spawn(async move {
-                    if let Err(e) = api.remove_lease(&id).await {
-                        tracing::warn!(host = %api.host(), error = %e, "could not release the lease; it runs out by itself");
-                    }
-                })
-            })
+            .map(|(api, id)| tokio::spawn(async move { release(api.as_ref(), &id).await }))
             .collect();
         for t in tasks {
             let _ = t.await;

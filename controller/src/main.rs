@@ -872,9 +872,7 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 print(&format!("deleted volume `{name}` on `{host}`\n"));
                 Ok(ExitCode::SUCCESS)
             })();
-            if let Err(e) = rt.block_on(api.remove_lease(&lease)) {
-                tracing::warn!(host = %host, error = %e, "could not release the lease; it runs out by itself");
-            }
+            rt.block_on(drover::lease::release(api.as_ref(), &lease));
             result
         }
     }

@@ -475,7 +475,23 @@ pub fn running(host: &TestHost, container: &str) -> bool {
 /// `scripts/test-hosts.sh WHAT NAME` (`stop`, `kill`, `start`): an engine
 /// stopped, crashed or started again under a test.
 pub fn host_script(what: &str, name: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
-    let o = Command::new(script).args([what, name]).output().unwrap();
+    host_script_with(what, name, &[]);
+}
+
+/// `host_script` with environment variables for the script
+/// (`DROVER_HOST_DATA_SIZE`, `DROVER_HOST_TLS`).
+pub fn host_script_with(what: &str, name: &str, env: &[(&str, &std::ffi::OsStr)]) {
+    let o = host_script_output(what, name, env);
     assert!(o.status.success(), "{what} {name}: {}", stderr(&o));
+}
+
+/// `scripts/test-hosts.sh WHAT NAME`, whatever its outcome.
+pub fn host_script_output(what: &str, name: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
+    let mut c = Command::new(script);
+    c.args([what, name]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
 }

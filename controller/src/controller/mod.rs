@@ -470,27 +470,24 @@ impl Controller {
         self.note_hosts(&spec, &tried, &observed);
         // Changes wait for the lease of every host, and are planned against
         // what the hosts hold once it is taken.
-        let (mut leases, mut busy) = (None, None);
-        if !plan::plan(&desired, &observed, plan::Options::default())
-            .actions
-            .is_empty()
-        {
+        let mut plan = plan::plan(&desired, &observed, plan::Options::default());
+        let mut leases = None;
+        if !plan.actions.is_empty() {
             match take_and_observe(&mut conns, &self.holder, stop).await {
                 Ok((l, now)) => {
                     observed = now;
+                    plan = plan::plan(&desired, &observed, plan::Options::default());
                     leases = Some(l);
                 }
-                Err(reason) => busy = Some(reason),
+                Err(reason) => {
+                    // Another drover is at work: nothing is done this pass.
+                    plan.actions.clear();
+                    plan.errors.push(reason);
+                }
             }
         }
         self.remember_running(&desired, &observed);
 
-        let mut plan = plan::plan(&desired, &observed, plan::Options::default());
-        if let Some(reason) = busy {
-            // Another drover is at work: nothing is done this pass.
-            plan.actions.clear();
-            plan.errors.push(reason);
-        }
         let throttled = self.limit_heals(&desired, &mut plan);
         let mut errors = plan.errors.clone();
         let mut counts = Counts {
