@@ -195,6 +195,7 @@ fixture_tests! {
     a_host_path_mount_is_refused: "host-path-mount";
     an_empty_value_points_at_its_key: "empty-values";
     two_stacks_whose_names_join_to_the_same_object_name_are_an_error: "object-name-clash";
+    a_stack_name_that_would_name_drovers_own_objects_is_refused: "reserved-stack-name";
 }
 
 /// `secrets/mysql.env` becomes an absolute symlink to a file outside the

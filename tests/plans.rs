@@ -207,7 +207,21 @@ fn a_removed_app_is_removed_and_its_dependents_first() {
     let observed = applied(&blog(|s| s));
     let only_volume = "kind: Stack\nname: blog\nvolumes: { pgdata: { host: node-a } }\n";
     let d = desired(&[("cluster.yaml", CLUSTER), ("blog.yaml", only_volume)]);
-    let p = plan(&d, &observed, Options::default());
+    // No app is left at all: refused unless allowed.
+    let refused = plan(&d, &observed, Options::default());
+    assert!(refused.actions.is_empty());
+    assert!(
+        refused.errors[0].contains(
+            "would remove all 2 app container(s) drover manages on `node-a` and `node-b`"
+        ) && refused.errors[0].contains("--allow-empty"),
+        "{:?}",
+        refused.errors
+    );
+    let allowed = Options {
+        allow_empty: true,
+        ..Options::default()
+    };
+    let p = plan(&d, &observed, allowed);
     let web = find(&p, Verb::Remove, "blog-web");
     let db = find(&p, Verb::Remove, "blog-db");
     assert!(
@@ -252,6 +266,7 @@ fn a_volume_removed_from_the_spec_is_kept_as_an_orphan() {
         &observed,
         Options {
             prune_volumes: true,
+            allow_empty: true,
         },
     );
     let rm = find(&pruned, Verb::Remove, "blog-pgdata");
@@ -437,11 +452,13 @@ fn two_current_copies_of_a_volume_are_never_guessed_between() {
             used_by: Vec::new(),
             retained_for: Some("node-c".into()),
             copy: None,
+            moved_from: None,
         });
     // A retained copy on the target does not count as current: one move.
     let p = plan(&moved, &observed, Options::default());
     find(&p, Verb::Relocate, "blog-pgdata");
-    // Two current copies: the one in place is used, the other left alone.
+    // Two current copies: even the one in place is not taken on a guess;
+    // the user is told how to choose, and nothing of the volume is planned.
     let b = observed.hosts.get_mut("node-b").unwrap();
     let stray = b
         .volumes
@@ -450,13 +467,13 @@ fn two_current_copies_of_a_volume_are_never_guessed_between() {
         .unwrap();
     stray.retained_for = None;
     let p = plan(&blog(|s| s), &observed, Options::default());
-    assert!(p.in_sync, "{}", plan_text(&p, false));
     assert!(
-        p.warnings
+        p.errors
             .iter()
-            .any(|w| w.contains("another copy on `node-b`")),
+            .any(|e| e.contains("current copies on `node-a` and `node-b`")
+                && e.contains("drover volume adopt --host HOST blog-pgdata")),
         "{:?}",
-        p.warnings
+        p.errors
     );
     assert!(
         p.orphans.is_empty(),

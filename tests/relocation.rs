@@ -238,15 +238,16 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
             .any(|l| l.starts_with(&vol) && l.contains("node-a") && l.contains("retained")),
         "{ls}"
     );
-    // No helper is left behind, and only one record per copy.
+    // No helper is left behind, and only one record per copy (a volume).
+    let records = |h: &TestHost| {
+        let filter = format!("label=drover.copy-of={vol}");
+        text(&docker(h, &["volume", "ls", "-q", "--filter", &filter]))
+    };
     for h in &f.hosts {
         let names = text(&docker(h, &["ps", "-a", "--format", "{{.Names}}"]));
         assert!(!names.contains("drover-move-"), "{names}");
-        assert_eq!(
-            names.matches(&format!("drover-copy-{vol}-")).count(),
-            1,
-            "{names}"
-        );
+        assert!(!names.contains("drover-copy-"), "{names}");
+        assert_eq!(records(h).lines().count(), 1, "{}", records(h));
     }
     // The size verified by the move is known from then on.
     f.write("stack.yaml", &stack("node-a"));
@@ -261,11 +262,7 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
     assert_eq!(current.status.code(), Some(1));
     let old = f.drover(&["volume", "rm", "--host", "node-a", &vol, "--yes"]);
     assert!(old.status.success(), "{}", stderr(&old));
-    let names = text(&docker(
-        &f.hosts[0],
-        &["ps", "-a", "--format", "{{.Names}}"],
-    ));
-    assert!(!names.contains(&format!("drover-copy-{vol}-")), "{names}");
+    assert_eq!(records(&f.hosts[0]), "", "the records go with the copy");
     let plan = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(0));
 }

@@ -466,6 +466,7 @@ fn perturb(observed: &mut Observed, rng: &mut Rng, fraction: f64) -> Drift {
             used_by: Vec::new(),
             retained_for: None,
             copy: None,
+            moved_from: None,
         });
         drift.orphan_volumes += 1;
     }

@@ -27,7 +27,9 @@ pub mod labels {
     /// Apps this container waits for, so removals can run in reverse order
     /// after the app has left the spec.
     pub const DEPENDS_ON: &str = "drover.depends-on";
-    /// On a marker: the Docker volume whose copy it describes.
+    /// On a volume a move made: the host its data was copied from.
+    pub const MOVED_FROM: &str = "drover.moved-from";
+    /// On a copy record: the Docker volume whose copy it describes.
     pub const COPY_OF: &str = "drover.copy-of";
     pub const COPY_ROLE: &str = "drover.copy-role";
     pub const COPY_EPOCH: &str = "drover.copy-epoch";
@@ -195,6 +197,7 @@ impl VolumeSpec {
             used_by,
             retained_for: None,
             copy: None,
+            moved_from: self.labels.get(labels::MOVED_FROM).cloned(),
         }
     }
 }

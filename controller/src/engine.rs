@@ -30,7 +30,7 @@ use crate::desired::{decode_field_digests, labels, ContainerSpec, NetworkSpec, V
 use crate::model::{Host, Restart};
 use crate::observed::{
     ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,
-    PublishedPort,
+    PublishedPort, RecordObject, RecordRef,
 };
 
 /// What went wrong talking to a host. Never carries a secret: container
@@ -146,9 +146,8 @@ pub struct HelperSpec {
 
 /// A container made only to carry labels: never started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MarkerSpec {
+pub struct RecordSpec {
     pub name: String,
-    pub image: String,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -247,8 +246,12 @@ pub trait DockerApi: Send + Sync {
     /// Makes and starts a helper container; returns the host port its
     /// published port got, if it publishes one.
     async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError>;
-    /// Makes a label-carrying container that is never started.
-    async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError>;
+    /// Makes a copy record: a label-only volume, which no container prune
+    /// removes (and no volume prune of Docker 23 or later).
+    async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError>;
+    /// Removes a copy record. A volume is removed only if it is a record
+    /// (labelled `drover.copy-of` and internal), never one holding data.
+    async fn remove_record(&self, r: &RecordRef) -> Result<(), EngineError>;
     /// Makes the lease object `name` with `labels`; `None` when one exists
     /// already. The engine's unique container names make this the lock.
     async fn create_lease(
@@ -555,22 +558,46 @@ impl DockerApi for Engine {
                 }
             }
         }
-        // Markers: the newest record of each copy.
+        // Copy records: label-only volumes, and the never-started
+        // containers older drovers wrote. The newest record of each copy
+        // counts.
+        let volumes = volumes.volumes.unwrap_or_default();
         let mut records: HashMap<String, (u64, crate::observed::CopyRecord)> = HashMap::new();
-        for c in &containers {
-            let Some(l) = &c.labels else { continue };
+        let mut refs = Vec::new();
+        let labelled = containers
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c.names.as_ref()?.first()?.trim_start_matches('/'),
+                    c.labels.as_ref()?,
+                    RecordObject::Container,
+                ))
+            })
+            .chain(
+                volumes
+                    .iter()
+                    .map(|v| (v.name.as_str(), &v.labels, RecordObject::Volume)),
+            );
+        for (name, l, object) in labelled {
             if let Some((of, seq, r)) = crate::observed::CopyRecord::from_labels(l) {
+                refs.push(RecordRef {
+                    name: name.to_string(),
+                    of: of.clone(),
+                    seq,
+                    object,
+                });
                 if records.get(&of).is_none_or(|(s, _)| *s < seq) {
                     records.insert(of, (seq, r));
                 }
             }
         }
+        refs.sort_by(|a, b| (&a.of, a.seq, &a.name).cmp(&(&b.of, b.seq, &b.name)));
         let mut out = ObservedHost {
+            records: refs,
             containers: containers.iter().map(observed_container).collect(),
             volumes: volumes
-                .volumes
-                .unwrap_or_default()
                 .into_iter()
+                .filter(|v| !v.labels.contains_key(labels::COPY_OF))
                 .map(|v| {
                     let flag = |k: &str| v.labels.get(k).is_some_and(|x| x == "true");
                     let mut users = used_by.remove(&v.name).unwrap_or_default();
@@ -595,6 +622,7 @@ impl DockerApi for Engine {
                             .filter(|r| r.role == crate::observed::CopyRole::Retained)
                             .and_then(|r| r.peer.clone()),
                         copy,
+                        moved_from: v.labels.get(labels::MOVED_FROM).cloned(),
                         name: v.name,
                     }
                 })
@@ -857,14 +885,40 @@ impl DockerApi for Engine {
             .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok())))
     }
 
-    async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
-        let cmd = ["/drover", "helper", "idle"].map(String::from).to_vec();
-        self.create_plain(
-            &m.name,
-            helper_body(&m.image, &m.labels, Some(cmd)),
-            "marker",
-        )
-        .await
+    async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError> {
+        let req = VolumeCreateRequest {
+            name: Some(m.name.clone()),
+            driver: Some("local".into()),
+            labels: Some(to_hashmap(&m.labels)),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::api(&self.host, format!("record a copy in `{}`", m.name), e))
+    }
+
+    async fn remove_record(&self, r: &RecordRef) -> Result<(), EngineError> {
+        if r.object == RecordObject::Container {
+            return self.remove_container(&r.name).await;
+        }
+        let what = || format!("remove the copy record `{}`", r.name);
+        let v = match self.docker.inspect_volume(&r.name).await {
+            Ok(v) => v,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(EngineError::api(&self.host, what(), e)),
+        };
+        let is_record = v.labels.contains_key(labels::COPY_OF)
+            && v.labels.get(labels::INTERNAL).is_some_and(|x| x == "true");
+        if !is_record {
+            return Err(EngineError::Api {
+                host: self.host.clone(),
+                op: what(),
+                message: "it is not a copy record; nothing was removed".into(),
+            });
+        }
+        self.remove_volume(&r.name).await
     }
 
     async fn create_lease(

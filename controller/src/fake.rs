@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::engine::{
-    ContainerStatus, DockerApi, EngineError, Exec, HelperSpec, LeaseRecord, MarkerSpec,
+    ContainerStatus, DockerApi, EngineError, Exec, HelperSpec, LeaseRecord, RecordSpec,
 };
 use crate::observed::{ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork};
 
@@ -240,13 +240,36 @@ impl DockerApi for FakeDocker {
         Ok(None)
     }
 
-    async fn create_marker(&self, m: &MarkerSpec) -> Result<(), EngineError> {
-        self.call(format!("marker {}", m.name))?;
+    async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError> {
+        self.call(format!("record {}", m.name))?;
+        let labels: std::collections::HashMap<String, String> =
+            m.labels.clone().into_iter().collect();
+        let Some((of, seq, record)) = crate::observed::CopyRecord::from_labels(&labels) else {
+            return Ok(());
+        };
         self.with(|s| {
-            s.host
-                .containers
-                .push(internal(&m.name, &m.image, ContainerState::Created))
+            let newest = s.host.last_seq(&of) < seq;
+            s.host.records.push(crate::observed::RecordRef {
+                name: m.name.clone(),
+                of: of.clone(),
+                seq,
+                object: crate::observed::RecordObject::Volume,
+            });
+            if let Some(v) = s.host.volumes.iter_mut().find(|v| v.name == of) {
+                if newest {
+                    v.retained_for = (record.role == crate::observed::CopyRole::Retained)
+                        .then(|| record.peer.clone())
+                        .flatten();
+                    v.copy = Some(record);
+                }
+            }
         });
+        Ok(())
+    }
+
+    async fn remove_record(&self, r: &crate::observed::RecordRef) -> Result<(), EngineError> {
+        self.call(format!("record remove {}", r.name))?;
+        self.with(|s| s.host.records.retain(|x| x.name != r.name));
         Ok(())
     }
 

@@ -49,6 +49,7 @@ pub mod observed;
 pub mod output;
 pub mod parse;
 pub mod plan;
+pub mod records;
 pub mod relocate;
 pub mod scan;
 pub mod schema;

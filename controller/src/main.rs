@@ -105,6 +105,10 @@ enum Command {
         /// Also delete orphaned and retained volume copies.
         #[arg(long)]
         prune_volumes: bool,
+        /// Apply manifests that hold no app, removing every managed app
+        /// from the hosts (refused without it).
+        #[arg(long)]
+        allow_empty: bool,
         #[command(flatten)]
         apply: ApplyArgs,
     },
@@ -130,6 +134,10 @@ enum Command {
         /// …within this window; past it the app is left as it is until the window moves.
         #[arg(long, default_value = "10m", value_parser = duration_arg, value_name = "DURATION")]
         heal_window: Duration,
+        /// Apply a directory that holds no app, removing every managed app
+        /// from the hosts (refused without it, however the directory got so).
+        #[arg(long)]
+        allow_empty: bool,
         #[command(flatten)]
         apply: ApplyArgs,
     },
@@ -220,6 +228,18 @@ enum VolumeCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+    },
+    /// Record one copy of a volume as the current one and every other copy
+    /// as retained (nothing is copied or deleted): `drover volume adopt
+    /// [DIR] --host HOST NAME`. For a volume whose copy records were lost.
+    Adopt {
+        /// `[DIR] NAME`: the manifest directory (default `.`) and the volume's
+        /// Docker name (`<stack>-<volume>`).
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "NAME"])]
+        args: Vec<String>,
+        /// The host whose copy holds the data to keep.
+        #[arg(long)]
+        host: String,
     },
 }
 
@@ -543,6 +563,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             debounce,
             heal_limit,
             heal_window,
+            allow_empty,
             apply,
         } => {
             let opts = drover::controller::Options {
@@ -556,6 +577,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 apply: apply.options(),
                 heal_limit,
                 heal_window,
+                allow_empty,
             };
             let rt = runtime()?;
             rt.block_on(async {
@@ -572,6 +594,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             output,
             detailed_exitcode,
             prune_volumes,
+            allow_empty,
             apply,
         } => {
             // A saved state is read while the manifests load.
@@ -591,7 +614,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     (rt.block_on(observe_all(&conns)), Some(conns))
                 }
             };
-            let mut plan = plan::plan(&desired, &observed, Options { prune_volumes });
+            let mut plan = plan::plan(
+                &desired,
+                &observed,
+                Options {
+                    prune_volumes,
+                    allow_empty,
+                },
+            );
             // Changes wait for the lease of every host, then are planned
             // again against what the hosts hold now: another drover may
             // have been at work.
@@ -604,7 +634,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     let holder = Arc::new(Holder::new("reconcile"));
                     let (leases, now) = rt.block_on(take_and_observe(conns, &holder, &stop))?;
                     observed = now;
-                    plan = plan::plan(&desired, &observed, Options { prune_volumes });
+                    plan = plan::plan(
+                        &desired,
+                        &observed,
+                        Options {
+                            prune_volumes,
+                            allow_empty,
+                        },
+                    );
                     Some(leases)
                 }
                 _ => None,
@@ -744,6 +781,15 @@ impl Reporter for Quiet {
     fn finished(&self, _: &Action, _: &Outcome, _: Duration) {}
 }
 
+/// `[DIR] NAME` of a volume command.
+fn dir_and_name(args: &[String], command: &str) -> Result<(PathBuf, String), Failure> {
+    match args {
+        [name] => Ok((PathBuf::from("."), name.clone())),
+        [dir, name] => Ok((PathBuf::from(dir), name.clone())),
+        _ => Err(format!("usage: drover volume {command} [DIR] --host HOST NAME").into()),
+    }
+}
+
 fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
     match command {
         VolumeCommand::Ls { dir } => {
@@ -752,16 +798,28 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             print(&volume_table(&desired::render(&spec), &observed));
             Ok(unreachable_exit(&observed))
         }
+        VolumeCommand::Adopt { args, host } => {
+            let (dir, name) = dir_and_name(&args, "adopt")?;
+            let spec = load_spec(&dir)?;
+            let rt = runtime()?;
+            let mut conns = rt.block_on(connect_all(&spec));
+            let stop = tokio_util::sync::CancellationToken::new();
+            let holder = Arc::new(Holder::new("volume adopt"));
+            let (leases, observed) = rt.block_on(take_and_observe(&mut conns, &holder, &stop))?;
+            let done = rt.block_on(drover::records::adopt(
+                &conns.engines,
+                &observed,
+                &name,
+                &host,
+            ));
+            rt.block_on(leases.release());
+            for line in done? {
+                print(&format!("{line}\n"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         VolumeCommand::Rm { args, host, yes } => {
-            let (dir, name) = match args.as_slice() {
-                [name] => (PathBuf::from("."), name.clone()),
-                [dir, name] => (PathBuf::from(dir), name.clone()),
-                _ => {
-                    return Err("usage: drover volume rm [DIR] --host HOST NAME"
-                        .to_string()
-                        .into())
-                }
-            };
+            let (dir, name) = dir_and_name(&args, "rm")?;
             let spec = load_spec(&dir)?;
             let d = desired::render(&spec);
             let rt = runtime()?;
@@ -859,16 +917,10 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 }
                 rt.block_on(api.remove_volume(&name))
                     .map_err(|e| e.to_string())?;
-                // The records about the deleted copy go with it.
-                let prefix = drover::relocate::marker_prefix(&name);
-                for c in state
-                    .containers
-                    .iter()
-                    .filter(|c| c.internal && c.name.starts_with(&prefix))
-                {
-                    rt.block_on(api.remove_container(&c.name))
-                        .map_err(|e| e.to_string())?;
-                }
+                // The records about the deleted copy go with it (found by
+                // the volume they are about, never by a name prefix).
+                let records: Vec<_> = state.records_of(&name).cloned().collect();
+                rt.block_on(drover::records::remove(api.as_ref(), &records));
                 print(&format!("deleted volume `{name}` on `{host}`\n"));
                 Ok(ExitCode::SUCCESS)
             })();

@@ -33,6 +33,46 @@ pub struct ObservedHost {
     /// Image references present on the host (`name:tag`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// The objects that hold copy records (every one, not only the newest
+    /// of each copy): found by the volume they are about, never by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<RecordRef>,
+}
+
+/// One object on a host that holds a copy record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRef {
+    /// The Docker object's name.
+    pub name: String,
+    /// The Docker volume the record is about (`drover.copy-of`).
+    pub of: String,
+    /// Its sequence number: the newest record of a copy counts.
+    pub seq: u64,
+    /// What holds it: a label-only volume, or (records written by drover
+    /// before 0.2) a container that was never started.
+    #[serde(default)]
+    pub object: RecordObject,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordObject {
+    #[default]
+    Volume,
+    Container,
+}
+
+impl ObservedHost {
+    /// The record objects about Docker volume `of`, oldest first.
+    pub fn records_of<'a>(&'a self, of: &'a str) -> impl Iterator<Item = &'a RecordRef> + 'a {
+        self.records.iter().filter(move |r| r.of == of)
+    }
+
+    /// The newest sequence number recorded for `of` on this host.
+    pub fn last_seq(&self, of: &str) -> u64 {
+        self.records_of(of).map(|r| r.seq).max().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +189,11 @@ pub struct ObservedVolume {
     /// What drover recorded on the host about this copy (moves only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyRecord>,
+    /// Set on a volume a move made (`drover.moved-from`, fixed when it was
+    /// created): the host it was copied from. Such a copy without a record
+    /// is never taken for the current data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
 
 /// What a copy of a volume is, as recorded on its host by a move.

@@ -118,6 +118,10 @@ pub struct Plan {
 pub struct Options {
     /// Also remove orphaned and retained volume copies.
     pub prune_volumes: bool,
+    /// Apply manifests that hold no app even though the hosts run managed
+    /// apps: without it such a plan does nothing and says why (an emptied
+    /// or unmounted directory must not wipe the cluster).
+    pub allow_empty: bool,
 }
 
 fn action_id(host: &str, kind: Kind, name: &str) -> String {
@@ -141,17 +145,62 @@ pub enum Authority {
     Unknown(String),
 }
 
-/// Whether a copy may be the current one: not retained, not incoming.
+/// Whether a copy may be the current one: not retained, not incoming, not
+/// made by a move whose record is gone.
 pub fn may_be_current(v: &ObservedVolume) -> bool {
-    v.retained_for.is_none() && v.copy.as_ref().is_none_or(|r| r.role == CopyRole::Current)
+    v.retained_for.is_none()
+        && match &v.copy {
+            Some(r) => r.role == CopyRole::Current,
+            None => v.moved_from.is_none(),
+        }
+}
+
+fn epoch_of(v: &ObservedVolume) -> u64 {
+    v.copy.as_ref().map_or(0, |r| r.epoch)
+}
+
+fn listed(hosts: &[&str]) -> String {
+    hosts
+        .iter()
+        .map(|h| format!("`{h}`"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Decides [`Authority`] from the copies on the hosts that were read.
+///
+/// The records are consulted together: a copy without a record next to
+/// one that has a record (or one a move made) means records were lost,
+/// and nothing is decided; a `switch` on the source counts only while the
+/// target still holds the incoming copy that very move made.
 pub fn authority(
     name: &str,
     copies: &[(&str, &ObservedVolume)],
     unreadable: &BTreeSet<&str>,
 ) -> Authority {
+    let unrecorded: Vec<&str> = copies
+        .iter()
+        .filter(|(_, v)| v.copy.is_none())
+        .map(|(h, _)| *h)
+        .collect();
+    let moves_seen = copies
+        .iter()
+        .any(|(_, v)| v.copy.is_some() || v.moved_from.is_some());
+    if !unrecorded.is_empty() && moves_seen {
+        let all: Vec<&str> = copies.iter().map(|(h, _)| *h).collect();
+        let made = copies
+            .iter()
+            .find(|(_, v)| v.copy.is_none() && v.moved_from.is_some())
+            .map(|(h, _)| *h);
+        let what = match (all.as_slice(), made) {
+            ([_], Some(h)) => format!("its only copy, on `{h}`, was made by a move"),
+            _ => format!("it has copies on {}", listed(&all)),
+        };
+        return Authority::Unknown(format!(
+            "the copy records of volume `{name}` are missing on {} (removed by a prune?) and {what}; drover will not guess which holds the current data: check them, then choose one with `drover volume adopt --host HOST {name}`",
+            listed(&unrecorded)
+        ));
+    }
     for (h, v) in copies {
         let Some(r) = v
             .copy
@@ -166,7 +215,18 @@ pub fn authority(
                 "the move of volume `{name}` from `{h}` to `{to}` was interrupted after its app was started on `{to}`, and `{to}` cannot be read; the app is started nowhere until it can"
             ));
         }
-        if copies.iter().any(|(t, _)| t == to) {
+        // Only the copy this move made finishes it: a target whose record
+        // went on (current, or retained after a later move) left this
+        // switch behind, and the epochs below decide.
+        let made_by_this_move = copies.iter().any(|(t, tv)| {
+            t == to
+                && tv.copy.as_ref().is_some_and(|tr| {
+                    tr.role == CopyRole::Incoming
+                        && tr.epoch == r.epoch + 1
+                        && tr.peer.as_deref().is_none_or(|p| p == *h)
+                })
+        });
+        if made_by_this_move {
             return Authority::Finishing {
                 from: h.to_string(),
                 to: to.clone(),
@@ -175,13 +235,12 @@ pub fn authority(
     }
     let current: Vec<&(&str, &ObservedVolume)> =
         copies.iter().filter(|(_, v)| may_be_current(v)).collect();
-    let epoch = |v: &ObservedVolume| v.copy.as_ref().map_or(0, |r| r.epoch);
-    let Some(top) = current.iter().map(|(_, v)| epoch(v)).max() else {
+    let Some(top) = current.iter().map(|(_, v)| epoch_of(v)).max() else {
         return Authority::Nowhere;
     };
     let best: Vec<String> = current
         .iter()
-        .filter(|(_, v)| epoch(v) == top)
+        .filter(|(_, v)| epoch_of(v) == top)
         .map(|(h, _)| h.to_string())
         .collect();
     match best.as_slice() {
@@ -254,10 +313,48 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: Options) -> Plan {
     p.networks();
     p.containers();
     p.removals();
+    p.refuse_emptying();
     p.finish()
 }
 
 impl<'a> Planner<'a> {
+    /// Manifests with no app at all, against hosts running managed apps,
+    /// are far more often a directory emptied or not mounted than a wish
+    /// to remove everything: nothing is planned unless that is allowed.
+    fn refuse_emptying(&mut self) {
+        let wanted: usize = self
+            .desired
+            .hosts
+            .values()
+            .map(|h| h.containers.len())
+            .sum();
+        if self.opts.allow_empty || wanted > 0 {
+            return;
+        }
+        let running: Vec<(&str, usize)> = self
+            .readable
+            .iter()
+            .map(|(h, o)| {
+                (
+                    *h,
+                    o.containers.iter().filter(|c| app_of(c).is_some()).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let total: usize = running.iter().map(|(_, n)| n).sum();
+        let hosts: Vec<&str> = running.iter().map(|(h, _)| *h).collect();
+        self.actions.clear();
+        self.index.clear();
+        self.errors.push(format!(
+            "the manifests hold no app, and applying them would remove all {total} app container(s) drover manages on {}; nothing was planned: if the directory is meant to be empty, pass `--allow-empty`",
+            listed(&hosts)
+        ));
+    }
+
     fn push(&mut self, a: Action) -> usize {
         debug_assert!(!self.index.contains_key(&a.id), "duplicate action {}", a.id);
         self.index.insert(a.id.clone(), self.actions.len());
@@ -356,24 +453,13 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                     Authority::On(h) if &h == host => continue,
-                    Authority::Tied(hosts) if hosts.contains(host) => {
-                        for other in hosts.iter().filter(|h| *h != host) {
-                            self.warnings.push(format!(
-                                "volume `{}` has another copy on `{other}` that is not marked as retained; it is left alone",
-                                v.name
-                            ));
-                        }
-                        continue;
-                    }
+                    // Even where the spec wants one of them: a copy the
+                    // app never ran on must not be taken on a guess.
                     Authority::Tied(hosts) => {
-                        let hosts = hosts
-                            .iter()
-                            .map(|h| format!("`{h}`"))
-                            .collect::<Vec<_>>()
-                            .join(" and ");
+                        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
                         self.block_volume(&v.stack, &v.volume, format!(
-                            "volume `{}` has current copies on {hosts}; drover will not guess which holds the current data",
-                            v.name
+                            "volume `{}` has current copies on {}; drover will not guess which holds the current data: check them, then choose one with `drover volume adopt --host HOST {}`",
+                            v.name, listed(&hosts), v.name
                         ));
                         continue;
                     }
@@ -567,6 +653,19 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 if let Some(&i) = moving.get(&key) {
+                    // A move starts the app on the target: a foreign
+                    // container of its name there stops the move.
+                    let taken = self.readable[host.as_str()]
+                        .containers
+                        .iter()
+                        .any(|o| o.name == c.name && !o.managed);
+                    if taken {
+                        self.errors.push(format!(
+                            "container name `{}` on `{host}` is taken by a container drover does not manage; app `{}/{}` is not moved there",
+                            c.name, c.stack, c.app
+                        ));
+                        self.blocked.insert(key.clone());
+                    }
                     self.app_actions.entry(key).or_default().push(i);
                     to_link.push((i, c));
                     continue;

@@ -17,15 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::desired::{labels, ContainerSpec, VolumeSpec};
-use crate::engine::{DockerApi, ExecOutput, HelperSpec, MarkerSpec};
-use crate::observed::{ContainerState, CopyRecord, CopyRole, Health, MovePhase, ObservedHost};
+use crate::engine::{DockerApi, ExecOutput, HelperSpec};
+use crate::observed::{
+    ContainerState, CopyRecord, CopyRole, Health, MovePhase, ObservedHost, RecordRef,
+};
 use crate::plan::{authority, Authority};
 use crate::scan::{self, Entry, EntryKind};
 
@@ -199,8 +201,10 @@ pub struct Move {
     pub apps: Vec<ContainerSpec>,
     pub opts: MoveOptions,
     pub progress: ProgressFn,
-    /// Markers written by this run, per host, oldest first.
-    written: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// Records written by this run, per host, oldest first.
+    written: std::sync::Mutex<BTreeMap<String, Vec<RecordRef>>>,
+    /// The newest record sequence number per (host, volume).
+    last_seq: std::sync::Mutex<BTreeMap<(String, String), u64>>,
     /// Bytes of finished transfers, and of all transfers planned so far.
     sent: std::sync::atomic::AtomicU64,
     planned: std::sync::atomic::AtomicU64,
@@ -229,11 +233,6 @@ pub struct MoveOptions {
 /// Why a move ended early on a stop request.
 pub const STOPPED: &str =
     "stopped before the app was stopped: it runs on its source, and the next pass resumes the copy";
-
-/// The name of a marker of volume `volume`, before its sequence number.
-pub fn marker_prefix(volume: &str) -> String {
-    format!("drover-copy-{volume}-")
-}
 
 /// `/drover helper ARGS…`, as run in a helper.
 fn helper_cmd(args: &[&str]) -> Vec<String> {
@@ -276,8 +275,8 @@ struct Part<'a> {
     /// The target already has a copy (retained, or from an earlier try).
     on_target: bool,
     /// Records on each host before this run; removed at its end.
-    src_markers: Vec<String>,
-    dst_markers: Vec<String>,
+    src_records: Vec<RecordRef>,
+    dst_records: Vec<RecordRef>,
 }
 
 /// The port a receiving helper listens on inside its container.
@@ -318,6 +317,7 @@ impl Move {
             opts,
             progress,
             written: Default::default(),
+            last_seq: Default::default(),
             sent: Default::default(),
             planned: Default::default(),
             logged: Default::default(),
@@ -361,6 +361,21 @@ impl Move {
         let (src_state, dst_state) = tokio::join!(self.src.observe(), self.dst.observe());
         let src_state = src_state.map_err(|e| e.to_string())?;
         let dst_state = dst_state.map_err(|e| e.to_string())?;
+        // The apps' containers on the target are replaced: never one that
+        // drover does not manage.
+        for c in &self.apps {
+            if dst_state
+                .containers
+                .iter()
+                .any(|o| o.name == c.name && (!o.managed || o.internal))
+            {
+                return Err(format!(
+                    "container name `{}` on `{}` is taken by a container drover does not manage; nothing was done",
+                    c.name,
+                    self.to()
+                ));
+            }
+        }
         let mut parts = Vec::new();
         for v in &self.volumes {
             let find = |h: &ObservedHost| h.volumes.iter().find(|o| o.name == v.name).cloned();
@@ -385,22 +400,25 @@ impl Move {
                 }
             };
             let record = sv.as_ref().and_then(|c| c.copy.as_ref());
-            let old_markers = |h: &ObservedHost| -> Vec<String> {
-                let prefix = marker_prefix(&v.name);
-                h.containers
-                    .iter()
-                    .filter(|c| c.internal && c.name.starts_with(&prefix))
-                    .map(|c| c.name.clone())
-                    .collect()
-            };
+            let old_records =
+                |h: &ObservedHost| -> Vec<RecordRef> { h.records_of(&v.name).cloned().collect() };
+            {
+                let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
+                for (api, h) in [(&self.src, &src_state), (&self.dst, &dst_state)] {
+                    last.insert(
+                        (api.host().to_string(), v.name.clone()),
+                        h.last_seq(&v.name),
+                    );
+                }
+            }
             parts.push(Part {
                 volume: v,
                 epoch: record.map_or(0, |r| r.epoch),
                 bytes: record.and_then(|r| r.bytes),
                 finishing,
                 on_target: tv.is_some(),
-                src_markers: old_markers(&src_state),
-                dst_markers: old_markers(&dst_state),
+                src_records: old_records(&src_state),
+                dst_records: old_records(&dst_state),
             });
         }
         if parts.is_empty() {
@@ -437,15 +455,21 @@ impl Move {
                     phase: None,
                     bytes: None,
                 };
-                self.mark(&self.dst, &image.tag, p.volume, incoming).await?;
+                self.mark(&self.dst, p.volume, incoming).await?;
                 if !p.on_target {
+                    // Marked for good as made by a move: without its record
+                    // it is never taken for the current data.
+                    let mut target = p.volume.clone();
+                    target
+                        .labels
+                        .insert(labels::MOVED_FROM.into(), self.from().into());
                     self.dst
-                        .create_volume(p.volume)
+                        .create_volume(&target)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
                 let r = self.source_record(p, MovePhase::Copy);
-                self.mark(&self.src, &image.tag, p.volume, r).await?;
+                self.mark(&self.src, p.volume, r).await?;
             }
             for h in &helpers {
                 if let Err(e) = h.start().await {
@@ -485,9 +509,9 @@ impl Move {
             checkpoint(Phase::Switch);
             for p in &parts {
                 let r = self.source_record(p, MovePhase::Switch);
-                if let Err(e) = self.mark(&self.src, &image.tag, p.volume, r).await {
+                if let Err(e) = self.mark(&self.src, p.volume, r).await {
                     // Not every volume switched: none may count as switched.
-                    if self.unswitch(&image.tag, &parts).await.is_ok() {
+                    if self.unswitch(&parts).await.is_ok() {
                         self.back_to_source(&helpers).await;
                     }
                     return Err(e);
@@ -501,7 +525,7 @@ impl Move {
         checkpoint(Phase::Start);
         self.report(Phase::Start, 0);
         if let Err(e) = self.start_on_target().await {
-            self.undo_switch(&image.tag, &parts, &helpers).await;
+            self.undo_switch(&parts, &helpers).await;
             return Err(e);
         }
         checkpoint(Phase::Commit);
@@ -515,7 +539,7 @@ impl Move {
                 phase: None,
                 bytes: p.bytes,
             };
-            self.mark(&self.dst, &image.tag, p.volume, current).await?;
+            self.mark(&self.dst, p.volume, current).await?;
         }
         for p in &parts {
             let retained = CopyRecord {
@@ -526,7 +550,7 @@ impl Move {
                 phase: None,
                 bytes: p.bytes,
             };
-            self.mark(&self.src, &image.tag, p.volume, retained).await?;
+            self.mark(&self.src, p.volume, retained).await?;
         }
         checkpoint(Phase::Retire);
         self.report(Phase::Retire, 0);
@@ -539,24 +563,22 @@ impl Move {
         for h in &helpers {
             h.stop().await;
         }
-        // Older markers go last: the newest record of each copy is in place.
+        // Older records go last: the newest record of each copy is in
+        // place. Each is told by the volume it is about, never by its name.
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
         for p in &parts {
-            let prefix = marker_prefix(&p.volume.name);
-            for (api, old) in [(&self.src, &p.src_markers), (&self.dst, &p.dst_markers)] {
-                let mut names = old.clone();
-                if let Some(mine) = written.get(api.host()) {
-                    let mine: Vec<&String> =
-                        mine.iter().filter(|n| n.starts_with(&prefix)).collect();
-                    names.extend(
-                        mine.iter()
-                            .take(mine.len().saturating_sub(1))
-                            .map(|n| (*n).clone()),
-                    );
-                }
-                for n in names {
-                    let _ = api.remove_container(&n).await;
-                }
+            for (api, old) in [(&self.src, &p.src_records), (&self.dst, &p.dst_records)] {
+                let mine: Vec<RecordRef> = written
+                    .get(api.host())
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r.of == p.volume.name)
+                    .cloned()
+                    .collect();
+                let older = mine.len().saturating_sub(1);
+                let mut gone = old.clone();
+                gone.extend(mine.into_iter().take(older));
+                crate::records::remove(api.as_ref(), &gone).await;
             }
         }
         Ok(())
@@ -573,31 +595,32 @@ impl Move {
         }
     }
 
-    /// Writes a new marker; the newest (by sequence) is the one that counts.
+    /// Writes a new record; the newest (by sequence) is the one that counts.
     async fn mark(
         &self,
         api: &Arc<dyn DockerApi>,
-        image: &str,
         volume: &VolumeSpec,
         r: CopyRecord,
     ) -> Result<(), String> {
-        let seq = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let m = MarkerSpec {
-            name: format!("{}{seq}", marker_prefix(&volume.name)),
-            image: image.to_string(),
-            labels: r.labels(&volume.name, &volume.stack, &volume.volume, seq),
+        let key = (api.host().to_string(), volume.name.clone());
+        let seq = {
+            let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = crate::records::next_seq(last.get(&key).copied().unwrap_or(0));
+            last.insert(key, seq);
+            seq
         };
-        api.create_marker(&m)
-            .await
-            .map_err(|e| format!("cannot record the state of the move: {e}"))?;
+        let of = crate::records::Of {
+            name: &volume.name,
+            stack: &volume.stack,
+            volume: &volume.volume,
+        };
+        let written = crate::records::write(api.as_ref(), of, &r, seq).await?;
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(api.host().to_string())
             .or_default()
-            .push(m.name);
+            .push(written);
         Ok(())
     }
 
@@ -645,7 +668,7 @@ impl Move {
 
     /// After the switch, the app failed on the target: stop it there, record
     /// the source as the copy to use again, and start it there.
-    async fn undo_switch(&self, image: &str, parts: &[Part<'_>], helpers: &[Helpers<'_>]) {
+    async fn undo_switch(&self, parts: &[Part<'_>], helpers: &[Helpers<'_>]) {
         for c in &self.apps {
             if let Err(e) = self.dst.remove_container(&c.name).await {
                 // It may still run there: never start a second writer.
@@ -653,7 +676,7 @@ impl Move {
                 return;
             }
         }
-        if let Err(e) = self.unswitch(image, parts).await {
+        if let Err(e) = self.unswitch(parts).await {
             tracing::error!(error = %e, "cannot record the rollback; the app stays stopped");
             return;
         }
@@ -661,10 +684,10 @@ impl Move {
     }
 
     /// Records every source copy as the one to use again.
-    async fn unswitch(&self, image: &str, parts: &[Part<'_>]) -> Result<(), String> {
+    async fn unswitch(&self, parts: &[Part<'_>]) -> Result<(), String> {
         for p in parts {
             let r = self.source_record(p, MovePhase::Copy);
-            self.mark(&self.src, image, p.volume, r).await?;
+            self.mark(&self.src, p.volume, r).await?;
         }
         Ok(())
     }

@@ -301,6 +301,15 @@ impl Validator<'_> {
         let mut containers: BTreeMap<String, (String, Loc)> = BTreeMap::new();
         let mut volumes: BTreeMap<String, (String, Loc)> = BTreeMap::new();
         for stack in stacks.values() {
+            // drover's own objects (`drover-lease`, `drover-move-…`,
+            // `drover-copy-…`) are named `drover-…`: no stack's may be.
+            if stack.name == "drover" || stack.name.starts_with("drover-") {
+                let msg = format!(
+                    "stack name `{}` is reserved: drover names its own containers and volumes `drover-…`",
+                    stack.name
+                );
+                self.error(&stack.loc, msg, Some("rename the stack".into()));
+            }
             for app in stack.apps.values() {
                 let name = crate::model::names::container(&stack.name, &app.name);
                 let who = format!("app `{}` of stack `{}`", app.name, stack.name);

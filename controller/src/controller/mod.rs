@@ -60,6 +60,8 @@ pub struct Options {
     pub heal_limit: usize,
     /// …within this window.
     pub heal_window: Duration,
+    /// Apply a directory that holds no app (see [`plan::Options`]).
+    pub allow_empty: bool,
 }
 
 /// What `/healthz` shows: the controller's status after its last pass.
@@ -470,13 +472,17 @@ impl Controller {
         self.note_hosts(&spec, &tried, &observed);
         // Changes wait for the lease of every host, and are planned against
         // what the hosts hold once it is taken.
-        let mut plan = plan::plan(&desired, &observed, plan::Options::default());
+        let plan_opts = plan::Options {
+            allow_empty: self.opts.allow_empty,
+            ..Default::default()
+        };
+        let mut plan = plan::plan(&desired, &observed, plan_opts);
         let mut leases = None;
         if !plan.actions.is_empty() {
             match take_and_observe(&mut conns, &self.holder, stop).await {
                 Ok((l, now)) => {
                     observed = now;
-                    plan = plan::plan(&desired, &observed, plan::Options::default());
+                    plan = plan::plan(&desired, &observed, plan_opts);
                     leases = Some(l);
                 }
                 Err(reason) => {

@@ -1,0 +1,307 @@
+//! The data-safety cases of `docs/threat-model.md` that need real engines:
+//! copy records found by identity and surviving the prunes an operator
+//! runs, lost records never read as "no move", an emptied manifest
+//! directory, names drover does not own, other writers of a moving volume.
+
+mod support;
+
+use support::*;
+
+/// The copy record of every copy of `volume`: host -> the record's JSON.
+fn records(f: &Fixture, volume: &str) -> Vec<(String, serde_json::Value)> {
+    let o = f.drover(&["observe"]);
+    let obs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut out = Vec::new();
+    for (host, h) in obs["hosts"].as_object().unwrap() {
+        for v in h["volumes"].as_array().unwrap() {
+            if v["name"] == volume {
+                out.push((host.clone(), v["copy"].clone()));
+            }
+        }
+    }
+    out
+}
+
+fn role_on(f: &Fixture, volume: &str, host: &str) -> String {
+    records(f, volume)
+        .into_iter()
+        .find(|(h, _)| h == host)
+        .map(|(_, r)| r["role"].as_str().unwrap_or("none").to_string())
+        .unwrap_or_else(|| "no copy".into())
+}
+
+/// An app writing a counter into `data` (and mounting `extra` volumes too).
+fn writer(name: &str, host: &str, volumes: &[&str]) -> String {
+    let decl: String = volumes.iter().map(|v| format!("  {v}: {{}}\n")).collect();
+    let mounts: Vec<String> = volumes.iter().map(|v| format!("'{v}:/{v}'")).collect();
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+{decl}apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo $$i >> /data/log; sleep 0.05; done']
+    volumes: [{}]
+    stop_grace_period: 2s
+",
+        mounts.join(", ")
+    )
+}
+
+fn put(f: &Fixture, host: usize, container: &str, script: &str) {
+    let o = docker(&f.hosts[host], &["exec", container, "sh", "-c", script]);
+    assert!(o.status.success(), "{script}: {}", stderr(&o));
+}
+
+/// Removes every copy record on a host by hand, whatever object holds it.
+fn remove_records(h: &TestHost) {
+    let filter = "label=drover.copy-of";
+    for id in text(&docker(h, &["ps", "-aq", "--filter", filter])).lines() {
+        docker(h, &["rm", "-f", id]);
+    }
+    for v in text(&docker(h, &["volume", "ls", "-q", "--filter", filter])).lines() {
+        docker(h, &["volume", "rm", v]);
+    }
+}
+
+#[test]
+fn the_records_of_a_volume_whose_name_extends_another_survive_their_move() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-twins";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data", "data-old"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    put(&f, 0, &app, "echo old > /data-old/kept");
+    f.write("stack.yaml", &writer(name, "node-b", &["data", "data-old"]));
+    f.reconcile();
+    for v in ["data", "data-old"] {
+        let vol = format!("{name}-{v}");
+        assert_eq!(role_on(&f, &vol, "node-b"), "current", "{vol}");
+        assert_eq!(role_on(&f, &vol, "node-a"), "retained", "{vol}");
+    }
+    // And back again: node-b's writes come along, for both volumes.
+    put(&f, 1, &app, "echo new > /data-old/kept");
+    f.write("stack.yaml", &writer(name, "node-a", &["data", "data-old"]));
+    f.reconcile();
+    assert_eq!(
+        in_volume(&f.hosts[0], &format!("{name}-data-old"), "cat /d/kept"),
+        "new"
+    );
+    for v in ["data", "data-old"] {
+        let vol = format!("{name}-{v}");
+        assert_eq!(role_on(&f, &vol, "node-a"), "current", "{vol}");
+        assert_eq!(role_on(&f, &vol, "node-b"), "retained", "{vol}");
+    }
+    // Deleting one copy leaves the records of the other volume alone.
+    let rm = f.drover(&[
+        "volume",
+        "rm",
+        "--host",
+        "node-b",
+        &format!("{name}-data"),
+        "--yes",
+    ]);
+    assert!(rm.status.success());
+    assert_eq!(
+        role_on(&f, &format!("{name}-data-old"), "node-b"),
+        "retained"
+    );
+}
+
+#[test]
+fn pruning_stopped_containers_after_an_interrupted_move_keeps_its_records() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-prune";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    let vol = format!("{name}-data");
+    put(
+        &f,
+        0,
+        &app,
+        "dd if=/dev/urandom of=/data/fixed bs=1M count=4 2>/dev/null",
+    );
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    // Killed with the copy made and the app still running on node-a.
+    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "stop")]);
+    assert!(!o.status.success());
+    assert!(running(&f.hosts[0], &app));
+    // What an operator runs to free space.
+    for h in &f.hosts {
+        let o = docker(h, &["container", "prune", "-f"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = docker(h, &["system", "prune", "-f"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(role_on(&f, &vol, "node-a"), "current");
+    assert_eq!(role_on(&f, &vol, "node-b"), "incoming");
+    // The move resumes from the records: every write made up to the stop is
+    // on node-b, and node-a's copy is kept as retained.
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains(&format!("relocate volume    {vol}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(running(&f.hosts[1], &app) && !running(&f.hosts[0], &app));
+    let kept = in_volume(&f.hosts[0], &vol, "wc -c < /d/log");
+    assert_eq!(
+        in_volume(
+            &f.hosts[1],
+            &vol,
+            &format!("head -c {kept} /d/log | md5sum")
+        ),
+        in_volume(&f.hosts[0], &vol, "md5sum < /d/log")
+    );
+    assert_eq!(
+        in_volume(&f.hosts[1], &vol, "md5sum < /d/fixed"),
+        in_volume(&f.hosts[0], &vol, "md5sum < /d/fixed")
+    );
+    assert_eq!(role_on(&f, &vol, "node-b"), "current");
+    assert_eq!(role_on(&f, &vol, "node-a"), "retained");
+}
+
+#[test]
+fn two_copies_whose_records_are_gone_are_blocked_until_one_is_adopted() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-lost";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    let vol = format!("{name}-data");
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "stop")]);
+    assert!(!o.status.success());
+    // Every record lost, as a `docker volume prune` of old engines or a
+    // hand-made mistake would lose them.
+    for h in &f.hosts {
+        remove_records(h);
+    }
+    let dry = f.drover(&["reconcile", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(1), "{}", stdout(&dry));
+    let err = stdout(&dry) + &stderr(&dry);
+    assert!(
+        err.contains(&vol)
+            && err.contains("node-a")
+            && err.contains("node-b")
+            && err.contains("drover volume adopt"),
+        "{err}"
+    );
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        running(&f.hosts[0], &app),
+        "the app stays where it ran, on its data"
+    );
+    assert!(!running(&f.hosts[1], &app));
+    // The operator checks and chooses node-a's copy: the move runs again
+    // from it, and the copy on node-b is kept.
+    let adopt = f.drover(&["volume", "adopt", "--host", "node-a", &vol]);
+    assert!(adopt.status.success(), "{}", stderr(&adopt));
+    assert_eq!(role_on(&f, &vol, "node-a"), "current");
+    assert_eq!(role_on(&f, &vol, "node-b"), "retained");
+    f.reconcile();
+    assert!(running(&f.hosts[1], &app) && !running(&f.hosts[0], &app));
+    assert_eq!(role_on(&f, &vol, "node-b"), "current");
+    let again = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(again.status.code(), Some(0));
+}
+
+#[test]
+fn an_emptied_directory_removes_nothing_unless_asked() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-empty";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    std::fs::remove_file(f.path().join("stack.yaml")).unwrap();
+    for args in [&["reconcile", "--dry-run"][..], &["reconcile"][..]] {
+        let o = f.drover(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let said = stdout(&o) + &stderr(&o);
+        assert!(said.contains("--allow-empty"), "{said}");
+    }
+    assert!(running(&f.hosts[0], &app));
+
+    // The controller never empties the hosts from a directory that became
+    // empty under it.
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    let c = f.controller(&["--resync", "1s"], &[]);
+    wait_until(std::time::Duration::from_secs(30), "a first pass", || {
+        c.passes() >= 1
+    });
+    std::fs::remove_file(f.path().join("stack.yaml")).unwrap();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the guard in /healthz",
+        || {
+            let (code, h) = c.health();
+            code == 503 && h.to_string().contains("--allow-empty")
+        },
+    );
+    let passes = c.passes();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "two more passes",
+        || c.passes() >= passes + 2,
+    );
+    assert!(running(&f.hosts[0], &app));
+    drop(c);
+
+    // Asked for, it removes the containers and keeps the volume.
+    let o = f.drover(&["reconcile", "--allow-empty"]);
+    assert!(o.status.success());
+    assert!(!running(&f.hosts[0], &app));
+    assert!(
+        docker(&f.hosts[0], &["volume", "inspect", &format!("{name}-data")])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn a_moved_app_never_replaces_a_container_drover_does_not_manage() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-foreign";
+    let mut f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    f.extra_containers.push((1, app.clone()));
+    let made = docker(&f.hosts[1], &["create", "--name", &app, IMAGE, "true"]);
+    assert!(made.status.success());
+    let id = text(&made);
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!("`{app}`")) && stderr(&o).contains("not manage"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        inspect(&f.hosts[1], &app, "{{.Id}}").as_deref(),
+        Some(id.as_str()),
+        "the foreign container is untouched"
+    );
+    assert!(running(&f.hosts[0], &app));
+}
