@@ -305,3 +305,68 @@ fn a_moved_app_never_replaces_a_container_drover_does_not_manage() {
     );
     assert!(running(&f.hosts[0], &app));
 }
+
+/// Runs `drover helper ARGS` in a helper container with `input` on stdin.
+fn in_helper(h: &TestHost, helper: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut c = std::process::Command::new("docker")
+        .args(["-H", &h.endpoint, "exec", "-i", helper, "/drover", "helper"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_hostile_stream_never_writes_outside_the_target_volume() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-escape";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    // Killed as the copy starts: both helpers are left running.
+    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "copy")]);
+    assert!(!o.status.success());
+    let helper = format!("drover-move-{name}-data");
+    let b = &f.hosts[1];
+    assert!(running(b, &helper));
+    // A symlink to the helper's own root, then a file through it: the
+    // binary that runs the next verification.
+    let entry = |path: &str, kind: &str, size: u64, target: &str| {
+        format!(
+            "{{\"path\":\"{path}\",\"kind\":\"{kind}\",\"mode\":493,\"uid\":0,\"gid\":0,\"size\":{size},\"mtime_ns\":0,\"ctime_ns\":0,\"ino\":0{target}}}\n"
+        )
+    };
+    let stream = entry("a", "symlink", 0, ",\"target\":\"/\"")
+        + &entry("a/drover", "file", 3, "")
+        + "pwn{\"end\":2}\n";
+    let out = in_helper(b, &helper, &["unpack"], stream.as_bytes());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused path `a/drover`"), "{err}");
+    let out = in_helper(
+        b,
+        &helper,
+        &["delete"],
+        b"/drover\n../../drover\na/drover\n",
+    );
+    assert!(!out.status.success());
+    // Nothing of the helper's own file system changed, and it could not
+    // have: it is read-only, with no privilege to gain.
+    let diff = text(&docker(b, &["diff", &helper]));
+    assert!(diff.is_empty(), "{diff}");
+    assert_eq!(
+        inspect(b, &helper, "{{.HostConfig.ReadonlyRootfs}}").as_deref(),
+        Some("true")
+    );
+    // The move then completes from what the volume holds.
+    f.reconcile();
+    assert!(running(b, &format!("{name}-app")));
+}

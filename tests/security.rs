@@ -252,7 +252,7 @@ fn powers(h: &TestHost, id: &str) -> String {
     inspect(
         h,
         id,
-        "{{.Name}} privileged={{.HostConfig.Privileged}} binds={{.HostConfig.Binds}} caps={{.HostConfig.CapAdd}} net={{.HostConfig.NetworkMode}} pid={{.HostConfig.PidMode}} ipc={{.HostConfig.IpcMode}} devices={{.HostConfig.Devices}} mounts={{range .Mounts}}{{.Type}}:{{.Name}} {{end}}",
+        "{{.Name}} privileged={{.HostConfig.Privileged}} binds={{.HostConfig.Binds}} caps={{.HostConfig.CapAdd}} drop={{.HostConfig.CapDrop}} ro={{.HostConfig.ReadonlyRootfs}} sec={{.HostConfig.SecurityOpt}} net={{.HostConfig.NetworkMode}} pid={{.HostConfig.PidMode}} ipc={{.HostConfig.IpcMode}} devices={{.HostConfig.Devices}} mounts={{range .Mounts}}{{.Type}}:{{.Name}} {{end}}",
     )
     .unwrap_or_default()
 }
@@ -260,7 +260,26 @@ fn powers(h: &TestHost, id: &str) -> String {
 fn assert_harmless(line: &str) {
     assert!(line.contains("privileged=false"), "{line}");
     assert!(line.contains("binds=[]"), "{line}");
-    assert!(line.contains("caps=[]"), "{line}");
+    // Capabilities added back only after dropping all, and only of
+    // Docker's default set: what a helper needs to read and write files.
+    let caps = line
+        .split("caps=[")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .unwrap_or_default();
+    for cap in caps.split_whitespace() {
+        assert!(
+            ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"].contains(&cap),
+            "{line}"
+        );
+    }
+    if line.starts_with("/drover-move-") {
+        assert!(line.contains("drop=[ALL]"), "{line}");
+        assert!(line.contains("ro=true"), "{line}");
+        assert!(line.contains("sec=[no-new-privileges]"), "{line}");
+    } else {
+        assert!(caps.is_empty(), "{line}");
+    }
     assert!(
         !line.contains("net=host") && !line.contains("pid=host"),
         "{line}"

@@ -867,6 +867,24 @@ impl DockerApi for Engine {
                 ..Default::default()
             }]);
             hc.auto_remove = Some(true);
+            // The least a helper needs: its own files cannot be changed
+            // (only its scan cache in a tmpfs), no privilege can be gained,
+            // and of root's powers only reading every file (the source) and
+            // setting owners, modes and times (the target)
+            hc.readonly_rootfs = Some(true);
+            hc.tmpfs = Some(HashMap::from([(
+                "/tmp".to_string(),
+                "rw,nosuid,nodev,noexec,mode=1777".to_string(),
+            )]));
+            hc.security_opt = Some(vec!["no-new-privileges".into()]);
+            hc.cap_drop = Some(vec!["ALL".into()]);
+            // (All of Docker's default set: a helper has less than an app.)
+            let caps: &[&str] = if h.read_only {
+                &["DAC_OVERRIDE"]
+            } else {
+                &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
+            };
+            hc.cap_add = Some(caps.iter().map(|c| c.to_string()).collect());
         }
         self.create_plain(&h.name, body, "helper").await?;
         self.start_container(&h.name).await?;

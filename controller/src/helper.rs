@@ -14,18 +14,14 @@
 //! inode all compared).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use nix::sys::stat::{utimensat, UtimensatFlags};
-use nix::sys::time::TimeSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{self, entry_of, escape, full_path, unchanged, unescape, Entry, EntryKind};
+use crate::beneath::libc_mode::{S_IFDIR, S_IFMT, S_IFREG};
+use crate::beneath::{At, Root};
+use crate::scan::{self, entry_of, escape, unchanged, unescape, Entry, EntryKind};
 
 /// Where a helper sees the volume.
 pub const ROOT: &str = "/data";
@@ -107,6 +103,7 @@ pub fn pack(
     out: &mut impl Write,
 ) -> io::Result<()> {
     let mut known = load_state(state);
+    let dir = Root::open(root)?;
     let mut w = BufWriter::with_capacity(BUF, out);
     let mut buf = vec![0u8; BUF];
     let mut count = 0u64;
@@ -135,8 +132,7 @@ pub fn pack(
         if before.kind != EntryKind::File {
             continue;
         }
-        let full = full_path(root, &rel);
-        let mut f = File::open(&full).map_err(|e| other(format!("{}: {e}", full.display())))?;
+        let mut f = dir.at(&rel, &path)?.open_file()?;
         let mut h = blake3::Hasher::new();
         let mut left = before.size;
         let mut short = false;
@@ -169,32 +165,9 @@ pub fn pack(
     save_state(state, &known)
 }
 
-fn remove_any(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn set_owner_and_times(path: &Path, e: &Entry) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
-    if e.kind != EntryKind::Symlink {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode))?;
-    }
-    let t = TimeSpec::new(
-        e.mtime_ns.div_euclid(1_000_000_000),
-        e.mtime_ns.rem_euclid(1_000_000_000),
-    );
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &t,
-        &t,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
+fn set_owner_and_times(at: &At, e: &Entry) -> io::Result<()> {
+    let mode = (e.kind != EntryKind::Symlink).then_some(e.mode);
+    at.set_owner_and_times(e.uid, e.gid, mode, e.mtime_ns)
 }
 
 /// What an unpack wrote, printed when it is done.
@@ -207,11 +180,13 @@ pub struct Unpacked {
 /// Applies a stream to `root`: entries are created or replaced, file
 /// contents written, owners, modes and times set; directories get theirs
 /// last (writing inside one changes its mtime). Everything is flushed to
-/// disk before the summary is printed.
+/// disk before the summary is printed. Every path is reached below `root`
+/// without following a symlink ([`crate::beneath`]).
 pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
     let mut known = load_state(state);
+    let dir = Root::open(root)?;
     let mut r = BufReader::with_capacity(BUF, input);
-    let mut dirs: Vec<(PathBuf, Entry)> = Vec::new();
+    let mut dirs: Vec<(Vec<u8>, Entry)> = Vec::new();
     let mut done = Unpacked::default();
     let mut line = Vec::new();
     let mut buf = vec![0u8; BUF];
@@ -235,32 +210,25 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
             Err(err) => return Err(other(format!("a malformed stream header: {err}"))),
         };
         let rel = unescape(&e.path);
-        if rel.split(|b| *b == b'/').any(|c| c == b".." || c == b".") || rel.starts_with(b"/") {
-            return Err(other(format!("refused path `{}`", e.path)));
-        }
-        let path = full_path(root, &rel);
-        let existing = std::fs::symlink_metadata(&path).ok();
-        let same_kind = existing.as_ref().is_some_and(|m| {
-            let ft = m.file_type();
-            match e.kind {
-                EntryKind::Dir => ft.is_dir(),
-                EntryKind::File => ft.is_file(),
-                _ => false,
-            }
+        let at = dir.at(&rel, &e.path)?;
+        let existing = at.stat()?.map(|st| st.st_mode & S_IFMT);
+        let same_kind = existing.is_some_and(|t| match e.kind {
+            EntryKind::Dir => t == S_IFDIR,
+            EntryKind::File => t == S_IFREG,
+            _ => false,
         });
         if existing.is_some() && !same_kind && !rel.is_empty() {
-            remove_any(&path)?;
+            at.remove()?;
         }
         match e.kind {
             EntryKind::Dir => {
                 if !same_kind {
-                    std::fs::create_dir(&path)?;
+                    at.mkdir()?;
                 }
-                dirs.push((path, *e));
+                dirs.push((rel, *e));
             }
             EntryKind::File => {
-                let mut f = File::create(&path)
-                    .map_err(|err| other(format!("{}: {err}", path.display())))?;
+                let mut f = at.create_file()?;
                 let mut h = blake3::Hasher::new();
                 let mut left = e.size;
                 while left > 0 {
@@ -278,7 +246,7 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                 }
                 done.bytes += e.size;
                 drop(f);
-                set_owner_and_times(&path, &e)?;
+                set_owner_and_times(&at, &e)?;
                 // The hash of exactly the bytes written, good for as long
                 // as the file stays as it is now.
                 let mut written = entry_of(root, &rel)?;
@@ -287,13 +255,12 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
             }
             EntryKind::Symlink => {
                 let target = unescape(e.target.as_deref().unwrap_or_default());
-                symlink(OsStr::from_bytes(&target), &path)?;
-                set_owner_and_times(&path, &e)?;
+                at.symlink(&target)?;
+                set_owner_and_times(&at, &e)?;
             }
             EntryKind::Fifo => {
-                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(e.mode))
-                    .map_err(io::Error::from)?;
-                set_owner_and_times(&path, &e)?;
+                at.mkfifo(e.mode)?;
+                set_owner_and_times(&at, &e)?;
             }
             EntryKind::Socket | EntryKind::Device => {
                 return Err(other(format!("`{}` cannot be copied", e.path)))
@@ -301,10 +268,10 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
         }
         done.end += 1;
     }
-    for (path, e) in dirs.iter().rev() {
-        set_owner_and_times(path, e)?;
+    for (rel, e) in dirs.iter().rev() {
+        set_owner_and_times(&dir.at(rel, &e.path)?, e)?;
     }
-    nix::unistd::syncfs(File::open(root)?).map_err(io::Error::from)?;
+    dir.sync()?;
     save_state(state, &known)?;
     serde_json::to_writer(&mut *out, &done).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
@@ -441,25 +408,33 @@ fn same(a: &str, b: &str) -> bool {
 /// Deletes the escaped paths read one per line (directories with what is
 /// in them), deepest first, and flushes.
 pub fn delete(root: &Path, input: impl BufRead) -> io::Result<()> {
+    let dir = Root::open(root)?;
     let mut paths: Vec<Vec<u8>> = Vec::new();
     for line in input.split(b'\n') {
         let line = line?;
         let rel = unescape(&String::from_utf8_lossy(&line));
-        if rel.is_empty() || rel.split(|b| *b == b'/').any(|c| c == b"..") {
-            return Err(other(format!("refused path `{}`", escape(&rel))));
+        if rel.is_empty() {
+            return Err(other("refused path ``: the volume's root".into()));
         }
         paths.push(rel);
     }
     paths.sort();
-    for rel in paths.iter().rev() {
-        remove_any(&full_path(root, rel))?;
+    // Every path is checked before anything is removed.
+    let targets = paths
+        .iter()
+        .rev()
+        .map(|rel| dir.at(rel, &escape(rel)))
+        .collect::<io::Result<Vec<_>>>()?;
+    for at in targets {
+        at.remove()?;
     }
-    nix::unistd::syncfs(File::open(root)?).map_err(io::Error::from)
+    dir.sync()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     /// The scan tests' tree, with a file larger than the buffer, a FIFO and
     /// a directory mode of its own.
     fn tree() -> tempfile::TempDir {
@@ -568,5 +543,48 @@ mod tests {
         assert_same(src.path(), dst.path());
         assert!(delete(dst.path(), &b"../x\n"[..]).is_err());
         let _ = std::fs::remove_file(st);
+    }
+    /// A stream that leads its own entries out of the volume: a symlink
+    /// `a` → outside, then `a/x`; and deletes by absolute path or `..`.
+    pub fn hostile_stream(outside: &Path) -> Vec<u8> {
+        let line = |path: &str, kind: &str, size: u64, target: Option<&str>| {
+            let mut v = serde_json::json!({"path": path, "kind": kind, "mode": 0o644, "uid": 0, "gid": 0,
+                "size": size, "mtime_ns": 0, "ctime_ns": 0, "ino": 0});
+            if let Some(t) = target {
+                v["target"] = t.into();
+            }
+            format!("{v}\n")
+        };
+        let mut s = line("a", "symlink", 0, Some(outside.to_str().unwrap()));
+        s.push_str(&line("a/x", "file", 3, None));
+        s.push_str("pwn{\"end\":2}\n");
+        s.into_bytes()
+    }
+
+    #[test]
+    fn a_stream_never_writes_or_deletes_outside_the_volume() {
+        let outside = tempfile::tempdir().unwrap();
+        let vol = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let st = state.path().join("s.json");
+        let err = unpack(
+            vol.path(),
+            &st,
+            &hostile_stream(outside.path())[..],
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("refused path `a/x`"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        let keep = outside.path().join("keep");
+        for bad in [
+            format!("{}\n", keep.display()),
+            "a/keep\n".into(),
+            "../x\n".into(),
+        ] {
+            assert!(delete(vol.path(), bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(keep.exists());
     }
 }

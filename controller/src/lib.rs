@@ -31,6 +31,7 @@
 //! parallel.
 
 pub mod apply;
+pub mod beneath;
 pub mod controller;
 pub mod desired;
 pub mod diag;

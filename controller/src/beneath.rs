@@ -1,0 +1,269 @@
+//! Paths below a volume's root, reached one component at a time from the
+//! root's file descriptor with `O_NOFOLLOW`: a symlink (or anything but a
+//! directory) on the way is an error, so an entry of a stream can never
+//! reach outside the volume, whatever the volume or the stream holds (a
+//! stream entry `a` → `/` followed by `a/drover` would otherwise write into
+//! the helper's own file system). Works on every kernel (no `openat2`).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, AtFlags, OFlag};
+use nix::sys::stat::{
+    fchmodat, fstatat, mkdirat, utimensat, FchmodatFlags, FileStat, Mode, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchownat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+
+/// A volume's root directory.
+pub struct Root {
+    fd: OwnedFd,
+}
+
+/// One entry below a [`Root`]: the directory that holds it (already
+/// reached without following a symlink) and its name there. The root
+/// itself is `.` in the root.
+pub struct At {
+    dir: OwnedFd,
+    name: Vec<u8>,
+    shown: String,
+}
+
+fn refused(path: &str, why: &str) -> io::Error {
+    io::Error::other(format!("refused path `{path}`: {why}"))
+}
+
+fn err(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        Ok(Root { fd })
+    }
+
+    /// The entry at `rel` (bytes, `/`-separated, empty for the root). Every
+    /// directory on the way is opened without following a symlink; `..`,
+    /// `.`, empty components and absolute paths are refused.
+    pub fn at(&self, rel: &[u8], shown: &str) -> io::Result<At> {
+        let mut dir = self.fd.try_clone()?;
+        if rel.is_empty() {
+            return Ok(At {
+                dir,
+                name: b".".to_vec(),
+                shown: shown.to_string(),
+            });
+        }
+        let parts: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
+        if parts
+            .iter()
+            .any(|c| c.is_empty() || *c == b"." || *c == b"..")
+        {
+            return Err(refused(shown, "not a plain path below the volume"));
+        }
+        let (last, parents) = parts.split_last().expect("not empty");
+        for c in parents {
+            dir = openat(
+                &dir,
+                OsStr::from_bytes(c),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| match e {
+                Errno::ELOOP | Errno::ENOTDIR => {
+                    refused(shown, "it passes through a symlink or a file")
+                }
+                e => io::Error::other(format!("`{shown}`: {e}")),
+            })?;
+        }
+        Ok(At {
+            dir,
+            name: last.to_vec(),
+            shown: shown.to_string(),
+        })
+    }
+
+    /// Flushes the volume's file system to disk.
+    pub fn sync(&self) -> io::Result<()> {
+        nix::unistd::syncfs(self.fd.as_fd()).map_err(err)
+    }
+}
+
+impl At {
+    fn name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.name)
+    }
+
+    /// A path to the entry that resolves through its directory's open
+    /// descriptor, not through the names above it.
+    fn fd_path(&self) -> PathBuf {
+        Path::new(&format!("/proc/self/fd/{}", self.dir.as_raw_fd())).join(self.name())
+    }
+
+    /// The entry itself (a symlink is not followed); `None` if absent.
+    pub fn stat(&self) -> io::Result<Option<FileStat>> {
+        match fstatat(&self.dir, self.name(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(s) => Ok(Some(s)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Removes the entry, a directory with everything in it.
+    pub fn remove(&self) -> io::Result<()> {
+        let Some(st) = self.stat()? else {
+            return Ok(());
+        };
+        if st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFDIR {
+            // std removes what is inside without following symlinks; the
+            // directory itself is named through its parent's descriptor.
+            std::fs::remove_dir_all(self.fd_path())
+        } else {
+            match unlinkat(&self.dir, self.name(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(err(e)),
+            }
+        }
+    }
+
+    pub fn mkdir(&self) -> io::Result<()> {
+        mkdirat(&self.dir, self.name(), Mode::from_bits_truncate(0o700)).map_err(err)
+    }
+
+    /// Creates (or truncates) a regular file; a symlink in its place is
+    /// never followed.
+    pub fn create_file(&self) -> io::Result<File> {
+        let fd = openat(
+            &self.dir,
+            self.name(),
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_TRUNC
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| io::Error::other(format!("`{}`: {e}", self.shown)))?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens a regular file to read; a symlink in its place is refused.
+    pub fn open_file(&self) -> io::Result<File> {
+        let fd = openat(
+            &self.dir,
+            self.name(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io::Error::other(format!("`{}`: {e}", self.shown)))?;
+        Ok(File::from(fd))
+    }
+
+    pub fn symlink(&self, target: &[u8]) -> io::Result<()> {
+        symlinkat(OsStr::from_bytes(target), &self.dir, self.name()).map_err(err)
+    }
+
+    pub fn mkfifo(&self, mode: u32) -> io::Result<()> {
+        mkfifoat(&self.dir, self.name(), Mode::from_bits_truncate(mode)).map_err(err)
+    }
+
+    /// Sets owner, mode (not on a symlink) and times, never through a
+    /// symlink.
+    pub fn set_owner_and_times(
+        &self,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+        mtime_ns: i64,
+    ) -> io::Result<()> {
+        fchownat(
+            &self.dir,
+            self.name(),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(err)?;
+        if let Some(mode) = mode {
+            // The entry was just checked not to be a symlink, and nothing
+            // else writes to the target volume during a move.
+            fchmodat(
+                &self.dir,
+                self.name(),
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(err)?;
+        }
+        let t = TimeSpec::new(
+            mtime_ns.div_euclid(1_000_000_000),
+            mtime_ns.rem_euclid(1_000_000_000),
+        );
+        utimensat(
+            &self.dir,
+            self.name(),
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(err)
+    }
+}
+
+/// File type bits of `st_mode`.
+pub mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFREG: u32 = 0o100000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_reached_through_a_symlink_or_above_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let vol = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), vol.path().join("a")).unwrap();
+        std::fs::create_dir(vol.path().join("d")).unwrap();
+        let root = Root::open(vol.path()).unwrap();
+        for bad in [
+            &b"a/x"[..],
+            b"/etc/passwd",
+            b"../x",
+            b"d/../a/x",
+            b"d//x",
+            b"./x",
+        ] {
+            let shown = String::from_utf8_lossy(bad).into_owned();
+            let r = root
+                .at(bad, &shown)
+                .and_then(|at| at.create_file().map(drop));
+            assert!(r.is_err(), "{shown}");
+        }
+        // A symlink as the last component is not followed either.
+        assert!(root.at(b"a", "a").unwrap().create_file().is_err());
+        assert!(root.at(b"a", "a").unwrap().open_file().is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // Removing the symlink removes the link, not what it points to.
+        std::fs::write(outside.path().join("keep"), b"x").unwrap();
+        root.at(b"a", "a").unwrap().remove().unwrap();
+        assert!(outside.path().join("keep").exists());
+        root.at(b"d/f", "d/f").unwrap().create_file().unwrap();
+        assert!(vol.path().join("d/f").exists());
+        root.at(b"d", "d").unwrap().remove().unwrap();
+        assert!(!vol.path().join("d").exists());
+    }
+}
