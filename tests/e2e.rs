@@ -189,8 +189,13 @@ fn a_removed_app_goes_and_a_removed_volume_keeps_its_data_until_volume_rm() {
         stderr(&refused)
     );
 
+    // Every app goes: refused unless asked for (an emptied directory).
     f.write("stack.yaml", "kind: Stack\nname: e2e-rm\n");
-    let out = stdout(&f.reconcile());
+    assert_eq!(f.drover(&["reconcile"]).status.code(), Some(1));
+    assert!(inspect(a, "e2e-rm-db", "{{.Id}}").is_some());
+    let emptied = f.drover(&["reconcile", "--allow-empty"]);
+    assert!(emptied.status.success());
+    let out = stdout(&emptied);
     assert!(out.contains("remove   container e2e-rm-db"), "{out}");
     assert!(
         out.contains("e2e-rm-data on node-a: volume `data` is no longer in stack `e2e-rm`"),

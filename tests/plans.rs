@@ -19,6 +19,13 @@ hosts:
   node-b: { endpoint: 'tcp://10.77.0.12:2375' }
 ";
 
+const CLUSTER3: &str = "kind: Cluster
+hosts:
+  node-a: { endpoint: 'tcp://10.77.0.11:2375' }
+  node-b: { endpoint: 'tcp://10.77.0.12:2375' }
+  node-c: { endpoint: 'tcp://10.77.0.13:2375' }
+";
+
 fn env() -> BTreeMap<String, String> {
     BTreeMap::from([("DB_PASSWORD".to_string(), "CANARY-SECRET-42".to_string())])
 }
@@ -614,6 +621,112 @@ fn a_move_past_its_switch_is_finished_before_anything_else() {
         p.errors
             .iter()
             .any(|e| e.contains("the app is started nowhere")),
+        "{:?}",
+        p.errors
+    );
+}
+
+#[test]
+fn a_switch_record_that_outlived_its_move_is_not_finished_again() {
+    // The source was down when the move committed: its record still says
+    // `switch → node-b`, but node-b's copy is current (epoch 4).
+    let committed = with_records(
+        record(
+            CopyRole::Current,
+            3,
+            None,
+            Some("node-b"),
+            Some(MovePhase::Switch),
+        ),
+        record(CopyRole::Current, 4, None, None, None),
+    );
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&moved, &committed, Options::default());
+    assert!(
+        p.actions.iter().all(|a| a.name != "blog-pgdata"),
+        "nothing to finish: {}",
+        plan_text(&p, false)
+    );
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    // The app has since moved on to node-c: node-b's copy is retained
+    // (epoch 4), node-c holds epoch 5. The stale switch on node-a neither
+    // finishes a move onto node-b nor asks to place the app back there.
+    let mut third = committed.clone();
+    let mut c_copy = third.hosts["node-b"]
+        .volumes
+        .iter()
+        .find(|v| v.name == "blog-pgdata")
+        .unwrap()
+        .clone();
+    c_copy.copy = Some(record(CopyRole::Current, 5, None, None, None));
+    third
+        .hosts
+        .get_mut("node-b")
+        .unwrap()
+        .volumes
+        .iter_mut()
+        .find(|v| v.name == "blog-pgdata")
+        .unwrap()
+        .copy = Some(record(CopyRole::Retained, 4, Some("node-c"), None, None));
+    third
+        .hosts
+        .entry("node-c".into())
+        .or_default()
+        .volumes
+        .push(c_copy);
+    let on_c = desired(&[
+        ("cluster.yaml", CLUSTER3),
+        (
+            "blog.yaml",
+            &BLOG.replacen("host: node-a", "host: node-c", 1),
+        ),
+    ]);
+    let p = plan(&on_c, &third, Options::default());
+    assert!(
+        p.errors.iter().all(|e| !e.contains("back to `node-b`")),
+        "{:?}",
+        p.errors
+    );
+    assert!(
+        p.actions.iter().all(|a| a.name != "blog-pgdata"),
+        "node-c holds the data: {}",
+        plan_text(&p, false)
+    );
+}
+
+#[test]
+fn a_copy_without_its_record_next_to_recorded_ones_decides_nothing() {
+    // node-a's record was pruned; node-b holds the incoming copy a move
+    // made: node-a's copy may be older than what ran on node-b.
+    let mut observed = mid_move(MovePhase::Copy);
+    for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
+        v.copy = None;
+    }
+    let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    for d in [moved, blog(|s| s)] {
+        let p = plan(&d, &observed, Options::default());
+        assert!(p
+            .actions
+            .iter()
+            .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"));
+        assert!(
+            p.errors.iter().any(|e| e
+                .contains("copy records of volume `blog-pgdata` are missing on `node-a`")
+                && e.contains("drover volume adopt --host HOST blog-pgdata")),
+            "{:?}",
+            p.errors
+        );
+    }
+    // A lone copy a move made, its record gone, is not taken either.
+    let mut lone = applied(&blog(|s| s));
+    for v in &mut lone.hosts.get_mut("node-a").unwrap().volumes {
+        v.moved_from = Some("node-b".into());
+    }
+    let p = plan(&blog(|s| s), &lone, Options::default());
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("its only copy, on `node-a`, was made by a move")),
         "{:?}",
         p.errors
     );

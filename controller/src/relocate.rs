@@ -654,10 +654,25 @@ impl Move {
         Ok(())
     }
 
-    /// Puts the app back on the source after a failure before the switch.
+    /// Puts the app back on the source after a failure before the switch,
+    /// if the records, read again now, still make the source's copies the
+    /// current ones.
     async fn back_to_source(&self, helpers: &[Helpers<'_>]) {
         for h in helpers {
             h.stop().await;
+        }
+        let (src, dst) = tokio::join!(self.src.observe(), self.dst.observe());
+        let verdict = match src {
+            Ok(src) => source_still_current(
+                self.volumes.iter().map(|v| v.name.as_str()),
+                (self.from(), &src),
+                (self.to(), dst.as_ref().ok()),
+            ),
+            Err(e) => Err(format!("`{}` cannot be read: {e}", self.from())),
+        };
+        if let Err(why) = verdict {
+            tracing::error!(reason = %why, from = %self.from(), "the app is not started on its source again");
+            return;
         }
         for c in &self.apps {
             if let Err(e) = self.src.start_container(&c.name).await {
@@ -820,6 +835,44 @@ impl Move {
             tokio::time::sleep(self.opts.poll).await;
         }
     }
+}
+
+/// Whether the apps of a move may start on its source again: every
+/// volume's copy there is recorded current and not switched, and, where the
+/// target could be read, the records of both decide for the source.
+pub fn source_still_current<'a, 'b>(
+    volumes: impl IntoIterator<Item = &'a str>,
+    (from, src): (&str, &'b ObservedHost),
+    (to, dst): (&str, Option<&'b ObservedHost>),
+) -> Result<(), String> {
+    for name in volumes {
+        let find = |h: &'b ObservedHost| h.volumes.iter().find(|v| v.name == name);
+        let Some(here) = find(src) else {
+            return Err(format!("volume `{name}` is gone from `{from}`"));
+        };
+        let switched = here
+            .copy
+            .as_ref()
+            .is_some_and(|r| r.role != CopyRole::Current || r.phase == Some(MovePhase::Switch));
+        if switched {
+            return Err(format!(
+                "the record of volume `{name}` on `{from}` no longer makes it the current copy"
+            ));
+        }
+        let mut copies = vec![(from, here)];
+        if let Some(t) = dst.and_then(find) {
+            copies.push((to, t));
+        }
+        match authority(name, &copies, &Default::default()) {
+            Authority::On(h) if h == from => {}
+            other => {
+                return Err(format!(
+                    "the records of volume `{name}` no longer make `{from}` its current copy ({other:?})"
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What to send and delete so that `dst` matches `src`, and the bytes to
@@ -1263,6 +1316,50 @@ async fn check_exit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_starts_nothing_on_a_source_the_records_no_longer_favour() {
+        use crate::observed::ObservedVolume;
+        let vol = |r: Option<CopyRecord>| ObservedVolume {
+            name: "s-data".into(),
+            managed: true,
+            internal: false,
+            stack: Some("s".into()),
+            volume: Some("data".into()),
+            driver: "local".into(),
+            size_bytes: None,
+            used_by: Vec::new(),
+            retained_for: None,
+            copy: r,
+            moved_from: None,
+        };
+        let rec = |role, epoch, phase| CopyRecord {
+            role,
+            epoch,
+            peer: None,
+            moving_to: Some("b".into()),
+            phase,
+            bytes: None,
+        };
+        let host = |r| ObservedHost {
+            volumes: vec![vol(r)],
+            ..Default::default()
+        };
+        let src = host(Some(rec(CopyRole::Current, 1, Some(MovePhase::Copy))));
+        let incoming = host(Some(rec(CopyRole::Incoming, 2, None)));
+        let check = |s: &ObservedHost, d: Option<&ObservedHost>| {
+            source_still_current(["s-data"], ("a", s), ("b", d))
+        };
+        assert!(check(&src, Some(&incoming)).is_ok());
+        assert!(check(&src, None).is_ok(), "a dead target is no reason");
+        // Another drover finished the move meanwhile: the target's copy is
+        // current with a higher epoch.
+        let current = host(Some(rec(CopyRole::Current, 2, None)));
+        assert!(check(&src, Some(&current)).is_err());
+        // Or the source's own record says the switch happened.
+        let switched = host(Some(rec(CopyRole::Current, 1, Some(MovePhase::Switch))));
+        assert!(check(&switched, None).is_err());
+    }
 
     #[test]
     fn a_dynamic_binary_is_told_from_a_static_one() {
