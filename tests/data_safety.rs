@@ -370,3 +370,117 @@ fn a_hostile_stream_never_writes_outside_the_target_volume() {
     f.reconcile();
     assert!(running(b, &format!("{name}-app")));
 }
+
+#[test]
+fn another_writer_of_the_volume_stops_the_move_and_the_engine_never_restarts_the_old_app() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-writers";
+    let mut f = Fixture::new(hosts, &[name]);
+    let always = |host: &str| {
+        writer(name, host, &["data"]).replace(
+            "    stop_grace_period: 2s\n",
+            "    stop_grace_period: 2s\n    restart: always\n",
+        )
+    };
+    f.write("stack.yaml", &always("node-a"));
+    f.reconcile();
+    let app = format!("{name}-app");
+    let intruder = format!("{name}-intruder");
+    f.extra_containers.push((0, intruder.clone()));
+    let a = &f.hosts[0];
+    let run = docker(
+        a,
+        &[
+            "run",
+            "-d",
+            "--name",
+            &intruder,
+            "--restart",
+            "always",
+            "-v",
+            &format!("{name}-data:/d"),
+            IMAGE,
+            "sh",
+            "-c",
+            "trap exit TERM; while :; do sleep 1; done",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    f.write("stack.yaml", &always("node-b"));
+    let refused = |f: &Fixture, what: &str| {
+        let o = f.drover(&["reconcile"]);
+        assert_eq!(o.status.code(), Some(1));
+        let said = stdout(&o) + &stderr(&o);
+        assert!(
+            said.contains(&format!(
+                "container `{intruder}` on `node-a` also mounts volume `{name}-data`"
+            )) && said.contains(what),
+            "{said}"
+        );
+        assert!(
+            running(&f.hosts[0], &app),
+            "the app runs on its source again"
+        );
+        assert_eq!(
+            inspect(&f.hosts[0], &app, "{{.HostConfig.RestartPolicy.Name}}").as_deref(),
+            Some("always"),
+            "its restart policy is given back"
+        );
+    };
+    refused(&f, "is running");
+    // Stopped, but the engine would start it again whenever it restarts.
+    assert!(docker(a, &["stop", &intruder]).status.success());
+    refused(&f, "restart: always");
+    assert!(docker(a, &["rm", "-f", &intruder]).status.success());
+
+    // Killed after the switch: the old container is stopped, and an
+    // engine restart on the source does not bring it back.
+    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "start")]);
+    assert!(!o.status.success());
+    assert_eq!(
+        inspect(a, &app, "{{.HostConfig.RestartPolicy.Name}}").as_deref(),
+        Some("no")
+    );
+    host_script("stop", "node-a");
+    host_script("start", "node-a");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(!running(&f.hosts[0], &app));
+    f.reconcile();
+    assert!(running(&f.hosts[1], &app) && !running(&f.hosts[0], &app));
+}
+
+#[test]
+fn an_app_renamed_as_it_moves_is_gone_before_the_last_copy() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-rename";
+    let f = Fixture::new(hosts, &[name]);
+    // The old app goes on writing for 6 s after it is told to stop.
+    let stubborn = writer(name, "node-a", &["data"])
+        .replace("trap \\\"exit 0\\\" TERM", "trap \\\"\\\" TERM")
+        .replace("stop_grace_period: 2s", "stop_grace_period: 6s");
+    assert_ne!(stubborn, writer(name, "node-a", &["data"]));
+    f.write("stack.yaml", &stubborn);
+    f.reconcile();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let renamed = writer(name, "node-b", &["data"]).replace("\n  app:\n", "\n  app2:\n");
+    f.write("stack.yaml", &renamed);
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(inspect(&f.hosts[0], &format!("{name}-app"), "{{.Id}}").is_none());
+    assert!(running(&f.hosts[1], &format!("{name}-app2")));
+    // Every line the old app wrote is on node-b.
+    let vol = format!("{name}-data");
+    let kept = in_volume(&f.hosts[0], &vol, "wc -c < /d/log");
+    assert_eq!(
+        in_volume(
+            &f.hosts[1],
+            &vol,
+            &format!("head -c {kept} /d/log | md5sum")
+        ),
+        in_volume(&f.hosts[0], &vol, "md5sum < /d/log")
+    );
+}

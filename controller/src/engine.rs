@@ -125,6 +125,9 @@ pub struct ContainerStatus {
     pub health: Option<Health>,
     /// The output of the latest health check, for error messages.
     pub last_health_output: Option<String>,
+    /// Its restart policy: `always` brings a stopped container back when
+    /// the engine restarts.
+    pub restart: Option<Restart>,
 }
 
 /// A drover helper container: the volume mounted at `/data`, drover's own
@@ -241,6 +244,8 @@ pub trait DockerApi: Send + Sync {
     async fn remove_container(&self, name: &str) -> Result<(), EngineError>;
     /// `None` when there is no such container.
     async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError>;
+    /// Changes a container's restart policy in place.
+    async fn set_restart(&self, name: &str, restart: Restart) -> Result<(), EngineError>;
     /// `docker import` of a root file system tar as `tag`.
     async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError>;
     /// Makes and starts a helper container; returns the host port its
@@ -461,12 +466,7 @@ fn create_body(c: &ContainerSpec) -> ContainerCreateBody {
             ..Default::default()
         })
         .collect();
-    let restart = match c.restart {
-        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
-        Restart::Always => RestartPolicyNameEnum::ALWAYS,
-        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
-        Restart::No => RestartPolicyNameEnum::NO,
-    };
+    let restart = restart_name(c.restart);
     let ns = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let healthcheck = c.healthcheck.as_ref().map(|h| HealthConfig {
         test: Some(h.test.iter().map(|t| t.expose().to_string()).collect()),
@@ -809,11 +809,36 @@ impl DockerApi for Engine {
             .and_then(|h| h.log)
             .and_then(|l| l.last().and_then(|r| r.output.clone()))
             .map(|o| o.trim().to_string());
+        let restart = info
+            .host_config
+            .and_then(|h| h.restart_policy)
+            .and_then(|p| p.name)
+            .map(|n| match n {
+                RestartPolicyNameEnum::ALWAYS => Restart::Always,
+                RestartPolicyNameEnum::UNLESS_STOPPED => Restart::UnlessStopped,
+                RestartPolicyNameEnum::ON_FAILURE => Restart::OnFailure,
+                _ => Restart::No,
+            });
         Ok(Some(ContainerStatus {
             state: run,
             health,
             last_health_output,
+            restart,
         }))
+    }
+
+    async fn set_restart(&self, name: &str, restart: Restart) -> Result<(), EngineError> {
+        let body = bollard::models::ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart_name(restart)),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(name, body)
+            .await
+            .map_err(|e| EngineError::api(&self.host, format!("update container `{name}`"), e))
     }
 
     async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError> {
@@ -1186,6 +1211,15 @@ fn helper_body(
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+fn restart_name(r: Restart) -> RestartPolicyNameEnum {
+    match r {
+        Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        Restart::Always => RestartPolicyNameEnum::ALWAYS,
+        Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+        Restart::No => RestartPolicyNameEnum::NO,
     }
 }
 

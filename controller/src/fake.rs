@@ -219,9 +219,18 @@ impl DockerApi for FakeDocker {
                     state: c.state,
                     health: h.map(|(h, _)| *h),
                     last_health_output: h.map(|(_, o)| o.clone()),
+                    restart: None,
                 }
             })
         }))
+    }
+
+    async fn set_restart(
+        &self,
+        name: &str,
+        restart: crate::model::Restart,
+    ) -> Result<(), EngineError> {
+        self.call(format!("restart-policy {name} {}", restart.as_str()))
     }
 
     async fn import_image(&self, tag: &str, _rootfs: bytes::Bytes) -> Result<(), EngineError> {

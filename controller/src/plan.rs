@@ -979,6 +979,33 @@ impl<'a> Planner<'a> {
                 .collect();
             self.actions[*i].after.extend(dependents);
         }
+        // A container leaving a move's source that mounts the moving volume
+        // (an app renamed or removed in the same change) goes before the
+        // move: it must not write during the last copy or after the switch.
+        let moves: Vec<(usize, String, String)> = self
+            .actions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((i, a.relocation.as_ref()?.from.clone(), a.name.clone())))
+            .collect();
+        for (i, from, volume) in moves {
+            let Some(oh) = self.readable.get(from.as_str()) else {
+                continue;
+            };
+            let users = oh
+                .volumes
+                .iter()
+                .filter(|v| v.name == volume)
+                .flat_map(|v| &v.used_by);
+            let ids: Vec<String> = users
+                .map(|c| action_id(&from, Kind::Container, c))
+                .filter(|id| {
+                    self.index_of(id)
+                        .is_some_and(|j| self.actions[j].action == Verb::Remove)
+                })
+                .collect();
+            self.actions[i].after.extend(ids);
+        }
 
         for &(host, oh) in &readable {
             let dh = &self.desired.hosts[host];

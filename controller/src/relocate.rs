@@ -25,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::desired::{labels, ContainerSpec, VolumeSpec};
 use crate::engine::{DockerApi, ExecOutput, HelperSpec};
+use crate::model::Restart;
 use crate::observed::{
     ContainerState, CopyRecord, CopyRole, Health, MovePhase, ObservedHost, RecordRef,
 };
@@ -210,6 +211,9 @@ pub struct Move {
     planned: std::sync::atomic::AtomicU64,
     /// The phase and time of the last progress line logged.
     logged: std::sync::Mutex<Option<(Phase, Instant)>>,
+    /// Source containers whose restart policy was set to `no` while they
+    /// are stopped for the move, with the policy they had.
+    held: std::sync::Mutex<Vec<(String, Restart)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +325,7 @@ impl Move {
             sent: Default::default(),
             planned: Default::default(),
             logged: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -625,6 +630,30 @@ impl Move {
     }
 
     async fn stop_on_source(&self) -> Result<(), String> {
+        // Stopped for good: the engine must not start them again on its own
+        // (a restart of the engine starts an `always` container), neither
+        // during the last copy nor after the switch. The policy they had
+        // comes back if the move is rolled back.
+        for c in &self.apps {
+            let Some(s) = self
+                .src
+                .container_status(&c.name)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            if let Some(r) = s.restart.filter(|r| *r != Restart::No) {
+                self.src
+                    .set_restart(&c.name, Restart::No)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((c.name.clone(), r));
+            }
+        }
         for c in &self.apps {
             self.src
                 .stop_container(&c.name, c.stop_grace())
@@ -651,6 +680,54 @@ impl Move {
                 }
             }
         }
+        self.no_other_writers().await
+    }
+
+    /// Every other container on the source that mounts a moving volume must
+    /// be stopped, and not be one the engine starts on its own: otherwise it
+    /// could write during the last copy or after the switch.
+    async fn no_other_writers(&self) -> Result<(), String> {
+        let state = self.src.observe().await.map_err(|e| e.to_string())?;
+        for v in &self.volumes {
+            let Some(copy) = state.volumes.iter().find(|o| o.name == v.name) else {
+                continue;
+            };
+            for user in &copy.used_by {
+                let ours = self.apps.iter().any(|c| &c.name == user)
+                    || state
+                        .containers
+                        .iter()
+                        .any(|c| &c.name == user && c.internal);
+                if ours {
+                    continue;
+                }
+                let Some(s) = self
+                    .src
+                    .container_status(user)
+                    .await
+                    .map_err(|e| e.to_string())?
+                else {
+                    continue;
+                };
+                let why = if matches!(
+                    s.state,
+                    ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+                ) {
+                    Some(s.state.as_str())
+                } else if s.restart == Some(Restart::Always) {
+                    Some("stopped, but restarted by the engine whenever it starts (`restart: always`)")
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(format!(
+                        "container `{user}` on `{}` also mounts volume `{}` and is {why}: it could write to the data while it moves; stop or remove it, then reconcile again",
+                        self.from(),
+                        v.name
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -673,6 +750,12 @@ impl Move {
         if let Err(why) = verdict {
             tracing::error!(reason = %why, from = %self.from(), "the app is not started on its source again");
             return;
+        }
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, restart) in held {
+            if let Err(e) = self.src.set_restart(&name, restart).await {
+                tracing::error!(error = %e, container = %name, "cannot give the app its restart policy back");
+            }
         }
         for c in &self.apps {
             if let Err(e) = self.src.start_container(&c.name).await {
