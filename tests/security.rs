@@ -101,6 +101,34 @@ fn a_tls_engine_is_managed_with_its_certificates_and_refused_without_the_right_o
     );
     assert!(inspect(&f.hosts[0], "tls-web", "{{.Id}}").is_none());
 
+    // The engine's certificate is trusted by the system (here through
+    // SSL_CERT_FILE) but not signed by the CA the Cluster names: refused.
+    f.write("cluster.yaml", &cluster("other.pem", "cert.pem", "key.pem"));
+    let system_ca = certs.path().join("ca.pem");
+    let o = f.drover_with(
+        &["reconcile"],
+        &[("SSL_CERT_FILE", system_ca.to_str().unwrap())],
+    );
+    assert_eq!(o.status.code(), Some(1), "only the Cluster's CA counts");
+    assert!(
+        stderr(&o).contains("host `secure` cannot be reached"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(inspect(&f.hosts[0], "tls-web", "{{.Id}}").is_none());
+    // A FIFO (or a device) as a TLS file is refused at once, never waited on.
+    let fifo = certs.path().join("fifo.pem");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    f.write("cluster.yaml", &cluster("fifo.pem", "cert.pem", "key.pem"));
+    let o = f.drover(&["reconcile", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1));
+    let said = stdout(&o) + &stderr(&o);
+    assert!(said.contains("is not a regular file"), "{said}");
+
     // With them: managed like any host, and no warning.
     f.write("cluster.yaml", &cluster("ca.pem", "cert.pem", "key.pem"));
     let o = f.drover(&["reconcile"]);

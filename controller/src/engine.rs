@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -323,14 +324,10 @@ impl Engine {
             tracing::warn!(host = %host.name, %endpoint, "plain TCP to a remote Docker host: anyone on the network can read and control it; use TLS");
         }
         let docker = if let Some(tls) = &host.tls {
-            Docker::connect_with_ssl(
-                &endpoint,
-                &tls.key,
-                &tls.cert,
-                &tls.ca,
-                REQUEST_TIMEOUT_SECS,
-                API_DEFAULT_VERSION,
-            )
+            let addr = endpoint
+                .replacen("tcp://", "", 1)
+                .replacen("https://", "", 1);
+            connect_tls(tls, &addr).map_err(unreachable)?
         } else if let Some(path) = endpoint.strip_prefix("unix://") {
             Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
@@ -348,6 +345,89 @@ impl Engine {
             docker,
         })
     }
+}
+
+/// The largest certificate or key file read.
+const TLS_FILE_MAX: u64 = 1 << 20;
+
+/// Reads a certificate or key: a regular file (a FIFO would wait for ever,
+/// `/dev/zero` would never end) of at most [`TLS_FILE_MAX`] bytes.
+fn read_tls_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = || format!("the TLS {what} `{}`", path.display());
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| format!("{} cannot be read: {e}", shown()))?;
+    let meta = f.metadata().map_err(|e| format!("{}: {e}", shown()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", shown()));
+    }
+    let mut data = Vec::new();
+    f.take(TLS_FILE_MAX + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("{} cannot be read: {e}", shown()))?;
+    if data.len() as u64 > TLS_FILE_MAX {
+        return Err(format!("{} is larger than 1 MiB", shown()));
+    }
+    Ok(data)
+}
+
+/// HTTPS to a Docker host with a client certificate, trusting only the
+/// CA the Cluster names for it.
+fn connect_tls(
+    tls: &crate::model::Tls,
+    addr: &str,
+) -> Result<Result<Docker, BollardError>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = read_tls_file("CA", &tls.ca)?;
+    let cert = read_tls_file("certificate", &tls.cert)?;
+    let key = read_tls_file("key", &tls.key)?;
+    let bad = |what: &str, p: &std::path::Path| {
+        format!("the TLS {what} `{}` holds no valid PEM", p.display())
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&ca) {
+        roots
+            .add(c.map_err(|_| bad("CA", &tls.ca))?)
+            .map_err(|e| format!("the TLS CA `{}`: {e}", tls.ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("CA", &tls.ca));
+    }
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| bad("certificate", &tls.cert))?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|_| bad("key", &tls.key))?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .map_err(|e| format!("the TLS certificate and key do not fit: {e}"))?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnector::from((http, config));
+    let client = Arc::new(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(https),
+    );
+    let transport = move |req: bollard::BollardRequest| {
+        let client = Arc::clone(&client);
+        async move { client.request(req).await.map_err(BollardError::from) }
+    };
+    Ok(Docker::connect_with_custom_transport(
+        transport,
+        Some(format!("https://{addr}")),
+        REQUEST_TIMEOUT_SECS,
+        API_DEFAULT_VERSION,
+    ))
 }
 
 fn state_of(s: Option<&ContainerSummaryStateEnum>) -> ContainerState {
