@@ -277,6 +277,8 @@ pub trait DockerApi: Send + Sync {
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError>;
     /// The exit code of a finished command; `None` while it runs.
     async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>, EngineError>;
+    /// Whether the engine answers at all.
+    async fn ping(&self) -> Result<(), EngineError>;
 }
 
 /// Time allowed to reach a host and agree on an API version.
@@ -1200,6 +1202,14 @@ impl DockerApi for Engine {
         } else {
             info.exit_code
         })
+    }
+
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::api(&self.host, "ping", e))
     }
 }
 

@@ -26,6 +26,8 @@ struct State {
     calls: Vec<(u64, String)>,
     /// Calls (as logged, e.g. `start web`) that fail.
     failing: BTreeSet<String>,
+    /// Lease renewals never answer (a hung engine).
+    hung_renewals: bool,
     /// Health reported for containers by name, with the last output.
     health: BTreeMap<String, (Health, String)>,
     /// Images that can be pulled.
@@ -77,6 +79,11 @@ impl FakeDocker {
 
     pub fn fail(&self, call: &str) {
         self.with(|s| s.failing.insert(call.to_string()));
+    }
+
+    /// From now on lease renewals never answer, as on a hung engine.
+    pub fn hang_renewals(&self) {
+        self.with(|s| s.hung_renewals = true);
     }
 
     pub fn set_health(&self, container: &str, health: Health, output: &str) {
@@ -313,6 +320,9 @@ impl DockerApi for FakeDocker {
 
     async fn renew_lease(&self, id: &str, until: u64) -> Result<bool, EngineError> {
         self.call(format!("lease renew {id}"))?;
+        if self.with(|s| s.hung_renewals) {
+            std::future::pending::<()>().await;
+        }
         Ok(self.with(|s| {
             s.leases
                 .values_mut()
@@ -342,6 +352,10 @@ impl DockerApi for FakeDocker {
 
     async fn exec_exit_code(&self, _id: &str) -> Result<Option<i64>, EngineError> {
         Ok(Some(1))
+    }
+
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.call("ping".into())
     }
 }
 

@@ -280,6 +280,10 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
 
 /// How long a receiving helper waits for its sender.
 const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a connection may take to present the token.
+const TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a sender's stream may stay silent.
+const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A writer that counts bytes and prints `{"sent":N}` lines now and then.
 struct Counting<W: Write, P: Write> {
@@ -386,12 +390,17 @@ pub fn receive(
             Err(e) => return Err(e),
         };
         conn.set_nonblocking(false)?;
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        // Whoever reaches the port gets two seconds to prove the token, so
+        // a stranger holding a connection open delays the sender by that
+        // much at most (and the whole wait is bounded by ACCEPT_WAIT).
+        conn.set_read_timeout(Some(TOKEN_WAIT))?;
         let mut r = BufReader::with_capacity(BUF, &conn);
         let mut got = String::new();
         if r.by_ref().take(200).read_line(&mut got).is_err() || !same(got.trim(), token.trim()) {
             continue; // not our sender
         }
+        // A sender silent this long is gone: the unpack fails, never waits.
+        conn.set_read_timeout(Some(STREAM_IDLE))?;
         return unpack(root, state, r, out);
     }
 }

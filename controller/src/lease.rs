@@ -36,9 +36,11 @@ pub const COMMAND: &str = "drover.lease.command";
 pub const SINCE: &str = "drover.lease.since";
 /// When it ends unless extended (Unix seconds).
 pub const EXPIRES: &str = "drover.lease.expires";
-/// Where the holder runs: `boot id/pid namespace/pid`. A drover in the same
-/// process space (same kernel boot, same pid namespace) that finds the
-/// holder's process gone knows the lease is stale without waiting.
+/// Where the holder runs: `boot id/pid namespace/pid/start time` (the
+/// start time in clock ticks since boot, from `/proc/PID/stat`). A drover in
+/// the same process space (same kernel boot, same pid namespace) that finds
+/// no process with that pid and start time knows the lease is stale
+/// without waiting.
 pub const PROCESS: &str = "drover.lease.process";
 /// How long a lease lasts unless extended; `DROVER_LEASE_TTL` (seconds)
 /// sets another.
@@ -68,27 +70,63 @@ fn process_space() -> Option<String> {
     Some(format!("{}/{}", boot.trim(), ns.display()))
 }
 
-/// Whether the lease's holder ran in this process space and is gone: no
-/// such process, or one that is not drover (its pid was reused).
+/// A process's start time (clock ticks since boot) and whether it is a
+/// zombie, from `/proc/PID/stat`; `None` if it cannot be read.
+fn start_of(pid: u32) -> Option<(u64, bool)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from
+    // the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(19)?.parse().ok()?, fields.first() == Some(&"Z")))
+}
+
+/// Whether `/proc` hides other users' processes (`hidepid`): a process
+/// missing from it may still run.
+fn proc_hides_processes(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (ours, theirs) = (halves.next().unwrap_or(""), halves.next().unwrap_or(""));
+        ours.split_whitespace().nth(4) == Some("/proc")
+            && theirs.split_whitespace().nth(2).is_some_and(|opts| {
+                opts.split(',').any(|o| {
+                    o.strip_prefix("hidepid=")
+                        .is_some_and(|v| v != "0" && v != "off")
+                })
+            })
+    })
+}
+
+/// Whether the lease's holder ran in this process space and is gone: its
+/// pid runs a process started at another time (the pid was reused), is a
+/// zombie, or is absent while `/proc` shows every process. Whatever the
+/// process is called: a renamed binary is still the holder.
 fn holder_is_gone(l: &LeaseRecord, space: Option<&str>) -> bool {
     let Some(space) = space else {
         return false;
     };
-    let Some((their_space, pid)) = l.labels.get(PROCESS).and_then(|p| p.rsplit_once('/')) else {
+    let Some(label) = l.labels.get(PROCESS) else {
         return false;
     };
-    if their_space != space || pid.parse::<u32>().is_err() {
+    let Some((rest, started)) = label.rsplit_once('/') else {
+        return false;
+    };
+    let Some((their_space, pid)) = rest.rsplit_once('/') else {
+        return false;
+    };
+    let (Ok(pid), Ok(started)) = (pid.parse::<u32>(), started.parse::<u64>()) else {
+        return false; // an older drover's label: only time tells
+    };
+    if their_space != space {
         return false;
     }
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        // A zombie has an empty command line.
-        Ok(cmd) => !cmd.split(|b| *b == 0).next().is_some_and(|argv0| {
-            argv0
-                .rsplit(|b| *b == b'/')
-                .next()
-                .is_some_and(|name| name.starts_with(b"drover"))
-        }),
-        Err(_) => true,
+    match start_of(pid) {
+        Some((t, zombie)) => zombie || t != started,
+        None => {
+            let hidden = std::fs::read_to_string("/proc/self/mountinfo")
+                .map_or(true, |m| proc_hides_processes(&m));
+            !hidden && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        }
     }
 }
 
@@ -122,11 +160,9 @@ impl Holder {
             (SINCE.to_string(), now.to_string()),
             (EXPIRES.to_string(), (now + self.ttl.as_secs()).to_string()),
         ]);
-        if let Some(space) = &self.space {
-            labels.insert(
-                PROCESS.to_string(),
-                format!("{space}/{}", std::process::id()),
-            );
+        let me = std::process::id();
+        if let (Some(space), Some((started, _))) = (&self.space, start_of(me)) {
+            labels.insert(PROCESS.to_string(), format!("{space}/{me}/{started}"));
         }
         labels
     }
@@ -301,33 +337,47 @@ impl Drop for Leases {
     }
 }
 
-/// Extends every lease every third of `ttl` until aborted. A lease found
-/// gone, or not extended before it ends, is lost: `lost` is cancelled.
+/// Extends every lease every third of `ttl` until aborted, all hosts at
+/// once, each answer awaited a sixth of `ttl` at most (one hung engine
+/// delays no other). A lease found gone, or not confirmed extended while
+/// another try could still be answered before it ends, is lost: `lost` is
+/// cancelled, so no further step starts well before another drover could
+/// take it.
 async fn renew(
     held: Vec<(Arc<dyn DockerApi>, String)>,
     ttl: Duration,
     lost: CancellationToken,
     reasons: Arc<Mutex<Vec<String>>>,
 ) {
-    let start = unix_now();
-    let mut until: Vec<u64> = vec![start + ttl.as_secs(); held.len()];
+    use tokio::time::Instant;
+    let mut until: Vec<Instant> = vec![Instant::now() + ttl; held.len()];
     let every = (ttl / 3).max(Duration::from_millis(300));
+    let wait = (ttl / 6).max(Duration::from_millis(200));
     loop {
         tokio::time::sleep(every).await;
-        let now = unix_now();
-        for (i, (api, id)) in held.iter().enumerate() {
-            let next = now + ttl.as_secs();
-            let problem = match api.renew_lease(id, next).await {
+        let sent = Instant::now();
+        let next = unix_now() + ttl.as_secs();
+        let answers = futures_util::future::join_all(held.iter().map(|(api, id)| async move {
+            match tokio::time::timeout(wait, api.renew_lease(id, next)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", wait.as_secs_f64())),
+            }
+        }))
+        .await;
+        let now = Instant::now();
+        for (i, ((api, _), answer)) in held.iter().zip(answers).enumerate() {
+            let problem = match answer {
                 Ok(true) => {
-                    until[i] = next;
+                    until[i] = sent + ttl;
                     None
                 }
                 Ok(false) => Some(format!(
                     "host `{}`: the lease was taken by another drover; no further step was started",
                     api.host()
                 )),
-                Err(e) if unix_now() >= until[i] => Some(format!(
-                    "host `{}`: the lease could not be extended before it ran out ({e}); no further step was started",
+                // No time for another try to be answered before it ends.
+                Err(e) if until[i].saturating_duration_since(now) <= every + wait => Some(format!(
+                    "host `{}`: the lease could not be extended in time ({e}); no further step was started",
                     api.host()
                 )),
                 Err(e) => {
@@ -374,24 +424,68 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_lease_of_a_process_gone_from_this_machine_is_taken_at_once() {
-        let host = FakeDocker::new("a", ObservedHost::default());
         let me = Holder::new("reconcile");
-        let mut labels = holder("m/1/x").labels(unix_now());
-        // A pid above the kernel's limit never runs.
         let space = me.space.clone().expect("linux has a boot id");
-        labels.insert(PROCESS.into(), format!("{space}/4194305"));
-        let old = host.create_lease(NAME, &labels).await.unwrap().unwrap();
-        assert_ne!(take(&host, &me).await.unwrap(), old);
-        // Elsewhere (another boot or pid namespace), only time tells.
-        labels.insert(PROCESS.into(), "other-boot/pid:[1]/4194305".into());
-        let host = FakeDocker::new("b", ObservedHost::default());
-        host.create_lease(NAME, &labels).await.unwrap().unwrap();
-        assert!(take(&host, &me).await.is_err());
-        // A live drover process here (this test binary is one) holds.
-        labels.insert(PROCESS.into(), format!("{space}/{}", std::process::id()));
-        let host = FakeDocker::new("c", ObservedHost::default());
-        host.create_lease(NAME, &labels).await.unwrap().unwrap();
-        assert!(take(&host, &me).await.is_err());
+        let mine = std::process::id();
+        let (started, _) = start_of(mine).unwrap();
+        let held = |process: String| async move {
+            let host = FakeDocker::new("a", ObservedHost::default());
+            let mut labels = holder("m/1/x").labels(unix_now());
+            labels.insert(PROCESS.into(), process);
+            let old = host.create_lease(NAME, &labels).await.unwrap().unwrap();
+            let taken = take(&host, &Holder::new("reconcile")).await;
+            taken.map_or(true, |id| id == old)
+        };
+        // A pid above the kernel's limit never runs.
+        assert!(!held(format!("{space}/4194305/1")).await);
+        // This pid, started at another time: the pid was reused.
+        assert!(!held(format!("{space}/{mine}/{}", started + 1)).await);
+        // A live process holds, whatever its binary is called: pid 1 is
+        // no drover, and this test binary is not named plain `drover`.
+        let (init, _) = start_of(1).unwrap();
+        assert!(held(format!("{space}/1/{init}")).await);
+        assert!(held(format!("{space}/{mine}/{started}")).await);
+        // Elsewhere (another boot or pid namespace), or an older label
+        // without a start time: only time tells.
+        assert!(held("other-boot/pid:[1]/4194305/1".into()).await);
+        assert!(held(format!("{space}/4194305")).await);
+    }
+
+    #[test]
+    fn a_proc_mounted_with_hidepid_is_never_read_as_absence() {
+        let plain = "22 28 0:20 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw\n";
+        let hidden = "22 28 0:20 / /proc rw,nosuid shared:12 - proc proc rw,hidepid=invisible\n";
+        let off = "22 28 0:20 / /proc rw shared:12 - proc proc rw,hidepid=0\n";
+        assert!(!proc_hides_processes(plain));
+        assert!(proc_hides_processes(hidden));
+        assert!(!proc_hides_processes(off));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_hung_engine_delays_no_other_renewal_and_stops_further_steps_in_time() {
+        let a = Arc::new(FakeDocker::new("a", ObservedHost::default()));
+        let b = Arc::new(FakeDocker::new("b", ObservedHost::default()));
+        let mut conns = Connections::default();
+        conns.engines.insert("a".into(), a.clone());
+        conns.engines.insert("b".into(), b.clone());
+        let me = Arc::new(Holder {
+            ttl: Duration::from_secs(60),
+            ..holder("m/1/x")
+        });
+        let leases = Leases::take(&mut conns, &me, &CancellationToken::new())
+            .await
+            .unwrap();
+        a.hang_renewals();
+        let start = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), leases.lost().cancelled())
+            .await
+            .expect("the loss is noticed before the lease ends");
+        let after = start.elapsed();
+        assert!(after < Duration::from_secs(55), "{after:?}");
+        assert!(leases.lost_reasons()[0].contains("host `a`"));
+        // node b was extended meanwhile, not held up behind a.
+        let renewed = b.read_lease(NAME).await.unwrap().unwrap().renewed_until;
+        assert!(renewed.is_some(), "b was renewed");
     }
 
     #[tokio::test]

@@ -283,6 +283,41 @@ struct Part<'a> {
     dst_records: Vec<RecordRef>,
 }
 
+/// How often each engine of a move is asked whether it still answers, and
+/// how long an answer may take; two missed in a row end the step.
+const PING_EVERY: Duration = Duration::from_secs(5);
+const PING_WAIT: Duration = Duration::from_secs(5);
+/// The longest a step waits on an engine that stopped answering.
+pub const STALLED: Duration = Duration::from_secs(20);
+
+/// Resolves (with the reason) once `api` has missed two pings in a row.
+async fn stalled(api: &Arc<dyn DockerApi>) -> String {
+    let mut missed = 0;
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        match tokio::time::timeout(PING_WAIT, api.ping()).await {
+            Ok(Ok(())) => missed = 0,
+            _ => missed += 1,
+        }
+        if missed >= 2 {
+            return format!(
+                "host `{}` stopped answering during the move (two pings unanswered)",
+                api.host()
+            );
+        }
+    }
+}
+
+/// A call on a host that may be gone, given [`PING_WAIT`] twice at most.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, crate::engine::EngineError>>,
+) -> Result<T, String> {
+    tokio::time::timeout(PING_WAIT * 2, call)
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// The port a receiving helper listens on inside its container.
 const DIRECT_PORT: u16 = 7070;
 
@@ -484,7 +519,7 @@ impl Move {
             }
             for h in &helpers {
                 let copied = tokio::select! {
-                    r = self.copy_while_running(h) => r,
+                    r = self.guarded(self.copy_while_running(h)) => r,
                     _ = self.opts.stop.cancelled() => Err(STOPPED.into()),
                 };
                 if let Err(e) = copied {
@@ -498,12 +533,12 @@ impl Move {
             }
             checkpoint(Phase::Stop);
             self.report(Phase::Stop, 0);
-            if let Err(e) = self.stop_on_source().await {
+            if let Err(e) = self.guarded(self.stop_on_source()).await {
                 self.back_to_source(&helpers).await;
                 return Err(e);
             }
             for (p, h) in parts.iter_mut().zip(&helpers) {
-                match self.copy_after_stop(h).await {
+                match self.guarded(self.copy_after_stop(h)).await {
                     Ok(b) => p.bytes = Some(b),
                     Err(e) => {
                         self.back_to_source(&helpers).await;
@@ -529,7 +564,7 @@ impl Move {
 
         checkpoint(Phase::Start);
         self.report(Phase::Start, 0);
-        if let Err(e) = self.start_on_target().await {
+        if let Err(e) = self.guarded(self.start_on_target()).await {
             self.undo_switch(&parts, &helpers).await;
             return Err(e);
         }
@@ -587,6 +622,20 @@ impl Move {
             }
         }
         Ok(())
+    }
+
+    /// Runs a step of the move while both engines answer: one that stops
+    /// answering (a host that lost power leaves its streams open and
+    /// silent) ends the step within [`STALLED`], and the move rolls back.
+    async fn guarded<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        tokio::select! {
+            r = step => r,
+            e = stalled(&self.src) => Err(e),
+            e = stalled(&self.dst) => Err(e),
+        }
     }
 
     fn source_record(&self, p: &Part<'_>, phase: MovePhase) -> CopyRecord {
@@ -738,7 +787,7 @@ impl Move {
         for h in helpers {
             h.stop().await;
         }
-        let (src, dst) = tokio::join!(self.src.observe(), self.dst.observe());
+        let (src, dst) = tokio::join!(bounded(self.src.observe()), bounded(self.dst.observe()));
         let verdict = match src {
             Ok(src) => source_still_current(
                 self.volumes.iter().map(|v| v.name.as_str()),
@@ -768,7 +817,7 @@ impl Move {
     /// the source as the copy to use again, and start it there.
     async fn undo_switch(&self, parts: &[Part<'_>], helpers: &[Helpers<'_>]) {
         for c in &self.apps {
-            if let Err(e) = self.dst.remove_container(&c.name).await {
+            if let Err(e) = bounded(self.dst.remove_container(&c.name)).await {
                 // It may still run there: never start a second writer.
                 tracing::error!(error = %e, container = %c.name, "cannot remove the app from the target; it is not started on the source");
                 return;
@@ -1071,7 +1120,7 @@ impl<'a> Helpers<'a> {
 
     async fn stop(&self) {
         for api in [&self.mv.src, &self.mv.dst] {
-            let _ = api.remove_container(&self.name).await;
+            let _ = bounded(api.remove_container(&self.name)).await;
         }
     }
 
