@@ -10,6 +10,8 @@
 #   scripts/test-hosts.sh env [N]        print DROVER_TEST_HOSTS=… for the tests
 #   scripts/test-hosts.sh stop NAME      stop one engine (SIGTERM), keeping its state
 #   scripts/test-hosts.sh kill NAME      kill one engine (SIGKILL), keeping its state
+#   scripts/test-hosts.sh freeze NAME    pause one engine (SIGSTOP): it stops answering
+#   scripts/test-hosts.sh thaw NAME      let a frozen engine go on (SIGCONT)
 #   scripts/test-hosts.sh start NAME     start it again (and start a new host:
 #                                        DROVER_HOST_DATA_SIZE=300m gives it a
 #                                        disk of that size, to fill up;
@@ -207,6 +209,15 @@ case "${1:-}" in
     rm -f "$STATE/$2.sock" "$STATE/$2.pid" "$DATA/$2/exec/containerd/containerd.pid"
     log "$2 killed"
     ;;
+  freeze | thaw)
+    # A host that stops answering without closing anything (a machine that
+    # lost power): its engine and the engine's containerd are paused.
+    pid=$(cat "$STATE/${2:?name}.pid")
+    sig=STOP
+    [ "$1" = thaw ] && sig=CONT
+    kill -s "$sig" "$pid" $(pgrep -P "$pid" || true)
+    log "$2: $1"
+    ;;
   start)
     i=$(( $(printf '%d' "'${2#node-}") - 96 ))
     bridge_up
@@ -222,7 +233,7 @@ case "${1:-}" in
     (IFS=,; echo "DROVER_TEST_HOSTS=${list[*]}")
     ;;
   *)
-    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

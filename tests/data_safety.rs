@@ -484,3 +484,59 @@ fn an_app_renamed_as_it_moves_is_gone_before_the_last_copy() {
         in_volume(&f.hosts[0], &vol, "md5sum < /d/log")
     );
 }
+
+#[test]
+fn a_target_that_stops_answering_with_the_app_stopped_rolls_back_in_bounded_time() {
+    use std::io::BufRead;
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-frozen";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    let mut child = f
+        .command(&["reconcile"])
+        .env("DROVER_LOG", "drover=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // As soon as the app is being stopped, node-b's engine freezes.
+    let mut frozen_at = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let stop = line.contains("phase=stop") || line.contains("phase=\"stop\"");
+        if line.contains("relocation progress") && stop {
+            host_script("freeze", "node-b");
+            frozen_at = Some(std::time::Instant::now());
+            break;
+        }
+    }
+    let frozen_at = frozen_at.expect("the move reached its stop");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let took = frozen_at.elapsed();
+    host_script("thaw", "node-b");
+    eprintln!("{}", rest.join("\n"));
+    assert!(!status.success());
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the move ended {took:?} after the target froze"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("`node-b` stopped answering")),
+        "{rest:?}"
+    );
+    assert!(
+        running(&f.hosts[0], &app),
+        "the app runs on its source again"
+    );
+    // Once the target answers again, the move completes.
+    f.reconcile();
+    assert!(running(&f.hosts[1], &app) && !running(&f.hosts[0], &app));
+}

@@ -596,4 +596,46 @@ mod tests {
         }
         assert!(keep.exists());
     }
+    #[test]
+    fn a_stranger_holding_the_direct_port_delays_the_sender_by_seconds_at_most() {
+        let src = tree();
+        let dst = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let token = "a".repeat(64);
+        let (d, st) = (dst.path().to_path_buf(), state.path().join("d.json"));
+        let t = token.clone();
+        let receiver = std::thread::spawn(move || {
+            receive(&d, &st, port, format!("{t}\n").as_bytes(), &mut Vec::new())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Connects first and says nothing.
+        let stranger = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let started = std::time::Instant::now();
+        let entries = scan::scan(src.path(), None, false).unwrap();
+        let mut input = format!("{token}\n").into_bytes();
+        input.extend(paths(&entries));
+        let to = format!("127.0.0.1:{port}");
+        send(
+            src.path(),
+            &state.path().join("s.json"),
+            &to,
+            None,
+            &input[..],
+            &mut Vec::new(),
+        )
+        .unwrap();
+        receiver.join().unwrap().unwrap();
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(stranger);
+        assert_same(src.path(), dst.path());
+    }
 }

@@ -244,10 +244,20 @@ pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking
 /// Removes the lease object `id` taken with [`take`]; a failure is logged
 /// (the lease runs out by itself).
 pub async fn release(api: &dyn DockerApi, id: &str) {
-    if let Err(e) = api.remove_lease(id).await {
-        tracing::warn!(host = %api.host(), error = %e, "could not release the lease; it runs out by itself");
+    // A host that stopped answering is not waited for.
+    match tokio::time::timeout(RELEASE_WAIT, api.remove_lease(id)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(host = %api.host(), error = %e, "could not release the lease; it runs out by itself");
+        }
+        Err(_) => {
+            tracing::warn!(host = %api.host(), "no answer to the release of the lease; it runs out by itself");
+        }
     }
 }
+
+/// How long giving a lease back may take.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// The leases this process holds, kept extended until released.
 pub struct Leases {
