@@ -394,3 +394,77 @@ apps:
     let app = powers(&f.hosts[1], "priv-app");
     assert!(app.contains("mounts=volume:priv-data"), "{app}");
 }
+
+#[test]
+fn secrets_never_appear_in_pull_errors_trace_logs_or_healthz() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["sec2"]);
+    // An image named by a variable, on a registry that refuses at once
+    // (loopback: nothing leaves the machine); an app whose failing health
+    // check prints a secret; one that waits for it.
+    const IMAGE_CANARY: &str = "canary-image-4e1f";
+    const HEALTH_CANARY: &str = "canary-health-9a8b";
+    let stack = format!(
+        "kind: Stack
+name: sec2
+apps:
+  sick:
+    image: {IMAGE}
+    host: node-a
+    environment: {{ PASSWORD: '${{DB_PASSWORD}}' }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    healthcheck: {{ test: ['CMD', 'sh', '-c', 'echo {HEALTH_CANARY}; exit 1'], interval: 1s, retries: 1 }}
+    stop_grace_period: 1s
+  waiter:
+    image: {IMAGE}
+    host: node-a
+    depends_on: {{ sick: {{ condition: healthy }} }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    stop_grace_period: 1s
+"
+    );
+    f.write("stack.yaml", &stack);
+    let env = [("DB_PASSWORD", CANARY_VAR), ("DROVER_LOG", "trace")];
+    let o = f.drover_with(&["reconcile", "--dependency-timeout", "4"], &env);
+    let traced = all_output(&o);
+    assert!(!traced.contains(CANARY_VAR), "the trace log shows a secret");
+    assert!(
+        traced.contains(HEALTH_CANARY),
+        "the health output is in the log"
+    );
+
+    f.write(
+        "image.yaml",
+        "kind: Stack\nname: sec2-img\napps:\n  app:\n    image: '127.0.0.1:1/${SECRET_IMAGE}'\n    host: node-a\n    pull: missing\n",
+    );
+    let mut f = f;
+    f.stacks.push("sec2-img".into());
+    let env = [
+        ("DB_PASSWORD", CANARY_VAR),
+        ("SECRET_IMAGE", &format!("{IMAGE_CANARY}:1") as &str),
+        ("DROVER_LOG", "trace"),
+    ];
+    let o = f.drover_with(&["reconcile", "--dependency-timeout", "4"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    let said = all_output(&o);
+    assert!(said.contains("cannot be pulled"), "{said}");
+    assert!(
+        !said.contains(IMAGE_CANARY),
+        "a pull error shows the secret image: {said}"
+    );
+    std::fs::remove_file(f.path().join("image.yaml")).unwrap();
+
+    let c = f.controller(
+        &["--dependency-timeout", "4", "--resync", "1s"],
+        &[("DB_PASSWORD", CANARY_VAR)],
+    );
+    wait_until(Duration::from_secs(60), "a failed pass", || {
+        let (code, h) = c.health();
+        code == 503 && h.to_string().contains("waited")
+    });
+    let (_, h) = c.health();
+    assert!(!h.to_string().contains(HEALTH_CANARY), "/healthz: {h}");
+    assert!(c.log().contains(HEALTH_CANARY), "the log keeps it");
+}

@@ -312,10 +312,21 @@ impl Executor {
                 .unwrap_or_default();
             tasks.spawn(async move {
                 for (image, pull) in images {
-                    let shown = if secret.contains(&image) { "<secret>".to_string() } else { image.clone() };
+                    let hidden = secret.contains(&image);
+                    let shown = if hidden { "<secret>".to_string() } else { image.clone() };
+                    // The engine's own messages may repeat the image.
+                    let said = |e: crate::engine::EngineError| {
+                        let text = e.to_string();
+                        if hidden {
+                            let (repo, _) = crate::engine::split_image(&image);
+                            text.replace(&image, "<secret>").replace(repo, "<secret>")
+                        } else {
+                            text
+                        }
+                    };
                     let present = match api.image_present(&image).await {
                         Ok(p) => p,
-                        Err(e) => return Some((host, format!("cannot check image `{shown}`: {e}"))),
+                        Err(e) => return Some((host, format!("cannot check image `{shown}`: {}", said(e)))),
                     };
                     let result = match (pull, present) {
                         (Pull::Never, false) => Err(format!("image `{shown}` is not on `{host}` and `pull: never` forbids pulling it")),
@@ -323,7 +334,7 @@ impl Executor {
                         (Pull::Always, _) | (Pull::Missing, false) => match api.pull_image(&image).await {
                             Ok(()) => Ok(()),
                             Err(_) if present => Ok(()), // `always`, but the copy on the host will do
-                            Err(e) => Err(format!("image `{shown}` is not on `{host}` and cannot be pulled: {e}")),
+                            Err(e) => Err(format!("image `{shown}` is not on `{host}` and cannot be pulled: {}", said(e))),
                         },
                     };
                     if let Err(reason) = result {

@@ -223,6 +223,16 @@ pub fn describe_status(status: Option<&ContainerStatus>) -> String {
     format!("{}{health}{last}", s.state.as_str())
 }
 
+/// `message` without the health-check output [`describe_status`] put in
+/// it (the output may hold anything): for what is served unauthenticated.
+pub fn without_health_output(message: &str) -> String {
+    const MARK: &str = "; last health output: ";
+    match message.find(MARK) {
+        Some(at) => format!("{}; last health output in the log", &message[..at]),
+        None => message.to_string(),
+    }
+}
+
 /// The calls drover makes on one Docker host. Implementations are cheap to
 /// share between tasks.
 #[async_trait]

@@ -284,6 +284,14 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The Docker client logs request and response bodies at debug level:
+    // a container's environment, secrets included. Never below info,
+    // whatever DROVER_LOG asks for.
+    let filter = ["bollard=info", "hyper=info", "hyper_util=info"]
+        .into_iter()
+        .fold(filter, |f, d| {
+            f.add_directive(d.parse().expect("a valid directive"))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
