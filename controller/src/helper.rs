@@ -132,6 +132,7 @@ pub fn pack(
         if before.kind != EntryKind::File {
             continue;
         }
+        let read_at = scan::now_ns();
         let mut f = dir.at(&rel, &path)?.open_file()?;
         let mut h = blake3::Hasher::new();
         let mut left = before.size;
@@ -155,6 +156,7 @@ pub fn pack(
         if !short && unchanged(&before, &after) {
             let mut e = after;
             e.hash = Some(h.finalize().to_hex().to_string());
+            e.hashed_at_ns = Some(read_at);
             known.insert(path, e);
         } else {
             known.remove(&path);
@@ -637,5 +639,35 @@ mod tests {
         );
         drop(stranger);
         assert_same(src.path(), dst.path());
+    }
+    #[test]
+    fn a_file_written_in_the_same_tick_as_its_hashing_is_read_again() {
+        let src = tree();
+        let state = tempfile::tempdir().unwrap();
+        let st = state.path().join("s.json");
+        // The cache says `big` was hashed in the very tick of its last
+        // change, with a hash that is no longer right (a write in that tick
+        // changed no time): the next scan must not trust it.
+        let mut e = entry_of(src.path(), b"big").unwrap();
+        e.hash = Some("0".repeat(64));
+        e.hashed_at_ns = Some(e.ctime_ns);
+        save_state(&st, &scan::index(&[e.clone()])).unwrap();
+        let mut out = Vec::new();
+        scan_out(src.path(), &st, true, &mut out).unwrap();
+        let fresh = read_scan(&out)
+            .into_iter()
+            .find(|x| x.path == "big")
+            .unwrap();
+        assert_ne!(fresh.hash, e.hash, "a racily clean hash was reused");
+        // Hashed long after its last change: the cache serves.
+        e.hashed_at_ns = Some(e.ctime_ns + scan::RACY_WINDOW_NS + 1);
+        save_state(&st, &scan::index(&[e.clone()])).unwrap();
+        let mut out = Vec::new();
+        scan_out(src.path(), &st, true, &mut out).unwrap();
+        let cached = read_scan(&out)
+            .into_iter()
+            .find(|x| x.path == "big")
+            .unwrap();
+        assert_eq!(cached.hash, e.hash);
     }
 }

@@ -46,6 +46,37 @@ pub struct Entry {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// When the file was read for `hash` (ns, the clock file times use);
+    /// unset for a hash of bytes drover wrote itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hashed_at_ns: Option<i64>,
+}
+
+/// How far a file's times must lie before the read that hashed it for the
+/// hash to be reused. Timestamps advance in coarse ticks, so a write in the
+/// same tick as the read leaves them unchanged ("racily clean", as Git
+/// calls it); and a write through a shared memory mapping to a page that is
+/// already dirty changes no time at all until the page is written back
+/// (the kernel writes dirty pages back within 30 s, and the next write then
+/// changes the mtime again). A file changed within this window before its
+/// hash was taken is read again.
+pub const RACY_WINDOW_NS: i64 = 35_000_000_000;
+
+/// The time now, in the nanoseconds file times use.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Whether the hash of `before` still holds for the file as it is `now`:
+/// nothing that counts changed, and the file's last change lies safely
+/// before the read that hashed it.
+pub fn hash_holds(before: &Entry, now: &Entry) -> bool {
+    unchanged(before, now)
+        && before
+            .hashed_at_ns
+            .is_none_or(|at| now.mtime_ns.max(now.ctime_ns) < at.saturating_sub(RACY_WINDOW_NS))
 }
 
 /// Escapes bytes that are not printable UTF-8 (and `\`) as `\xNN`.
@@ -166,6 +197,7 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         ino: meta.ino(),
         target,
         hash: None,
+        hashed_at_ns: None,
     })
 }
 
@@ -202,15 +234,20 @@ pub fn scan(
             EntryKind::File => {
                 let lent = previous
                     .and_then(|p| p.get(&entry.path))
-                    .filter(|p| unchanged(p, &entry))
-                    .and_then(|p| p.hash.clone());
-                entry.hash = match lent {
-                    Some(h) => Some(h),
-                    None if hash => Some(hash_file(&path).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?),
-                    None => None,
-                };
+                    .filter(|p| hash_holds(p, &entry));
+                match lent {
+                    Some(p) => {
+                        entry.hash = p.hash.clone();
+                        entry.hashed_at_ns = p.hashed_at_ns;
+                    }
+                    None if hash => {
+                        entry.hashed_at_ns = Some(now_ns());
+                        entry.hash = Some(hash_file(&path).map_err(|e| {
+                            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                        })?);
+                    }
+                    None => {}
+                }
             }
             _ => {}
         }
@@ -375,7 +412,10 @@ pub(crate) mod tests {
         let first = scan(d.path(), None, true).unwrap();
         // A forged hash survives a rescan only while the file is unchanged.
         let mut prev = index(&first);
-        prev.get_mut("a/b/file.txt").unwrap().hash = Some("forged".into());
+        let forged = prev.get_mut("a/b/file.txt").unwrap();
+        forged.hash = Some("forged".into());
+        // As if hashed long after its last change (a fresh file is racy).
+        forged.hashed_at_ns = Some(forged.ctime_ns + RACY_WINDOW_NS + 1);
         let again = scan(d.path(), Some(&prev), true).unwrap();
         assert_eq!(
             index(&again)["a/b/file.txt"].hash.as_deref(),
