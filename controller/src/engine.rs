@@ -839,10 +839,14 @@ impl DockerApi for Engine {
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError> {
         let secs = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
         let opts = StopContainerOptionsBuilder::new().t(secs).build();
+        // The engine answers once the grace period is over: the request may
+        // take that long and a little more, even past the usual timeout.
+        let wait = REQUEST_TIMEOUT_SECS.max(grace.as_secs().saturating_add(30));
+        let docker = self.docker.clone().with_timeout(Duration::from_secs(wait));
         settled(
             &self.host,
             || format!("stop container `{name}`"),
-            self.docker.stop_container(name, Some(opts)).await,
+            docker.stop_container(name, Some(opts)).await,
             is_gone_or_unchanged,
         )
     }

@@ -219,7 +219,11 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
             EntryKind::File => t == S_IFREG,
             _ => false,
         });
-        if existing.is_some() && !same_kind && !rel.is_empty() {
+        // A file with other hard links (a retained copy may have them) gets
+        // an inode of its own: writing into the shared one would change
+        // the other paths too, and no retry would ever verify.
+        let shared = e.kind == EntryKind::File && at.stat()?.is_some_and(|st| st.st_nlink > 1);
+        if existing.is_some() && (!same_kind || shared) && !rel.is_empty() {
             at.remove()?;
         }
         match e.kind {
@@ -278,6 +282,27 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
     serde_json::to_writer(&mut *out, &done).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()
+}
+
+/// Keeps a helper container running until nothing has run in it besides
+/// this process for `unused` (a drover that died leaves no helper for
+/// ever, and a move of any length keeps its helpers).
+pub fn idle(unused: std::time::Duration) {
+    let me = std::process::id();
+    let mut last_used = std::time::Instant::now();
+    loop {
+        let busy = std::fs::read_dir("/proc").is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .any(|pid| pid != me)
+        });
+        if busy {
+            last_used = std::time::Instant::now();
+        } else if last_used.elapsed() >= unused {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(10).min(unused));
+    }
 }
 
 /// How long a receiving helper waits for its sender.

@@ -273,6 +273,18 @@ fn walk(
     names.sort();
     for name in names {
         let Some(name_str) = name.to_str() else {
+            // Never skipped in silence: it may be a manifest.
+            let lossy = name.to_string_lossy();
+            let hidden = lossy.starts_with('.');
+            let manifest_like = lossy.ends_with(".yaml") || lossy.ends_with(".yml");
+            if !hidden && manifest_like {
+                let shown: Arc<str> =
+                    Arc::from(shown_root.join(rel_dir.join(&name)).display().to_string());
+                diags.push(Diagnostic::new(
+                    Loc::new(&shown, Pos { line: 1, col: 1 }),
+                    "manifest file name is not valid UTF-8; rename the file".to_string(),
+                ));
+            }
             continue;
         };
         if name_str.starts_with('.') {

@@ -400,7 +400,7 @@ fn helper(command: HelperCommand) -> ExitCode {
         }
         HelperCommand::Receive { port } => helper::receive(root, state, port, stdin, &mut stdout),
         HelperCommand::Idle { seconds } => {
-            std::thread::sleep(Duration::from_secs(seconds));
+            drover::helper::idle(Duration::from_secs(seconds));
             Ok(())
         }
     };

@@ -39,6 +39,7 @@ pub struct Entry {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Nanoseconds since the epoch (held to the years 1678 to 2262).
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub ino: u64,
@@ -67,6 +68,12 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// A file time in nanoseconds. Nanoseconds in 64 bits end in 2262: a time
+/// past that (or before 1678) is held at the end instead of overflowing.
+fn ns(secs: i64, nanos: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// Whether the hash of `before` still holds for the file as it is `now`:
@@ -192,8 +199,8 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         } else {
             0
         },
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         ino: meta.ino(),
         target,
         hash: None,
@@ -249,6 +256,9 @@ pub fn scan(
                     None => {}
                 }
             }
+            // A socket is an endpoint of a running program, not data: it
+            // is left out (as tar does), and the app makes it anew.
+            EntryKind::Socket => continue,
             _ => {}
         }
         out.push(entry);
@@ -449,5 +459,12 @@ pub(crate) mod tests {
         }
         // Not an escape: kept as written, never a panic.
         assert_eq!(unescape("\\xé9"), "\\xé9".as_bytes());
+    }
+
+    #[test]
+    fn a_time_past_2262_is_held_at_the_end_instead_of_overflowing() {
+        assert_eq!(ns(i64::MAX / 2, 5), i64::MAX);
+        assert_eq!(ns(-(i64::MAX / 2), 0), i64::MIN);
+        assert_eq!(ns(1, 5), 1_000_000_005);
     }
 }
