@@ -540,3 +540,56 @@ fn a_target_that_stops_answering_with_the_app_stopped_rolls_back_in_bounded_time
     f.reconcile();
     assert!(running(&f.hosts[1], &app) && !running(&f.hosts[0], &app));
 }
+
+#[test]
+fn a_host_removed_from_the_cluster_with_its_data_is_read_and_nothing_is_made_empty() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "ds-left";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
+    f.reconcile();
+    let app = format!("{name}-app");
+    let vol = format!("{name}-data");
+    put(&f, 0, &app, "echo precious > /data/keep");
+    // node-a leaves the Cluster in the same change that moves the app.
+    let b = &f.hosts[1];
+    f.write(
+        "cluster.yaml",
+        &format!(
+            "kind: Cluster\nhosts:\n  node-b: {{ endpoint: '{}', address: '{}' }}\n",
+            b.endpoint, b.address
+        ),
+    );
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1));
+    let said = stdout(&o) + &stderr(&o);
+    assert!(
+        said.contains(&format!(
+            "volume `{vol}` has a copy on `node-a`, which is no longer in the Cluster"
+        )),
+        "{said}"
+    );
+    assert!(
+        !docker(b, &["volume", "inspect", &vol]).status.success(),
+        "no empty copy is made on node-b"
+    );
+    assert!(!running(b, &app));
+    assert!(running(&f.hosts[0], &app), "node-a is left as it was");
+    // The former host is shown by observe, under `former`.
+    let obs: serde_json::Value = serde_json::from_slice(&f.drover(&["observe"]).stdout).unwrap();
+    assert!(obs["former"]["node-a"].is_object(), "{obs}");
+    // Back in the Cluster, the data moves.
+    f.write(
+        "cluster.yaml",
+        &format!(
+            "kind: Cluster\nhosts:\n  node-a: {{ endpoint: '{}', address: '{}' }}\n  node-b: {{ endpoint: '{}', address: '{}' }}\n",
+            f.hosts[0].endpoint, f.hosts[0].address, b.endpoint, b.address
+        ),
+    );
+    f.reconcile();
+    assert_eq!(in_volume(b, &vol, "cat /d/keep"), "precious");
+    assert!(running(b, &app));
+}

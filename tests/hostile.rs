@@ -255,10 +255,16 @@ fn a_fifo_is_never_waited_on() {
 #[test]
 fn a_manifest_file_name_that_is_not_utf8_is_an_error_not_skipped() {
     use std::os::unix::ffi::OsStrExt;
-    let d = dir_with(&[("cluster.yaml", b"kind: Cluster\nhosts: { a: {} }\n".to_vec())]);
+    let d = dir_with(&[(
+        "cluster.yaml",
+        b"kind: Cluster\nhosts: { a: {} }\n".to_vec(),
+    )]);
     let name = std::ffi::OsStr::from_bytes(b"st\xffck.yaml");
     fs::write(d.path().join(name), b"kind: Stack\nname: s\n").unwrap();
     let (code, err) = validate(d.path(), "a non-UTF-8 file name");
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("manifest file name is not valid UTF-8"), "{err}");
+    assert!(
+        err.contains("manifest file name is not valid UTF-8"),
+        "{err}"
+    );
 }

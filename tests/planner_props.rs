@@ -150,6 +150,7 @@ fn empty(d: &Desired, hosts: usize) -> Observed {
             .map(|h| (format!("h{h}"), ObservedHost::default()))
             .collect(),
         unreachable: BTreeMap::new(),
+        ..Default::default()
     }
 }
 

@@ -51,6 +51,7 @@ fn empty(hosts: &[&str]) -> Observed {
             .map(|h| (h.to_string(), ObservedHost::default()))
             .collect(),
         unreachable: BTreeMap::new(),
+        ..Default::default()
     }
 }
 
@@ -876,5 +877,53 @@ fn the_committed_running_state_matches_the_examples() {
         committed == json,
         "{} is stale: rerun with DROVER_BLESS=1",
         path.display()
+    );
+}
+
+#[test]
+fn a_volume_on_a_host_that_left_the_cluster_is_never_made_anew() {
+    // blog's data lives on node-c, which the Cluster no longer names.
+    let mut observed = applied(&blog(|s| s));
+    let copy = observed.hosts["node-a"]
+        .volumes
+        .iter()
+        .find(|v| v.name == "blog-pgdata")
+        .unwrap()
+        .clone();
+    for h in observed.hosts.values_mut() {
+        h.volumes.retain(|v| v.name != "blog-pgdata");
+        h.containers.retain(|c| c.name != "blog-db");
+    }
+    let mut former = ObservedHost::default();
+    former.volumes.push(copy);
+    observed.former.insert("node-c".into(), former);
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"),
+        "{}",
+        plan_text(&p, false)
+    );
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("has a copy on `node-c`, which is no longer in the Cluster")),
+        "{:?}",
+        p.errors
+    );
+    // A former host that cannot be read may hold it: not made either.
+    observed.former.clear();
+    observed
+        .former_unreachable
+        .insert("node-c".into(), "down".into());
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    assert!(p.actions.iter().all(|a| a.name != "blog-pgdata"));
+    assert!(
+        p.errors
+            .iter()
+            .any(|e| e.contains("`node-c` (no longer in the Cluster)")),
+        "{:?}",
+        p.errors
     );
 }

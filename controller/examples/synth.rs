@@ -510,6 +510,7 @@ fn run(a: &Args) -> Result<String, String> {
             .map(|h| (h.clone(), ObservedHost::default()))
             .collect(),
         unreachable: BTreeMap::new(),
+        ..Default::default()
     };
     let first = plan::plan(&desired, &empty, plan::Options::default());
     if !first.errors.is_empty() {

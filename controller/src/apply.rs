@@ -632,6 +632,7 @@ mod tests {
         let observed = Observed {
             hosts: BTreeMap::from([("a".to_string(), a.state()), ("b".to_string(), b.state())]),
             unreachable: BTreeMap::new(),
+            ..Default::default()
         };
         let p = plan(&d, &observed, Options::default());
         let engines: BTreeMap<String, Arc<dyn DockerApi>> = BTreeMap::from([

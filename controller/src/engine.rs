@@ -684,12 +684,18 @@ impl DockerApi for Engine {
             }
         }
         refs.sort_by(|a, b| (&a.of, a.seq, &a.name).cmp(&(&b.of, b.seq, &b.name)));
+        let membership =
+            crate::membership::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)));
         let mut out = ObservedHost {
             records: refs,
+            membership,
             containers: containers.iter().map(observed_container).collect(),
             volumes: volumes
                 .into_iter()
-                .filter(|v| !v.labels.contains_key(labels::COPY_OF))
+                .filter(|v| {
+                    !v.labels.contains_key(labels::COPY_OF)
+                        && !crate::membership::is_record(&v.labels)
+                })
                 .map(|v| {
                     let flag = |k: &str| v.labels.get(k).is_some_and(|x| x == "true");
                     let mut users = used_by.remove(&v.name).unwrap_or_default();
@@ -1048,7 +1054,8 @@ impl DockerApi for Engine {
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(EngineError::api(&self.host, what(), e)),
         };
-        let is_record = v.labels.contains_key(labels::COPY_OF)
+        let is_record = (v.labels.contains_key(labels::COPY_OF)
+            || crate::membership::is_record(&v.labels))
             && v.labels.get(labels::INTERNAL).is_some_and(|x| x == "true");
         if !is_record {
             return Err(EngineError::Api {

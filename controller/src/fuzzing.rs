@@ -107,6 +107,7 @@ pub fn check(input: &[u8], dir: &Path) {
                     .map(|h| (h.clone(), ObservedHost::default()))
                     .collect(),
                 unreachable: BTreeMap::new(),
+                ..Default::default()
             };
             let plan = crate::plan::plan(&desired, &observed, Default::default());
             let after = crate::plan::simulate(&desired, &observed, &plan);

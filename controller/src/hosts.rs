@@ -55,8 +55,8 @@ pub async fn observe_all(conns: &Connections) -> Observed {
         })
         .collect();
     let mut observed = Observed {
-        hosts: BTreeMap::new(),
         unreachable: conns.unreachable.clone(),
+        ..Observed::default()
     };
     for t in tasks {
         match t.await {
@@ -71,4 +71,18 @@ pub async fn observe_all(conns: &Connections) -> Observed {
         }
     }
     observed
+}
+
+/// Reads the hosts that left the Cluster but are still recorded on its
+/// hosts ([`crate::membership`]), into `observed.former`: read only, never
+/// changed, so that their data is never taken for absent.
+pub async fn observe_former(spec: &Spec, observed: &mut Observed) {
+    let former = crate::membership::former_hosts(spec, observed);
+    if former.is_empty() {
+        return;
+    }
+    let conns = connect(former.iter()).await;
+    let read = observe_all(&conns).await;
+    observed.former = read.hosts;
+    observed.former_unreachable = read.unreachable;
 }

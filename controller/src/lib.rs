@@ -45,6 +45,7 @@ pub mod hosts;
 pub mod interpolate;
 pub mod lease;
 pub mod load;
+pub mod membership;
 pub mod model;
 pub mod observed;
 pub mod output;

@@ -503,7 +503,11 @@ impl Reporter for StepPrinter {
 
 /// Reads every host of the spec.
 fn observe_spec(spec: &Spec) -> Result<Observed, Failure> {
-    Ok(runtime()?.block_on(async { observe_all(&connect_all(spec).await).await }))
+    Ok(runtime()?.block_on(async {
+        let mut observed = observe_all(&connect_all(spec).await).await;
+        drover::hosts::observe_former(spec, &mut observed).await;
+        observed
+    }))
 }
 
 /// Names each host that could not be read; exit 1 when there is one.
@@ -619,7 +623,9 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 ),
                 None => {
                     let conns = rt.block_on(connect_all(&spec));
-                    (rt.block_on(observe_all(&conns)), Some(conns))
+                    let mut observed = rt.block_on(observe_all(&conns));
+                    rt.block_on(drover::hosts::observe_former(&spec, &mut observed));
+                    (observed, Some(conns))
                 }
             };
             let mut plan = plan::plan(
@@ -634,14 +640,16 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             // again against what the hosts hold now: another drover may
             // have been at work.
             let stop = tokio_util::sync::CancellationToken::new();
+            let recording = drover::membership::wanted(&spec, &observed).is_some();
             let leases = match conns.as_mut() {
-                Some(conns) if !dry_run && !plan.actions.is_empty() => {
+                Some(conns) if !dry_run && (!plan.actions.is_empty() || recording) => {
                     // From here a first Ctrl-C starts no further step, and
                     // the leases are released.
                     rt.block_on(async { stop_on_signals(stop.clone()) })?;
                     let holder = Arc::new(Holder::new("reconcile"));
                     let (leases, now) = rt.block_on(take_and_observe(conns, &holder, &stop))?;
                     observed = now;
+                    rt.block_on(drover::hosts::observe_former(&spec, &mut observed));
                     plan = plan::plan(
                         &desired,
                         &observed,
@@ -697,8 +705,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             if output == OutputFormat::Text {
                 show_plan(&plan);
             }
+            let record_hosts = |observed: &Observed| {
+                if let Some(hosts) = drover::membership::wanted(&spec, observed) {
+                    rt.block_on(drover::membership::write(&conns.engines, observed, &hosts));
+                }
+            };
             if plan.actions.is_empty() {
                 if let Some(leases) = leases {
+                    record_hosts(&observed);
                     rt.block_on(leases.release());
                 }
                 if output == OutputFormat::Json {
@@ -733,6 +747,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     quiet
                 },
             ));
+            record_hosts(&observed);
             let lost = leases.lost_reasons();
             rt.block_on(leases.release());
             let done = report.count(|o| *o == Outcome::Done);

@@ -19,6 +19,14 @@ pub struct Observed {
     /// Hosts that could not be read, with the reason.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unreachable: BTreeMap<String, String>,
+    /// Hosts that left the Cluster but may still hold its data (as the
+    /// hosts last recorded it), read so that their data is never taken for
+    /// absent. Nothing is ever changed on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub former: BTreeMap<String, ObservedHost>,
+    /// Former hosts that could not be read, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub former_unreachable: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +45,35 @@ pub struct ObservedHost {
     /// of each copy): found by the volume they are about, never by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub records: Vec<RecordRef>,
+    /// The hosts of the Cluster as drover last recorded them on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
+}
+
+/// The Cluster's hosts as recorded on a host (a label-only volume
+/// `drover-cluster-<seq>`, the newest counting): how a host that left the
+/// Cluster is still found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    pub seq: u64,
+    pub hosts: Vec<KnownHost>,
+    /// The record objects (all of them, oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+}
+
+/// How a host of the Cluster was reached.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownHost {
+    pub name: String,
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    /// `ca`, `cert` and `key` paths, for a TLS host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<[String; 3]>,
 }
 
 /// One object on a host that holds a copy record.

@@ -400,6 +400,25 @@ impl<'a> Planner<'a> {
         }
         self.stacks
             .extend(self.desired.stacks.iter().map(String::as_str));
+        for (host, h) in &self.observed.former {
+            let apps: BTreeSet<&str> = h
+                .containers
+                .iter()
+                .filter_map(app_of)
+                .filter(|(stack, _)| self.stacks.contains(stack))
+                .map(|(stack, _)| stack)
+                .collect();
+            for stack in apps {
+                self.warnings.push(format!(
+                    "host `{host}` is no longer in the Cluster but still runs apps of stack `{stack}`; drover changes nothing there"
+                ));
+            }
+        }
+        for (host, why) in &self.observed.former_unreachable {
+            self.warnings.push(format!(
+                "host `{host}` left the Cluster and could not be read ({why}); a volume found nowhere else is not made anew"
+            ));
+        }
         for host in self.observed.hosts.keys() {
             if !self.desired.hosts.contains_key(host) {
                 self.warnings.push(format!(
@@ -431,6 +450,29 @@ impl<'a> Planner<'a> {
                 if self.unreadable.contains(host.as_str()) {
                     self.blocked_volumes
                         .insert((v.stack.clone(), v.volume.clone()));
+                    continue;
+                }
+                // A host that left the Cluster is read, never changed: data
+                // on it can neither move nor be made anew elsewhere.
+                let away: Vec<&str> = self
+                    .observed
+                    .former
+                    .iter()
+                    .filter(|(_, h)| {
+                        h.volumes.iter().any(|o| {
+                            o.managed
+                                && !o.internal
+                                && o.stack.as_deref() == Some(v.stack.as_str())
+                                && o.volume.as_deref() == Some(v.volume.as_str())
+                        })
+                    })
+                    .map(|(h, _)| h.as_str())
+                    .collect();
+                if !away.is_empty() {
+                    self.block_volume(&v.stack, &v.volume, format!(
+                        "volume `{}` has a copy on {}, which is no longer in the Cluster; drover reads it but changes nothing there, so the data cannot move: put the host back in the Cluster to move it (or, if that copy is not wanted, remove it there by hand)",
+                        v.name, listed(&away)
+                    ));
                     continue;
                 }
                 let copies = self.copies(&v.stack, &v.volume);
@@ -465,11 +507,17 @@ impl<'a> Planner<'a> {
                     }
                     Authority::On(from) => (from, None),
                     Authority::Nowhere => {
-                        if !self.unreadable.is_empty() {
+                        let former_unread = &self.observed.former_unreachable;
+                        if !self.unreadable.is_empty() || !former_unread.is_empty() {
                             let hosts = self
                                 .unreadable
                                 .iter()
                                 .map(|h| format!("`{h}`"))
+                                .chain(
+                                    former_unread
+                                        .keys()
+                                        .map(|h| format!("`{h}` (no longer in the Cluster)")),
+                                )
                                 .collect::<Vec<_>>()
                                 .join(", ");
                             self.block_volume(&v.stack, &v.volume, format!(

@@ -469,6 +469,7 @@ impl Controller {
             );
         }
         let mut observed = observe_all(&conns).await;
+        crate::hosts::observe_former(&spec, &mut observed).await;
         self.note_hosts(&spec, &tried, &observed);
         // Changes wait for the lease of every host, and are planned against
         // what the hosts hold once it is taken.
@@ -478,10 +479,12 @@ impl Controller {
         };
         let mut plan = plan::plan(&desired, &observed, plan_opts);
         let mut leases = None;
-        if !plan.actions.is_empty() {
+        let recording = crate::membership::wanted(&spec, &observed).is_some();
+        if !plan.actions.is_empty() || recording {
             match take_and_observe(&mut conns, &self.holder, stop).await {
                 Ok((l, now)) => {
                     observed = now;
+                    crate::hosts::observe_former(&spec, &mut observed).await;
                     plan = plan::plan(&desired, &observed, plan_opts);
                     leases = Some(l);
                 }
@@ -542,6 +545,9 @@ impl Controller {
             }
         }
         if let Some(l) = leases {
+            if let Some(hosts) = crate::membership::wanted(&spec, &observed) {
+                crate::membership::write(&conns.engines, &observed, &hosts).await;
+            }
             errors.extend(l.lost_reasons());
             l.release().await;
         }

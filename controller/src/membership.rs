@@ -1,0 +1,172 @@
+//! Which hosts the Cluster had: recorded on every host, so that a host
+//! removed from the Cluster while it still holds data (or runs apps) is
+//! still read — never taken for empty, and its volumes never made anew,
+//! empty, elsewhere. Nothing is ever changed on a former host.
+//!
+//! The record is a label-only volume `drover-cluster-<seq>` (the newest
+//! counts), written on each host of the Cluster under the leases whenever
+//! the list changes. A former host stays in it while it holds anything
+//! drover manages, or cannot be read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::desired::labels;
+use crate::engine::{DockerApi, RecordSpec};
+use crate::model::{Host, Spec, Tls};
+use crate::observed::{KnownHost, Membership, Observed, ObservedHost, RecordObject, RecordRef};
+
+/// The hosts, as JSON.
+pub const HOSTS: &str = "drover.cluster-hosts";
+/// The record's sequence number.
+pub const SEQ: &str = "drover.cluster-seq";
+
+/// The newest membership record among a host's volumes, if any.
+pub fn from_volumes<'a>(
+    volumes: impl IntoIterator<Item = (&'a str, &'a HashMap<String, String>)>,
+) -> Option<Membership> {
+    let mut found: Vec<(u64, &str, Vec<KnownHost>)> = Vec::new();
+    for (name, l) in volumes {
+        let (Some(hosts), Some(seq)) = (l.get(HOSTS), l.get(SEQ)) else {
+            continue;
+        };
+        let (Ok(hosts), Ok(seq)) = (serde_json::from_str(hosts), seq.parse()) else {
+            continue;
+        };
+        found.push((seq, name, hosts));
+    }
+    found.sort_by_key(|(seq, ..)| *seq);
+    let objects = found.iter().map(|(_, n, _)| n.to_string()).collect();
+    let (seq, _, hosts) = found.pop()?;
+    Some(Membership {
+        seq,
+        hosts,
+        objects,
+    })
+}
+
+/// Whether a volume's labels make it a membership record.
+pub fn is_record(l: &HashMap<String, String>) -> bool {
+    l.contains_key(HOSTS)
+}
+
+fn known(h: &Host) -> KnownHost {
+    KnownHost {
+        name: h.name.clone(),
+        endpoint: crate::engine::endpoint_of(h),
+        address: h.address.clone(),
+        tls: h
+            .tls
+            .as_ref()
+            .map(|t| [&t.ca, &t.cert, &t.key].map(|p| p.display().to_string())),
+    }
+}
+
+/// The newest record read on any host of the spec.
+fn newest(observed: &Observed) -> Option<&Membership> {
+    observed
+        .hosts
+        .values()
+        .filter_map(|h| h.membership.as_ref())
+        .max_by_key(|m| m.seq)
+}
+
+/// Hosts the records name that are not in the spec: to be read, never
+/// changed.
+pub fn former_hosts(spec: &Spec, observed: &Observed) -> Vec<Host> {
+    let Some(m) = newest(observed) else {
+        return Vec::new();
+    };
+    m.hosts
+        .iter()
+        .filter(|k| !spec.hosts.contains_key(&k.name))
+        .map(|k| Host {
+            name: k.name.clone(),
+            loc: None,
+            endpoint: k.endpoint.clone(),
+            address: k.address.clone(),
+            labels: BTreeMap::new(),
+            tls: k.tls.as_ref().map(|[ca, cert, key]| Tls {
+                ca: ca.into(),
+                cert: cert.into(),
+                key: key.into(),
+            }),
+        })
+        .collect()
+}
+
+/// Whether a former host still matters: it holds something drover manages.
+fn holds_anything(h: &ObservedHost) -> bool {
+    h.volumes.iter().any(|v| v.managed && !v.internal)
+        || h.containers.iter().any(|c| c.managed && !c.internal)
+}
+
+/// The list to record, if any host of the Cluster that was read lacks it:
+/// the Cluster's hosts, and the former hosts that still matter (those that
+/// hold anything drover manages, or could not be read).
+pub fn wanted(spec: &Spec, observed: &Observed) -> Option<Vec<KnownHost>> {
+    let mut hosts: Vec<KnownHost> = spec.hosts.values().map(known).collect();
+    if let Some(m) = newest(observed) {
+        hosts.extend(
+            m.hosts
+                .iter()
+                .filter(|k| {
+                    !spec.hosts.contains_key(&k.name)
+                        && (observed.former_unreachable.contains_key(&k.name)
+                            || observed.former.get(&k.name).is_some_and(holds_anything))
+                })
+                .cloned(),
+        );
+    }
+    hosts.sort();
+    let stale = observed
+        .hosts
+        .values()
+        .any(|h| h.membership.as_ref().is_none_or(|m| m.hosts != hosts));
+    stale.then_some(hosts)
+}
+
+/// Writes the list on every connected host whose record differs, and
+/// removes the older records there. Failures are logged: the next pass
+/// writes again.
+pub async fn write(
+    engines: &BTreeMap<String, Arc<dyn DockerApi>>,
+    observed: &Observed,
+    hosts: &[KnownHost],
+) {
+    let json = serde_json::to_string(hosts).expect("serializes");
+    for (name, api) in engines {
+        let Some(h) = observed.hosts.get(name) else {
+            continue;
+        };
+        let current = h.membership.as_ref();
+        if current.is_some_and(|m| m.hosts == hosts) {
+            continue;
+        }
+        let seq = crate::records::next_seq(current.map_or(0, |m| m.seq));
+        let spec = RecordSpec {
+            name: format!("drover-cluster-{seq}"),
+            labels: BTreeMap::from([
+                (labels::MANAGED.to_string(), "true".to_string()),
+                (labels::INTERNAL.to_string(), "true".to_string()),
+                (HOSTS.to_string(), json.clone()),
+                (SEQ.to_string(), seq.to_string()),
+            ]),
+        };
+        if let Err(e) = api.create_record(&spec).await {
+            tracing::warn!(host = %name, error = %e, "cannot record the Cluster's hosts");
+            continue;
+        }
+        for old in current.map(|m| m.objects.clone()).unwrap_or_default() {
+            let r = RecordRef {
+                name: old,
+                of: String::new(),
+                seq: 0,
+                object: RecordObject::Volume,
+            };
+            if let Err(e) = api.remove_record(&r).await {
+                tracing::warn!(host = %name, error = %e, "cannot remove an old record of the Cluster's hosts");
+            }
+        }
+    }
+}
