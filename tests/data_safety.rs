@@ -51,6 +51,16 @@ volumes:
     )
 }
 
+/// Test hosts and a fixture running the writer stack `name` on node-a with
+/// `volumes`; `None` without test hosts.
+fn deployed(name: &str, volumes: &[&str]) -> Option<(std::sync::MutexGuard<'static, ()>, Fixture)> {
+    let (turn, hosts) = hosts()?;
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer(name, "node-a", volumes));
+    f.reconcile();
+    Some((turn, f))
+}
+
 fn put(f: &Fixture, host: usize, container: &str, script: &str) {
     let o = docker(&f.hosts[host], &["exec", container, "sh", "-c", script]);
     assert!(o.status.success(), "{script}: {}", stderr(&o));
@@ -69,13 +79,10 @@ fn remove_records(h: &TestHost) {
 
 #[test]
 fn the_records_of_a_volume_whose_name_extends_another_survive_their_move() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-twins";
+    let Some((_turn, f)) = deployed(name, &["data", "data-old"]) else {
         return;
     };
-    let name = "ds-twins";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data", "data-old"]));
-    f.reconcile();
     let app = format!("{name}-app");
     put(&f, 0, &app, "echo old > /data-old/kept");
     f.write("stack.yaml", &writer(name, "node-b", &["data", "data-old"]));
@@ -116,13 +123,10 @@ fn the_records_of_a_volume_whose_name_extends_another_survive_their_move() {
 
 #[test]
 fn pruning_stopped_containers_after_an_interrupted_move_keeps_its_records() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-prune";
+    let Some((_turn, f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-prune";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     let app = format!("{name}-app");
     let vol = format!("{name}-data");
     put(
@@ -174,13 +178,10 @@ fn pruning_stopped_containers_after_an_interrupted_move_keeps_its_records() {
 
 #[test]
 fn two_copies_whose_records_are_gone_are_blocked_until_one_is_adopted() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-lost";
+    let Some((_turn, f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-lost";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     let app = format!("{name}-app");
     let vol = format!("{name}-data");
     f.write("stack.yaml", &writer(name, "node-b", &["data"]));
@@ -223,13 +224,10 @@ fn two_copies_whose_records_are_gone_are_blocked_until_one_is_adopted() {
 
 #[test]
 fn an_emptied_directory_removes_nothing_unless_asked() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-empty";
+    let Some((_turn, f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-empty";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     let app = format!("{name}-app");
     std::fs::remove_file(f.path().join("stack.yaml")).unwrap();
     for args in [&["reconcile", "--dry-run"][..], &["reconcile"][..]] {
@@ -278,13 +276,10 @@ fn an_emptied_directory_removes_nothing_unless_asked() {
 
 #[test]
 fn a_moved_app_never_replaces_a_container_drover_does_not_manage() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-foreign";
+    let Some((_turn, mut f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-foreign";
-    let mut f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     let app = format!("{name}-app");
     f.extra_containers.push((1, app.clone()));
     let made = docker(&f.hosts[1], &["create", "--name", &app, IMAGE, "true"]);
@@ -323,13 +318,10 @@ fn in_helper(h: &TestHost, helper: &str, args: &[&str], input: &[u8]) -> std::pr
 
 #[test]
 fn a_hostile_stream_never_writes_outside_the_target_volume() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-escape";
+    let Some((_turn, f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-escape";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     f.write("stack.yaml", &writer(name, "node-b", &["data"]));
     // Killed as the copy starts: both helpers are left running.
     let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "copy")]);
@@ -488,13 +480,10 @@ fn an_app_renamed_as_it_moves_is_gone_before_the_last_copy() {
 #[test]
 fn a_target_that_stops_answering_with_the_app_stopped_rolls_back_in_bounded_time() {
     use std::io::BufRead;
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-frozen";
+    let Some((_turn, f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-frozen";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     let app = format!("{name}-app");
     f.write("stack.yaml", &writer(name, "node-b", &["data"]));
     let mut child = f
@@ -543,13 +532,10 @@ fn a_target_that_stops_answering_with_the_app_stopped_rolls_back_in_bounded_time
 
 #[test]
 fn a_host_removed_from_the_cluster_with_its_data_is_read_and_nothing_is_made_empty() {
-    let Some((_turn, hosts)) = hosts() else {
+    let name = "ds-left";
+    let Some((_turn, f)) = deployed(name, &["data"]) else {
         return;
     };
-    let name = "ds-left";
-    let f = Fixture::new(hosts, &[name]);
-    f.write("stack.yaml", &writer(name, "node-a", &["data"]));
-    f.reconcile();
     let app = format!("{name}-app");
     let vol = format!("{name}-data");
     put(&f, 0, &app, "echo precious > /data/keep");

@@ -73,6 +73,19 @@ fn replan_is_empty(d: &Desired, observed: &Observed, p: &Plan) {
     );
 }
 
+/// Nothing of blog's database and its volume is planned, and an error says
+/// `why`.
+fn assert_db_blocked(p: &Plan, why: &str) {
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"),
+        "{}",
+        plan_text(p, false)
+    );
+    assert!(p.errors.iter().any(|e| e.contains(why)), "{:?}", p.errors);
+}
+
 fn find<'a>(p: &'a Plan, action: Verb, name: &str) -> &'a drover::plan::Action {
     p.actions
         .iter()
@@ -706,17 +719,11 @@ fn a_copy_without_its_record_next_to_recorded_ones_decides_nothing() {
     let moved = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
     for d in [moved, blog(|s| s)] {
         let p = plan(&d, &observed, Options::default());
-        assert!(p
-            .actions
-            .iter()
-            .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"));
-        assert!(
-            p.errors.iter().any(|e| e
-                .contains("copy records of volume `blog-pgdata` are missing on `node-a`")
-                && e.contains("drover volume adopt --host HOST blog-pgdata")),
-            "{:?}",
-            p.errors
+        assert_db_blocked(
+            &p,
+            "copy records of volume `blog-pgdata` are missing on `node-a`",
         );
+        assert_db_blocked(&p, "drover volume adopt --host HOST blog-pgdata");
     }
     // A lone copy a move made, its record gone, is not taken either.
     let mut lone = applied(&blog(|s| s));
@@ -898,19 +905,9 @@ fn a_volume_on_a_host_that_left_the_cluster_is_never_made_anew() {
     former.volumes.push(copy);
     observed.former.insert("node-c".into(), former);
     let p = plan(&blog(|s| s), &observed, Options::default());
-    assert!(
-        p.actions
-            .iter()
-            .all(|a| a.name != "blog-pgdata" && a.name != "blog-db"),
-        "{}",
-        plan_text(&p, false)
-    );
-    assert!(
-        p.errors
-            .iter()
-            .any(|e| e.contains("has a copy on `node-c`, which is no longer in the Cluster")),
-        "{:?}",
-        p.errors
+    assert_db_blocked(
+        &p,
+        "has a copy on `node-c`, which is no longer in the Cluster",
     );
     // A former host that cannot be read may hold it: not made either.
     observed.former.clear();

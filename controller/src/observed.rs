@@ -233,6 +233,26 @@ pub struct ObservedVolume {
     pub moved_from: Option<String>,
 }
 
+impl ObservedVolume {
+    /// A managed copy of `stack`'s volume `volume` (Docker name
+    /// `<stack>-<volume>`) with `copy` as its record, as tests build them.
+    pub fn managed(stack: &str, volume: &str, copy: Option<CopyRecord>) -> ObservedVolume {
+        ObservedVolume {
+            name: crate::model::names::volume(stack, volume),
+            managed: true,
+            internal: false,
+            stack: Some(stack.into()),
+            volume: Some(volume.into()),
+            driver: local_driver(),
+            size_bytes: None,
+            used_by: Vec::new(),
+            retained_for: None,
+            copy,
+            moved_from: None,
+        }
+    }
+}
+
 /// What a copy of a volume is, as recorded on its host by a move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -199,19 +199,7 @@ mod tests {
         use crate::fake::FakeDocker;
         use crate::observed::{Observed, ObservedHost, ObservedVolume};
         use std::sync::Arc;
-        let vol = |c: Option<CopyRecord>| ObservedVolume {
-            name: "s-data".into(),
-            managed: true,
-            internal: false,
-            stack: Some("s".into()),
-            volume: Some("data".into()),
-            driver: "local".into(),
-            size_bytes: None,
-            used_by: Vec::new(),
-            retained_for: None,
-            copy: c,
-            moved_from: None,
-        };
+        let vol = |c: Option<CopyRecord>| ObservedVolume::managed("s", "data", c);
         let mut observed = Observed::default();
         let a = ObservedHost {
             volumes: vec![vol(Some(copy(CopyRole::Current, 3)))],

@@ -1452,19 +1452,7 @@ mod tests {
     #[test]
     fn a_rollback_starts_nothing_on_a_source_the_records_no_longer_favour() {
         use crate::observed::ObservedVolume;
-        let vol = |r: Option<CopyRecord>| ObservedVolume {
-            name: "s-data".into(),
-            managed: true,
-            internal: false,
-            stack: Some("s".into()),
-            volume: Some("data".into()),
-            driver: "local".into(),
-            size_bytes: None,
-            used_by: Vec::new(),
-            retained_for: None,
-            copy: r,
-            moved_from: None,
-        };
+        let vol = |r: Option<CopyRecord>| ObservedVolume::managed("s", "data", r);
         let rec = |role, epoch, phase| CopyRecord {
             role,
             epoch,
