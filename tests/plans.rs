@@ -909,11 +909,33 @@ fn a_volume_on_a_host_that_left_the_cluster_is_never_made_anew() {
         &p,
         "has a copy on `node-c`, which is no longer in the Cluster",
     );
-    // A former host that cannot be read may hold it: not made either.
+    // A former host that cannot be read and held it when last read: not
+    // made either.
     observed.former.clear();
     observed
         .former_unreachable
         .insert("node-c".into(), "down".into());
+    let recorded = |volumes: &[&str]| drover::observed::Membership {
+        seq: 1,
+        hosts: vec![drover::observed::KnownHost {
+            name: "node-c".into(),
+            endpoint: "tcp://10.77.0.13:2375".into(),
+            address: String::new(),
+            tls: None,
+            volumes: volumes.iter().map(|v| v.to_string()).collect(),
+        }],
+        objects: Vec::new(),
+    };
+    // One that never held it (it left before the volume was made) blocks
+    // nothing.
+    observed.hosts.get_mut("node-a").unwrap().membership = Some(recorded(&["other-data"]));
+    let p = plan(&blog(|s| s), &observed, Options::default());
+    assert!(
+        p.actions.iter().any(|a| a.name == "blog-pgdata"),
+        "{}",
+        plan_text(&p, false)
+    );
+    observed.hosts.get_mut("node-a").unwrap().membership = Some(recorded(&["blog-pgdata"]));
     let p = plan(&blog(|s| s), &observed, Options::default());
     assert!(p.actions.iter().all(|a| a.name != "blog-pgdata"));
     assert!(

@@ -747,7 +747,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     quiet
                 },
             ));
-            record_hosts(&observed);
+            // The hosts as the apply left them: the record lists what each
+            // holds now.
+            let after = rt.block_on(async {
+                let mut o = observe_all(&conns).await;
+                drover::hosts::observe_former(&spec, &mut o).await;
+                o
+            });
+            record_hosts(&after);
             let lost = leases.lost_reasons();
             rt.block_on(leases.release());
             let done = report.count(|o| *o == Outcome::Done);

@@ -50,7 +50,7 @@ pub fn is_record(l: &HashMap<String, String>) -> bool {
     l.contains_key(HOSTS)
 }
 
-fn known(h: &Host) -> KnownHost {
+fn known(h: &Host, volumes: Vec<String>) -> KnownHost {
     KnownHost {
         name: h.name.clone(),
         endpoint: crate::engine::endpoint_of(h),
@@ -59,7 +59,27 @@ fn known(h: &Host) -> KnownHost {
             .tls
             .as_ref()
             .map(|t| [&t.ca, &t.cert, &t.key].map(|p| p.display().to_string())),
+        volumes,
     }
+}
+
+/// The managed volumes a host holds.
+fn volumes_of(h: &ObservedHost) -> Vec<String> {
+    let mut v: Vec<String> = h
+        .volumes
+        .iter()
+        .filter(|v| v.managed && !v.internal)
+        .map(|v| v.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// What the newest record says a host held.
+pub fn recorded_volumes<'a>(observed: &'a Observed, host: &str) -> &'a [String] {
+    newest(observed)
+        .and_then(|m| m.hosts.iter().find(|k| k.name == host))
+        .map_or(&[], |k| k.volumes.as_slice())
 }
 
 /// The newest record read on any host of the spec.
@@ -105,18 +125,31 @@ fn holds_anything(h: &ObservedHost) -> bool {
 /// the Cluster's hosts, and the former hosts that still matter (those that
 /// hold anything drover manages, or could not be read).
 pub fn wanted(spec: &Spec, observed: &Observed) -> Option<Vec<KnownHost>> {
-    let mut hosts: Vec<KnownHost> = spec.hosts.values().map(known).collect();
+    // A host that cannot be read keeps what was last recorded of it.
+    let mut hosts: Vec<KnownHost> = spec
+        .hosts
+        .values()
+        .map(|h| {
+            let volumes = observed
+                .hosts
+                .get(&h.name)
+                .map_or_else(|| recorded_volumes(observed, &h.name).to_vec(), volumes_of);
+            known(h, volumes)
+        })
+        .collect();
     if let Some(m) = newest(observed) {
-        hosts.extend(
-            m.hosts
-                .iter()
-                .filter(|k| {
-                    !spec.hosts.contains_key(&k.name)
-                        && (observed.former_unreachable.contains_key(&k.name)
-                            || observed.former.get(&k.name).is_some_and(holds_anything))
-                })
-                .cloned(),
-        );
+        for k in m.hosts.iter().filter(|k| !spec.hosts.contains_key(&k.name)) {
+            match observed.former.get(&k.name) {
+                Some(h) if holds_anything(h) => hosts.push(KnownHost {
+                    volumes: volumes_of(h),
+                    ..k.clone()
+                }),
+                Some(_) => {}
+                // Not read: kept while it may hold a volume.
+                None if !k.volumes.is_empty() => hosts.push(k.clone()),
+                None => {}
+            }
+        }
     }
     hosts.sort();
     let stale = observed

@@ -74,6 +74,10 @@ pub struct KnownHost {
     /// `ca`, `cert` and `key` paths, for a TLS host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<[String; 3]>,
+    /// The managed volumes (Docker names) it held when last read: what it
+    /// may still hold when it cannot be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
 }
 
 /// One object on a host that holds a copy record.

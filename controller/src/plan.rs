@@ -507,7 +507,17 @@ impl<'a> Planner<'a> {
                     }
                     Authority::On(from) => (from, None),
                     Authority::Nowhere => {
-                        let former_unread = &self.observed.former_unreachable;
+                        // A former host that cannot be read counts only for
+                        // the volumes it held when last read.
+                        let former_unread: BTreeMap<&String, &String> = self
+                            .observed
+                            .former_unreachable
+                            .iter()
+                            .filter(|(h, _)| {
+                                crate::membership::recorded_volumes(self.observed, h)
+                                    .contains(&v.name)
+                            })
+                            .collect();
                         if !self.unreadable.is_empty() || !former_unread.is_empty() {
                             let hosts = self
                                 .unreadable

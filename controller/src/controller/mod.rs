@@ -545,6 +545,12 @@ impl Controller {
             }
         }
         if let Some(l) = leases {
+            // The hosts as this pass left them: the record lists what each
+            // holds now.
+            if counts.done + counts.failed > 0 {
+                observed = observe_all(&conns).await;
+                crate::hosts::observe_former(&spec, &mut observed).await;
+            }
             if let Some(hosts) = crate::membership::wanted(&spec, &observed) {
                 crate::membership::write(&conns.engines, &observed, &hosts).await;
             }
