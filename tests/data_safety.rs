@@ -510,7 +510,10 @@ fn a_target_that_stops_answering_with_the_app_stopped_rolls_back_in_bounded_time
     let status = child.wait().unwrap();
     let took = frozen_at.elapsed();
     host_script("thaw", "node-b");
-    eprintln!("{}", rest.join("\n"));
+    eprintln!(
+        "{}\nthe move ended {took:?} after the target froze",
+        rest.join("\n")
+    );
     assert!(!status.success());
     assert!(
         took < std::time::Duration::from_secs(60),

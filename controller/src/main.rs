@@ -749,12 +749,12 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             ));
             // The hosts as the apply left them: the record lists what each
             // holds now.
-            let after = rt.block_on(async {
-                let mut o = observe_all(&conns).await;
-                drover::hosts::observe_former(&spec, &mut o).await;
-                o
-            });
-            record_hosts(&after);
+            // (Not when a lease was lost: a host stopped answering.)
+            if leases.lost_reasons().is_empty() {
+                if let Some(after) = rt.block_on(drover::hosts::observe_for_record(&spec, &conns)) {
+                    record_hosts(&after);
+                }
+            }
             let lost = leases.lost_reasons();
             rt.block_on(leases.release());
             let done = report.count(|o| *o == Outcome::Done);

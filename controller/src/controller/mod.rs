@@ -547,12 +547,17 @@ impl Controller {
         if let Some(l) = leases {
             // The hosts as this pass left them: the record lists what each
             // holds now.
-            if counts.done + counts.failed > 0 {
-                observed = observe_all(&conns).await;
-                crate::hosts::observe_former(&spec, &mut observed).await;
-            }
-            if let Some(hosts) = crate::membership::wanted(&spec, &observed) {
-                crate::membership::write(&conns.engines, &observed, &hosts).await;
+            let after = if !l.lost_reasons().is_empty() {
+                None // a host stopped answering: a later pass records
+            } else if counts.done + counts.failed > 0 {
+                crate::hosts::observe_for_record(&spec, &conns).await
+            } else {
+                Some(observed.clone())
+            };
+            if let Some(after) = after {
+                if let Some(hosts) = crate::membership::wanted(&spec, &after) {
+                    crate::membership::write(&conns.engines, &after, &hosts).await;
+                }
             }
             errors.extend(l.lost_reasons());
             l.release().await;
