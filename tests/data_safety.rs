@@ -61,6 +61,14 @@ fn deployed(name: &str, volumes: &[&str]) -> Option<(std::sync::MutexGuard<'stat
     Some((turn, f))
 }
 
+/// Moves the writer stack `name` to node-b with drover killed as the app is
+/// about to stop: the copy made, the app still running on node-a.
+fn interrupt_move_at_stop(f: &Fixture, name: &str) {
+    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
+    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "stop")]);
+    assert!(!o.status.success());
+}
+
 fn put(f: &Fixture, host: usize, container: &str, script: &str) {
     let o = docker(&f.hosts[host], &["exec", container, "sh", "-c", script]);
     assert!(o.status.success(), "{script}: {}", stderr(&o));
@@ -135,10 +143,7 @@ fn pruning_stopped_containers_after_an_interrupted_move_keeps_its_records() {
         &app,
         "dd if=/dev/urandom of=/data/fixed bs=1M count=4 2>/dev/null",
     );
-    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
-    // Killed with the copy made and the app still running on node-a.
-    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "stop")]);
-    assert!(!o.status.success());
+    interrupt_move_at_stop(&f, name);
     assert!(running(&f.hosts[0], &app));
     // What an operator runs to free space.
     for h in &f.hosts {
@@ -184,9 +189,7 @@ fn two_copies_whose_records_are_gone_are_blocked_until_one_is_adopted() {
     };
     let app = format!("{name}-app");
     let vol = format!("{name}-data");
-    f.write("stack.yaml", &writer(name, "node-b", &["data"]));
-    let o = f.drover_with(&["reconcile"], &[("DROVER_TEST_ABORT_AT", "stop")]);
-    assert!(!o.status.success());
+    interrupt_move_at_stop(&f, name);
     // Every record lost, as a `docker volume prune` of old engines or a
     // hand-made mistake would lose them.
     for h in &f.hosts {
