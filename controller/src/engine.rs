@@ -1031,17 +1031,16 @@ impl DockerApi for Engine {
     }
 
     async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError> {
-        let req = VolumeCreateRequest {
-            name: Some(m.name.clone()),
-            driver: Some("local".into()),
-            labels: Some(to_hashmap(&m.labels)),
-            ..Default::default()
-        };
-        self.docker
-            .create_volume(req)
-            .await
-            .map(|_| ())
-            .map_err(|e| EngineError::api(&self.host, format!("record a copy in `{}`", m.name), e))
+        self.create_volume(&VolumeSpec {
+            name: m.name.clone(),
+            stack: String::new(),
+            volume: String::new(),
+            host: self.host.clone(),
+            driver: "local".into(),
+            driver_opts: BTreeMap::new(),
+            labels: m.labels.clone(),
+        })
+        .await
     }
 
     async fn remove_record(&self, r: &RecordRef) -> Result<(), EngineError> {

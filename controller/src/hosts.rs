@@ -87,15 +87,10 @@ pub async fn observe_former(spec: &Spec, observed: &mut Observed) {
     observed.former_unreachable = read.unreachable;
 }
 
-/// The hosts read again after an apply, to record what each holds; `None`
-/// when that takes more than 10 s (a host stopped answering): the record
-/// is then written by a later run.
-pub async fn observe_for_record(spec: &Spec, conns: &Connections) -> Option<Observed> {
-    tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        let mut o = observe_all(conns).await;
-        observe_former(spec, &mut o).await;
-        o
-    })
-    .await
-    .ok()
+/// Reads every connected host of the Cluster, and the former hosts its
+/// record of members names.
+pub async fn observe_cluster(spec: &Spec, conns: &Connections) -> Observed {
+    let mut observed = observe_all(conns).await;
+    observe_former(spec, &mut observed).await;
+    observed
 }

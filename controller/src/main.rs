@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use drover::apply::{ApplyOptions, Executor, Outcome, Reporter};
 use drover::graph::Format;
-use drover::hosts::{connect_all, observe_all};
+use drover::hosts::{connect_all, observe_cluster};
 use drover::interpolate::ProcessEnv;
 use drover::lease::{take_and_observe, Holder};
 use drover::load::{load, LoadError};
@@ -503,11 +503,7 @@ impl Reporter for StepPrinter {
 
 /// Reads every host of the spec.
 fn observe_spec(spec: &Spec) -> Result<Observed, Failure> {
-    Ok(runtime()?.block_on(async {
-        let mut observed = observe_all(&connect_all(spec).await).await;
-        drover::hosts::observe_former(spec, &mut observed).await;
-        observed
-    }))
+    Ok(runtime()?.block_on(async { observe_cluster(spec, &connect_all(spec).await).await }))
 }
 
 /// Names each host that could not be read; exit 1 when there is one.
@@ -623,9 +619,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 ),
                 None => {
                     let conns = rt.block_on(connect_all(&spec));
-                    let mut observed = rt.block_on(observe_all(&conns));
-                    rt.block_on(drover::hosts::observe_former(&spec, &mut observed));
-                    (observed, Some(conns))
+                    (rt.block_on(observe_cluster(&spec, &conns)), Some(conns))
                 }
             };
             let mut plan = plan::plan(
@@ -705,14 +699,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             if output == OutputFormat::Text {
                 show_plan(&plan);
             }
-            let record_hosts = |observed: &Observed| {
-                if let Some(hosts) = drover::membership::wanted(&spec, observed) {
-                    rt.block_on(drover::membership::write(&conns.engines, observed, &hosts));
-                }
+            let record_hosts = |changed: bool| {
+                rt.block_on(drover::membership::record_after(
+                    &spec, &conns, &observed, changed,
+                ));
             };
             if plan.actions.is_empty() {
                 if let Some(leases) = leases {
-                    record_hosts(&observed);
+                    record_hosts(false);
                     rt.block_on(leases.release());
                 }
                 if output == OutputFormat::Json {
@@ -747,13 +741,9 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     quiet
                 },
             ));
-            // The hosts as the apply left them: the record lists what each
-            // holds now.
             // (Not when a lease was lost: a host stopped answering.)
             if leases.lost_reasons().is_empty() {
-                if let Some(after) = rt.block_on(drover::hosts::observe_for_record(&spec, &conns)) {
-                    record_hosts(&after);
-                }
+                record_hosts(true);
             }
             let lost = leases.lost_reasons();
             rt.block_on(leases.release());

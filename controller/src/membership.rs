@@ -203,3 +203,31 @@ pub async fn write(
         }
     }
 }
+
+/// After work under the leases: records the Cluster's hosts as the work
+/// left them. When it `changed` anything the hosts are read again, within
+/// 10 s (a host that stopped answering leaves the record to a later run);
+/// otherwise `before` is what they hold.
+pub async fn record_after(
+    spec: &Spec,
+    conns: &crate::hosts::Connections,
+    before: &Observed,
+    changed: bool,
+) {
+    let again;
+    let now = if changed {
+        let read = crate::hosts::observe_cluster(spec, conns);
+        match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
+            Ok(o) => {
+                again = o;
+                &again
+            }
+            Err(_) => return,
+        }
+    } else {
+        before
+    };
+    if let Some(hosts) = wanted(spec, now) {
+        write(&conns.engines, now, &hosts).await;
+    }
+}

@@ -284,11 +284,10 @@ struct Part<'a> {
 }
 
 /// How often each engine of a move is asked whether it still answers, and
-/// how long an answer may take; two missed in a row end the step.
+/// how long an answer may take; two missed in a row (about 20 s) end the
+/// step.
 const PING_EVERY: Duration = Duration::from_secs(5);
 const PING_WAIT: Duration = Duration::from_secs(5);
-/// The longest a step waits on an engine that stopped answering.
-pub const STALLED: Duration = Duration::from_secs(20);
 
 /// Resolves (with the reason) once `api` has missed two pings in a row.
 async fn stalled(api: &Arc<dyn DockerApi>) -> String {
@@ -626,7 +625,8 @@ impl Move {
 
     /// Runs a step of the move while both engines answer: one that stops
     /// answering (a host that lost power leaves its streams open and
-    /// silent) ends the step within [`STALLED`], and the move rolls back.
+    /// silent) ends the step within two missed pings, and the move rolls
+    /// back.
     async fn guarded<T>(
         &self,
         step: impl std::future::Future<Output = Result<T, String>>,

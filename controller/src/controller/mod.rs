@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::apply::{ApplyOptions, Executor, Outcome, Reporter};
 use crate::desired::{self, Desired};
-use crate::hosts::{connect, observe_all};
+use crate::hosts::{connect, observe_cluster};
 use crate::interpolate::ProcessEnv;
 use crate::lease::{take_and_observe, Holder, Leases};
 use crate::load::{load, LoadError};
@@ -468,8 +468,7 @@ impl Controller {
                 ),
             );
         }
-        let mut observed = observe_all(&conns).await;
-        crate::hosts::observe_former(&spec, &mut observed).await;
+        let mut observed = observe_cluster(&spec, &conns).await;
         self.note_hosts(&spec, &tried, &observed);
         // Changes wait for the lease of every host, and are planned against
         // what the hosts hold once it is taken.
@@ -545,19 +544,10 @@ impl Controller {
             }
         }
         if let Some(l) = leases {
-            // The hosts as this pass left them: the record lists what each
-            // holds now.
-            let after = if !l.lost_reasons().is_empty() {
-                None // a host stopped answering: a later pass records
-            } else if counts.done + counts.failed > 0 {
-                crate::hosts::observe_for_record(&spec, &conns).await
-            } else {
-                Some(observed.clone())
-            };
-            if let Some(after) = after {
-                if let Some(hosts) = crate::membership::wanted(&spec, &after) {
-                    crate::membership::write(&conns.engines, &after, &hosts).await;
-                }
+            // (Not when a lease was lost: a host stopped answering.)
+            if l.lost_reasons().is_empty() {
+                let changed = counts.done + counts.failed > 0;
+                crate::membership::record_after(&spec, &conns, &observed, changed).await;
             }
             errors.extend(l.lost_reasons());
             l.release().await;
