@@ -189,6 +189,83 @@ fn a_secret_change_recreates_without_showing_the_value() {
     assert!(!shown.contains("CANARY-SECRET"), "a secret leaked: {shown}");
 }
 
+fn blog_with_password(password: &str) -> Desired {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), BLOG).unwrap();
+    let env = BTreeMap::from([("DB_PASSWORD".to_string(), password.to_string())]);
+    render(&load(dir.path(), &env).unwrap())
+}
+
+#[test]
+fn no_label_holds_an_unkeyed_function_of_a_secret_and_a_snapshot_compares_none() {
+    use drover::hostkey::{HostKey, SecretKey};
+    let (before, after) = (blog_with_password("hunter2"), blog_with_password("hunter3"));
+    let db = |d: &Desired| d.hosts["node-a"].containers["blog-db"].clone();
+    // The spec hash and the unkeyed digests are the same for any password:
+    // a guess cannot be checked against them.
+    assert_eq!(db(&before).spec_hash, db(&after).spec_hash);
+    assert_eq!(db(&before).field_digests, db(&after).field_digests);
+    let (k1, k2) = (HostKey::fixed(1), HostKey::fixed(2));
+    let on = |k: &HostKey| db(&before).keyed_digests(Some(k))["env.POSTGRES_PASSWORD"].clone();
+    assert_ne!(on(&k1), on(&k2), "each host keys its own digests");
+
+    let observed = applied(&before);
+    let key = |o: &mut Observed, k: SecretKey| {
+        o.hosts.get_mut("node-a").unwrap().secret_key = k;
+    };
+    // From a snapshot (no key): secret values are not compared, and the
+    // plan says so.
+    let mut snapshot = observed.clone();
+    key(&mut snapshot, SecretKey::Withheld);
+    let p = plan(&after, &snapshot, Options::default());
+    assert!(p.actions.is_empty(), "{}", plan_text(&p, false));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("secret values on `node-a` are not compared")),
+        "{:?}",
+        p.warnings
+    );
+    // The key volume was removed: the containers are made again under a
+    // new key, and the plan says why.
+    let mut keyless = observed.clone();
+    key(&mut keyless, SecretKey::Absent);
+    let p = plan(&before, &keyless, Options::default());
+    assert!(
+        find(&p, Verb::Recreate, "blog-db")
+            .reason
+            .contains("the host's key (volume `drover-secret-key`) is gone"),
+        "{}",
+        plan_text(&p, false)
+    );
+    replan_is_empty(&before, &keyless, &p);
+    // Made when secrets went into the hash unkeyed: once, with its reason.
+    let mut legacy = observed.clone();
+    for c in &mut legacy.hosts.get_mut("node-a").unwrap().containers {
+        for d in c.spec_fields.values_mut().filter(|d| d.starts_with('k')) {
+            *d = "secret".into();
+        }
+    }
+    let p = plan(&before, &legacy, Options::default());
+    assert_eq!(
+        find(&p, Verb::Recreate, "blog-db").reason,
+        "its secret values are recorded under the host's key from now on (once per container)"
+    );
+    // A non-secret change next to an unchanged secret names that field.
+    let changed = blog(|s| s.replace("MODE: fast", "MODE: safe"));
+    let p = plan(&changed, &applied(&blog(|s| s)), Options::default());
+    assert_eq!(
+        find(&p, Verb::Recreate, "blog-db").reason,
+        "environment `MODE` changed"
+    );
+    let p = plan(&changed, &observed, Options::default());
+    assert_eq!(
+        find(&p, Verb::Recreate, "blog-db").reason,
+        "environment `MODE` changed; a secret value changed (environment `POSTGRES_PASSWORD`)"
+    );
+}
+
 #[test]
 fn fields_that_do_not_reach_the_container_recreate_nothing() {
     let observed = applied(&blog(|s| s));

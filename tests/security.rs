@@ -275,6 +275,143 @@ apps:
     );
 }
 
+/// The labels of a container, as JSON.
+fn labels_of(h: &TestHost, name: &str) -> serde_json::Value {
+    serde_json::from_str(&inspect(h, name, "{{json .Config.Labels}}").unwrap()).unwrap()
+}
+
+/// One field's digest from a container's `drover.spec-fields`.
+fn field_digest(labels: &serde_json::Value, field: &str) -> String {
+    drover::desired::decode_field_digests(labels["drover.spec-fields"].as_str().unwrap())
+        .remove(field)
+        .unwrap_or_default()
+}
+
+/// A host's key for secret digests, from its key volume.
+fn host_key(h: &TestHost) -> Option<String> {
+    let o = docker(
+        h,
+        &[
+            "volume",
+            "inspect",
+            "--format",
+            "{{index .Labels \"drover.secret-key\"}}",
+            drover::hostkey::VOLUME,
+        ],
+    );
+    o.status.success().then(|| text(&o))
+}
+
+#[test]
+fn secret_digests_are_keyed_by_each_host_and_no_snapshot_holds_the_key() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["keyed"]);
+    let stack = |host: &str| {
+        format!(
+            "kind: Stack
+name: keyed
+apps:
+  api:
+    image: {IMAGE}
+    host: {host}
+    environment: {{ PASSWORD: '${{DB_PASSWORD}}' }}
+    command: ['sh', '-c', 'trap exit TERM; while :; do sleep 1; done']
+    stop_grace_period: 1s
+"
+        )
+    };
+    let mut outputs = Vec::new();
+    let mut run = |args: &[&str], password: &str| {
+        let o = f.drover_with(args, &[("DB_PASSWORD", password)]);
+        outputs.push(all_output(&o));
+        o
+    };
+    f.write("stack.yaml", &stack("node-a"));
+    assert!(run(&["reconcile"], "hunter2").status.success());
+    let first = labels_of(&f.hosts[0], "keyed-api");
+    let o = run(&["reconcile"], "hunter3");
+    assert!(
+        stdout(&o).contains("a secret value changed (environment `PASSWORD`)"),
+        "{}",
+        stdout(&o)
+    );
+    let second = labels_of(&f.hosts[0], "keyed-api");
+    // The spec hash does not depend on the password; its digest is keyed.
+    assert_eq!(first["drover.spec-hash"], second["drover.spec-hash"]);
+    let (d1, d2) = (
+        field_digest(&first, "env.PASSWORD"),
+        field_digest(&second, "env.PASSWORD"),
+    );
+    assert!(
+        d1.starts_with('k') && d2.starts_with('k') && d1 != d2,
+        "{d1} {d2}"
+    );
+    let key_a = host_key(&f.hosts[0]).expect("node-a has a key");
+    let key = drover::hostkey::HostKey::from_hex(&key_a).expect("a well-formed key");
+    assert_eq!(key.digest("env.PASSWORD", "hunter3"), d2);
+
+    // A snapshot says only that there is a key; planning against it
+    // compares no secret value, and says so.
+    let o = run(&["observe", "--output", "json"], "hunter3");
+    let snapshot = stdout(&o);
+    assert!(
+        snapshot.contains("\"secret_key\": \"withheld\""),
+        "{snapshot}"
+    );
+    let snap = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(snap.path(), &snapshot).unwrap();
+    let o = run(
+        &[
+            "reconcile",
+            "--dry-run",
+            "--observed",
+            snap.path().to_str().unwrap(),
+        ],
+        "hunter4",
+    );
+    assert!(
+        stdout(&o).contains("No changes") && all_output(&o).contains("are not compared"),
+        "{}",
+        all_output(&o)
+    );
+
+    // Another host keys the same value differently.
+    f.write("stack.yaml", &stack("node-b"));
+    assert!(run(&["reconcile"], "hunter3").status.success());
+    let third = labels_of(&f.hosts[1], "keyed-api");
+    assert_ne!(field_digest(&third, "env.PASSWORD"), d2);
+    let key_b = host_key(&f.hosts[1]).expect("node-b has a key");
+    assert_ne!(key_a, key_b);
+
+    // The key volume removed: the app is made again under a new key, once.
+    assert!(
+        docker(&f.hosts[1], &["volume", "rm", drover::hostkey::VOLUME])
+            .status
+            .success()
+    );
+    let o = run(&["reconcile"], "hunter3");
+    assert!(
+        stdout(&o).contains("the host's key (volume `drover-secret-key`) is gone"),
+        "{}",
+        stdout(&o)
+    );
+    assert_ne!(host_key(&f.hosts[1]).unwrap(), key_b);
+    let o = run(&["reconcile", "--dry-run"], "hunter3");
+    assert!(stdout(&o).contains("No changes"), "{}", stdout(&o));
+
+    for text in &outputs {
+        for k in [&key_a, &key_b] {
+            assert!(!text.contains(k.as_str()), "an output shows a key:\n{text}");
+        }
+        assert!(
+            !text.contains("hunter"),
+            "an output shows a secret:\n{text}"
+        );
+    }
+}
+
 /// What makes a container powerful on its host, from `docker inspect`.
 fn powers(h: &TestHost, id: &str) -> String {
     inspect(

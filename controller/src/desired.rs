@@ -5,7 +5,8 @@
 //! The hash covers exactly the fields that reach the container, so a change
 //! to `pull` or `depends_on` never recreates anything. Each field also gets a
 //! digest of its own (kept in a label) so that a plan can say *which* field
-//! changed. Fields whose value is secret keep no digest of their own.
+//! changed. A secret value reaches neither the hash nor an unkeyed digest:
+//! its field's digest is keyed by the host ([`crate::hostkey`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::hostkey::HostKey;
 use crate::model::{names, Condition, Healthcheck, Port, Pull, Restart, Spec, Text};
 
 /// Labels drover puts on what it makes.
@@ -104,8 +106,9 @@ impl ContainerSpec {
 }
 
 impl ContainerSpec {
-    /// Every label the container carries, the hash labels included.
-    pub fn all_labels(&self) -> BTreeMap<String, String> {
+    /// Every label the container carries on a host with `key`, the hash
+    /// labels included.
+    pub fn all_labels(&self, key: Option<&HostKey>) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = self
             .labels
             .iter()
@@ -114,8 +117,26 @@ impl ContainerSpec {
         out.insert(labels::SPEC_HASH.into(), self.spec_hash.clone());
         out.insert(
             labels::SPEC_FIELDS.into(),
-            encode_field_digests(&self.field_digests),
+            encode_field_digests(&self.keyed_digests(key)),
         );
+        out
+    }
+
+    /// Whether any field's value is secret.
+    pub fn has_secrets(&self) -> bool {
+        self.field_digests.values().any(|d| d == SECRET_DIGEST)
+    }
+
+    /// The field digests as recorded on a host with `key`: each secret
+    /// field's an HMAC under it (left [`SECRET_DIGEST`] without a key).
+    pub fn keyed_digests(&self, key: Option<&HostKey>) -> BTreeMap<String, String> {
+        let mut out = self.field_digests.clone();
+        if let (Some(key), true) = (key, self.has_secrets()) {
+            for f in fields(self).into_iter().filter(|f| f.secret) {
+                let d = key.digest(&f.name, &f.canonical);
+                out.insert(f.name.into_owned(), d);
+            }
+        }
         out
     }
 
@@ -124,6 +145,7 @@ impl ContainerSpec {
     pub fn as_observed(
         &self,
         state: crate::observed::ContainerState,
+        key: Option<&HostKey>,
     ) -> crate::observed::ObservedContainer {
         use crate::observed::{ContainerState, Health, ObservedContainer, PublishedPort};
         let mut depends_on: Vec<String> = self
@@ -146,7 +168,7 @@ impl ContainerSpec {
             health: (state == ContainerState::Running && self.has_healthcheck())
                 .then_some(Health::Healthy),
             spec_hash: Some(self.spec_hash.clone()),
-            spec_fields: self.field_digests.clone(),
+            spec_fields: self.keyed_digests(key),
             depends_on,
             ports: self
                 .ports
@@ -536,13 +558,15 @@ fn hex_prefix(h: Sha256, chars: usize) -> String {
     out
 }
 
-/// The spec hash and the per-field digests of a container config.
+/// The spec hash and the per-field digests of a container config. Neither
+/// depends on a secret value: those are compared through
+/// [`ContainerSpec::keyed_digests`], under the host's key.
 pub fn hash_container(c: &ContainerSpec) -> (String, BTreeMap<String, String>) {
     let mut all = Sha256::new();
     let mut digests = BTreeMap::new();
     for f in fields(c) {
         feed(&mut all, &f.name);
-        feed(&mut all, &f.canonical);
+        feed(&mut all, if f.secret { "\0secret" } else { &f.canonical });
         let d = if f.secret {
             SECRET_DIGEST.to_string()
         } else {

@@ -28,6 +28,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
 use crate::desired::{decode_field_digests, labels, ContainerSpec, NetworkSpec, VolumeSpec};
+use crate::hostkey::{self, HostKey};
 use crate::model::{Host, Restart};
 use crate::observed::{
     ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,
@@ -248,7 +249,11 @@ pub trait DockerApi: Send + Sync {
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
     async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError>;
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Makes a container; one with a secret value gets its digests under
+    /// the host's key ([`DockerApi::secret_key`]).
     async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError>;
+    /// The host's key for digests of secret values, made if it has none.
+    async fn secret_key(&self) -> Result<HostKey, EngineError>;
     async fn start_container(&self, name: &str) -> Result<(), EngineError>;
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError>;
     /// Removes a container, never its volumes.
@@ -530,7 +535,7 @@ fn to_hashmap(m: &BTreeMap<String, String>) -> HashMap<String, String> {
 
 /// The create request for a container spec: the only place its secret
 /// values are read.
-fn create_body(c: &ContainerSpec) -> ContainerCreateBody {
+fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody {
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
     for p in &c.ports {
@@ -582,7 +587,7 @@ fn create_body(c: &ContainerSpec) -> ContainerCreateBody {
                 .map(|(k, v)| format!("{k}={}", v.expose()))
                 .collect(),
         ),
-        labels: Some(c.all_labels().into_iter().collect()),
+        labels: Some(c.all_labels(key).into_iter().collect()),
         user: c.user.as_ref().map(|u| u.expose().to_string()),
         working_dir: c.working_dir.as_ref().map(|w| w.expose().to_string()),
         stop_signal: c.stop_signal.clone(),
@@ -686,15 +691,20 @@ impl DockerApi for Engine {
         refs.sort_by(|a, b| (&a.of, a.seq, &a.name).cmp(&(&b.of, b.seq, &b.name)));
         let membership =
             crate::membership::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)));
+        let secret_key =
+            hostkey::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)))
+                .map_or(hostkey::SecretKey::Absent, hostkey::SecretKey::Known);
         let mut out = ObservedHost {
             records: refs,
             membership,
+            secret_key,
             containers: containers.iter().map(observed_container).collect(),
             volumes: volumes
                 .into_iter()
                 .filter(|v| {
                     !v.labels.contains_key(labels::COPY_OF)
                         && !crate::membership::is_record(&v.labels)
+                        && !hostkey::is_key(&v.labels)
                 })
                 .map(|v| {
                     let flag = |k: &str| v.labels.get(k).is_some_and(|x| x == "true");
@@ -825,9 +835,13 @@ impl DockerApi for Engine {
     }
 
     async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
+        let key = match c.has_secrets() {
+            true => Some(self.secret_key().await?),
+            false => None,
+        };
         let opts = CreateContainerOptionsBuilder::new().name(&c.name).build();
         self.docker
-            .create_container(Some(opts), create_body(c))
+            .create_container(Some(opts), create_body(c, key.as_ref()))
             .await
             .map(|_| ())
             .map_err(|e| EngineError::api(&self.host, format!("create container `{}`", c.name), e))
@@ -1028,6 +1042,39 @@ impl DockerApi for Engine {
             .and_then(|n| n.ports)
             .and_then(|p| p.get(&format!("{port}/tcp")).cloned().flatten())
             .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok())))
+    }
+
+    async fn secret_key(&self) -> Result<HostKey, EngineError> {
+        let read = || async {
+            match self.docker.inspect_volume(hostkey::VOLUME).await {
+                Ok(v) => hostkey::from_labels(&v.labels).map(Some).ok_or_else(|| EngineError::Api {
+                    host: self.host.clone(),
+                    op: format!("read the key volume `{}`", hostkey::VOLUME),
+                    message: "it holds no key drover made; drover leaves it (remove it, and drover makes a new key)".into(),
+                }),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(EngineError::api(&self.host, format!("read the key volume `{}`", hostkey::VOLUME), e)),
+            }
+        };
+        if let Some(k) = read().await? {
+            return Ok(k);
+        }
+        let fresh = HostKey::random().map_err(|e| EngineError::Api {
+            host: self.host.clone(),
+            op: "make a key for secret digests".into(),
+            message: e,
+        })?;
+        self.create_record(&RecordSpec {
+            name: hostkey::VOLUME.into(),
+            labels: fresh.volume_labels(),
+        })
+        .await?;
+        // Another drover may have made one first; its key is the one kept.
+        read().await?.ok_or_else(|| EngineError::Api {
+            host: self.host.clone(),
+            op: format!("read the key volume `{}`", hostkey::VOLUME),
+            message: "it was gone right after it was made".into(),
+        })
     }
 
     async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError> {

@@ -183,12 +183,33 @@ impl DockerApi for FakeDocker {
 
     async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
         self.call(format!("create {}", c.name))?;
+        let key = match c.has_secrets() {
+            true => Some(self.secret_key().await?),
+            false => None,
+        };
         self.with(|s| {
             s.host
                 .containers
-                .push(c.as_observed(ContainerState::Created))
+                .push(c.as_observed(ContainerState::Created, key.as_ref()))
         });
         Ok(())
+    }
+
+    async fn secret_key(&self) -> Result<crate::hostkey::HostKey, EngineError> {
+        use crate::hostkey::{HostKey, SecretKey};
+        let host = self.name.clone();
+        self.with(|s| {
+            if let SecretKey::Known(k) = &s.host.secret_key {
+                return Ok(k.clone());
+            }
+            let k = HostKey::random().map_err(|message| EngineError::Api {
+                host,
+                op: "make a key".into(),
+                message,
+            })?;
+            s.host.secret_key = SecretKey::Known(k.clone());
+            Ok(k)
+        })
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {

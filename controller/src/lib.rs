@@ -41,6 +41,7 @@ pub mod fake;
 pub mod fuzzing;
 pub mod graph;
 pub mod helper;
+pub mod hostkey;
 pub mod hosts;
 pub mod interpolate;
 pub mod lease;

@@ -48,6 +48,10 @@ pub struct ObservedHost {
     /// The hosts of the Cluster as drover last recorded them on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<Membership>,
+    /// The host's key for digests of secret values; a snapshot says only
+    /// `withheld`.
+    #[serde(default, skip_serializing_if = "crate::hostkey::SecretKey::is_absent")]
+    pub secret_key: crate::hostkey::SecretKey,
 }
 
 /// The Cluster's hosts as recorded on a host (a label-only volume

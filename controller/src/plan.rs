@@ -14,6 +14,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::desired::{ContainerSpec, Desired, SECRET_DIGEST};
+use crate::hostkey::SecretKey;
 use crate::model::names;
 use crate::observed::{
     ContainerState, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost, ObservedVolume,
@@ -818,8 +819,14 @@ impl<'a> Planner<'a> {
     fn container(&mut self, host: &str, c: &ContainerSpec) -> Option<usize> {
         let oh = self.readable[host];
         let found = oh.containers.iter().find(|o| o.name == c.name);
-        let (verb, reason) = match found {
-            Some(o) if !o.managed => {
+        let compared = found.map(|o| (o, config_change(c, o, &oh.secret_key)));
+        if oh.secret_key == SecretKey::Withheld && c.has_secrets() {
+            self.warnings.push(format!(
+                "secret values on `{host}` are not compared: the observed state was read from a file, which holds no host key"
+            ));
+        }
+        let (verb, reason) = match compared {
+            Some((o, _)) if !o.managed => {
                 self.errors.push(format!(
                     "container name `{}` on `{host}` is taken by a container drover does not manage; app `{}/{}` is skipped",
                     c.name, c.stack, c.app
@@ -827,10 +834,8 @@ impl<'a> Planner<'a> {
                 self.blocked.insert((c.stack.clone(), c.app.clone()));
                 return None;
             }
-            Some(o) if o.spec_hash.as_deref() != Some(c.spec_hash.as_str()) => {
-                (Verb::Recreate, change_reason(c, o))
-            }
-            Some(o) => match o.state {
+            Some((_, Some(reason))) => (Verb::Recreate, reason),
+            Some((o, None)) => match o.state {
                 ContainerState::Running | ContainerState::Restarting => return None,
                 ContainerState::Created | ContainerState::Exited => {
                     (Verb::Start, format!("container is {}", o.state.as_str()))
@@ -1253,28 +1258,51 @@ fn wave_of(
     waves[i]
 }
 
-/// "image `a` → `b`; environment `X` changed" — what differs between the
-/// container's recorded config and the desired one, without secret values.
-pub fn change_reason(c: &ContainerSpec, o: &ObservedContainer) -> String {
+/// Why a managed container must be made again, if it must: "image `a` →
+/// `b`; environment `X` changed", never a secret value. The spec hash
+/// covers all but the secret values; those are compared through their
+/// digests under the host's `key`, and not at all when it is withheld.
+pub fn config_change(c: &ContainerSpec, o: &ObservedContainer, key: &SecretKey) -> Option<String> {
+    let unkeyed = |d: &String| d == SECRET_DIGEST;
+    if o.spec_hash.as_deref() == Some(c.spec_hash.as_str()) && !c.has_secrets() {
+        return None;
+    }
+    if o.spec_fields.values().any(unkeyed) {
+        // Made when secret values went into the spec hash unkeyed.
+        return Some(
+            "its secret values are recorded under the host's key from now on (once per container)"
+                .into(),
+        );
+    }
+    let wanted = match key {
+        SecretKey::Known(k) => c.keyed_digests(Some(k)),
+        SecretKey::Absent if c.has_secrets() => {
+            return Some(format!(
+                "secret values cannot be compared: the host's key (volume `{}`) is gone, and a new one is made",
+                crate::hostkey::VOLUME
+            ))
+        }
+        SecretKey::Absent | SecretKey::Withheld => c.field_digests.clone(),
+    };
+    let same_hash = o.spec_hash.as_deref() == Some(c.spec_hash.as_str());
+    if same_hash && (key == &SecretKey::Withheld || wanted == o.spec_fields) {
+        return None;
+    }
     if o.spec_fields.is_empty() {
-        return "configuration changed".into();
+        return Some("configuration changed".into());
     }
     let mut changes = Vec::new();
     let mut secrets = Vec::new();
-    let keys: BTreeSet<&String> = c.field_digests.keys().chain(o.spec_fields.keys()).collect();
+    let keys: BTreeSet<&String> = wanted.keys().chain(o.spec_fields.keys()).collect();
     for k in keys {
-        let (d, old) = (c.field_digests.get(k), o.spec_fields.get(k));
+        let secret = c.field_digests.get(k).is_some_and(unkeyed);
         let what = describe_field(k);
-        match (d, old) {
-            (Some(d), Some(old)) if d == old && d != SECRET_DIGEST => {}
-            (Some(d), Some(old)) if d == SECRET_DIGEST && old == SECRET_DIGEST => {
-                secrets.push(what)
-            }
-            (Some(_), Some(_))
-                if k == "image"
-                    && !c.image.is_secret()
-                    && d != Some(&SECRET_DIGEST.to_string())
-                    && old != Some(&SECRET_DIGEST.to_string()) =>
+        match (wanted.get(k), o.spec_fields.get(k)) {
+            (Some(d), Some(old)) if d == old => {}
+            (Some(_), Some(_)) if secret && key == &SecretKey::Withheld => {}
+            (Some(_), Some(_)) if secret => secrets.push(what),
+            (Some(_), Some(old))
+                if k == "image" && !old.starts_with(crate::hostkey::KEYED) && !unkeyed(old) =>
             {
                 changes.push(format!("image `{}` → `{}`", o.image, c.image));
             }
@@ -1284,15 +1312,14 @@ pub fn change_reason(c: &ContainerSpec, o: &ObservedContainer) -> String {
             (None, None) => {}
         }
     }
-    if changes.is_empty() {
-        if secrets.is_empty() {
-            "configuration changed".into()
-        } else {
-            format!("a secret value changed ({})", secrets.join(", "))
-        }
-    } else {
-        changes.join("; ")
+    if !secrets.is_empty() {
+        changes.push(format!("a secret value changed ({})", secrets.join(", ")));
     }
+    if changes.is_empty() {
+        // The hash differs, and no field digest says where.
+        return (!same_hash).then(|| "configuration changed".into());
+    }
+    Some(changes.join("; "))
 }
 
 fn describe_field(k: &str) -> String {
@@ -1310,7 +1337,13 @@ fn describe_field(k: &str) -> String {
 pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed {
     use crate::observed::ObservedNetwork;
     let mut out = observed.clone();
-    let container_state = |c: &ContainerSpec| c.as_observed(ContainerState::Running);
+    let container_state = |h: &mut ObservedHost, c: &ContainerSpec| {
+        if c.has_secrets() && h.secret_key.is_absent() {
+            // The apply makes the host's key with the first such container.
+            h.secret_key = SecretKey::Known(crate::hostkey::HostKey::fixed(0));
+        }
+        c.as_observed(ContainerState::Running, h.secret_key.known())
+    };
     for a in &plan.actions {
         match (a.kind, a.action) {
             (Kind::Volume, Verb::Create) => {
@@ -1344,7 +1377,8 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                 for app in &r.apps {
                     let c = &desired.hosts[&r.to].containers[&names::container(&a.stack, app)];
                     h.containers.retain(|o| o.name != c.name);
-                    h.containers.push(container_state(c));
+                    let o = container_state(h, c);
+                    h.containers.push(o);
                 }
             }
             (Kind::Network, Verb::Create) => {
@@ -1373,7 +1407,8 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                 let c = &desired.hosts[&a.host].containers[&a.name];
                 let h = out.hosts.entry(a.host.clone()).or_default();
                 h.containers.retain(|o| o.name != c.name);
-                h.containers.push(container_state(c));
+                let o = container_state(h, c);
+                h.containers.push(o);
                 for v in &mut h.volumes {
                     if c.mounts.iter().any(|m| m.source == v.name) && !v.used_by.contains(&c.name) {
                         v.used_by.push(c.name.clone());

@@ -321,11 +321,7 @@ async fn bounded<T>(
 const DIRECT_PORT: u16 = 7070;
 
 fn random_token() -> Result<String, String> {
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    crate::hostkey::random_bytes().map(|b| crate::hostkey::hex(&b))
 }
 
 fn helper_name(volume: &str) -> String {
