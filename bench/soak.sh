@@ -2,7 +2,7 @@
 # Soak: runs `drover controller` against the test hosts for a while with a
 # manifest change every few seconds, and records its memory (RSS) and CPU.
 #
-#   sudo bench/soak.sh                       30 minutes, a change every 10 s
+#   bench/soak.sh                            30 minutes, a change every 10 s
 #   DURATION=300 INTERVAL=5 bench/soak.sh    shorter
 #
 # Phases: converge, then IDLE seconds with no change (idle RSS and CPU),
@@ -16,6 +16,7 @@
 # It runs on test hosts 3 and 4 of scripts/test-hosts.sh (started when
 # needed; root), named node-a and node-b in its manifests.
 set -euo pipefail
+. "$(dirname "$0")/../scripts/as-root.sh"
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-1800}

@@ -6,6 +6,7 @@
 # edit by itself. Needs root and Debian's packages (installed here).
 # The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
+. "$(dirname "$0")/as-root.sh"
 cd "$(dirname "$0")/.."
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }

@@ -166,6 +166,11 @@ host_down() {
   rm -rf "${DATA:?}/$name" "$STATE/$name.sock" "$STATE/$name.pid"
 }
 
+# Everything but `env` runs engines: as root.
+if [ "${1:-}" != env ]; then
+  . "$(dirname "$0")/as-root.sh"
+fi
+
 case "${1:-}" in
   install) install ;;
   up)

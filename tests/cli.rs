@@ -281,3 +281,40 @@ fn text_plans_are_coloured_only_when_asked() {
     ]);
     assert!(!stdout(&o).contains('\x1b'));
 }
+
+/// On a machine with no `sudo` the root-only scripts say to run them as
+/// root; they never fail on a missing `sudo`. Runs as an unprivileged
+/// user, so it needs root to start (as CI runs).
+#[test]
+fn the_scripts_say_to_run_as_root_where_there_is_no_sudo() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("not root: cannot run the scripts as another user");
+        return;
+    }
+    // A PATH with the shell's tools and no sudo.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["bash", "id", "dirname", "basename"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+    }
+    for script in ["scripts/demo.sh", "scripts/test-hosts.sh", "bench/soak.sh"] {
+        let o = Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"])
+            .arg(repo().join(script))
+            .arg("up")
+            .env_clear()
+            .env("PATH", bin.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{script}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("needs root; run it as root (sudo is not installed)"),
+            "{script}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -206,6 +206,24 @@ fn nothing_outside_the_directory_is_read() {
         "leads outside the manifest directory",
     );
 
+    // A folder of stacks that is a symlink out: refused, never skipped in
+    // silence (its stacks would be removed from the hosts).
+    let d = dir_with(&[]);
+    std::os::unix::fs::symlink(outside.path(), d.path().join("stacks")).unwrap();
+    rejected(
+        d.path(),
+        "a folder symlink out",
+        "stacks:1:1",
+        "folder is a symlink that leads outside the manifest directory",
+    );
+    // One that stays inside is read.
+    let d = dir_with(&[]);
+    fs::create_dir_all(d.path().join("real")).unwrap();
+    fs::write(d.path().join("real/s.yaml"), STACK_HEAD).unwrap();
+    std::os::unix::fs::symlink("real", d.path().join("linked")).unwrap();
+    let (code, err) = validate(d.path(), "a folder symlink inside");
+    assert_eq!(code, Some(0), "{err}");
+
     // env_file at /etc/shadow, through `..`, or by a symlink out.
     for (what, path) in [
         ("/etc/shadow", "/etc/shadow".to_string()),

@@ -308,6 +308,14 @@ fn walk(
                     walk(root, &t, &rel, seen, out, shown_root, diags)?;
                 }
                 Ok(t) if inside && t.is_file() && is_manifest(name_str) => out.push(rel),
+                Ok(t) if t.is_dir() => {
+                    // Skipped in silence, its stacks would be removed.
+                    let shown: Arc<str> = Arc::from(shown_root.join(&rel).display().to_string());
+                    diags.push(Diagnostic::new(
+                        Loc::new(&shown, Pos { line: 1, col: 1 }),
+                        "folder is a symlink that leads outside the manifest directory; its manifests are not read (copy them in, or link the files one by one)".to_string(),
+                    ));
+                }
                 _ if is_manifest(name_str) => {
                     let shown: Arc<str> = Arc::from(shown_root.join(&rel).display().to_string());
                     diags.push(Diagnostic::new(
