@@ -227,9 +227,9 @@ fn graph_draws_dot_and_mermaid() {
 /// The schema describes exactly the fields the loader accepts.
 #[test]
 fn schema_fields_match_the_loader() {
-    use drover::parse::*;
+    use drover::load::decode::*;
     let schema: serde_json::Value =
-        serde_json::from_str(&drover::schema::manifest_schema()).unwrap();
+        serde_json::from_str(&drover::load::schema::manifest_schema()).unwrap();
     let props = |v: &serde_json::Value| -> Vec<String> {
         let mut keys: Vec<String> = v["properties"]
             .as_object()

@@ -585,3 +585,40 @@ fn a_host_removed_from_the_cluster_with_its_data_is_read_and_nothing_is_made_emp
     assert_eq!(in_volume(b, &vol, "cat /d/keep"), "precious");
     assert!(running(b, &app));
 }
+
+#[test]
+fn a_host_holding_objects_of_a_newer_drover_is_not_read_and_nothing_is_changed() {
+    let Some((_turn, f)) = deployed("newer", &["data"]) else {
+        return;
+    };
+    // A record a later drover made, in a format this one does not know.
+    let made = docker(
+        &f.hosts[0],
+        &[
+            "volume",
+            "create",
+            "--label",
+            "drover.managed=true",
+            "--label",
+            "drover.internal=true",
+            "--label",
+            "drover.contract=2",
+            "--label",
+            "drover.stack=newer",
+            "drover-future-newer",
+        ],
+    );
+    assert!(made.status.success());
+    f.write("stack.yaml", &writer("newer", "node-b", &["data"]));
+    let o = f.drover(&["reconcile"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o)
+            .contains("made by a newer drover (on-host contract version 2; this drover knows 1)"),
+        "{}",
+        stderr(&o)
+    );
+    // The app was not moved: the data stays where it was, in use.
+    assert!(running(&f.hosts[0], "newer-app"));
+    assert!(inspect(&f.hosts[1], "newer-data", "{{.Name}}").is_none());
+}

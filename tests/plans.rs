@@ -199,7 +199,7 @@ fn blog_with_password(password: &str) -> Desired {
 
 #[test]
 fn no_label_holds_an_unkeyed_function_of_a_secret_and_a_snapshot_compares_none() {
-    use drover::hostkey::{HostKey, SecretKey};
+    use drover::contract::hostkey::{HostKey, SecretKey};
     let (before, after) = (blog_with_password("hunter2"), blog_with_password("hunter3"));
     let db = |d: &Desired| d.hosts["node-a"].containers["blog-db"].clone();
     // The spec hash and the unkeyed digests are the same for any password:

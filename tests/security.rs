@@ -296,7 +296,7 @@ fn host_key(h: &TestHost) -> Option<String> {
             "inspect",
             "--format",
             "{{index .Labels \"drover.secret-key\"}}",
-            drover::hostkey::VOLUME,
+            drover::contract::hostkey::VOLUME,
         ],
     );
     o.status.success().then(|| text(&o))
@@ -349,7 +349,7 @@ apps:
         "{d1} {d2}"
     );
     let key_a = host_key(&f.hosts[0]).expect("node-a has a key");
-    let key = drover::hostkey::HostKey::from_hex(&key_a).expect("a well-formed key");
+    let key = drover::contract::hostkey::HostKey::from_hex(&key_a).expect("a well-formed key");
     assert_eq!(key.digest("env.PASSWORD", "hunter3"), d2);
 
     // A snapshot says only that there is a key; planning against it
@@ -386,11 +386,12 @@ apps:
     assert_ne!(key_a, key_b);
 
     // The key volume removed: the app is made again under a new key, once.
-    assert!(
-        docker(&f.hosts[1], &["volume", "rm", drover::hostkey::VOLUME])
-            .status
-            .success()
-    );
+    assert!(docker(
+        &f.hosts[1],
+        &["volume", "rm", drover::contract::hostkey::VOLUME]
+    )
+    .status
+    .success());
     let o = run(&["reconcile"], "hunter3");
     assert!(
         stdout(&o).contains("the host's key (volume `drover-secret-key`) is gone"),

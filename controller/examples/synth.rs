@@ -20,7 +20,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use drover::interpolate::ProcessEnv;
+use drover::load::interpolate::ProcessEnv;
 use drover::load::{load, LoadError};
 use drover::observed::{
     ContainerState, Observed, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,

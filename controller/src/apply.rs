@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::desired::{ContainerSpec, Desired};
-use crate::engine::{DockerApi, EngineError};
+use crate::docker::{DockerApi, EngineError};
 use crate::model::{names, Condition, Pull};
 use crate::observed::{ContainerState, Health};
 use crate::plan::{Action, Kind, Plan, Verb};
@@ -315,10 +315,10 @@ impl Executor {
                     let hidden = secret.contains(&image);
                     let shown = if hidden { "<secret>".to_string() } else { image.clone() };
                     // The engine's own messages may repeat the image.
-                    let said = |e: crate::engine::EngineError| {
+                    let said = |e: crate::docker::EngineError| {
                         let text = e.to_string();
                         if hidden {
-                            let (repo, _) = crate::engine::split_image(&image);
+                            let (repo, _) = crate::docker::split_image(&image);
                             text.replace(&image, "<secret>").replace(repo, "<secret>")
                         } else {
                             text
@@ -568,7 +568,7 @@ impl Step {
                         Condition::Started => "running",
                         Condition::Healthy => "healthy",
                     };
-                    let state = crate::engine::describe_status(status.as_ref());
+                    let state = crate::docker::describe_status(status.as_ref());
                     return Err(StepError::Other(format!(
                         "app `{}` waited {}s for `{target}` to be {what}, but it is {state}",
                         c.app,
@@ -586,7 +586,7 @@ impl Step {
 mod tests {
     use super::*;
     use crate::desired::render;
-    use crate::fake::FakeDocker;
+    use crate::docker::fake::FakeDocker;
     use crate::observed::{Observed, ObservedHost};
     use crate::plan::{plan, Options};
 

@@ -6,7 +6,7 @@
 //! to `pull` or `depends_on` never recreates anything. Each field also gets a
 //! digest of its own (kept in a label) so that a plan can say *which* field
 //! changed. A secret value reaches neither the hash nor an unkeyed digest:
-//! its field's digest is keyed by the host ([`crate::hostkey`]).
+//! its field's digest is keyed by the host ([`crate::contract::hostkey`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,33 +14,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::hostkey::HostKey;
+use crate::contract::hostkey::HostKey;
+use crate::contract::labels;
 use crate::model::{names, Condition, Healthcheck, Port, Pull, Restart, Spec, Text};
-
-/// Labels drover puts on what it makes.
-pub mod labels {
-    pub const MANAGED: &str = "drover.managed";
-    pub const INTERNAL: &str = "drover.internal";
-    pub const STACK: &str = "drover.stack";
-    pub const APP: &str = "drover.app";
-    pub const VOLUME: &str = "drover.volume";
-    pub const SPEC_HASH: &str = "drover.spec-hash";
-    pub const SPEC_FIELDS: &str = "drover.spec-fields";
-    /// Apps this container waits for, so removals can run in reverse order
-    /// after the app has left the spec.
-    pub const DEPENDS_ON: &str = "drover.depends-on";
-    /// On a volume a move made: the host its data was copied from.
-    pub const MOVED_FROM: &str = "drover.moved-from";
-    /// On a copy record: the Docker volume whose copy it describes.
-    pub const COPY_OF: &str = "drover.copy-of";
-    pub const COPY_ROLE: &str = "drover.copy-role";
-    pub const COPY_EPOCH: &str = "drover.copy-epoch";
-    pub const COPY_PEER: &str = "drover.copy-peer";
-    pub const COPY_SEQ: &str = "drover.copy-seq";
-    pub const COPY_BYTES: &str = "drover.copy-bytes";
-    pub const MOVE_TO: &str = "drover.move-to";
-    pub const MOVE_PHASE: &str = "drover.move-phase";
-}
 
 /// Marks a field whose value is secret in the `drover.spec-fields` label.
 pub const SECRET_DIGEST: &str = "secret";

@@ -4,7 +4,26 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::yaml::Pos;
+/// A 1-based line and column in a source file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    /// The place of byte `at` of `text` (lines split at `\n`, columns in
+    /// characters).
+    pub fn of_offset(text: &str, at: usize) -> Pos {
+        let before = text.get(..at).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: u32::try_from(col).unwrap_or(u32::MAX),
+        }
+    }
+}
 
 /// Where something was written: the path as found under DIR, and a 1-based
 /// line and column.

@@ -98,8 +98,8 @@ pub fn check(input: &[u8], dir: &Path) {
     match load(dir, &env) {
         Ok(spec) => {
             let desired = crate::desired::render(&spec);
-            let _ = crate::graph::render(&spec, crate::graph::Format::Dot);
-            let _ = crate::graph::render(&spec, crate::graph::Format::Mermaid);
+            let _ = crate::load::graph::render(&spec, crate::load::graph::Format::Dot);
+            let _ = crate::load::graph::render(&spec, crate::load::graph::Format::Mermaid);
             let observed = Observed {
                 hosts: desired
                     .hosts

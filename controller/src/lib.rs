@@ -31,30 +31,19 @@
 //! parallel.
 
 pub mod apply;
-pub mod beneath;
+pub mod contract;
 pub mod controller;
 pub mod desired;
 pub mod diag;
-pub mod engine;
-pub mod fake;
+pub mod docker;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod graph;
 pub mod helper;
-pub mod hostkey;
-pub mod hosts;
-pub mod interpolate;
-pub mod lease;
 pub mod load;
-pub mod membership;
 pub mod model;
 pub mod observed;
+pub mod onhost;
 pub mod output;
-pub mod parse;
+pub mod pass;
 pub mod plan;
-pub mod records;
 pub mod relocate;
-pub mod scan;
-pub mod schema;
-pub mod validate;
-pub mod yaml;

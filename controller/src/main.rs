@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use drover::apply::{ApplyOptions, Executor, Outcome, Reporter};
-use drover::graph::Format;
-use drover::hosts::{connect_all, observe_cluster};
-use drover::interpolate::ProcessEnv;
-use drover::lease::{take_and_observe, Holder};
+use drover::apply::{ApplyOptions, Outcome, Reporter};
+use drover::desired;
+use drover::docker::hosts::{connect_all, observe_cluster};
+use drover::load::graph::Format;
+use drover::load::interpolate::ProcessEnv;
+use drover::load::schema;
 use drover::load::{load, LoadError};
 use drover::model::Spec;
 use drover::observed::Observed;
+use drover::onhost::lease::{take_and_observe, Holder};
 use drover::output::{plan_json, plan_text, status_table, use_color, volume_table};
+use drover::pass::Pass;
 use drover::plan::{self, Action, Options};
-use drover::{desired, schema};
 
 #[derive(Parser)]
 #[command(
@@ -308,7 +310,7 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    drover::parse::parse_duration(s).map(Duration::from_nanos)
+    drover::load::decode::parse_duration(s).map(Duration::from_nanos)
 }
 
 /// The first SIGTERM or SIGINT cancels `stop` (the current step finishes);
@@ -370,7 +372,7 @@ fn read_observed(path: &Path) -> Result<Observed, Failure> {
         format!(
             "cannot read `{}`: {}",
             path.display(),
-            drover::parse::io_reason(&e)
+            drover::load::decode::io_reason(&e)
         )
     })?;
     Ok(Observed::from_json(&text).map_err(|e| {
@@ -538,7 +540,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Graph { dir, format } => {
             let spec = load_spec(&dir)?;
-            print(&drover::graph::render(&spec, format));
+            print(&drover::load::graph::render(&spec, format));
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
@@ -610,7 +612,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             let spec = load_spec(&dir)?;
             let desired = Arc::new(desired::render(&spec));
             let rt = runtime()?;
-            let (mut observed, mut conns) = match saved {
+            let (observed, mut conns) = match saved {
                 Some(reading) => (
                     reading
                         .join()
@@ -622,49 +624,35 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     (rt.block_on(observe_cluster(&spec, &conns)), Some(conns))
                 }
             };
-            let mut plan = plan::plan(
-                &desired,
-                &observed,
-                Options {
+            let pass = Pass {
+                spec: &spec,
+                desired: Arc::clone(&desired),
+                opts: Options {
                     prune_volumes,
                     allow_empty,
                 },
-            );
+            };
+            let mut planned = pass.plan(observed);
             // Changes wait for the lease of every host, then are planned
             // again against what the hosts hold now: another drover may
             // have been at work.
             let stop = tokio_util::sync::CancellationToken::new();
-            let recording = drover::membership::wanted(&spec, &observed).is_some();
-            let leases = match conns.as_mut() {
-                Some(conns) if !dry_run && (!plan.actions.is_empty() || recording) => {
-                    // From here a first Ctrl-C starts no further step, and
-                    // the leases are released.
-                    rt.block_on(async { stop_on_signals(stop.clone()) })?;
-                    let holder = Arc::new(Holder::new("reconcile"));
-                    let (leases, now) = rt.block_on(take_and_observe(conns, &holder, &stop))?;
-                    observed = now;
-                    rt.block_on(drover::hosts::observe_former(&spec, &mut observed));
-                    plan = plan::plan(
-                        &desired,
-                        &observed,
-                        Options {
-                            prune_volumes,
-                            allow_empty,
-                        },
-                    );
-                    Some(leases)
-                }
-                _ => None,
-            };
+            if let Some(conns) = conns.as_mut().filter(|_| !dry_run && pass.writes(&planned)) {
+                // From here a first Ctrl-C starts no further step, and the
+                // leases are released.
+                rt.block_on(async { stop_on_signals(stop.clone()) })?;
+                let holder = Arc::new(Holder::new("reconcile"));
+                rt.block_on(pass.lock(&mut planned, conns, &holder, &stop))?;
+            }
             // A plan read while another drover holds a lease may soon be
             // out of date; say so (an applying run holds the leases itself).
             if dry_run {
-                for (host, h) in &observed.hosts {
+                for (host, h) in &planned.observed.hosts {
                     if h.containers
                         .iter()
-                        .any(|c| c.internal && c.name == drover::lease::NAME)
+                        .any(|c| c.internal && c.name == drover::onhost::lease::NAME)
                     {
-                        plan.warnings.push(format!(
+                        planned.plan.warnings.push(format!(
                             "host `{host}` is being changed by another drover (its lease is held): this plan may soon be out of date"
                         ));
                     }
@@ -675,7 +663,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 OutputFormat::Json => print(&plan_json(plan)),
                 OutputFormat::Text => print(&plan_text(plan, color)),
             };
-            for e in &plan.errors {
+            for e in &planned.plan.errors {
                 if output == OutputFormat::Json || !dry_run {
                     eprintln!("error: {e}");
                 }
@@ -683,36 +671,29 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             // A dry run ends here: the executor, the only thing that writes,
             // is never built on this path.
             let Some(conns) = conns.filter(|_| !dry_run) else {
-                show_plan(&plan);
-                let code = if !plan.errors.is_empty() {
+                show_plan(&planned.plan);
+                let code = if !planned.plan.errors.is_empty() {
                     ExitCode::from(1)
-                } else if detailed_exitcode && !plan.in_sync {
+                } else if detailed_exitcode && !planned.plan.in_sync {
                     ExitCode::from(2)
                 } else {
                     ExitCode::SUCCESS
                 };
                 // The process ends here: freeing a large spec and state piece
                 // by piece would only delay the exit.
-                std::mem::forget((spec, desired, observed, plan));
+                std::mem::forget((spec, desired, planned));
                 return Ok(code);
             };
             if output == OutputFormat::Text {
-                show_plan(&plan);
+                show_plan(&planned.plan);
             }
-            let record_hosts = |changed: bool| {
-                rt.block_on(drover::membership::record_after(
-                    &spec, &conns, &observed, changed,
-                ));
-            };
-            if plan.actions.is_empty() {
-                if let Some(leases) = leases {
-                    record_hosts(false);
-                    rt.block_on(leases.release());
-                }
+            let quiet: Arc<dyn Reporter> = Arc::new(Quiet);
+            if planned.plan.actions.is_empty() {
+                let applied = rt.block_on(pass.apply(planned, &conns, apply.options(), quiet));
                 if output == OutputFormat::Json {
-                    show_plan(&plan);
+                    show_plan(&applied.plan);
                 }
-                return Ok(if plan.errors.is_empty() {
+                return Ok(if applied.plan.errors.is_empty() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
@@ -721,10 +702,6 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             if output == OutputFormat::Text {
                 print("\n");
             }
-            let leases = leases.expect("changes are made under leases");
-            let executor =
-                Executor::new(conns.engines.clone(), Arc::clone(&desired), apply.options())
-                    .stop_when(leases.lost());
             let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter {
                 color,
                 bars: std::io::stderr()
@@ -732,21 +709,17 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                     .then(indicatif::MultiProgress::new),
                 moving: Default::default(),
             });
-            let quiet: Arc<dyn Reporter> = Arc::new(Quiet);
-            let report = rt.block_on(executor.apply(
-                &plan,
+            let applied = rt.block_on(pass.apply(
+                planned,
+                &conns,
+                apply.options(),
                 if output == OutputFormat::Text {
                     reporter
                 } else {
                     quiet
                 },
             ));
-            // (Not when a lease was lost: a host stopped answering.)
-            if leases.lost_reasons().is_empty() {
-                record_hosts(true);
-            }
-            let lost = leases.lost_reasons();
-            rt.block_on(leases.release());
+            let (plan, report, lost) = (applied.plan, applied.report, applied.lost);
             let done = report.count(|o| *o == Outcome::Done);
             let failed = report.count(|o| matches!(o, Outcome::Failed(_)));
             let skipped = report.count(|o| matches!(o, Outcome::Skipped(_)));
@@ -826,7 +799,7 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             let stop = tokio_util::sync::CancellationToken::new();
             let holder = Arc::new(Holder::new("volume adopt"));
             let (leases, observed) = rt.block_on(take_and_observe(&mut conns, &holder, &stop))?;
-            let done = rt.block_on(drover::records::adopt(
+            let done = rt.block_on(drover::onhost::records::adopt(
                 &conns.engines,
                 &observed,
                 &name,
@@ -854,7 +827,10 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
             // Read and deleted under the host's lease: no move or other
             // drover works on it meanwhile.
             let lease = rt
-                .block_on(drover::lease::take(api.as_ref(), &Holder::new("volume rm")))
+                .block_on(drover::onhost::lease::take(
+                    api.as_ref(),
+                    &Holder::new("volume rm"),
+                ))
                 .map_err(|e| e.to_string())?;
             let result = (|| -> Result<ExitCode, Failure> {
                 let state = rt
@@ -940,11 +916,11 @@ fn volume(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 // The records about the deleted copy go with it (found by
                 // the volume they are about, never by a name prefix).
                 let records: Vec<_> = state.records_of(&name).cloned().collect();
-                rt.block_on(drover::records::remove(api.as_ref(), &records));
+                rt.block_on(drover::onhost::records::remove(api.as_ref(), &records));
                 print(&format!("deleted volume `{name}` on `{host}`\n"));
                 Ok(ExitCode::SUCCESS)
             })();
-            rt.block_on(drover::lease::release(api.as_ref(), &lease));
+            rt.block_on(drover::onhost::lease::release(api.as_ref(), &lease));
             result
         }
     }

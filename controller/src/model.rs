@@ -275,19 +275,4 @@ impl Spec {
     }
 }
 
-/// Docker object names drover gives its objects.
-pub mod names {
-    pub fn container(stack: &str, app: &str) -> String {
-        format!("{stack}-{app}")
-    }
-    pub fn volume(stack: &str, volume: &str) -> String {
-        format!("{stack}-{volume}")
-    }
-    pub fn network(stack: &str) -> String {
-        format!("drover-{stack}")
-    }
-    /// `DB_HOST` / `DB_PORT` prefix for a link to `db`.
-    pub fn link_prefix(app: &str) -> String {
-        app.to_ascii_uppercase().replace('-', "_")
-    }
-}
+pub use crate::contract::names;

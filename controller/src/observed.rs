@@ -7,7 +7,7 @@
 //! with the reason); a host of the spec in neither is treated as unreadable.
 //! No secret value is stored: containers carry digests, not environments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +50,11 @@ pub struct ObservedHost {
     pub membership: Option<Membership>,
     /// The host's key for digests of secret values; a snapshot says only
     /// `withheld`.
-    #[serde(default, skip_serializing_if = "crate::hostkey::SecretKey::is_absent")]
-    pub secret_key: crate::hostkey::SecretKey,
+    #[serde(
+        default,
+        skip_serializing_if = "crate::contract::hostkey::SecretKey::is_absent"
+    )]
+    pub secret_key: crate::contract::hostkey::SecretKey,
 }
 
 /// The Cluster's hosts as recorded on a host (a label-only volume
@@ -65,6 +68,79 @@ pub struct Membership {
     /// The record objects (all of them, oldest first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<String>,
+}
+
+impl Membership {
+    /// The newest membership record among a host's volumes, if any.
+    pub fn from_volumes<'a>(
+        volumes: impl IntoIterator<Item = (&'a str, &'a HashMap<String, String>)>,
+    ) -> Option<Membership> {
+        use crate::contract::labels::cluster::{HOSTS, SEQ};
+        let mut found: Vec<(u64, &str, Vec<KnownHost>)> = Vec::new();
+        for (name, l) in volumes {
+            let (Some(hosts), Some(seq)) = (l.get(HOSTS), l.get(SEQ)) else {
+                continue;
+            };
+            let (Ok(hosts), Ok(seq)) = (serde_json::from_str(hosts), seq.parse()) else {
+                continue;
+            };
+            found.push((seq, name, hosts));
+        }
+        found.sort_by_key(|(seq, ..)| *seq);
+        let objects = found.iter().map(|(_, n, _)| n.to_string()).collect();
+        let (seq, _, hosts) = found.pop()?;
+        Some(Membership {
+            seq,
+            hosts,
+            objects,
+        })
+    }
+
+    /// Whether a volume's labels make it a membership record.
+    pub fn is_record(l: &HashMap<String, String>) -> bool {
+        l.contains_key(crate::contract::labels::cluster::HOSTS)
+    }
+}
+
+impl Observed {
+    /// The newest record of the Cluster's members read on any host.
+    pub fn newest_membership(&self) -> Option<&Membership> {
+        self.hosts
+            .values()
+            .filter_map(|h| h.membership.as_ref())
+            .max_by_key(|m| m.seq)
+    }
+
+    /// What the newest record says a host held.
+    pub fn recorded_volumes(&self, host: &str) -> &[String] {
+        self.newest_membership()
+            .and_then(|m| m.hosts.iter().find(|k| k.name == host))
+            .map_or(&[], |k| k.volumes.as_slice())
+    }
+
+    /// Hosts the records name that are not in the spec: to be read, never
+    /// changed.
+    pub fn former_hosts(&self, spec: &crate::model::Spec) -> Vec<crate::model::Host> {
+        let Some(m) = self.newest_membership() else {
+            return Vec::new();
+        };
+        m.hosts
+            .iter()
+            .filter(|k| !spec.hosts.contains_key(&k.name))
+            .map(|k| crate::model::Host {
+                name: k.name.clone(),
+                loc: None,
+                endpoint: k.endpoint.clone(),
+                address: k.address.clone(),
+                labels: BTreeMap::new(),
+                tls: k.tls.as_ref().map(|[ca, cert, key]| crate::model::Tls {
+                    ca: ca.into(),
+                    cert: cert.into(),
+                    key: key.into(),
+                }),
+            })
+            .collect()
+    }
 }
 
 /// How a host of the Cluster was reached.
@@ -313,16 +389,14 @@ impl CopyRecord {
         volume: &str,
         seq: u64,
     ) -> BTreeMap<String, String> {
-        use crate::desired::labels as l;
-        let mut m = BTreeMap::from([
-            (l::MANAGED.to_string(), "true".to_string()),
-            (l::INTERNAL.to_string(), "true".to_string()),
-            (l::STACK.to_string(), stack.to_string()),
-            (l::VOLUME.to_string(), volume.to_string()),
-            (l::COPY_OF.to_string(), of.to_string()),
-            (l::COPY_ROLE.to_string(), role_word(self.role).to_string()),
-            (l::COPY_EPOCH.to_string(), self.epoch.to_string()),
-            (l::COPY_SEQ.to_string(), seq.to_string()),
+        use crate::contract::labels as l;
+        let mut m = crate::contract::internal_labels([
+            (l::STACK, stack.to_string()),
+            (l::VOLUME, volume.to_string()),
+            (l::COPY_OF, of.to_string()),
+            (l::COPY_ROLE, role_word(self.role).to_string()),
+            (l::COPY_EPOCH, self.epoch.to_string()),
+            (l::COPY_SEQ, seq.to_string()),
         ]);
         if let Some(p) = &self.peer {
             m.insert(l::COPY_PEER.into(), p.clone());
@@ -348,7 +422,7 @@ impl CopyRecord {
     pub fn from_labels(
         l: &std::collections::HashMap<String, String>,
     ) -> Option<(String, u64, CopyRecord)> {
-        use crate::desired::labels as k;
+        use crate::contract::labels as k;
         let of = l.get(k::COPY_OF)?.clone();
         let role = match l.get(k::COPY_ROLE)?.as_str() {
             "current" => CopyRole::Current,

@@ -34,14 +34,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{ApplyOptions, Executor, Outcome, Reporter};
+use crate::apply::{ApplyOptions, Outcome, Reporter};
 use crate::desired::{self, Desired};
-use crate::hosts::{connect, observe_cluster};
-use crate::interpolate::ProcessEnv;
-use crate::lease::{take_and_observe, Holder, Leases};
+use crate::docker::hosts::{connect, observe_cluster};
+use crate::load::interpolate::ProcessEnv;
 use crate::load::{load, LoadError};
 use crate::model::{Host, Spec};
 use crate::observed::Observed;
+use crate::onhost::lease::Holder;
+use crate::pass::Pass;
 use crate::plan::{self, Action, Kind, Plan, Verb};
 use limits::{jitter, AppKey, Backoff, HealLimit};
 use metrics::{AppLabels, HostLabel, Metrics, ResultLabel};
@@ -468,90 +469,72 @@ impl Controller {
                 ),
             );
         }
-        let mut observed = observe_cluster(&spec, &conns).await;
+        let observed = observe_cluster(&spec, &conns).await;
         self.note_hosts(&spec, &tried, &observed);
         // Changes wait for the lease of every host, and are planned against
         // what the hosts hold once it is taken.
-        let plan_opts = plan::Options {
-            allow_empty: self.opts.allow_empty,
-            ..Default::default()
+        let pass = Pass {
+            spec: &spec,
+            desired: Arc::clone(&desired),
+            opts: plan::Options {
+                allow_empty: self.opts.allow_empty,
+                ..Default::default()
+            },
         };
-        let mut plan = plan::plan(&desired, &observed, plan_opts);
-        let mut leases = None;
-        let recording = crate::membership::wanted(&spec, &observed).is_some();
-        if !plan.actions.is_empty() || recording {
-            match take_and_observe(&mut conns, &self.holder, stop).await {
-                Ok((l, now)) => {
-                    observed = now;
-                    crate::hosts::observe_former(&spec, &mut observed).await;
-                    plan = plan::plan(&desired, &observed, plan_opts);
-                    leases = Some(l);
-                }
-                Err(reason) => {
-                    // Another drover is at work: nothing is done this pass.
-                    plan.actions.clear();
-                    plan.errors.push(reason);
-                }
-            }
+        let mut planned = pass.plan(observed);
+        if let Err(reason) = pass
+            .lock(&mut planned, &mut conns, &self.holder, stop)
+            .await
+        {
+            // Another drover is at work: nothing is done this pass.
+            planned.plan.actions.clear();
+            planned.plan.errors.push(reason);
         }
-        self.remember_running(&desired, &observed);
+        self.remember_running(&desired, &planned.observed);
 
-        let throttled = self.limit_heals(&desired, &mut plan);
-        let mut errors = plan.errors.clone();
+        let throttled = self.limit_heals(&desired, &mut planned.plan);
+        let mut errors = planned.plan.errors.clone();
         let mut counts = Counts {
             throttled,
             ..Counts::default()
         };
-        if !plan.actions.is_empty() {
-            for a in &plan.actions {
-                tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "planned");
-            }
-            let executor =
-                Executor::new(conns.engines.clone(), Arc::clone(&desired), self.opts.apply)
-                    .stop_when(leases.as_ref().map_or_else(|| stop.clone(), Leases::lost));
-            let reporter = Arc::new(PassReporter {
-                shared: Arc::clone(&self.shared),
-                moved: Mutex::new(HashMap::new()),
-            });
-            let report = executor.apply(&plan, reporter).await;
-            let mut failed_hosts = BTreeSet::new();
-            for (a, o) in &report.outcomes {
-                match o {
-                    Outcome::Done => counts.done += 1,
-                    Outcome::Failed(e) => {
-                        counts.failed += 1;
-                        errors.push(format!(
-                            "{} {} `{}` on `{}` failed: {e}",
-                            a.action, a.kind, a.name, a.host
-                        ));
-                        failed_hosts.insert(a.host.clone());
-                    }
-                    Outcome::Skipped(why) => {
-                        counts.skipped += 1;
-                        errors.push(format!(
-                            "{} {} `{}` on `{}` skipped: {why}",
-                            a.action, a.kind, a.name, a.host
-                        ));
-                    }
+        for a in &planned.plan.actions {
+            tracing::info!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %a.reason, "planned");
+        }
+        let reporter = Arc::new(PassReporter {
+            shared: Arc::clone(&self.shared),
+            moved: Mutex::new(HashMap::new()),
+        });
+        let applied = pass.apply(planned, &conns, self.opts.apply, reporter).await;
+        let mut failed_hosts = BTreeSet::new();
+        for (a, o) in &applied.report.outcomes {
+            match o {
+                Outcome::Done => counts.done += 1,
+                Outcome::Failed(e) => {
+                    counts.failed += 1;
+                    errors.push(format!(
+                        "{} {} `{}` on `{}` failed: {e}",
+                        a.action, a.kind, a.name, a.host
+                    ));
+                    failed_hosts.insert(a.host.clone());
+                }
+                Outcome::Skipped(why) => {
+                    counts.skipped += 1;
+                    errors.push(format!(
+                        "{} {} `{}` on `{}` skipped: {why}",
+                        a.action, a.kind, a.name, a.host
+                    ));
                 }
             }
-            for h in failed_hosts {
-                self.shared
-                    .metrics
-                    .host_errors
-                    .get_or_create(&HostLabel { host: h })
-                    .inc();
-            }
         }
-        if let Some(l) = leases {
-            // (Not when a lease was lost: a host stopped answering.)
-            if l.lost_reasons().is_empty() {
-                let changed = counts.done + counts.failed > 0;
-                crate::membership::record_after(&spec, &conns, &observed, changed).await;
-            }
-            errors.extend(l.lost_reasons());
-            l.release().await;
+        for h in failed_hosts {
+            self.shared
+                .metrics
+                .host_errors
+                .get_or_create(&HostLabel { host: h })
+                .inc();
         }
+        errors.extend(applied.lost);
         // Throttled apps are not a failure of the pass: they are the brake
         // doing its work, and /healthz lists them.
         let converged = errors.is_empty() && counts.failed == 0 && counts.skipped == 0;
@@ -770,7 +753,7 @@ impl Controller {
             // may hold anything) stays in the log.
             errors: errors
                 .iter()
-                .map(|e| crate::engine::without_health_output(e))
+                .map(|e| crate::docker::without_health_output(e))
                 .collect(),
         };
         let mut next = None;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::{jitter, Backoff};
 use super::schedule::Trigger;
-use crate::engine::Engine;
+use crate::docker::Engine;
 use crate::model::Host;
 
 /// Whether a file event can change what the directory loads into: hidden

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::diag::{similar, Diagnostic, Loc};
-use crate::graph::AppGraph;
-use crate::load::Parsed;
+use crate::load::decode::Parsed;
+use crate::load::graph::AppGraph;
 use crate::model::{At, Host, Spec, Stack, LOCAL_HOST};
 
 /// Endpoint of the implicit `local` host: `$DOCKER_HOST` or the default

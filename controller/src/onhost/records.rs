@@ -12,7 +12,7 @@
 
 use std::time::SystemTime;
 
-use crate::engine::{DockerApi, RecordSpec};
+use crate::docker::{DockerApi, RecordSpec};
 use crate::observed::{CopyRecord, RecordObject, RecordRef};
 
 /// The sequence number of a new record on a host whose newest record of
@@ -41,7 +41,7 @@ pub async fn write(
     seq: u64,
 ) -> Result<RecordRef, String> {
     let spec = RecordSpec {
-        name: format!("drover-copy-{}-{seq}", of.name),
+        name: crate::contract::names::record(of.name, seq),
         labels: r.labels(of.name, of.stack, of.volume, seq),
     };
     api.create_record(&spec)
@@ -196,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn adopting_a_copy_makes_it_current_above_every_epoch_and_keeps_the_others() {
-        use crate::fake::FakeDocker;
+        use crate::docker::fake::FakeDocker;
         use crate::observed::{Observed, ObservedHost, ObservedVolume};
         use std::sync::Arc;
         let vol = |c: Option<CopyRecord>| ObservedVolume::managed("s", "data", c);

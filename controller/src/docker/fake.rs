@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
-use crate::engine::{
+use crate::docker::{
     ContainerStatus, DockerApi, EngineError, Exec, HelperSpec, LeaseRecord, RecordSpec,
 };
 use crate::observed::{ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork};
@@ -195,8 +195,8 @@ impl DockerApi for FakeDocker {
         Ok(())
     }
 
-    async fn secret_key(&self) -> Result<crate::hostkey::HostKey, EngineError> {
-        use crate::hostkey::{HostKey, SecretKey};
+    async fn secret_key(&self) -> Result<crate::contract::hostkey::HostKey, EngineError> {
+        use crate::contract::hostkey::{HostKey, SecretKey};
         let host = self.name.clone();
         self.with(|s| {
             if let SecretKey::Known(k) = &s.host.secret_key {

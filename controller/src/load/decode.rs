@@ -5,17 +5,18 @@
 //! returned early, so one run reports all of them. Cross-document rules
 //! (unknown hosts, cycles, port clashes) belong to `validate`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::diag::Pos;
 use crate::diag::{similar, Diagnostic, Loc};
-use crate::interpolate::{interpolate, parse_env_file, Env};
+use crate::load::interpolate::{interpolate, parse_env_file, Env};
+use crate::load::yaml::{Node, Value};
 use crate::model::{
     App, At, Condition, Healthcheck, Host, Mount, Port, Protocol, Pull, Restart, Stack, Text, Tls,
     Volume,
 };
-use crate::yaml::{Node, Pos, Value};
 
 pub const KINDS: &[&str] = &["Cluster", "Stack"];
 pub const CLUSTER_FIELDS: &[&str] = &["kind", "hosts"];
@@ -54,6 +55,18 @@ pub const HEALTHCHECK_FIELDS: &[&str] = &[
     "disable",
 ];
 pub const DEPENDS_ON_FIELDS: &[&str] = &["condition"];
+
+/// What the documents say, before the rules that span documents.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The hosts of the Cluster document and where its `kind` is written.
+    pub cluster: Option<(Vec<Host>, Loc)>,
+    pub stacks: Vec<Stack>,
+    /// The text of every manifest read, by the path shown to users, so that
+    /// diagnostics found later can show their line. Env files are not here:
+    /// their lines are secret.
+    pub sources: HashMap<Arc<str>, String>,
+}
 
 /// Where one manifest file sits, and what it is checked against.
 pub struct Ctx<'a> {

@@ -21,27 +21,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::desired::labels::INTERNAL;
-use crate::engine::{DockerApi, LeaseRecord};
-use crate::hosts::{observe_all, Connections};
+use crate::contract::labels::{CONTRACT, INTERNAL};
+use crate::docker::hosts::{observe_all, Connections};
+use crate::docker::{DockerApi, LeaseRecord};
 use crate::observed::Observed;
 
-/// The lease object's container name on every host.
-pub const NAME: &str = "drover-lease";
-/// Who holds a lease: `machine/pid/random`.
-pub const HOLDER: &str = "drover.lease.holder";
-/// The command that holds it (`reconcile`, `controller`, `volume rm`).
-pub const COMMAND: &str = "drover.lease.command";
-/// When it was taken (Unix seconds).
-pub const SINCE: &str = "drover.lease.since";
-/// When it ends unless extended (Unix seconds).
-pub const EXPIRES: &str = "drover.lease.expires";
-/// Where the holder runs: `boot id/pid namespace/pid/start time` (the
-/// start time in clock ticks since boot, from `/proc/PID/stat`). A drover in
-/// the same process space (same kernel boot, same pid namespace) that finds
-/// no process with that pid and start time knows the lease is stale
-/// without waiting.
-pub const PROCESS: &str = "drover.lease.process";
+pub use crate::contract::labels::lease::{COMMAND, EXPIRES, HOLDER, PROCESS, SINCE};
+pub use crate::contract::names::LEASE as NAME;
+
 /// How long a lease lasts unless extended; `DROVER_LEASE_TTL` (seconds)
 /// sets another.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -155,6 +142,7 @@ impl Holder {
     fn labels(&self, now: u64) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::from([
             (INTERNAL.to_string(), "true".to_string()),
+            (CONTRACT.to_string(), crate::contract::VERSION.to_string()),
             (HOLDER.to_string(), self.id.clone()),
             (COMMAND.to_string(), self.command.clone()),
             (SINCE.to_string(), now.to_string()),
@@ -203,7 +191,7 @@ pub enum Taking {
 /// Takes the lease of one host: the id of the lease object, or why not.
 pub async fn take(api: &dyn DockerApi, holder: &Holder) -> Result<String, Taking> {
     let host = api.host().to_string();
-    let engine = |e: crate::engine::EngineError| Taking::Failed(e.to_string());
+    let engine = |e: crate::docker::EngineError| Taking::Failed(e.to_string());
     // Each round either takes the lease, finds a live holder, removes a
     // stale lease, or finds the name taken by a lease not yet readable
     // (Docker reserves the name before the container exists; its first
@@ -420,7 +408,7 @@ pub async fn take_and_observe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeDocker;
+    use crate::docker::fake::FakeDocker;
     use crate::observed::ObservedHost;
 
     fn holder(id: &str) -> Holder {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::engine::{DockerApi, Engine};
+use crate::docker::{DockerApi, Engine};
 use crate::model::{Host, Spec};
 use crate::observed::Observed;
 
@@ -74,10 +74,10 @@ pub async fn observe_all(conns: &Connections) -> Observed {
 }
 
 /// Reads the hosts that left the Cluster but are still recorded on its
-/// hosts ([`crate::membership`]), into `observed.former`: read only, never
+/// hosts (the record of members), into `observed.former`: read only, never
 /// changed, so that their data is never taken for absent.
 pub async fn observe_former(spec: &Spec, observed: &mut Observed) {
-    let former = crate::membership::former_hosts(spec, observed);
+    let former = observed.former_hosts(spec);
     if former.is_empty() {
         return;
     }

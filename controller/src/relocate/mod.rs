@@ -23,14 +23,15 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::desired::{labels, ContainerSpec, VolumeSpec};
-use crate::engine::{DockerApi, ExecOutput, HelperSpec};
+use crate::contract::labels;
+use crate::desired::{ContainerSpec, VolumeSpec};
+use crate::docker::{DockerApi, ExecOutput, HelperSpec};
+use crate::helper::scan::{self, Entry, EntryKind};
 use crate::model::Restart;
 use crate::observed::{
     ContainerState, CopyRecord, CopyRole, Health, MovePhase, ObservedHost, RecordRef,
 };
 use crate::plan::{authority, Authority};
-use crate::scan::{self, Entry, EntryKind};
 
 /// The phases of a move, in order, as named in progress, logs and the
 /// `DROVER_TEST_ABORT_AT` hook.
@@ -133,7 +134,7 @@ fn build_helper_image() -> Result<HelperImage, String> {
     let rootfs = tar.into_inner().map_err(|e| e.to_string())?;
     let digest = blake3::hash(&rootfs).to_hex();
     Ok(HelperImage {
-        tag: format!("drover-helper:{}", &digest.as_str()[..16]),
+        tag: crate::contract::names::helper_image(&digest.as_str()[..16]),
         rootfs: Bytes::from(rootfs),
     })
 }
@@ -309,7 +310,7 @@ async fn stalled(api: &Arc<dyn DockerApi>) -> String {
 
 /// A call on a host that may be gone, given [`PING_WAIT`] twice at most.
 async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, crate::engine::EngineError>>,
+    call: impl std::future::Future<Output = Result<T, crate::docker::EngineError>>,
 ) -> Result<T, String> {
     tokio::time::timeout(PING_WAIT * 2, call)
         .await
@@ -321,7 +322,7 @@ async fn bounded<T>(
 const DIRECT_PORT: u16 = 7070;
 
 fn random_token() -> Result<String, String> {
-    crate::hostkey::random_bytes().map(|b| crate::hostkey::hex(&b))
+    crate::contract::hostkey::random_bytes().map(|b| crate::contract::hostkey::hex(&b))
 }
 
 fn helper_name(volume: &str) -> String {
@@ -613,7 +614,7 @@ impl Move {
                 let older = mine.len().saturating_sub(1);
                 let mut gone = old.clone();
                 gone.extend(mine.into_iter().take(older));
-                crate::records::remove(api.as_ref(), &gone).await;
+                crate::onhost::records::remove(api.as_ref(), &gone).await;
             }
         }
         Ok(())
@@ -655,16 +656,16 @@ impl Move {
         let key = (api.host().to_string(), volume.name.clone());
         let seq = {
             let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
-            let seq = crate::records::next_seq(last.get(&key).copied().unwrap_or(0));
+            let seq = crate::onhost::records::next_seq(last.get(&key).copied().unwrap_or(0));
             last.insert(key, seq);
             seq
         };
-        let of = crate::records::Of {
+        let of = crate::onhost::records::Of {
             name: &volume.name,
             stack: &volume.stack,
             volume: &volume.volume,
         };
-        let written = crate::records::write(api.as_ref(), of, &r, seq).await?;
+        let written = crate::onhost::records::write(api.as_ref(), of, &r, seq).await?;
         self.written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -952,7 +953,7 @@ impl Move {
                     || s.health == Some(Health::Unhealthy)
             });
             if gone || Instant::now() >= deadline {
-                let state = crate::engine::describe_status(s.as_ref());
+                let state = crate::docker::describe_status(s.as_ref());
                 return Err(format!(
                     "app `{}` did not become ready on `{}` (it is {state}); the move was rolled back and it runs on `{}` again",
                     c.app,
@@ -1066,11 +1067,7 @@ impl<'a> Helpers<'a> {
             image: self.image.clone(),
             volume: self.volume.name.clone(),
             read_only,
-            labels: BTreeMap::from([
-                (labels::MANAGED.to_string(), "true".to_string()),
-                (labels::INTERNAL.to_string(), "true".to_string()),
-                (labels::STACK.to_string(), self.volume.stack.clone()),
-            ]),
+            labels: crate::contract::internal_labels([(labels::STACK, &self.volume.stack)]),
             cmd: helper_cmd(&["idle", "--seconds", "21600"]),
             network,
             publish,
@@ -1381,7 +1378,7 @@ impl<'a> Helpers<'a> {
 
 /// All of a command's output: stdout and stderr.
 async fn collect(
-    output: &mut crate::engine::ExecOutputStream,
+    output: &mut crate::docker::ExecOutputStream,
 ) -> Result<(Vec<u8>, Vec<u8>), String> {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     while let Some(chunk) = output.next().await {

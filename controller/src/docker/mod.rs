@@ -3,6 +3,9 @@
 //! bollard's types never leave this module, and a 404 from Docker means
 //! "absent" here, not an error.
 
+pub mod fake;
+pub mod hosts;
+
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,8 +30,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWrite;
 
-use crate::desired::{decode_field_digests, labels, ContainerSpec, NetworkSpec, VolumeSpec};
-use crate::hostkey::{self, HostKey};
+use crate::contract::hostkey::{self, HostKey};
+use crate::contract::labels;
+use crate::desired::{decode_field_digests, ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::model::{Host, Restart};
 use crate::observed::{
     ContainerState, Health, ObservedContainer, ObservedHost, ObservedNetwork, ObservedVolume,
@@ -167,7 +171,7 @@ pub struct LeaseRecord {
 
 /// The image lease objects are made from: an empty file system, imported
 /// on first use (a lease object is never started).
-pub const LEASE_IMAGE: &str = "drover-lease:1";
+pub use crate::contract::names::LEASE_IMAGE;
 /// Where a lease object keeps the time its holder extended it to.
 const LEASE_FILE: &str = "expires";
 
@@ -324,7 +328,7 @@ pub fn is_plain_remote_tcp(endpoint: &str, tls: bool) -> bool {
     if tls || endpoint.starts_with("unix://") || endpoint.starts_with("https://") {
         return false;
     }
-    let addr = crate::parse::default_address(endpoint);
+    let addr = crate::load::decode::default_address(endpoint);
     !(addr == "localhost" || addr.starts_with("127.") || addr == "::1")
 }
 
@@ -659,6 +663,21 @@ impl DockerApi for Engine {
         // containers older drovers wrote. The newest record of each copy
         // counts.
         let volumes = volumes.volumes.unwrap_or_default();
+        let newer = containers
+            .iter()
+            .filter_map(|c| c.labels.as_ref())
+            .chain(volumes.iter().map(|v| &v.labels))
+            .find_map(crate::contract::newer_version);
+        if let Some(v) = newer {
+            return Err(EngineError::Api {
+                host: h.clone(),
+                op: "read the host".into(),
+                message: format!(
+                    "objects on it were made by a newer drover (on-host contract version {v}; this drover knows {}): upgrade drover",
+                    crate::contract::VERSION
+                ),
+            });
+        }
         let mut records: HashMap<String, (u64, crate::observed::CopyRecord)> = HashMap::new();
         let mut refs = Vec::new();
         let labelled = containers
@@ -689,8 +708,9 @@ impl DockerApi for Engine {
             }
         }
         refs.sort_by(|a, b| (&a.of, a.seq, &a.name).cmp(&(&b.of, b.seq, &b.name)));
-        let membership =
-            crate::membership::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)));
+        let membership = crate::observed::Membership::from_volumes(
+            volumes.iter().map(|v| (v.name.as_str(), &v.labels)),
+        );
         let secret_key =
             hostkey::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)))
                 .map_or(hostkey::SecretKey::Absent, hostkey::SecretKey::Known);
@@ -703,7 +723,7 @@ impl DockerApi for Engine {
                 .into_iter()
                 .filter(|v| {
                     !v.labels.contains_key(labels::COPY_OF)
-                        && !crate::membership::is_record(&v.labels)
+                        && !crate::observed::Membership::is_record(&v.labels)
                         && !hostkey::is_key(&v.labels)
                 })
                 .map(|v| {
@@ -1101,7 +1121,7 @@ impl DockerApi for Engine {
             Err(e) => return Err(EngineError::api(&self.host, what(), e)),
         };
         let is_record = (v.labels.contains_key(labels::COPY_OF)
-            || crate::membership::is_record(&v.labels))
+            || crate::observed::Membership::is_record(&v.labels))
             && v.labels.get(labels::INTERNAL).is_some_and(|x| x == "true");
         if !is_record {
             return Err(EngineError::Api {

@@ -9,34 +9,15 @@
 
 use std::collections::HashMap;
 
+use crate::diag::Pos;
 use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// A 1-based line and column in a source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
-
-impl Pos {
-    /// The place of byte `at` of `text` (lines split at `\n`, columns in
-    /// characters).
-    pub fn of_offset(text: &str, at: usize) -> Pos {
-        let before = text.get(..at).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        Pos {
-            line: u32::try_from(line).unwrap_or(u32::MAX),
-            col: u32::try_from(col).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn from_marker(m: &Marker) -> Pos {
-        Pos {
-            line: u32::try_from(m.line()).unwrap_or(u32::MAX),
-            col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-        }
+/// The place of a scanner mark.
+fn pos_of(m: &Marker) -> Pos {
+    Pos {
+        line: u32::try_from(m.line()).unwrap_or(u32::MAX),
+        col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
     }
 }
 
@@ -159,7 +140,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
             },
             hint: open_flow_hint(&stack, src),
         })?;
-        let pos = Pos::from_marker(&mark);
+        let pos = pos_of(&mark);
         // A value left out (`restart:`) is an empty scalar that the parser
         // places at the next token, often on a later line.
         let mut left_out = false;
@@ -384,7 +365,7 @@ fn open_flow_hint(stack: &[Frame], src: &str) -> Option<String> {
 /// error is shown just after the last thing written instead.
 fn error_pos(m: &Marker, src: &str) -> Pos {
     if m.index() < src.chars().count() {
-        return Pos::from_marker(m);
+        return pos_of(m);
     }
     // Line breaks as YAML counts them: `\r\n`, `\r` or `\n`.
     let written = src.trim_end();

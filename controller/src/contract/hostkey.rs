@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::desired::labels;
+use crate::contract::labels;
 
 /// The volume that holds a host's key.
 pub const VOLUME: &str = "drover-secret-key";
@@ -78,14 +78,7 @@ impl HostKey {
 
     /// The labels of the volume that holds the key.
     pub fn volume_labels(&self) -> std::collections::BTreeMap<String, String> {
-        [
-            (labels::MANAGED, "true".to_string()),
-            (labels::INTERNAL, "true".to_string()),
-            (LABEL, self.to_hex()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        super::internal_labels([(LABEL, self.to_hex())])
     }
 }
 

@@ -13,8 +13,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::contract::hostkey::SecretKey;
 use crate::desired::{ContainerSpec, Desired, SECRET_DIGEST};
-use crate::hostkey::SecretKey;
 use crate::model::names;
 use crate::observed::{
     ContainerState, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost, ObservedVolume,
@@ -250,8 +250,7 @@ pub fn authority(
     }
 }
 
-/// The name of a volume move's helper container, before the volume's name.
-pub const HELPER_PREFIX: &str = "drover-move-";
+pub use crate::contract::names::HELPER_PREFIX;
 
 /// The stack and app of a managed app container.
 fn app_of(c: &ObservedContainer) -> Option<(&str, &str)> {
@@ -514,10 +513,7 @@ impl<'a> Planner<'a> {
                             .observed
                             .former_unreachable
                             .iter()
-                            .filter(|(h, _)| {
-                                crate::membership::recorded_volumes(self.observed, h)
-                                    .contains(&v.name)
-                            })
+                            .filter(|(h, _)| self.observed.recorded_volumes(h).contains(&v.name))
                             .collect();
                         if !self.unreadable.is_empty() || !former_unread.is_empty() {
                             let hosts = self
@@ -1279,7 +1275,7 @@ pub fn config_change(c: &ContainerSpec, o: &ObservedContainer, key: &SecretKey) 
         SecretKey::Absent if c.has_secrets() => {
             return Some(format!(
                 "secret values cannot be compared: the host's key (volume `{}`) is gone, and a new one is made",
-                crate::hostkey::VOLUME
+                crate::contract::hostkey::VOLUME
             ))
         }
         SecretKey::Absent | SecretKey::Withheld => c.field_digests.clone(),
@@ -1302,7 +1298,9 @@ pub fn config_change(c: &ContainerSpec, o: &ObservedContainer, key: &SecretKey) 
             (Some(_), Some(_)) if secret && key == &SecretKey::Withheld => {}
             (Some(_), Some(_)) if secret => secrets.push(what),
             (Some(_), Some(old))
-                if k == "image" && !old.starts_with(crate::hostkey::KEYED) && !unkeyed(old) =>
+                if k == "image"
+                    && !old.starts_with(crate::contract::hostkey::KEYED)
+                    && !unkeyed(old) =>
             {
                 changes.push(format!("image `{}` → `{}`", o.image, c.image));
             }
@@ -1340,7 +1338,7 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
     let container_state = |h: &mut ObservedHost, c: &ContainerSpec| {
         if c.has_secrets() && h.secret_key.is_absent() {
             // The apply makes the host's key with the first such container.
-            h.secret_key = SecretKey::Known(crate::hostkey::HostKey::fixed(0));
+            h.secret_key = SecretKey::Known(crate::contract::hostkey::HostKey::fixed(0));
         }
         c.as_observed(ContainerState::Running, h.secret_key.known())
     };

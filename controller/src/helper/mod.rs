@@ -13,15 +13,18 @@
 //! so a later scan rehashes only what changed since (size, mtime, ctime and
 //! inode all compared).
 
+pub mod beneath;
+pub mod scan;
+
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::beneath::libc_mode::{S_IFDIR, S_IFMT, S_IFREG};
-use crate::beneath::{At, Root};
-use crate::scan::{self, entry_of, escape, unchanged, unescape, Entry, EntryKind};
+use crate::helper::beneath::libc_mode::{S_IFDIR, S_IFMT, S_IFREG};
+use crate::helper::beneath::{At, Root};
+use crate::helper::scan::{entry_of, escape, unchanged, unescape, Entry, EntryKind};
 
 /// Where a helper sees the volume.
 pub const ROOT: &str = "/data";
@@ -183,7 +186,7 @@ pub struct Unpacked {
 /// contents written, owners, modes and times set; directories get theirs
 /// last (writing inside one changes its mtime). Everything is flushed to
 /// disk before the summary is printed. Every path is reached below `root`
-/// without following a symlink ([`crate::beneath`]).
+/// without following a symlink ([`crate::helper::beneath`]).
 pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
     let mut known = load_state(state);
     let dir = Root::open(root)?;

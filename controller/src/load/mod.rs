@@ -3,15 +3,23 @@
 //! document parsed and validated. The whole directory is checked before
 //! anything may act on it.
 
-use std::collections::{HashMap, HashSet};
+pub mod decode;
+pub mod graph;
+pub mod interpolate;
+pub mod schema;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::diag::Pos;
 use crate::diag::{Diagnostic, Diagnostics, Loc};
-use crate::interpolate::Env;
-use crate::model::{Host, Spec, Stack};
-use crate::parse::{self, io_reason, Ctx, Document};
-use crate::yaml::{self, Limits, Pos};
+use crate::load::decode::{io_reason, Ctx, Document, Parsed};
+use crate::load::interpolate::Env;
+use crate::load::yaml::Limits;
+use crate::model::Spec;
 
 /// The largest manifest file drover reads.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -24,24 +32,12 @@ pub enum LoadError {
     Invalid(Diagnostics),
 }
 
-/// What the documents say, before the rules that span documents.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    /// The hosts of the Cluster document and where its `kind` is written.
-    pub cluster: Option<(Vec<Host>, Loc)>,
-    pub stacks: Vec<Stack>,
-    /// The text of every manifest read, by the path shown to users, so that
-    /// diagnostics found later can show their line. Env files are not here:
-    /// their lines are secret.
-    pub sources: HashMap<Arc<str>, String>,
-}
-
 /// Loads and validates the directory `dir`.
 pub fn load(dir: &Path, env: &dyn Env) -> Result<Spec, LoadError> {
     let mut diags = Vec::new();
     let mut parsed = parse_dir(dir, env, &mut diags)?;
     let sources = std::mem::take(&mut parsed.sources);
-    let spec = crate::validate::validate(parsed, &mut diags);
+    let spec = crate::load::validate::validate(parsed, &mut diags);
     for d in &mut diags {
         if d.source_line.is_none() {
             if let Some(src) = sources.get(&d.loc.file) {
@@ -179,7 +175,7 @@ fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult 
             };
             out.docs = nodes
                 .iter()
-                .filter_map(|n| parse::document(&mut ctx, n))
+                .filter_map(|n| decode::document(&mut ctx, n))
                 .collect();
         }
         Err(e) => out.diags.push(
@@ -199,7 +195,7 @@ fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult 
 fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
     use std::io::Read;
     let start = Pos { line: 1, col: 1 };
-    let file = crate::parse::open_nonblocking(path)
+    let file = crate::load::decode::open_nonblocking(path)
         .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err((start, "manifest is not a regular file".to_string()));

@@ -8,52 +8,19 @@
 //! the list changes. A former host stays in it while it holds anything
 //! drover manages, or cannot be read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::desired::labels;
-use crate::engine::{DockerApi, RecordSpec};
-use crate::model::{Host, Spec, Tls};
-use crate::observed::{KnownHost, Membership, Observed, ObservedHost, RecordObject, RecordRef};
+use crate::docker::{DockerApi, RecordSpec};
+use crate::model::{Host, Spec};
+use crate::observed::{KnownHost, Observed, ObservedHost, RecordObject, RecordRef};
 
-/// The hosts, as JSON.
-pub const HOSTS: &str = "drover.cluster-hosts";
-/// The record's sequence number.
-pub const SEQ: &str = "drover.cluster-seq";
-
-/// The newest membership record among a host's volumes, if any.
-pub fn from_volumes<'a>(
-    volumes: impl IntoIterator<Item = (&'a str, &'a HashMap<String, String>)>,
-) -> Option<Membership> {
-    let mut found: Vec<(u64, &str, Vec<KnownHost>)> = Vec::new();
-    for (name, l) in volumes {
-        let (Some(hosts), Some(seq)) = (l.get(HOSTS), l.get(SEQ)) else {
-            continue;
-        };
-        let (Ok(hosts), Ok(seq)) = (serde_json::from_str(hosts), seq.parse()) else {
-            continue;
-        };
-        found.push((seq, name, hosts));
-    }
-    found.sort_by_key(|(seq, ..)| *seq);
-    let objects = found.iter().map(|(_, n, _)| n.to_string()).collect();
-    let (seq, _, hosts) = found.pop()?;
-    Some(Membership {
-        seq,
-        hosts,
-        objects,
-    })
-}
-
-/// Whether a volume's labels make it a membership record.
-pub fn is_record(l: &HashMap<String, String>) -> bool {
-    l.contains_key(HOSTS)
-}
+pub use crate::contract::labels::cluster::{HOSTS, SEQ};
 
 fn known(h: &Host, volumes: Vec<String>) -> KnownHost {
     KnownHost {
         name: h.name.clone(),
-        endpoint: crate::engine::endpoint_of(h),
+        endpoint: crate::docker::endpoint_of(h),
         address: h.address.clone(),
         tls: h
             .tls
@@ -75,46 +42,6 @@ fn volumes_of(h: &ObservedHost) -> Vec<String> {
     v
 }
 
-/// What the newest record says a host held.
-pub fn recorded_volumes<'a>(observed: &'a Observed, host: &str) -> &'a [String] {
-    newest(observed)
-        .and_then(|m| m.hosts.iter().find(|k| k.name == host))
-        .map_or(&[], |k| k.volumes.as_slice())
-}
-
-/// The newest record read on any host of the spec.
-fn newest(observed: &Observed) -> Option<&Membership> {
-    observed
-        .hosts
-        .values()
-        .filter_map(|h| h.membership.as_ref())
-        .max_by_key(|m| m.seq)
-}
-
-/// Hosts the records name that are not in the spec: to be read, never
-/// changed.
-pub fn former_hosts(spec: &Spec, observed: &Observed) -> Vec<Host> {
-    let Some(m) = newest(observed) else {
-        return Vec::new();
-    };
-    m.hosts
-        .iter()
-        .filter(|k| !spec.hosts.contains_key(&k.name))
-        .map(|k| Host {
-            name: k.name.clone(),
-            loc: None,
-            endpoint: k.endpoint.clone(),
-            address: k.address.clone(),
-            labels: BTreeMap::new(),
-            tls: k.tls.as_ref().map(|[ca, cert, key]| Tls {
-                ca: ca.into(),
-                cert: cert.into(),
-                key: key.into(),
-            }),
-        })
-        .collect()
-}
-
 /// Whether a former host still matters: it holds something drover manages.
 fn holds_anything(h: &ObservedHost) -> bool {
     h.volumes.iter().any(|v| v.managed && !v.internal)
@@ -133,11 +60,11 @@ pub fn wanted(spec: &Spec, observed: &Observed) -> Option<Vec<KnownHost>> {
             let volumes = observed
                 .hosts
                 .get(&h.name)
-                .map_or_else(|| recorded_volumes(observed, &h.name).to_vec(), volumes_of);
+                .map_or_else(|| observed.recorded_volumes(&h.name).to_vec(), volumes_of);
             known(h, volumes)
         })
         .collect();
-    if let Some(m) = newest(observed) {
+    if let Some(m) = observed.newest_membership() {
         for k in m.hosts.iter().filter(|k| !spec.hosts.contains_key(&k.name)) {
             match observed.former.get(&k.name) {
                 Some(h) if holds_anything(h) => hosts.push(KnownHost {
@@ -176,14 +103,12 @@ pub async fn write(
         if current.is_some_and(|m| m.hosts == hosts) {
             continue;
         }
-        let seq = crate::records::next_seq(current.map_or(0, |m| m.seq));
+        let seq = crate::onhost::records::next_seq(current.map_or(0, |m| m.seq));
         let spec = RecordSpec {
-            name: format!("drover-cluster-{seq}"),
-            labels: BTreeMap::from([
-                (labels::MANAGED.to_string(), "true".to_string()),
-                (labels::INTERNAL.to_string(), "true".to_string()),
-                (HOSTS.to_string(), json.clone()),
-                (SEQ.to_string(), seq.to_string()),
+            name: crate::contract::names::membership(seq),
+            labels: crate::contract::internal_labels([
+                (HOSTS, json.clone()),
+                (SEQ, seq.to_string()),
             ]),
         };
         if let Err(e) = api.create_record(&spec).await {
@@ -210,13 +135,13 @@ pub async fn write(
 /// otherwise `before` is what they hold.
 pub async fn record_after(
     spec: &Spec,
-    conns: &crate::hosts::Connections,
+    conns: &crate::docker::hosts::Connections,
     before: &Observed,
     changed: bool,
 ) {
     let again;
     let now = if changed {
-        let read = crate::hosts::observe_cluster(spec, conns);
+        let read = crate::docker::hosts::observe_cluster(spec, conns);
         match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
             Ok(o) => {
                 again = o;

@@ -1,0 +1,145 @@
+//! The on-host contract: every object name and label drover writes on a
+//! host, which two versions of drover must read alike. Nothing else in the
+//! crate spells one out.
+//!
+//! | object | name | labels |
+//! | --- | --- | --- |
+//! | an app's container | `<stack>-<app>` | [`labels::MANAGED`], [`labels::STACK`], [`labels::APP`], [`labels::SPEC_HASH`], [`labels::SPEC_FIELDS`], [`labels::DEPENDS_ON`] |
+//! | a stack's network | `drover-<stack>` | [`labels::MANAGED`], [`labels::STACK`] |
+//! | a data volume | `<stack>-<volume>` | [`labels::MANAGED`], [`labels::STACK`], [`labels::VOLUME`], [`labels::MOVED_FROM`] |
+//! | a copy record | `drover-copy-<volume>-<seq>` (a label-only volume) | `drover.copy-*`, [`labels::INTERNAL`] |
+//! | the Cluster's members | `drover-cluster-<seq>` (a label-only volume) | [`labels::cluster`] |
+//! | the key for secret digests | [`hostkey::VOLUME`] (a label-only volume) | [`hostkey::LABEL`] |
+//! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
+//! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
+//!
+//! Every internal object also carries [`labels::CONTRACT`] = [`VERSION`]; a
+//! host holding one of a later version is not read (a newer drover made it,
+//! and this one could misread it).
+
+pub mod hostkey;
+
+/// The version of this contract. Raised when a drover writes something an
+/// older one would misread.
+pub const VERSION: u32 = 1;
+
+/// The labels every internal object drover makes starts from, with `extra`.
+pub fn internal_labels<K: ToString, V: ToString>(
+    extra: impl IntoIterator<Item = (K, V)>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out: std::collections::BTreeMap<String, String> = [
+        (labels::MANAGED, "true".to_string()),
+        (labels::INTERNAL, "true".to_string()),
+        (labels::CONTRACT, VERSION.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    out.extend(
+        extra
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    out
+}
+
+/// The contract version an object's labels say it follows, when it is
+/// later than this drover's: such an object may mean something this
+/// drover would misread.
+pub fn newer_version(l: &std::collections::HashMap<String, String>) -> Option<u32> {
+    let v: u32 = l.get(labels::CONTRACT)?.parse().ok().unwrap_or(u32::MAX);
+    (v > VERSION).then_some(v)
+}
+
+/// Labels drover puts on what it makes.
+pub mod labels {
+    pub const MANAGED: &str = "drover.managed";
+    pub const INTERNAL: &str = "drover.internal";
+    pub const STACK: &str = "drover.stack";
+    pub const APP: &str = "drover.app";
+    pub const VOLUME: &str = "drover.volume";
+    pub const SPEC_HASH: &str = "drover.spec-hash";
+    pub const SPEC_FIELDS: &str = "drover.spec-fields";
+    /// Apps this container waits for, so removals can run in reverse order
+    /// after the app has left the spec.
+    pub const DEPENDS_ON: &str = "drover.depends-on";
+    /// On a volume a move made: the host its data was copied from.
+    pub const MOVED_FROM: &str = "drover.moved-from";
+    /// On a copy record: the Docker volume whose copy it describes.
+    pub const COPY_OF: &str = "drover.copy-of";
+    pub const COPY_ROLE: &str = "drover.copy-role";
+    pub const COPY_EPOCH: &str = "drover.copy-epoch";
+    pub const COPY_PEER: &str = "drover.copy-peer";
+    pub const COPY_SEQ: &str = "drover.copy-seq";
+    pub const COPY_BYTES: &str = "drover.copy-bytes";
+    pub const MOVE_TO: &str = "drover.move-to";
+    pub const MOVE_PHASE: &str = "drover.move-phase";
+
+    /// On internal objects: the [`super::VERSION`] of the contract they follow.
+    pub const CONTRACT: &str = "drover.contract";
+
+    /// On the lease object.
+    pub mod lease {
+        /// Who holds a lease: `machine/pid/random`.
+        pub const HOLDER: &str = "drover.lease.holder";
+        /// The command that holds it (`reconcile`, `controller`, `volume rm`).
+        pub const COMMAND: &str = "drover.lease.command";
+        /// When it was taken (Unix seconds).
+        pub const SINCE: &str = "drover.lease.since";
+        /// When it ends unless extended (Unix seconds).
+        pub const EXPIRES: &str = "drover.lease.expires";
+        /// Where the holder runs: `boot id/pid namespace/pid/start time` (the
+        /// start time in clock ticks since boot, from `/proc/PID/stat`). A drover in
+        /// the same process space (same kernel boot, same pid namespace) that finds
+        /// no process with that pid and start time knows the lease is stale
+        /// without waiting.
+        pub const PROCESS: &str = "drover.lease.process";
+    }
+
+    /// On the record of the Cluster's members.
+    pub mod cluster {
+        /// The hosts, as JSON.
+        pub const HOSTS: &str = "drover.cluster-hosts";
+        /// The record's sequence number.
+        pub const SEQ: &str = "drover.cluster-seq";
+    }
+}
+
+/// The names of what drover makes.
+pub mod names {
+    pub fn container(stack: &str, app: &str) -> String {
+        format!("{stack}-{app}")
+    }
+    pub fn volume(stack: &str, volume: &str) -> String {
+        format!("{stack}-{volume}")
+    }
+    pub fn network(stack: &str) -> String {
+        format!("drover-{stack}")
+    }
+    /// `DB_HOST` / `DB_PORT` prefix for a link to `db`.
+    pub fn link_prefix(app: &str) -> String {
+        app.to_ascii_uppercase().replace('-', "_")
+    }
+
+    /// The lease object's container name on every host.
+    pub const LEASE: &str = "drover-lease";
+    /// The lease object's image (an empty root file system).
+    pub const LEASE_IMAGE: &str = "drover-lease:1";
+    /// The name of a volume move's helper container, before the volume's name.
+    pub const HELPER_PREFIX: &str = "drover-move-";
+
+    /// The helper image of a drover binary with this digest.
+    pub fn helper_image(digest: &str) -> String {
+        format!("drover-helper:{digest}")
+    }
+
+    /// Copy record `seq` of Docker volume `of`.
+    pub fn record(of: &str, seq: u64) -> String {
+        format!("drover-copy-{of}-{seq}")
+    }
+
+    /// Record `seq` of the Cluster's members.
+    pub fn membership(seq: u64) -> String {
+        format!("drover-cluster-{seq}")
+    }
+}
