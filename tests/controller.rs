@@ -425,7 +425,7 @@ fn the_controller_image_runs_as_a_container_and_manages_a_second_host() {
     assert!(o.status.success(), "docker build: {}", stderr(&o));
 
     // The controller runs on node-a and manages node-b through its socket,
-    // as the README's `docker run` line does with the host's own socket.
+    // as the `docker run` line of docs/controller.md does with the host's own socket.
     let b_socket = b.endpoint.trim_start_matches("unix://").to_string();
     f.write(
         "cluster.yaml",

@@ -1,7 +1,7 @@
 //! The observed state: drover's own serialisable model of what runs on the
 //! hosts. It is exactly what `drover observe --output json` prints and what
 //! `reconcile --observed FILE` reads, so its JSON form is a contract too
-//! (documented in the README). Docker client types never appear here.
+//! (documented in `docs/observed.md`). Docker client types never appear here.
 //!
 //! A host is either in `hosts` (it was read) or in `unreachable` (it was not,
 //! with the reason); a host of the spec in neither is treated as unreadable.

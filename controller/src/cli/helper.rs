@@ -1,0 +1,67 @@
+//! `drover helper`: what runs inside a helper container during a move.
+
+use super::*;
+
+#[derive(Subcommand)]
+pub enum HelperCommand {
+    /// Lists the volume, one JSON entry per line.
+    Scan {
+        /// Hash every regular file (reusing hashes of unchanged files).
+        #[arg(long)]
+        hash: bool,
+    },
+    /// Streams the paths read from stdin to stdout.
+    Pack,
+    /// Applies a stream read from stdin.
+    Unpack,
+    /// Deletes the paths read from stdin.
+    Delete,
+    /// Streams the paths read from stdin (after a token line) to a receiving helper.
+    Send {
+        #[arg(long)]
+        to: String,
+        /// At most this many bytes per second (for tests).
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// Waits for a sending helper (after reading the token from stdin) and unpacks its stream.
+    Receive {
+        #[arg(long)]
+        port: u16,
+    },
+    /// Waits, so that commands can be run in the helper.
+    Idle {
+        #[arg(long, default_value_t = 21600)]
+        seconds: u64,
+    },
+}
+
+pub fn run(command: HelperCommand) -> ExitCode {
+    use drover::helper::{self, ROOT, STATE};
+    let root = Path::new(ROOT);
+    let state = Path::new(STATE);
+    helper::widen_pipes();
+    let stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    let result = match command {
+        HelperCommand::Scan { hash } => helper::scan_out(root, state, hash, &mut stdout),
+        HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
+        HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
+        HelperCommand::Delete => helper::delete(root, stdin),
+        HelperCommand::Send { to, rate } => {
+            helper::send(root, state, &to, rate, stdin, &mut stdout)
+        }
+        HelperCommand::Receive { port } => helper::receive(root, state, port, stdin, &mut stdout),
+        HelperCommand::Idle { seconds } => {
+            drover::helper::idle(Duration::from_secs(seconds));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover helper: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

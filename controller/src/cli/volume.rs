@@ -1,0 +1,189 @@
+//! `drover volume ls`, `rm` and `adopt`.
+
+use super::*;
+
+#[derive(Subcommand)]
+pub enum VolumeCommand {
+    /// Managed volumes on every host, with orphaned and retained copies marked.
+    Ls {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Delete one managed volume and its data: `drover volume rm [DIR] --host HOST NAME`.
+    Rm {
+        /// `[DIR] NAME`: the manifest directory (default `.`) and the volume's
+        /// Docker name (`<stack>-<volume>`).
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "NAME"])]
+        args: Vec<String>,
+        /// The host the volume is on.
+        #[arg(long)]
+        host: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Record one copy of a volume as the current one and every other copy
+    /// as retained (nothing is copied or deleted): `drover volume adopt
+    /// [DIR] --host HOST NAME`. For a volume whose copy records were lost.
+    Adopt {
+        /// `[DIR] NAME`: the manifest directory (default `.`) and the volume's
+        /// Docker name (`<stack>-<volume>`).
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "NAME"])]
+        args: Vec<String>,
+        /// The host whose copy holds the data to keep.
+        #[arg(long)]
+        host: String,
+    },
+}
+
+/// `[DIR] NAME` of a volume command.
+fn dir_and_name(args: &[String], command: &str) -> Result<(PathBuf, String), Failure> {
+    match args {
+        [name] => Ok((PathBuf::from("."), name.clone())),
+        [dir, name] => Ok((PathBuf::from(dir), name.clone())),
+        _ => Err(format!("usage: drover volume {command} [DIR] --host HOST NAME").into()),
+    }
+}
+
+pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
+    match command {
+        VolumeCommand::Ls { dir } => {
+            let spec = load_spec(&dir)?;
+            let observed = observe_spec(&spec)?;
+            print(&volume_table(&desired::render(&spec), &observed));
+            Ok(unreachable_exit(&observed))
+        }
+        VolumeCommand::Adopt { args, host } => {
+            let (dir, name) = dir_and_name(&args, "adopt")?;
+            let spec = load_spec(&dir)?;
+            let rt = runtime()?;
+            let mut conns = rt.block_on(connect_all(&spec));
+            let stop = tokio_util::sync::CancellationToken::new();
+            let holder = Arc::new(Holder::new("volume adopt"));
+            let (leases, observed) = rt.block_on(take_and_observe(&mut conns, &holder, &stop))?;
+            let done = rt.block_on(drover::onhost::records::adopt(
+                &conns.engines,
+                &observed,
+                &name,
+                &host,
+            ));
+            rt.block_on(leases.release());
+            for line in done? {
+                print(&format!("{line}\n"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        VolumeCommand::Rm { args, host, yes } => {
+            let (dir, name) = dir_and_name(&args, "rm")?;
+            let spec = load_spec(&dir)?;
+            let d = desired::render(&spec);
+            let rt = runtime()?;
+            let conns = rt.block_on(connect_all(&spec));
+            let Some(api) = conns.engines.get(&host) else {
+                return Err(match conns.unreachable.get(&host) {
+                    Some(reason) => format!("host `{host}` could not be read: {reason}"),
+                    None => format!("`{host}` is not a host of the Cluster"),
+                }
+                .into());
+            };
+            // Read and deleted under the host's lease: no move or other
+            // drover works on it meanwhile.
+            let lease = rt
+                .block_on(drover::onhost::lease::take(
+                    api.as_ref(),
+                    &Holder::new("volume rm"),
+                ))
+                .map_err(|e| e.to_string())?;
+            let result = (|| -> Result<ExitCode, Failure> {
+                let state = rt
+                    .block_on(api.observe())
+                    .map_err(|e| format!("host `{host}` could not be read: {e}"))?;
+                let Some(v) = state.volumes.iter().find(|v| v.name == name) else {
+                    return Err(format!("there is no volume `{name}` on `{host}`").into());
+                };
+                if !v.managed {
+                    return Err(format!(
+                    "volume `{name}` on `{host}` is not managed by drover; drover never deletes it"
+                )
+                    .into());
+                }
+                if !v.used_by.is_empty() {
+                    return Err(format!(
+                        "volume `{name}` on `{host}` is in use by {}",
+                        v.used_by.join(", ")
+                    )
+                    .into());
+                }
+                let authoritative = d
+                    .hosts
+                    .get(&host)
+                    .is_some_and(|h| h.volumes.contains_key(&name))
+                    && drover::plan::may_be_current(v);
+                // An unfinished copy whose move passed its switch holds the
+                // newest data: its source's record says so.
+                if let Some(r) = v
+                    .copy
+                    .as_ref()
+                    .filter(|r| r.role == drover::observed::CopyRole::Incoming)
+                {
+                    let peer = r.peer.clone().unwrap_or_default();
+                    let switched = match conns.engines.get(&peer) {
+                    Some(p) => rt
+                        .block_on(p.observe())
+                        .map_err(|e| format!("host `{peer}`, the source of this copy, could not be read ({e}); nothing was deleted"))?
+                        .volumes
+                        .iter()
+                        .filter(|o| o.name == name)
+                        .filter_map(|o| o.copy.as_ref())
+                        .any(|c| {
+                            c.phase == Some(drover::observed::MovePhase::Switch)
+                                && c.moving_to.as_deref() == Some(host.as_str())
+                        }),
+                    None => {
+                        return Err(format!(
+                            "host `{peer}`, the source of this copy, could not be read; nothing was deleted"
+                        )
+                        .into())
+                    }
+                };
+                    if switched {
+                        return Err(format!(
+                        "volume `{name}` on `{host}` is the target of a move that passed its switch and may hold the newest data; run `drover reconcile` to finish the move first"
+                    )
+                    .into());
+                    }
+                }
+                if authoritative {
+                    return Err(format!(
+                    "volume `{name}` on `{host}` holds the current data of a volume in the manifests; remove it from the manifests first"
+                )
+                .into());
+                }
+                if !yes {
+                    if !std::io::stdin().is_terminal() {
+                        return Err("deleting volume data needs confirmation: pass `--yes`"
+                            .to_string()
+                            .into());
+                    }
+                    eprint!("Delete volume `{name}` on `{host}` and all its data? [y/N] ");
+                    let mut answer = String::new();
+                    let _ = std::io::stdin().lock().read_line(&mut answer);
+                    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                        eprintln!("nothing was deleted");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                rt.block_on(api.remove_volume(&name))
+                    .map_err(|e| e.to_string())?;
+                // The records about the deleted copy go with it (found by
+                // the volume they are about, never by a name prefix).
+                let records: Vec<_> = state.records_of(&name).cloned().collect();
+                rt.block_on(drover::onhost::records::remove(api.as_ref(), &records));
+                print(&format!("deleted volume `{name}` on `{host}`\n"));
+                Ok(ExitCode::SUCCESS)
+            })();
+            rt.block_on(drover::onhost::lease::release(api.as_ref(), &lease));
+            result
+        }
+    }
+}
