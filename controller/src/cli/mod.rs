@@ -151,7 +151,7 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    drover::load::decode::parse_duration(s).map(Duration::from_nanos)
+    drover::load::values::parse_duration(s).map(Duration::from_nanos)
 }
 
 /// The first SIGTERM or SIGINT cancels `stop` (the current step finishes);
@@ -213,7 +213,7 @@ fn read_observed(path: &Path) -> Result<Observed, Failure> {
         format!(
             "cannot read `{}`: {}",
             path.display(),
-            drover::load::decode::io_reason(&e)
+            drover::load::files::io_reason(&e)
         )
     })?;
     Ok(Observed::from_json(&text).map_err(|e| {

@@ -16,11 +16,17 @@
 //! hosts keep converging). Nothing here ever makes the controller exit but a
 //! signal.
 
+mod heal;
 pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod schedule;
+mod status;
 pub mod watch;
+
+pub use heal::drop_with_dependents;
+use status::{unix_at, unix_now};
+pub use status::{HostStatus, ManifestStatus, PassSummary, Shared, Status, Throttled};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -63,126 +69,6 @@ pub struct Options {
     pub heal_window: Duration,
     /// Apply a directory that holds no app (see [`plan::Options`]).
     pub allow_empty: bool,
-}
-
-/// What `/healthz` shows: the controller's status after its last pass.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Status {
-    /// The last pass converged every host and the directory is valid.
-    pub ready: bool,
-    /// Why not, when not ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub manifests: ManifestStatus,
-    pub passes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_pass: Option<PassSummary>,
-    /// Unix time of the last pass that converged every host.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_success: Option<f64>,
-    pub hosts: BTreeMap<String, HostStatus>,
-    /// Apps whose restorations are paused by the rate limit.
-    pub throttled: Vec<Throttled>,
-    pub stopping: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ManifestStatus {
-    pub valid: bool,
-    /// Every problem, one `file:line:column: message` per entry.
-    pub errors: Vec<String>,
-    /// Whether a valid spec was ever loaded (and is in force).
-    pub in_force: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PassSummary {
-    pub number: u64,
-    /// Unix time the pass finished.
-    pub finished: f64,
-    pub duration_seconds: f64,
-    pub ok: bool,
-    pub done: usize,
-    pub failed: usize,
-    pub skipped: usize,
-    pub throttled: usize,
-    /// What went wrong, one line each.
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HostStatus {
-    pub reachable: bool,
-    /// Failures in a row.
-    pub failures: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Unix time of the next try, while backing off.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Throttled {
-    pub stack: String,
-    pub app: String,
-    /// Restorations within the window.
-    pub restorations: usize,
-    pub limit: usize,
-    pub window_seconds: u64,
-    /// Unix time from which the app may be restored again.
-    pub until: f64,
-}
-
-/// What the HTTP side reads.
-pub struct Shared {
-    status: Mutex<Status>,
-    pub metrics: Metrics,
-}
-
-impl Shared {
-    pub fn new() -> Shared {
-        Shared {
-            status: Mutex::new(Status {
-                reason: Some("no pass has finished yet".into()),
-                ..Status::default()
-            }),
-            metrics: Metrics::new(),
-        }
-    }
-
-    pub fn status(&self) -> Status {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn update(&self, f: impl FnOnce(&mut Status)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared::new()
-    }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// An instant of the monotonic clock as Unix time, for people.
-fn unix_at(t: Instant) -> f64 {
-    let now = Instant::now();
-    if t >= now {
-        unix_now() + (t - now).as_secs_f64()
-    } else {
-        unix_now() - (now - t).as_secs_f64()
-    }
 }
 
 /// Runs until `stop` is cancelled (a signal): then the current step
@@ -606,116 +492,6 @@ impl Controller {
         self.shared.update(|s| s.hosts = hosts);
     }
 
-    fn remember_running(&mut self, desired: &Desired, observed: &Observed) {
-        // Only what the spec still asks for is worth remembering.
-        self.seen.retain(|(host, name, hash)| {
-            desired
-                .hosts
-                .get(host)
-                .and_then(|h| h.containers.get(name))
-                .is_some_and(|c| c.spec_hash == *hash)
-        });
-        for (host, h) in &observed.hosts {
-            let Some(want) = desired.hosts.get(host) else {
-                continue;
-            };
-            for c in h.containers.iter().filter(|c| c.managed && !c.internal) {
-                if let (Some(w), Some(hash)) = (want.containers.get(&c.name), &c.spec_hash) {
-                    if *hash == w.spec_hash {
-                        self.seen
-                            .insert((host.clone(), c.name.clone(), hash.clone()));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Takes out of the plan the restorations of apps over their limit (and
-    /// what waits for them); records the others. Returns how many were
-    /// held back.
-    fn limit_heals(&mut self, desired: &Desired, plan: &mut Plan) -> usize {
-        let now = Instant::now();
-        let mut held = BTreeSet::new();
-        let mut throttled: BTreeMap<AppKey, Instant> = BTreeMap::new();
-        let mut allowed = Vec::new();
-        for a in &plan.actions {
-            let Some(app) = self.restoration(desired, a) else {
-                continue;
-            };
-            match self.heals.blocked_until(&app, now) {
-                Some(until) => {
-                    held.insert(a.id.clone());
-                    throttled.insert(app, until);
-                }
-                None => allowed.push(app),
-            }
-        }
-        for app in allowed {
-            tracing::info!(stack = %app.0, app = %app.1, "restoring an app changed out of band");
-            self.shared
-                .metrics
-                .heals
-                .get_or_create(&AppLabels::of(&app))
-                .inc();
-            self.heals.record(app, now);
-        }
-        let dropped = drop_with_dependents(plan, &held);
-        for a in &dropped {
-            self.shared
-                .metrics
-                .action(&a.kind.to_string(), &a.action.to_string(), "throttled");
-        }
-        let keys: BTreeSet<AppKey> = throttled.keys().cloned().collect();
-        for app in self.throttled_before.difference(&keys) {
-            self.shared
-                .metrics
-                .heal_throttled
-                .get_or_create(&AppLabels::of(app))
-                .set(0);
-        }
-        let list: Vec<Throttled> = throttled
-            .iter()
-            .map(|(app, until)| {
-                tracing::warn!(stack = %app.0, app = %app.1, "restorations paused: the app was restored too often");
-                self.shared
-                    .metrics
-                    .heal_throttled
-                    .get_or_create(&AppLabels::of(app))
-                    .set(1);
-                Throttled {
-                    stack: app.0.clone(),
-                    app: app.1.clone(),
-                    restorations: self.heals.count(app),
-                    limit: self.heals.limit(),
-                    window_seconds: self.heals.window().as_secs(),
-                    until: unix_at(*until),
-                }
-            })
-            .collect();
-        self.throttled_before = keys;
-        self.shared.update(|s| s.throttled = list);
-        dropped.len()
-    }
-
-    /// The app an action restores, if it puts back a container that was
-    /// stopped or removed out of band: a `start`, or a `create` of a
-    /// container seen running with the same spec before.
-    fn restoration(&self, desired: &Desired, a: &Action) -> Option<AppKey> {
-        if a.kind != Kind::Container {
-            return None;
-        }
-        let c = desired.hosts.get(&a.host)?.containers.get(&a.name)?;
-        let restores = match a.action {
-            Verb::Start => true,
-            Verb::Create => {
-                self.seen
-                    .contains(&(a.host.clone(), a.name.clone(), c.spec_hash.clone()))
-            }
-            _ => false,
-        };
-        restores.then(|| (c.stack.clone(), c.app.clone()))
-    }
-
     /// Records the end of a pass; returns when a throttled app may be
     /// restored again.
     fn finish(
@@ -796,29 +572,6 @@ struct Counts {
     throttled: usize,
 }
 
-/// Removes the actions `held` and everything that waits for them; returns
-/// what was removed.
-pub fn drop_with_dependents(plan: &mut Plan, held: &BTreeSet<String>) -> Vec<Action> {
-    let mut gone: BTreeSet<String> = held.clone();
-    loop {
-        let before = gone.len();
-        for a in &plan.actions {
-            if a.after.iter().any(|d| gone.contains(d)) {
-                gone.insert(a.id.clone());
-            }
-        }
-        if gone.len() == before {
-            break;
-        }
-    }
-    let (dropped, kept): (Vec<Action>, Vec<Action>) = std::mem::take(&mut plan.actions)
-        .into_iter()
-        .partition(|a| gone.contains(&a.id));
-    plan.actions = kept;
-    plan.in_sync = plan.actions.is_empty();
-    dropped
-}
-
 /// Logs each step and counts it in the metrics.
 struct PassReporter {
     shared: Arc<Shared>,
@@ -851,48 +604,5 @@ impl Reporter for PassReporter {
             m.relocation_bytes.inc_by(sent.unwrap_or(0));
             m.relocation_duration.observe(took.as_secs_f64());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::Verb;
-
-    fn action(id: &str, after: &[&str]) -> Action {
-        Action {
-            id: id.into(),
-            host: "a".into(),
-            kind: Kind::Container,
-            action: Verb::Create,
-            stack: "s".into(),
-            name: id.into(),
-            reason: String::new(),
-            after: after.iter().map(|s| s.to_string()).collect(),
-            relocation: None,
-            wave: 0,
-        }
-    }
-
-    #[test]
-    fn a_held_action_takes_everything_that_waits_for_it_along() {
-        let mut plan = Plan {
-            actions: vec![
-                action("db", &[]),
-                action("web", &["db"]),
-                action("proxy", &["web"]),
-                action("other", &[]),
-            ],
-            ..Plan::default()
-        };
-        let held = BTreeSet::from(["db".to_string()]);
-        let dropped: Vec<String> = drop_with_dependents(&mut plan, &held)
-            .into_iter()
-            .map(|a| a.id)
-            .collect();
-        assert_eq!(dropped, ["db", "web", "proxy"]);
-        assert_eq!(plan.actions.len(), 1);
-        assert_eq!(plan.actions[0].id, "other");
-        assert!(!plan.in_sync);
     }
 }

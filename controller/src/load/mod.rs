@@ -4,10 +4,12 @@
 //! anything may act on it.
 
 pub mod decode;
+pub mod files;
 pub mod graph;
 pub mod interpolate;
 pub mod schema;
 pub mod validate;
+pub mod values;
 pub mod yaml;
 
 use std::collections::HashSet;
@@ -16,7 +18,8 @@ use std::sync::Arc;
 
 use crate::diag::Pos;
 use crate::diag::{Diagnostic, Diagnostics, Loc};
-use crate::load::decode::{io_reason, Ctx, Document, Parsed};
+use crate::load::decode::{Ctx, Document, Parsed};
+use crate::load::files::io_reason;
 use crate::load::interpolate::Env;
 use crate::load::yaml::Limits;
 use crate::model::Spec;
@@ -195,7 +198,7 @@ fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult 
 fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
     use std::io::Read;
     let start = Pos { line: 1, col: 1 };
-    let file = crate::load::decode::open_nonblocking(path)
+    let file = crate::load::files::open_nonblocking(path)
         .map_err(|e| (start, format!("cannot read: {}", io_reason(&e))))?;
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err((start, "manifest is not a regular file".to_string()));

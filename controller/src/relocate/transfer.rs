@@ -1,0 +1,502 @@
+//! Carrying data between the helpers of a move: scans, deletes and the
+//! stream of files, straight between the helpers when the hosts reach each
+//! other, else through the Docker API.
+
+use super::*;
+
+/// `/drover helper ARGS…`, as run in a helper.
+pub(super) fn helper_cmd(args: &[&str]) -> Vec<String> {
+    ["/drover", "helper"]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Writes `input` to a command's stdin, then closes it.
+pub(super) fn feed(
+    mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    input: Vec<u8>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        let r = stdin.write_all(&input).await;
+        let _ = stdin.shutdown().await;
+        r
+    })
+}
+
+/// The port a receiving helper listens on inside its container.
+pub(super) const DIRECT_PORT: u16 = 7070;
+
+pub(super) fn random_token() -> Result<String, String> {
+    crate::contract::hostkey::random_bytes().map(|b| crate::contract::hostkey::hex(&b))
+}
+
+pub(super) fn helper_name(volume: &str) -> String {
+    format!("{}{volume}", crate::plan::HELPER_PREFIX)
+}
+
+pub(super) fn first_lines(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    let s = s.trim();
+    s.chars().take(600).collect()
+}
+
+/// What to send and delete so that `dst` matches `src`, and the bytes to
+/// send. Entries are compared by everything the copy keeps (times
+/// included); `by_content` also compares hashes where both sides have one.
+pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, Vec<String>, u64) {
+    let d = scan::by_path(dst);
+    let mut send = Vec::new();
+    let mut bytes = 0;
+    for s in src {
+        let differs = match d.get(s.path.as_str()) {
+            None => true,
+            Some(t) => {
+                s.kind != t.kind
+                    || s.mode != t.mode
+                    || (s.uid, s.gid) != (t.uid, t.gid)
+                    || s.size != t.size
+                    || s.target != t.target
+                    || (s.kind != EntryKind::Dir && s.mtime_ns != t.mtime_ns)
+                    || (by_content && s.hash.is_some() && t.hash.is_some() && s.hash != t.hash)
+            }
+        };
+        if differs {
+            send.push(s.path.clone());
+            if s.kind == EntryKind::File {
+                bytes += s.size;
+            }
+        }
+    }
+    let s = scan::by_path(src);
+    let delete = dst
+        .iter()
+        .filter(|e| !e.path.is_empty() && !s.contains_key(e.path.as_str()))
+        .map(|e| e.path.clone())
+        .collect();
+    (send, delete, bytes)
+}
+
+/// The two helper containers of a move.
+pub(super) struct Helpers<'a> {
+    mv: &'a Move,
+    pub(super) volume: &'a VolumeSpec,
+    image: String,
+    name: String,
+    /// `address:port` of the target helper while the direct path works.
+    direct: std::sync::Mutex<Option<String>>,
+}
+
+impl<'a> Helpers<'a> {
+    pub(super) fn new(mv: &'a Move, volume: &'a VolumeSpec, image: &str) -> Helpers<'a> {
+        Helpers {
+            mv,
+            volume,
+            image: image.to_string(),
+            name: helper_name(&volume.name),
+            direct: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub(super) fn spec(
+        &self,
+        read_only: bool,
+        network: bool,
+        publish: Option<(String, u16)>,
+    ) -> HelperSpec {
+        HelperSpec {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            volume: self.volume.name.clone(),
+            read_only,
+            labels: crate::contract::internal_labels([(labels::STACK, &self.volume.stack)]),
+            cmd: helper_cmd(&["idle", "--seconds", "21600"]),
+            network,
+            publish,
+        }
+    }
+
+    pub(super) async fn start(&self) -> Result<(), String> {
+        let addr = self.mv.opts.target_address.as_str();
+        let loopback =
+            addr.is_empty() || addr == "localhost" || addr.starts_with("127.") || addr == "::1";
+        let direct = self.mv.opts.direct && !loopback;
+        for (api, ro) in [(&self.mv.src, true), (&self.mv.dst, false)] {
+            api.remove_container(&self.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Published on every interface of the target: `address` may be
+            // one the host does not hold itself (NAT).
+            let publish = (direct && !ro).then(|| (String::new(), DIRECT_PORT));
+            let port = match api.run_helper(&self.spec(ro, direct, publish)).await {
+                Ok(p) => p,
+                Err(e) if direct => {
+                    tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; copying through the Docker API");
+                    api.remove_container(&self.name)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    api.run_helper(&self.spec(ro, false, None))
+                        .await
+                        .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?
+                }
+                Err(e) => return Err(format!("cannot start the helper on `{}`: {e}", api.host())),
+            };
+            if let Some(p) = port {
+                let at = if addr.contains(':') {
+                    format!("[{addr}]:{p}")
+                } else {
+                    format!("{addr}:{p}")
+                };
+                *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn stop(&self) {
+        for api in [&self.mv.src, &self.mv.dst] {
+            let _ = bounded(api.remove_container(&self.name)).await;
+        }
+    }
+
+    /// Runs a helper command, feeding it `input`; returns its output.
+    pub(super) async fn run(
+        &self,
+        api: &Arc<dyn DockerApi>,
+        args: &[&str],
+        input: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let mut ex = api
+            .exec(&self.name, helper_cmd(args))
+            .await
+            .map_err(|e| e.to_string())?;
+        let writer = feed(ex.input, input);
+        let (out, err) = collect(&mut ex.output).await?;
+        let _ = writer.await;
+        check_exit(api, &ex.id, args[0], &err).await?;
+        Ok(out)
+    }
+
+    /// A scan of one side, parsed line by line as it arrives.
+    pub(super) async fn scan(
+        &self,
+        api: &Arc<dyn DockerApi>,
+        hash: bool,
+    ) -> Result<Vec<Entry>, String> {
+        let args: &[&str] = if hash { &["scan", "--hash"] } else { &["scan"] };
+        let mut ex = api
+            .exec(&self.name, helper_cmd(args))
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = ex.input.shutdown().await;
+        let (mut entries, mut ended, mut pending, mut err) =
+            (Vec::new(), false, Vec::new(), Vec::new());
+        let bad = |e: serde_json::Error| format!("a scan on `{}` gave a bad line: {e}", api.host());
+        while let Some(chunk) = ex.output.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                ExecOutput::Stdout(b) => {
+                    for line in complete_lines(&mut pending, &b) {
+                        match serde_json::from_slice::<crate::helper::Line>(&line).map_err(bad)? {
+                            crate::helper::Line::Entry(e) => entries.push(*e),
+                            crate::helper::Line::End { end } => {
+                                ended = end as usize == entries.len()
+                            }
+                        }
+                    }
+                }
+                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
+            }
+        }
+        check_exit(api, &ex.id, "scan", &err).await?;
+        if !ended || !pending.is_empty() {
+            return Err(format!("the scan on `{}` was cut short", api.host()));
+        }
+        Ok(entries)
+    }
+
+    pub(super) async fn delete(&self, paths: &[String]) -> Result<(), String> {
+        self.run(&self.mv.dst, &["delete"], lines(paths)).await?;
+        Ok(())
+    }
+
+    /// Streams `paths` from the source helper into the target helper: over
+    /// the direct path while it works, else through drover.
+    pub(super) async fn transfer(
+        &self,
+        paths: &[String],
+        total: u64,
+        phase: Phase,
+    ) -> Result<(), String> {
+        let direct = self
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(to) = direct {
+            match self.transfer_direct(&to, paths, total, phase).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(volume = %self.volume.name, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
+                    *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+            }
+        }
+        self.transfer_api(paths, total, phase).await
+    }
+
+    /// The direct path: the target helper listens on a published port, the
+    /// source helper connects with a one-time token and streams to it.
+    pub(super) async fn transfer_direct(
+        &self,
+        to: &str,
+        paths: &[String],
+        total: u64,
+        phase: Phase,
+    ) -> Result<(), String> {
+        let token = random_token()?;
+        let port = DIRECT_PORT.to_string();
+        let mut recv = self
+            .mv
+            .dst
+            .exec(&self.name, helper_cmd(&["receive", "--port", &port]))
+            .await
+            .map_err(|e| e.to_string())?;
+        recv.input
+            .write_all(format!("{token}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = recv.input.shutdown().await;
+        let mut args = vec!["send", "--to", to];
+        let rate = test_throttle().map(|r| r.to_string());
+        if let Some(r) = &rate {
+            args.extend(["--rate", r.as_str()]);
+        }
+        let mut send = self
+            .mv
+            .src
+            .exec(&self.name, helper_cmd(&args))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut input = format!("{token}\n").into_bytes();
+        input.extend(lines(paths));
+        let writer = feed(send.input, input);
+        let mut send_err = Vec::new();
+        let mut pending = Vec::new();
+        while let Some(chunk) = send.output.next().await {
+            match chunk.map_err(|e| e.to_string())? {
+                ExecOutput::Stdout(b) => {
+                    for line in complete_lines(&mut pending, &b) {
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
+                            if let Some(n) = v["sent"].as_u64() {
+                                self.mv.report(phase, n.min(total));
+                            }
+                        }
+                    }
+                }
+                ExecOutput::Stderr(b) if send_err.len() < 4096 => send_err.extend_from_slice(&b),
+                ExecOutput::Stderr(_) => {}
+            }
+        }
+        let _ = writer.await;
+        // A sender that failed (say, it could not connect) is not waited
+        // for by its receiver: that one gives up on its own. When the
+        // receiver failed first (a full disk, say), its reason is the one
+        // given.
+        if let Err(sent) = check_exit(&self.mv.src, &send.id, "send", &send_err).await {
+            let received =
+                tokio::time::timeout(Duration::from_secs(5), collect(&mut recv.output)).await;
+            if let Ok(Ok((_, err))) = received {
+                check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
+            }
+            return Err(sent);
+        }
+        let (out, err) = collect(&mut recv.output).await?;
+        check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
+        self.unpacked(&out, phase, total, "direct")
+    }
+
+    /// Reads the summary a finished unpack printed.
+    pub(super) fn unpacked(
+        &self,
+        out: &[u8],
+        phase: Phase,
+        total: u64,
+        path: &str,
+    ) -> Result<(), String> {
+        let done: crate::helper::Unpacked = serde_json::from_slice(out)
+            .map_err(|_| format!("the unpack on `{}` gave no summary", self.mv.to()))?;
+        self.mv.report(phase, total);
+        tracing::debug!(entries = done.end, bytes = done.bytes, path, "unpacked");
+        Ok(())
+    }
+
+    /// The API path: both helpers' streams pass through drover.
+    pub(super) async fn transfer_api(
+        &self,
+        paths: &[String],
+        total: u64,
+        phase: Phase,
+    ) -> Result<(), String> {
+        let pack = self
+            .mv
+            .src
+            .exec(&self.name, helper_cmd(&["pack"]))
+            .await
+            .map_err(|e| e.to_string())?;
+        let unpack = self
+            .mv
+            .dst
+            .exec(&self.name, helper_cmd(&["unpack"]))
+            .await
+            .map_err(|e| e.to_string())?;
+        // The unpack's output is read as it comes: its end means the unpack
+        // has exited, and a stream it no longer reads must not be written
+        // on (a write would wait for ever).
+        let mut unpack_input = unpack.input;
+        let ended = tokio_util::sync::CancellationToken::new();
+        let unpack_output = {
+            let (mut output, ended) = (unpack.output, ended.clone());
+            tokio::spawn(async move {
+                let r = collect(&mut output).await;
+                ended.cancel();
+                r
+            })
+        };
+        let writer = feed(pack.input, lines(paths));
+        let mut pack_err = Vec::new();
+        let mut sent = 0u64;
+        let mut last = Instant::now();
+        let mut broken = None;
+        let throttle = test_throttle();
+        // Reading from the source and writing to the target overlap; at most
+        // QUEUE chunks (a few MiB) wait in between.
+        const QUEUE: usize = 64;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
+        let mut source = pack.output;
+        let reader = tokio::spawn(async move {
+            while let Some(chunk) = source.next().await {
+                let stop = chunk.is_err();
+                if tx.send(chunk).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        while let Some(chunk) = rx.recv().await {
+            match chunk {
+                Ok(ExecOutput::Stdout(b)) => {
+                    if broken.is_none() {
+                        tokio::select! {
+                            r = unpack_input.write_all(&b) => {
+                                if let Err(e) = r {
+                                    broken = Some(e.to_string());
+                                }
+                            }
+                            () = ended.cancelled() => {
+                                broken = Some("the unpack ended before the stream did".into());
+                            }
+                        }
+                    }
+                    if broken.is_some() {
+                        break;
+                    }
+                    sent += b.len() as u64;
+                    if let Some(rate) = throttle {
+                        let secs = b.len() as f64 / rate as f64;
+                        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    }
+                    if last.elapsed() > Duration::from_millis(200) {
+                        self.mv.report(phase, sent.min(total));
+                        last = Instant::now();
+                    }
+                }
+                Ok(ExecOutput::Stderr(b)) if pack_err.len() < 4096 => {
+                    pack_err.extend_from_slice(&b)
+                }
+                Ok(ExecOutput::Stderr(_)) => {}
+                Err(e) => {
+                    broken.get_or_insert(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let _ = unpack_input.shutdown().await;
+        let (out, err) = unpack_output
+            .await
+            .map_err(|e| format!("reading the unpack failed: {e}"))??;
+        // The target's reason first: a source cut off mid-stream only says
+        // that it was.
+        check_exit(&self.mv.dst, &unpack.id, "unpack", &err).await?;
+        reader.abort();
+        let _ = reader.await;
+        let _ = writer.await;
+        check_exit(&self.mv.src, &pack.id, "pack", &pack_err).await?;
+        if let Some(e) = broken {
+            return Err(format!("the stream to `{}` broke: {e}", self.mv.to()));
+        }
+        self.unpacked(&out, phase, total, "api")
+    }
+}
+
+/// All of a command's output: stdout and stderr.
+pub(super) async fn collect(
+    output: &mut crate::docker::ExecOutputStream,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(chunk) = output.next().await {
+        match chunk.map_err(|e| e.to_string())? {
+            ExecOutput::Stdout(b) => out.extend_from_slice(&b),
+            ExecOutput::Stderr(b) => err.extend_from_slice(&b),
+        }
+    }
+    Ok((out, err))
+}
+
+/// Appends `chunk` to `pending` and takes out every complete line.
+pub(super) fn complete_lines(pending: &mut Vec<u8>, chunk: &[u8]) -> Vec<Vec<u8>> {
+    pending.extend_from_slice(chunk);
+    let Some(last) = pending.iter().rposition(|c| *c == b'\n') else {
+        return Vec::new();
+    };
+    let done: Vec<u8> = pending.drain(..=last).collect();
+    done.split(|c| *c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+pub(super) fn lines(paths: &[String]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend_from_slice(p.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+pub(super) async fn check_exit(
+    api: &Arc<dyn DockerApi>,
+    id: &str,
+    what: &str,
+    stderr: &[u8],
+) -> Result<(), String> {
+    for _ in 0..50 {
+        match api.exec_exit_code(id).await {
+            Ok(Some(0)) => return Ok(()),
+            Ok(Some(code)) => {
+                return Err(format!(
+                    "helper `{what}` on `{}` failed (exit {code}): {}",
+                    api.host(),
+                    first_lines(stderr)
+                ))
+            }
+            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "helper `{what}` on `{}` did not finish",
+        api.host()
+    ))
+}
