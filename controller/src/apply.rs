@@ -134,7 +134,26 @@ enum StepError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     #[error("{0}")]
+    Move(#[from] crate::relocate::MoveError),
+    /// drover is stopping: the step did not start, or stopped at a point
+    /// the next pass goes on from.
+    #[error("{STOPPING}")]
+    Stopped,
+    #[error("{0}")]
     Other(String),
+}
+
+impl StepError {
+    /// A stop is no failure: the step is skipped, and the next pass does it.
+    fn outcome(self) -> Outcome {
+        match self {
+            StepError::Stopped => Outcome::Skipped(STOPPING.into()),
+            StepError::Move(crate::relocate::MoveError::Stopped) => {
+                Outcome::Skipped(crate::relocate::STOPPED.into())
+            }
+            e => Outcome::Failed(e.to_string()),
+        }
+    }
 }
 
 impl Executor {
@@ -250,7 +269,7 @@ impl Executor {
                         };
                         let o = match result {
                             Ok(()) => Outcome::Done,
-                            Err(e) => Outcome::Failed(e.to_string()),
+                            Err(e) => e.outcome(),
                         };
                         reporter.finished(&step.action, &o, t.elapsed());
                         (step.action.id, o)
@@ -509,7 +528,7 @@ impl Step {
             },
             Arc::new(move |p| reporter.progress(&action, p)),
         );
-        mv.run().await.map_err(StepError::Other)
+        mv.run().await.map_err(StepError::Move)
     }
 
     /// Before a container is made or started: waits until every app it
@@ -561,7 +580,7 @@ impl Step {
                     )));
                 }
                 if self.stop.is_cancelled() {
-                    return Err(StepError::Other(STOPPING.into()));
+                    return Err(StepError::Stopped);
                 }
                 if Instant::now() >= deadline {
                     let what = match condition {
@@ -791,6 +810,37 @@ apps:
             other => panic!("{other:?}"),
         }
         assert!(a.when("create h-web").is_none(), "web must not be created");
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_a_step_waits_for_its_dependency_skips_it_and_fails_nothing() {
+        let stack = "kind: Stack
+name: w
+apps:
+  db: { image: img, host: a, healthcheck: { test: ['CMD', 'true'] } }
+  web: { image: img, host: a, depends_on: { db: { condition: healthy } } }
+";
+        let (a, b) = fakes(&["img"]);
+        a.set_health("w-db", Health::Starting, "");
+        let stop = CancellationToken::new();
+        let opts = ApplyOptions {
+            dependency_timeout: Duration::from_secs(30),
+            ..fast()
+        };
+        let later = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            later.cancel();
+        });
+        let report = run_until(desired(stack), &a, &b, opts, stop).await;
+        let web = report
+            .outcomes
+            .iter()
+            .find(|(x, _)| x.name == "w-web")
+            .unwrap();
+        assert_eq!(web.1, Outcome::Skipped(STOPPING.into()));
+        assert_eq!(report.count(|o| matches!(o, Outcome::Failed(_))), 0);
+        assert!(a.when("create w-web").is_none(), "web must not be created");
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use crate::desired::Desired;
 use crate::docker::hosts::{observe_former, Connections};
 use crate::model::Spec;
 use crate::observed::Observed;
-use crate::onhost::lease::{take_and_observe, Holder, Leases};
+use crate::onhost::lease::{take_and_observe, Holder, Leases, Taking};
 use crate::onhost::membership;
 use crate::plan::{self, Plan};
 
@@ -86,14 +86,15 @@ impl Pass<'_> {
     /// Takes the lease of every host, reads them again and plans anew:
     /// another drover may have been at work since `planned` was made. A
     /// plan that writes nothing is returned as it is. `Err` names the drover
-    /// that holds a lease; then no lease is held and nothing was done.
+    /// that holds a lease ([`Taking::Busy`]); then no lease is held and
+    /// nothing was done.
     pub async fn lock(
         &self,
         planned: &mut Planned,
         conns: &mut Connections,
         holder: &Arc<Holder>,
         stop: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), Taking> {
         if !self.writes(planned) {
             return Ok(());
         }

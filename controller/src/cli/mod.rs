@@ -146,6 +146,12 @@ impl From<String> for Failure {
     }
 }
 
+impl From<drover::onhost::lease::Taking> for Failure {
+    fn from(e: drover::onhost::lease::Taking) -> Self {
+        Failure::Message(e.to_string())
+    }
+}
+
 /// A duration as the manifests write it (`60s`, `1m30s`, `500ms`), or seconds.
 fn duration_arg(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {

@@ -374,7 +374,7 @@ impl Controller {
         {
             // Another drover is at work: nothing is done this pass.
             planned.plan.actions.clear();
-            planned.plan.errors.push(reason);
+            planned.plan.errors.push(reason.to_string());
         }
         self.remember_running(&desired, &planned.observed);
 

@@ -24,6 +24,7 @@ impl EngineError {
             host: host.to_string(),
             op: op.into(),
             message: error_text(&e),
+            status: status_of(&e),
         }
     }
 }
@@ -37,6 +38,14 @@ fn error_text(e: &BollardError) -> String {
         } => format!("{message} (HTTP {status_code})"),
         BollardError::RequestTimeoutError => "the request timed out".into(),
         other => other.to_string(),
+    }
+}
+
+/// The HTTP status of a server error.
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
     }
 }
 
@@ -459,8 +468,7 @@ impl DockerApi for Engine {
                 message: format!(
                     "objects on it were made by a newer drover (on-host contract version {v}; this drover knows {}): upgrade drover",
                     crate::contract::VERSION
-                ),
-            });
+                ), status: None });
         }
         let mut records: HashMap<String, (u64, crate::observed::CopyRecord)> = HashMap::new();
         let mut refs = Vec::new();
@@ -779,6 +787,7 @@ impl DockerApi for Engine {
                     host: self.host.clone(),
                     op: format!("import `{tag}`"),
                     message: err,
+                    status: None,
                 });
             }
         }
@@ -854,8 +863,7 @@ impl DockerApi for Engine {
                 Ok(v) => hostkey::from_labels(&v.labels).map(Some).ok_or_else(|| EngineError::Api {
                     host: self.host.clone(),
                     op: format!("read the key volume `{}`", hostkey::VOLUME),
-                    message: "it holds no key drover made; drover leaves it (remove it, and drover makes a new key)".into(),
-                }),
+                    message: "it holds no key drover made; drover leaves it (remove it, and drover makes a new key)".into(), status: None }),
                 Err(e) if is_not_found(&e) => Ok(None),
                 Err(e) => Err(EngineError::api(&self.host, format!("read the key volume `{}`", hostkey::VOLUME), e)),
             }
@@ -867,6 +875,7 @@ impl DockerApi for Engine {
             host: self.host.clone(),
             op: "make a key for secret digests".into(),
             message: e,
+            status: None,
         })?;
         self.create_record(&RecordSpec {
             name: hostkey::VOLUME.into(),
@@ -878,6 +887,7 @@ impl DockerApi for Engine {
             host: self.host.clone(),
             op: format!("read the key volume `{}`", hostkey::VOLUME),
             message: "it was gone right after it was made".into(),
+            status: None,
         })
     }
 
@@ -912,6 +922,7 @@ impl DockerApi for Engine {
                 host: self.host.clone(),
                 op: what(),
                 message: "it is not a copy record; nothing was removed".into(),
+                status: None,
             });
         }
         self.remove_volume(&r.name).await
@@ -1057,6 +1068,7 @@ impl DockerApi for Engine {
                 host: self.host.clone(),
                 op: op(),
                 message: "the engine did not attach".into(),
+                status: None,
             }),
             Err(e) => Err(EngineError::api(&self.host, op(), e)),
         }
@@ -1184,6 +1196,29 @@ mod tests {
             Some(Health::Starting)
         );
         assert_eq!(health_from_status("Up 2 hours"), None);
+    }
+
+    #[test]
+    fn an_engine_error_keeps_the_http_status_and_its_message() {
+        let e = EngineError::api(
+            "h",
+            "remove volume `v`",
+            BollardError::DockerResponseServerError {
+                status_code: 409,
+                message: "volume is in use".into(),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "host `h`: remove volume `v`: volume is in use (HTTP 409)"
+        );
+        assert!(matches!(
+            e,
+            EngineError::Api {
+                status: Some(409),
+                ..
+            }
+        ));
     }
 
     #[test]

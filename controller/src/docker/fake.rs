@@ -110,6 +110,7 @@ impl FakeDocker {
                     host: self.name.clone(),
                     op: c,
                     message: "scripted failure".into(),
+                    status: None,
                 })
             } else {
                 Ok(())
@@ -145,6 +146,7 @@ impl DockerApi for FakeDocker {
                     host: self.name.clone(),
                     op: format!("pull `{image}`"),
                     message: "no registry".into(),
+                    status: None,
                 })
             }
         })
@@ -206,6 +208,7 @@ impl DockerApi for FakeDocker {
                 host,
                 op: "make a key".into(),
                 message,
+                status: None,
             })?;
             s.host.secret_key = SecretKey::Known(k.clone());
             Ok(k)
@@ -368,6 +371,7 @@ impl DockerApi for FakeDocker {
             host: self.name.clone(),
             op: format!("exec in `{container}`"),
             message: "a fake host runs no commands".into(),
+            status: None,
         })
     }
 

@@ -43,6 +43,8 @@ pub enum EngineError {
         host: String,
         op: String,
         message: String,
+        /// The engine's HTTP status, when it answered with one.
+        status: Option<u16>,
     },
 }
 

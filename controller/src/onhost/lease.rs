@@ -266,7 +266,7 @@ impl Leases {
         conns: &mut Connections,
         holder: &Arc<Holder>,
         parent: &CancellationToken,
-    ) -> Result<Leases, String> {
+    ) -> Result<Leases, Taking> {
         let mut leases = Leases {
             held: Vec::new(),
             lost: parent.child_token(),
@@ -276,9 +276,9 @@ impl Leases {
         for (name, api) in conns.engines.clone() {
             match take(api.as_ref(), holder).await {
                 Ok(id) => leases.held.push((api, id)),
-                Err(Taking::Busy(reason)) => {
+                Err(busy @ Taking::Busy(_)) => {
                     leases.release().await;
-                    return Err(reason);
+                    return Err(busy);
                 }
                 Err(Taking::Failed(reason)) => {
                     tracing::warn!(host = %name, %reason, "host left alone");
@@ -399,7 +399,7 @@ pub async fn take_and_observe(
     conns: &mut Connections,
     holder: &Arc<Holder>,
     parent: &CancellationToken,
-) -> Result<(Leases, Observed), String> {
+) -> Result<(Leases, Observed), Taking> {
     let leases = Leases::take(conns, holder, parent).await?;
     let observed = observe_all(conns).await;
     Ok((leases, observed))
@@ -534,6 +534,8 @@ mod tests {
             .await
             .err()
             .unwrap();
+        assert!(matches!(err, Taking::Busy(_)), "{err}");
+        let err = err.to_string();
         assert!(
             err.contains("host `b`") && err.contains("pid 9 on other"),
             "{err}"

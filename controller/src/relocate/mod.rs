@@ -139,6 +139,23 @@ pub struct MoveOptions {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
+/// Why a move did not end with the apps on the target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoveError {
+    /// A stop request came before the app was stopped: it runs on its
+    /// source, and the next pass resumes the copy.
+    #[error("{STOPPED}")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for MoveError {
+    fn from(e: String) -> Self {
+        MoveError::Failed(e)
+    }
+}
+
 /// Why a move ended early on a stop request.
 pub const STOPPED: &str =
     "stopped before the app was stopped: it runs on its source, and the next pass resumes the copy";
@@ -258,7 +275,7 @@ impl Move {
     /// Carries out (or resumes, or finishes) the move of every volume of
     /// the apps. On an error before the target copies are current, the apps
     /// run on the source again.
-    pub async fn run(&self) -> Result<(), String> {
+    pub async fn run(&self) -> Result<(), MoveError> {
         let image = helper_image()?;
         let (src_state, dst_state) = tokio::join!(self.src.observe(), self.dst.observe());
         let src_state = src_state.map_err(|e| e.to_string())?;
@@ -271,11 +288,11 @@ impl Move {
                 .iter()
                 .any(|o| o.name == c.name && (!o.managed || o.internal))
             {
-                return Err(format!(
+                return Err(MoveError::Failed(format!(
                     "container name `{}` on `{}` is taken by a container drover does not manage; nothing was done",
                     c.name,
                     self.to()
-                ));
+                )));
             }
         }
         let mut parts = Vec::new();
@@ -295,10 +312,10 @@ impl Move {
                 Authority::On(h) if h == self.from() => false,
                 Authority::Finishing { from, to } if from == self.from() && to == self.to() => true,
                 other => {
-                    return Err(format!(
+                    return Err(MoveError::Failed(format!(
                     "volume `{}` is not where the plan expected it ({other:?}); nothing was done",
                     v.name
-                ))
+                )))
                 }
             };
             let record = sv.as_ref().and_then(|c| c.copy.as_ref());
@@ -344,7 +361,7 @@ impl Move {
         // already switched find nothing left to copy).
         if !parts.iter().all(|p| p.finishing) {
             if self.opts.stop.is_cancelled() {
-                return Err(STOPPED.into());
+                return Err(MoveError::Stopped);
             }
             self.report(Phase::Prepare, 0);
             checkpoint(Phase::Prepare);
@@ -376,13 +393,13 @@ impl Move {
             for h in &helpers {
                 if let Err(e) = h.start().await {
                     self.back_to_source(&helpers).await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             for h in &helpers {
                 let copied = tokio::select! {
-                    r = self.guarded(self.copy_while_running(h)) => r,
-                    _ = self.opts.stop.cancelled() => Err(STOPPED.into()),
+                    r = self.guarded(self.copy_while_running(h)) => r.map_err(MoveError::Failed),
+                    _ = self.opts.stop.cancelled() => Err(MoveError::Stopped),
                 };
                 if let Err(e) = copied {
                     self.back_to_source(&helpers).await;
@@ -391,20 +408,20 @@ impl Move {
             }
             if self.opts.stop.is_cancelled() {
                 self.back_to_source(&helpers).await;
-                return Err(STOPPED.into());
+                return Err(MoveError::Stopped);
             }
             checkpoint(Phase::Stop);
             self.report(Phase::Stop, 0);
             if let Err(e) = self.guarded(self.stop_on_source()).await {
                 self.back_to_source(&helpers).await;
-                return Err(e);
+                return Err(e.into());
             }
             for (p, h) in parts.iter_mut().zip(&helpers) {
                 match self.guarded(self.copy_after_stop(h)).await {
                     Ok(b) => p.bytes = Some(b),
                     Err(e) => {
                         self.back_to_source(&helpers).await;
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
             }
@@ -416,7 +433,7 @@ impl Move {
                     if self.unswitch(&parts).await.is_ok() {
                         self.back_to_source(&helpers).await;
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         } else {
@@ -428,7 +445,7 @@ impl Move {
         self.report(Phase::Start, 0);
         if let Err(e) = self.guarded(self.start_on_target()).await {
             self.undo_switch(&parts, &helpers).await;
-            return Err(e);
+            return Err(e.into());
         }
         checkpoint(Phase::Commit);
         self.report(Phase::Commit, 0);
