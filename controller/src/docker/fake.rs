@@ -1,14 +1,18 @@
 //! A recording fake Docker host for unit tests of the logic above the
 //! engine boundary. It keeps an [`ObservedHost`] as its whole state and logs
-//! every call; failures and health can be scripted. The real engine is
-//! tested end to end, never through this.
+//! every call; failures, hung calls and health can be scripted. Given a
+//! folder ([`FakeDocker::with_disk`]), each volume is a folder in it and a
+//! helper's commands (`scan`, `pack`, `unpack`, `delete`) run in-process
+//! over it, so a whole volume move runs without root or Docker. The real
+//! engine is tested end to end, never through this.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 
 use crate::desired::{ContainerSpec, NetworkSpec, VolumeSpec};
 use crate::docker::{
@@ -35,22 +39,88 @@ struct State {
     /// The lease objects, by name, and how many were ever made.
     leases: BTreeMap<String, LeaseRecord>,
     lease_ids: u64,
+    /// Where volumes are folders, when the fake has a disk.
+    disk: Option<std::path::PathBuf>,
+    /// Helper containers, by name: the volume each mounts.
+    helpers: BTreeMap<String, String>,
+    /// Exit codes of finished commands, by exec id.
+    exits: BTreeMap<String, i64>,
+    execs: u64,
+    /// Calls that never answer (a host that froze there).
+    hanging: BTreeSet<String>,
+    /// Every copy record's content, by record name: a volume's record is
+    /// the newest one about it, as the engine reads them.
+    records: BTreeMap<String, (String, u64, crate::observed::CopyRecord)>,
+}
+
+impl State {
+    /// Volume `of`'s record from the newest record about it.
+    fn refresh_records(&mut self, of: &str) {
+        let newest = self
+            .records
+            .values()
+            .filter(|(o, ..)| o == of)
+            .max_by_key(|(_, seq, _)| *seq)
+            .map(|(.., r)| r.clone());
+        for v in self.host.volumes.iter_mut().filter(|v| v.name == of) {
+            v.retained_for = newest
+                .as_ref()
+                .filter(|r| r.role == crate::observed::CopyRole::Retained)
+                .and_then(|r| r.peer.clone());
+            v.copy = newest.clone();
+        }
+    }
 }
 
 pub struct FakeDocker {
     name: String,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl FakeDocker {
     pub fn new(name: &str, host: ObservedHost) -> FakeDocker {
         FakeDocker {
             name: name.to_string(),
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 host,
                 ..State::default()
-            }),
+            })),
         }
+    }
+
+    /// A fake whose volumes are folders under `dir`, and whose helpers run
+    /// their commands over them.
+    pub fn with_disk(name: &str, host: ObservedHost, dir: &std::path::Path) -> FakeDocker {
+        let fake = FakeDocker::new(name, host);
+        fake.with(|s| s.disk = Some(dir.to_path_buf()));
+        for v in fake.state().volumes {
+            let _ = std::fs::create_dir_all(fake.volume_path(&v.name));
+        }
+        fake
+    }
+
+    /// The folder that holds volume `name`'s data (with a disk).
+    pub fn volume_path(&self, name: &str) -> std::path::PathBuf {
+        self.with(|s| s.disk.clone().unwrap_or_default())
+            .join("volumes")
+            .join(name)
+    }
+
+    /// Where a helper keeps its scan cache (its `/tmp`), with a disk.
+    fn helper_state(&self, helper: &str) -> Option<std::path::PathBuf> {
+        let dir = self.with(|s| s.disk.clone())?.join("helpers").join(helper);
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(dir.join("scan.json"))
+    }
+
+    /// From now on `call` never answers.
+    pub fn hang(&self, call: &str) {
+        self.with(|s| s.hanging.insert(call.to_string()));
+    }
+
+    /// Calls answer again.
+    pub fn unhang(&self) {
+        self.with(|s| s.hanging.clear());
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -101,7 +171,14 @@ impl FakeDocker {
         self.with(|s| s.host.clone())
     }
 
-    fn call(&self, c: String) -> Result<(), EngineError> {
+    async fn call(&self, c: String) -> Result<(), EngineError> {
+        if self.with(|s| s.hanging.contains(&c)) {
+            std::future::pending::<()>().await;
+        }
+        self.record(c)
+    }
+
+    fn record(&self, c: String) -> Result<(), EngineError> {
         self.with(|s| {
             s.calls
                 .push((SEQUENCE.fetch_add(1, Ordering::SeqCst), c.clone()));
@@ -126,17 +203,17 @@ impl DockerApi for FakeDocker {
     }
 
     async fn observe(&self) -> Result<ObservedHost, EngineError> {
-        self.call("observe".into())?;
+        self.call("observe".into()).await?;
         Ok(self.state())
     }
 
     async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
-        self.call(format!("image? {image}"))?;
+        self.call(format!("image? {image}")).await?;
         Ok(self.with(|s| s.host.images.iter().any(|i| i == image)))
     }
 
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
-        self.call(format!("pull {image}"))?;
+        self.call(format!("pull {image}")).await?;
         self.with(|s| {
             if s.pullable.contains(image) {
                 s.host.images.push(image.to_string());
@@ -153,19 +230,30 @@ impl DockerApi for FakeDocker {
     }
 
     async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError> {
-        self.call(format!("create-volume {}", v.name))?;
-        self.with(|s| s.host.volumes.push(v.as_observed(None, Vec::new())));
+        self.call(format!("create-volume {}", v.name)).await?;
+        self.with(|s| {
+            s.host.volumes.push(v.as_observed(None, Vec::new()));
+            if s.records.values().any(|(of, ..)| *of == v.name) {
+                s.refresh_records(&v.name);
+            }
+        });
+        if self.with(|s| s.disk.is_some()) {
+            let _ = std::fs::create_dir_all(self.volume_path(&v.name));
+        }
         Ok(())
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
-        self.call(format!("remove-volume {name}"))?;
+        self.call(format!("remove-volume {name}")).await?;
         self.with(|s| s.host.volumes.retain(|v| v.name != name));
+        if self.with(|s| s.disk.is_some()) {
+            let _ = std::fs::remove_dir_all(self.volume_path(name));
+        }
         Ok(())
     }
 
     async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError> {
-        self.call(format!("create-network {}", n.name))?;
+        self.call(format!("create-network {}", n.name)).await?;
         self.with(|s| {
             s.host.networks.push(ObservedNetwork {
                 name: n.name.clone(),
@@ -178,13 +266,13 @@ impl DockerApi for FakeDocker {
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
-        self.call(format!("remove-network {name}"))?;
+        self.call(format!("remove-network {name}")).await?;
         self.with(|s| s.host.networks.retain(|n| n.name != name));
         Ok(())
     }
 
     async fn create_container(&self, c: &ContainerSpec) -> Result<(), EngineError> {
-        self.call(format!("create {}", c.name))?;
+        self.call(format!("create {}", c.name)).await?;
         let key = match c.has_secrets() {
             true => Some(self.secret_key().await?),
             false => None,
@@ -216,7 +304,7 @@ impl DockerApi for FakeDocker {
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
-        self.call(format!("start {name}"))?;
+        self.call(format!("start {name}")).await?;
         self.with(|s| {
             for c in s.host.containers.iter_mut().filter(|c| c.name == name) {
                 c.state = ContainerState::Running;
@@ -226,7 +314,7 @@ impl DockerApi for FakeDocker {
     }
 
     async fn stop_container(&self, name: &str, _grace: Duration) -> Result<(), EngineError> {
-        self.call(format!("stop {name}"))?;
+        self.call(format!("stop {name}")).await?;
         self.with(|s| {
             for c in s.host.containers.iter_mut().filter(|c| c.name == name) {
                 c.state = ContainerState::Exited;
@@ -236,13 +324,16 @@ impl DockerApi for FakeDocker {
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
-        self.call(format!("remove {name}"))?;
-        self.with(|s| s.host.containers.retain(|c| c.name != name));
+        self.call(format!("remove {name}")).await?;
+        self.with(|s| {
+            s.host.containers.retain(|c| c.name != name);
+            s.helpers.remove(name);
+        });
         Ok(())
     }
 
     async fn container_status(&self, name: &str) -> Result<Option<ContainerStatus>, EngineError> {
-        self.call(format!("status {name}"))?;
+        self.call(format!("status {name}")).await?;
         Ok(self.with(|s| {
             s.host.containers.iter().find(|c| c.name == name).map(|c| {
                 let h = s.health.get(name);
@@ -262,54 +353,57 @@ impl DockerApi for FakeDocker {
         restart: crate::model::Restart,
     ) -> Result<(), EngineError> {
         self.call(format!("restart-policy {name} {}", restart.as_str()))
+            .await
     }
 
     async fn import_image(&self, tag: &str, _rootfs: bytes::Bytes) -> Result<(), EngineError> {
-        self.call(format!("import {tag}"))?;
+        self.call(format!("import {tag}")).await?;
         self.with(|s| s.host.images.push(tag.to_string()));
         Ok(())
     }
 
     async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError> {
-        self.call(format!("helper {}", h.name))?;
+        self.call(format!("helper {}", h.name)).await?;
         self.with(|s| {
             s.host
                 .containers
-                .push(internal(&h.name, &h.image, ContainerState::Running))
+                .push(internal(&h.name, &h.image, ContainerState::Running));
+            s.helpers.insert(h.name.clone(), h.volume.clone());
         });
+        // A new helper starts with an empty /tmp: no scan cache.
+        if let Some(state) = self.helper_state(&h.name) {
+            let _ = std::fs::remove_file(state);
+        }
         Ok(None)
     }
 
     async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError> {
-        self.call(format!("record {}", m.name))?;
+        self.call(format!("record {}", m.name)).await?;
         let labels: std::collections::HashMap<String, String> =
             m.labels.clone().into_iter().collect();
         let Some((of, seq, record)) = crate::observed::CopyRecord::from_labels(&labels) else {
             return Ok(());
         };
         self.with(|s| {
-            let newest = s.host.last_seq(&of) < seq;
             s.host.records.push(crate::observed::RecordRef {
                 name: m.name.clone(),
                 of: of.clone(),
                 seq,
                 object: crate::observed::RecordObject::Volume,
             });
-            if let Some(v) = s.host.volumes.iter_mut().find(|v| v.name == of) {
-                if newest {
-                    v.retained_for = (record.role == crate::observed::CopyRole::Retained)
-                        .then(|| record.peer.clone())
-                        .flatten();
-                    v.copy = Some(record);
-                }
-            }
+            s.records.insert(m.name.clone(), (of.clone(), seq, record));
+            s.refresh_records(&of);
         });
         Ok(())
     }
 
     async fn remove_record(&self, r: &crate::observed::RecordRef) -> Result<(), EngineError> {
-        self.call(format!("record remove {}", r.name))?;
-        self.with(|s| s.host.records.retain(|x| x.name != r.name));
+        self.call(format!("record remove {}", r.name)).await?;
+        self.with(|s| {
+            s.host.records.retain(|x| x.name != r.name);
+            s.records.remove(&r.name);
+            s.refresh_records(&r.of);
+        });
         Ok(())
     }
 
@@ -318,7 +412,7 @@ impl DockerApi for FakeDocker {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<Option<String>, EngineError> {
-        self.call(format!("lease create {name}"))?;
+        self.call(format!("lease create {name}")).await?;
         Ok(self.with(|s| {
             if s.leases.contains_key(name) {
                 return None;
@@ -338,12 +432,12 @@ impl DockerApi for FakeDocker {
     }
 
     async fn read_lease(&self, name: &str) -> Result<Option<LeaseRecord>, EngineError> {
-        self.call(format!("status lease {name}"))?;
+        self.call(format!("status lease {name}")).await?;
         Ok(self.with(|s| s.leases.get(name).cloned()))
     }
 
     async fn renew_lease(&self, id: &str, until: u64) -> Result<bool, EngineError> {
-        self.call(format!("lease renew {id}"))?;
+        self.call(format!("lease renew {id}")).await?;
         if self.with(|s| s.hung_renewals) {
             std::future::pending::<()>().await;
         }
@@ -357,7 +451,7 @@ impl DockerApi for FakeDocker {
     }
 
     async fn remove_lease(&self, id: &str) -> Result<bool, EngineError> {
-        self.call(format!("lease remove {id}"))?;
+        self.call(format!("lease remove {id}")).await?;
         Ok(self.with(|s| {
             let before = s.leases.len();
             s.leases.retain(|_, l| l.id != id);
@@ -366,21 +460,46 @@ impl DockerApi for FakeDocker {
     }
 
     async fn exec(&self, container: &str, cmd: Vec<String>) -> Result<Exec, EngineError> {
-        self.call(format!("exec {container} {}", cmd.join(" ")))?;
-        Err(EngineError::Api {
+        self.call(format!("exec {container} {}", cmd.join(" ")))
+            .await?;
+        let volume = self.with(|s| s.helpers.get(container).cloned());
+        let (Some(volume), Some(state)) = (volume, self.helper_state(container)) else {
+            return Err(EngineError::Api {
+                host: self.name.clone(),
+                op: format!("exec in `{container}`"),
+                message: "a fake host without a disk runs no commands".into(),
+                status: None,
+            });
+        };
+        let id = self.with(|s| {
+            s.execs += 1;
+            format!("{}-exec-{}", self.name, s.execs)
+        });
+        let root = self.volume_path(&volume);
+        let args: Vec<String> = cmd.into_iter().skip(2).collect();
+        let done = Arc::clone(&self.state);
+        let key = id.clone();
+        let exec = in_process(args, root, state, move |code| {
+            done.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .exits
+                .insert(key, code);
+        })
+        .map_err(|e| EngineError::Api {
             host: self.name.clone(),
             op: format!("exec in `{container}`"),
-            message: "a fake host runs no commands".into(),
+            message: e.to_string(),
             status: None,
-        })
+        })?;
+        Ok(Exec { id, ..exec })
     }
 
-    async fn exec_exit_code(&self, _id: &str) -> Result<Option<i64>, EngineError> {
-        Ok(Some(1))
+    async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>, EngineError> {
+        Ok(self.with(|s| s.exits.get(id).copied()))
     }
 
     async fn ping(&self) -> Result<(), EngineError> {
-        self.call("ping".into())
+        self.call("ping".into()).await
     }
 }
 
@@ -400,4 +519,78 @@ fn internal(name: &str, image: &str, state: ContainerState) -> ObservedContainer
         depends_on: Vec::new(),
         ports: Vec::new(),
     }
+}
+
+/// Runs `drover helper ARGS` in-process over `root`, as a helper container
+/// would: its stdin and stdout are socket pairs, its stderr comes after
+/// its stdout, and `exited` gets its exit code when it ends.
+fn in_process(
+    args: Vec<String>,
+    root: std::path::PathBuf,
+    state: std::path::PathBuf,
+    exited: impl FnOnce(i64) + Send + 'static,
+) -> std::io::Result<Exec> {
+    use crate::docker::ExecOutput;
+    use std::io::BufReader;
+    use std::os::unix::net::UnixStream;
+    let (input, mut stdin) = UnixStream::pair()?;
+    let (stdout, mut output) = UnixStream::pair()?;
+    input.set_nonblocking(true)?;
+    stdout.set_nonblocking(true)?;
+    let input = tokio::net::UnixStream::from_std(input)?;
+    let stdout = tokio::net::UnixStream::from_std(stdout)?;
+    let (err_tx, err_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let result = match args.first().map(String::as_str) {
+            Some("scan") => {
+                let hash = args.iter().any(|a| a == "--hash");
+                crate::helper::scan_out(&root, &state, hash, &mut output)
+            }
+            Some("pack") => {
+                crate::helper::pack(&root, &state, BufReader::new(&mut stdin), &mut output)
+            }
+            Some("unpack") => crate::helper::unpack(&root, &state, &mut stdin, &mut output),
+            Some("delete") => crate::helper::delete(&root, BufReader::new(&mut stdin)),
+            other => Err(std::io::Error::other(format!(
+                "the fake runs no `{other:?}`"
+            ))),
+        };
+        let (code, err) = match result {
+            Ok(()) => (0, Vec::new()),
+            Err(e) => (1, format!("drover helper: {e}\n").into_bytes()),
+        };
+        exited(code);
+        let _ = err_tx.send(err);
+        drop(output);
+    });
+    let stdout = futures_util::stream::unfold(Some(stdout), |st| async move {
+        use tokio::io::AsyncReadExt;
+        let mut st = st?;
+        let mut buf = vec![0u8; 64 << 10];
+        match st.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(ExecOutput::Stdout(bytes::Bytes::from(buf))), Some(st)))
+            }
+            Err(e) => Some((
+                Err(EngineError::Api {
+                    host: "fake".into(),
+                    op: "read a command's output".into(),
+                    message: e.to_string(),
+                    status: None,
+                }),
+                None,
+            )),
+        }
+    });
+    let stderr = futures_util::stream::once(async move { err_rx.await.unwrap_or_default() })
+        .filter_map(|e| async move {
+            (!e.is_empty()).then(|| Ok(ExecOutput::Stderr(bytes::Bytes::from(e))))
+        });
+    Ok(Exec {
+        id: String::new(),
+        output: Box::pin(stdout.chain(stderr)),
+        input: Box::pin(input),
+    })
 }

@@ -16,6 +16,8 @@
 //! volume's size. Nothing here ever deletes a volume.
 
 mod image;
+#[cfg(test)]
+mod on_fakes;
 mod transfer;
 
 pub use image::{helper_image, HelperImage};

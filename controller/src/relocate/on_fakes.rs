@@ -1,0 +1,221 @@
+//! The guarantees of a move (`docs/relocation.md`), on fake hosts whose
+//! volumes are folders and whose helpers run in-process: no root, no
+//! Docker. The same guarantees are tested on real engines in
+//! `tests/relocation.rs` and `tests/data_safety.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apply::{ApplyOptions, Executor, Outcome, Report, Reporter};
+use crate::desired::{render, Desired};
+use crate::docker::fake::FakeDocker;
+use crate::docker::DockerApi;
+use crate::observed::{ContainerState, CopyRole, Observed, ObservedHost};
+use crate::plan::{authority, plan, Action, Authority, Options, Verb};
+
+const CLUSTER: &str = "kind: Cluster\nhosts:\n  a: { endpoint: 'tcp://127.0.0.1:1' }\n  b: { endpoint: 'tcp://127.0.0.1:2' }\n";
+
+/// The stack `m`: one app writing into volume `data`, on `host`.
+fn desired(host: &str) -> Desired {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    let stack = format!(
+        "kind: Stack\nname: m\nvolumes: {{ data: {{}} }}\napps:\n  app: {{ image: img, host: {host}, volumes: ['data:/data'], stop_grace_period: 1s }}\n"
+    );
+    std::fs::write(dir.path().join("s.yaml"), stack).unwrap();
+    render(&crate::load::load(dir.path(), &BTreeMap::new()).unwrap())
+}
+
+struct NoReport;
+impl Reporter for NoReport {
+    fn started(&self, _: &Action) {}
+    fn finished(&self, _: &Action, _: &Outcome, _: Duration) {}
+}
+
+/// Two hosts with disks, the app deployed on `a` with a few files.
+struct Hosts {
+    _disks: (tempfile::TempDir, tempfile::TempDir),
+    a: Arc<FakeDocker>,
+    b: Arc<FakeDocker>,
+}
+
+impl Hosts {
+    async fn deployed() -> Hosts {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let host = || ObservedHost {
+            images: vec!["img".into()],
+            ..ObservedHost::default()
+        };
+        let h = Hosts {
+            a: Arc::new(FakeDocker::with_disk("a", host(), da.path())),
+            b: Arc::new(FakeDocker::with_disk("b", host(), db.path())),
+            _disks: (da, db),
+        };
+        assert!(h.apply(desired("a")).await.all_done());
+        let data = h.a.volume_path("m-data");
+        std::fs::create_dir_all(data.join("sub/deeper")).unwrap();
+        std::fs::write(data.join("hello.txt"), "hello\n").unwrap();
+        std::fs::write(data.join("sub/deeper/big.bin"), vec![7u8; 300_000]).unwrap();
+        std::os::unix::fs::symlink("hello.txt", data.join("link")).unwrap();
+        h
+    }
+
+    fn observed(&self) -> Observed {
+        Observed {
+            hosts: BTreeMap::from([
+                ("a".to_string(), self.a.state()),
+                ("b".to_string(), self.b.state()),
+            ]),
+            ..Default::default()
+        }
+    }
+
+    async fn apply(&self, d: Desired) -> Report {
+        let p = plan(&d, &self.observed(), Options::default());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        let engines: BTreeMap<String, Arc<dyn DockerApi>> = BTreeMap::from([
+            ("a".to_string(), Arc::clone(&self.a) as Arc<dyn DockerApi>),
+            ("b".to_string(), Arc::clone(&self.b) as Arc<dyn DockerApi>),
+        ]);
+        let opts = ApplyOptions {
+            direct_copy: false,
+            poll: Duration::from_millis(20),
+            dependency_timeout: Duration::from_secs(5),
+            ..ApplyOptions::default()
+        };
+        Executor::new(engines, Arc::new(d), opts)
+            .apply(&p, Arc::new(NoReport))
+            .await
+    }
+
+    /// Which copy the records make current.
+    fn authority(&self) -> Authority {
+        let o = self.observed();
+        let copies: Vec<(&str, &crate::observed::ObservedVolume)> = o
+            .hosts
+            .iter()
+            .flat_map(|(h, oh)| {
+                oh.volumes
+                    .iter()
+                    .filter(|v| v.name == "m-data")
+                    .map(move |v| (h.as_str(), v))
+            })
+            .collect();
+        authority("m-data", &copies, &BTreeSet::new())
+    }
+
+    fn running(&self, host: &FakeDocker) -> bool {
+        host.state()
+            .containers
+            .iter()
+            .any(|c| c.name == "m-app" && c.state == ContainerState::Running)
+    }
+
+    fn role_on(&self, host: &FakeDocker) -> Option<CopyRole> {
+        host.state()
+            .volumes
+            .iter()
+            .find(|v| v.name == "m-data")
+            .and_then(|v| v.copy.as_ref().map(|r| r.role))
+    }
+}
+
+/// Every path below `root` with its kind, mode and content.
+fn tree(root: &Path) -> BTreeMap<String, (String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let entry = if m.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                ("link".into(), 0, t.display().to_string().into_bytes())
+            } else if m.is_dir() {
+                todo.push(p.clone());
+                ("dir".into(), m.permissions().mode(), Vec::new())
+            } else {
+                (
+                    "file".into(),
+                    m.permissions().mode(),
+                    std::fs::read(&p).unwrap(),
+                )
+            };
+            out.insert(rel, entry);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_move_copies_every_file_exactly_and_keeps_the_old_copy() {
+    let h = Hosts::deployed().await;
+    let before = tree(&h.a.volume_path("m-data"));
+    let report = h.apply(desired("b")).await;
+    assert!(report.all_done(), "{:?}", report.outcomes);
+    assert!(report
+        .outcomes
+        .iter()
+        .any(|(a, _)| a.action == Verb::Relocate));
+    assert_eq!(tree(&h.b.volume_path("m-data")), before);
+    // The old copy is kept, recorded as retained; the app runs on b only.
+    assert_eq!(tree(&h.a.volume_path("m-data")), before);
+    assert_eq!(h.role_on(&h.a), Some(CopyRole::Retained));
+    assert_eq!(h.authority(), Authority::On("b".into()));
+    assert!(h.running(&h.b) && !h.running(&h.a));
+    // Nothing left to do.
+    let again = plan(&desired("b"), &h.observed(), Options::default());
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+}
+
+#[tokio::test]
+async fn an_app_that_cannot_start_on_the_target_is_rolled_back_to_its_source() {
+    let h = Hosts::deployed().await;
+    h.b.fail("start m-app");
+    let report = h.apply(desired("b")).await;
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, Outcome::Failed(_))),
+        "{:?}",
+        report.outcomes
+    );
+    assert!(h.running(&h.a), "the app runs on its source again");
+    assert_eq!(h.authority(), Authority::On("a".into()));
+    assert_eq!(tree(&h.a.volume_path("m-data")).len(), 5);
+}
+
+#[tokio::test]
+async fn a_move_stopped_dead_at_any_point_resumes_and_finishes_with_the_same_data() {
+    // Where drover dies: during the first copy (the app still runs),
+    // while the app stops, and after the switch (the app starting on b).
+    for (on_b, call) in [
+        (true, "exec drover-move-m-data /drover helper unpack"),
+        (false, "stop m-app"),
+        (true, "start m-app"),
+    ] {
+        let h = Hosts::deployed().await;
+        let before = tree(&h.a.volume_path("m-data"));
+        let host = if on_b { &h.b } else { &h.a };
+        host.hang(call);
+        let died = tokio::time::timeout(Duration::from_secs(3), h.apply(desired("b"))).await;
+        assert!(died.is_err(), "`{call}` was to hang");
+        host.unhang();
+        // Whatever the records say, it is one copy, never a tie or a guess.
+        let now = h.authority();
+        assert!(
+            matches!(now, Authority::On(_) | Authority::Finishing { .. }),
+            "after dying at `{call}`: {now:?}"
+        );
+        let report = h.apply(desired("b")).await;
+        assert!(report.all_done(), "after `{call}`: {:?}", report.outcomes);
+        assert_eq!(tree(&h.b.volume_path("m-data")), before, "after `{call}`");
+        assert_eq!(h.authority(), Authority::On("b".into()), "after `{call}`");
+        assert!(h.running(&h.b) && !h.running(&h.a), "after `{call}`");
+    }
+}
