@@ -48,6 +48,8 @@ struct State {
     execs: u64,
     /// Calls that never answer (a host that froze there).
     hanging: BTreeSet<String>,
+    /// Run as a call is made, before it acts.
+    hooks: BTreeMap<String, Arc<dyn Fn() + Send + Sync>>,
     /// Every copy record's content, by record name: a volume's record is
     /// the newest one about it, as the engine reads them.
     records: BTreeMap<String, (String, u64, crate::observed::CopyRecord)>,
@@ -118,6 +120,12 @@ impl FakeDocker {
         self.with(|s| s.hanging.insert(call.to_string()));
     }
 
+    /// Runs `f` each time `call` is made, before it acts: the world changing
+    /// under drover at that moment.
+    pub fn on(&self, call: &str, f: impl Fn() + Send + Sync + 'static) {
+        self.with(|s| s.hooks.insert(call.to_string(), Arc::new(f)));
+    }
+
     /// Calls answer again.
     pub fn unhang(&self) {
         self.with(|s| s.hanging.clear());
@@ -174,6 +182,9 @@ impl FakeDocker {
     async fn call(&self, c: String) -> Result<(), EngineError> {
         if self.with(|s| s.hanging.contains(&c)) {
             std::future::pending::<()>().await;
+        }
+        if let Some(hook) = self.with(|s| s.hooks.get(&c).cloned()) {
+            hook();
         }
         self.record(c)
     }

@@ -191,13 +191,68 @@ async fn an_app_that_cannot_start_on_the_target_is_rolled_back_to_its_source() {
 }
 
 #[tokio::test]
+async fn a_copy_that_does_not_match_after_the_stop_rolls_the_move_back() {
+    let h = Hosts::deployed().await;
+    // The copy changes between its last delta and its verification.
+    let stopped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&stopped);
+    h.a.on("stop m-app", move || {
+        seen.store(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let (counter, target) = (Arc::clone(&stopped), h.b.volume_path("m-data"));
+    h.b.on(
+        "exec drover-move-m-data /drover helper scan --hash",
+        move || {
+            use std::sync::atomic::Ordering::SeqCst;
+            // After the stop: the delta's scan, then the verification's.
+            if counter.load(SeqCst) > 0 && counter.fetch_add(1, SeqCst) == 2 {
+                std::fs::write(target.join("hello.txt"), "HELLO\n").unwrap();
+            }
+        },
+    );
+    let report = h.apply(desired("b")).await;
+    let failed: Vec<&String> = report
+        .outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.contains("does not match the source")),
+        "{failed:?}"
+    );
+    assert!(
+        h.running(&h.a) && !h.running(&h.b),
+        "the app stays on its source"
+    );
+    assert_eq!(h.authority(), Authority::On("a".into()));
+    assert_eq!(
+        std::fs::read(h.a.volume_path("m-data").join("hello.txt")).unwrap(),
+        b"hello\n"
+    );
+}
+
+#[tokio::test]
 async fn a_move_stopped_dead_at_any_point_resumes_and_finishes_with_the_same_data() {
     // Where drover dies: during the first copy (the app still runs),
     // while the app stops, and after the switch (the app starting on b).
-    for (on_b, call) in [
-        (true, "exec drover-move-m-data /drover helper unpack"),
-        (false, "stop m-app"),
-        (true, "start m-app"),
+    let source = Authority::On("a".into());
+    let finishing = Authority::Finishing {
+        from: "a".into(),
+        to: "b".into(),
+    };
+    for (on_b, call, then) in [
+        (
+            true,
+            "exec drover-move-m-data /drover helper unpack",
+            &source,
+        ),
+        (false, "stop m-app", &source),
+        (true, "start m-app", &finishing),
     ] {
         let h = Hosts::deployed().await;
         let before = tree(&h.a.volume_path("m-data"));
@@ -206,12 +261,15 @@ async fn a_move_stopped_dead_at_any_point_resumes_and_finishes_with_the_same_dat
         let died = tokio::time::timeout(Duration::from_secs(3), h.apply(desired("b"))).await;
         assert!(died.is_err(), "`{call}` was to hang");
         host.unhang();
-        // Whatever the records say, it is one copy, never a tie or a guess.
-        let now = h.authority();
-        assert!(
-            matches!(now, Authority::On(_) | Authority::Finishing { .. }),
-            "after dying at `{call}`: {now:?}"
-        );
+        // Before the switch the source holds the data; after it, the move
+        // must be finished. Never a tie or a guess.
+        assert_eq!(&h.authority(), then, "after dying at `{call}`");
+        if *then == source {
+            assert!(
+                h.running(&h.a),
+                "the app still runs on its source after `{call}`"
+            );
+        }
         let report = h.apply(desired("b")).await;
         assert!(report.all_done(), "after `{call}`: {:?}", report.outcomes);
         assert_eq!(tree(&h.b.volume_path("m-data")), before, "after `{call}`");
