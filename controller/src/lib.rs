@@ -35,10 +35,12 @@
 //! - [`onhost`]: leases, copy records and the Cluster's members.
 //! - [`relocate`]: moving a volume with its app; [`helper`] is the side of
 //!   a move that runs inside helper containers.
+//! - [`data`]: volume data at rest; the only code that deletes it.
 
 pub mod apply;
 pub mod contract;
 pub mod controller;
+pub mod data;
 pub mod desired;
 pub mod diag;
 pub mod docker;

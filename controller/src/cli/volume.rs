@@ -98,67 +98,9 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 let state = rt
                     .block_on(api.observe())
                     .map_err(|e| format!("host `{host}` could not be read: {e}"))?;
-                let Some(v) = state.volumes.iter().find(|v| v.name == name) else {
-                    return Err(format!("there is no volume `{name}` on `{host}`").into());
-                };
-                if !v.managed {
-                    return Err(format!(
-                    "volume `{name}` on `{host}` is not managed by drover; drover never deletes it"
-                )
-                    .into());
-                }
-                if !v.used_by.is_empty() {
-                    return Err(format!(
-                        "volume `{name}` on `{host}` is in use by {}",
-                        v.used_by.join(", ")
-                    )
-                    .into());
-                }
-                let authoritative = d
-                    .hosts
-                    .get(&host)
-                    .is_some_and(|h| h.volumes.contains_key(&name))
-                    && drover::plan::may_be_current(v);
-                // An unfinished copy whose move passed its switch holds the
-                // newest data: its source's record says so.
-                if let Some(r) = v
-                    .copy
-                    .as_ref()
-                    .filter(|r| r.role == drover::observed::CopyRole::Incoming)
-                {
-                    let peer = r.peer.clone().unwrap_or_default();
-                    let switched = match conns.engines.get(&peer) {
-                    Some(p) => rt
-                        .block_on(p.observe())
-                        .map_err(|e| format!("host `{peer}`, the source of this copy, could not be read ({e}); nothing was deleted"))?
-                        .volumes
-                        .iter()
-                        .filter(|o| o.name == name)
-                        .filter_map(|o| o.copy.as_ref())
-                        .any(|c| {
-                            c.phase == Some(drover::observed::MovePhase::Switch)
-                                && c.moving_to.as_deref() == Some(host.as_str())
-                        }),
-                    None => {
-                        return Err(format!(
-                            "host `{peer}`, the source of this copy, could not be read; nothing was deleted"
-                        )
-                        .into())
-                    }
-                };
-                    if switched {
-                        return Err(format!(
-                        "volume `{name}` on `{host}` is the target of a move that passed its switch and may hold the newest data; run `drover reconcile` to finish the move first"
-                    )
-                    .into());
-                    }
-                }
-                if authoritative {
-                    return Err(format!(
-                    "volume `{name}` on `{host}` holds the current data of a volume in the manifests; remove it from the manifests first"
-                )
-                .into());
-                }
+                let removable = rt.block_on(drover::data::remove::check(
+                    &d, &conns, &host, &name, &state,
+                ))?;
                 if !yes {
                     if !std::io::stdin().is_terminal() {
                         return Err("deleting volume data needs confirmation: pass `--yes`"
@@ -173,12 +115,7 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
                         return Ok(ExitCode::from(1));
                     }
                 }
-                rt.block_on(api.remove_volume(&name))
-                    .map_err(|e| e.to_string())?;
-                // The records about the deleted copy go with it (found by
-                // the volume they are about, never by a name prefix).
-                let records: Vec<_> = state.records_of(&name).cloned().collect();
-                rt.block_on(drover::onhost::records::remove(api.as_ref(), &records));
+                rt.block_on(drover::data::remove::remove(api.as_ref(), removable))?;
                 print(&format!("deleted volume `{name}` on `{host}`\n"));
                 Ok(ExitCode::SUCCESS)
             })();
