@@ -604,19 +604,11 @@ impl Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::render;
     use crate::docker::fake::FakeDocker;
     use crate::observed::{Observed, ObservedHost};
     use crate::plan::{plan, Options};
 
-    const CLUSTER: &str = "kind: Cluster\nhosts:\n  a: { endpoint: 'tcp://127.0.0.1:1' }\n  b: { endpoint: 'tcp://127.0.0.1:2' }\n";
-
-    fn desired(stack: &str) -> Desired {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
-        std::fs::write(dir.path().join("s.yaml"), stack).unwrap();
-        render(&crate::load::load(dir.path(), &BTreeMap::new()).unwrap())
-    }
+    use crate::testing::{desired_on_two_hosts as desired, outcome_of};
 
     struct NoReport;
     impl Reporter for NoReport {
@@ -729,14 +721,7 @@ apps:
         let (a, b) = fakes(&["img"]);
         a.fail("create s-db");
         let report = run(desired(STACK), &a, &b, fast()).await;
-        let outcome = |name: &str| {
-            report
-                .outcomes
-                .iter()
-                .find(|(x, _)| x.name == name)
-                .map(|(_, o)| o.clone())
-                .unwrap()
-        };
+        let outcome = |name: &str| outcome_of(&report, name).clone();
         assert!(matches!(outcome("s-db"), Outcome::Failed(e) if e.contains("scripted failure")));
         assert!(matches!(outcome("s-web"), Outcome::Skipped(w) if w.contains("a/container/s-db")));
         assert_eq!(outcome("s-solo"), Outcome::Done);
@@ -753,15 +738,10 @@ apps:
             "{:?}",
             a.writes()
         );
-        let db = report
-            .outcomes
-            .iter()
-            .find(|(x, _)| x.name == "s-db")
-            .unwrap();
+        let db = outcome_of(&report, "s-db");
         assert!(
-            matches!(&db.1, Outcome::Skipped(w) if w.contains("image `img` is not on `a` and cannot be pulled")),
-            "{:?}",
-            db.1
+            matches!(db, Outcome::Skipped(w) if w.contains("image `img` is not on `a` and cannot be pulled")),
+            "{db:?}"
         );
         // web waits for db: skipped; solo does not: done.
         assert!(b.when("create s-web").is_none());
@@ -780,7 +760,7 @@ apps:
             a.calls()
         );
         assert!(
-            matches!(&report.outcomes.iter().find(|(x, _)| x.name == "p-x").unwrap().1, Outcome::Skipped(w) if w.contains("`pull: never` forbids pulling it"))
+            matches!(outcome_of(&report, "p-x"), Outcome::Skipped(w) if w.contains("`pull: never` forbids pulling it"))
         );
         assert_eq!(b.calls().iter().filter(|c| *c == "pull other").count(), 1);
         assert!(b.when("start p-y").is_some());
@@ -797,12 +777,8 @@ apps:
         let (a, b) = fakes(&["img"]);
         a.set_health("h-db", Health::Unhealthy, "connection refused");
         let report = run(desired(stack), &a, &b, fast()).await;
-        let web = report
-            .outcomes
-            .iter()
-            .find(|(x, _)| x.name == "h-web")
-            .unwrap();
-        match &web.1 {
+        let web = outcome_of(&report, "h-web");
+        match web {
             Outcome::Failed(e) => assert_eq!(
                 e,
                 "app `web` waited 0s for `db` to be healthy, but it is running, unhealthy; last health output: connection refused"
@@ -833,12 +809,8 @@ apps:
             later.cancel();
         });
         let report = run_until(desired(stack), &a, &b, opts, stop).await;
-        let web = report
-            .outcomes
-            .iter()
-            .find(|(x, _)| x.name == "w-web")
-            .unwrap();
-        assert_eq!(web.1, Outcome::Skipped(STOPPING.into()));
+        let web = outcome_of(&report, "w-web");
+        assert_eq!(*web, Outcome::Skipped(STOPPING.into()));
         assert_eq!(report.count(|o| matches!(o, Outcome::Failed(_))), 0);
         assert!(a.when("create w-web").is_none(), "web must not be created");
     }
@@ -857,13 +829,9 @@ apps:
 
         let (a, b) = fakes(&["img"]);
         let report = run(desired(stack), &a, &b, fast()).await;
-        let web = report
-            .outcomes
-            .iter()
-            .find(|(x, _)| x.name == "i-web")
-            .unwrap();
+        let web = outcome_of(&report, "i-web");
         assert_eq!(
-            web.1,
+            *web,
             Outcome::Failed(
                 "app `web` waits for `db` to be healthy, but `db` has no healthcheck".into()
             )

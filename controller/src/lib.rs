@@ -55,3 +55,5 @@ pub mod output;
 pub mod pass;
 pub mod plan;
 pub mod relocate;
+#[cfg(test)]
+mod testing;

@@ -100,18 +100,11 @@ mod tests {
     use crate::docker::fake::FakeDocker;
     use crate::observed::{CopyRecord, ObservedVolume, RecordObject};
 
-    const CLUSTER: &str = "kind: Cluster\nhosts:\n  a: { endpoint: 'tcp://127.0.0.1:1' }\n  b: { endpoint: 'tcp://127.0.0.1:2' }\n";
-
     /// The stack `s` with volume `data` on `b` (its app there).
     fn desired() -> Desired {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
-        std::fs::write(
-            dir.path().join("s.yaml"),
+        crate::testing::desired_on_two_hosts(
             "kind: Stack\nname: s\nvolumes: { data: {} }\napps:\n  app: { image: img, host: b, volumes: ['data:/d'] }\n",
         )
-        .unwrap();
-        crate::desired::render(&crate::load::load(dir.path(), &BTreeMap::new()).unwrap())
     }
 
     fn record(role: CopyRole, peer: &str) -> CopyRecord {

@@ -9,23 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::{ApplyOptions, Executor, Outcome, Report, Reporter};
-use crate::desired::{render, Desired};
+use crate::desired::Desired;
 use crate::docker::fake::FakeDocker;
 use crate::docker::DockerApi;
 use crate::observed::{ContainerState, CopyRole, Observed, ObservedHost};
 use crate::plan::{authority, plan, Action, Authority, Options, Verb};
 
-const CLUSTER: &str = "kind: Cluster\nhosts:\n  a: { endpoint: 'tcp://127.0.0.1:1' }\n  b: { endpoint: 'tcp://127.0.0.1:2' }\n";
-
 /// The stack `m`: one app writing into volume `data`, on `host`.
 fn desired(host: &str) -> Desired {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
-    let stack = format!(
+    crate::testing::desired_on_two_hosts(&format!(
         "kind: Stack\nname: m\nvolumes: {{ data: {{}} }}\napps:\n  app: {{ image: img, host: {host}, volumes: ['data:/data'], stop_grace_period: 1s }}\n"
-    );
-    std::fs::write(dir.path().join("s.yaml"), stack).unwrap();
-    render(&crate::load::load(dir.path(), &BTreeMap::new()).unwrap())
+    ))
 }
 
 struct NoReport;
