@@ -766,17 +766,19 @@ apps:
         assert!(b.when("start p-y").is_some());
     }
 
-    #[tokio::test]
-    async fn a_dependency_that_never_becomes_healthy_fails_with_its_health_output() {
-        let stack = "kind: Stack
+    /// `web` waits for `db` to be healthy.
+    const WAITS_FOR_HEALTHY: &str = "kind: Stack
 name: h
 apps:
   db: { image: img, host: a, healthcheck: { test: ['CMD', 'true'] } }
   web: { image: img, host: a, depends_on: { db: { condition: healthy } } }
 ";
+
+    #[tokio::test]
+    async fn a_dependency_that_never_becomes_healthy_fails_with_its_health_output() {
         let (a, b) = fakes(&["img"]);
         a.set_health("h-db", Health::Unhealthy, "connection refused");
-        let report = run(desired(stack), &a, &b, fast()).await;
+        let report = run(desired(WAITS_FOR_HEALTHY), &a, &b, fast()).await;
         let web = outcome_of(&report, "h-web");
         match web {
             Outcome::Failed(e) => assert_eq!(
@@ -790,14 +792,8 @@ apps:
 
     #[tokio::test]
     async fn a_stop_while_a_step_waits_for_its_dependency_skips_it_and_fails_nothing() {
-        let stack = "kind: Stack
-name: w
-apps:
-  db: { image: img, host: a, healthcheck: { test: ['CMD', 'true'] } }
-  web: { image: img, host: a, depends_on: { db: { condition: healthy } } }
-";
         let (a, b) = fakes(&["img"]);
-        a.set_health("w-db", Health::Starting, "");
+        a.set_health("h-db", Health::Starting, "");
         let stop = CancellationToken::new();
         let opts = ApplyOptions {
             dependency_timeout: Duration::from_secs(30),
@@ -808,11 +804,11 @@ apps:
             tokio::time::sleep(Duration::from_millis(200)).await;
             later.cancel();
         });
-        let report = run_until(desired(stack), &a, &b, opts, stop).await;
-        let web = outcome_of(&report, "w-web");
+        let report = run_until(desired(WAITS_FOR_HEALTHY), &a, &b, opts, stop).await;
+        let web = outcome_of(&report, "h-web");
         assert_eq!(*web, Outcome::Skipped(STOPPING.into()));
         assert_eq!(report.count(|o| matches!(o, Outcome::Failed(_))), 0);
-        assert!(a.when("create w-web").is_none(), "web must not be created");
+        assert!(a.when("create h-web").is_none(), "web must not be created");
     }
 
     #[tokio::test]
