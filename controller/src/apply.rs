@@ -64,7 +64,12 @@ pub const STOPPING: &str = "drover is stopping; the next pass carries it out";
 pub enum Outcome {
     Done,
     Failed(String),
+    /// Not done because of something else: what it waits for failed, its
+    /// host cannot take it.
     Skipped(String),
+    /// drover is stopping: not started, or stopped where the next pass goes
+    /// on. Shown as skipped, with the reason.
+    Cancelled(String),
 }
 
 /// Told about every step as it happens.
@@ -81,7 +86,7 @@ impl Outcome {
         match self {
             Outcome::Done => "done",
             Outcome::Failed(_) => "failed",
-            Outcome::Skipped(_) => "skipped",
+            Outcome::Skipped(_) | Outcome::Cancelled(_) => "skipped",
         }
     }
 }
@@ -100,7 +105,7 @@ pub fn log_finished(a: &Action, outcome: &Outcome, took: Duration) {
         Outcome::Failed(e) => {
             tracing::error!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, error = %e, "step failed")
         }
-        Outcome::Skipped(w) => {
+        Outcome::Skipped(w) | Outcome::Cancelled(w) => {
             tracing::warn!(host = %a.host, kind = %a.kind, action = %a.action, name = %a.name, reason = %w, "step skipped")
         }
     }
@@ -144,12 +149,12 @@ enum StepError {
 }
 
 impl StepError {
-    /// A stop is no failure: the step is skipped, and the next pass does it.
+    /// A stop is no failure: the step is cancelled, and the next pass does it.
     fn outcome(self) -> Outcome {
         match self {
-            StepError::Stopped => Outcome::Skipped(STOPPING.into()),
+            StepError::Stopped => Outcome::Cancelled(STOPPING.into()),
             StepError::Move(crate::relocate::MoveError::Stopped) => {
-                Outcome::Skipped(crate::relocate::STOPPED.into())
+                Outcome::Cancelled(crate::relocate::STOPPED.into())
             }
             e => Outcome::Failed(e.to_string()),
         }
@@ -215,11 +220,11 @@ impl Executor {
                 let failed_dep = a.after.iter().find(|d| {
                     matches!(
                         outcome.get(*d),
-                        Some(Outcome::Failed(_) | Outcome::Skipped(_))
+                        Some(Outcome::Failed(_) | Outcome::Skipped(_) | Outcome::Cancelled(_))
                     )
                 });
                 if self.stop.is_cancelled() {
-                    let o = Outcome::Skipped(STOPPING.into());
+                    let o = Outcome::Cancelled(STOPPING.into());
                     reporter.finished(a, &o, Duration::ZERO);
                     outcome.insert(a.id.clone(), o);
                     started.insert(a.id.clone());
@@ -712,7 +717,7 @@ apps:
         assert!(report
             .outcomes
             .iter()
-            .all(|(_, o)| *o == Outcome::Skipped(STOPPING.into())));
+            .all(|(_, o)| *o == Outcome::Cancelled(STOPPING.into())));
         assert!(a.writes().is_empty() && b.writes().is_empty());
     }
 
@@ -806,7 +811,7 @@ apps:
         });
         let report = run_until(desired(WAITS_FOR_HEALTHY), &a, &b, opts, stop).await;
         let web = outcome_of(&report, "h-web");
-        assert_eq!(*web, Outcome::Skipped(STOPPING.into()));
+        assert_eq!(*web, Outcome::Cancelled(STOPPING.into()));
         assert_eq!(report.count(|o| matches!(o, Outcome::Failed(_))), 0);
         assert!(a.when("create h-web").is_none(), "web must not be created");
     }

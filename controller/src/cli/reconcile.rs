@@ -155,7 +155,7 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
     let (plan, report, lost) = (applied.plan, applied.report, applied.lost);
     let done = report.count(|o| *o == Outcome::Done);
     let failed = report.count(|o| matches!(o, Outcome::Failed(_)));
-    let skipped = report.count(|o| matches!(o, Outcome::Skipped(_)));
+    let skipped = report.count(|o| matches!(o, Outcome::Skipped(_) | Outcome::Cancelled(_)));
     match output {
         OutputFormat::Text => print(&format!(
             "\nApplied: {done} done, {failed} failed, {skipped} skipped.\n"
@@ -170,7 +170,7 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
                     Outcome::Failed(e) => {
                         serde_json::json!({"id": a.id, "outcome": "failed", "error": e})
                     }
-                    Outcome::Skipped(w) => {
+                    Outcome::Skipped(w) | Outcome::Cancelled(w) => {
                         serde_json::json!({"id": a.id, "outcome": "skipped", "reason": w})
                     }
                 })
@@ -268,7 +268,9 @@ impl Reporter for StepPrinter {
                 took.as_secs_f64()
             ),
             Outcome::Failed(e) => format!("{red}failed{reset}  {head}: {e}\n"),
-            Outcome::Skipped(why) => format!("{yellow}skipped{reset} {head}: {why}\n"),
+            Outcome::Skipped(why) | Outcome::Cancelled(why) => {
+                format!("{yellow}skipped{reset} {head}: {why}\n")
+            }
         };
         drover::apply::log_finished(a, outcome, took);
         let bar = self

@@ -404,7 +404,7 @@ impl Controller {
                     ));
                     failed_hosts.insert(a.host.clone());
                 }
-                Outcome::Skipped(why) => {
+                Outcome::Skipped(why) | Outcome::Cancelled(why) => {
                     counts.skipped += 1;
                     errors.push(format!(
                         "{} {} `{}` on `{}` skipped: {why}",
