@@ -4,6 +4,7 @@
 mod controller;
 pub(crate) mod helper;
 mod reconcile;
+mod show;
 mod volume;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -255,45 +256,12 @@ fn plural(n: usize, word: &str) -> String {
 
 pub(crate) fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
-        Command::Validate { dir } => {
-            let spec = load_spec(&dir)?;
-            let apps: usize = spec.stacks.values().map(|s| s.apps.len()).sum();
-            print(&format!(
-                "{}: valid ({}, {}, {})\n",
-                dir.display(),
-                plural(spec.stacks.len(), "stack"),
-                plural(apps, "app"),
-                plural(spec.hosts.len(), "host"),
-            ));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Graph { dir, format } => {
-            let spec = load_spec(&dir)?;
-            print(&drover::load::graph::render(&spec, format));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Schema => {
-            print(&schema::manifest_schema());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Validate { dir } => show::validate(&dir),
+        Command::Graph { dir, format } => show::graph(&dir, format),
+        Command::Schema => show::schema(),
         Command::Helper { command } => Ok(helper::run(command)),
-        Command::Observe { dir, output } => {
-            let spec = load_spec(&dir)?;
-            let observed = observe_spec(&spec)?;
-            match output {
-                OutputFormat::Json => {
-                    print(&(serde_json::to_string_pretty(&observed).expect("serializes") + "\n"))
-                }
-                OutputFormat::Text => print(&status_table(&desired::render(&spec), &observed)),
-            }
-            Ok(unreachable_exit(&observed))
-        }
-        Command::Status { dir } => {
-            let spec = load_spec(&dir)?;
-            let observed = observe_spec(&spec)?;
-            print(&status_table(&desired::render(&spec), &observed));
-            Ok(unreachable_exit(&observed))
-        }
+        Command::Observe { dir, output } => show::observe(&dir, output),
+        Command::Status { dir } => show::status(&dir),
         Command::Volume { command } => volume::run(command),
         Command::Controller(args) => controller::run(args),
         Command::Reconcile(args) => reconcile::run(args),

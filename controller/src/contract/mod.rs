@@ -7,8 +7,8 @@
 //! | an app's container | `<stack>-<app>` | [`labels::MANAGED`], [`labels::STACK`], [`labels::APP`], [`labels::SPEC_HASH`], [`labels::SPEC_FIELDS`], [`labels::DEPENDS_ON`] |
 //! | a stack's network | `drover-<stack>` | [`labels::MANAGED`], [`labels::STACK`] |
 //! | a data volume | `<stack>-<volume>` | [`labels::MANAGED`], [`labels::STACK`], [`labels::VOLUME`], [`labels::MOVED_FROM`] |
-//! | a copy record | `drover-copy-<volume>-<seq>` (a label-only volume) | `drover.copy-*`, [`labels::INTERNAL`] |
-//! | the Cluster's members | `drover-cluster-<seq>` (a label-only volume) | [`labels::cluster`] |
+//! | a copy record ([`records`]) | `drover-copy-<volume>-<seq>` (a label-only volume) | `drover.copy-*`, [`labels::INTERNAL`] |
+//! | the Cluster's members ([`membership`]) | `drover-cluster-<seq>` (a label-only volume) | [`labels::cluster`] |
 //! | the key for secret digests | [`hostkey::VOLUME`] (a label-only volume) | [`hostkey::LABEL`] |
 //! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
 //! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
@@ -18,6 +18,8 @@
 //! and this one could misread it).
 
 pub mod hostkey;
+pub mod membership;
+pub mod records;
 
 /// The version of this contract. Raised when a drover writes something an
 /// older one would misread.

@@ -1,0 +1,47 @@
+//! The commands that read and print: `validate`, `graph`, `schema`,
+//! `observe`, `status`.
+
+use super::*;
+
+pub fn validate(dir: &Path) -> Result<ExitCode, Failure> {
+    let spec = load_spec(dir)?;
+    let apps: usize = spec.stacks.values().map(|s| s.apps.len()).sum();
+    print(&format!(
+        "{}: valid ({}, {}, {})\n",
+        dir.display(),
+        plural(spec.stacks.len(), "stack"),
+        plural(apps, "app"),
+        plural(spec.hosts.len(), "host"),
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn graph(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
+    let spec = load_spec(dir)?;
+    print(&drover::load::graph::render(&spec, format));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn schema() -> Result<ExitCode, Failure> {
+    print(&schema::manifest_schema());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn observe(dir: &Path, output: OutputFormat) -> Result<ExitCode, Failure> {
+    let spec = load_spec(dir)?;
+    let observed = observe_spec(&spec)?;
+    match output {
+        OutputFormat::Json => {
+            print(&(serde_json::to_string_pretty(&observed).expect("serializes") + "\n"))
+        }
+        OutputFormat::Text => print(&status_table(&desired::render(&spec), &observed)),
+    }
+    Ok(unreachable_exit(&observed))
+}
+
+pub fn status(dir: &Path) -> Result<ExitCode, Failure> {
+    let spec = load_spec(dir)?;
+    let observed = observe_spec(&spec)?;
+    print(&status_table(&desired::render(&spec), &observed));
+    Ok(unreachable_exit(&observed))
+}
