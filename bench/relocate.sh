@@ -4,12 +4,17 @@
 # disk as the physical reference, side by side in one run. A report, not a
 # test: timings never fail it.
 #
-#   bench/relocate.sh                      # 256 MiB and 1 GiB, 3 runs each
+#   bench/relocate.sh                      # 256 MiB and 1 GiB, 3 runs each, both shapes
 #   SIZES="64" RUNS=1 bench/relocate.sh    # sizes in MiB
+#   SHAPES=small bench/relocate.sh         # one shape only
 #   DROVER_BIN=/path/to/drover bench/relocate.sh
 #
-# For every size the volume holds files of mixed sizes (1 KiB to 16 MiB, in
-# 20 directories). Each run drops the page cache first. Figures:
+# Two shapes of volume for every size:
+#   large   files of mixed sizes (1 KiB to 16 MiB, in 20 directories);
+#   small   mostly small files, as a mail store or a database cluster holds:
+#           per GiB 2 x 256 MiB, 48 x 4 MiB, 384 x 512 KiB, 1,024 x 64 KiB
+#           and 16,384 x 4 KiB (17,842 files), in 64 directories.
+# Each run drops the page cache first. Figures:
 #   copy       drover's bulk copy phase (app still running), from its logs,
 #              against the whole docker cp pipe and against cp -a; drover
 #              runs twice: `direct` (helper to helper over the hosts'
@@ -30,6 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"256 1024"}
+SHAPES=${SHAPES:-"large small"}
 RUNS=${RUNS:-3}
 STACK=benchmove
 IMAGE=drover-test/busybox:1
@@ -55,8 +61,34 @@ cleanup
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
-# Fills the volume of `docker -H $1` mounted in container $2 with $3 MiB.
+# Fills the volume of `docker -H $1` mounted in container $2 with $3 MiB
+# of shape $SHAPE.
 fill() {
+    if [ "$SHAPE" = small ]; then fill_small "$@"; else fill_large "$@"; fi
+}
+
+fill_small() {
+    docker -H "$1" exec "$2" sh -c '
+        scale='"$3"'; i=0
+        for d in $(seq 0 63); do mkdir -p /data/d$d; done
+        head -c 262144 /dev/urandom >/tmp/block
+        # count x KiB, per GiB; scaled to the size asked for.
+        for spec in 2:262144 48:4096 384:512 1024:64 16384:4; do
+            n=$(( ${spec%%:*} * scale / 1024 )); [ $n -lt 1 ] && n=1
+            kb=${spec##*:}
+            j=0
+            while [ $j -lt $n ]; do
+                f=/data/d$((i % 64))/f$i
+                if [ $kb -le 256 ]; then head -c $((kb * 1024)) /tmp/block >$f
+                else dd if=/dev/urandom of=$f bs=1024 count=$kb 2>/dev/null; fi
+                i=$((i + 1)); j=$((j + 1))
+            done
+        done
+        rm -f /tmp/block
+        echo "$i files"'
+}
+
+fill_large() {
     docker -H "$1" exec "$2" sh -c '
         want=$(( '"$3"' * 1024 )); total=0; i=0
         for d in $(seq 0 19); do mkdir -p /data/d$d; done
@@ -107,6 +139,7 @@ EOF
 }
 
 printf 'drover %s; page cache dropped before every run; %s runs per figure\n\n' "$("$DROVER_BIN" --version)" "$RUNS"
+for SHAPE in $SHAPES; do
 for size in $SIZES; do
     bytes=$((size * 1024 * 1024))
     # Baselines: the same data in a plain volume, moved by docker cp and cp -a.
@@ -137,7 +170,7 @@ for size in $SIZES; do
     docker -H $A volume rm -f benchmove-cp >/dev/null
     docker -H $B volume rm -f benchmove-cp >/dev/null
 
-    printf '== %s MiB (%s)\n' "$size" "$files"
+    printf '== %s MiB, %s files (%s)\n' "$size" "$SHAPE" "$files"
     m_dc=$(median "${dockercp[@]}"); m_cp=$(median "${cpa[@]}")
     printf '  %-38s %8s s   %7.0f MiB/s   runs: %s\n' "cp -a (same disk)" "$m_cp" "$(python3 -c "print($size/$m_cp)")" "${cpa[*]}"
     printf '  %-38s %8s s   %7.0f MiB/s   runs: %s\n' "docker cp | docker cp" "$m_dc" "$(python3 -c "print($size/$m_dc)")" "${dockercp[*]}"
@@ -180,9 +213,12 @@ for size in $SIZES; do
         printf '  %-38s %8s s                   runs: %s\n' "drover ($via) whole move" "$m_move" "${move[*]}"
         printf '  %-38s %8s s                   runs: %s\n' "drover ($via) downtime, 1 MiB changed" "$m_down" "${down[*]}"
         printf '  %-38s %8s MB                  runs: %s\n' "drover ($via) peak RSS" "$m_rss" "${rss[*]}"
-        printf '  drover (%s) throughput vs docker cp pipe: %.2fx (target >= 1.0x); vs cp -a: %.2fx\n' \
+        printf '  drover (%s) bulk copy vs docker cp pipe: %.2fx; vs cp -a: %.2fx\n' \
             "$via" "$(python3 -c "print($m_dc/$m_copy)")" "$(python3 -c "print($m_cp/$m_copy)")"
+        printf '  drover (%s) whole move vs docker cp pipe: %.2fx; %.0f files/s\n' \
+            "$via" "$(python3 -c "print($m_dc/$m_move)")" "$(python3 -c "print(${files%% *}/$m_move)")"
     done
     echo
     cleanup
+done
 done
