@@ -8,6 +8,7 @@
 #   SIZES="64" RUNS=1 bench/relocate.sh    # sizes in MiB
 #   SHAPES=small bench/relocate.sh         # one shape only
 #   DROVER_BIN=/path/to/drover bench/relocate.sh
+#   KEEP_LOGS=DIR bench/relocate.sh       # keep each move's JSON log there
 #
 # Two shapes of volume for every size:
 #   large   files of mixed sizes (1 KiB to 16 MiB, in 20 directories);
@@ -200,6 +201,7 @@ for size in $SIZES; do
             if [ $via = direct ] && grep -q 'direct path between the helpers failed' "$work/log"; then
                 echo "the direct path failed:"; grep 'direct path' "$work/log"; exit 1
             fi
+            [ -n "${KEEP_LOGS:-}" ] && cp "$work/log" "$KEEP_LOGS/$SHAPE-$size-$via.log"
             copy+=("$(copy_seconds "$work/log")")
             move+=("$(sed -n 's/.*done    relocate.* \([0-9.]*\)s$/\1/p' "$work/out")")
             down+=("$(downtime "$since" "$until" "$fh" "$th")")

@@ -170,6 +170,14 @@ impl At {
         Ok(File::from(fd))
     }
 
+    /// Makes `to` another name of this file (a hard link); neither side is
+    /// reached through a symlink, and a symlink here is linked itself.
+    pub fn hard_link(&self, to: &At) -> io::Result<()> {
+        nix::unistd::linkat(&self.dir, self.name(), &to.dir, to.name(), AtFlags::empty()).map_err(
+            |e| io::Error::other(format!("`{}` as a link to `{}`: {e}", to.shown, self.shown)),
+        )
+    }
+
     pub fn symlink(&self, target: &[u8]) -> io::Result<()> {
         symlinkat(OsStr::from_bytes(target), &self.dir, self.name()).map_err(err)
     }

@@ -110,6 +110,8 @@ pub fn pack(
     let mut w = BufWriter::with_capacity(BUF, out);
     let mut buf = vec![0u8; BUF];
     let mut count = 0u64;
+    // The first path sent of each file with other names.
+    let mut sent_as: BTreeMap<u64, String> = BTreeMap::new();
     for line in input.split(b'\n') {
         let line = line?;
         let path = String::from_utf8(line).map_err(|_| other("a path is not UTF-8".into()))?;
@@ -128,6 +130,17 @@ pub fn pack(
                     "device node"
                 }
             )));
+        }
+        if before.kind == EntryKind::File && before.nlink > 1 {
+            if let Some(first) = sent_as.get(&before.ino) {
+                let mut link = before.clone();
+                link.link = Some(first.clone());
+                serde_json::to_writer(&mut w, &link).map_err(io::Error::other)?;
+                w.write_all(b"\n")?;
+                count += 1;
+                continue;
+            }
+            sent_as.insert(before.ino, path.clone());
         }
         serde_json::to_writer(&mut w, &before).map_err(io::Error::other)?;
         w.write_all(b"\n")?;
@@ -235,6 +248,17 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                     at.mkdir()?;
                 }
                 dirs.push((rel, *e));
+            }
+            EntryKind::File if e.link.is_some() => {
+                let first = e.link.as_deref().unwrap_or_default();
+                let from = dir.at(&unescape(first), first)?;
+                if !same_kind || existing.is_some() {
+                    at.remove()?;
+                }
+                from.hard_link(&at)?;
+                let mut linked = entry_of(root, &rel)?;
+                linked.hash = known.get(first).and_then(|k| k.hash.clone());
+                known.insert(e.path.clone(), linked);
             }
             EntryKind::File => {
                 let mut f = at.create_file()?;

@@ -43,6 +43,13 @@ pub struct Entry {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub ino: u64,
+    /// How many paths name this file (hard links); 1 for all but files.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub nlink: u64,
+    /// In a stream: this file is a hard link to `link`, a path sent before
+    /// it in the same stream; it carries no content of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +209,12 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
         ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
         ino: meta.ino(),
+        nlink: if kind == EntryKind::File {
+            meta.nlink()
+        } else {
+            1
+        },
+        link: None,
         target,
         hash: None,
         hashed_at_ns: None,
@@ -275,6 +288,27 @@ pub fn index(entries: &[Entry]) -> BTreeMap<String, Entry> {
         .collect()
 }
 
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// The files of a scan that have other names (hard links), grouped by
+/// inode: each group's paths in scan order.
+pub fn link_groups(entries: &[Entry]) -> Vec<Vec<&str>> {
+    let mut groups: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && e.nlink > 1)
+    {
+        groups.entry(e.ino).or_default().push(e.path.as_str());
+    }
+    groups.into_values().filter(|g| g.len() > 1).collect()
+}
+
 /// Entries by path, borrowed.
 pub fn by_path(entries: &[Entry]) -> HashMap<&str, &Entry> {
     entries.iter().map(|e| (e.path.as_str(), e)).collect()
@@ -319,6 +353,24 @@ pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
     for e in copy.iter().filter(|e| !s.contains_key(e.path.as_str())) {
         out.push(format!("`{}` is in the copy but not in the source", e.path));
     }
+    // Hard links: the same paths name one file on both sides.
+    let inode = |side: &HashMap<&str, &Entry>, p: &str| side.get(p).map(|e| e.ino);
+    for g in link_groups(source) {
+        if g.iter().any(|p| inode(&c, p) != inode(&c, g[0])) {
+            out.push(format!(
+                "`{}` are one file (hard links) on the source but not in the copy",
+                g.join("`, `")
+            ));
+        }
+    }
+    for g in link_groups(copy) {
+        if g.iter().any(|p| inode(&s, p) != inode(&s, g[0])) {
+            out.push(format!(
+                "`{}` are one file in the copy but not on the source",
+                g.join("`, `")
+            ));
+        }
+    }
     out
 }
 
@@ -351,6 +403,32 @@ pub fn changes(before: &[Entry], after: &[Entry]) -> (Vec<String>, Vec<String>) 
 pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn hard_links_are_one_file_on_both_sides_or_a_difference() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
+        for d in [&src, &dst] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("a"), "x").unwrap();
+        }
+        std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+        std::fs::write(dst.join("b"), "x").unwrap();
+        let scan_of = |root: &Path| scan(root, None, true).unwrap();
+        let (s, d) = (scan_of(&src), scan_of(&dst));
+        assert_eq!(link_groups(&s), vec![vec!["a", "b"]]);
+        let diff = differences(&s, &d);
+        assert!(
+            diff.iter()
+                .any(|l| l.contains("are one file (hard links) on the source")),
+            "{diff:?}"
+        );
+        let diff = differences(&d, &s);
+        assert!(
+            diff.iter().any(|l| l.contains("are one file in the copy")),
+            "{diff:?}"
+        );
+    }
 
     /// A small tree: nested directories, a file with mode 640, a name that
     /// is not UTF-8, a symlink.

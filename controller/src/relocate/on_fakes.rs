@@ -271,3 +271,31 @@ async fn a_move_stopped_dead_at_any_point_resumes_and_finishes_with_the_same_dat
         assert!(h.running(&h.b) && !h.running(&h.a), "after `{call}`");
     }
 }
+
+#[tokio::test]
+async fn hard_links_stay_one_file_after_a_move_and_its_way_back() {
+    use std::os::unix::fs::MetadataExt;
+    let h = Hosts::deployed().await;
+    let data = h.a.volume_path("m-data");
+    std::fs::hard_link(data.join("hello.txt"), data.join("sub/again.txt")).unwrap();
+    std::fs::hard_link(data.join("hello.txt"), data.join("sub/deeper/third.txt")).unwrap();
+    let linked = |root: &Path| {
+        let m: Vec<_> = ["hello.txt", "sub/again.txt", "sub/deeper/third.txt"]
+            .iter()
+            .map(|p| std::fs::metadata(root.join(p)).unwrap())
+            .collect();
+        m.iter().all(|x| x.ino() == m[0].ino() && x.nlink() == 3)
+    };
+    assert!(h.apply(desired("b")).await.all_done());
+    assert!(
+        linked(&h.b.volume_path("m-data")),
+        "one file, three names, on b"
+    );
+    assert_eq!(tree(&h.b.volume_path("m-data")), tree(&data));
+    // Back onto the retained copy, after the content changed on b.
+    std::fs::write(h.b.volume_path("m-data").join("sub/again.txt"), "changed\n").unwrap();
+    let report = h.apply(desired("a")).await;
+    assert!(report.all_done(), "{:?}", report.outcomes);
+    assert!(linked(&data), "still one file on a");
+    assert_eq!(std::fs::read(data.join("hello.txt")).unwrap(), b"changed\n");
+}

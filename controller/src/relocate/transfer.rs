@@ -69,7 +69,30 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
             }
         }
     }
+    // Hard links travel together: a file's names are sent all at once when
+    // any of them is, or when the copy does not name one file with them
+    // (the stream carries the content once).
+    let ino = |side: &std::collections::HashMap<&str, &Entry>, p: &str| side.get(p).map(|e| e.ino);
     let s = scan::by_path(src);
+    let mut queued: std::collections::HashSet<String> = send.iter().cloned().collect();
+    // Each side's groups, with the other side, which must name one file
+    // with the same paths.
+    let groups = scan::link_groups(src)
+        .into_iter()
+        .map(|g| (g, &d))
+        .chain(scan::link_groups(dst).into_iter().map(|g| (g, &s)));
+    for (g, other) in groups {
+        let split = g
+            .iter()
+            .any(|p| ino(other, p).is_none() || ino(other, p) != ino(other, g[0]));
+        if split || g.iter().any(|p| queued.contains(*p)) {
+            for p in g.iter().filter(|p| s.contains_key(**p)) {
+                if queued.insert(p.to_string()) {
+                    send.push(p.to_string());
+                }
+            }
+        }
+    }
     let delete = dst
         .iter()
         .filter(|e| !e.path.is_empty() && !s.contains_key(e.path.as_str()))
