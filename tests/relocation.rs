@@ -726,3 +726,39 @@ fn a_controller_stopped_mid_copy_leaves_the_app_on_its_source_and_the_next_one_f
         Some(1.0)
     );
 }
+
+#[test]
+fn hard_links_stay_one_file_through_a_move_on_both_paths() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-links";
+    let f = Fixture::new(hosts, &[name]);
+    f.write("stack.yaml", &writer_stack(name, "node-a", ""));
+    f.reconcile();
+    let vol = format!("{name}-data");
+    let made = in_volume(
+        &f.hosts[0],
+        &vol,
+        "mkdir -p /d/sub && dd if=/dev/urandom of=/d/one bs=1k count=300 2>/dev/null && ln /d/one /d/two && ln /d/one /d/sub/three && echo ok",
+    );
+    assert_eq!(made, "ok");
+    // Inode and link count of each name, and whether they are one file.
+    let links = |h: &TestHost| {
+        in_volume(
+            h,
+            &vol,
+            "stat -c '%i %h' /d/one /d/two /d/sub/three | sort -u | wc -l; stat -c %h /d/one; md5sum < /d/sub/three",
+        )
+    };
+    let before = links(&f.hosts[0]);
+    assert!(before.starts_with("1\n3\n"), "{before}");
+    // The direct path, then back over the API path.
+    set_host(&f, name, "node-b", "");
+    f.reconcile();
+    assert_eq!(links(&f.hosts[1]), before, "on node-b");
+    f.write("stack.yaml", &writer_stack(name, "node-a", ""));
+    let o = f.drover(&["reconcile", "--copy-via", "api"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(links(&f.hosts[0]), before, "back on node-a");
+}
