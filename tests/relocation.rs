@@ -728,7 +728,7 @@ fn a_controller_stopped_mid_copy_leaves_the_app_on_its_source_and_the_next_one_f
 }
 
 #[test]
-fn hard_links_stay_one_file_through_a_move_on_both_paths() {
+fn hard_links_and_sparse_files_survive_a_move_on_both_paths() {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
@@ -740,19 +740,26 @@ fn hard_links_stay_one_file_through_a_move_on_both_paths() {
     let made = in_volume(
         &f.hosts[0],
         &vol,
-        "mkdir -p /d/sub && dd if=/dev/urandom of=/d/one bs=1k count=300 2>/dev/null && ln /d/one /d/two && ln /d/one /d/sub/three && echo ok",
+        "mkdir -p /d/sub && dd if=/dev/urandom of=/d/one bs=1k count=300 2>/dev/null && ln /d/one /d/two && ln /d/one /d/sub/three \
+         && dd if=/dev/urandom of=/d/disk.img bs=4k count=1 2>/dev/null && dd if=/dev/urandom of=/d/disk.img bs=4k count=1 seek=16383 conv=notrunc 2>/dev/null \
+         && echo ok",
     );
     assert_eq!(made, "ok");
-    // Inode and link count of each name, and whether they are one file.
+    // Whether the three names are one file, its link count and content;
+    // the sparse file's content and whether it is under 1 MiB on disk.
     let links = |h: &TestHost| {
         in_volume(
             h,
             &vol,
-            "stat -c '%i %h' /d/one /d/two /d/sub/three | sort -u | wc -l; stat -c %h /d/one; md5sum < /d/sub/three",
+            "stat -c '%i %h' /d/one /d/two /d/sub/three | sort -u | wc -l; stat -c %h /d/one; md5sum < /d/sub/three; \
+             md5sum < /d/disk.img; stat -c %s /d/disk.img; [ $(stat -c %b /d/disk.img) -lt 2048 ] && echo sparse",
         )
     };
     let before = links(&f.hosts[0]);
-    assert!(before.starts_with("1\n3\n"), "{before}");
+    assert!(
+        before.starts_with("1\n3\n") && before.ends_with("67108864\nsparse"),
+        "{before}"
+    );
     // The direct path, then back over the API path.
     set_host(&f, name, "node-b", "");
     f.reconcile();

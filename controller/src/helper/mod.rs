@@ -183,6 +183,31 @@ pub fn pack(
     save_state(state, &known)
 }
 
+/// Writes `data` at offset `at` of the new file (its position), in pieces
+/// that end on the file's block boundaries, seeking over every piece of
+/// zeros instead of writing it, so that holes stay holes.
+fn write_keeping_holes(f: &mut std::fs::File, data: &[u8], at: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    const BLOCK: usize = 4096;
+    let mut rest = data;
+    let mut pos = at;
+    while !rest.is_empty() {
+        // Up to the next block boundary of the file, not of the buffer.
+        let to_boundary = BLOCK - (pos % BLOCK as u64) as usize;
+        let (chunk, tail) = rest.split_at(to_boundary.min(rest.len()));
+        // Zeros are skipped even short of a block: the file is new, so
+        // what is not written reads as zeros (and `set_len` ends it).
+        if chunk.iter().all(|b| *b == 0) {
+            f.seek(SeekFrom::Current(chunk.len() as i64))?;
+        } else {
+            f.write_all(chunk)?;
+        }
+        pos += chunk.len() as u64;
+        rest = tail;
+    }
+    Ok(())
+}
+
 fn set_owner_and_times(at: &At, e: &Entry) -> io::Result<()> {
     let mode = (e.kind != EntryKind::Symlink).then_some(e.mode);
     at.set_owner_and_times(e.uid, e.gid, mode, e.mtime_ns)
@@ -273,9 +298,17 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                             e.path
                         )));
                     }
-                    f.write_all(&buf[..n])?;
+                    if e.sparse {
+                        write_keeping_holes(&mut f, &buf[..n], e.size - left)?;
+                    } else {
+                        f.write_all(&buf[..n])?;
+                    }
                     h.update(&buf[..n]);
                     left -= n as u64;
+                }
+                if e.sparse {
+                    // A hole at the end has no block to write.
+                    f.set_len(e.size)?;
                 }
                 done.bytes += e.size;
                 drop(f);

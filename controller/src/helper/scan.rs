@@ -46,6 +46,10 @@ pub struct Entry {
     /// How many paths name this file (hard links); 1 for all but files.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub nlink: u64,
+    /// A file with holes: fewer bytes on disk than its size. Its copy
+    /// keeps the holes (runs of zero blocks are not written).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sparse: bool,
     /// In a stream: this file is a hard link to `link`, a path sent before
     /// it in the same stream; it carries no content of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +218,8 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         } else {
             1
         },
+        // A block or more of the file's size is not on disk.
+        sparse: kind == EntryKind::File && meta.blocks() * 512 + 4096 <= meta.len(),
         link: None,
         target,
         hash: None,
@@ -288,6 +294,10 @@ pub fn index(entries: &[Entry]) -> BTreeMap<String, Entry> {
         .collect()
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn one() -> u64 {
     1
 }
@@ -345,6 +355,9 @@ pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
         }
         if a.hash != b.hash {
             what.push("content");
+        }
+        if a.sparse && !b.sparse {
+            what.push("holes (sparse on the source, dense in the copy)");
         }
         if !what.is_empty() {
             out.push(format!("`{shown}` differs in {}", what.join(", ")));

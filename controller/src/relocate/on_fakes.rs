@@ -299,3 +299,31 @@ async fn hard_links_stay_one_file_after_a_move_and_its_way_back() {
     assert!(linked(&data), "still one file on a");
     assert_eq!(std::fs::read(data.join("hello.txt")).unwrap(), b"changed\n");
 }
+
+#[tokio::test]
+async fn a_sparse_file_stays_sparse_after_a_move() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let h = Hosts::deployed().await;
+    let data = h.a.volume_path("m-data");
+    let mut f = std::fs::File::create(data.join("disk.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    for at in [0u64, 1 << 20, (64 << 20) - 4096] {
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[0xab; 4096]).unwrap();
+    }
+    drop(f);
+    let blocks = |root: &Path| std::fs::metadata(root.join("disk.img")).unwrap().blocks();
+    let source = blocks(&data);
+    assert!(
+        source * 512 < 1 << 20,
+        "the test file system keeps holes: {source}"
+    );
+    assert!(h.apply(desired("b")).await.all_done());
+    let copy = blocks(&h.b.volume_path("m-data"));
+    assert!(
+        copy <= source + source / 10 + 8,
+        "allocated blocks: {copy} in the copy, {source} on the source"
+    );
+    assert_eq!(tree(&h.b.volume_path("m-data")), tree(&data));
+}

@@ -58,6 +58,7 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
                     || (s.uid, s.gid) != (t.uid, t.gid)
                     || s.size != t.size
                     || s.target != t.target
+                    || (s.sparse && !t.sparse)
                     || (s.kind != EntryKind::Dir && s.mtime_ns != t.mtime_ns)
                     || (by_content && s.hash.is_some() && t.hash.is_some() && s.hash != t.hash)
             }
