@@ -728,7 +728,7 @@ fn a_controller_stopped_mid_copy_leaves_the_app_on_its_source_and_the_next_one_f
 }
 
 #[test]
-fn hard_links_and_sparse_files_survive_a_move_on_both_paths() {
+fn hard_links_sparse_files_and_extended_attributes_survive_a_move_on_both_paths() {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
@@ -745,6 +745,48 @@ fn hard_links_and_sparse_files_survive_a_move_on_both_paths() {
          && echo ok",
     );
     assert_eq!(made, "ok");
+    // An attribute of the app's and an ACL, set from outside (the test
+    // image has no setfattr).
+    let mountpoint = |h: &TestHost| {
+        std::path::PathBuf::from(text(&docker(
+            h,
+            &["volume", "inspect", "--format", "{{.Mountpoint}}", &vol],
+        )))
+    };
+    let one = mountpoint(&f.hosts[0]).join("one");
+    xattr::set(&one, "user.origin", b"mail\x00store").unwrap();
+    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec()]
+        .into_iter()
+        .chain(
+            [
+                (1u16, 6u16, u32::MAX),
+                (2, 4, 1234),
+                (4, 4, u32::MAX),
+                (0x10, 4, u32::MAX),
+                (0x20, 0, u32::MAX),
+            ]
+            .into_iter()
+            .map(|(tag, perm, id)| {
+                [
+                    tag.to_le_bytes().to_vec(),
+                    perm.to_le_bytes().to_vec(),
+                    id.to_le_bytes().to_vec(),
+                ]
+                .concat()
+            }),
+        )
+        .collect::<Vec<_>>()
+        .concat();
+    xattr::set(&one, "system.posix_acl_access", &acl).unwrap();
+    let attrs = |h: &TestHost| {
+        let p = mountpoint(h).join("sub/three");
+        (
+            xattr::get(&p, "user.origin").unwrap(),
+            xattr::get(&p, "system.posix_acl_access").unwrap(),
+        )
+    };
+    let attrs_before = attrs(&f.hosts[0]);
+    assert!(attrs_before.0.is_some() && attrs_before.1.is_some());
     // Whether the three names are one file, its link count and content;
     // the sparse file's content and whether it is under 1 MiB on disk.
     let links = |h: &TestHost| {
@@ -764,8 +806,10 @@ fn hard_links_and_sparse_files_survive_a_move_on_both_paths() {
     set_host(&f, name, "node-b", "");
     f.reconcile();
     assert_eq!(links(&f.hosts[1]), before, "on node-b");
+    assert_eq!(attrs(&f.hosts[1]), attrs_before, "on node-b");
     f.write("stack.yaml", &writer_stack(name, "node-a", ""));
     let o = f.drover(&["reconcile", "--copy-via", "api"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(links(&f.hosts[0]), before, "back on node-a");
+    assert_eq!(attrs(&f.hosts[0]), attrs_before, "back on node-a");
 }

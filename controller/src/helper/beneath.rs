@@ -170,6 +170,41 @@ impl At {
         Ok(File::from(fd))
     }
 
+    /// Makes the entry's extended attributes exactly `want` (names
+    /// escaped, values in hex, as scans write them): others are removed.
+    pub fn set_xattrs(&self, want: &std::collections::BTreeMap<String, String>) -> io::Result<()> {
+        let path = self.fd_path();
+        let have: Vec<std::ffi::OsString> = match xattr::list(&path) {
+            Ok(names) => names.collect(),
+            Err(e) if e.raw_os_error() == Some(95) && want.is_empty() => return Ok(()),
+            Err(e) => return Err(io::Error::other(format!("`{}`: {e}", self.shown))),
+        };
+        for name in have
+            .into_iter()
+            .filter(|n| crate::helper::scan::copied_xattr(n.as_bytes()))
+        {
+            let key = crate::helper::scan::escape(name.as_bytes());
+            if !want.contains_key(&key) {
+                xattr::remove(&path, &name)
+                    .map_err(|e| io::Error::other(format!("`{}`: {e}", self.shown)))?;
+            }
+        }
+        for (name, value) in want {
+            let bytes = crate::helper::scan::unhex(value).ok_or_else(|| {
+                io::Error::other(format!("`{}`: a malformed attribute", self.shown))
+            })?;
+            let name = crate::helper::scan::unescape(name);
+            xattr::set(&path, OsStr::from_bytes(&name), &bytes).map_err(|e| {
+                io::Error::other(format!(
+                    "`{}`: extended attribute `{}`: {e}",
+                    self.shown,
+                    String::from_utf8_lossy(&name)
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Makes `to` another name of this file (a hard link); neither side is
     /// reached through a symlink, and a symlink here is linked itself.
     pub fn hard_link(&self, to: &At) -> io::Result<()> {

@@ -210,7 +210,12 @@ fn write_keeping_holes(f: &mut std::fs::File, data: &[u8], at: u64) -> io::Resul
 
 fn set_owner_and_times(at: &At, e: &Entry) -> io::Result<()> {
     let mode = (e.kind != EntryKind::Symlink).then_some(e.mode);
-    at.set_owner_and_times(e.uid, e.gid, mode, e.mtime_ns)
+    at.set_owner_and_times(e.uid, e.gid, mode, e.mtime_ns)?;
+    // After the mode: an ACL sets the group bits its mask says.
+    if e.kind != EntryKind::Symlink {
+        at.set_xattrs(&e.xattrs)?;
+    }
+    Ok(())
 }
 
 /// What an unpack wrote, printed when it is done.

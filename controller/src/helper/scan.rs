@@ -50,6 +50,10 @@ pub struct Entry {
     /// keeps the holes (runs of zero blocks are not written).
     #[serde(default, skip_serializing_if = "is_false")]
     pub sparse: bool,
+    /// Extended attributes (POSIX ACLs among them, as `system.posix_acl_*`),
+    /// name → value in hex; none on symlinks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
     /// In a stream: this file is a hard link to `link`, a path sent before
     /// it in the same stream; it carries no content of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +224,11 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         },
         // A block or more of the file's size is not on disk.
         sparse: kind == EntryKind::File && meta.blocks() * 512 + 4096 <= meta.len(),
+        xattrs: if kind == EntryKind::Symlink {
+            BTreeMap::new()
+        } else {
+            xattrs_of(&path)?
+        },
         link: None,
         target,
         hash: None,
@@ -294,6 +303,42 @@ pub fn index(entries: &[Entry]) -> BTreeMap<String, Entry> {
         .collect()
 }
 
+/// A path's extended attributes that a copy carries (its last component
+/// never followed), the values in hex. A file system without them has none.
+fn xattrs_of(path: &Path) -> io::Result<BTreeMap<String, String>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(95) => return Ok(BTreeMap::new()), // EOPNOTSUPP
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let mut out = BTreeMap::new();
+    for name in names.filter(|n| copied_xattr(n.as_bytes())) {
+        if let Some(v) = xattr::get(path, &name)? {
+            out.insert(escape(name.as_bytes()), hex(&v));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a copy carries an extended attribute: the app's own (`user.*`)
+/// and its ACLs (`system.posix_acl_*`). `security.*` and `trusted.*`
+/// belong to the host (SELinux labels, file capabilities), not the app.
+pub fn copied_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"user.") || name.starts_with(b"system.posix_acl_")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bytes of a value [`xattrs_of`] wrote in hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -355,6 +400,9 @@ pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
         }
         if a.hash != b.hash {
             what.push("content");
+        }
+        if a.xattrs != b.xattrs {
+            what.push("extended attributes");
         }
         if a.sparse && !b.sparse {
             what.push("holes (sparse on the source, dense in the copy)");

@@ -327,3 +327,52 @@ async fn a_sparse_file_stays_sparse_after_a_move() {
     );
     assert_eq!(tree(&h.b.volume_path("m-data")), tree(&data));
 }
+
+#[tokio::test]
+async fn extended_attributes_and_acls_are_copied_and_verified() {
+    let h = Hosts::deployed().await;
+    let data = h.a.volume_path("m-data");
+    let file = data.join("hello.txt");
+    xattr::set(&file, "user.origin", b"mail\x00store").unwrap();
+    xattr::set(data.join("sub"), "user.kind", b"folder").unwrap();
+    // A POSIX ACL (version 2): owner rw, user 1234 r, group r, mask r, other none.
+    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec()]
+        .into_iter()
+        .chain(
+            [
+                (1u16, 6u16, u32::MAX),
+                (2, 4, 1234),
+                (4, 4, u32::MAX),
+                (0x10, 4, u32::MAX),
+                (0x20, 0, u32::MAX),
+            ]
+            .into_iter()
+            .map(|(tag, perm, id)| {
+                [
+                    tag.to_le_bytes().to_vec(),
+                    perm.to_le_bytes().to_vec(),
+                    id.to_le_bytes().to_vec(),
+                ]
+                .concat()
+            }),
+        )
+        .collect::<Vec<_>>()
+        .concat();
+    xattr::set(&file, "system.posix_acl_access", &acl).unwrap();
+    assert!(h.apply(desired("b")).await.all_done());
+    let copy = h.b.volume_path("m-data");
+    let get = |p: &Path, n: &str| xattr::get(p, n).unwrap();
+    assert_eq!(
+        get(&copy.join("hello.txt"), "user.origin").as_deref(),
+        Some(&b"mail\x00store"[..])
+    );
+    assert_eq!(
+        get(&copy.join("sub"), "user.kind").as_deref(),
+        Some(&b"folder"[..])
+    );
+    assert_eq!(
+        get(&copy.join("hello.txt"), "system.posix_acl_access"),
+        get(&file, "system.posix_acl_access")
+    );
+    assert_eq!(tree(&copy), tree(&data));
+}

@@ -59,6 +59,7 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
                     || s.size != t.size
                     || s.target != t.target
                     || (s.sparse && !t.sparse)
+                    || s.xattrs != t.xattrs
                     || (s.kind != EntryKind::Dir && s.mtime_ns != t.mtime_ns)
                     || (by_content && s.hash.is_some() && t.hash.is_some() && s.hash != t.hash)
             }
