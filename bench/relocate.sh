@@ -9,6 +9,7 @@
 #   SHAPES=small bench/relocate.sh         # one shape only
 #   DROVER_BIN=/path/to/drover bench/relocate.sh
 #   KEEP_LOGS=DIR bench/relocate.sh       # keep each move's JSON log there
+#   SETTLE=0 bench/relocate.sh             # move right after filling (default: 40 s later)
 #
 # Two shapes of volume for every size:
 #   large   files of mixed sizes (1 KiB to 16 MiB, in 20 directories);
@@ -180,6 +181,10 @@ for size in $SIZES; do
     stack node-a
     "$DROVER_BIN" reconcile "$dir" >/dev/null
     fill $A benchmove-app "$size" >/dev/null
+    # A volume's data is older than the racy window (35 s: a hash is reused
+    # only for files unchanged for that long) save what the app changes
+    # meanwhile; SETTLE=0 moves right after the fill.
+    sleep "${SETTLE:-40}"
     from=node-a; to=node-b; fh=$A; th=$B
     for via in direct api; do
         copy=(); move=(); down=(); rss=()
