@@ -755,28 +755,13 @@ fn hard_links_sparse_files_and_extended_attributes_survive_a_move_on_both_paths(
     };
     let one = mountpoint(&f.hosts[0]).join("one");
     xattr::set(&one, "user.origin", b"mail\x00store").unwrap();
-    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec()]
-        .into_iter()
-        .chain(
-            [
-                (1u16, 6u16, u32::MAX),
-                (2, 4, 1234),
-                (4, 4, u32::MAX),
-                (0x10, 4, u32::MAX),
-                (0x20, 0, u32::MAX),
-            ]
-            .into_iter()
-            .map(|(tag, perm, id)| {
-                [
-                    tag.to_le_bytes().to_vec(),
-                    perm.to_le_bytes().to_vec(),
-                    id.to_le_bytes().to_vec(),
-                ]
-                .concat()
-            }),
-        )
-        .collect::<Vec<_>>()
-        .concat();
+    let acl = drover::helper::scan::posix_acl(&[
+        (1, 6, u32::MAX),
+        (2, 4, 1234),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ]);
     xattr::set(&one, "system.posix_acl_access", &acl).unwrap();
     let attrs = |h: &TestHost| {
         let p = mountpoint(h).join("sub/three");

@@ -327,6 +327,20 @@ pub fn copied_xattr(name: &[u8]) -> bool {
     name.starts_with(b"user.") || name.starts_with(b"system.posix_acl_")
 }
 
+/// The value of a `system.posix_acl_access` attribute for ACL `entries`
+/// (tag, permission bits, id; `u32::MAX` where a tag has no id), as the
+/// kernel stores it: version 2, little endian. What a scan reads back of an
+/// ACL set with `setfacl`.
+pub fn posix_acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -336,28 +336,13 @@ async fn extended_attributes_and_acls_are_copied_and_verified() {
     xattr::set(&file, "user.origin", b"mail\x00store").unwrap();
     xattr::set(data.join("sub"), "user.kind", b"folder").unwrap();
     // A POSIX ACL (version 2): owner rw, user 1234 r, group r, mask r, other none.
-    let acl: Vec<u8> = [2u32.to_le_bytes().to_vec()]
-        .into_iter()
-        .chain(
-            [
-                (1u16, 6u16, u32::MAX),
-                (2, 4, 1234),
-                (4, 4, u32::MAX),
-                (0x10, 4, u32::MAX),
-                (0x20, 0, u32::MAX),
-            ]
-            .into_iter()
-            .map(|(tag, perm, id)| {
-                [
-                    tag.to_le_bytes().to_vec(),
-                    perm.to_le_bytes().to_vec(),
-                    id.to_le_bytes().to_vec(),
-                ]
-                .concat()
-            }),
-        )
-        .collect::<Vec<_>>()
-        .concat();
+    let acl = crate::helper::scan::posix_acl(&[
+        (1, 6, u32::MAX),
+        (2, 4, 1234),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ]);
     xattr::set(&file, "system.posix_acl_access", &acl).unwrap();
     assert!(h.apply(desired("b")).await.all_done());
     let copy = h.b.volume_path("m-data");
