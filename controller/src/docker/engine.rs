@@ -123,6 +123,8 @@ pub const REQUEST_TIMEOUT_SECS: u64 = 120;
 pub struct Engine {
     host: String,
     docker: Docker,
+    /// The host's key for secret digests, read (or made) once.
+    key: tokio::sync::OnceCell<HostKey>,
 }
 
 impl Engine {
@@ -157,6 +159,7 @@ impl Engine {
         Ok(Engine {
             host: host.name.clone(),
             docker,
+            key: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -858,37 +861,10 @@ impl DockerApi for Engine {
     }
 
     async fn secret_key(&self) -> Result<HostKey, EngineError> {
-        let read = || async {
-            match self.docker.inspect_volume(hostkey::VOLUME).await {
-                Ok(v) => hostkey::from_labels(&v.labels).map(Some).ok_or_else(|| EngineError::Api {
-                    host: self.host.clone(),
-                    op: format!("read the key volume `{}`", hostkey::VOLUME),
-                    message: "it holds no key drover made; drover leaves it (remove it, and drover makes a new key)".into(), status: None }),
-                Err(e) if is_not_found(&e) => Ok(None),
-                Err(e) => Err(EngineError::api(&self.host, format!("read the key volume `{}`", hostkey::VOLUME), e)),
-            }
-        };
-        if let Some(k) = read().await? {
-            return Ok(k);
-        }
-        let fresh = HostKey::random().map_err(|e| EngineError::Api {
-            host: self.host.clone(),
-            op: "make a key for secret digests".into(),
-            message: e,
-            status: None,
-        })?;
-        self.create_record(&RecordSpec {
-            name: hostkey::VOLUME.into(),
-            labels: fresh.volume_labels(),
-        })
-        .await?;
-        // Another drover may have made one first; its key is the one kept.
-        read().await?.ok_or_else(|| EngineError::Api {
-            host: self.host.clone(),
-            op: format!("read the key volume `{}`", hostkey::VOLUME),
-            message: "it was gone right after it was made".into(),
-            status: None,
-        })
+        self.key
+            .get_or_try_init(|| self.read_or_make_key())
+            .await
+            .cloned()
     }
 
     async fn create_record(&self, m: &RecordSpec) -> Result<(), EngineError> {
@@ -1170,6 +1146,43 @@ fn restart_name(r: Restart) -> RestartPolicyNameEnum {
         Restart::Always => RestartPolicyNameEnum::ALWAYS,
         Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
         Restart::No => RestartPolicyNameEnum::NO,
+    }
+}
+
+impl Engine {
+    /// The key in the host's key volume; a new one when there is none.
+    async fn read_or_make_key(&self) -> Result<HostKey, EngineError> {
+        let read = || async {
+            match self.docker.inspect_volume(hostkey::VOLUME).await {
+                Ok(v) => hostkey::from_labels(&v.labels).map(Some).ok_or_else(|| EngineError::Api {
+                    host: self.host.clone(),
+                    op: format!("read the key volume `{}`", hostkey::VOLUME),
+                    message: "it holds no key drover made; drover leaves it (remove it, and drover makes a new key)".into(), status: None }),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(EngineError::api(&self.host, format!("read the key volume `{}`", hostkey::VOLUME), e)),
+            }
+        };
+        if let Some(k) = read().await? {
+            return Ok(k);
+        }
+        let fresh = HostKey::random().map_err(|e| EngineError::Api {
+            host: self.host.clone(),
+            op: "make a key for secret digests".into(),
+            message: e,
+            status: None,
+        })?;
+        self.create_record(&RecordSpec {
+            name: hostkey::VOLUME.into(),
+            labels: fresh.volume_labels(),
+        })
+        .await?;
+        // Another drover may have made one first; its key is the one kept.
+        read().await?.ok_or_else(|| EngineError::Api {
+            host: self.host.clone(),
+            op: format!("read the key volume `{}`", hostkey::VOLUME),
+            message: "it was gone right after it was made".into(),
+            status: None,
+        })
     }
 }
 
