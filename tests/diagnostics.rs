@@ -186,6 +186,7 @@ fixture_tests! {
     a_second_cluster_document_is_an_error_naming_the_first: "two-cluster-documents";
     a_duplicate_key_points_at_the_second_key: "duplicate-key";
     a_bad_duration_points_at_the_value: "bad-duration";
+    a_zero_or_malformed_max_downtime_points_at_the_value: "bad-max-downtime";
     bad_port_strings_point_at_each_value: "bad-port-string";
     an_app_without_host_is_an_error_when_a_cluster_exists: "app-without-host";
     several_errors_in_two_files_are_reported_at_once: "several-errors-at-once";

@@ -798,3 +798,89 @@ fn hard_links_sparse_files_and_extended_attributes_survive_a_move_on_both_paths(
     assert_eq!(links(&f.hosts[0]), before, "back on node-a");
     assert_eq!(attrs(&f.hosts[0]), attrs_before, "back on node-a");
 }
+
+/// The stack `name`: one app running `script` over volume `data`, which
+/// may keep the app down for `budget` while it moves.
+fn budget_stack(name: &str, host: &str, budget: &str, script: &str) -> String {
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+  data: {{ max_downtime: {budget} }}
+apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; {script}']
+    volumes: ['data:/data']
+    stop_grace_period: 2s
+"
+    )
+}
+
+#[test]
+fn a_downtime_budget_that_fits_is_honoured_and_the_downtime_is_reported() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-budget";
+    let f = Fixture::new(hosts, &[name]);
+    let writer = "i=0; while :; do i=$$((i+1)); echo $$i >> /data/log; sleep 0.02; done";
+    f.write("stack.yaml", &budget_stack(name, "node-a", "20s", writer));
+    f.reconcile();
+    in_volume(
+        &f.hosts[0],
+        &format!("{name}-data"),
+        "dd if=/dev/urandom of=/d/fixed bs=1M count=32 2>/dev/null",
+    );
+    let since = now();
+    f.write("stack.yaml", &budget_stack(name, "node-b", "20s", writer));
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(text(&o).contains("apps down "), "{}", text(&o));
+    let app = format!("{name}-app");
+    assert_eq!(running_on(&f, &app), vec![1]);
+    let downtimes = assert_one_writer(&f, &app, &since);
+    assert_eq!(downtimes.len(), 1, "{downtimes:?}");
+    assert!(
+        downtimes[0] < 20_000.0,
+        "the apps were down {} ms, over the 20 s budget",
+        downtimes[0]
+    );
+}
+
+#[test]
+fn a_volume_changing_faster_than_its_budget_is_not_moved_and_its_app_never_stops() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let name = "e2e-churn";
+    let f = Fixture::new(hosts, &[name]);
+    // Rewrites 8 MiB of new data without pause: no pass can copy and check
+    // what changed within 50 ms.
+    let churn = "while :; do dd if=/dev/urandom of=/data/churn bs=1M count=8 2>/dev/null; done";
+    f.write("stack.yaml", &budget_stack(name, "node-a", "50ms", churn));
+    f.reconcile();
+    let since = now();
+    f.write("stack.yaml", &budget_stack(name, "node-b", "50ms", churn));
+    let o = f.drover(&["reconcile"]);
+    assert!(!o.status.success(), "the move must fail");
+    let out = format!("{}{}", text(&o), stderr(&o));
+    assert!(
+        out.contains("changes faster than its `max_downtime` of 50ms")
+            && out.contains("the apps were not stopped"),
+        "{out}"
+    );
+    let app = format!("{name}-app");
+    assert_eq!(running_on(&f, &app), vec![0], "the app runs on its source");
+    let until = now();
+    let died: Vec<_> = events(&f.hosts[0], &since, &until)
+        .into_iter()
+        .filter(|(_, typ, action, n)| typ == "container" && n == &app && action == "die")
+        .collect();
+    assert!(died.is_empty(), "the app was stopped: {died:?}");
+    // The records still make node-a's copy the one to use.
+    let again = f.drover(&["reconcile", "--dry-run"]);
+    assert!(text(&again).contains("relocate"), "{}", text(&again));
+}

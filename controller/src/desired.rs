@@ -175,6 +175,8 @@ pub struct VolumeSpec {
     pub driver: String,
     pub driver_opts: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// How long a move may keep the volume's apps stopped (`max_downtime`).
+    pub max_downtime: Option<std::time::Duration>,
 }
 
 impl VolumeSpec {
@@ -281,6 +283,7 @@ pub fn render(spec: &Spec) -> Desired {
                 driver: vol.driver.clone(),
                 driver_opts: vol.driver_opts.clone(),
                 labels: l,
+                max_downtime: vol.max_downtime_ns.map(std::time::Duration::from_nanos),
             };
             desired
                 .hosts

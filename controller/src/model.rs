@@ -115,6 +115,8 @@ pub struct Volume {
     pub labels: BTreeMap<String, String>,
     /// Only for a volume that no app mounts.
     pub host: Option<At<String>>,
+    /// `max_downtime`: how long a move may keep its apps stopped.
+    pub max_downtime_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]

@@ -141,6 +141,7 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
             .is_terminal()
             .then(indicatif::MultiProgress::new),
         moving: Default::default(),
+        downtime: Default::default(),
     });
     let applied = rt.block_on(pass.apply(
         planned,
@@ -204,6 +205,8 @@ struct StepPrinter {
     color: bool,
     bars: Option<indicatif::MultiProgress>,
     moving: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    /// The apps' downtime of each move, once they started on the target.
+    downtime: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
 }
 
 impl StepPrinter {
@@ -236,6 +239,12 @@ impl Reporter for StepPrinter {
     }
 
     fn progress(&self, a: &Action, p: &drover::relocate::Progress) {
+        if let Some(d) = p.downtime {
+            self.downtime
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(a.id.clone(), d);
+        }
         if let Some(b) = self.bar(a) {
             b.set_message(p.phase.as_str());
             if p.total > 0 {
@@ -261,9 +270,16 @@ impl Reporter for StepPrinter {
             a.name,
             a.host
         );
+        let down = self
+            .downtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&a.id)
+            .map(|d| format!(", apps down {}", drover::output::human_duration(d)))
+            .unwrap_or_default();
         let line = match outcome {
             Outcome::Done => format!(
-                "{green}done{reset}    {head} ({}) {:.1}s\n",
+                "{green}done{reset}    {head} ({}) {:.1}s{down}\n",
                 a.reason,
                 took.as_secs_f64()
             ),

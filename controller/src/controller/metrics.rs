@@ -52,6 +52,7 @@ pub struct Metrics {
     pub manifests_valid: Gauge,
     pub relocation_bytes: Counter,
     pub relocation_duration: Histogram,
+    pub relocation_downtime: Histogram,
     pub heals: Family<AppLabels, Counter>,
     pub heal_throttled: Family<AppLabels, Gauge>,
 }
@@ -75,6 +76,7 @@ impl Metrics {
             manifests_valid: Gauge::default(),
             relocation_bytes: Counter::default(),
             relocation_duration: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
+            relocation_downtime: Histogram::new(exponential_buckets(0.125, 2.0, 12)),
             heals: Family::default(),
             heal_throttled: Family::default(),
         };
@@ -121,6 +123,12 @@ impl Metrics {
             "How long a volume move took, downtime included",
             Unit::Seconds,
             m.relocation_duration.clone(),
+        );
+        registry.register_with_unit(
+            "relocation_downtime",
+            "How long a volume move kept its apps down: from the stop on the source to the start on the target",
+            Unit::Seconds,
+            m.relocation_downtime.clone(),
         );
         registry.register(
             "heals",

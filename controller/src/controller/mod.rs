@@ -576,7 +576,9 @@ struct Counts {
 struct PassReporter {
     shared: Arc<Shared>,
     /// Bytes sent so far by each running move.
-    moved: Mutex<HashMap<String, u64>>,
+    /// Per relocate action: bytes sent so far, and the apps' downtime
+    /// once they started on the target.
+    moved: Mutex<HashMap<String, (u64, Option<Duration>)>>,
 }
 
 impl Reporter for PassReporter {
@@ -588,7 +590,7 @@ impl Reporter for PassReporter {
         self.moved
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(a.id.clone(), p.done);
+            .insert(a.id.clone(), (p.done, p.downtime));
     }
 
     fn finished(&self, a: &Action, outcome: &Outcome, took: Duration) {
@@ -601,8 +603,12 @@ impl Reporter for PassReporter {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&a.id);
         if a.action == Verb::Relocate && *outcome == Outcome::Done {
-            m.relocation_bytes.inc_by(sent.unwrap_or(0));
+            let (sent, downtime) = sent.unwrap_or_default();
+            m.relocation_bytes.inc_by(sent);
             m.relocation_duration.observe(took.as_secs_f64());
+            if let Some(d) = downtime {
+                m.relocation_downtime.observe(d.as_secs_f64());
+            }
         }
     }
 }

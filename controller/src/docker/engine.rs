@@ -876,6 +876,7 @@ impl DockerApi for Engine {
             driver: "local".into(),
             driver_opts: BTreeMap::new(),
             labels: m.labels.clone(),
+            max_downtime: None,
         })
         .await
     }

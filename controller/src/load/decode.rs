@@ -28,7 +28,7 @@ pub const CLUSTER_FIELDS: &[&str] = &["kind", "hosts"];
 pub const HOST_FIELDS: &[&str] = &["endpoint", "address", "labels", "tls"];
 pub const TLS_FIELDS: &[&str] = &["ca", "cert", "key"];
 pub const STACK_FIELDS: &[&str] = &["kind", "name", "volumes", "apps"];
-pub const VOLUME_FIELDS: &[&str] = &["driver", "driver_opts", "labels", "host"];
+pub const VOLUME_FIELDS: &[&str] = &["driver", "driver_opts", "labels", "host", "max_downtime"];
 pub const APP_FIELDS: &[&str] = &[
     "image",
     "host",
@@ -527,6 +527,18 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         })
         .unwrap_or_default();
     let host = f.get("host").and_then(|h| name_value(ctx, h, "host"));
+    let max_downtime_ns = f.get("max_downtime").and_then(|d| {
+        let ns = duration(ctx, d, "`max_downtime`")?;
+        if ns == 0 {
+            ctx.error_hint(
+                d.pos,
+                "`max_downtime` is 0: no move could ever stop the apps",
+                Some("give the time the apps may be down during a move, like `5s`".into()),
+            );
+            return None;
+        }
+        Some(ns)
+    });
     Some(Volume {
         name,
         loc: ctx.loc(pos),
@@ -534,6 +546,7 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         driver_opts,
         labels,
         host,
+        max_downtime_ns,
     })
 }
 

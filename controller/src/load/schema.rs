@@ -105,6 +105,11 @@ struct Volume {
     /// Only for a volume that no app mounts.
     #[serde(default)]
     host: Option<Name>,
+    /// How long a move may keep the volume's apps stopped, like `5s`: the
+    /// move copies while they run until what is left fits, or fails
+    /// without stopping them.
+    #[serde(default)]
+    max_downtime: Option<String>,
 }
 
 /// A string, or a list of strings.

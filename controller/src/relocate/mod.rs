@@ -81,6 +81,8 @@ pub struct Progress {
     pub phase: Phase,
     pub done: u64,
     pub total: u64,
+    /// How long the apps were down, once they started on the target.
+    pub downtime: Option<Duration>,
 }
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
@@ -121,6 +123,9 @@ pub struct Move {
     /// Source containers whose restart policy was set to `no` while they
     /// are stopped for the move, with the policy they had.
     held: std::sync::Mutex<Vec<(String, Restart)>>,
+    /// When the apps were asked to stop on the source, and when they were
+    /// started on the target.
+    down: std::sync::Mutex<Option<(Instant, Option<Instant>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +173,19 @@ fn test_throttle() -> Option<u64> {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|r| *r > 0)
+}
+
+/// Passes by content while the apps run, at most, to bring what is left
+/// within a volume's `max_downtime`.
+const BUDGET_PASSES: usize = 6;
+
+/// What one pass of [`Move::sync`] found.
+struct Synced {
+    /// The source's scan.
+    src: Vec<Entry>,
+    /// How long the target's scan took: about what the check after the
+    /// stop will take.
+    check: Duration,
 }
 
 /// One volume of a move, as found when it started.
@@ -242,6 +260,7 @@ impl Move {
             planned: Default::default(),
             logged: Default::default(),
             held: Default::default(),
+            down: Default::default(),
         }
     }
 
@@ -271,7 +290,12 @@ impl Move {
         if log {
             tracing::info!(volume = %self.volumes[0].name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
         }
-        (self.progress)(&Progress { phase, done, total });
+        (self.progress)(&Progress {
+            phase,
+            done,
+            total,
+            downtime: self.downtime(),
+        });
     }
 
     /// Carries out (or resumes, or finishes) the move of every volume of
@@ -398,15 +422,13 @@ impl Move {
                     return Err(e.into());
                 }
             }
-            for h in &helpers {
-                let copied = tokio::select! {
-                    r = self.guarded(self.copy_while_running(h)) => r.map_err(MoveError::Failed),
-                    _ = self.opts.stop.cancelled() => Err(MoveError::Stopped),
-                };
-                if let Err(e) = copied {
-                    self.back_to_source(&helpers).await;
-                    return Err(e);
-                }
+            let copied = tokio::select! {
+                r = self.guarded(self.copy_while_running(&helpers)) => r.map_err(MoveError::Failed),
+                _ = self.opts.stop.cancelled() => Err(MoveError::Stopped),
+            };
+            if let Err(e) = copied {
+                self.back_to_source(&helpers).await;
+                return Err(e);
             }
             if self.opts.stop.is_cancelled() {
                 self.back_to_source(&helpers).await;
@@ -414,6 +436,7 @@ impl Move {
             }
             checkpoint(Phase::Stop);
             self.report(Phase::Stop, 0);
+            self.mark_stopped();
             if let Err(e) = self.guarded(self.stop_on_source()).await {
                 self.back_to_source(&helpers).await;
                 return Err(e.into());
@@ -440,6 +463,7 @@ impl Move {
             }
         } else {
             // Every switch was recorded: the source apps must stay stopped.
+            self.mark_stopped();
             self.stop_on_source().await?;
         }
 
@@ -448,6 +472,14 @@ impl Move {
         if let Err(e) = self.guarded(self.start_on_target()).await {
             self.undo_switch(&parts, &helpers).await;
             return Err(e.into());
+        }
+        if let Some(d) = self.downtime() {
+            let budget = self.volumes.iter().filter_map(|v| v.max_downtime).min();
+            let shown = crate::output::human_duration(d);
+            tracing::info!(volume = %self.volumes[0].name, from = %self.from(), to = %self.to(), downtime_ms = d.as_millis() as u64, "the apps were down for {shown}");
+            if let Some(b) = budget.filter(|b| d > *b) {
+                tracing::warn!(volume = %self.volumes[0].name, downtime_ms = d.as_millis() as u64, budget_ms = b.as_millis() as u64, "the apps were down for {shown}, longer than `max_downtime` ({}): stopping or starting them took longer than the copy's estimate", crate::output::human_duration(b));
+            }
         }
         checkpoint(Phase::Commit);
         self.report(Phase::Commit, 0);
@@ -721,21 +753,61 @@ impl Move {
         Ok(())
     }
 
-    async fn copy_while_running(&self, h: &Helpers<'_>) -> Result<(), String> {
+    /// The copy while the apps run: first by size and time alone (reads
+    /// nothing twice), then by content: what that pass finds was changed by
+    /// the running apps or differs in a copy the target kept from before.
+    /// With a downtime budget, passes by content go on until what is left
+    /// would fit it, or fail without the apps ever stopped.
+    async fn copy_while_running(&self, helpers: &[Helpers<'_>]) -> Result<(), String> {
         checkpoint(Phase::Copy);
-        // First by size and time alone (reads nothing twice), then by
-        // content: what the second pass finds was changed by the running app
-        // or differs in a copy the target kept from before.
-        self.sync(h, false, Phase::Copy).await?;
-        self.sync(h, true, Phase::Copy).await?;
-        Ok(())
+        for h in helpers {
+            self.sync(h, false, Phase::Copy).await?;
+        }
+        let budget = self.volumes.iter().filter_map(|v| v.max_downtime).min();
+        let mut estimate = Duration::ZERO;
+        for pass in 1..=BUDGET_PASSES {
+            let started = Instant::now();
+            let mut check = Duration::ZERO;
+            for h in helpers {
+                check += self.sync(h, true, Phase::Copy).await?.check;
+            }
+            // After the stop, the delta pass copies what changed during this
+            // one, then the target is checked once more.
+            estimate = started.elapsed() + check;
+            let Some(budget) = budget else {
+                return Ok(());
+            };
+            tracing::info!(volume = %self.volumes[0].name, pass, estimate_ms = estimate.as_millis() as u64, budget_ms = budget.as_millis() as u64, "copied what changed while the apps run");
+            if estimate <= budget {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "volume `{}` changes faster than its `max_downtime` of {} allows: after {BUDGET_PASSES} passes while the apps ran, copying and checking what is left would still take about {}; the apps were not stopped and run on `{}`",
+            self.volumes[0].name,
+            crate::output::human_duration(budget.unwrap_or_default()),
+            crate::output::human_duration(estimate),
+            self.from()
+        ))
+    }
+
+    /// Notes when the apps were asked to stop, for the downtime.
+    fn mark_stopped(&self) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), None));
+    }
+
+    /// How long the apps were down: from the stop on the source until they
+    /// were started on the target.
+    pub fn downtime(&self) -> Option<Duration> {
+        let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        down.and_then(|(from, to)| Some(to?.duration_since(from)))
     }
 
     /// Copies what changed after the stop and verifies; returns the size of
     /// the data (regular files) that was verified.
     async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<u64, String> {
         checkpoint(Phase::Delta);
-        let src = self.sync(h, true, Phase::Delta).await?;
+        let src = self.sync(h, true, Phase::Delta).await?.src;
         checkpoint(Phase::Verify);
         self.report(Phase::Verify, 0);
         if let Ok(path) = std::env::var("DROVER_TEST_DAMAGE_COPY") {
@@ -759,15 +831,20 @@ impl Move {
     }
 
     /// One pass: scan both sides, delete what the target has in excess, send
-    /// what differs. Returns the source's scan.
+    /// what differs.
     async fn sync(
         &self,
         h: &Helpers<'_>,
         by_content: bool,
         phase: Phase,
-    ) -> Result<Vec<Entry>, String> {
-        let (src, dst) = tokio::join!(h.scan(&self.src, by_content), h.scan(&self.dst, by_content));
-        let (src, dst) = (src?, dst?);
+    ) -> Result<Synced, String> {
+        let timed = |api| async move {
+            let t = Instant::now();
+            let r = h.scan(api, by_content).await;
+            r.map(|e| (e, t.elapsed()))
+        };
+        let (src, dst) = tokio::join!(h.scan(&self.src, by_content), timed(&self.dst));
+        let (src, (dst, check)) = (src?, dst?);
         let (send, delete, bytes) = to_send(&src, &dst, by_content);
         tracing::debug!(
             phase = phase.as_str(),
@@ -788,7 +865,7 @@ impl Move {
             h.transfer(&send, bytes, phase).await?;
             self.sent.fetch_add(bytes, Relaxed);
         }
-        Ok(src)
+        Ok(Synced { src, check })
     }
 
     async fn start_on_target(&self) -> Result<(), String> {
@@ -807,6 +884,9 @@ impl Move {
                 .start_container(&c.name)
                 .await
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some((_, up)) = self.down.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *up = Some(Instant::now());
         }
         checkpoint(Phase::Wait);
         self.report(Phase::Wait, 0);

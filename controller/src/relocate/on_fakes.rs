@@ -361,3 +361,62 @@ async fn extended_attributes_and_acls_are_copied_and_verified() {
     );
     assert_eq!(tree(&copy), tree(&data));
 }
+
+/// The stack `m` as in [`desired`], its volume with a downtime budget.
+fn desired_with_budget(host: &str, budget: &str) -> Desired {
+    crate::testing::desired_on_two_hosts(&format!(
+        "kind: Stack\nname: m\nvolumes: {{ data: {{ max_downtime: {budget} }} }}\napps:\n  app: {{ image: img, host: {host}, volumes: ['data:/data'], stop_grace_period: 1s }}\n"
+    ))
+}
+
+#[tokio::test]
+async fn a_downtime_budget_that_fits_is_met_and_the_move_finishes() {
+    let h = Hosts::deployed().await;
+    let before = tree(&h.a.volume_path("m-data"));
+    let report = h.apply(desired_with_budget("b", "30s")).await;
+    assert!(report.all_done(), "{:?}", report.outcomes);
+    assert_eq!(tree(&h.b.volume_path("m-data")), before);
+    assert!(h.running(&h.b) && !h.running(&h.a));
+}
+
+#[tokio::test]
+async fn a_volume_changing_faster_than_its_budget_fails_the_move_without_stopping_the_app() {
+    let h = Hosts::deployed().await;
+    // The app writes while each scan of the source runs, and every scan of
+    // the target takes 30 ms: no pass can fit 10 ms.
+    let data = h.a.volume_path("m-data");
+    let n = std::sync::atomic::AtomicU64::new(0);
+    h.a.on(
+        "exec drover-move-m-data /drover helper scan --hash",
+        move || {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::fs::write(data.join(format!("log-{i}")), vec![1u8; 10_000]).unwrap();
+        },
+    );
+    h.b.on("exec drover-move-m-data /drover helper scan --hash", || {
+        std::thread::sleep(Duration::from_millis(30))
+    });
+    let report = h.apply(desired_with_budget("b", "10ms")).await;
+    let failed: Vec<&String> = report
+        .outcomes
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Outcome::Failed(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", report.outcomes);
+    assert!(
+        failed[0].contains("changes faster than its `max_downtime` of 10ms")
+            && failed[0].contains("the apps were not stopped"),
+        "{}",
+        failed[0]
+    );
+    assert!(h.running(&h.a), "the app still runs on its source");
+    assert!(
+        !h.a.calls().iter().any(|c| c == "stop m-app"),
+        "the app was never stopped: {:?}",
+        h.a.calls()
+    );
+    assert_eq!(h.authority(), Authority::On("a".into()));
+}
