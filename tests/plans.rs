@@ -7,8 +7,8 @@ use std::path::Path;
 use drover::desired::{render, Desired};
 use drover::load::load;
 use drover::observed::{
-    ContainerState, CopyRecord, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost,
-    ObservedVolume,
+    ContainerState, CopyRecord, CopyRole, MoveCost, MovePhase, Observed, ObservedContainer,
+    ObservedHost, ObservedVolume,
 };
 use drover::output::{plan_json, plan_text};
 use drover::plan::{plan, simulate, Kind, Options, Plan, Verb};
@@ -386,6 +386,12 @@ fn moving_an_app_with_a_volume_is_one_relocation() {
         ("node-a", "node-b", Some(1 << 30))
     );
     assert_eq!(facts.apps, vec!["db".to_string()]);
+    assert_eq!(facts.estimate, None, "no move was ever made on these hosts");
+    assert!(
+        plan_text(&p, false).contains("(1.0 GiB; no estimate: no earlier move on these hosts)"),
+        "{}",
+        plan_text(&p, false)
+    );
     // The moved app has no actions of its own.
     assert!(
         p.actions.iter().all(|a| a.name != "blog-db"),
@@ -619,6 +625,7 @@ fn record(
         moving_to: to.map(String::from),
         phase,
         bytes: None,
+        cost: None,
     }
 }
 
@@ -628,6 +635,48 @@ fn mid_move(phase: MovePhase) -> Observed {
         record(CopyRole::Current, 3, None, Some("node-b"), Some(phase)),
         record(CopyRole::Incoming, 4, Some("node-a"), None, None),
     )
+}
+
+#[test]
+fn a_relocation_is_estimated_from_the_moves_recorded_on_its_hosts() {
+    let mut observed = applied(&blog(|s| s));
+    for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
+        v.size_bytes = Some(1 << 30);
+        // The last move of this copy, from node-b, sent 256 MiB/s and kept
+        // the app down 1.2 s; it counted 1500 files.
+        v.copy = Some(CopyRecord {
+            cost: Some(MoveCost {
+                files: Some(1500),
+                rate: Some(256 << 20),
+                downtime_ms: Some(1200),
+            }),
+            ..record(CopyRole::Current, 2, None, None, None)
+        });
+        v.moved_from = Some("node-b".into());
+    }
+    let after = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+    let p = plan(&after, &observed, Options::default());
+    let r = find(&p, Verb::Relocate, "blog-pgdata");
+    let facts = r.relocation.as_ref().unwrap();
+    assert_eq!(facts.files, Some(1500));
+    let e = facts.estimate.as_ref().unwrap();
+    assert_eq!((e.copy_ms, e.downtime_ms), (Some(4000), Some(1200)));
+    let text = plan_text(&p, false);
+    assert!(
+        text.contains(
+            "(1.0 GiB in 1500 files; copy about 4.0s, apps down about 1.2s (from 1 earlier move))"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json(&p)).unwrap();
+    let action = json["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "relocate")
+        .unwrap();
+    assert_eq!(action["estimate"]["copy_ms"], 4000);
+    assert_eq!(action["files"], 1500);
 }
 
 #[test]

@@ -848,6 +848,15 @@ fn a_downtime_budget_that_fits_is_honoured_and_the_downtime_is_reported() {
         "the apps were down {} ms, over the 20 s budget",
         downtimes[0]
     );
+    // The move back is estimated from this one.
+    f.write("stack.yaml", &budget_stack(name, "node-a", "20s", writer));
+    let plan = text(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(
+        plan.contains(" files; copy about ")
+            && plan.contains(", apps down about ")
+            && plan.contains("earlier move"),
+        "{plan}"
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::contract::membership::{KnownHost, Membership};
-pub use crate::contract::records::{CopyRecord, CopyRole, MovePhase};
+pub use crate::contract::records::{CopyRecord, CopyRole, MoveCost, MovePhase};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -57,6 +57,36 @@ fn symbol(v: Verb) -> &'static str {
     }
 }
 
+/// What a move holds and will cost, as the plan shows it: `1.0 GiB in
+/// 17842 files; copy about 9.1s, apps down about 1.1s (from 2 earlier
+/// moves)`.
+pub fn move_cost(r: &crate::plan::Relocation) -> String {
+    let mut size = r.bytes.map_or("size unknown".to_string(), human_bytes);
+    if let Some(f) = r.files {
+        size = format!("{size} in {f} files");
+    }
+    let Some(e) = &r.estimate else {
+        return format!("{size}; no estimate: no earlier move on these hosts");
+    };
+    let ms = |v: u64| human_duration(std::time::Duration::from_millis(v));
+    let parts: Vec<String> = [
+        e.copy_ms.map(|v| format!("copy about {}", ms(v))),
+        e.downtime_ms.map(|v| format!("apps down about {}", ms(v))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        return format!("{size}; no estimate: earlier moves on these hosts measured too little");
+    }
+    let moves = if e.from_moves == 1 { "move" } else { "moves" };
+    format!(
+        "{size}; {} (from {} earlier {moves})",
+        parts.join(", "),
+        e.from_moves
+    )
+}
+
 /// A duration as people write it: `850ms`, `4.2s`, `3m10s`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -125,8 +155,7 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
                 };
                 let mut reason = a.reason.clone();
                 if let Some(r) = &a.relocation {
-                    let size = r.bytes.map_or("size unknown".to_string(), human_bytes);
-                    reason = format!("{} → {} ({size}): {reason}", r.from, r.to);
+                    reason = format!("{} → {} ({}): {reason}", r.from, r.to, move_cost(r));
                 }
                 let _ = writeln!(
                     out,

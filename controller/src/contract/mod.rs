@@ -74,6 +74,11 @@ pub mod labels {
     pub const COPY_PEER: &str = "drover.copy-peer";
     pub const COPY_SEQ: &str = "drover.copy-seq";
     pub const COPY_BYTES: &str = "drover.copy-bytes";
+    /// What the last move of a copy cost: entries, copy rate (bytes/s) and
+    /// downtime (ms).
+    pub const COPY_FILES: &str = "drover.copy-files";
+    pub const MOVE_RATE: &str = "drover.move-rate";
+    pub const MOVE_DOWNTIME: &str = "drover.move-downtime-ms";
     pub const MOVE_TO: &str = "drover.move-to";
     pub const MOVE_PHASE: &str = "drover.move-phase";
 

@@ -47,6 +47,26 @@ pub struct CopyRecord {
     /// The size of the data (regular files) when the copy was last verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// What the move that made (or left) this copy cost, for the estimates
+    /// of later plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<MoveCost>,
+}
+
+/// What a finished move measured, kept in the records of both its copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveCost {
+    /// Entries (files, folders, links) in the verified copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Bytes per second of the copy while the apps ran, where it sent
+    /// enough to tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u64>,
+    /// How long the apps were down, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
 }
 
 impl CopyRecord {
@@ -75,6 +95,17 @@ impl CopyRecord {
         }
         if let Some(b) = self.bytes {
             m.insert(l::COPY_BYTES.into(), b.to_string());
+        }
+        if let Some(c) = &self.cost {
+            for (k, v) in [
+                (l::COPY_FILES, c.files),
+                (l::MOVE_RATE, c.rate),
+                (l::MOVE_DOWNTIME, c.downtime_ms),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.into(), v.to_string());
+                }
+            }
         }
         if let Some(p) = self.phase {
             let w = match p {
@@ -115,6 +146,15 @@ impl CopyRecord {
                 moving_to: l.get(k::MOVE_TO).cloned(),
                 phase,
                 bytes: l.get(k::COPY_BYTES).and_then(|v| v.parse().ok()),
+                cost: {
+                    let n = |key: &str| l.get(key).and_then(|v| v.parse::<u64>().ok());
+                    let c = MoveCost {
+                        files: n(k::COPY_FILES),
+                        rate: n(k::MOVE_RATE),
+                        downtime_ms: n(k::MOVE_DOWNTIME),
+                    };
+                    (c != MoveCost::default()).then_some(c)
+                },
             },
         ))
     }

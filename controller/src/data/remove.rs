@@ -115,6 +115,7 @@ mod tests {
             moving_to: None,
             phase: None,
             bytes: None,
+            cost: None,
         }
     }
 

@@ -147,6 +147,7 @@ pub async fn adopt(
                 moving_to: None,
                 phase: None,
                 bytes: None,
+                cost: None,
             }
         } else {
             CopyRecord {
@@ -156,6 +157,7 @@ pub async fn adopt(
                 moving_to: None,
                 phase: None,
                 bytes: v.copy.as_ref().and_then(|r| r.bytes),
+                cost: None,
             }
         };
         let state = &observed.hosts[*h];
@@ -191,6 +193,7 @@ mod tests {
             moving_to: None,
             phase: None,
             bytes: None,
+            cost: None,
         }
     }
 

@@ -10,11 +10,14 @@
 
 mod authority;
 mod containers;
+mod cost;
 mod diff;
 mod order;
 mod removals;
 mod simulate;
 mod volumes;
+
+pub use cost::{estimate, Estimate};
 
 pub use authority::{authority, may_be_current, Authority};
 pub use diff::config_change;
@@ -79,8 +82,14 @@ impl fmt::Display for Verb {
 pub struct Relocation {
     pub from: String,
     pub to: String,
-    /// The volume's size where the source host reports it.
+    /// The volume's size where the source host reports it (or the last
+    /// move verified it).
     pub bytes: Option<u64>,
+    /// Its number of entries, where the last move counted them.
+    pub files: Option<u64>,
+    /// Copy time and downtime from earlier moves on these hosts; `None`
+    /// when there were none.
+    pub estimate: Option<Estimate>,
     /// The apps stopped on `from` and started on `to` by the move.
     pub apps: Vec<String>,
 }

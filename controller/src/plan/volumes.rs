@@ -201,11 +201,19 @@ impl<'a> Planner<'a> {
                     name: v.name.clone(),
                     reason,
                     after,
-                    relocation: Some(Relocation {
-                        from,
-                        to: host.clone(),
-                        bytes: src.and_then(|c| c.size_bytes),
-                        apps,
+                    relocation: Some({
+                        let bytes = src.and_then(|c| c.size_bytes);
+                        Relocation {
+                            estimate: super::estimate(self.observed, &from, host, bytes),
+                            files: src
+                                .and_then(|c| c.copy.as_ref())
+                                .and_then(|r| r.cost)
+                                .and_then(|c| c.files),
+                            from,
+                            to: host.clone(),
+                            bytes,
+                            apps,
+                        }
                     }),
                     wave: 0,
                 });

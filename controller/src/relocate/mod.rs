@@ -25,6 +25,7 @@ pub use transfer::to_send;
 use transfer::Helpers;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,8 @@ pub struct Move {
     /// When the apps were asked to stop on the source, and when they were
     /// started on the target.
     down: std::sync::Mutex<Option<(Instant, Option<Instant>)>>,
+    /// Bytes per second of the bulk copy, once it sent [`RATE_SAMPLE`].
+    rate: std::sync::Mutex<Option<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +182,10 @@ fn test_throttle() -> Option<u64> {
 /// within a volume's `max_downtime`.
 const BUDGET_PASSES: usize = 6;
 
+/// A copy while the apps run tells the copy rate of these hosts once it
+/// sent this much.
+const RATE_SAMPLE: u64 = 16 << 20;
+
 /// What one pass of [`Move::sync`] found.
 struct Synced {
     /// The source's scan.
@@ -193,8 +200,9 @@ struct Part<'a> {
     volume: &'a VolumeSpec,
     /// The source copy's epoch; the target's becomes one more.
     epoch: u64,
-    /// The size of the data, once verified.
+    /// The size of the data and its number of entries, once verified.
     bytes: Option<u64>,
+    files: Option<u64>,
     /// Its move passed the switch in an earlier run.
     finishing: bool,
     /// The target already has a copy (retained, or from an earlier try).
@@ -261,6 +269,7 @@ impl Move {
             logged: Default::default(),
             held: Default::default(),
             down: Default::default(),
+            rate: Default::default(),
         }
     }
 
@@ -360,6 +369,7 @@ impl Move {
                 volume: v,
                 epoch: record.map_or(0, |r| r.epoch),
                 bytes: record.and_then(|r| r.bytes),
+                files: record.and_then(|r| r.cost).and_then(|c| c.files),
                 finishing,
                 on_target: tv.is_some(),
                 src_records: old_records(&src_state),
@@ -399,6 +409,7 @@ impl Move {
                     moving_to: None,
                     phase: None,
                     bytes: None,
+                    cost: None,
                 };
                 self.mark(&self.dst, p.volume, incoming).await?;
                 if !p.on_target {
@@ -443,7 +454,10 @@ impl Move {
             }
             for (p, h) in parts.iter_mut().zip(&helpers) {
                 match self.guarded(self.copy_after_stop(h)).await {
-                    Ok(b) => p.bytes = Some(b),
+                    Ok((bytes, files)) => {
+                        p.bytes = Some(bytes);
+                        p.files = Some(files);
+                    }
                     Err(e) => {
                         self.back_to_source(&helpers).await;
                         return Err(e.into());
@@ -491,6 +505,7 @@ impl Move {
                 moving_to: None,
                 phase: None,
                 bytes: p.bytes,
+                cost: Some(self.cost(p)),
             };
             self.mark(&self.dst, p.volume, current).await?;
         }
@@ -502,6 +517,7 @@ impl Move {
                 moving_to: None,
                 phase: None,
                 bytes: p.bytes,
+                cost: Some(self.cost(p)),
             };
             self.mark(&self.src, p.volume, retained).await?;
         }
@@ -560,6 +576,7 @@ impl Move {
             moving_to: Some(self.to().into()),
             phase: Some(phase),
             bytes: p.bytes,
+            cost: None,
         }
     }
 
@@ -760,8 +777,15 @@ impl Move {
     /// would fit it, or fail without the apps ever stopped.
     async fn copy_while_running(&self, helpers: &[Helpers<'_>]) -> Result<(), String> {
         checkpoint(Phase::Copy);
+        let (started, sent_before) = (Instant::now(), self.sent.load(Relaxed));
         for h in helpers {
             self.sync(h, false, Phase::Copy).await?;
+        }
+        let sent = self.sent.load(Relaxed) - sent_before;
+        let took = started.elapsed().as_secs_f64();
+        if sent >= RATE_SAMPLE && took > 0.0 {
+            *self.rate.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((sent as f64 / took) as u64);
         }
         let budget = self.volumes.iter().filter_map(|v| v.max_downtime).min();
         let mut estimate = Duration::ZERO;
@@ -804,8 +828,8 @@ impl Move {
     }
 
     /// Copies what changed after the stop and verifies; returns the size of
-    /// the data (regular files) that was verified.
-    async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<u64, String> {
+    /// the data (regular files) that was verified and its number of entries.
+    async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<(u64, u64), String> {
         checkpoint(Phase::Delta);
         let src = self.sync(h, true, Phase::Delta).await?.src;
         checkpoint(Phase::Verify);
@@ -827,7 +851,16 @@ impl Move {
                 self.from()
             ));
         }
-        Ok(src.iter().map(|e| e.size).sum())
+        Ok((src.iter().map(|e| e.size).sum(), src.len() as u64))
+    }
+
+    /// What this move measured, for the records of a copy of `p`.
+    fn cost(&self, p: &Part<'_>) -> crate::observed::MoveCost {
+        crate::observed::MoveCost {
+            files: p.files,
+            rate: *self.rate.lock().unwrap_or_else(|e| e.into_inner()),
+            downtime_ms: self.downtime().map(|d| d.as_millis() as u64),
+        }
     }
 
     /// One pass: scan both sides, delete what the target has in excess, send
@@ -984,6 +1017,7 @@ mod tests {
             moving_to: Some("b".into()),
             phase,
             bytes: None,
+            cost: None,
         };
         let host = |r| ObservedHost {
             volumes: vec![vol(r)],
