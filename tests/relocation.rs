@@ -836,6 +836,12 @@ fn a_downtime_budget_that_fits_is_honoured_and_the_downtime_is_reported() {
     );
     let since = now();
     f.write("stack.yaml", &budget_stack(name, "node-b", "20s", writer));
+    // The engine counts a volume never moved; nothing measured a move yet.
+    let plan = text(&f.drover(&["reconcile", "--dry-run"]));
+    assert!(
+        plan.contains("node-a → node-b (32.0 MiB; no estimate: no earlier move on these hosts)"),
+        "{plan}"
+    );
     let o = f.drover(&["reconcile"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(text(&o).contains("apps down "), "{}", text(&o));

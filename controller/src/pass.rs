@@ -147,3 +147,54 @@ impl Pass<'_> {
         Applied { plan, report, lost }
     }
 }
+
+/// How long a host may take to count its volumes for [`size_moves`].
+const SIZING_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sizes the moves of a plan: a `relocate` action whose size the records
+/// do not tell gets the source engine's count, and its copy time estimated
+/// from it. Nothing is written; a host that does not answer in time leaves
+/// the size unknown.
+pub async fn size_moves(planned: &mut Planned, conns: &Connections) {
+    let mut sources: Vec<String> = planned
+        .plan
+        .actions
+        .iter()
+        .filter_map(|a| a.relocation.as_ref())
+        .filter(|r| r.bytes.is_none())
+        .map(|r| r.from.clone())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    let asks = sources.iter().filter_map(|h| {
+        let api = conns.engines.get(h)?;
+        Some(async move {
+            let sizes = tokio::time::timeout(SIZING_WAIT, api.volume_sizes()).await;
+            match sizes {
+                Ok(Ok(s)) => Some((h.clone(), s)),
+                Ok(Err(e)) => {
+                    tracing::warn!(host = %h, error = %e, "the sizes of the volumes to move are not known");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(host = %h, "the engine did not count its volumes within 30 s: the sizes of the volumes to move are not known");
+                    None
+                }
+            }
+        })
+    });
+    let sizes: std::collections::BTreeMap<String, _> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for a in &mut planned.plan.actions {
+        let Some(r) = a.relocation.as_mut().filter(|r| r.bytes.is_none()) else {
+            continue;
+        };
+        if let Some(b) = sizes.get(&r.from).and_then(|s| s.get(&a.name)) {
+            r.bytes = Some(*b);
+            r.estimate = plan::estimate(&planned.observed, &r.from, &r.to, r.bytes);
+        }
+    }
+}

@@ -103,6 +103,9 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
     }
     // A dry run ends here: the executor, the only thing that writes,
     // is never built on this path.
+    if let Some(conns) = &conns {
+        rt.block_on(drover::pass::size_moves(&mut planned, conns));
+    }
     let Some(conns) = conns.filter(|_| !dry_run) else {
         show_plan(&planned.plan);
         let code = if !planned.plan.errors.is_empty() {

@@ -376,6 +376,7 @@ impl Controller {
             planned.plan.actions.clear();
             planned.plan.errors.push(reason.to_string());
         }
+        crate::pass::size_moves(&mut planned, &conns).await;
         self.remember_running(&desired, &planned.observed);
 
         let throttled = self.limit_heals(&desired, &mut planned.plan);

@@ -18,6 +18,8 @@ use bollard::query_parameters::{
 };
 use bollard::{body_full, Docker, API_DEFAULT_VERSION};
 
+use super::usage::Route;
+
 impl EngineError {
     fn api(host: &str, op: impl Into<String>, e: BollardError) -> EngineError {
         EngineError::Api {
@@ -123,6 +125,9 @@ pub const REQUEST_TIMEOUT_SECS: u64 = 120;
 pub struct Engine {
     host: String,
     docker: Docker,
+    /// How the engine is reached, for the one raw request
+    /// ([`super::usage`]).
+    route: Route,
     /// The host's key for secret digests, read (or made) once.
     key: tokio::sync::OnceCell<HostKey>,
 }
@@ -139,19 +144,27 @@ impl Engine {
         if is_plain_remote_tcp(&endpoint, host.tls.is_some()) {
             tracing::warn!(host = %host.name, %endpoint, "plain TCP to a remote Docker host: anyone on the network can read and control it; use TLS");
         }
-        let docker = if let Some(tls) = &host.tls {
-            let addr = endpoint
-                .replacen("tcp://", "", 1)
-                .replacen("https://", "", 1);
-            connect_tls(tls, &addr).map_err(unreachable)?
+        let addr = endpoint
+            .replacen("tcp://", "", 1)
+            .replacen("https://", "", 1)
+            .replacen("http://", "", 1);
+        let (docker, route) = if let Some(tls) = &host.tls {
+            let (docker, config) = connect_tls(tls, &addr).map_err(unreachable)?;
+            (docker, Route::Tls { addr, config })
         } else if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            (
+                Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION),
+                Route::Unix(path.into()),
+            )
         } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(&endpoint, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            (
+                Docker::connect_with_http(&endpoint, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION),
+                Route::Tcp(addr),
+            )
         } else {
             return Err(unreachable(format!("unsupported endpoint `{endpoint}`")));
-        }
-        .map_err(|e| unreachable(error_text(&e)))?;
+        };
+        let docker = docker.map_err(|e| unreachable(error_text(&e)))?;
         let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
@@ -159,6 +172,7 @@ impl Engine {
         Ok(Engine {
             host: host.name.clone(),
             docker,
+            route,
             key: tokio::sync::OnceCell::new(),
         })
     }
@@ -197,7 +211,7 @@ fn read_tls_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> 
 fn connect_tls(
     tls: &crate::model::Tls,
     addr: &str,
-) -> Result<Result<Docker, BollardError>, String> {
+) -> Result<(Result<Docker, BollardError>, Arc<rustls::ClientConfig>), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let ca = read_tls_file("CA", &tls.ca)?;
@@ -227,9 +241,10 @@ fn connect_tls(
     .with_root_certificates(roots)
     .with_client_auth_cert(chain, key)
     .map_err(|e| format!("the TLS certificate and key do not fit: {e}"))?;
+    let config = Arc::new(config);
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnector::from((http, config));
+    let https = hyper_rustls::HttpsConnector::from((http, (*config).clone()));
     let client = Arc::new(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_max_idle_per_host(0)
@@ -239,11 +254,14 @@ fn connect_tls(
         let client = Arc::clone(&client);
         async move { client.request(req).await.map_err(BollardError::from) }
     };
-    Ok(Docker::connect_with_custom_transport(
-        transport,
-        Some(format!("https://{addr}")),
-        REQUEST_TIMEOUT_SECS,
-        API_DEFAULT_VERSION,
+    Ok((
+        Docker::connect_with_custom_transport(
+            transport,
+            Some(format!("https://{addr}")),
+            REQUEST_TIMEOUT_SECS,
+            API_DEFAULT_VERSION,
+        ),
+        config,
     ))
 }
 
@@ -426,6 +444,19 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
 impl DockerApi for Engine {
     fn host(&self) -> &str {
         &self.host
+    }
+
+    async fn volume_sizes(&self) -> Result<BTreeMap<String, u64>, EngineError> {
+        let v = self.docker.client_version();
+        let api = format!("{}.{}", v.major_version, v.minor_version);
+        super::usage::volume_sizes(&self.route, &api)
+            .await
+            .map_err(|message| EngineError::Api {
+                host: self.host.clone(),
+                op: "read the volumes' disk usage".into(),
+                message,
+                status: None,
+            })
     }
 
     async fn observe(&self) -> Result<ObservedHost, EngineError> {

@@ -218,6 +218,16 @@ impl DockerApi for FakeDocker {
         Ok(self.state())
     }
 
+    async fn volume_sizes(&self) -> Result<BTreeMap<String, u64>, EngineError> {
+        self.call("volume-sizes".into()).await?;
+        Ok(self
+            .state()
+            .volumes
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.size_bytes?)))
+            .collect())
+    }
+
     async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
         self.call(format!("image? {image}")).await?;
         Ok(self.with(|s| s.host.images.iter().any(|i| i == image)))

@@ -6,6 +6,7 @@
 mod engine;
 pub mod fake;
 pub mod hosts;
+pub mod usage;
 
 pub use engine::{health_from_status, Engine, CONNECT_TIMEOUT, REQUEST_TIMEOUT_SECS};
 
@@ -151,6 +152,9 @@ pub trait DockerApi: Send + Sync {
     fn host(&self) -> &str;
     /// Everything drover needs to plan against this host.
     async fn observe(&self) -> Result<ObservedHost, EngineError>;
+    /// Each volume's size as the engine counts it: it reads every volume's
+    /// files, so this is asked only for the volumes a plan moves.
+    async fn volume_sizes(&self) -> Result<BTreeMap<String, u64>, EngineError>;
     async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
     async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError>;
