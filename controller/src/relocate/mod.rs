@@ -452,16 +452,29 @@ impl Move {
                 self.back_to_source(&helpers).await;
                 return Err(e.into());
             }
-            for (p, h) in parts.iter_mut().zip(&helpers) {
-                match self.guarded(self.copy_after_stop(h)).await {
-                    Ok((bytes, files)) => {
+            // Other containers that could write are looked for while the
+            // change is copied: either failing rolls the move back.
+            let copied = async {
+                let mut sizes = Vec::new();
+                for h in &helpers {
+                    sizes.push(self.copy_after_stop(h).await?);
+                }
+                Ok::<_, String>(sizes)
+            };
+            let checked = self.guarded(async {
+                let (sizes, writers) = tokio::join!(copied, self.no_other_writers());
+                writers.and(sizes)
+            });
+            match checked.await {
+                Ok(sizes) => {
+                    for (p, (bytes, files)) in parts.iter_mut().zip(sizes) {
                         p.bytes = Some(bytes);
                         p.files = Some(files);
                     }
-                    Err(e) => {
-                        self.back_to_source(&helpers).await;
-                        return Err(e.into());
-                    }
+                }
+                Err(e) => {
+                    self.back_to_source(&helpers).await;
+                    return Err(e.into());
                 }
             }
             checkpoint(Phase::Switch);
@@ -479,6 +492,7 @@ impl Move {
             // Every switch was recorded: the source apps must stay stopped.
             self.mark_stopped();
             self.stop_on_source().await?;
+            self.no_other_writers().await?;
         }
 
         checkpoint(Phase::Start);
@@ -660,7 +674,7 @@ impl Move {
                 }
             }
         }
-        self.no_other_writers().await
+        Ok(())
     }
 
     /// Every other container on the source that mounts a moving volume must
