@@ -125,6 +125,17 @@ impl Report {
     pub fn all_done(&self) -> bool {
         self.outcomes.iter().all(|(_, o)| *o == Outcome::Done)
     }
+
+    /// The errors of the steps that failed, in order.
+    pub fn failures(&self) -> Vec<&str> {
+        self.outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Failed(e) => Some(e.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 pub struct Executor {

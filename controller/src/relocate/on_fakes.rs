@@ -205,14 +205,7 @@ async fn a_copy_that_does_not_match_after_the_stop_rolls_the_move_back() {
         },
     );
     let report = h.apply(desired("b")).await;
-    let failed: Vec<&String> = report
-        .outcomes
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Outcome::Failed(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let failed = report.failures();
     assert!(
         failed
             .iter()
@@ -397,14 +390,7 @@ async fn a_volume_changing_faster_than_its_budget_fails_the_move_without_stoppin
         std::thread::sleep(Duration::from_millis(30))
     });
     let report = h.apply(desired_with_budget("b", "10ms")).await;
-    let failed: Vec<&String> = report
-        .outcomes
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Outcome::Failed(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let failed = report.failures();
     assert_eq!(failed.len(), 1, "{:?}", report.outcomes);
     assert!(
         failed[0].contains("changes faster than its `max_downtime` of 10ms")
