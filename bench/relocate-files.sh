@@ -1,23 +1,49 @@
 #!/usr/bin/env bash
-# drover's peak memory while moving a volume of many small files: memory
-# grows with the number of entries (the scans of both sides are held), not
-# with their size. A report, not a test.
+# Peak memory while moving a volume of many small files, of drover and of
+# its helpers: neither may grow with the number of entries (both scans are
+# merged as they stream in). A report, not a test.
 #
 #   bench/relocate-files.sh 20000      # files in the volume (default 20000)
+#   bench/relocate-files.sh 1000000    # the target: under 100 MB each
 #
 # Needs root and the test hosts (`scripts/test-hosts.sh up 2`, started here
 # if needed); builds the release binary unless DROVER_BIN is set. Uses the
-# stack `benchmany` only, and removes it at the end.
+# stack `benchmany` only, and removes it at the end. The files (a few bytes
+# each, in 100 folders) are written straight into the volume's folder on
+# node-a. drover's peak RSS is GNU time's; the helpers' is the largest RSS
+# of any `drover helper` process, sampled every 0.2 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
 . bench/move-lib.sh
 dir=$(mktemp -d)
-trap 'remove_stack benchmany; rm -rf "$dir"' EXIT
+trap 'kill "$sampler" 2>/dev/null || true; remove_stack benchmany; rm -rf "$dir"' EXIT
+sampler=
 remove_stack benchmany
 write_cluster "$dir"
 write_stack "$dir" benchmany node-a
 "$DROVER_BIN" reconcile "$dir" >/dev/null
-docker -H $A exec benchmany-app sh -c 'for d in $(seq 0 99); do mkdir -p /data/d$d; done; i=0; while [ $i -lt '"$N"' ]; do echo $i > /data/d$((i%100))/file-with-a-longish-name-$i; i=$((i+1)); done'
+data=$(docker -H $A volume inspect --format '{{.Mountpoint}}' benchmany-data)
+python3 - "$data" "$N" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for d in range(100):
+    os.makedirs(f"{root}/d{d}", exist_ok=True)
+for i in range(n):
+    with open(f"{root}/d{i % 100}/file-with-a-longish-name-{i}", "w") as f:
+        f.write(f"{i}\n")
+PY
 write_stack "$dir" benchmany node-b
-/usr/bin/time -f "files=$N wall=%e s peak_rss=%M KiB" "$DROVER_BIN" reconcile "$dir" 2>&1 | grep -E "peak_rss|done    relocate"
+(
+    peak=0
+    while :; do
+        for r in $(ps -eo rss=,args= | awk '/[d]rover helper/ {print $1}'); do
+            [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$dir/helper-peak"
+        done
+        sleep 0.2
+    done
+) &
+sampler=$!
+/usr/bin/time -f "files=$N wall=%e s drover_peak_rss=%M KiB" "$DROVER_BIN" reconcile "$dir" 2>&1 | grep -E "peak_rss|done    relocate"
+kill "$sampler" 2>/dev/null || true
+echo "helper_peak_rss=$(cat "$dir/helper-peak" 2>/dev/null || echo '?') KiB (sampled)"

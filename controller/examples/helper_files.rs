@@ -12,7 +12,7 @@ fn main() {
     let state = tempfile_dir();
     let t = Instant::now();
     let mut listing = Vec::new();
-    drover::helper::scan_out(src, &state.join("src.json"), true, &mut listing).unwrap();
+    drover::helper::scan_out(src, &state.join("src.json"), true, false, &mut listing).unwrap();
     let scan = t.elapsed();
     let paths: Vec<u8> = listing
         .lines()

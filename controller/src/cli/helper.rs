@@ -9,6 +9,10 @@ pub enum HelperCommand {
         /// Hash every regular file (reusing hashes of unchanged files).
         #[arg(long)]
         hash: bool,
+        /// No app writes the volume now, nor since the last scan with
+        /// `--stopped`: that scan's hashes hold for unchanged files.
+        #[arg(long)]
+        stopped: bool,
     },
     /// Streams the paths read from stdin to stdout.
     Pack,
@@ -44,7 +48,9 @@ pub fn run(command: HelperCommand) -> ExitCode {
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let result = match command {
-        HelperCommand::Scan { hash } => helper::scan_out(root, state, hash, &mut stdout),
+        HelperCommand::Scan { hash, stopped } => {
+            helper::scan_out(root, state, hash, stopped, &mut stdout)
+        }
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),

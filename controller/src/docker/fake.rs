@@ -564,8 +564,14 @@ fn in_process(
     std::thread::spawn(move || {
         let result = match args.first().map(String::as_str) {
             Some("scan") => {
-                let hash = args.iter().any(|a| a == "--hash");
-                crate::helper::scan_out(&root, &state, hash, &mut output)
+                let flag = |f: &str| args.iter().any(|a| a == f);
+                crate::helper::scan_out(
+                    &root,
+                    &state,
+                    flag("--hash"),
+                    flag("--stopped"),
+                    &mut output,
+                )
             }
             Some("pack") => {
                 crate::helper::pack(&root, &state, BufReader::new(&mut stdin), &mut output)

@@ -70,10 +70,17 @@ fn save_state(state: &Path, entries: &BTreeMap<String, Entry>) -> io::Result<()>
 }
 
 /// Scans `root` and writes one JSON entry per line, then the end mark.
-/// With `hash`, every regular file has its hash (reused where unchanged).
-pub fn scan_out(root: &Path, state: &Path, hash: bool, out: &mut impl Write) -> io::Result<()> {
+/// With `hash`, every regular file has its hash (reused where unchanged);
+/// `stopped` as for [`scan::scan`].
+pub fn scan_out(
+    root: &Path,
+    state: &Path,
+    hash: bool,
+    stopped: bool,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let previous = load_state(state);
-    let entries = scan::scan(root, Some(&previous), hash)?;
+    let entries = scan::scan(root, Some(&previous), hash, stopped)?;
     let mut known = previous;
     for e in &entries {
         if e.hash.is_some() {
@@ -553,8 +560,8 @@ mod tests {
 
     /// Scans both trees and fails on any difference.
     fn assert_same(a: &Path, b: &Path) -> Vec<Entry> {
-        let a = scan::scan(a, None, true).unwrap();
-        let b = scan::scan(b, None, true).unwrap();
+        let a = scan::scan(a, None, true, false).unwrap();
+        let b = scan::scan(b, None, true, false).unwrap();
         let d = scan::differences(&a, &b);
         assert!(d.is_empty(), "{d:?}");
         b
@@ -587,7 +594,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let st = state.path().join("s.json");
         let mut listing = Vec::new();
-        scan_out(src.path(), &st, false, &mut listing).unwrap();
+        scan_out(src.path(), &st, false, false, &mut listing).unwrap();
         let entries = read_scan(&listing);
         let mut stream = Vec::new();
         pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
@@ -601,13 +608,13 @@ mod tests {
         unpack(dst.path(), &dst_state, &stream[..], &mut summary).unwrap();
         // What unpack recorded is what a scan of the copy finds.
         let recorded = load_state(&dst_state);
-        for e in scan::scan(dst.path(), None, true).unwrap() {
+        for e in scan::scan(dst.path(), None, true, false).unwrap() {
             if e.kind == EntryKind::File {
                 assert_eq!(recorded[&e.path].hash, e.hash, "{}", e.path);
             }
         }
         let b = assert_same(src.path(), dst.path());
-        let a = scan::scan(src.path(), None, true).unwrap();
+        let a = scan::scan(src.path(), None, true, false).unwrap();
         // Times come across to the nanosecond.
         let ia = scan::index(&a);
         for e in &b {
@@ -629,7 +636,7 @@ mod tests {
         std::fs::create_dir_all(dst.path().join("link/inner")).unwrap();
         std::fs::write(dst.path().join("a"), b"a file where a dir goes").unwrap();
         std::fs::write(dst.path().join("stale"), b"old").unwrap();
-        let entries = scan::scan(src.path(), None, false).unwrap();
+        let entries = scan::scan(src.path(), None, false, false).unwrap();
         let st = src.path().join("..").join("state-x.json");
         let mut stream = Vec::new();
         pack(src.path(), &st, &paths(&entries)[..], &mut stream).unwrap();
@@ -708,7 +715,7 @@ mod tests {
         // Connects first and says nothing.
         let stranger = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let started = std::time::Instant::now();
-        let entries = scan::scan(src.path(), None, false).unwrap();
+        let entries = scan::scan(src.path(), None, false, false).unwrap();
         let mut input = format!("{token}\n").into_bytes();
         input.extend(paths(&entries));
         let to = format!("127.0.0.1:{port}");
@@ -743,7 +750,7 @@ mod tests {
         e.hashed_at_ns = Some(e.ctime_ns);
         save_state(&st, &scan::index(&[e.clone()])).unwrap();
         let mut out = Vec::new();
-        scan_out(src.path(), &st, true, &mut out).unwrap();
+        scan_out(src.path(), &st, true, false, &mut out).unwrap();
         let fresh = read_scan(&out)
             .into_iter()
             .find(|x| x.path == "big")
@@ -753,7 +760,7 @@ mod tests {
         e.hashed_at_ns = Some(e.ctime_ns + scan::RACY_WINDOW_NS + 1);
         save_state(&st, &scan::index(&[e.clone()])).unwrap();
         let mut out = Vec::new();
-        scan_out(src.path(), &st, true, &mut out).unwrap();
+        scan_out(src.path(), &st, true, false, &mut out).unwrap();
         let cached = read_scan(&out)
             .into_iter()
             .find(|x| x.path == "big")

@@ -66,6 +66,12 @@ pub struct Entry {
     /// unset for a hash of bytes drover wrote itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hashed_at_ns: Option<i64>,
+    /// The hash was taken while the apps were stopped (a scan with
+    /// `stopped`): nothing wrote the file after that read, so a later scan
+    /// while they stay stopped reuses it whenever the file is unchanged,
+    /// even inside [`RACY_WINDOW_NS`].
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub still: bool,
 }
 
 /// How far a file's times must lie before the read that hashed it for the
@@ -233,17 +239,22 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         target,
         hash: None,
         hashed_at_ns: None,
+        still: false,
     })
 }
 
 /// Scans `root`, sorted by path. `previous` lends the hashes of files that
 /// have not changed since it was taken; with `hash` false, no file is read
-/// and only lent hashes are filled in. Nothing under `root` is followed
-/// through a symlink; an unreadable entry is an error, never skipped.
+/// and only lent hashes are filled in. `stopped` says that no app writes
+/// the volume now, nor since the previous scan with `stopped`: hashes that
+/// scan took are lent whenever the file is unchanged. Nothing under `root`
+/// is followed through a symlink; an unreadable entry is an error, never
+/// skipped.
 pub fn scan(
     root: &Path,
     previous: Option<&BTreeMap<String, Entry>>,
     hash: bool,
+    stopped: bool,
 ) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
@@ -267,16 +278,18 @@ pub fn scan(
                 }
             }
             EntryKind::File => {
-                let lent = previous
-                    .and_then(|p| p.get(&entry.path))
-                    .filter(|p| hash_holds(p, &entry));
+                let lent = previous.and_then(|p| p.get(&entry.path)).filter(|p| {
+                    hash_holds(p, &entry) || (stopped && p.still && unchanged(p, &entry))
+                });
                 match lent {
                     Some(p) => {
                         entry.hash = p.hash.clone();
                         entry.hashed_at_ns = p.hashed_at_ns;
+                        entry.still = stopped && p.still;
                     }
                     None if hash => {
                         entry.hashed_at_ns = Some(now_ns());
+                        entry.still = stopped;
                         entry.hash = Some(hash_file(&path).map_err(|e| {
                             io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                         })?);
@@ -383,70 +396,289 @@ pub fn by_path(entries: &[Entry]) -> HashMap<&str, &Entry> {
     entries.iter().map(|e| (e.path.as_str(), e)).collect()
 }
 
-/// How a copy differs from its source, one line per difference; empty when
-/// the copy is faithful. Times and inodes are not compared (they differ
-/// between hosts by nature); everything the no-loss guarantee names is.
-pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
-    let (s, c) = (by_path(source), by_path(copy));
+/// One path's entries in two scans: only in the first (the source), only
+/// in the second (the copy), or in both.
+#[derive(Debug)]
+pub enum Pair {
+    Src(Entry),
+    Dst(Entry),
+    Both(Entry, Entry),
+}
+
+/// Entries in scan order (sorted by the bytes of the unescaped path),
+/// one at a time: a scan held whole or one streaming in.
+pub trait Entries {
+    fn next(&mut self) -> impl std::future::Future<Output = Result<Option<Entry>, String>> + Send;
+}
+
+/// A scan held whole.
+pub struct Held<'a>(pub std::slice::Iter<'a, Entry>);
+
+impl Entries for Held<'_> {
+    #[allow(clippy::manual_async_fn)]
+    fn next(&mut self) -> impl std::future::Future<Output = Result<Option<Entry>, String>> + Send {
+        let e = self.0.next().cloned();
+        async move { Ok(e) }
+    }
+}
+
+/// Two scans merged: `each` gets every path's pair in order, and memory
+/// does not grow with the number of entries.
+pub async fn merge(
+    src: &mut impl Entries,
+    dst: &mut impl Entries,
+    mut each: impl FnMut(Pair) + Send,
+) -> Result<(), String> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let (mut s, mut d) = (src.next().await?, dst.next().await?);
+    loop {
+        match (s.take(), d.take()) {
+            (None, None) => return Ok(()),
+            (Some(a), None) => {
+                each(Pair::Src(a));
+                s = src.next().await?;
+            }
+            (None, Some(b)) => {
+                each(Pair::Dst(b));
+                d = dst.next().await?;
+            }
+            (Some(a), Some(b)) => match unescape(&a.path).cmp(&unescape(&b.path)) {
+                Less => {
+                    each(Pair::Src(a));
+                    (s, d) = (src.next().await?, Some(b));
+                }
+                Greater => {
+                    each(Pair::Dst(b));
+                    (s, d) = (Some(a), dst.next().await?);
+                }
+                Equal => {
+                    each(Pair::Both(a, b));
+                    (s, d) = (src.next().await?, dst.next().await?);
+                }
+            },
+        }
+    }
+}
+
+/// The pairs of two scans held whole.
+pub fn pairs(src: &[Entry], dst: &[Entry]) -> Vec<Pair> {
+    use futures_util::FutureExt;
     let mut out = Vec::new();
-    for a in source {
-        let path = &a.path;
-        let shown = if path.is_empty() { "/" } else { path.as_str() };
-        let Some(b) = c.get(path.as_str()) else {
-            out.push(format!("`{shown}` is missing from the copy"));
-            continue;
-        };
-        let mut what = Vec::new();
-        if a.kind != b.kind {
-            what.push("type");
-        }
-        if a.mode != b.mode {
-            what.push("mode");
-        }
-        if (a.uid, a.gid) != (b.uid, b.gid) {
-            what.push("owner");
-        }
-        if a.size != b.size {
-            what.push("size");
-        }
-        if a.target != b.target {
-            what.push("symlink target");
-        }
-        if a.hash != b.hash {
-            what.push("content");
-        }
-        if a.xattrs != b.xattrs {
-            what.push("extended attributes");
-        }
-        if a.sparse && !b.sparse {
-            what.push("holes (sparse on the source, dense in the copy)");
-        }
-        if !what.is_empty() {
-            out.push(format!("`{shown}` differs in {}", what.join(", ")));
-        }
-    }
-    for e in copy.iter().filter(|e| !s.contains_key(e.path.as_str())) {
-        out.push(format!("`{}` is in the copy but not in the source", e.path));
-    }
-    // Hard links: the same paths name one file on both sides.
-    let inode = |side: &HashMap<&str, &Entry>, p: &str| side.get(p).map(|e| e.ino);
-    for g in link_groups(source) {
-        if g.iter().any(|p| inode(&c, p) != inode(&c, g[0])) {
-            out.push(format!(
-                "`{}` are one file (hard links) on the source but not in the copy",
-                g.join("`, `")
-            ));
-        }
-    }
-    for g in link_groups(copy) {
-        if g.iter().any(|p| inode(&s, p) != inode(&s, g[0])) {
-            out.push(format!(
-                "`{}` are one file in the copy but not on the source",
-                g.join("`, `")
-            ));
-        }
+    let (mut a, mut b) = (Held(src.iter()), Held(dst.iter()));
+    match merge(&mut a, &mut b, |p| out.push(p)).now_or_never() {
+        Some(Ok(())) => {}
+        // Held scans are always ready and never fail.
+        _ => unreachable!("a merge of held scans finishes at once"),
     }
     out
+}
+
+/// A file with other names (hard links), as met in a pass over two scans.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub ino: u64,
+    pub path: String,
+    /// The inode of the same path on the other side, if it is there.
+    pub other: Option<u64>,
+    /// The path is on the source (always so for the source's own links).
+    pub in_src: bool,
+    /// The pass decided to send it.
+    pub sent: bool,
+}
+
+/// The files with other names of both sides of a pass: all a pass keeps
+/// of an entry once it has passed, so memory grows with the hard links, not
+/// with the entries.
+#[derive(Debug, Default)]
+pub struct Links {
+    pub src: Vec<Link>,
+    pub dst: Vec<Link>,
+}
+
+impl Links {
+    /// Notes a pair's files with other names; `sent` says whether the pass
+    /// sends the source's entry.
+    pub fn note(&mut self, pair: &Pair, sent: bool) {
+        let linked = |e: &Entry| e.kind == EntryKind::File && e.nlink > 1;
+        let (s, d) = match pair {
+            Pair::Src(s) => (Some(s), None),
+            Pair::Dst(d) => (None, Some(d)),
+            Pair::Both(s, d) => (Some(s), Some(d)),
+        };
+        if let Some(e) = s.filter(|e| linked(e)) {
+            self.src.push(Link {
+                ino: e.ino,
+                path: e.path.clone(),
+                other: d.map(|d| d.ino),
+                in_src: true,
+                sent,
+            });
+        }
+        if let Some(e) = d.filter(|e| linked(e)) {
+            self.dst.push(Link {
+                ino: e.ino,
+                path: e.path.clone(),
+                other: s.map(|s| s.ino),
+                in_src: s.is_some(),
+                sent: s.is_some() && sent,
+            });
+        }
+    }
+
+    /// Each side's groups of paths naming one file (more than one path),
+    /// by inode, paths in scan order: the source's first.
+    pub fn groups(&self) -> impl Iterator<Item = (bool, Vec<&Link>)> {
+        fn group(side: &[Link]) -> Vec<Vec<&Link>> {
+            let mut g: BTreeMap<u64, Vec<&Link>> = BTreeMap::new();
+            for l in side {
+                g.entry(l.ino).or_default().push(l);
+            }
+            g.into_values().filter(|g| g.len() > 1).collect()
+        }
+        let (s, d) = (group(&self.src), group(&self.dst));
+        s.into_iter()
+            .map(|g| (true, g))
+            .chain(d.into_iter().map(|g| (false, g)))
+    }
+}
+
+/// A group whose paths do not all name one file on the other side (or
+/// are not all there).
+pub fn split(group: &[&Link]) -> bool {
+    group
+        .iter()
+        .any(|l| l.other.is_none() || l.other != group[0].other)
+}
+
+/// How a copy differs from its source, gathered pair by pair: the number
+/// of differences and the first `keep` of them, one line each. Times and
+/// inodes are not compared (they differ between hosts by nature);
+/// everything the no-loss guarantee names is.
+#[derive(Debug)]
+pub struct Check {
+    keep: usize,
+    pub found: usize,
+    pub shown: Vec<String>,
+    links: Links,
+    /// The source's size (regular files) and entries.
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl Check {
+    pub fn new(keep: usize) -> Check {
+        Check {
+            keep,
+            found: 0,
+            shown: Vec::new(),
+            links: Links::default(),
+            bytes: 0,
+            entries: 0,
+        }
+    }
+
+    fn differs(&mut self, line: String) {
+        self.found += 1;
+        if self.shown.len() < self.keep {
+            self.shown.push(line);
+        }
+    }
+
+    pub fn add(&mut self, pair: Pair) {
+        self.links.note(&pair, false);
+        match pair {
+            Pair::Src(a) => {
+                self.count(&a);
+                let shown = if a.path.is_empty() {
+                    "/"
+                } else {
+                    a.path.as_str()
+                };
+                self.differs(format!("`{shown}` is missing from the copy"));
+            }
+            Pair::Dst(b) => {
+                self.differs(format!("`{}` is in the copy but not in the source", b.path))
+            }
+            Pair::Both(a, b) => {
+                self.count(&a);
+                let mut what = Vec::new();
+                if a.kind != b.kind {
+                    what.push("type");
+                }
+                if a.mode != b.mode {
+                    what.push("mode");
+                }
+                if (a.uid, a.gid) != (b.uid, b.gid) {
+                    what.push("owner");
+                }
+                if a.size != b.size {
+                    what.push("size");
+                }
+                if a.target != b.target {
+                    what.push("symlink target");
+                }
+                if a.hash != b.hash {
+                    what.push("content");
+                }
+                if a.xattrs != b.xattrs {
+                    what.push("extended attributes");
+                }
+                if a.sparse && !b.sparse {
+                    what.push("holes (sparse on the source, dense in the copy)");
+                }
+                if !what.is_empty() {
+                    let shown = if a.path.is_empty() {
+                        "/"
+                    } else {
+                        a.path.as_str()
+                    };
+                    self.differs(format!("`{shown}` differs in {}", what.join(", ")));
+                }
+            }
+        }
+    }
+
+    fn count(&mut self, e: &Entry) {
+        self.entries += 1;
+        self.bytes += e.size;
+    }
+
+    /// The differences found, with those of the hard links: the same paths
+    /// must name one file on both sides.
+    pub fn finish(mut self) -> Check {
+        let mut lines = Vec::new();
+        for (on_src, g) in self.links.groups() {
+            // (Paths missing on the other side are differences already.)
+            if g.iter().any(|l| l.other != g[0].other) {
+                let paths: Vec<&str> = g.iter().map(|l| l.path.as_str()).collect();
+                lines.push(if on_src {
+                    format!(
+                        "`{}` are one file (hard links) on the source but not in the copy",
+                        paths.join("`, `")
+                    )
+                } else {
+                    format!(
+                        "`{}` are one file in the copy but not on the source",
+                        paths.join("`, `")
+                    )
+                });
+            }
+        }
+        for l in lines {
+            self.differs(l);
+        }
+        self
+    }
+}
+
+/// How a copy differs from its source, one line per difference; empty when
+/// the copy is faithful (see [`Check`]).
+pub fn differences(source: &[Entry], copy: &[Entry]) -> Vec<String> {
+    let mut check = Check::new(usize::MAX);
+    for p in pairs(source, copy) {
+        check.add(p);
+    }
+    check.finish().shown
 }
 
 /// What changed between two scans of the same tree: paths to copy again
@@ -489,7 +721,7 @@ pub(crate) mod tests {
         }
         std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
         std::fs::write(dst.join("b"), "x").unwrap();
-        let scan_of = |root: &Path| scan(root, None, true).unwrap();
+        let scan_of = |root: &Path| scan(root, None, true, false).unwrap();
         let (s, d) = (scan_of(&src), scan_of(&dst));
         assert_eq!(link_groups(&s), vec![vec!["a", "b"]]);
         let diff = differences(&s, &d);
@@ -525,7 +757,7 @@ pub(crate) mod tests {
     #[test]
     fn a_scan_lists_every_entry_with_its_hash() {
         let d = tree();
-        let s = scan(d.path(), None, true).unwrap();
+        let s = scan(d.path(), None, true, false).unwrap();
         let paths: Vec<&str> = s.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -546,8 +778,8 @@ pub(crate) mod tests {
     fn identical_trees_have_no_differences_and_a_change_is_named() {
         let (x, y) = (tree(), tree());
         let (sx, sy) = (
-            scan(x.path(), None, true).unwrap(),
-            scan(y.path(), None, true).unwrap(),
+            scan(x.path(), None, true, false).unwrap(),
+            scan(y.path(), None, true, false).unwrap(),
         );
         assert!(
             differences(&sx, &sy).is_empty(),
@@ -558,7 +790,7 @@ pub(crate) mod tests {
         std::fs::set_permissions(y.path().join("a"), std::fs::Permissions::from_mode(0o700))
             .unwrap();
         std::fs::remove_file(y.path().join("link")).unwrap();
-        let d = differences(&sx, &scan(y.path(), None, true).unwrap());
+        let d = differences(&sx, &scan(y.path(), None, true, false).unwrap());
         assert_eq!(
             d,
             [
@@ -572,14 +804,14 @@ pub(crate) mod tests {
     #[test]
     fn unchanged_files_reuse_their_hash_and_changes_are_found() {
         let d = tree();
-        let first = scan(d.path(), None, true).unwrap();
+        let first = scan(d.path(), None, true, false).unwrap();
         // A forged hash survives a rescan only while the file is unchanged.
         let mut prev = index(&first);
         let forged = prev.get_mut("a/b/file.txt").unwrap();
         forged.hash = Some("forged".into());
         // As if hashed long after its last change (a fresh file is racy).
         forged.hashed_at_ns = Some(forged.ctime_ns + RACY_WINDOW_NS + 1);
-        let again = scan(d.path(), Some(&prev), true).unwrap();
+        let again = scan(d.path(), Some(&prev), true, false).unwrap();
         assert_eq!(
             index(&again)["a/b/file.txt"].hash.as_deref(),
             Some("forged")
@@ -588,7 +820,7 @@ pub(crate) mod tests {
         std::fs::write(d.path().join("a/b/file.txt"), b"hello").unwrap();
         std::fs::write(d.path().join("new"), b"n").unwrap();
         std::fs::remove_file(d.path().join("link")).unwrap();
-        let third = scan(d.path(), Some(&prev), true).unwrap();
+        let third = scan(d.path(), Some(&prev), true, false).unwrap();
         assert_ne!(
             index(&third)["a/b/file.txt"].hash.as_deref(),
             Some("forged")
@@ -597,6 +829,53 @@ pub(crate) mod tests {
         assert!(changed.contains(&"a/b/file.txt".to_string()));
         assert!(changed.contains(&"new".to_string()));
         assert_eq!(deleted, ["link"]);
+    }
+
+    #[test]
+    fn a_hash_taken_while_the_apps_are_stopped_holds_for_the_next_stopped_scan_only() {
+        let d = tree();
+        // Fresh files: inside the racy window, so a running scan rehashes.
+        let stopped = scan(d.path(), None, true, true).unwrap();
+        let mut prev = index(&stopped);
+        assert!(prev["a/b/file.txt"].still);
+        prev.get_mut("a/b/file.txt").unwrap().hash = Some("kept".into());
+        let hash_of = |e: &[Entry]| index(e)["a/b/file.txt"].hash.clone();
+        let again = scan(d.path(), Some(&prev), true, true).unwrap();
+        assert_eq!(hash_of(&again).as_deref(), Some("kept"));
+        // Once an app may run again, the window counts as before.
+        let running = scan(d.path(), Some(&index(&again)), true, false).unwrap();
+        assert_ne!(hash_of(&running).as_deref(), Some("kept"));
+        assert!(!index(&running)["a/b/file.txt"].still);
+        // And a change is always seen.
+        std::fs::write(d.path().join("a/b/file.txt"), b"hello, again").unwrap();
+        let changed = scan(d.path(), Some(&prev), true, true).unwrap();
+        assert_ne!(hash_of(&changed).as_deref(), Some("kept"));
+    }
+
+    #[test]
+    fn scans_pair_up_in_the_byte_order_of_their_paths_a_dash_before_a_slash() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = (d.path().join("s"), d.path().join("t"));
+        for (root, names) in [(&s, ["a/b", "a-c", "z"]), (&t, ["a/b", "a-d", "z"])] {
+            for n in names {
+                let p = root.join(n);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, n).unwrap();
+            }
+        }
+        let (a, b) = (
+            scan(&s, None, false, false).unwrap(),
+            scan(&t, None, false, false).unwrap(),
+        );
+        let shown: Vec<String> = pairs(&a, &b)
+            .iter()
+            .map(|p| match p {
+                Pair::Src(e) => format!("<{}", e.path),
+                Pair::Dst(e) => format!(">{}", e.path),
+                Pair::Both(e, _) => format!("={}", e.path),
+            })
+            .collect();
+        assert_eq!(shown, ["=", "=a", "<a-c", ">a-d", "=a/b", "=z"]);
     }
 
     #[test]

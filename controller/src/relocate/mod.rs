@@ -21,8 +21,8 @@ mod on_fakes;
 mod transfer;
 
 pub use image::{helper_image, HelperImage};
-pub use transfer::to_send;
 use transfer::Helpers;
+pub use transfer::{to_send, PathList, SendPlan};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -36,7 +36,7 @@ use tokio::io::AsyncWriteExt;
 use crate::contract::labels;
 use crate::desired::{ContainerSpec, VolumeSpec};
 use crate::docker::{DockerApi, ExecOutput, HelperSpec};
-use crate::helper::scan::{self, Entry, EntryKind};
+use crate::helper::scan::{self, Entry, EntryKind, Pair};
 use crate::model::Restart;
 use crate::observed::{
     ContainerState, CopyRecord, CopyRole, Health, MovePhase, ObservedHost, RecordRef,
@@ -185,15 +185,6 @@ const BUDGET_PASSES: usize = 6;
 /// A copy while the apps run tells the copy rate of these hosts once it
 /// sent this much.
 const RATE_SAMPLE: u64 = 16 << 20;
-
-/// What one pass of [`Move::sync`] found.
-struct Synced {
-    /// The source's scan.
-    src: Vec<Entry>,
-    /// How long the target's scan took: about what the check after the
-    /// stop will take.
-    check: Duration,
-}
 
 /// One volume of a move, as found when it started.
 struct Part<'a> {
@@ -807,7 +798,7 @@ impl Move {
             let started = Instant::now();
             let mut check = Duration::ZERO;
             for h in helpers {
-                check += self.sync(h, true, Phase::Copy).await?.check;
+                check += self.sync(h, true, Phase::Copy).await?;
             }
             // After the stop, the delta pass copies what changed during this
             // one, then the target is checked once more.
@@ -845,27 +836,36 @@ impl Move {
     /// the data (regular files) that was verified and its number of entries.
     async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<(u64, u64), String> {
         checkpoint(Phase::Delta);
-        let src = self.sync(h, true, Phase::Delta).await?.src;
+        self.sync(h, true, Phase::Delta).await?;
         checkpoint(Phase::Verify);
         self.report(Phase::Verify, 0);
         if let Ok(path) = std::env::var("DROVER_TEST_DAMAGE_COPY") {
             // Test-only: lose a file of the copy right before it is checked.
-            h.delete(&[path]).await?;
+            let mut lost = PathList::default();
+            lost.push(&path);
+            h.delete(&lost).await?;
         }
-        let dst = h.scan(&self.dst, true).await?;
-        let diff = scan::differences(&src, &dst);
-        if !diff.is_empty() {
-            let shown: Vec<String> = diff.iter().take(5).cloned().collect();
+        // Both sides scanned again (the source's hashes come from the
+        // delta's scan, taken with the apps stopped): the copy is checked
+        // against the source as it is.
+        let (src, dst) = tokio::join!(
+            h.scan(&self.src, true, true),
+            h.scan(&self.dst, true, false)
+        );
+        let mut check = scan::Check::new(5);
+        scan::merge(&mut src?, &mut dst?, |p| check.add(p)).await?;
+        let check = check.finish();
+        if check.found > 0 {
             return Err(format!(
                 "the copy of volume `{}` on `{}` does not match the source ({} difference(s): {}); the app stays on `{}`",
                 h.volume.name,
                 self.to(),
-                diff.len(),
-                shown.join("; "),
+                check.found,
+                check.shown.join("; "),
                 self.from()
             ));
         }
-        Ok((src.iter().map(|e| e.size).sum(), src.len() as u64))
+        Ok((check.bytes, check.entries))
     }
 
     /// What this move measured, for the records of a copy of `p`.
@@ -878,41 +878,49 @@ impl Move {
     }
 
     /// One pass: scan both sides, delete what the target has in excess, send
-    /// what differs.
+    /// what differs. Returns how long the scans took: about what the check
+    /// after the stop will take.
     async fn sync(
         &self,
         h: &Helpers<'_>,
         by_content: bool,
         phase: Phase,
-    ) -> Result<Synced, String> {
-        let timed = |api| async move {
-            let t = Instant::now();
-            let r = h.scan(api, by_content).await;
-            r.map(|e| (e, t.elapsed()))
-        };
-        let (src, dst) = tokio::join!(h.scan(&self.src, by_content), timed(&self.dst));
-        let (src, (dst, check)) = (src?, dst?);
-        let (send, delete, bytes) = to_send(&src, &dst, by_content);
+    ) -> Result<Duration, String> {
+        let started = Instant::now();
+        // After the stop, the source's hashes hold until the check.
+        let stopped = phase == Phase::Delta;
+        let (src, dst) = tokio::join!(
+            h.scan(&self.src, by_content, stopped),
+            h.scan(&self.dst, by_content, false)
+        );
+        let mut plan = SendPlan::new(by_content);
+        let mut entries = 0u64;
+        scan::merge(&mut src?, &mut dst?, |p| {
+            entries += u64::from(!matches!(p, scan::Pair::Dst(_)));
+            plan.add(p)
+        })
+        .await?;
+        let check = started.elapsed();
+        let plan = plan.finish();
         tracing::debug!(
             phase = phase.as_str(),
             by_content,
-            entries = src.len(),
-            send = send.len(),
-            delete = delete.len(),
-            bytes,
+            entries,
+            send = plan.send.len(),
+            delete = plan.delete.len(),
+            bytes = plan.bytes,
             "scanned both sides"
         );
-        if !delete.is_empty() {
-            h.delete(&delete).await?;
+        if !plan.delete.is_empty() {
+            h.delete(&plan.delete).await?;
         }
-        if !send.is_empty() {
-            use std::sync::atomic::Ordering::Relaxed;
-            self.planned.fetch_add(bytes, Relaxed);
+        if !plan.send.is_empty() {
+            self.planned.fetch_add(plan.bytes, Relaxed);
             self.report(phase, 0);
-            h.transfer(&send, bytes, phase).await?;
-            self.sent.fetch_add(bytes, Relaxed);
+            h.transfer(plan.send, plan.bytes, phase).await?;
+            self.sent.fetch_add(plan.bytes, Relaxed);
         }
-        Ok(Synced { src, check })
+        Ok(check)
     }
 
     async fn start_on_target(&self) -> Result<(), String> {

@@ -16,10 +16,16 @@ pub(super) fn helper_cmd(args: &[&str]) -> Vec<String> {
 /// Writes `input` to a command's stdin, then closes it.
 pub(super) fn feed(
     mut stdin: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    input: Vec<u8>,
+    input: Vec<Bytes>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
-        let r = stdin.write_all(&input).await;
+        let mut r = Ok(());
+        for part in &input {
+            r = stdin.write_all(part).await;
+            if r.is_err() {
+                break;
+            }
+        }
         let _ = stdin.shutdown().await;
         r
     })
@@ -42,17 +48,77 @@ pub(super) fn first_lines(b: &[u8]) -> String {
     s.chars().take(600).collect()
 }
 
-/// What to send and delete so that `dst` matches `src`, and the bytes to
-/// send. Entries are compared by everything the copy keeps (times
-/// included); `by_content` also compares hashes where both sides have one.
-pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, Vec<String>, u64) {
-    let d = scan::by_path(dst);
-    let mut send = Vec::new();
-    let mut bytes = 0;
-    for s in src {
-        let differs = match d.get(s.path.as_str()) {
-            None => true,
-            Some(t) => {
+/// Escaped paths, one per line, as the helpers read them.
+#[derive(Debug, Default, Clone)]
+pub struct PathList {
+    lines: Vec<u8>,
+    count: usize,
+}
+
+impl PathList {
+    pub fn push(&mut self, path: &str) {
+        self.lines.extend_from_slice(path.as_bytes());
+        self.lines.push(b'\n');
+        self.count += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The lines, for a helper's input.
+    pub fn bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.lines)
+    }
+
+    /// The paths, for tests and messages.
+    pub fn paths(&self) -> Vec<String> {
+        self.lines
+            .split(|c| *c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+}
+
+/// What a pass sends and deletes so that the target matches the source,
+/// decided pair by pair as both scans stream in. Entries are compared by
+/// everything the copy keeps (times included); `by_content` also compares
+/// hashes where both sides have one.
+pub struct SendPlan {
+    by_content: bool,
+    pub send: PathList,
+    pub delete: PathList,
+    /// The bytes of the files to send.
+    pub bytes: u64,
+    links: scan::Links,
+}
+
+impl SendPlan {
+    pub fn new(by_content: bool) -> SendPlan {
+        SendPlan {
+            by_content,
+            send: PathList::default(),
+            delete: PathList::default(),
+            bytes: 0,
+            links: scan::Links::default(),
+        }
+    }
+
+    pub fn add(&mut self, pair: Pair) {
+        let send = match &pair {
+            Pair::Src(_) => true,
+            Pair::Dst(t) => {
+                if !t.path.is_empty() {
+                    self.delete.push(&t.path);
+                }
+                false
+            }
+            Pair::Both(s, t) => {
                 s.kind != t.kind
                     || s.mode != t.mode
                     || (s.uid, s.gid) != (t.uid, t.gid)
@@ -61,46 +127,55 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
                     || (s.sparse && !t.sparse)
                     || s.xattrs != t.xattrs
                     || (s.kind != EntryKind::Dir && s.mtime_ns != t.mtime_ns)
-                    || (by_content && s.hash.is_some() && t.hash.is_some() && s.hash != t.hash)
+                    || (self.by_content && s.hash.is_some() && t.hash.is_some() && s.hash != t.hash)
             }
         };
-        if differs {
-            send.push(s.path.clone());
+        self.links.note(&pair, send);
+        if let (true, Pair::Src(s) | Pair::Both(s, _)) = (send, &pair) {
+            self.send.push(&s.path);
             if s.kind == EntryKind::File {
-                bytes += s.size;
+                self.bytes += s.size;
             }
         }
     }
-    // Hard links travel together: a file's names are sent all at once when
-    // any of them is, or when the copy does not name one file with them
-    // (the stream carries the content once).
-    let ino = |side: &std::collections::HashMap<&str, &Entry>, p: &str| side.get(p).map(|e| e.ino);
-    let s = scan::by_path(src);
-    let mut queued: std::collections::HashSet<String> = send.iter().cloned().collect();
-    // Each side's groups, with the other side, which must name one file
-    // with the same paths.
-    let groups = scan::link_groups(src)
-        .into_iter()
-        .map(|g| (g, &d))
-        .chain(scan::link_groups(dst).into_iter().map(|g| (g, &s)));
-    for (g, other) in groups {
-        let split = g
+
+    /// Hard links travel together: a file's names are sent all at once when
+    /// any of them is, or when the other side does not name one file with
+    /// them (the stream carries the content once).
+    pub fn finish(mut self) -> SendPlan {
+        let mut queued: std::collections::HashSet<&str> = self
+            .links
+            .src
             .iter()
-            .any(|p| ino(other, p).is_none() || ino(other, p) != ino(other, g[0]));
-        if split || g.iter().any(|p| queued.contains(*p)) {
-            for p in g.iter().filter(|p| s.contains_key(**p)) {
-                if queued.insert(p.to_string()) {
-                    send.push(p.to_string());
+            .filter(|l| l.sent)
+            .map(|l| l.path.as_str())
+            .collect();
+        let mut more = Vec::new();
+        for (_, g) in self.links.groups() {
+            if scan::split(&g) || g.iter().any(|l| queued.contains(l.path.as_str())) {
+                for l in g.iter().filter(|l| l.in_src) {
+                    if queued.insert(l.path.as_str()) {
+                        more.push(l.path.clone());
+                    }
                 }
             }
         }
+        for p in more {
+            self.send.push(&p);
+        }
+        self
     }
-    let delete = dst
-        .iter()
-        .filter(|e| !e.path.is_empty() && !s.contains_key(e.path.as_str()))
-        .map(|e| e.path.clone())
-        .collect();
-    (send, delete, bytes)
+}
+
+/// What to send and delete so that `dst` matches `src` (both scans held
+/// whole, sorted as scans are), and the bytes to send.
+pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, Vec<String>, u64) {
+    let mut plan = SendPlan::new(by_content);
+    for p in scan::pairs(src, dst) {
+        plan.add(p);
+    }
+    let plan = plan.finish();
+    (plan.send.paths(), plan.delete.paths(), plan.bytes)
 }
 
 /// The two helper containers of a move.
@@ -196,52 +271,51 @@ impl<'a> Helpers<'a> {
             .exec(&self.name, helper_cmd(args))
             .await
             .map_err(|e| e.to_string())?;
-        let writer = feed(ex.input, input);
+        let writer = feed(ex.input, vec![Bytes::from(input)]);
         let (out, err) = collect(&mut ex.output).await?;
         let _ = writer.await;
         check_exit(api, &ex.id, args[0], &err).await?;
         Ok(out)
     }
 
-    /// A scan of one side, parsed line by line as it arrives.
+    /// Starts a scan of one side, read entry by entry as it streams in.
+    /// `stopped`: the apps are stopped, and have been since the last
+    /// scan with it ([`crate::helper::scan::scan`]).
     pub(super) async fn scan(
         &self,
         api: &Arc<dyn DockerApi>,
         hash: bool,
-    ) -> Result<Vec<Entry>, String> {
-        let args: &[&str] = if hash { &["scan", "--hash"] } else { &["scan"] };
+        stopped: bool,
+    ) -> Result<ScanStream, String> {
+        let mut args = vec!["scan"];
+        if hash {
+            args.push("--hash");
+        }
+        if stopped {
+            args.push("--stopped");
+        }
+        let args = args.as_slice();
         let mut ex = api
             .exec(&self.name, helper_cmd(args))
             .await
             .map_err(|e| e.to_string())?;
         let _ = ex.input.shutdown().await;
-        let (mut entries, mut ended, mut pending, mut err) =
-            (Vec::new(), false, Vec::new(), Vec::new());
-        let bad = |e: serde_json::Error| format!("a scan on `{}` gave a bad line: {e}", api.host());
-        while let Some(chunk) = ex.output.next().await {
-            match chunk.map_err(|e| e.to_string())? {
-                ExecOutput::Stdout(b) => {
-                    for line in complete_lines(&mut pending, &b) {
-                        match serde_json::from_slice::<crate::helper::Line>(&line).map_err(bad)? {
-                            crate::helper::Line::Entry(e) => entries.push(*e),
-                            crate::helper::Line::End { end } => {
-                                ended = end as usize == entries.len()
-                            }
-                        }
-                    }
-                }
-                ExecOutput::Stderr(b) => err.extend_from_slice(&b),
-            }
-        }
-        check_exit(api, &ex.id, "scan", &err).await?;
-        if !ended || !pending.is_empty() {
-            return Err(format!("the scan on `{}` was cut short", api.host()));
-        }
-        Ok(entries)
+        Ok(ScanStream {
+            api: Arc::clone(api),
+            ex,
+            pending: Vec::new(),
+            ready: Default::default(),
+            seen: 0,
+            ended: false,
+            done: false,
+            err: Vec::new(),
+            last: None,
+        })
     }
 
-    pub(super) async fn delete(&self, paths: &[String]) -> Result<(), String> {
-        self.run(&self.mv.dst, &["delete"], lines(paths)).await?;
+    pub(super) async fn delete(&self, paths: &PathList) -> Result<(), String> {
+        self.run(&self.mv.dst, &["delete"], paths.lines.clone())
+            .await?;
         Ok(())
     }
 
@@ -249,17 +323,18 @@ impl<'a> Helpers<'a> {
     /// the direct path while it works, else through drover.
     pub(super) async fn transfer(
         &self,
-        paths: &[String],
+        paths: PathList,
         total: u64,
         phase: Phase,
     ) -> Result<(), String> {
+        let paths = Bytes::from(paths.lines);
         let direct = self
             .direct
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(to) = direct {
-            match self.transfer_direct(&to, paths, total, phase).await {
+            match self.transfer_direct(&to, paths.clone(), total, phase).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(volume = %self.volume.name, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
@@ -275,7 +350,7 @@ impl<'a> Helpers<'a> {
     pub(super) async fn transfer_direct(
         &self,
         to: &str,
-        paths: &[String],
+        paths: Bytes,
         total: u64,
         phase: Phase,
     ) -> Result<(), String> {
@@ -303,9 +378,7 @@ impl<'a> Helpers<'a> {
             .exec(&self.name, helper_cmd(&args))
             .await
             .map_err(|e| e.to_string())?;
-        let mut input = format!("{token}\n").into_bytes();
-        input.extend(lines(paths));
-        let writer = feed(send.input, input);
+        let writer = feed(send.input, vec![Bytes::from(format!("{token}\n")), paths]);
         let mut send_err = Vec::new();
         let mut pending = Vec::new();
         while let Some(chunk) = send.output.next().await {
@@ -359,7 +432,7 @@ impl<'a> Helpers<'a> {
     /// The API path: both helpers' streams pass through drover.
     pub(super) async fn transfer_api(
         &self,
-        paths: &[String],
+        paths: Bytes,
         total: u64,
         phase: Phase,
     ) -> Result<(), String> {
@@ -388,7 +461,7 @@ impl<'a> Helpers<'a> {
                 r
             })
         };
-        let writer = feed(pack.input, lines(paths));
+        let writer = feed(pack.input, vec![paths]);
         let mut pack_err = Vec::new();
         let mut sent = 0u64;
         let mut last = Instant::now();
@@ -491,15 +564,6 @@ pub(super) fn complete_lines(pending: &mut Vec<u8>, chunk: &[u8]) -> Vec<Vec<u8>
         .collect()
 }
 
-pub(super) fn lines(paths: &[String]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in paths {
-        out.extend_from_slice(p.as_bytes());
-        out.push(b'\n');
-    }
-    out
-}
-
 pub(super) async fn check_exit(
     api: &Arc<dyn DockerApi>,
     id: &str,
@@ -524,4 +588,82 @@ pub(super) async fn check_exit(
         "helper `{what}` on `{}` did not finish",
         api.host()
     ))
+}
+
+/// A helper's scan as it streams in, entry by entry, checked to be in
+/// path order (merging relies on it) and complete.
+pub(super) struct ScanStream {
+    api: Arc<dyn DockerApi>,
+    ex: crate::docker::Exec,
+    pending: Vec<u8>,
+    ready: std::collections::VecDeque<Entry>,
+    seen: u64,
+    ended: bool,
+    done: bool,
+    err: Vec<u8>,
+    last: Option<Vec<u8>>,
+}
+
+impl scan::Entries for ScanStream {
+    /// The next entry; `None` once the scan ended complete.
+    async fn next(&mut self) -> Result<Option<Entry>, String> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                let key = scan::unescape(&e.path);
+                if self.last.as_ref().is_some_and(|l| *l >= key) {
+                    return Err(format!(
+                        "the scan on `{}` is out of order at `{}`",
+                        self.api.host(),
+                        e.path
+                    ));
+                }
+                self.last = Some(key);
+                return Ok(Some(e));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.ex.output.next().await {
+                Some(chunk) => match chunk.map_err(|e| e.to_string())? {
+                    ExecOutput::Stdout(b) => {
+                        for line in complete_lines(&mut self.pending, &b) {
+                            let line = serde_json::from_slice::<crate::helper::Line>(&line)
+                                .map_err(|e| {
+                                    format!("a scan on `{}` gave a bad line: {e}", self.api.host())
+                                })?;
+                            match line {
+                                _ if self.ended => {
+                                    return Err(format!(
+                                        "the scan on `{}` went on after its end",
+                                        self.api.host()
+                                    ))
+                                }
+                                crate::helper::Line::Entry(e) => {
+                                    self.seen += 1;
+                                    self.ready.push_back(*e);
+                                }
+                                crate::helper::Line::End { end } => {
+                                    if end != self.seen {
+                                        return Err(format!(
+                                            "the scan on `{}` was cut short",
+                                            self.api.host()
+                                        ));
+                                    }
+                                    self.ended = true;
+                                }
+                            }
+                        }
+                    }
+                    ExecOutput::Stderr(b) => self.err.extend_from_slice(&b),
+                },
+                None => {
+                    check_exit(&self.api, &self.ex.id, "scan", &self.err).await?;
+                    if !self.ended || !self.pending.is_empty() {
+                        return Err(format!("the scan on `{}` was cut short", self.api.host()));
+                    }
+                    self.done = true;
+                }
+            }
+        }
+    }
 }
