@@ -15,6 +15,7 @@
 
 pub mod beneath;
 pub mod scan;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -53,25 +54,27 @@ pub fn widen_pipes() {
     let _ = fcntl(std::io::stdout().as_fd(), F_SETPIPE_SZ(1 << 20));
 }
 
-fn load_state(state: &Path) -> BTreeMap<String, Entry> {
-    let Ok(text) = std::fs::read(state) else {
-        return BTreeMap::new();
-    };
-    serde_json::from_slice::<Vec<Entry>>(&text)
-        .map(|v| scan::index(&v))
-        .unwrap_or_default()
+/// The whole record, for tests.
+#[cfg(test)]
+fn load_state(path: &Path) -> BTreeMap<String, Entry> {
+    scan::index(&state::Reader::open(path).collect::<Vec<_>>())
 }
 
-fn save_state(state: &Path, entries: &BTreeMap<String, Entry>) -> io::Result<()> {
-    let known: Vec<&Entry> = entries.values().filter(|e| e.hash.is_some()).collect();
-    let tmp = state.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&known).map_err(io::Error::other)?)?;
-    std::fs::rename(tmp, state)
+#[cfg(test)]
+fn save_state(path: &Path, entries: &BTreeMap<String, Entry>) -> io::Result<()> {
+    let mut sorted: Vec<&Entry> = entries.values().collect();
+    sorted.sort_by_cached_key(|e| scan::key(&e.path));
+    let mut w = state::Writer::create(path)?;
+    for e in sorted {
+        w.push(e)?;
+    }
+    w.finish()
 }
 
-/// Scans `root` and writes one JSON entry per line, then the end mark.
+/// Scans `root` and writes one JSON entry per line as the walk meets
+/// them, then the end mark; the record of hashes is rewritten alongside.
 /// With `hash`, every regular file has its hash (reused where unchanged);
-/// `stopped` as for [`scan::scan`].
+/// `stopped` as for [`scan::walk`].
 pub fn scan_out(
     root: &Path,
     state: &Path,
@@ -79,26 +82,29 @@ pub fn scan_out(
     stopped: bool,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let previous = load_state(state);
-    let entries = scan::scan(root, Some(&previous), hash, stopped)?;
-    let mut known = previous;
-    for e in &entries {
-        if e.hash.is_some() {
-            known.insert(e.path.clone(), e.clone());
-        }
-    }
-    known.retain(|p, e| {
-        entries
-            .binary_search_by(|x| unescape(&x.path).cmp(&unescape(p)))
-            .is_ok_and(|i| unchanged(&entries[i], e))
-    });
-    save_state(state, &known)?;
+    let mut previous = state::Reader::open(state);
+    let mut next = state::Writer::create(state)?;
     let mut w = BufWriter::new(out);
-    for e in &entries {
-        serde_json::to_writer(&mut w, e).map_err(io::Error::other)?;
-        w.write_all(b"\n")?;
-    }
-    writeln!(w, "{{\"end\":{}}}", entries.len())?;
+    let mut count = 0u64;
+    scan::walk(
+        root,
+        &mut |path| previous.find(path),
+        hash,
+        stopped,
+        &mut |e, before| {
+            if e.hash.is_some() {
+                next.push(&e)?;
+            } else if let Some(b) = before.filter(|b| unchanged(&e, b)) {
+                next.push(&b)?;
+            }
+            serde_json::to_writer(&mut w, &e).map_err(io::Error::other)?;
+            w.write_all(b"\n")?;
+            count += 1;
+            Ok(())
+        },
+    )?;
+    next.finish()?;
+    writeln!(w, "{{\"end\":{count}}}")?;
     w.flush()
 }
 
@@ -112,7 +118,7 @@ pub fn pack(
     input: impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let mut known = load_state(state);
+    let mut known = state::Rewrite::open(state)?;
     let dir = Root::open(root)?;
     let mut w = BufWriter::with_capacity(BUF, out);
     let mut buf = vec![0u8; BUF];
@@ -180,14 +186,14 @@ pub fn pack(
             let mut e = after;
             e.hash = Some(h.finalize().to_hex().to_string());
             e.hashed_at_ns = Some(read_at);
-            known.insert(path, e);
+            known.set(&path, Some(&e))?;
         } else {
-            known.remove(&path);
+            known.set(&path, None)?;
         }
     }
     writeln!(w, "{{\"end\":{count}}}")?;
     w.flush()?;
-    save_state(state, &known)
+    known.finish()
 }
 
 /// Writes `data` at offset `at` of the new file (its position), in pieces
@@ -238,7 +244,10 @@ pub struct Unpacked {
 /// disk before the summary is printed. Every path is reached below `root`
 /// without following a symlink ([`crate::helper::beneath`]).
 pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
-    let mut known = load_state(state);
+    let mut known = state::Rewrite::open(state)?;
+    // The hashes written this time of files with other names, for links
+    // to them later in the stream.
+    let mut linked_hashes: BTreeMap<String, Option<String>> = BTreeMap::new();
     let dir = Root::open(root)?;
     let mut r = BufReader::with_capacity(BUF, input);
     let mut dirs: Vec<(Vec<u8>, Entry)> = Vec::new();
@@ -294,8 +303,8 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                 }
                 from.hard_link(&at)?;
                 let mut linked = entry_of(root, &rel)?;
-                linked.hash = known.get(first).and_then(|k| k.hash.clone());
-                known.insert(e.path.clone(), linked);
+                linked.hash = linked_hashes.get(first).cloned().flatten();
+                known.set(&e.path, Some(&linked))?;
             }
             EntryKind::File => {
                 let mut f = at.create_file()?;
@@ -329,7 +338,10 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                 // as the file stays as it is now.
                 let mut written = entry_of(root, &rel)?;
                 written.hash = Some(h.finalize().to_hex().to_string());
-                known.insert(e.path.clone(), written);
+                if e.nlink > 1 {
+                    linked_hashes.insert(e.path.clone(), written.hash.clone());
+                }
+                known.set(&e.path, Some(&written))?;
             }
             EntryKind::Symlink => {
                 let target = unescape(e.target.as_deref().unwrap_or_default());
@@ -350,7 +362,7 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
         set_owner_and_times(&dir.at(rel, &e.path)?, e)?;
     }
     dir.sync()?;
-    save_state(state, &known)?;
+    known.finish()?;
     serde_json::to_writer(&mut *out, &done).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()

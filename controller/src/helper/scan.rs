@@ -243,13 +243,21 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
     })
 }
 
-/// Scans `root`, sorted by path. `previous` lends the hashes of files that
-/// have not changed since it was taken; with `hash` false, no file is read
-/// and only lent hashes are filled in. `stopped` says that no app writes
-/// the volume now, nor since the previous scan with `stopped`: hashes that
-/// scan took are lent whenever the file is unchanged. Nothing under `root`
-/// is followed through a symlink; an unreadable entry is an error, never
-/// skipped.
+/// The order of scans: the bytes of the unescaped path, with `/` below
+/// every other byte — a folder's entries come right after it, before the
+/// next name (`a`, `a/b`, `a-c`), which is the order a walk meets them in.
+pub fn key(path: &str) -> Vec<u8> {
+    let mut k = unescape(path);
+    for b in &mut k {
+        if *b == b'/' {
+            *b = 0;
+        }
+    }
+    k
+}
+
+/// Scans `root` into a list in scan order ([`walk`], with the hashes of
+/// `previous`).
 pub fn scan(
     root: &Path,
     previous: Option<&BTreeMap<String, Entry>>,
@@ -257,10 +265,36 @@ pub fn scan(
     stopped: bool,
 ) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
+    let mut lend = |path: &str| previous.and_then(|p| p.get(path).cloned());
+    walk(root, &mut lend, hash, stopped, &mut |e, _| {
+        out.push(e);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Walks `root` in scan order ([`key`]), handing each entry to `each` as
+/// it is met, with the earlier record of the path when there is one.
+/// `previous` gives the record of a file's path (asked in scan order); it
+/// lends its hash if the file has not changed since. With `hash` false, no
+/// file is read and only lent hashes are filled in. `stopped` says that no
+/// app writes the volume now, nor since the previous scan with `stopped`:
+/// hashes that scan took are lent whenever the file is unchanged. Nothing
+/// under `root` is followed through a symlink; an unreadable entry is an
+/// error, never skipped. Memory grows with the names of one folder, not
+/// with the entries.
+pub fn walk(
+    root: &Path,
+    previous: &mut dyn FnMut(&str) -> Option<Entry>,
+    hash: bool,
+    stopped: bool,
+    each: &mut dyn FnMut(Entry, Option<Entry>) -> io::Result<()>,
+) -> io::Result<()> {
     let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = todo.pop() {
         let mut entry = entry_of(root, &rel)?;
         let path = full_path(root, &rel);
+        let mut before = None;
         match entry.kind {
             EntryKind::Dir => {
                 let mut names: Vec<Vec<u8>> = std::fs::read_dir(&path)
@@ -278,7 +312,8 @@ pub fn scan(
                 }
             }
             EntryKind::File => {
-                let lent = previous.and_then(|p| p.get(&entry.path)).filter(|p| {
+                before = previous(&entry.path);
+                let lent = before.as_ref().filter(|p| {
                     hash_holds(p, &entry) || (stopped && p.still && unchanged(p, &entry))
                 });
                 match lent {
@@ -302,10 +337,9 @@ pub fn scan(
             EntryKind::Socket => continue,
             _ => {}
         }
-        out.push(entry);
+        each(entry, before)?;
     }
-    out.sort_by_cached_key(|e| unescape(&e.path));
-    Ok(out)
+    Ok(())
 }
 
 /// Entries by path.
@@ -405,8 +439,7 @@ pub enum Pair {
     Both(Entry, Entry),
 }
 
-/// Entries in scan order (sorted by the bytes of the unescaped path),
-/// one at a time: a scan held whole or one streaming in.
+/// Entries in scan order ([`key`]), one at a time: a scan held whole or one streaming in.
 pub trait Entries {
     fn next(&mut self) -> impl std::future::Future<Output = Result<Option<Entry>, String>> + Send;
 }
@@ -442,7 +475,7 @@ pub async fn merge(
                 each(Pair::Dst(b));
                 d = dst.next().await?;
             }
-            (Some(a), Some(b)) => match unescape(&a.path).cmp(&unescape(&b.path)) {
+            (Some(a), Some(b)) => match key(&a.path).cmp(&key(&b.path)) {
                 Less => {
                     each(Pair::Src(a));
                     (s, d) = (src.next().await?, Some(b));
@@ -853,7 +886,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn scans_pair_up_in_the_byte_order_of_their_paths_a_dash_before_a_slash() {
+    fn scans_pair_up_in_walk_order_a_folder_before_the_next_name() {
         let d = tempfile::tempdir().unwrap();
         let (s, t) = (d.path().join("s"), d.path().join("t"));
         for (root, names) in [(&s, ["a/b", "a-c", "z"]), (&t, ["a/b", "a-d", "z"])] {
@@ -875,7 +908,7 @@ pub(crate) mod tests {
                 Pair::Both(e, _) => format!("={}", e.path),
             })
             .collect();
-        assert_eq!(shown, ["=", "=a", "<a-c", ">a-d", "=a/b", "=z"]);
+        assert_eq!(shown, ["=", "=a", "=a/b", "<a-c", ">a-d", "=z"]);
     }
 
     #[test]

@@ -160,8 +160,16 @@ impl SendPlan {
                 }
             }
         }
-        for p in more {
-            self.send.push(&p);
+        if !more.is_empty() {
+            // The list stays in scan order: each helper's record of its
+            // files is rewritten in that order as the stream goes.
+            let mut all = self.send.paths();
+            all.extend(more);
+            all.sort_by_cached_key(|p| scan::key(p));
+            self.send = PathList::default();
+            for p in &all {
+                self.send.push(p);
+            }
         }
         self
     }
@@ -609,7 +617,7 @@ impl scan::Entries for ScanStream {
     async fn next(&mut self) -> Result<Option<Entry>, String> {
         loop {
             if let Some(e) = self.ready.pop_front() {
-                let key = scan::unescape(&e.path);
+                let key = scan::key(&e.path);
                 if self.last.as_ref().is_some_and(|l| *l >= key) {
                     return Err(format!(
                         "the scan on `{}` is out of order at `{}`",
