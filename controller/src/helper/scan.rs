@@ -456,41 +456,58 @@ impl Entries for Held<'_> {
 }
 
 /// Two scans merged: `each` gets every path's pair in order, and memory
-/// does not grow with the number of entries.
+/// does not grow with the number of entries. A side whose entries are not
+/// in scan order is an error: the merge relies on it.
 pub async fn merge(
     src: &mut impl Entries,
     dst: &mut impl Entries,
     mut each: impl FnMut(Pair) + Send,
 ) -> Result<(), String> {
-    use std::cmp::Ordering::{Equal, Greater, Less};
-    let (mut s, mut d) = (src.next().await?, dst.next().await?);
+    use std::cmp::Ordering::{Greater, Less};
+    let mut s = keyed(src, None, "source").await?;
+    let mut d = keyed(dst, None, "target").await?;
     loop {
-        match (s.take(), d.take()) {
+        let order = match (&s, &d) {
             (None, None) => return Ok(()),
-            (Some(a), None) => {
-                each(Pair::Src(a));
-                s = src.next().await?;
-            }
-            (None, Some(b)) => {
-                each(Pair::Dst(b));
-                d = dst.next().await?;
-            }
-            (Some(a), Some(b)) => match key(&a.path).cmp(&key(&b.path)) {
-                Less => {
-                    each(Pair::Src(a));
-                    (s, d) = (src.next().await?, Some(b));
-                }
-                Greater => {
-                    each(Pair::Dst(b));
-                    (s, d) = (Some(a), dst.next().await?);
-                }
-                Equal => {
-                    each(Pair::Both(a, b));
-                    (s, d) = (src.next().await?, dst.next().await?);
-                }
-            },
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        let a = if order != Greater { s.take() } else { None };
+        let b = if order != Less { d.take() } else { None };
+        if let Some((k, _)) = &a {
+            s = keyed(src, Some(k), "source").await?;
+        }
+        if let Some((k, _)) = &b {
+            d = keyed(dst, Some(k), "target").await?;
+        }
+        match (a, b) {
+            (Some((_, a)), Some((_, b))) => each(Pair::Both(a, b)),
+            (Some((_, a)), None) => each(Pair::Src(a)),
+            (None, Some((_, b))) => each(Pair::Dst(b)),
+            (None, None) => return Ok(()),
         }
     }
+}
+
+/// The next entry of one side with its [`key`], which must come after
+/// `after`.
+async fn keyed(
+    side: &mut impl Entries,
+    after: Option<&[u8]>,
+    which: &str,
+) -> Result<Option<(Vec<u8>, Entry)>, String> {
+    let Some(e) = side.next().await? else {
+        return Ok(None);
+    };
+    let k = key(&e.path);
+    if after.is_some_and(|a| a >= k.as_slice()) {
+        return Err(format!(
+            "the {which}'s scan is out of order at `{}`",
+            e.path
+        ));
+    }
+    Ok(Some((k, e)))
 }
 
 /// The pairs of two scans held whole.

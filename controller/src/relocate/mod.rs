@@ -493,7 +493,7 @@ impl Move {
             return Err(e.into());
         }
         if let Some(d) = self.downtime() {
-            let budget = self.volumes.iter().filter_map(|v| v.max_downtime).min();
+            let budget = self.budget();
             let shown = crate::output::human_duration(d);
             tracing::info!(volume = %self.volumes[0].name, from = %self.from(), to = %self.to(), downtime_ms = d.as_millis() as u64, "the apps were down for {shown}");
             if let Some(b) = budget.filter(|b| d > *b) {
@@ -792,7 +792,7 @@ impl Move {
             *self.rate.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((sent as f64 / took) as u64);
         }
-        let budget = self.volumes.iter().filter_map(|v| v.max_downtime).min();
+        let budget = self.budget();
         let mut estimate = Duration::ZERO;
         for pass in 1..=BUDGET_PASSES {
             let started = Instant::now();
@@ -818,6 +818,12 @@ impl Move {
             crate::output::human_duration(estimate),
             self.from()
         ))
+    }
+
+    /// The downtime the move must fit: the smallest `max_downtime` of its
+    /// volumes (the apps stop for all of them).
+    fn budget(&self) -> Option<Duration> {
+        self.volumes.iter().filter_map(|v| v.max_downtime).min()
     }
 
     /// Notes when the apps were asked to stop, for the downtime.
@@ -896,7 +902,7 @@ impl Move {
         let mut plan = SendPlan::new(by_content);
         let mut entries = 0u64;
         scan::merge(&mut src?, &mut dst?, |p| {
-            entries += u64::from(!matches!(p, scan::Pair::Dst(_)));
+            entries += u64::from(!matches!(p, Pair::Dst(_)));
             plan.add(p)
         })
         .await?;

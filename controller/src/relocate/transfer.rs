@@ -70,11 +70,6 @@ impl PathList {
         self.count == 0
     }
 
-    /// The lines, for a helper's input.
-    pub fn bytes(&self) -> Bytes {
-        Bytes::copy_from_slice(&self.lines)
-    }
-
     /// The paths, for tests and messages.
     pub fn paths(&self) -> Vec<String> {
         self.lines
@@ -317,7 +312,6 @@ impl<'a> Helpers<'a> {
             ended: false,
             done: false,
             err: Vec::new(),
-            last: None,
         })
     }
 
@@ -598,8 +592,8 @@ pub(super) async fn check_exit(
     ))
 }
 
-/// A helper's scan as it streams in, entry by entry, checked to be in
-/// path order (merging relies on it) and complete.
+/// A helper's scan as it streams in, entry by entry, checked to be
+/// complete (its order is checked by the merge).
 pub(super) struct ScanStream {
     api: Arc<dyn DockerApi>,
     ex: crate::docker::Exec,
@@ -609,7 +603,6 @@ pub(super) struct ScanStream {
     ended: bool,
     done: bool,
     err: Vec<u8>,
-    last: Option<Vec<u8>>,
 }
 
 impl scan::Entries for ScanStream {
@@ -617,15 +610,6 @@ impl scan::Entries for ScanStream {
     async fn next(&mut self) -> Result<Option<Entry>, String> {
         loop {
             if let Some(e) = self.ready.pop_front() {
-                let key = scan::key(&e.path);
-                if self.last.as_ref().is_some_and(|l| *l >= key) {
-                    return Err(format!(
-                        "the scan on `{}` is out of order at `{}`",
-                        self.api.host(),
-                        e.path
-                    ));
-                }
-                self.last = Some(key);
                 return Ok(Some(e));
             }
             if self.done {
