@@ -5,6 +5,7 @@
 #
 #   bench/relocate-files.sh 20000      # files in the volume (default 20000)
 #   bench/relocate-files.sh 1000000    # the target: under 100 MB each
+#   KEEP_LOG=move.log bench/relocate-files.sh   # keep the move's debug log
 #
 # Needs root and the test hosts (`scripts/test-hosts.sh up 2`, started here
 # if needed); builds the release binary unless DROVER_BIN is set. Uses the
@@ -44,6 +45,13 @@ write_stack "$dir" benchmany node-b
     done
 ) &
 sampler=$!
-/usr/bin/time -f "files=$N wall=%e s drover_peak_rss=%M KiB" "$DROVER_BIN" reconcile "$dir" 2>&1 | grep -E "peak_rss|done    relocate"
+if [ -n "${KEEP_LOG:-}" ]; then
+    # The move's JSON log, with each pass's scans, goes to $KEEP_LOG.
+    DROVER_LOG=drover=debug /usr/bin/time -f "files=$N wall=%e s drover_peak_rss=%M KiB" -o "$dir/time" \
+        "$DROVER_BIN" reconcile "$dir" --log-format json 2>"$KEEP_LOG" | grep -E "done    relocate"
+    cat "$dir/time"
+else
+    /usr/bin/time -f "files=$N wall=%e s drover_peak_rss=%M KiB" "$DROVER_BIN" reconcile "$dir" 2>&1 | grep -E "peak_rss|done    relocate"
+fi
 kill "$sampler" 2>/dev/null || true
 echo "helper_peak_rss=$(cat "$dir/helper-peak" 2>/dev/null || echo '?') KiB (sampled)"

@@ -200,7 +200,7 @@ for size in $SIZES; do
               done
               docker -H $fh exec benchmove-app dd if=/dev/urandom of=/data/changed-$RANDOM bs=1M count=1 2>/dev/null ) &
             args=(); [ $via = api ] && args=(--copy-via api)
-            /usr/bin/time -f '%M' -o "$work/rss" env DROVER_LOG=drover=info \
+            /usr/bin/time -f '%M' -o "$work/rss" env DROVER_LOG="${DROVER_LOG:-drover=info}" \
                 "$DROVER_BIN" reconcile "$dir" --log-format json "${args[@]}" >"$work/out" 2>"$work/log"
             wait
             until=$(date +%s.%N)

@@ -13,6 +13,9 @@ pub enum HelperCommand {
         /// `--stopped`: that scan's hashes hold for unchanged files.
         #[arg(long)]
         stopped: bool,
+        /// Only the paths read from stdin (one per line, in scan order), not the whole volume.
+        #[arg(long)]
+        only: bool,
     },
     /// Streams the paths read from stdin to stdout.
     Pack,
@@ -48,9 +51,16 @@ pub fn run(command: HelperCommand) -> ExitCode {
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let result = match command {
-        HelperCommand::Scan { hash, stopped } => {
-            helper::scan_out(root, state, hash, stopped, &mut stdout)
-        }
+        HelperCommand::Scan {
+            hash,
+            stopped,
+            only: false,
+        } => helper::scan_out(root, state, hash, stopped, &mut stdout),
+        HelperCommand::Scan {
+            hash,
+            stopped,
+            only: true,
+        } => helper::scan_only(root, state, hash, stopped, stdin, &mut stdout),
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),

@@ -565,13 +565,13 @@ fn in_process(
         let result = match args.first().map(String::as_str) {
             Some("scan") => {
                 let flag = |f: &str| args.iter().any(|a| a == f);
-                crate::helper::scan_out(
-                    &root,
-                    &state,
-                    flag("--hash"),
-                    flag("--stopped"),
-                    &mut output,
-                )
+                let (hash, stopped) = (flag("--hash"), flag("--stopped"));
+                if flag("--only") {
+                    let paths = BufReader::new(&mut stdin);
+                    crate::helper::scan_only(&root, &state, hash, stopped, paths, &mut output)
+                } else {
+                    crate::helper::scan_out(&root, &state, hash, stopped, &mut output)
+                }
             }
             Some("pack") => {
                 crate::helper::pack(&root, &state, BufReader::new(&mut stdin), &mut output)

@@ -108,6 +108,42 @@ pub fn scan_out(
     w.flush()
 }
 
+/// Reads escaped paths, one per line and in scan order, and writes their
+/// entries as [`scan_out`] does (a path that is not there is left out),
+/// then the end mark. The record of hashes lends them, and is left as it is.
+pub fn scan_only(
+    root: &Path,
+    state: &Path,
+    hash: bool,
+    stopped: bool,
+    input: impl BufRead,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut previous = state::Reader::open(state);
+    let mut w = BufWriter::new(out);
+    let mut count = 0u64;
+    let mut paths = input.split(b'\n').map(|line| {
+        let line = line?;
+        let path = String::from_utf8(line).map_err(|_| other("a path is not UTF-8".into()))?;
+        Ok(unescape(&path))
+    });
+    scan::entries_at(
+        root,
+        &mut paths,
+        &mut |path| previous.find(path),
+        hash,
+        stopped,
+        &mut |e| {
+            serde_json::to_writer(&mut w, &e).map_err(io::Error::other)?;
+            w.write_all(b"\n")?;
+            count += 1;
+            Ok(())
+        },
+    )?;
+    writeln!(w, "{{\"end\":{count}}}")?;
+    w.flush()
+}
+
 /// Reads escaped paths, one per line, and writes them as a stream. A path
 /// gone since it was listed is left out (the next pass sees it gone). A file
 /// that shrinks while read is padded to its listed size; its changed ctime
@@ -639,6 +675,28 @@ mod tests {
             ia["big"].hash.as_deref(),
             "hash recorded while packing"
         );
+    }
+
+    #[test]
+    fn a_scan_of_some_paths_gives_their_entries_as_a_whole_scan_does() {
+        let src = tree();
+        let state = tempfile::tempdir().unwrap();
+        let st = state.path().join("s.json");
+        let mut all = Vec::new();
+        scan_out(src.path(), &st, true, false, &mut all).unwrap();
+        let all = scan::index(&read_scan(&all));
+        // A folder (not descended into), a file, one gone, in scan order.
+        let mut some = Vec::new();
+        scan_only(src.path(), &st, true, false, &b"a\nbig\ngone\n"[..], &mut some).unwrap();
+        let some = read_scan(&some);
+        assert_eq!(
+            some.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["a", "big"]
+        );
+        for e in &some {
+            assert_eq!(e.hash, all[&e.path].hash, "{}", e.path);
+            assert_eq!(e.mode, all[&e.path].mode, "{}", e.path);
+        }
     }
 
     #[test]

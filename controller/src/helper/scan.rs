@@ -164,19 +164,22 @@ fn kind_of(ft: std::fs::FileType) -> EntryKind {
     }
 }
 
-/// BLAKE3 of a file's content, streamed in 1 MiB reads.
+/// BLAKE3 of a file's content, streamed in 1 MiB reads into one buffer
+/// per thread (a fresh zeroed megabyte per file would cost more than
+/// reading a small file).
 pub fn hash_file(path: &Path) -> io::Result<String> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 1 << 20]);
+    }
     let mut f = std::fs::File::open(path)?;
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
+    BUF.with_borrow_mut(|buf| loop {
+        let n = f.read(buf)?;
         if n == 0 {
-            break;
+            return Ok(h.finalize().to_hex().to_string());
         }
         h.update(&buf[..n]);
-    }
-    Ok(h.finalize().to_hex().to_string())
+    })
 }
 
 /// Whether `now` is the same file as `before`, untouched since: size,
@@ -313,24 +316,7 @@ pub fn walk(
             }
             EntryKind::File => {
                 before = previous(&entry.path);
-                let lent = before.as_ref().filter(|p| {
-                    hash_holds(p, &entry) || (stopped && p.still && unchanged(p, &entry))
-                });
-                match lent {
-                    Some(p) => {
-                        entry.hash = p.hash.clone();
-                        entry.hashed_at_ns = p.hashed_at_ns;
-                        entry.still = stopped && p.still;
-                    }
-                    None if hash => {
-                        entry.hashed_at_ns = Some(now_ns());
-                        entry.still = stopped;
-                        entry.hash = Some(hash_file(&path).map_err(|e| {
-                            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                        })?);
-                    }
-                    None => {}
-                }
+                fill_hash(&mut entry, &path, before.as_ref(), hash, stopped)?;
             }
             // A socket is an endpoint of a running program, not data: it
             // is left out (as tar does), and the app makes it anew.
@@ -338,6 +324,66 @@ pub fn walk(
             _ => {}
         }
         each(entry, before)?;
+    }
+    Ok(())
+}
+
+/// Gives a file's entry the hash of `before` if it still holds (as in
+/// [`walk`]), else, with `hash`, the hash of its content read now.
+fn fill_hash(
+    entry: &mut Entry,
+    path: &Path,
+    before: Option<&Entry>,
+    hash: bool,
+    stopped: bool,
+) -> io::Result<()> {
+    let lent = before
+        .filter(|p| hash_holds(p, entry) || (stopped && p.still && unchanged(p, entry)));
+    match lent {
+        Some(p) => {
+            entry.hash = p.hash.clone();
+            entry.hashed_at_ns = p.hashed_at_ns;
+            entry.still = stopped && p.still;
+        }
+        None if hash => {
+            entry.hashed_at_ns = Some(now_ns());
+            entry.still = stopped;
+            entry.hash = Some(hash_file(path).map_err(|e| {
+                io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+            })?);
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The entries of the paths `rel` (raw bytes, in scan order), as [`walk`]
+/// makes them, without descending into folders: a path that is not there
+/// (or is a socket) is left out.
+pub fn entries_at(
+    root: &Path,
+    rel: &mut dyn Iterator<Item = io::Result<Vec<u8>>>,
+    previous: &mut dyn FnMut(&str) -> Option<Entry>,
+    hash: bool,
+    stopped: bool,
+    each: &mut dyn FnMut(Entry) -> io::Result<()>,
+) -> io::Result<()> {
+    for rel in rel {
+        let rel = rel?;
+        let mut entry = match entry_of(root, &rel) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        match entry.kind {
+            EntryKind::File => {
+                let before = previous(&entry.path);
+                fill_hash(&mut entry, &full_path(root, &rel), before.as_ref(), hash, stopped)?;
+            }
+            EntryKind::Socket => continue,
+            _ => {}
+        }
+        each(entry)?;
     }
     Ok(())
 }

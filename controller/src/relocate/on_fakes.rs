@@ -185,24 +185,45 @@ async fn an_app_that_cannot_start_on_the_target_is_rolled_back_to_its_source() {
 }
 
 #[tokio::test]
+async fn the_check_after_the_stop_reads_again_only_what_the_delta_sent() {
+    let only = |c: &String| c.contains("helper scan") && c.ends_with("--only");
+    // A quiet app: the delta finds nothing to send and is the check.
+    let h = Hosts::deployed().await;
+    assert!(h.apply(desired("b")).await.all_done());
+    for host in [&h.a, &h.b] {
+        assert!(!host.calls().iter().any(only), "{:?}", host.calls());
+    }
+    // An app that writes as it stops: what the delta sent is checked on
+    // both sides, and the copy has it.
+    let h = Hosts::deployed().await;
+    let source = h.a.volume_path("m-data");
+    h.a.on("stop m-app", move || {
+        std::fs::write(source.join("last.txt"), "written at the stop\n").unwrap();
+    });
+    assert!(h.apply(desired("b")).await.all_done());
+    for host in [&h.a, &h.b] {
+        let checks = host.calls().iter().filter(|c| only(c)).count();
+        assert_eq!(checks, 1, "{:?}", host.calls());
+    }
+    assert_eq!(
+        std::fs::read(h.b.volume_path("m-data").join("last.txt")).unwrap(),
+        b"written at the stop\n"
+    );
+}
+
+#[tokio::test]
 async fn a_copy_that_does_not_match_after_the_stop_rolls_the_move_back() {
     let h = Hosts::deployed().await;
-    // The copy changes between its last delta and its verification.
-    let stopped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = Arc::clone(&stopped);
+    // The app writes as it stops, so the delta sends `hello.txt`; the copy
+    // of it changes between the delta and its verification.
+    let source = h.a.volume_path("m-data");
     h.a.on("stop m-app", move || {
-        seen.store(1, std::sync::atomic::Ordering::SeqCst);
+        std::fs::write(source.join("hello.txt"), "bye\n").unwrap();
     });
-    let (counter, target) = (Arc::clone(&stopped), h.b.volume_path("m-data"));
+    let target = h.b.volume_path("m-data");
     h.b.on(
-        "exec drover-move-m-data /drover helper scan --hash",
-        move || {
-            use std::sync::atomic::Ordering::SeqCst;
-            // After the stop: the delta's scan, then the verification's.
-            if counter.load(SeqCst) > 0 && counter.fetch_add(1, SeqCst) == 2 {
-                std::fs::write(target.join("hello.txt"), "HELLO\n").unwrap();
-            }
-        },
+        "exec drover-move-m-data /drover helper scan --hash --only",
+        move || std::fs::write(target.join("hello.txt"), "HELLO\n").unwrap(),
     );
     let report = h.apply(desired("b")).await;
     let failed = report.failures();
@@ -219,7 +240,7 @@ async fn a_copy_that_does_not_match_after_the_stop_rolls_the_move_back() {
     assert_eq!(h.authority(), Authority::On("a".into()));
     assert_eq!(
         std::fs::read(h.a.volume_path("m-data").join("hello.txt")).unwrap(),
-        b"hello\n"
+        b"bye\n"
     );
 }
 

@@ -70,6 +70,20 @@ impl PathList {
         self.count == 0
     }
 
+    /// The paths of both lists (each in scan order), once each, in scan
+    /// order.
+    pub fn union(&self, other: &PathList) -> PathList {
+        let mut all = self.paths();
+        all.extend(other.paths());
+        all.sort_by_cached_key(|p| scan::key(p));
+        all.dedup();
+        let mut out = PathList::default();
+        for p in &all {
+            out.push(p);
+        }
+        out
+    }
+
     /// The paths, for tests and messages.
     pub fn paths(&self) -> Vec<String> {
         self.lines
@@ -284,11 +298,13 @@ impl<'a> Helpers<'a> {
     /// Starts a scan of one side, read entry by entry as it streams in.
     /// `stopped`: the apps are stopped, and have been since the last
     /// scan with it ([`crate::helper::scan::scan`]).
+    /// `only`: just these paths (in scan order), not the whole volume.
     pub(super) async fn scan(
         &self,
         api: &Arc<dyn DockerApi>,
         hash: bool,
         stopped: bool,
+        only: Option<&PathList>,
     ) -> Result<ScanStream, String> {
         let mut args = vec!["scan"];
         if hash {
@@ -297,12 +313,26 @@ impl<'a> Helpers<'a> {
         if stopped {
             args.push("--stopped");
         }
+        if only.is_some() {
+            args.push("--only");
+        }
         let args = args.as_slice();
         let mut ex = api
             .exec(&self.name, helper_cmd(args))
             .await
             .map_err(|e| e.to_string())?;
-        let _ = ex.input.shutdown().await;
+        match only {
+            // Fed while the entries stream back. A list cut short makes
+            // the scan shorter, and the check then finds paths missing on
+            // one side: a move fails, never passes, on it.
+            Some(paths) => {
+                let input = std::mem::replace(&mut ex.input, Box::pin(tokio::io::sink()));
+                drop(feed(input, vec![Bytes::from(paths.lines.clone())]));
+            }
+            None => {
+                let _ = ex.input.shutdown().await;
+            }
+        }
         Ok(ScanStream {
             api: Arc::clone(api),
             ex,
