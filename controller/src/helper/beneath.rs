@@ -5,12 +5,14 @@
 //! stream entry `a` → `/` followed by `a/drover` would otherwise write into
 //! the helper's own file system). Works on every kernel (no `openat2`).
 
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -23,15 +25,22 @@ use nix::unistd::{fchownat, mkfifoat, symlinkat, unlinkat, Gid, Uid, UnlinkatFla
 /// A volume's root directory.
 pub struct Root {
     fd: OwnedFd,
+    /// The folder the last entry was in, reached as [`Root::at`] does:
+    /// entries of one folder come one after another in a stream. Forgotten
+    /// whenever anything is removed (a folder may be what goes).
+    last: Last,
 }
+
+type Last = Rc<RefCell<Option<(Vec<u8>, Rc<OwnedFd>)>>>;
 
 /// One entry below a [`Root`]: the directory that holds it (already
 /// reached without following a symlink) and its name there. The root
 /// itself is `.` in the root.
 pub struct At {
-    dir: OwnedFd,
+    dir: Rc<OwnedFd>,
     name: Vec<u8>,
     shown: String,
+    last: Last,
 }
 
 fn refused(path: &str, why: &str) -> io::Error {
@@ -50,20 +59,24 @@ impl Root {
             Mode::empty(),
         )
         .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-        Ok(Root { fd })
+        Ok(Root {
+            fd,
+            last: Last::default(),
+        })
     }
 
     /// The entry at `rel` (bytes, `/`-separated, empty for the root). Every
     /// directory on the way is opened without following a symlink; `..`,
     /// `.`, empty components and absolute paths are refused.
     pub fn at(&self, rel: &[u8], shown: &str) -> io::Result<At> {
-        let mut dir = self.fd.try_clone()?;
+        let at = |dir, name: &[u8]| At {
+            dir,
+            name: name.to_vec(),
+            shown: shown.to_string(),
+            last: Rc::clone(&self.last),
+        };
         if rel.is_empty() {
-            return Ok(At {
-                dir,
-                name: b".".to_vec(),
-                shown: shown.to_string(),
-            });
+            return Ok(at(Rc::new(self.fd.try_clone()?), b"."));
         }
         let parts: Vec<&[u8]> = rel.split(|b| *b == b'/').collect();
         if parts
@@ -73,6 +86,11 @@ impl Root {
             return Err(refused(shown, "not a plain path below the volume"));
         }
         let (last, parents) = parts.split_last().expect("not empty");
+        let folder = &rel[..rel.len() - last.len()];
+        if let Some((_, dir)) = self.last.borrow().as_ref().filter(|(f, _)| f == folder) {
+            return Ok(at(Rc::clone(dir), last));
+        }
+        let mut dir = self.fd.try_clone()?;
         for c in parents {
             dir = openat(
                 &dir,
@@ -87,11 +105,9 @@ impl Root {
                 e => io::Error::other(format!("`{shown}`: {e}")),
             })?;
         }
-        Ok(At {
-            dir,
-            name: last.to_vec(),
-            shown: shown.to_string(),
-        })
+        let dir = Rc::new(dir);
+        *self.last.borrow_mut() = Some((folder.to_vec(), Rc::clone(&dir)));
+        Ok(at(dir, last))
     }
 
     /// Flushes the volume's file system to disk.
@@ -113,7 +129,7 @@ impl At {
 
     /// The entry itself (a symlink is not followed); `None` if absent.
     pub fn stat(&self) -> io::Result<Option<FileStat>> {
-        match fstatat(&self.dir, self.name(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        match fstatat(&*self.dir, self.name(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(s) => Ok(Some(s)),
             Err(Errno::ENOENT) => Ok(None),
             Err(e) => Err(err(e)),
@@ -122,6 +138,7 @@ impl At {
 
     /// Removes the entry, a directory with everything in it.
     pub fn remove(&self) -> io::Result<()> {
+        *self.last.borrow_mut() = None;
         let Some(st) = self.stat()? else {
             return Ok(());
         };
@@ -130,7 +147,7 @@ impl At {
             // directory itself is named through its parent's descriptor.
             std::fs::remove_dir_all(self.fd_path())
         } else {
-            match unlinkat(&self.dir, self.name(), UnlinkatFlags::NoRemoveDir) {
+            match unlinkat(&*self.dir, self.name(), UnlinkatFlags::NoRemoveDir) {
                 Ok(()) | Err(Errno::ENOENT) => Ok(()),
                 Err(e) => Err(err(e)),
             }
@@ -138,14 +155,14 @@ impl At {
     }
 
     pub fn mkdir(&self) -> io::Result<()> {
-        mkdirat(&self.dir, self.name(), Mode::from_bits_truncate(0o700)).map_err(err)
+        mkdirat(&*self.dir, self.name(), Mode::from_bits_truncate(0o700)).map_err(err)
     }
 
     /// Creates (or truncates) a regular file; a symlink in its place is
     /// never followed.
     pub fn create_file(&self) -> io::Result<File> {
         let fd = openat(
-            &self.dir,
+            &*self.dir,
             self.name(),
             OFlag::O_WRONLY
                 | OFlag::O_CREAT
@@ -161,7 +178,7 @@ impl At {
     /// Opens a regular file to read; a symlink in its place is refused.
     pub fn open_file(&self) -> io::Result<File> {
         let fd = openat(
-            &self.dir,
+            &*self.dir,
             self.name(),
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
@@ -208,17 +225,22 @@ impl At {
     /// Makes `to` another name of this file (a hard link); neither side is
     /// reached through a symlink, and a symlink here is linked itself.
     pub fn hard_link(&self, to: &At) -> io::Result<()> {
-        nix::unistd::linkat(&self.dir, self.name(), &to.dir, to.name(), AtFlags::empty()).map_err(
-            |e| io::Error::other(format!("`{}` as a link to `{}`: {e}", to.shown, self.shown)),
+        nix::unistd::linkat(
+            &*self.dir,
+            self.name(),
+            &*to.dir,
+            to.name(),
+            AtFlags::empty(),
         )
+        .map_err(|e| io::Error::other(format!("`{}` as a link to `{}`: {e}", to.shown, self.shown)))
     }
 
     pub fn symlink(&self, target: &[u8]) -> io::Result<()> {
-        symlinkat(OsStr::from_bytes(target), &self.dir, self.name()).map_err(err)
+        symlinkat(OsStr::from_bytes(target), &*self.dir, self.name()).map_err(err)
     }
 
     pub fn mkfifo(&self, mode: u32) -> io::Result<()> {
-        mkfifoat(&self.dir, self.name(), Mode::from_bits_truncate(mode)).map_err(err)
+        mkfifoat(&*self.dir, self.name(), Mode::from_bits_truncate(mode)).map_err(err)
     }
 
     /// Sets owner, mode (not on a symlink) and times, never through a
@@ -231,7 +253,7 @@ impl At {
         mtime_ns: i64,
     ) -> io::Result<()> {
         fchownat(
-            &self.dir,
+            &*self.dir,
             self.name(),
             Some(Uid::from_raw(uid)),
             Some(Gid::from_raw(gid)),
@@ -242,7 +264,7 @@ impl At {
             // The entry was just checked not to be a symlink, and nothing
             // else writes to the target volume during a move.
             fchmodat(
-                &self.dir,
+                &*self.dir,
                 self.name(),
                 Mode::from_bits_truncate(mode),
                 FchmodatFlags::FollowSymlink,
@@ -254,7 +276,7 @@ impl At {
             mtime_ns.rem_euclid(1_000_000_000),
         );
         utimensat(
-            &self.dir,
+            &*self.dir,
             self.name(),
             &t,
             &t,
@@ -262,6 +284,51 @@ impl At {
         )
         .map_err(err)
     }
+}
+
+/// Sets an open regular file's owner, mode, times and extended attributes
+/// (names escaped, values in hex, as scans write them; other copied ones are
+/// removed) through its descriptor: what [`At::set_owner_and_times`] and
+/// [`At::set_xattrs`] do by name, without reaching the file again.
+pub fn set_file_meta(
+    f: &File,
+    shown: &str,
+    (uid, gid, mode, mtime_ns): (u32, u32, u32, i64),
+    want: &std::collections::BTreeMap<String, String>,
+) -> io::Result<()> {
+    use xattr::FileExt;
+    let named = |e: io::Error| io::Error::other(format!("`{shown}`: {e}"));
+    nix::unistd::fchown(f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(|e| named(err(e)))?;
+    nix::sys::stat::fchmod(f, Mode::from_bits_truncate(mode)).map_err(|e| named(err(e)))?;
+    // After the mode: an ACL sets the group bits its mask says.
+    match f.list_xattr() {
+        Ok(names) => {
+            for name in names.filter(|n| crate::helper::scan::copied_xattr(n.as_bytes())) {
+                if !want.contains_key(&crate::helper::scan::escape(name.as_bytes())) {
+                    f.remove_xattr(&name).map_err(named)?;
+                }
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(95) && want.is_empty() => {}
+        Err(e) => return Err(named(e)),
+    }
+    for (name, value) in want {
+        let bytes = crate::helper::scan::unhex(value)
+            .ok_or_else(|| named(io::Error::other("a malformed attribute")))?;
+        let name = crate::helper::scan::unescape(name);
+        f.set_xattr(OsStr::from_bytes(&name), &bytes).map_err(|e| {
+            io::Error::other(format!(
+                "`{shown}`: extended attribute `{}`: {e}",
+                String::from_utf8_lossy(&name)
+            ))
+        })?;
+    }
+    let t = TimeSpec::new(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000),
+    );
+    nix::sys::stat::futimens(f, &t, &t).map_err(|e| named(err(e)))
 }
 
 /// File type bits of `st_mode`.

@@ -217,7 +217,8 @@ pub fn pack(
             w.write_all(&buf[..n])?;
             left -= n as u64;
         }
-        let after = entry_of(root, &rel)?;
+        // As it is after the read (its attributes change its ctime).
+        let after = scan::entry_from(path.clone(), &f.metadata()?, None, before.xattrs.clone());
         if !short && unchanged(&before, &after) {
             let mut e = after;
             e.hash = Some(h.finalize().to_hex().to_string());
@@ -311,7 +312,8 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
         };
         let rel = unescape(&e.path);
         let at = dir.at(&rel, &e.path)?;
-        let existing = at.stat()?.map(|st| st.st_mode & S_IFMT);
+        let st = at.stat()?;
+        let existing = st.map(|st| st.st_mode & S_IFMT);
         let same_kind = existing.is_some_and(|t| match e.kind {
             EntryKind::Dir => t == S_IFDIR,
             EntryKind::File => t == S_IFREG,
@@ -320,7 +322,7 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
         // A file with other hard links (a retained copy may have them) gets
         // an inode of its own: writing into the shared one would change
         // the other paths too, and no retry would ever verify.
-        let shared = e.kind == EntryKind::File && at.stat()?.is_some_and(|st| st.st_nlink > 1);
+        let shared = e.kind == EntryKind::File && st.is_some_and(|st| st.st_nlink > 1);
         if existing.is_some() && (!same_kind || shared) && !rel.is_empty() {
             at.remove()?;
         }
@@ -368,11 +370,12 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                     f.set_len(e.size)?;
                 }
                 done.bytes += e.size;
-                drop(f);
-                set_owner_and_times(&at, &e)?;
+                beneath::set_file_meta(&f, &e.path, (e.uid, e.gid, e.mode, e.mtime_ns), &e.xattrs)?;
                 // The hash of exactly the bytes written, good for as long
-                // as the file stays as it is now.
-                let mut written = entry_of(root, &rel)?;
+                // as the file stays as it is now (its attributes are those
+                // just set).
+                let mut written =
+                    scan::entry_from(e.path.clone(), &f.metadata()?, None, e.xattrs.clone());
                 written.hash = Some(h.finalize().to_hex().to_string());
                 if e.nlink > 1 {
                     linked_hashes.insert(e.path.clone(), written.hash.clone());
@@ -687,7 +690,15 @@ mod tests {
         let all = scan::index(&read_scan(&all));
         // A folder (not descended into), a file, one gone, in scan order.
         let mut some = Vec::new();
-        scan_only(src.path(), &st, true, false, &b"a\nbig\ngone\n"[..], &mut some).unwrap();
+        scan_only(
+            src.path(),
+            &st,
+            true,
+            false,
+            &b"a\nbig\ngone\n"[..],
+            &mut some,
+        )
+        .unwrap();
         let some = read_scan(&some);
         assert_eq!(
             some.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),

@@ -212,8 +212,25 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
     } else {
         None
     };
-    Ok(Entry {
-        path: escape(rel),
+    let xattrs = if kind == EntryKind::Symlink {
+        BTreeMap::new()
+    } else {
+        xattrs_of(&path)?
+    };
+    Ok(entry_from(escape(rel), &meta, target, xattrs))
+}
+
+/// An entry from what `lstat` (or `fstat`) said of a path, its symlink
+/// target and its copied extended attributes.
+pub fn entry_from(
+    path: String,
+    meta: &std::fs::Metadata,
+    target: Option<String>,
+    xattrs: BTreeMap<String, String>,
+) -> Entry {
+    let kind = kind_of(meta.file_type());
+    Entry {
+        path,
         kind,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
@@ -233,17 +250,13 @@ pub fn entry_of(root: &Path, rel: &[u8]) -> io::Result<Entry> {
         },
         // A block or more of the file's size is not on disk.
         sparse: kind == EntryKind::File && meta.blocks() * 512 + 4096 <= meta.len(),
-        xattrs: if kind == EntryKind::Symlink {
-            BTreeMap::new()
-        } else {
-            xattrs_of(&path)?
-        },
+        xattrs,
         link: None,
         target,
         hash: None,
         hashed_at_ns: None,
         still: false,
-    })
+    }
 }
 
 /// The order of scans: the bytes of the unescaped path, with `/` below
@@ -337,8 +350,8 @@ fn fill_hash(
     hash: bool,
     stopped: bool,
 ) -> io::Result<()> {
-    let lent = before
-        .filter(|p| hash_holds(p, entry) || (stopped && p.still && unchanged(p, entry)));
+    let lent =
+        before.filter(|p| hash_holds(p, entry) || (stopped && p.still && unchanged(p, entry)));
     match lent {
         Some(p) => {
             entry.hash = p.hash.clone();
@@ -348,9 +361,10 @@ fn fill_hash(
         None if hash => {
             entry.hashed_at_ns = Some(now_ns());
             entry.still = stopped;
-            entry.hash = Some(hash_file(path).map_err(|e| {
-                io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-            })?);
+            entry.hash = Some(
+                hash_file(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?,
+            );
         }
         None => {}
     }
@@ -378,7 +392,13 @@ pub fn entries_at(
         match entry.kind {
             EntryKind::File => {
                 let before = previous(&entry.path);
-                fill_hash(&mut entry, &full_path(root, &rel), before.as_ref(), hash, stopped)?;
+                fill_hash(
+                    &mut entry,
+                    &full_path(root, &rel),
+                    before.as_ref(),
+                    hash,
+                    stopped,
+                )?;
             }
             EntryKind::Socket => continue,
             _ => {}
