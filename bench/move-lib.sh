@@ -47,3 +47,26 @@ remove_stack() {
         docker -H "$h" network rm "drover-$1" >/dev/null 2>&1 || true
     done
 }
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}")' "$@"; }
+
+# Seconds between the first and last JSON log line matching the phases.
+copy_seconds() {
+    python3 - "$1" <<'EOF'
+import json, sys, datetime
+t = {}
+for line in open(sys.argv[1]):
+    try:
+        v = json.loads(line)
+    except ValueError:
+        continue
+    f = v.get("fields", {})
+    if f.get("message") != "relocation progress":
+        continue
+    ts = datetime.datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")).timestamp()
+    t.setdefault(f["phase"], ts)
+print(f"{t['stop'] - t['copy']:.3f}")
+EOF
+}

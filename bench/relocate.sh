@@ -63,8 +63,6 @@ cleanup() {
 trap 'cleanup; rm -rf "$work"' EXIT
 cleanup
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-
 # Fills the volume of `docker -H $1` mounted in container $2 with $3 MiB
 # of shape $SHAPE.
 fill() {
@@ -105,27 +103,6 @@ fill_large() {
             done
         done
         echo "$i files"'
-}
-
-median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.3f}")' "$@"; }
-
-# Seconds between the first and last JSON log line matching the phases.
-copy_seconds() {
-    python3 - "$1" <<'EOF'
-import json, sys, datetime
-t = {}
-for line in open(sys.argv[1]):
-    try:
-        v = json.loads(line)
-    except ValueError:
-        continue
-    f = v.get("fields", {})
-    if f.get("message") != "relocation progress":
-        continue
-    ts = datetime.datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")).timestamp()
-    t.setdefault(f["phase"], ts)
-print(f"{t['stop'] - t['copy']:.3f}")
-EOF
 }
 
 downtime() {

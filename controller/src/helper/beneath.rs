@@ -286,6 +286,78 @@ impl At {
     }
 }
 
+/// How many paths a [`ReadAhead`] may be told of before it has reached them.
+pub const READ_AHEAD: usize = 256;
+/// How many read ahead at once.
+const READERS: usize = 4;
+
+/// Threads that reach the paths they are told of before the one telling
+/// them does, so that what it then reads is in memory or on its way: each
+/// small file or entry costs a wait for the disk, and several waits at a
+/// time overlap. Hints are never waited for (one that finds the readers
+/// busy is dropped), and their errors are for the reader proper to find.
+pub struct ReadAhead {
+    hints: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    /// Readers below `root` that look each path up (as [`Root::at`] does)
+    /// and ask the kernel to read a regular file's data in.
+    pub fn start(root: &Path) -> ReadAhead {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let (hints, wanted) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD);
+        let wanted = std::sync::Arc::new(std::sync::Mutex::new(wanted));
+        let readers = (0..READERS)
+            .map(|_| {
+                let (root, wanted) = (root.to_path_buf(), std::sync::Arc::clone(&wanted));
+                std::thread::spawn(move || {
+                    let Ok(dir) = Root::open(&root) else { return };
+                    loop {
+                        let next = wanted.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(rel) = next else { return };
+                        let Ok(at) = dir.at(&rel, "") else { continue };
+                        let file =
+                            at.stat().ok().flatten().is_some_and(|st| {
+                                st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
+                            });
+                        if file {
+                            if let Ok(f) = at.open_file() {
+                                let _ = posix_fadvise(
+                                    &f,
+                                    0,
+                                    0,
+                                    PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                                );
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        ReadAhead {
+            hints: Some(hints),
+            readers,
+        }
+    }
+
+    /// The path (raw bytes below the root) will be read soon.
+    pub fn hint(&self, rel: &[u8]) {
+        if let Some(h) = &self.hints {
+            let _ = h.try_send(rel.to_vec());
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.hints = None;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
 /// Sets an open regular file's owner, mode, times and extended attributes
 /// (names escaped, values in hex, as scans write them; other copied ones are
 /// removed) through its descriptor: what [`At::set_owner_and_times`] and

@@ -161,8 +161,18 @@ pub fn pack(
     let mut count = 0u64;
     // The first path sent of each file with other names.
     let mut sent_as: BTreeMap<u64, String> = BTreeMap::new();
-    for line in input.split(b'\n') {
-        let line = line?;
+    // Files are read in before the pack comes to them.
+    let hints = beneath::ReadAhead::start(root);
+    let mut lines = input.split(b'\n');
+    let mut ahead = std::collections::VecDeque::new();
+    loop {
+        while ahead.len() < beneath::READ_AHEAD {
+            let Some(line) = lines.next() else { break };
+            let line = line?;
+            hints.hint(&unescape(&String::from_utf8_lossy(&line)));
+            ahead.push_back(line);
+        }
+        let Some(line) = ahead.pop_front() else { break };
         let path = String::from_utf8(line).map_err(|_| other("a path is not UTF-8".into()))?;
         let rel = unescape(&path);
         let before = match entry_of(root, &rel) {
