@@ -290,6 +290,9 @@ impl At {
 pub const READ_AHEAD: usize = 256;
 /// How many read ahead at once.
 const READERS: usize = 4;
+/// The largest file whose data is asked for ahead: the kernel reads a
+/// larger one ahead itself as it is read.
+const SMALL: i64 = 1 << 20;
 
 /// Threads that reach the paths they are told of before the one telling
 /// them does, so that what it then reads is in memory or on its way: each
@@ -303,7 +306,7 @@ pub struct ReadAhead {
 
 impl ReadAhead {
     /// Readers below `root` that look each path up (as [`Root::at`] does)
-    /// and ask the kernel to read a regular file's data in.
+    /// and ask the kernel to read a small regular file's data in.
     pub fn start(root: &Path) -> ReadAhead {
         use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
         let (hints, wanted) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD);
@@ -317,10 +320,10 @@ impl ReadAhead {
                         let next = wanted.lock().unwrap_or_else(|e| e.into_inner()).recv();
                         let Ok(rel) = next else { return };
                         let Ok(at) = dir.at(&rel, "") else { continue };
-                        let file =
-                            at.stat().ok().flatten().is_some_and(|st| {
-                                st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
-                            });
+                        let file = at.stat().ok().flatten().is_some_and(|st| {
+                            st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG
+                                && st.st_size <= SMALL
+                        });
                         if file {
                             if let Ok(f) = at.open_file() {
                                 let _ = posix_fadvise(
