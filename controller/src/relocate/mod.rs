@@ -108,7 +108,8 @@ struct Pass {
     /// The source's entries, and the bytes of its regular files.
     entries: u64,
     bytes: u64,
-    /// What it sent to or deleted on the target, in scan order.
+    /// What the delta sent to or deleted on the target, in scan order
+    /// (empty for other passes).
     changed: PathList,
 }
 
@@ -939,17 +940,24 @@ impl Move {
         if !plan.delete.is_empty() {
             h.delete(&plan.delete).await?;
         }
+        // Only the delta's changes are checked again (a first copy's list
+        // is the whole volume, and is not held twice).
+        let changed = if phase == Phase::Delta {
+            plan.send.union(&plan.delete)
+        } else {
+            PathList::default()
+        };
         if !plan.send.is_empty() {
             self.planned.fetch_add(plan.bytes, Relaxed);
             self.report(phase, 0);
-            h.transfer(plan.send.clone(), plan.bytes, phase).await?;
+            h.transfer(plan.send, plan.bytes, phase).await?;
             self.sent.fetch_add(plan.bytes, Relaxed);
         }
         Ok(Pass {
             scans,
             entries,
             bytes,
-            changed: plan.send.union(&plan.delete),
+            changed,
         })
     }
 

@@ -71,26 +71,45 @@ impl PathList {
     }
 
     /// The paths of both lists (each in scan order), once each, in scan
-    /// order.
+    /// order: merged line by line, never held as strings.
     pub fn union(&self, other: &PathList) -> PathList {
-        let mut all = self.paths();
-        all.extend(other.paths());
-        all.sort_by_cached_key(|p| scan::key(p));
-        all.dedup();
-        let mut out = PathList::default();
-        for p in &all {
-            out.push(p);
+        if other.is_empty() {
+            return self.clone();
         }
-        out
+        let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
+        let mut out = PathList::default();
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match scan::key(x).cmp(&scan::key(y)) {
+                    std::cmp::Ordering::Less => a.next(),
+                    std::cmp::Ordering::Greater => b.next(),
+                    std::cmp::Ordering::Equal => {
+                        b.next();
+                        a.next()
+                    }
+                },
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => return out,
+            };
+            if let Some(p) = next {
+                out.push(p);
+            }
+        }
+    }
+
+    /// The paths, as pushed.
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .split(|c| *c == b'\n')
+            .filter(|l| !l.is_empty())
+            // Every line was pushed as a `&str`.
+            .map(|l| std::str::from_utf8(l).unwrap_or_default())
     }
 
     /// The paths, for tests and messages.
     pub fn paths(&self) -> Vec<String> {
-        self.lines
-            .split(|c| *c == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect()
+        self.iter().map(str::to_string).collect()
     }
 }
 
@@ -687,5 +706,29 @@ impl scan::Entries for ScanStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PathList;
+
+    #[test]
+    fn a_union_of_two_lists_keeps_scan_order_and_each_path_once() {
+        let list = |paths: &[&str]| {
+            let mut l = PathList::default();
+            for p in paths {
+                l.push(p);
+            }
+            l
+        };
+        let sent = list(&["a", "a/b", "a-c", "z"]);
+        let deleted = list(&["a/b", "a/x", "b"]);
+        assert_eq!(
+            sent.union(&deleted).paths(),
+            ["a", "a/b", "a/x", "a-c", "b", "z"]
+        );
+        assert_eq!(sent.union(&PathList::default()).paths(), sent.paths());
+        assert_eq!(PathList::default().union(&deleted).paths(), deleted.paths());
     }
 }
