@@ -63,48 +63,6 @@ cleanup() {
 trap 'cleanup; rm -rf "$work"' EXIT
 cleanup
 
-# Fills the volume of `docker -H $1` mounted in container $2 with $3 MiB
-# of shape $SHAPE.
-fill() {
-    if [ "$SHAPE" = small ]; then fill_small "$@"; else fill_large "$@"; fi
-}
-
-fill_small() {
-    docker -H "$1" exec "$2" sh -c '
-        scale='"$3"'; i=0
-        for d in $(seq 0 63); do mkdir -p /data/d$d; done
-        head -c 262144 /dev/urandom >/tmp/block
-        # count x KiB, per GiB; scaled to the size asked for.
-        for spec in 2:262144 48:4096 384:512 1024:64 16384:4; do
-            n=$(( ${spec%%:*} * scale / 1024 )); [ $n -lt 1 ] && n=1
-            kb=${spec##*:}
-            j=0
-            while [ $j -lt $n ]; do
-                f=/data/d$((i % 64))/f$i
-                if [ $kb -le 256 ]; then head -c $((kb * 1024)) /tmp/block >$f
-                else dd if=/dev/urandom of=$f bs=1024 count=$kb 2>/dev/null; fi
-                i=$((i + 1)); j=$((j + 1))
-            done
-        done
-        rm -f /tmp/block
-        echo "$i files"'
-}
-
-fill_large() {
-    docker -H "$1" exec "$2" sh -c '
-        want=$(( '"$3"' * 1024 )); total=0; i=0
-        for d in $(seq 0 19); do mkdir -p /data/d$d; done
-        while [ $total -lt $want ]; do
-            for kb in 1 1 1 4 16 64 256 1024 4096 16384; do
-                [ $total -ge $want ] && break
-                [ $kb -gt $((want - total)) ] && kb=$((want - total))
-                dd if=/dev/urandom of=/data/d$((i % 20))/f$i bs=1024 count=$kb 2>/dev/null
-                total=$((total + kb)); i=$((i + 1))
-            done
-        done
-        echo "$i files"'
-}
-
 downtime() {
     python3 - "$1" "$2" "$3" "$4" <<'EOF'
 import json, subprocess, sys

@@ -557,6 +557,7 @@ fn two_current_copies_of_a_volume_are_never_guessed_between() {
             retained_for: Some("node-c".into()),
             copy: None,
             moved_from: None,
+            snapshot: None,
         });
     // A retained copy on the target does not count as current: one move.
     let p = plan(&moved, &observed, Options::default());

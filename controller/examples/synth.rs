@@ -467,6 +467,7 @@ fn perturb(observed: &mut Observed, rng: &mut Rng, fraction: f64) -> Drift {
             retained_for: None,
             copy: None,
             moved_from: None,
+            snapshot: None,
         });
         drift.orphan_volumes += 1;
     }

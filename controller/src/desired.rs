@@ -177,6 +177,8 @@ pub struct VolumeSpec {
     pub labels: BTreeMap<String, String>,
     /// How long a move may keep the volume's apps stopped (`max_downtime`).
     pub max_downtime: Option<std::time::Duration>,
+    /// How its snapshots are made consistent.
+    pub consistency: crate::model::Consistency,
 }
 
 impl VolumeSpec {
@@ -198,6 +200,7 @@ impl VolumeSpec {
             retained_for: None,
             copy: None,
             moved_from: self.labels.get(labels::MOVED_FROM).cloned(),
+            snapshot: None,
         }
     }
 }
@@ -243,6 +246,24 @@ impl Desired {
     }
 }
 
+/// A volume of `stack` on `host` that is not in the manifests (the target
+/// of a one-off clone), labelled as the manifests' volumes are.
+pub fn volume_spec(stack: &str, volume: &str, host: &str) -> VolumeSpec {
+    let mut labels = managed_labels(stack);
+    labels.insert(crate::contract::labels::VOLUME.into(), volume.into());
+    VolumeSpec {
+        name: names::volume(stack, volume),
+        stack: stack.into(),
+        volume: volume.into(),
+        host: host.into(),
+        driver: "local".into(),
+        driver_opts: BTreeMap::new(),
+        labels,
+        max_downtime: None,
+        consistency: Default::default(),
+    }
+}
+
 fn managed_labels(stack: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
@@ -284,6 +305,7 @@ pub fn render(spec: &Spec) -> Desired {
                 driver_opts: vol.driver_opts.clone(),
                 labels: l,
                 max_downtime: vol.max_downtime_ns.map(std::time::Duration::from_nanos),
+                consistency: vol.consistency,
             };
             desired
                 .hosts

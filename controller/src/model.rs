@@ -117,6 +117,43 @@ pub struct Volume {
     pub host: Option<At<String>>,
     /// `max_downtime`: how long a move may keep its apps stopped.
     pub max_downtime_ns: Option<u64>,
+    /// `consistency`: how its snapshots are made consistent.
+    pub consistency: Consistency,
+}
+
+/// How a snapshot is made consistent while the apps that mount the volume
+/// run (`consistency:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// `docker pause` for the last pass: what is on disk is what a crash at
+    /// that instant would leave.
+    #[default]
+    Freeze,
+    /// Stop and start the apps for the last pass.
+    Stop,
+    /// A live copy, for data that tolerates one: nothing is frozen, and
+    /// the copy is not checked after (it changes while it is read).
+    None,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Freeze => "freeze",
+            Consistency::Stop => "stop",
+            Consistency::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Consistency> {
+        match s {
+            "freeze" => Some(Consistency::Freeze),
+            "stop" => Some(Consistency::Stop),
+            "none" => Some(Consistency::None),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]

@@ -58,6 +58,15 @@ pub struct ObservedHost {
         skip_serializing_if = "crate::contract::hostkey::SecretKey::is_absent"
     )]
     pub secret_key: crate::contract::hostkey::SecretKey,
+    /// Apps drover froze for a snapshot and has not let go yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<Frozen>,
+    /// Restores under way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restores: Vec<Restoring>,
+    /// Clones under way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeding: Vec<Seeding>,
 }
 
 impl Observed {
@@ -256,6 +265,149 @@ pub struct ObservedVolume {
     /// is never taken for the current data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<String>,
+    /// Set on a snapshot of a volume (`docs/snapshots.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+/// A snapshot volume, from its labels and the record that completes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotInfo {
+    /// `<stack>/<volume>` it is a snapshot of.
+    pub of: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// When it was taken (RFC 3339); unset while it is unfinished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// How long the apps were frozen or stopped for it (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_ms: Option<u64>,
+}
+
+impl SnapshotInfo {
+    /// Whether it was checked and recorded: only then is it used.
+    pub fn complete(&self) -> bool {
+        self.taken.is_some()
+    }
+
+    /// From a volume's labels and, once complete, its record's.
+    pub fn from_labels(
+        l: &std::collections::HashMap<String, String>,
+        record: Option<&std::collections::HashMap<String, String>>,
+    ) -> Option<SnapshotInfo> {
+        use crate::contract::labels;
+        let get = |m: Option<&std::collections::HashMap<String, String>>, k: &str| {
+            m.and_then(|m| m.get(k)).cloned()
+        };
+        let num = |k: &str| get(record, k).and_then(|v| v.parse().ok());
+        Some(SnapshotInfo {
+            of: l.get(labels::SNAPSHOT_OF)?.clone(),
+            name: l.get(labels::SNAPSHOT)?.clone(),
+            revision: l.get(labels::REVISION).cloned(),
+            taken: get(record, labels::TAKEN),
+            bytes: num(labels::BYTES),
+            files: num(labels::FILES),
+            consistency: get(record, labels::CONSISTENCY),
+            held_ms: num(labels::HELD_MS),
+        })
+    }
+}
+
+/// A container drover froze for a snapshot, as its record says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frozen {
+    pub container: String,
+    pub reason: String,
+    /// The record's object name.
+    pub record: String,
+}
+
+/// A restore under way, as its record says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restoring {
+    /// The Docker volume restored.
+    pub volume: String,
+    /// The snapshot volume it is restored from.
+    pub from: String,
+    /// The snapshot name its content is kept as first.
+    pub before: String,
+    /// The containers to start once it is done.
+    pub apps: Vec<String>,
+    pub record: String,
+}
+
+/// A clone under way, as its record says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seeding {
+    /// The Docker volume being made.
+    pub volume: String,
+    /// `stack/volume[@snapshot]`.
+    pub from: String,
+    pub record: String,
+}
+
+impl Frozen {
+    pub fn from_labels(
+        name: &str,
+        l: &std::collections::HashMap<String, String>,
+    ) -> Option<Frozen> {
+        use crate::contract::labels;
+        Some(Frozen {
+            container: l.get(labels::FROZEN)?.clone(),
+            reason: l.get(labels::FROZEN_FOR).cloned().unwrap_or_default(),
+            record: name.to_string(),
+        })
+    }
+}
+
+impl Restoring {
+    pub fn from_labels(
+        name: &str,
+        l: &std::collections::HashMap<String, String>,
+    ) -> Option<Restoring> {
+        use crate::contract::labels;
+        Some(Restoring {
+            volume: l.get(labels::RESTORE_OF)?.clone(),
+            from: l.get(labels::RESTORE_FROM)?.clone(),
+            before: l.get(labels::RESTORE_BEFORE)?.clone(),
+            apps: l
+                .get(labels::RESTORE_APPS)
+                .map(|a| {
+                    a.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            record: name.to_string(),
+        })
+    }
+}
+
+impl Seeding {
+    pub fn from_labels(
+        name: &str,
+        l: &std::collections::HashMap<String, String>,
+    ) -> Option<Seeding> {
+        use crate::contract::labels;
+        Some(Seeding {
+            volume: l.get(labels::SEEDING)?.clone(),
+            from: l.get(labels::SEED_FROM).cloned().unwrap_or_default(),
+            record: name.to_string(),
+        })
+    }
 }
 
 impl ObservedVolume {
@@ -274,6 +426,7 @@ impl ObservedVolume {
             retained_for: None,
             copy,
             moved_from: None,
+            snapshot: None,
         }
     }
 }

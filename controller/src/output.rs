@@ -100,7 +100,7 @@ pub fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -208,7 +208,7 @@ pub fn plan_json(plan: &Plan) -> String {
 }
 
 /// Lays out rows as left-aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -315,6 +315,22 @@ pub fn volume_table(
                 v.stack.clone().unwrap_or_default(),
                 v.volume.clone().unwrap_or_default(),
             );
+            if let Some(s) = &v.snapshot {
+                let state = if s.complete() { "" } else { ", unfinished" };
+                rows.push(vec![
+                    v.name.clone(),
+                    host.clone(),
+                    s.of.split('/').next().unwrap_or_default().to_string(),
+                    format!("snapshot `{}` of {}{state}", s.name, s.of),
+                    if v.used_by.is_empty() {
+                        "-".into()
+                    } else {
+                        v.used_by.join(",")
+                    },
+                    v.size_bytes.or(s.bytes).map_or("-".into(), human_bytes),
+                ]);
+                continue;
+            }
             let wanted = desired.volume(&stack, &volume);
             let incoming = v
                 .copy

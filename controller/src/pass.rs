@@ -81,6 +81,11 @@ impl Pass<'_> {
     pub fn writes(&self, planned: &Planned) -> bool {
         !planned.plan.actions.is_empty()
             || membership::wanted(self.spec, &planned.observed).is_some()
+            || planned
+                .observed
+                .hosts
+                .values()
+                .any(|h| !h.frozen.is_empty() || !h.restores.is_empty())
     }
 
     /// Takes the lease of every host, reads them again and plans anew:
@@ -99,6 +104,10 @@ impl Pass<'_> {
             return Ok(());
         }
         let (leases, mut observed) = take_and_observe(conns, holder, stop).await?;
+        // What a drover that stopped left half done: frozen apps, restores.
+        if crate::data::snapshot::recover(conns, &self.desired, &observed).await {
+            observed = crate::docker::hosts::observe_all(conns).await;
+        }
         observe_former(self.spec, &mut observed).await;
         *planned = Planned {
             leases: Some(leases),

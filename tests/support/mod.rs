@@ -176,6 +176,17 @@ impl Fixture {
                     docker(h, &["volume", "rm", "-f", v]);
                 }
                 docker(h, &["network", "rm", &format!("drover-{s}")]);
+                // Snapshots carry no stack label, and records are drover's.
+                let all = text(&docker(h, &["volume", "ls", "-q"]));
+                for v in all.lines() {
+                    let snapshot = v.starts_with(&format!("{s}-")) && v.contains('.');
+                    let record = ["snapshot", "freeze", "restore", "seed"]
+                        .iter()
+                        .any(|k| v.starts_with(&format!("drover-{k}-{s}-")));
+                    if snapshot || record {
+                        docker(h, &["volume", "rm", "-f", v]);
+                    }
+                }
             }
         }
         // A lease left by a drover a test killed.

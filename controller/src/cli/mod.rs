@@ -5,6 +5,7 @@ mod controller;
 pub(crate) mod helper;
 mod reconcile;
 mod show;
+mod snapshots;
 mod volume;
 
 use std::io::{BufRead, IsTerminal, Write};

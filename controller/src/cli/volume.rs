@@ -1,4 +1,5 @@
-//! `drover volume ls`, `rm` and `adopt`.
+//! `drover volume ls`, `rm` and `adopt`; the snapshot commands are in
+//! `snapshots.rs`.
 
 use super::*;
 
@@ -34,6 +35,65 @@ pub enum VolumeCommand {
         #[arg(long)]
         host: String,
     },
+    /// Take a consistent snapshot of a volume now, on its host:
+    /// `drover volume snapshot [DIR] STACK/VOLUME [--name NAME]`.
+    Snapshot {
+        /// `[DIR] STACK/VOLUME`.
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "STACK/VOLUME"])]
+        args: Vec<String>,
+        /// The snapshot's name (default: the UTC time, like `20261201t221500z`).
+        #[arg(long)]
+        name: Option<String>,
+        /// How the apps that mount it are held for the last pass (default:
+        /// the volume's `consistency`, else `freeze`).
+        #[arg(long, value_parser = consistency_arg)]
+        consistency: Option<Consistency>,
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
+    },
+    /// Every snapshot of every volume, or of one: `drover volume snapshots [DIR] [STACK/VOLUME]`.
+    Snapshots {
+        /// `[DIR] [STACK/VOLUME]`.
+        #[arg(num_args = 0..=2, value_names = ["DIR", "STACK/VOLUME"])]
+        args: Vec<String>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Replace a volume's content with one of its snapshots; the content
+    /// replaced is kept as snapshot `before-restore-<time>`:
+    /// `drover volume restore [DIR] STACK/VOLUME SNAPSHOT`.
+    Restore {
+        /// `[DIR] STACK/VOLUME SNAPSHOT`.
+        #[arg(num_args = 2..=3, required = true, value_names = ["DIR", "STACK/VOLUME", "SNAPSHOT"])]
+        args: Vec<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Show what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
+    },
+    /// Make a volume that does not exist yet from another one (as it is now,
+    /// or one of its snapshots):
+    /// `drover volume clone [DIR] STACK/VOLUME[@SNAPSHOT] NEWSTACK/NEWVOLUME`.
+    Clone {
+        /// `[DIR] STACK/VOLUME[@SNAPSHOT] NEWSTACK/NEWVOLUME`.
+        #[arg(num_args = 2..=3, required = true, value_names = ["DIR", "SOURCE", "TARGET"])]
+        args: Vec<String>,
+        /// The host to make it on (default: where the manifests place it).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
+    },
+}
+
+use drover::data::snapshot::Consistency;
+
+fn consistency_arg(s: &str) -> Result<Consistency, String> {
+    Consistency::parse(s).ok_or_else(|| format!("`{s}` is not one of `freeze`, `stop`, `none`"))
 }
 
 /// `[DIR] NAME` of a volume command.
@@ -47,6 +107,24 @@ fn dir_and_name(args: &[String], command: &str) -> Result<(PathBuf, String), Fai
 
 pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
     match command {
+        VolumeCommand::Snapshot {
+            args,
+            name,
+            consistency,
+            copy_via,
+        } => super::snapshots::snapshot(&args, name, consistency, copy_via),
+        VolumeCommand::Snapshots { args, output } => super::snapshots::list(&args, output),
+        VolumeCommand::Restore {
+            args,
+            yes,
+            dry_run,
+            copy_via,
+        } => super::snapshots::restore(&args, yes, dry_run, copy_via),
+        VolumeCommand::Clone {
+            args,
+            host,
+            copy_via,
+        } => super::snapshots::clone(&args, host, copy_via),
         VolumeCommand::Ls { dir } => {
             let spec = load_spec(&dir)?;
             let observed = observe_spec(&spec)?;

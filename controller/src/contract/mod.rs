@@ -12,6 +12,12 @@
 //! | the key for secret digests | [`hostkey::VOLUME`] (a label-only volume) | [`hostkey::LABEL`] |
 //! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
 //! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
+//! | a snapshot | `<stack>-<volume>.<snapshot>` | [`labels::MANAGED`], [`labels::SNAPSHOT_OF`], [`labels::SNAPSHOT`], [`labels::REVISION`] |
+//! | a snapshot's record (it is complete) | `drover-snapshot-<snapshot volume>` (label-only) | [`labels::SNAPSHOT_RECORD`], [`labels::TAKEN`], [`labels::BYTES`], [`labels::FILES`], [`labels::CONSISTENCY`], [`labels::HELD_MS`] |
+//! | an app frozen for a snapshot | `drover-freeze-<container>` (label-only) | [`labels::FROZEN`], [`labels::FROZEN_FOR`] |
+//! | a restore under way | `drover-restore-<volume>` (label-only) | `drover.restore-*` |
+//! | a clone under way | `drover-seed-<volume>` (label-only) | [`labels::SEEDING`], [`labels::SEED_FROM`] |
+//! | a clone | `<stack>-<volume>` | as a data volume, and [`labels::CLONED_FROM`] |
 //!
 //! Every internal object also carries [`labels::CONTRACT`] = [`VERSION`]; a
 //! host holding one of a later version is not read (a newer drover made it,
@@ -53,6 +59,20 @@ pub fn newer_version(l: &std::collections::HashMap<String, String>) -> Option<u3
     (v > VERSION).then_some(v)
 }
 
+/// Whether a label-only volume is one of the records of snapshots,
+/// freezes, restores and clones (never data).
+pub fn is_data_record(l: &std::collections::HashMap<String, String>) -> bool {
+    l.get(labels::INTERNAL).is_some_and(|x| x == "true")
+        && [
+            labels::SNAPSHOT_RECORD,
+            labels::FROZEN,
+            labels::RESTORE_OF,
+            labels::SEEDING,
+        ]
+        .iter()
+        .any(|k| l.contains_key(*k))
+}
+
 /// Labels drover puts on what it makes.
 pub mod labels {
     pub const MANAGED: &str = "drover.managed";
@@ -81,6 +101,37 @@ pub mod labels {
     pub const MOVE_DOWNTIME: &str = "drover.move-downtime-ms";
     pub const MOVE_TO: &str = "drover.move-to";
     pub const MOVE_PHASE: &str = "drover.move-phase";
+
+    /// On a snapshot: `<stack>/<volume>` it was taken of, its name, and the
+    /// Git revision of the manifests when known.
+    pub const SNAPSHOT_OF: &str = "drover.snapshot-of";
+    pub const SNAPSHOT: &str = "drover.snapshot";
+    pub const REVISION: &str = "drover.revision";
+    /// On a snapshot's record: the snapshot volume it completes, when it
+    /// was taken (RFC 3339), its regular files' bytes, its entries, how it
+    /// was made consistent and how long the apps were held for it (ms).
+    pub const SNAPSHOT_RECORD: &str = "drover.snapshot-record";
+    pub const TAKEN: &str = "drover.taken";
+    pub const BYTES: &str = "drover.bytes";
+    pub const FILES: &str = "drover.files";
+    pub const CONSISTENCY: &str = "drover.consistency";
+    pub const HELD_MS: &str = "drover.held-ms";
+    /// On a freeze's record: the container drover paused, and what for.
+    pub const FROZEN: &str = "drover.frozen";
+    pub const FROZEN_FOR: &str = "drover.frozen-for";
+    /// On a restore's record: the volume, the snapshot volume it is
+    /// restored from, the snapshot name its old content is kept as, and the
+    /// containers to start once it is done.
+    pub const RESTORE_OF: &str = "drover.restore-of";
+    pub const RESTORE_FROM: &str = "drover.restore-from";
+    pub const RESTORE_BEFORE: &str = "drover.restore-before";
+    pub const RESTORE_APPS: &str = "drover.restore-apps";
+    /// On a clone's record while it is made: the volume, and its source
+    /// (`stack/volume[@snapshot]`).
+    pub const SEEDING: &str = "drover.seeding";
+    pub const SEED_FROM: &str = "drover.seed-from";
+    /// On a volume made as a clone: its source.
+    pub const CLONED_FROM: &str = "drover.cloned-from";
 
     /// On internal objects: the [`super::VERSION`] of the contract they follow.
     pub const CONTRACT: &str = "drover.contract";
@@ -143,6 +194,31 @@ pub mod names {
     /// Copy record `seq` of Docker volume `of`.
     pub fn record(of: &str, seq: u64) -> String {
         format!("drover-copy-{of}-{seq}")
+    }
+
+    /// Snapshot `snapshot` of Docker volume `volume`.
+    pub fn snapshot(volume: &str, snapshot: &str) -> String {
+        format!("{volume}.{snapshot}")
+    }
+
+    /// The record that a snapshot volume is complete.
+    pub fn snapshot_record(snapshot_volume: &str) -> String {
+        format!("drover-snapshot-{snapshot_volume}")
+    }
+
+    /// The record that drover froze `container`.
+    pub fn freeze_record(container: &str) -> String {
+        format!("drover-freeze-{container}")
+    }
+
+    /// The record of a restore of Docker volume `volume` under way.
+    pub fn restore_record(volume: &str) -> String {
+        format!("drover-restore-{volume}")
+    }
+
+    /// The record of a clone into Docker volume `volume` under way.
+    pub fn seed_record(volume: &str) -> String {
+        format!("drover-seed-{volume}")
     }
 
     /// Record `seq` of the Cluster's members.

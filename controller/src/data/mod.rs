@@ -1,4 +1,7 @@
 //! Volume data at rest: the commands that act on a volume's copies outside
-//! a move. Deleting data happens here and nowhere else.
+//! a move — snapshots, restores and clones ([`snapshot`]), and deletion
+//! ([`remove`]), which happens here and nowhere else.
 
+pub mod clock;
 pub mod remove;
+pub mod snapshot;

@@ -78,7 +78,17 @@ pub async fn check(
         name: name.to_string(),
         // The records about the copy go with it (found by the volume they
         // are about, never by a name prefix).
-        records: state.records_of(name).cloned().collect(),
+        records: state
+            .records_of(name)
+            .cloned()
+            .chain(v.snapshot.as_ref().map(|_| crate::observed::RecordRef {
+                // A snapshot's record of completion.
+                name: crate::contract::names::snapshot_record(name),
+                of: name.to_string(),
+                seq: 0,
+                object: crate::observed::RecordObject::Volume,
+            }))
+            .collect(),
     })
 }
 

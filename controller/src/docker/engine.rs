@@ -540,10 +540,44 @@ impl DockerApi for Engine {
         let secret_key =
             hostkey::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)))
                 .map_or(hostkey::SecretKey::Absent, hostkey::SecretKey::Known);
+        // The records of snapshots, freezes, restores and clones.
+        let notes: Vec<_> = volumes
+            .iter()
+            .filter(|v| crate::contract::is_data_record(&v.labels))
+            .collect();
+        let snapshot_records: HashMap<&str, &HashMap<String, String>> = notes
+            .iter()
+            .filter_map(|v| Some((v.labels.get(labels::SNAPSHOT_RECORD)?.as_str(), &v.labels)))
+            .collect();
+        let frozen = notes
+            .iter()
+            .filter_map(|v| crate::observed::Frozen::from_labels(&v.name, &v.labels))
+            .collect();
+        let restores = notes
+            .iter()
+            .filter_map(|v| crate::observed::Restoring::from_labels(&v.name, &v.labels))
+            .collect();
+        let seeding = notes
+            .iter()
+            .filter_map(|v| crate::observed::Seeding::from_labels(&v.name, &v.labels))
+            .collect();
+        let snapshots: HashMap<String, crate::observed::SnapshotInfo> = volumes
+            .iter()
+            .filter_map(|v| {
+                let record = snapshot_records.get(v.name.as_str()).copied();
+                Some((
+                    v.name.clone(),
+                    crate::observed::SnapshotInfo::from_labels(&v.labels, record)?,
+                ))
+            })
+            .collect();
         let mut out = ObservedHost {
             records: refs,
             membership,
             secret_key,
+            frozen,
+            restores,
+            seeding,
             containers: containers.iter().map(observed_container).collect(),
             volumes: volumes
                 .into_iter()
@@ -551,6 +585,7 @@ impl DockerApi for Engine {
                     !v.labels.contains_key(labels::COPY_OF)
                         && !crate::observed::Membership::is_record(&v.labels)
                         && !hostkey::is_key(&v.labels)
+                        && !crate::contract::is_data_record(&v.labels)
                 })
                 .map(|v| {
                     let flag = |k: &str| v.labels.get(k).is_some_and(|x| x == "true");
@@ -577,6 +612,7 @@ impl DockerApi for Engine {
                             .and_then(|r| r.peer.clone()),
                         copy,
                         moved_from: v.labels.get(labels::MOVED_FROM).cloned(),
+                        snapshot: snapshots.get(&v.name).cloned(),
                         name: v.name,
                     }
                 })
@@ -715,6 +751,29 @@ impl DockerApi for Engine {
             docker.stop_container(name, Some(opts)).await,
             is_gone_or_unchanged,
         )
+    }
+
+    async fn pause_container(&self, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .pause_container(name)
+            .await
+            .map_err(|e| EngineError::api(&self.host, format!("freeze container `{name}`"), e))
+    }
+
+    async fn unpause_container(&self, name: &str) -> Result<(), EngineError> {
+        // One that is not paused (any more) is what was asked for.
+        match self.docker.unpause_container(name).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("not paused") => Ok(()),
+            r => settled(
+                &self.host,
+                || format!("unfreeze container `{name}`"),
+                r,
+                is_not_found,
+            ),
+        }
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
@@ -908,6 +967,7 @@ impl DockerApi for Engine {
             driver_opts: BTreeMap::new(),
             labels: m.labels.clone(),
             max_downtime: None,
+            consistency: Default::default(),
         })
         .await
     }
@@ -922,9 +982,10 @@ impl DockerApi for Engine {
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) => return Err(EngineError::api(&self.host, what(), e)),
         };
-        let is_record = (v.labels.contains_key(labels::COPY_OF)
+        let is_record = ((v.labels.contains_key(labels::COPY_OF)
             || crate::observed::Membership::is_record(&v.labels))
-            && v.labels.get(labels::INTERNAL).is_some_and(|x| x == "true");
+            && v.labels.get(labels::INTERNAL).is_some_and(|x| x == "true"))
+            || crate::contract::is_data_record(&v.labels);
         if !is_record {
             return Err(EngineError::Api {
                 host: self.host.clone(),
@@ -1111,7 +1172,7 @@ impl Engine {
     pub fn watch(&self) -> Pin<Box<dyn Stream<Item = Result<HostEvent, EngineError>> + Send>> {
         let filters: HashMap<&str, Vec<&str>> = HashMap::from([
             ("type", vec!["container", "volume", "network"]),
-            ("event", vec!["die", "stop", "destroy", "oom"]),
+            ("event", vec!["die", "stop", "destroy", "oom", "pause"]),
         ]);
         let opts = bollard::query_parameters::EventsOptionsBuilder::new()
             .filters(&filters)

@@ -344,6 +344,31 @@ impl DockerApi for FakeDocker {
         Ok(())
     }
 
+    async fn pause_container(&self, name: &str) -> Result<(), EngineError> {
+        self.call(format!("pause {name}")).await?;
+        self.with(|s| {
+            for c in s.host.containers.iter_mut().filter(|c| c.name == name) {
+                c.state = ContainerState::Paused;
+            }
+        });
+        Ok(())
+    }
+
+    async fn unpause_container(&self, name: &str) -> Result<(), EngineError> {
+        self.call(format!("unpause {name}")).await?;
+        self.with(|s| {
+            for c in s
+                .host
+                .containers
+                .iter_mut()
+                .filter(|c| c.name == name && c.state == ContainerState::Paused)
+            {
+                c.state = ContainerState::Running;
+            }
+        });
+        Ok(())
+    }
+
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
         self.call(format!("remove {name}")).await?;
         self.with(|s| {
@@ -402,6 +427,18 @@ impl DockerApi for FakeDocker {
         self.call(format!("record {}", m.name)).await?;
         let labels: std::collections::HashMap<String, String> =
             m.labels.clone().into_iter().collect();
+        if crate::contract::is_data_record(&labels) {
+            self.with(|s| {
+                let h = &mut s.host;
+                h.frozen
+                    .extend(crate::observed::Frozen::from_labels(&m.name, &labels));
+                h.restores
+                    .extend(crate::observed::Restoring::from_labels(&m.name, &labels));
+                h.seeding
+                    .extend(crate::observed::Seeding::from_labels(&m.name, &labels));
+            });
+            return Ok(());
+        }
         let Some((of, seq, record)) = crate::observed::CopyRecord::from_labels(&labels) else {
             return Ok(());
         };
@@ -421,6 +458,9 @@ impl DockerApi for FakeDocker {
     async fn remove_record(&self, r: &crate::observed::RecordRef) -> Result<(), EngineError> {
         self.call(format!("record remove {}", r.name)).await?;
         self.with(|s| {
+            s.host.frozen.retain(|x| x.record != r.name);
+            s.host.restores.retain(|x| x.record != r.name);
+            s.host.seeding.retain(|x| x.record != r.name);
             s.host.records.retain(|x| x.name != r.name);
             s.records.remove(&r.name);
             s.refresh_records(&r.of);

@@ -169,6 +169,11 @@ pub trait DockerApi: Send + Sync {
     async fn secret_key(&self) -> Result<HostKey, EngineError>;
     async fn start_container(&self, name: &str) -> Result<(), EngineError>;
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError>;
+    /// `docker pause`: the container's processes are frozen (cgroup
+    /// freezer) and keep their memory and connections.
+    async fn pause_container(&self, name: &str) -> Result<(), EngineError>;
+    /// `docker unpause`; a container that is not paused is left as it is.
+    async fn unpause_container(&self, name: &str) -> Result<(), EngineError>;
     /// Removes a container, never its volumes.
     async fn remove_container(&self, name: &str) -> Result<(), EngineError>;
     /// `None` when there is no such container.

@@ -20,7 +20,7 @@ use crate::diag::{similar, Diagnostic, Loc};
 use crate::load::interpolate::{interpolate, parse_env_file, Env};
 use crate::load::yaml::{Node, Value};
 use crate::model::{
-    App, At, Condition, Healthcheck, Host, Pull, Restart, Stack, Text, Tls, Volume,
+    App, At, Condition, Consistency, Healthcheck, Host, Pull, Restart, Stack, Text, Tls, Volume,
 };
 
 pub const KINDS: &[&str] = &["Cluster", "Stack"];
@@ -28,7 +28,14 @@ pub const CLUSTER_FIELDS: &[&str] = &["kind", "hosts"];
 pub const HOST_FIELDS: &[&str] = &["endpoint", "address", "labels", "tls"];
 pub const TLS_FIELDS: &[&str] = &["ca", "cert", "key"];
 pub const STACK_FIELDS: &[&str] = &["kind", "name", "volumes", "apps"];
-pub const VOLUME_FIELDS: &[&str] = &["driver", "driver_opts", "labels", "host", "max_downtime"];
+pub const VOLUME_FIELDS: &[&str] = &[
+    "driver",
+    "driver_opts",
+    "labels",
+    "host",
+    "max_downtime",
+    "consistency",
+];
 pub const APP_FIELDS: &[&str] = &[
     "image",
     "host",
@@ -539,6 +546,21 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         }
         Some(ns)
     });
+    let consistency = f
+        .get("consistency")
+        .and_then(|c| {
+            choice(
+                ctx,
+                c,
+                "`consistency`",
+                &[
+                    ("freeze", Consistency::Freeze),
+                    ("stop", Consistency::Stop),
+                    ("none", Consistency::None),
+                ],
+            )
+        })
+        .unwrap_or_default();
     Some(Volume {
         name,
         loc: ctx.loc(pos),
@@ -547,6 +569,7 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         labels,
         host,
         max_downtime_ns,
+        consistency,
     })
 }
 

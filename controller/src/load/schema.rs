@@ -110,6 +110,20 @@ struct Volume {
     /// without stopping them.
     #[serde(default)]
     max_downtime: Option<String>,
+    /// How a snapshot of the volume is made consistent: `freeze` (the
+    /// default: the apps that mount it are paused for the last pass),
+    /// `stop` (stopped and started again) or `none` (a live copy).
+    #[serde(default)]
+    consistency: Option<ConsistencyName>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ConsistencyName {
+    Freeze,
+    Stop,
+    None,
 }
 
 /// A string, or a list of strings.

@@ -188,6 +188,30 @@ impl<'a> Planner<'a> {
                 "secret values on `{host}` are not compared: the observed state was read from a file, which holds no host key"
             ));
         }
+        // A restore or clone under way holds the apps of its volume.
+        let busy = c.mounts.iter().find_map(|m| {
+            let restoring = oh.restores.iter().find(|r| r.volume == m.source);
+            let seeding = oh.seeding.iter().find(|r| r.volume == m.source);
+            match (restoring, seeding) {
+                (Some(r), _) => Some(format!(
+                    "a restore of volume `{}` from `{}` is not finished; `drover volume restore` with that snapshot finishes it",
+                    m.source, r.from
+                )),
+                (_, Some(r)) => Some(format!(
+                    "volume `{}` is being cloned from `{}` and is not complete; `drover volume clone` again finishes it",
+                    m.source, r.from
+                )),
+                _ => None,
+            }
+        });
+        if let Some(why) = busy {
+            self.errors.push(format!(
+                "app `{}/{}` on `{host}` is not started: {why}",
+                c.stack, c.app
+            ));
+            self.blocked.insert((c.stack.clone(), c.app.clone()));
+            return None;
+        }
         let (verb, reason) = match compared {
             Some((o, _)) if !o.managed => {
                 self.errors.push(format!(
@@ -204,6 +228,13 @@ impl<'a> Planner<'a> {
                     (Verb::Start, format!("container is {}", o.state.as_str()))
                 }
                 ContainerState::Dead => (Verb::Recreate, "container is dead".to_string()),
+                ContainerState::Paused if oh.frozen.iter().any(|f| f.container == c.name) => {
+                    self.warnings.push(format!(
+                        "container `{}` on `{host}` is frozen for a snapshot; it is unfrozen once the snapshot ends, or by the next pass if the drover taking it stopped",
+                        c.name
+                    ));
+                    return None;
+                }
                 ContainerState::Paused | ContainerState::Removing => {
                     self.warnings.push(format!(
                         "container `{}` on `{host}` is {}; drover leaves it so",

@@ -21,7 +21,8 @@ mod on_fakes;
 mod transfer;
 
 pub use image::{helper_image, HelperImage};
-use transfer::Helpers;
+pub use transfer::Helpers;
+use transfer::Side;
 pub use transfer::{to_send, PathList, SendPlan};
 
 use std::collections::BTreeMap;
@@ -91,13 +92,31 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// The test-only hook: `DROVER_TEST_ABORT_AT=<phase>` kills the process the
 /// moment a move reaches that phase, as SIGKILL would.
 fn checkpoint(phase: Phase) {
-    if std::env::var("DROVER_TEST_ABORT_AT").is_ok_and(|p| p == phase.as_str()) {
-        eprintln!(
-            "drover: aborting at phase `{}` (DROVER_TEST_ABORT_AT)",
-            phase.as_str()
-        );
+    test_checkpoint(phase.as_str());
+}
+
+/// The same hook at a named point outside a move (`frozen`: a snapshot's
+/// apps were just frozen).
+pub fn test_checkpoint(at: &str) {
+    if std::env::var("DROVER_TEST_ABORT_AT").is_ok_and(|p| p == at) {
+        eprintln!("drover: aborting at `{at}` (DROVER_TEST_ABORT_AT)");
         std::process::abort();
     }
+}
+
+/// Loads drover's helper image on `api` unless it is there; its tag.
+pub async fn ensure_helper_image(api: &Arc<dyn DockerApi>) -> Result<String, String> {
+    let image = helper_image()?;
+    let present = api
+        .image_present(&image.tag)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !present {
+        api.import_image(&image.tag, image.rootfs.clone())
+            .await
+            .map_err(|e| format!("cannot load the helper image on `{}`: {e}", api.host()))?;
+    }
+    Ok(image.tag)
 }
 
 /// What one pass of a move found and did.
@@ -115,8 +134,8 @@ struct Pass {
 
 /// One move, with everything it needs.
 pub struct Move {
-    pub src: Arc<dyn DockerApi>,
-    pub dst: Arc<dyn DockerApi>,
+    /// The copier between the source and the target host.
+    cp: Copier,
     /// The volumes as they should be on the target: the action's first, then
     /// every other volume its apps mount (they move together, since the apps
     /// start on the target only once all their data is there).
@@ -124,21 +143,35 @@ pub struct Move {
     /// The apps that mount them, as they should be on the target.
     pub apps: Vec<ContainerSpec>,
     pub opts: MoveOptions,
-    pub progress: ProgressFn,
     /// Records written by this run, per host, oldest first.
     written: std::sync::Mutex<BTreeMap<String, Vec<RecordRef>>>,
     /// The newest record sequence number per (host, volume).
     last_seq: std::sync::Mutex<BTreeMap<(String, String), u64>>,
+    /// Source containers whose restart policy was set to `no` while they
+    /// are stopped for the move, with the policy they had.
+    held: std::sync::Mutex<Vec<(String, Restart)>>,
+}
+
+/// Copies volumes from one host to another (or to another volume on the
+/// same host) through helper containers, and counts what it sent: the
+/// data path of moves, snapshots, restores and clones.
+pub struct Copier {
+    pub src: Arc<dyn DockerApi>,
+    pub dst: Arc<dyn DockerApi>,
+    /// Where the source's helper can reach the target host; the direct
+    /// path is tried when `direct` and this is not loopback.
+    target_address: String,
+    direct: bool,
+    progress: ProgressFn,
+    /// What is copied, and what for (`relocation`, `snapshot`), for logs.
+    what: String,
+    kind: &'static str,
     /// Bytes of finished transfers, and of all transfers planned so far.
     sent: std::sync::atomic::AtomicU64,
     planned: std::sync::atomic::AtomicU64,
     /// The phase and time of the last progress line logged.
     logged: std::sync::Mutex<Option<(Phase, Instant)>>,
-    /// Source containers whose restart policy was set to `no` while they
-    /// are stopped for the move, with the policy they had.
-    held: std::sync::Mutex<Vec<(String, Restart)>>,
-    /// When the apps were asked to stop on the source, and when they were
-    /// started on the target.
+    /// When the apps stopped writing, and when they could again.
     down: std::sync::Mutex<Option<(Instant, Option<Instant>)>>,
     /// Bytes per second of the bulk copy, once it sent [`RATE_SAMPLE`].
     rate: std::sync::Mutex<Option<u64>>,
@@ -259,56 +292,32 @@ impl Move {
         opts: MoveOptions,
         progress: ProgressFn,
     ) -> Move {
-        Move {
+        let cp = Copier::new(
             src,
             dst,
+            opts.target_address.clone(),
+            opts.direct,
+            progress,
+            &volumes.first().map(|v| v.name.clone()).unwrap_or_default(),
+        )
+        .for_what("relocation");
+        Move {
+            cp,
             volumes,
             apps,
             opts,
-            progress,
             written: Default::default(),
             last_seq: Default::default(),
-            sent: Default::default(),
-            planned: Default::default(),
-            logged: Default::default(),
             held: Default::default(),
-            down: Default::default(),
-            rate: Default::default(),
         }
     }
 
     fn from(&self) -> &str {
-        self.src.host()
+        self.cp.src.host()
     }
 
     fn to(&self) -> &str {
-        self.dst.host()
-    }
-
-    /// Reports progress: `in_flight` bytes of the current transfer on top
-    /// of all finished ones, of all planned so far in this move.
-    fn report(&self, phase: Phase, in_flight: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let total = self.planned.load(Relaxed);
-        let done = (self.sent.load(Relaxed) + in_flight).min(total);
-        // Logs get a line per phase and about one a second while copying.
-        let log = {
-            let mut last = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-            let due = last.is_none_or(|(p, t)| p != phase || t.elapsed() >= Duration::from_secs(1));
-            if due {
-                *last = Some((phase, Instant::now()));
-            }
-            due
-        };
-        if log {
-            tracing::info!(volume = %self.volumes[0].name, from = %self.from(), to = %self.to(), phase = phase.as_str(), done, total, "relocation progress");
-        }
-        (self.progress)(&Progress {
-            phase,
-            done,
-            total,
-            downtime: self.downtime(),
-        });
+        self.cp.dst.host()
     }
 
     /// Carries out (or resumes, or finishes) the move of every volume of
@@ -316,7 +325,7 @@ impl Move {
     /// run on the source again.
     pub async fn run(&self) -> Result<(), MoveError> {
         let image = helper_image()?;
-        let (src_state, dst_state) = tokio::join!(self.src.observe(), self.dst.observe());
+        let (src_state, dst_state) = tokio::join!(self.cp.src.observe(), self.cp.dst.observe());
         let src_state = src_state.map_err(|e| e.to_string())?;
         let dst_state = dst_state.map_err(|e| e.to_string())?;
         // The apps' containers on the target are replaced: never one that
@@ -362,7 +371,7 @@ impl Move {
                 |h: &ObservedHost| -> Vec<RecordRef> { h.records_of(&v.name).cloned().collect() };
             {
                 let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
-                for (api, h) in [(&self.src, &src_state), (&self.dst, &dst_state)] {
+                for (api, h) in [(&self.cp.src, &src_state), (&self.cp.dst, &dst_state)] {
                     last.insert(
                         (api.host().to_string(), v.name.clone()),
                         h.last_seq(&v.name),
@@ -383,7 +392,7 @@ impl Move {
         if parts.is_empty() {
             return Ok(());
         }
-        for (api, host) in [(&self.src, &src_state), (&self.dst, &dst_state)] {
+        for (api, host) in [(&self.cp.src, &src_state), (&self.cp.dst, &dst_state)] {
             if !host.images.contains(&image.tag) {
                 api.import_image(&image.tag, image.rootfs.clone())
                     .await
@@ -392,7 +401,10 @@ impl Move {
         }
         let helpers: Vec<Helpers> = parts
             .iter()
-            .map(|p| Helpers::new(self, p.volume, &image.tag))
+            .map(|p| {
+                self.cp
+                    .helpers(&p.volume.name, &p.volume.name, &p.volume.stack, &image.tag)
+            })
             .collect();
 
         // The apps may have started on the target only if every volume
@@ -403,7 +415,7 @@ impl Move {
             if self.opts.stop.is_cancelled() {
                 return Err(MoveError::Stopped);
             }
-            self.report(Phase::Prepare, 0);
+            self.cp.report(Phase::Prepare, 0);
             checkpoint(Phase::Prepare);
             for p in &mut parts {
                 let incoming = CopyRecord {
@@ -415,7 +427,7 @@ impl Move {
                     bytes: None,
                     cost: None,
                 };
-                self.mark(&self.dst, p.volume, incoming).await?;
+                self.mark(&self.cp.dst, p.volume, incoming).await?;
                 if !p.on_target {
                     // Marked for good as made by a move: without its record
                     // it is never taken for the current data.
@@ -423,13 +435,14 @@ impl Move {
                     target
                         .labels
                         .insert(labels::MOVED_FROM.into(), self.from().into());
-                    self.dst
+                    self.cp
+                        .dst
                         .create_volume(&target)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
                 let r = self.source_record(p, MovePhase::Copy);
-                self.mark(&self.src, p.volume, r).await?;
+                self.mark(&self.cp.src, p.volume, r).await?;
             }
             for h in &helpers {
                 if let Err(e) = h.start().await {
@@ -438,7 +451,7 @@ impl Move {
                 }
             }
             let copied = tokio::select! {
-                r = self.guarded(self.copy_while_running(&helpers)) => r.map_err(MoveError::Failed),
+                r = self.cp.guarded(self.cp.copy_while_running(&helpers, self.budget())) => r.map_err(MoveError::Failed),
                 _ = self.opts.stop.cancelled() => Err(MoveError::Stopped),
             };
             if let Err(e) = copied {
@@ -450,9 +463,9 @@ impl Move {
                 return Err(MoveError::Stopped);
             }
             checkpoint(Phase::Stop);
-            self.report(Phase::Stop, 0);
-            self.mark_stopped();
-            if let Err(e) = self.guarded(self.stop_on_source()).await {
+            self.cp.report(Phase::Stop, 0);
+            self.cp.mark_down();
+            if let Err(e) = self.cp.guarded(self.stop_on_source()).await {
                 self.back_to_source(&helpers).await;
                 return Err(e.into());
             }
@@ -461,11 +474,16 @@ impl Move {
             let copied = async {
                 let mut sizes = Vec::new();
                 for h in &helpers {
-                    sizes.push(self.copy_after_stop(h).await?);
+                    sizes.push(
+                        self.cp
+                            .copy_after_stop(h)
+                            .await
+                            .map_err(|e| format!("{e}; the app stays on `{}`", self.from()))?,
+                    );
                 }
                 Ok::<_, String>(sizes)
             };
-            let checked = self.guarded(async {
+            let checked = self.cp.guarded(async {
                 let (sizes, writers) = tokio::join!(copied, self.no_other_writers());
                 writers.and(sizes)
             });
@@ -484,7 +502,7 @@ impl Move {
             checkpoint(Phase::Switch);
             for p in &parts {
                 let r = self.source_record(p, MovePhase::Switch);
-                if let Err(e) = self.mark(&self.src, p.volume, r).await {
+                if let Err(e) = self.mark(&self.cp.src, p.volume, r).await {
                     // Not every volume switched: none may count as switched.
                     if self.unswitch(&parts).await.is_ok() {
                         self.back_to_source(&helpers).await;
@@ -494,18 +512,18 @@ impl Move {
             }
         } else {
             // Every switch was recorded: the source apps must stay stopped.
-            self.mark_stopped();
+            self.cp.mark_down();
             self.stop_on_source().await?;
             self.no_other_writers().await?;
         }
 
         checkpoint(Phase::Start);
-        self.report(Phase::Start, 0);
-        if let Err(e) = self.guarded(self.start_on_target()).await {
+        self.cp.report(Phase::Start, 0);
+        if let Err(e) = self.cp.guarded(self.start_on_target()).await {
             self.undo_switch(&parts, &helpers).await;
             return Err(e.into());
         }
-        if let Some(d) = self.downtime() {
+        if let Some(d) = self.cp.downtime() {
             let budget = self.budget();
             let shown = crate::output::human_duration(d);
             tracing::info!(volume = %self.volumes[0].name, from = %self.from(), to = %self.to(), downtime_ms = d.as_millis() as u64, "the apps were down for {shown}");
@@ -514,7 +532,7 @@ impl Move {
             }
         }
         checkpoint(Phase::Commit);
-        self.report(Phase::Commit, 0);
+        self.cp.report(Phase::Commit, 0);
         for p in &parts {
             let current = CopyRecord {
                 role: CopyRole::Current,
@@ -525,7 +543,7 @@ impl Move {
                 bytes: p.bytes,
                 cost: Some(self.cost(p)),
             };
-            self.mark(&self.dst, p.volume, current).await?;
+            self.mark(&self.cp.dst, p.volume, current).await?;
         }
         for p in &parts {
             let retained = CopyRecord {
@@ -537,12 +555,13 @@ impl Move {
                 bytes: p.bytes,
                 cost: Some(self.cost(p)),
             };
-            self.mark(&self.src, p.volume, retained).await?;
+            self.mark(&self.cp.src, p.volume, retained).await?;
         }
         checkpoint(Phase::Retire);
-        self.report(Phase::Retire, 0);
+        self.cp.report(Phase::Retire, 0);
         for c in &self.apps {
-            self.src
+            self.cp
+                .src
                 .remove_container(&c.name)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -554,7 +573,10 @@ impl Move {
         // place. Each is told by the volume it is about, never by its name.
         let written = std::mem::take(&mut *self.written.lock().unwrap_or_else(|p| p.into_inner()));
         for p in &parts {
-            for (api, old) in [(&self.src, &p.src_records), (&self.dst, &p.dst_records)] {
+            for (api, old) in [
+                (&self.cp.src, &p.src_records),
+                (&self.cp.dst, &p.dst_records),
+            ] {
                 let mine: Vec<RecordRef> = written
                     .get(api.host())
                     .into_iter()
@@ -569,21 +591,6 @@ impl Move {
             }
         }
         Ok(())
-    }
-
-    /// Runs a step of the move while both engines answer: one that stops
-    /// answering (a host that lost power leaves its streams open and
-    /// silent) ends the step within two missed pings, and the move rolls
-    /// back.
-    async fn guarded<T>(
-        &self,
-        step: impl std::future::Future<Output = Result<T, String>>,
-    ) -> Result<T, String> {
-        tokio::select! {
-            r = step => r,
-            e = stalled(&self.src) => Err(e),
-            e = stalled(&self.dst) => Err(e),
-        }
     }
 
     fn source_record(&self, p: &Part<'_>, phase: MovePhase) -> CopyRecord {
@@ -634,6 +641,7 @@ impl Move {
         // comes back if the move is rolled back.
         for c in &self.apps {
             let Some(s) = self
+                .cp
                 .src
                 .container_status(&c.name)
                 .await
@@ -642,7 +650,8 @@ impl Move {
                 continue;
             };
             if let Some(r) = s.restart.filter(|r| *r != Restart::No) {
-                self.src
+                self.cp
+                    .src
                     .set_restart(&c.name, Restart::No)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -653,7 +662,8 @@ impl Move {
             }
         }
         for c in &self.apps {
-            self.src
+            self.cp
+                .src
                 .stop_container(&c.name, c.stop_grace())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -661,6 +671,7 @@ impl Move {
         // Stopped means stopped: a restart policy must not bring it back.
         for c in &self.apps {
             if let Some(s) = self
+                .cp
                 .src
                 .container_status(&c.name)
                 .await
@@ -685,7 +696,7 @@ impl Move {
     /// be stopped, and not be one the engine starts on its own: otherwise it
     /// could write during the last copy or after the switch.
     async fn no_other_writers(&self) -> Result<(), String> {
-        let state = self.src.observe().await.map_err(|e| e.to_string())?;
+        let state = self.cp.src.observe().await.map_err(|e| e.to_string())?;
         for v in &self.volumes {
             let Some(copy) = state.volumes.iter().find(|o| o.name == v.name) else {
                 continue;
@@ -700,6 +711,7 @@ impl Move {
                     continue;
                 }
                 let Some(s) = self
+                    .cp
                     .src
                     .container_status(user)
                     .await
@@ -736,7 +748,10 @@ impl Move {
         for h in helpers {
             h.stop().await;
         }
-        let (src, dst) = tokio::join!(bounded(self.src.observe()), bounded(self.dst.observe()));
+        let (src, dst) = tokio::join!(
+            bounded(self.cp.src.observe()),
+            bounded(self.cp.dst.observe())
+        );
         let verdict = match src {
             Ok(src) => source_still_current(
                 self.volumes.iter().map(|v| v.name.as_str()),
@@ -751,12 +766,12 @@ impl Move {
         }
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
         for (name, restart) in held {
-            if let Err(e) = self.src.set_restart(&name, restart).await {
+            if let Err(e) = self.cp.src.set_restart(&name, restart).await {
                 tracing::error!(error = %e, container = %name, "cannot give the app its restart policy back");
             }
         }
         for c in &self.apps {
-            if let Err(e) = self.src.start_container(&c.name).await {
+            if let Err(e) = self.cp.src.start_container(&c.name).await {
                 tracing::error!(error = %e, container = %c.name, "cannot start the app on its source again");
             }
         }
@@ -766,7 +781,7 @@ impl Move {
     /// the source as the copy to use again, and start it there.
     async fn undo_switch(&self, parts: &[Part<'_>], helpers: &[Helpers<'_>]) {
         for c in &self.apps {
-            if let Err(e) = bounded(self.dst.remove_container(&c.name)).await {
+            if let Err(e) = bounded(self.cp.dst.remove_container(&c.name)).await {
                 // It may still run there: never start a second writer.
                 tracing::error!(error = %e, container = %c.name, "cannot remove the app from the target; it is not started on the source");
                 return;
@@ -783,9 +798,175 @@ impl Move {
     async fn unswitch(&self, parts: &[Part<'_>]) -> Result<(), String> {
         for p in parts {
             let r = self.source_record(p, MovePhase::Copy);
-            self.mark(&self.src, p.volume, r).await?;
+            self.mark(&self.cp.src, p.volume, r).await?;
         }
         Ok(())
+    }
+
+    /// The downtime the move must fit: the smallest `max_downtime` of its
+    /// volumes (the apps stop for all of them).
+    fn budget(&self) -> Option<Duration> {
+        self.volumes.iter().filter_map(|v| v.max_downtime).min()
+    }
+
+    /// What this move measured, for the records of a copy of `p`.
+    fn cost(&self, p: &Part<'_>) -> crate::observed::MoveCost {
+        crate::observed::MoveCost {
+            files: p.files,
+            rate: self.cp.rate(),
+            downtime_ms: self.cp.downtime().map(|d| d.as_millis() as u64),
+        }
+    }
+
+    async fn start_on_target(&self) -> Result<(), String> {
+        for c in &self.apps {
+            self.cp
+                .dst
+                .remove_container(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.cp
+                .dst
+                .create_container(c)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for c in &self.apps {
+            self.cp
+                .dst
+                .start_container(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.cp.mark_up();
+        checkpoint(Phase::Wait);
+        self.cp.report(Phase::Wait, 0);
+        for c in &self.apps {
+            self.wait_ready(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Running, and healthy when the container has a healthcheck.
+    async fn wait_ready(&self, c: &ContainerSpec) -> Result<(), String> {
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        loop {
+            let s = self
+                .cp
+                .dst
+                .container_status(&c.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = s.as_ref().is_some_and(|s| {
+                s.state == ContainerState::Running
+                    && (s.health.is_none() || s.health == Some(Health::Healthy))
+            });
+            if ready {
+                return Ok(());
+            }
+            // Docker calls a container unhealthy only after its retries.
+            let gone = s.as_ref().is_none_or(|s| {
+                matches!(s.state, ContainerState::Exited | ContainerState::Dead)
+                    || s.health == Some(Health::Unhealthy)
+            });
+            if gone || Instant::now() >= deadline {
+                let state = crate::docker::describe_status(s.as_ref());
+                return Err(format!(
+                    "app `{}` did not become ready on `{}` (it is {state}); the move was rolled back and it runs on `{}` again",
+                    c.app,
+                    self.to(),
+                    self.from()
+                ));
+            }
+            tokio::time::sleep(self.opts.poll).await;
+        }
+    }
+}
+
+impl Copier {
+    pub fn new(
+        src: Arc<dyn DockerApi>,
+        dst: Arc<dyn DockerApi>,
+        target_address: String,
+        direct: bool,
+        progress: ProgressFn,
+        what: &str,
+    ) -> Copier {
+        Copier {
+            src,
+            dst,
+            target_address,
+            direct,
+            progress,
+            what: what.to_string(),
+            kind: "copy",
+            sent: Default::default(),
+            planned: Default::default(),
+            logged: Default::default(),
+            down: Default::default(),
+            rate: Default::default(),
+        }
+    }
+
+    /// Names what the copy is for in its logs (`relocation progress`).
+    pub fn for_what(mut self, kind: &'static str) -> Copier {
+        self.kind = kind;
+        self
+    }
+
+    /// The helpers that copy Docker volume `from` on the source into `to`
+    /// on the target, labelled as stack `stack`'s.
+    pub fn helpers(&self, from: &str, to: &str, stack: &str, image: &str) -> Helpers<'_> {
+        Helpers::new(self, (from, to), stack, image)
+    }
+
+    fn to(&self) -> &str {
+        self.dst.host()
+    }
+
+    /// The copy rate measured while the apps ran, in bytes a second.
+    pub fn rate(&self) -> Option<u64> {
+        *self.rate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reports progress: `in_flight` bytes of the current transfer on top
+    /// of all finished ones, of all planned so far in this move.
+    fn report(&self, phase: Phase, in_flight: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.planned.load(Relaxed);
+        let done = (self.sent.load(Relaxed) + in_flight).min(total);
+        // Logs get a line per phase and about one a second while copying.
+        let log = {
+            let mut last = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|(p, t)| p != phase || t.elapsed() >= Duration::from_secs(1));
+            if due {
+                *last = Some((phase, Instant::now()));
+            }
+            due
+        };
+        if log {
+            tracing::info!(what = %self.what, from = %self.src.host(), to = %self.dst.host(), phase = phase.as_str(), done, total, "{} progress", self.kind);
+        }
+        (self.progress)(&Progress {
+            phase,
+            done,
+            total,
+            downtime: self.downtime(),
+        });
+    }
+
+    /// Runs a step of a copy while both engines answer: one that stops
+    /// answering (a host that lost power leaves its streams open and
+    /// silent) ends the step within two missed pings, and the step fails.
+    pub async fn guarded<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        tokio::select! {
+            r = step => r,
+            e = stalled(&self.src) => Err(e),
+            e = stalled(&self.dst) => Err(e),
+        }
     }
 
     /// The copy while the apps run: first by size and time alone (reads
@@ -793,7 +974,11 @@ impl Move {
     /// the running apps or differs in a copy the target kept from before.
     /// With a downtime budget, passes by content go on until what is left
     /// would fit it, or fail without the apps ever stopped.
-    async fn copy_while_running(&self, helpers: &[Helpers<'_>]) -> Result<(), String> {
+    pub async fn copy_while_running(
+        &self,
+        helpers: &[Helpers<'_>],
+        budget: Option<Duration>,
+    ) -> Result<(), String> {
         checkpoint(Phase::Copy);
         let (started, sent_before) = (Instant::now(), self.sent.load(Relaxed));
         for h in helpers {
@@ -805,7 +990,6 @@ impl Move {
             *self.rate.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((sent as f64 / took) as u64);
         }
-        let budget = self.budget();
         let mut estimate = Duration::ZERO;
         for pass in 1..=BUDGET_PASSES {
             let started = Instant::now();
@@ -821,29 +1005,30 @@ impl Move {
             let Some(budget) = budget else {
                 return Ok(());
             };
-            tracing::info!(volume = %self.volumes[0].name, pass, estimate_ms = estimate.as_millis() as u64, budget_ms = budget.as_millis() as u64, "copied what changed while the apps run");
+            tracing::info!(what = %self.what, pass, estimate_ms = estimate.as_millis() as u64, budget_ms = budget.as_millis() as u64, "copied what changed while the apps run");
             if estimate <= budget {
                 return Ok(());
             }
         }
         Err(format!(
             "volume `{}` changes faster than its `max_downtime` of {} allows: after {BUDGET_PASSES} passes while the apps ran, copying and checking what is left would still take about {}; the apps were not stopped and run on `{}`",
-            self.volumes[0].name,
+            self.what,
             crate::output::human_duration(budget.unwrap_or_default()),
             crate::output::human_duration(estimate),
-            self.from()
+            self.src.host()
         ))
     }
 
-    /// The downtime the move must fit: the smallest `max_downtime` of its
-    /// volumes (the apps stop for all of them).
-    fn budget(&self) -> Option<Duration> {
-        self.volumes.iter().filter_map(|v| v.max_downtime).min()
+    /// Notes when the apps were asked to stop (or froze), for the downtime.
+    pub fn mark_down(&self) {
+        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), None));
     }
 
-    /// Notes when the apps were asked to stop, for the downtime.
-    fn mark_stopped(&self) {
-        *self.down.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), None));
+    /// Notes when the apps could write again.
+    pub fn mark_up(&self) {
+        if let Some((_, up)) = self.down.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *up = Some(Instant::now());
+        }
     }
 
     /// How long the apps were down: from the stop on the source until they
@@ -860,7 +1045,7 @@ impl Move {
     /// verified by it. What it sent or deleted is scanned again on both
     /// sides and checked, so the check after the stop grows with the change,
     /// not with the volume.
-    async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<(u64, u64), String> {
+    pub async fn copy_after_stop(&self, h: &Helpers<'_>) -> Result<(u64, u64), String> {
         checkpoint(Phase::Delta);
         let pass = self.sync(h, true, Phase::Delta).await?;
         checkpoint(Phase::Verify);
@@ -877,33 +1062,23 @@ impl Move {
             // The source's hashes of files it did not send come from the
             // delta's scan, taken with the apps stopped.
             let (src, dst) = tokio::join!(
-                h.scan(&self.src, true, true, Some(&again)),
-                h.scan(&self.dst, true, false, Some(&again))
+                h.scan(Side::Src, true, true, Some(&again)),
+                h.scan(Side::Dst, true, false, Some(&again))
             );
             let mut check = scan::Check::new(5);
             scan::merge(&mut src?, &mut dst?, |p| check.add(p)).await?;
             let check = check.finish();
             if check.found > 0 {
                 return Err(format!(
-                    "the copy of volume `{}` on `{}` does not match the source ({} difference(s): {}); the app stays on `{}`",
-                    h.volume.name,
-                    self.to(),
+                    "the copy of volume `{}` on `{}` does not match the source ({} difference(s): {})",
+                    h.dst_volume,
+                    self.dst.host(),
                     check.found,
                     check.shown.join("; "),
-                    self.from()
                 ));
             }
         }
         Ok((pass.bytes, pass.entries))
-    }
-
-    /// What this move measured, for the records of a copy of `p`.
-    fn cost(&self, p: &Part<'_>) -> crate::observed::MoveCost {
-        crate::observed::MoveCost {
-            files: p.files,
-            rate: *self.rate.lock().unwrap_or_else(|e| e.into_inner()),
-            downtime_ms: self.downtime().map(|d| d.as_millis() as u64),
-        }
     }
 
     /// One pass: scan both sides, delete what the target has in excess, send
@@ -913,8 +1088,8 @@ impl Move {
         // After the stop, the source's hashes hold until the check.
         let stopped = phase == Phase::Delta;
         let (src, dst) = tokio::join!(
-            h.scan(&self.src, by_content, stopped, None),
-            h.scan(&self.dst, by_content, false, None)
+            h.scan(Side::Src, by_content, stopped, None),
+            h.scan(Side::Dst, by_content, false, None)
         );
         let mut plan = SendPlan::new(by_content);
         let (mut entries, mut bytes) = (0u64, 0u64);
@@ -961,66 +1136,11 @@ impl Move {
         })
     }
 
-    async fn start_on_target(&self) -> Result<(), String> {
-        for c in &self.apps {
-            self.dst
-                .remove_container(&c.name)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.dst
-                .create_container(c)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        for c in &self.apps {
-            self.dst
-                .start_container(&c.name)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some((_, up)) = self.down.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            *up = Some(Instant::now());
-        }
-        checkpoint(Phase::Wait);
-        self.report(Phase::Wait, 0);
-        for c in &self.apps {
-            self.wait_ready(c).await?;
-        }
-        Ok(())
-    }
-
-    /// Running, and healthy when the container has a healthcheck.
-    async fn wait_ready(&self, c: &ContainerSpec) -> Result<(), String> {
-        let deadline = Instant::now() + self.opts.ready_timeout;
-        loop {
-            let s = self
-                .dst
-                .container_status(&c.name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = s.as_ref().is_some_and(|s| {
-                s.state == ContainerState::Running
-                    && (s.health.is_none() || s.health == Some(Health::Healthy))
-            });
-            if ready {
-                return Ok(());
-            }
-            // Docker calls a container unhealthy only after its retries.
-            let gone = s.as_ref().is_none_or(|s| {
-                matches!(s.state, ContainerState::Exited | ContainerState::Dead)
-                    || s.health == Some(Health::Unhealthy)
-            });
-            if gone || Instant::now() >= deadline {
-                let state = crate::docker::describe_status(s.as_ref());
-                return Err(format!(
-                    "app `{}` did not become ready on `{}` (it is {state}); the move was rolled back and it runs on `{}` again",
-                    c.app,
-                    self.to(),
-                    self.from()
-                ));
-            }
-            tokio::time::sleep(self.opts.poll).await;
-        }
+    /// A last pass by content while the apps write (`consistency: none`):
+    /// nothing is checked after it, since the data changes as it is read.
+    pub async fn last_pass_live(&self, h: &Helpers<'_>) -> Result<(u64, u64), String> {
+        let pass = self.sync(h, true, Phase::Copy).await?;
+        Ok((pass.bytes, pass.entries))
     }
 }
 

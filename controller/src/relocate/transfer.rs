@@ -214,65 +214,103 @@ pub fn to_send(src: &[Entry], dst: &[Entry], by_content: bool) -> (Vec<String>, 
     (plan.send.paths(), plan.delete.paths(), plan.bytes)
 }
 
-/// The two helper containers of a move.
-pub(super) struct Helpers<'a> {
-    mv: &'a Move,
-    pub(super) volume: &'a VolumeSpec,
+/// One side of a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Src,
+    Dst,
+}
+
+/// The two helper containers of a copy: one with the source volume
+/// (read-only), one with the target volume, on the same host or two.
+pub struct Helpers<'a> {
+    cp: &'a Copier,
+    /// The Docker volumes, and the helpers' container names.
+    src_volume: String,
+    pub(super) dst_volume: String,
+    src_name: String,
+    dst_name: String,
+    stack: String,
     image: String,
-    name: String,
     /// `address:port` of the target helper while the direct path works.
     direct: std::sync::Mutex<Option<String>>,
 }
 
 impl<'a> Helpers<'a> {
-    pub(super) fn new(mv: &'a Move, volume: &'a VolumeSpec, image: &str) -> Helpers<'a> {
+    pub(super) fn new(
+        cp: &'a Copier,
+        (src_volume, dst_volume): (&str, &str),
+        stack: &str,
+        image: &str,
+    ) -> Helpers<'a> {
         Helpers {
-            mv,
-            volume,
+            cp,
+            src_volume: src_volume.to_string(),
+            dst_volume: dst_volume.to_string(),
+            src_name: helper_name(src_volume),
+            dst_name: helper_name(dst_volume),
+            stack: stack.to_string(),
             image: image.to_string(),
-            name: helper_name(&volume.name),
             direct: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn api(&self, side: Side) -> &'a Arc<dyn DockerApi> {
+        match side {
+            Side::Src => &self.cp.src,
+            Side::Dst => &self.cp.dst,
+        }
+    }
+
+    fn name(&self, side: Side) -> &str {
+        match side {
+            Side::Src => &self.src_name,
+            Side::Dst => &self.dst_name,
         }
     }
 
     pub(super) fn spec(
         &self,
-        read_only: bool,
+        side: Side,
         network: bool,
         publish: Option<(String, u16)>,
     ) -> HelperSpec {
         HelperSpec {
-            name: self.name.clone(),
+            name: self.name(side).to_string(),
             image: self.image.clone(),
-            volume: self.volume.name.clone(),
-            read_only,
-            labels: crate::contract::internal_labels([(labels::STACK, &self.volume.stack)]),
+            volume: match side {
+                Side::Src => self.src_volume.clone(),
+                Side::Dst => self.dst_volume.clone(),
+            },
+            read_only: side == Side::Src,
+            labels: crate::contract::internal_labels([(labels::STACK, &self.stack)]),
             cmd: helper_cmd(&["idle", "--seconds", "21600"]),
             network,
             publish,
         }
     }
 
-    pub(super) async fn start(&self) -> Result<(), String> {
-        let addr = self.mv.opts.target_address.as_str();
+    pub async fn start(&self) -> Result<(), String> {
+        let addr = self.cp.target_address.as_str();
         let loopback =
             addr.is_empty() || addr == "localhost" || addr.starts_with("127.") || addr == "::1";
-        let direct = self.mv.opts.direct && !loopback;
-        for (api, ro) in [(&self.mv.src, true), (&self.mv.dst, false)] {
-            api.remove_container(&self.name)
+        let direct = self.cp.direct && !loopback;
+        for side in [Side::Src, Side::Dst] {
+            let (api, name) = (self.api(side), self.name(side));
+            api.remove_container(name)
                 .await
                 .map_err(|e| e.to_string())?;
             // Published on every interface of the target: `address` may be
             // one the host does not hold itself (NAT).
-            let publish = (direct && !ro).then(|| (String::new(), DIRECT_PORT));
-            let port = match api.run_helper(&self.spec(ro, direct, publish)).await {
+            let publish = (direct && side == Side::Dst).then(|| (String::new(), DIRECT_PORT));
+            let port = match api.run_helper(&self.spec(side, direct, publish)).await {
                 Ok(p) => p,
                 Err(e) if direct => {
                     tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; copying through the Docker API");
-                    api.remove_container(&self.name)
+                    api.remove_container(name)
                         .await
                         .map_err(|e| e.to_string())?;
-                    api.run_helper(&self.spec(ro, false, None))
+                    api.run_helper(&self.spec(side, false, None))
                         .await
                         .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?
                 }
@@ -290,21 +328,22 @@ impl<'a> Helpers<'a> {
         Ok(())
     }
 
-    pub(super) async fn stop(&self) {
-        for api in [&self.mv.src, &self.mv.dst] {
-            let _ = bounded(api.remove_container(&self.name)).await;
+    pub async fn stop(&self) {
+        for side in [Side::Src, Side::Dst] {
+            let _ = bounded(self.api(side).remove_container(self.name(side))).await;
         }
     }
 
     /// Runs a helper command, feeding it `input`; returns its output.
     pub(super) async fn run(
         &self,
-        api: &Arc<dyn DockerApi>,
+        side: Side,
         args: &[&str],
         input: Vec<u8>,
     ) -> Result<Vec<u8>, String> {
+        let api = self.api(side);
         let mut ex = api
-            .exec(&self.name, helper_cmd(args))
+            .exec(self.name(side), helper_cmd(args))
             .await
             .map_err(|e| e.to_string())?;
         let writer = feed(ex.input, vec![Bytes::from(input)]);
@@ -320,11 +359,12 @@ impl<'a> Helpers<'a> {
     /// `only`: just these paths (in scan order), not the whole volume.
     pub(super) async fn scan(
         &self,
-        api: &Arc<dyn DockerApi>,
+        side: Side,
         hash: bool,
         stopped: bool,
         only: Option<&PathList>,
     ) -> Result<ScanStream, String> {
+        let api = self.api(side);
         let mut args = vec!["scan"];
         if hash {
             args.push("--hash");
@@ -337,7 +377,7 @@ impl<'a> Helpers<'a> {
         }
         let args = args.as_slice();
         let mut ex = api
-            .exec(&self.name, helper_cmd(args))
+            .exec(self.name(side), helper_cmd(args))
             .await
             .map_err(|e| e.to_string())?;
         match only {
@@ -365,7 +405,7 @@ impl<'a> Helpers<'a> {
     }
 
     pub(super) async fn delete(&self, paths: &PathList) -> Result<(), String> {
-        self.run(&self.mv.dst, &["delete"], paths.lines.clone())
+        self.run(Side::Dst, &["delete"], paths.lines.clone())
             .await?;
         Ok(())
     }
@@ -388,7 +428,7 @@ impl<'a> Helpers<'a> {
             match self.transfer_direct(&to, paths.clone(), total, phase).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(volume = %self.volume.name, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
+                    tracing::warn!(volume = %self.src_volume, error = %e, "the direct path between the helpers failed; copying through the Docker API instead");
                     *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
             }
@@ -408,9 +448,9 @@ impl<'a> Helpers<'a> {
         let token = random_token()?;
         let port = DIRECT_PORT.to_string();
         let mut recv = self
-            .mv
+            .cp
             .dst
-            .exec(&self.name, helper_cmd(&["receive", "--port", &port]))
+            .exec(&self.dst_name, helper_cmd(&["receive", "--port", &port]))
             .await
             .map_err(|e| e.to_string())?;
         recv.input
@@ -424,9 +464,9 @@ impl<'a> Helpers<'a> {
             args.extend(["--rate", r.as_str()]);
         }
         let mut send = self
-            .mv
+            .cp
             .src
-            .exec(&self.name, helper_cmd(&args))
+            .exec(&self.src_name, helper_cmd(&args))
             .await
             .map_err(|e| e.to_string())?;
         let writer = feed(send.input, vec![Bytes::from(format!("{token}\n")), paths]);
@@ -438,7 +478,7 @@ impl<'a> Helpers<'a> {
                     for line in complete_lines(&mut pending, &b) {
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
                             if let Some(n) = v["sent"].as_u64() {
-                                self.mv.report(phase, n.min(total));
+                                self.cp.report(phase, n.min(total));
                             }
                         }
                     }
@@ -452,16 +492,16 @@ impl<'a> Helpers<'a> {
         // for by its receiver: that one gives up on its own. When the
         // receiver failed first (a full disk, say), its reason is the one
         // given.
-        if let Err(sent) = check_exit(&self.mv.src, &send.id, "send", &send_err).await {
+        if let Err(sent) = check_exit(&self.cp.src, &send.id, "send", &send_err).await {
             let received =
                 tokio::time::timeout(Duration::from_secs(5), collect(&mut recv.output)).await;
             if let Ok(Ok((_, err))) = received {
-                check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
+                check_exit(&self.cp.dst, &recv.id, "receive", &err).await?;
             }
             return Err(sent);
         }
         let (out, err) = collect(&mut recv.output).await?;
-        check_exit(&self.mv.dst, &recv.id, "receive", &err).await?;
+        check_exit(&self.cp.dst, &recv.id, "receive", &err).await?;
         self.unpacked(&out, phase, total, "direct")
     }
 
@@ -474,8 +514,8 @@ impl<'a> Helpers<'a> {
         path: &str,
     ) -> Result<(), String> {
         let done: crate::helper::Unpacked = serde_json::from_slice(out)
-            .map_err(|_| format!("the unpack on `{}` gave no summary", self.mv.to()))?;
-        self.mv.report(phase, total);
+            .map_err(|_| format!("the unpack on `{}` gave no summary", self.cp.to()))?;
+        self.cp.report(phase, total);
         tracing::debug!(entries = done.end, bytes = done.bytes, path, "unpacked");
         Ok(())
     }
@@ -488,15 +528,15 @@ impl<'a> Helpers<'a> {
         phase: Phase,
     ) -> Result<(), String> {
         let pack = self
-            .mv
+            .cp
             .src
-            .exec(&self.name, helper_cmd(&["pack"]))
+            .exec(&self.src_name, helper_cmd(&["pack"]))
             .await
             .map_err(|e| e.to_string())?;
         let unpack = self
-            .mv
+            .cp
             .dst
-            .exec(&self.name, helper_cmd(&["unpack"]))
+            .exec(&self.dst_name, helper_cmd(&["unpack"]))
             .await
             .map_err(|e| e.to_string())?;
         // The unpack's output is read as it comes: its end means the unpack
@@ -555,7 +595,7 @@ impl<'a> Helpers<'a> {
                         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                     }
                     if last.elapsed() > Duration::from_millis(200) {
-                        self.mv.report(phase, sent.min(total));
+                        self.cp.report(phase, sent.min(total));
                         last = Instant::now();
                     }
                 }
@@ -576,13 +616,13 @@ impl<'a> Helpers<'a> {
             .map_err(|e| format!("reading the unpack failed: {e}"))??;
         // The target's reason first: a source cut off mid-stream only says
         // that it was.
-        check_exit(&self.mv.dst, &unpack.id, "unpack", &err).await?;
+        check_exit(&self.cp.dst, &unpack.id, "unpack", &err).await?;
         reader.abort();
         let _ = reader.await;
         let _ = writer.await;
-        check_exit(&self.mv.src, &pack.id, "pack", &pack_err).await?;
+        check_exit(&self.cp.src, &pack.id, "pack", &pack_err).await?;
         if let Some(e) = broken {
-            return Err(format!("the stream to `{}` broke: {e}", self.mv.to()));
+            return Err(format!("the stream to `{}` broke: {e}", self.cp.to()));
         }
         self.unpacked(&out, phase, total, "api")
     }

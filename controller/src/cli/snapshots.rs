@@ -1,0 +1,450 @@
+//! `drover volume snapshot`, `snapshots`, `restore` and `clone`: the
+//! commands on a volume's data at rest (`docs/snapshots.md`).
+
+use super::*;
+
+use drover::data::snapshot::{self, CloneSource, Consistency, CopyOptions, On, Request, Writers};
+use drover::desired::{Desired, VolumeSpec};
+use drover::docker::hosts::Connections;
+use drover::observed::ObservedHost;
+use drover::output::{human_bytes, human_duration};
+
+/// `STACK/VOLUME` of a command line.
+fn stack_volume(arg: &str) -> Result<(String, String), Failure> {
+    match arg.split_once('/') {
+        Some((s, v)) if !s.is_empty() && !v.is_empty() && !v.contains('/') => {
+            Ok((s.to_string(), v.to_string()))
+        }
+        _ => Err(format!("`{arg}` is not `STACK/VOLUME`").into()),
+    }
+}
+
+/// The volume `STACK/VOLUME` names in the manifests.
+fn wanted<'a>(d: &'a Desired, arg: &str) -> Result<&'a VolumeSpec, Failure> {
+    let (stack, volume) = stack_volume(arg)?;
+    if !d.stacks.contains(&stack) {
+        return Err(format!("there is no stack `{stack}` in the manifests").into());
+    }
+    d.volume(&stack, &volume)
+        .ok_or_else(|| format!("stack `{stack}` has no volume `{volume}` in the manifests").into())
+}
+
+/// `[DIR] A…`: the directory is given when there is one more argument
+/// than the command takes.
+fn split_dir(args: &[String], takes: usize) -> (PathBuf, &[String]) {
+    if args.len() > takes {
+        (PathBuf::from(&args[0]), &args[1..])
+    } else {
+        (PathBuf::from("."), args)
+    }
+}
+
+/// The engines, held under their leases, with every host read again.
+struct Held {
+    rt: tokio::runtime::Runtime,
+    conns: Connections,
+    leases: Option<drover::onhost::lease::Leases>,
+    observed: Observed,
+}
+
+impl Held {
+    fn take(spec: &Spec, command: &str) -> Result<Held, Failure> {
+        let rt = runtime()?;
+        let mut conns = rt.block_on(connect_all(spec));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let holder = Arc::new(Holder::new(command));
+        let (leases, observed) = rt.block_on(take_and_observe(&mut conns, &holder, &stop))?;
+        let mut held = Held {
+            rt,
+            conns,
+            leases: Some(leases),
+            observed,
+        };
+        held.thaw();
+        Ok(held)
+    }
+
+    /// A host read under the lease, or why it cannot be used.
+    fn host(&self, host: &str) -> Result<(On, ObservedHost), Failure> {
+        let Some(api) = self.conns.engines.get(host) else {
+            return Err(match self.conns.unreachable.get(host) {
+                Some(reason) => {
+                    format!("host `{host}` could not be read: {reason}; nothing was done")
+                }
+                None => format!("`{host}` is not a host of the Cluster"),
+            }
+            .into());
+        };
+        let Some(state) = self.observed.hosts.get(host) else {
+            let reason = self
+                .observed
+                .unreachable
+                .get(host)
+                .cloned()
+                .unwrap_or_default();
+            return Err(
+                format!("host `{host}` could not be read: {reason}; nothing was done").into(),
+            );
+        };
+        Ok((
+            On {
+                api: Arc::clone(api),
+                address: String::new(),
+            },
+            state.clone(),
+        ))
+    }
+
+    /// Apps a drover that stopped left frozen are let go first.
+    fn thaw(&mut self) {
+        let mut again = false;
+        for (host, state) in &self.observed.hosts {
+            if let Some(api) = self.conns.engines.get(host) {
+                if !self
+                    .rt
+                    .block_on(snapshot::thaw(api.as_ref(), state))
+                    .is_empty()
+                {
+                    again = true;
+                }
+            }
+        }
+        if again {
+            self.observed = self
+                .rt
+                .block_on(drover::docker::hosts::observe_all(&self.conns));
+        }
+    }
+
+    fn release(mut self) {
+        if let Some(l) = self.leases.take() {
+            self.rt.block_on(l.release());
+        }
+    }
+}
+
+/// The host a volume's current copy is on: where the manifests place it,
+/// once it is there.
+fn current_host(held: &Held, d: &Desired, v: &VolumeSpec) -> Result<(On, ObservedHost), Failure> {
+    let (mut on, state) = held.host(&v.host)?;
+    let here = state.volumes.iter().find(|o| o.name == v.name);
+    if !here.is_some_and(drover::plan::may_be_current) {
+        let elsewhere = held
+            .observed
+            .hosts
+            .iter()
+            .find(|(h, s)| {
+                *h != &v.host
+                    && s.volumes
+                        .iter()
+                        .any(|o| o.name == v.name && drover::plan::may_be_current(o))
+            })
+            .map(|(h, _)| h.clone());
+        return Err(match elsewhere {
+            Some(h) => format!(
+                "volume `{}/{}` is on `{h}` and the manifests place it on `{}`: run `drover reconcile` to move it first",
+                v.stack, v.volume, v.host
+            ),
+            None => format!(
+                "volume `{}/{}` does not exist on `{}` yet: run `drover reconcile` first",
+                v.stack, v.volume, v.host
+            ),
+        }
+        .into());
+    }
+    on.address = address_of(d, &v.host);
+    Ok((on, state))
+}
+
+/// A host's Cluster `address`, for the direct copy path.
+fn address_of(d: &Desired, host: &str) -> String {
+    d.hosts
+        .get(host)
+        .map(|h| h.address.clone())
+        .unwrap_or_default()
+}
+
+/// How long each container mounting the volume may take to stop.
+fn writers(d: &Desired, state: &ObservedHost, v: &VolumeSpec) -> Writers {
+    Writers::of(state, &v.name, |name| {
+        d.hosts
+            .get(&v.host)
+            .and_then(|h| h.containers.get(name))
+            .map_or(Duration::from_secs(10), |c| c.stop_grace())
+    })
+}
+
+fn copy_options(copy_via: CopyVia) -> CopyOptions {
+    CopyOptions {
+        direct: copy_via == CopyVia::Auto,
+        progress: Arc::new(|_| {}),
+        ready_timeout: Duration::from_secs(120),
+        poll: Duration::from_millis(250),
+    }
+}
+
+fn held_text(c: &snapshot::Copied, consistency: Consistency) -> String {
+    match (c.held, consistency) {
+        (Some(d), Consistency::Freeze) => format!("; froze the apps {}", human_duration(d)),
+        (Some(d), _) => format!("; stopped the apps {}", human_duration(d)),
+        (None, Consistency::None) => "; a live copy (`consistency: none`)".into(),
+        (None, _) => "; no app mounts it".into(),
+    }
+}
+
+/// Asks before a change, unless `--yes`; without a terminal, refuses.
+fn confirm(yes: bool, question: &str) -> Result<bool, Failure> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!("{question}: this needs confirmation: pass `--yes`").into());
+    }
+    eprint!("{question}? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+pub fn snapshot(
+    args: &[String],
+    name: Option<String>,
+    consistency: Option<Consistency>,
+    copy_via: CopyVia,
+) -> Result<ExitCode, Failure> {
+    let (dir, rest) = split_dir(args, 1);
+    let [target] = rest else {
+        return Err(
+            "usage: drover volume snapshot [DIR] STACK/VOLUME [--name NAME]"
+                .to_string()
+                .into(),
+        );
+    };
+    if let Some(n) = &name {
+        snapshot::check_name(n)?;
+    }
+    let spec = load_spec(&dir)?;
+    let d = desired::render(&spec);
+    let v = wanted(&d, target)?.clone();
+    let held = Held::take(&spec, "volume snapshot")?;
+    let result = (|| {
+        let (on, state) = current_host(&held, &d, &v)?;
+        let req = Request {
+            name,
+            consistency: consistency.unwrap_or(v.consistency),
+            revision: None,
+        };
+        let w = writers(&d, &state, &v);
+        let taken = held.rt.block_on(snapshot::take(
+            &on,
+            &state,
+            &v,
+            &w,
+            &req,
+            &copy_options(copy_via),
+        ))?;
+        print(&format!(
+            "took snapshot `{}` of `{}/{}` on `{}`: {} in {} entries, {}{}\n",
+            taken.name,
+            v.stack,
+            v.volume,
+            taken.host,
+            human_bytes(taken.copied.bytes),
+            taken.copied.files,
+            human_duration(taken.took),
+            held_text(&taken.copied, taken.consistency)
+        ));
+        Ok(ExitCode::SUCCESS)
+    })();
+    held.release();
+    result
+}
+
+pub fn list(args: &[String], output: OutputFormat) -> Result<ExitCode, Failure> {
+    // `[DIR] [STACK/VOLUME]`: one argument is the directory if it is one.
+    let (dir, filter) = match args {
+        [] => (PathBuf::from("."), None),
+        [one] if Path::new(one).is_dir() => (PathBuf::from(one), None),
+        [one] => (PathBuf::from("."), Some(one.clone())),
+        [dir, one] => (PathBuf::from(dir), Some(one.clone())),
+        _ => {
+            return Err("usage: drover volume snapshots [DIR] [STACK/VOLUME]"
+                .to_string()
+                .into())
+        }
+    };
+    let filter = filter.as_deref().map(stack_volume).transpose()?;
+    let spec = load_spec(&dir)?;
+    let observed = observe_spec(&spec)?;
+    let rows = snapshot::list(
+        &observed,
+        filter.as_ref().map(|(s, v)| (s.as_str(), v.as_str())),
+    );
+    match output {
+        OutputFormat::Json => print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        )),
+        OutputFormat::Text => print(&snapshot::table(&rows)),
+    }
+    Ok(unreachable_exit(&observed))
+}
+
+pub fn restore(
+    args: &[String],
+    yes: bool,
+    dry_run: bool,
+    copy_via: CopyVia,
+) -> Result<ExitCode, Failure> {
+    let (dir, rest) = split_dir(args, 2);
+    let [target, name] = rest else {
+        return Err(
+            "usage: drover volume restore [DIR] STACK/VOLUME SNAPSHOT [--yes]"
+                .to_string()
+                .into(),
+        );
+    };
+    snapshot::check_name(name)?;
+    let spec = load_spec(&dir)?;
+    let d = desired::render(&spec);
+    let v = wanted(&d, target)?.clone();
+    if dry_run {
+        let observed = observe_spec(&spec)?;
+        let Some(state) = observed.hosts.get(&v.host) else {
+            return Err(format!("host `{}` could not be read; nothing was done", v.host).into());
+        };
+        print(&snapshot::restore_preview(state, &v, name)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let held = Held::take(&spec, "volume restore")?;
+    let result = (|| {
+        let (on, state) = current_host(&held, &d, &v)?;
+        let w = writers(&d, &state, &v);
+        let preview = snapshot::restore_preview(&state, &v, name)?;
+        if !confirm(
+            yes,
+            &format!(
+                "Replace the content of `{}/{}` on `{}` with snapshot `{name}`",
+                v.stack, v.volume, v.host
+            ),
+        )? {
+            eprintln!("nothing was changed");
+            return Ok(ExitCode::from(1));
+        }
+        let _ = preview;
+        let done = held.rt.block_on(snapshot::restore(
+            &on,
+            &state,
+            &v,
+            &w,
+            name,
+            &copy_options(copy_via),
+        ))?;
+        print(&format!(
+            "restored `{}/{}` on `{}` from snapshot `{name}` ({} in {} entries); its content before is snapshot `{}`; the apps were stopped {}{}\n",
+            v.stack,
+            v.volume,
+            v.host,
+            human_bytes(done.copied.bytes),
+            done.copied.files,
+            done.before,
+            human_duration(done.stopped),
+            if done.started.is_empty() {
+                String::new()
+            } else {
+                format!(" and started again: {}", done.started.join(", "))
+            }
+        ));
+        Ok(ExitCode::SUCCESS)
+    })();
+    held.release();
+    result
+}
+
+pub fn clone(
+    args: &[String],
+    host: Option<String>,
+    copy_via: CopyVia,
+) -> Result<ExitCode, Failure> {
+    let (dir, rest) = split_dir(args, 2);
+    let [source, target] = rest else {
+        return Err("usage: drover volume clone [DIR] STACK/VOLUME[@SNAPSHOT] NEWSTACK/NEWVOLUME [--host HOST]"
+            .to_string()
+            .into());
+    };
+    let (source, snap) = match source.split_once('@') {
+        Some((s, n)) => {
+            snapshot::check_name(n)?;
+            (s.to_string(), Some(n.to_string()))
+        }
+        None => (source.clone(), None),
+    };
+    let spec = load_spec(&dir)?;
+    let d = desired::render(&spec);
+    let from = wanted(&d, &source)?.clone();
+    let (new_stack, new_volume) = stack_volume(target)?;
+    // The new volume as the manifests make it, or (not in them) as a
+    // volume of that stack on `--host`.
+    let mut to = match d.volume(&new_stack, &new_volume) {
+        Some(v) => v.clone(),
+        None => {
+            let Some(h) = &host else {
+                return Err(format!(
+                    "stack `{new_stack}` has no volume `{new_volume}` in the manifests: add it, or give `--host`"
+                )
+                .into());
+            };
+            drover::desired::volume_spec(&new_stack, &new_volume, h)
+        }
+    };
+    if let Some(h) = &host {
+        if !spec.hosts.contains_key(h) {
+            return Err(format!("`{h}` is not a host of the Cluster").into());
+        }
+        to.host = h.clone();
+    }
+    if to.name == from.name {
+        return Err("a volume cannot be cloned into itself".to_string().into());
+    }
+    let held = Held::take(&spec, "volume clone")?;
+    let result = (|| {
+        let (src, src_state) = current_host(&held, &d, &from)?;
+        let (mut dst, dst_state) = held.host(&to.host)?;
+        dst.address = address_of(&d, &to.host);
+        let w = writers(&d, &src_state, &from);
+        let source = CloneSource {
+            on: src,
+            state: &src_state,
+            volume: &from,
+            snapshot: snap.clone(),
+            writers: w,
+            consistency: from.consistency,
+        };
+        let copied = held.rt.block_on(snapshot::clone(
+            &source,
+            &dst,
+            &dst_state,
+            &to,
+            &copy_options(copy_via),
+        ))?;
+        print(&format!(
+            "cloned `{}/{}{}` into `{}/{}` on `{}`: {} in {} entries{}\n",
+            from.stack,
+            from.volume,
+            snap.as_ref().map_or(String::new(), |n| format!("@{n}")),
+            to.stack,
+            to.volume,
+            to.host,
+            human_bytes(copied.bytes),
+            copied.files,
+            if snap.is_some() {
+                String::new()
+            } else {
+                held_text(&copied, from.consistency)
+            }
+        ));
+        Ok(ExitCode::SUCCESS)
+    })();
+    held.release();
+    result
+}

@@ -1,0 +1,957 @@
+//! Snapshots, restores and clones of a volume (`docs/snapshots.md`):
+//! consistent copies made with a move's data paths, checked by content.
+//!
+//! A snapshot is a Docker volume `<stack>-<volume>.<name>` on the volume's
+//! host. It is copied while the apps run, then once more while the apps
+//! that mount the volume are frozen (`docker pause`) or stopped, and that
+//! last pass compares every file by content: what it leaves alone is
+//! verified, what it sends is read again on both sides. Docker volume
+//! labels are fixed when a volume is made, so what is known only at the end
+//! (when it was taken, its size, how long the apps were frozen) is kept on
+//! a record beside it; a snapshot without one is unfinished and never used.
+//!
+//! Every step that could leave an app frozen or a volume half-written
+//! writes its record first ([`crate::contract::records`]-style label-only
+//! volumes): a drover that dies there leaves the next one (or the
+//! controller) what it needs to unfreeze the app, or finish the restore.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::contract::{labels, names};
+use crate::data::clock;
+use crate::desired::VolumeSpec;
+use crate::docker::{DockerApi, RecordSpec};
+use crate::observed::{ContainerState, Health, ObservedHost, RecordObject, RecordRef};
+use crate::relocate::{Copier, ProgressFn};
+
+pub use crate::model::Consistency;
+
+/// Why a snapshot name is not valid: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid snapshot name: use 1 to 63 lower-case letters, digits and `-`, starting with a letter or digit"
+        ))
+    }
+}
+
+/// Where a copy runs: a host and how its helpers reach it.
+#[derive(Clone)]
+pub struct On {
+    pub api: Arc<dyn DockerApi>,
+    /// The host's Cluster `address` (the direct path between helpers).
+    pub address: String,
+}
+
+/// How copies are made: the data path and progress.
+#[derive(Clone)]
+pub struct CopyOptions {
+    /// Whether the direct helper-to-helper path may be tried.
+    pub direct: bool,
+    pub progress: ProgressFn,
+    /// How long apps started again may take to become ready.
+    pub ready_timeout: Duration,
+    pub poll: Duration,
+}
+
+/// The containers that mount a volume and may write to it, on its host.
+#[derive(Debug, Clone, Default)]
+pub struct Writers {
+    /// Names, and how long each may take to stop.
+    pub containers: BTreeMap<String, Duration>,
+}
+
+impl Writers {
+    /// The containers (not drover's own) that mount `volume` on `state`'s
+    /// host; each stops within `grace` (its `stop_grace_period`, else 10 s).
+    pub fn of(state: &ObservedHost, volume: &str, grace: impl Fn(&str) -> Duration) -> Writers {
+        let internal = |n: &str| state.containers.iter().any(|c| c.name == n && c.internal);
+        let containers = state
+            .volumes
+            .iter()
+            .filter(|v| v.name == volume)
+            .flat_map(|v| &v.used_by)
+            .filter(|n| !internal(n))
+            .map(|n| (n.clone(), grace(n)))
+            .collect();
+        Writers { containers }
+    }
+}
+
+/// What a finished copy held, and how long its apps could not write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub bytes: u64,
+    pub files: u64,
+    /// How long the apps were frozen (or stopped) for the last pass.
+    pub held: Option<Duration>,
+}
+
+/// A snapshot taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub name: String,
+    /// Its Docker volume.
+    pub volume: String,
+    pub host: String,
+    pub copied: Copied,
+    pub consistency: Consistency,
+    pub took: Duration,
+}
+
+/// What to snapshot and how.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The snapshot's name (default: the UTC time, `20261201t221500z`).
+    pub name: Option<String>,
+    pub consistency: Consistency,
+    /// The Git revision of the manifests, when known.
+    pub revision: Option<String>,
+}
+
+/// The labels of a snapshot of `v` named `name`.
+fn snapshot_labels(v: &VolumeSpec, name: &str, revision: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        (labels::MANAGED.to_string(), "true".to_string()),
+        (
+            labels::SNAPSHOT_OF.to_string(),
+            format!("{}/{}", v.stack, v.volume),
+        ),
+        (labels::SNAPSHOT.to_string(), name.to_string()),
+        (
+            labels::CONTRACT.to_string(),
+            crate::contract::VERSION.to_string(),
+        ),
+    ]);
+    if let Some(r) = revision {
+        l.insert(labels::REVISION.into(), r.into());
+    }
+    l
+}
+
+/// A label-only volume `name` with `extra` labels: drover's notes on a host.
+fn note(name: String, extra: impl IntoIterator<Item = (&'static str, String)>) -> RecordSpec {
+    RecordSpec {
+        name,
+        labels: crate::contract::internal_labels(extra),
+    }
+}
+
+fn note_ref(name: &str) -> RecordRef {
+    RecordRef {
+        name: name.to_string(),
+        of: String::new(),
+        seq: 0,
+        object: RecordObject::Volume,
+    }
+}
+
+fn engine(e: crate::docker::EngineError) -> String {
+    e.to_string()
+}
+
+/// A volume shaped like `v` but named `name` with `labels`: a snapshot's
+/// or a clone's Docker volume.
+fn volume_like(v: &VolumeSpec, name: &str, labels: BTreeMap<String, String>) -> VolumeSpec {
+    VolumeSpec {
+        name: name.to_string(),
+        labels,
+        ..v.clone()
+    }
+}
+
+/// Freezes (or stops) the writers, runs the last pass, and lets them go
+/// again whatever the pass did. A freeze is recorded on the host before it
+/// starts, so that a drover that dies meanwhile leaves the next one what it
+/// needs to end it ([`thaw`]).
+async fn hold_for<T>(
+    api: &Arc<dyn DockerApi>,
+    writers: &Writers,
+    consistency: Consistency,
+    reason: &str,
+    last: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<(T, Option<Duration>), String> {
+    let mut held = Vec::new();
+    let mut failed = None;
+    let started = Instant::now();
+    if consistency != Consistency::None {
+        for (name, grace) in &writers.containers {
+            let status = api.container_status(name).await.map_err(engine)?;
+            if !status.is_some_and(|s| s.state == ContainerState::Running) {
+                continue;
+            }
+            let r = match consistency {
+                Consistency::Freeze => {
+                    let rec = note(
+                        names::freeze_record(name),
+                        [
+                            (labels::FROZEN, name.clone()),
+                            (labels::FROZEN_FOR, reason.to_string()),
+                        ],
+                    );
+                    match api.create_record(&rec).await {
+                        Ok(()) => api.pause_container(name).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => api.stop_container(name, *grace).await,
+            };
+            held.push(name.clone());
+            if let Err(e) = r {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    crate::relocate::test_checkpoint("frozen");
+    let out = match failed {
+        Some(e) => Err(e),
+        None => last.await,
+    };
+    let mut release_err = None;
+    for name in &held {
+        let r = match consistency {
+            Consistency::Freeze => match api.unpause_container(name).await {
+                Ok(()) => {
+                    api.remove_record(&note_ref(&names::freeze_record(name)))
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            _ => api.start_container(name).await,
+        };
+        if let Err(e) = r {
+            tracing::error!(container = %name, error = %e, "cannot let the app go on");
+            release_err.get_or_insert(e.to_string());
+        }
+    }
+    let took = (!held.is_empty()).then(|| started.elapsed());
+    if let Some(t) = took {
+        tracing::info!(
+            consistency = consistency.as_str(),
+            held_ms = t.as_millis() as u64,
+            apps = held.len(),
+            "apps held for the last pass"
+        );
+    }
+    let out = out?;
+    if let Some(e) = release_err {
+        return Err(format!(
+            "the copy is complete, but an app could not be let go on: {e}"
+        ));
+    }
+    Ok((out, took))
+}
+
+/// Copies `from` (a volume on `src`) into `to` (on `dst`) so that `to`
+/// holds what `from` held at one instant: copied while the writers run,
+/// then once more while they are held, that last pass checked by content.
+async fn copy_consistent(
+    src: &On,
+    dst: &On,
+    (from, to, stack): (&str, &str, &str),
+    writers: &Writers,
+    consistency: Consistency,
+    reason: &str,
+    opts: &CopyOptions,
+) -> Result<Copied, String> {
+    let tag = crate::relocate::ensure_helper_image(&src.api).await?;
+    if !Arc::ptr_eq(&src.api, &dst.api) {
+        crate::relocate::ensure_helper_image(&dst.api).await?;
+    }
+    let cp = Copier::new(
+        Arc::clone(&src.api),
+        Arc::clone(&dst.api),
+        dst.address.clone(),
+        opts.direct,
+        Arc::clone(&opts.progress),
+        from,
+    )
+    .for_what("snapshot");
+    let h = cp.helpers(from, to, stack, &tag);
+    h.start().await?;
+    let copied = async {
+        cp.copy_while_running(std::slice::from_ref(&h), None)
+            .await?;
+        if consistency == Consistency::None {
+            let (bytes, files) = cp.last_pass_live(&h).await?;
+            return Ok(Copied {
+                bytes,
+                files,
+                held: None,
+            });
+        }
+        let ((bytes, files), held) = hold_for(
+            &src.api,
+            writers,
+            consistency,
+            reason,
+            cp.copy_after_stop(&h),
+        )
+        .await?;
+        Ok(Copied { bytes, files, held })
+    };
+    let r = cp.guarded(copied).await;
+    h.stop().await;
+    r
+}
+
+/// Takes a snapshot of `v` on its host. Nothing but the new snapshot is
+/// written; on any failure it is discarded and the apps go on.
+pub async fn take(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    writers: &Writers,
+    req: &Request,
+    opts: &CopyOptions,
+) -> Result<Taken, String> {
+    let started = Instant::now();
+    let host = on.api.host().to_string();
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| clock::compact(clock::now()));
+    check_name(&name)?;
+    let snap = names::snapshot(&v.name, &name);
+    if !state.volumes.iter().any(|o| o.name == v.name) {
+        return Err(format!(
+            "volume `{}/{}` does not exist on `{host}` yet: nothing to snapshot",
+            v.stack, v.volume
+        ));
+    }
+    match state.volumes.iter().find(|o| o.name == snap) {
+        Some(o) if o.snapshot.as_ref().is_some_and(|s| s.complete()) => {
+            return Err(format!(
+                "snapshot `{name}` of `{}/{}` exists on `{host}`; choose another `--name`",
+                v.stack, v.volume
+            ))
+        }
+        // An unfinished one of an earlier try: this one finishes it.
+        Some(o) if o.snapshot.is_some() => {}
+        Some(_) => {
+            return Err(format!(
+                "volume `{snap}` on `{host}` is not a snapshot drover made; nothing was done"
+            ))
+        }
+        None => on
+            .api
+            .create_volume(&volume_like(
+                v,
+                &snap,
+                snapshot_labels(v, &name, req.revision.as_deref()),
+            ))
+            .await
+            .map_err(engine)?,
+    }
+    let reason = format!("snapshot `{name}` of `{}/{}`", v.stack, v.volume);
+    let copied = copy_consistent(
+        on,
+        on,
+        (&v.name, &snap, &v.stack),
+        writers,
+        req.consistency,
+        &reason,
+        opts,
+    )
+    .await;
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            discard(&on.api, &snap).await;
+            return Err(format!("{reason} failed, and was discarded: {e}"));
+        }
+    };
+    let done = note(
+        names::snapshot_record(&snap),
+        [
+            (labels::SNAPSHOT_RECORD, snap.clone()),
+            (labels::TAKEN, clock::rfc3339(clock::now())),
+            (labels::BYTES, copied.bytes.to_string()),
+            (labels::FILES, copied.files.to_string()),
+            (labels::CONSISTENCY, req.consistency.as_str().to_string()),
+            (
+                labels::HELD_MS,
+                copied.held.map_or(0, |d| d.as_millis() as u64).to_string(),
+            ),
+        ],
+    );
+    if let Err(e) = on.api.create_record(&done).await {
+        discard(&on.api, &snap).await;
+        return Err(format!(
+            "{reason} could not be recorded, and was discarded: {e}"
+        ));
+    }
+    Ok(Taken {
+        name,
+        volume: snap,
+        host,
+        copied,
+        consistency: req.consistency,
+        took: started.elapsed(),
+    })
+}
+
+/// Removes an unfinished snapshot this drover made.
+async fn discard(api: &Arc<dyn DockerApi>, snap: &str) {
+    let _ = api
+        .remove_record(&note_ref(&names::snapshot_record(snap)))
+        .await;
+    if let Err(e) = api.remove_volume(snap).await {
+        tracing::warn!(volume = %snap, error = %e, "cannot remove the unfinished snapshot; `drover volume rm` removes it");
+    }
+}
+
+/// Ends every freeze a drover that stopped left on this host: the app is
+/// unpaused and the record removed. Run under the host's lease (no other
+/// drover is at work there then). Returns the containers let go.
+pub async fn thaw(api: &dyn DockerApi, state: &ObservedHost) -> Vec<String> {
+    let mut done = Vec::new();
+    for f in &state.frozen {
+        let paused = state
+            .containers
+            .iter()
+            .any(|c| c.name == f.container && c.state == ContainerState::Paused);
+        if paused {
+            if let Err(e) = api.unpause_container(&f.container).await {
+                tracing::error!(container = %f.container, error = %e, "cannot unfreeze the app");
+                continue;
+            }
+            tracing::warn!(container = %f.container, host = %api.host(), reason = %f.reason, "unfroze an app a drover that stopped had frozen");
+            done.push(f.container.clone());
+        }
+        let _ = api.remove_record(&note_ref(&f.record)).await;
+    }
+    done
+}
+
+/// A restore done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The snapshot the content being replaced was kept as.
+    pub before: String,
+    pub copied: Copied,
+    /// How long the apps were stopped.
+    pub stopped: Duration,
+    /// The apps started again.
+    pub started: Vec<String>,
+}
+
+/// Replaces the content of `v` with its snapshot `name`: the writers stop,
+/// the content is kept as snapshot `before-restore-<time>`, the snapshot's
+/// content is copied in and checked, the writers start again (and must
+/// become ready). A restore interrupted anywhere is finished by the next
+/// one ([`restore`] again, or [`finish_restores`]): until the content is
+/// the snapshot's, the record of the restore stays and its apps do not
+/// start.
+pub async fn restore(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    writers: &Writers,
+    name: &str,
+    opts: &CopyOptions,
+) -> Result<Restored, String> {
+    let host = on.api.host();
+    check_name(name)?;
+    let snap = names::snapshot(&v.name, name);
+    let pending = state.restores.iter().find(|r| r.volume == v.name);
+    if let Some(p) = pending.filter(|p| p.from != snap) {
+        return Err(format!(
+            "an interrupted restore of `{}/{}` from `{}` is not finished; run it again with that snapshot first",
+            v.stack,
+            v.volume,
+            p.from.rsplit_once('.').map_or(p.from.as_str(), |(_, n)| n)
+        ));
+    }
+    let found = state.volumes.iter().find(|o| o.name == snap);
+    if !found.is_some_and(|o| o.snapshot.as_ref().is_some_and(|s| s.complete())) {
+        return Err(format!(
+            "there is no snapshot `{name}` of `{}/{}` on `{host}` (`drover volume snapshots` lists them)",
+            v.stack, v.volume
+        ));
+    }
+    if !state.volumes.iter().any(|o| o.name == v.name) {
+        return Err(format!(
+            "volume `{}/{}` does not exist on `{host}`",
+            v.stack, v.volume
+        ));
+    }
+    let stopped_at = Instant::now();
+    let record = match pending {
+        Some(p) => p.clone(),
+        None => {
+            let running = running_of(&on.api, writers).await?;
+            let before = format!("before-restore-{}", clock::compact(clock::now()));
+            let rec = crate::observed::Restoring {
+                volume: v.name.clone(),
+                from: snap.clone(),
+                before,
+                apps: running,
+                record: names::restore_record(&v.name),
+            };
+            on.api
+                .create_record(&note(
+                    rec.record.clone(),
+                    [
+                        (labels::RESTORE_OF, rec.volume.clone()),
+                        (labels::RESTORE_FROM, rec.from.clone()),
+                        (labels::RESTORE_BEFORE, rec.before.clone()),
+                        (labels::RESTORE_APPS, rec.apps.join(",")),
+                    ],
+                ))
+                .await
+                .map_err(engine)?;
+            rec
+        }
+    };
+    finish(on, state, v, writers, &record, opts)
+        .await
+        .map(|(before, copied, started)| Restored {
+            before,
+            copied,
+            stopped: stopped_at.elapsed(),
+            started,
+        })
+}
+
+/// The writers that run now.
+async fn running_of(api: &Arc<dyn DockerApi>, writers: &Writers) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for name in writers.containers.keys() {
+        let s = api.container_status(name).await.map_err(engine)?;
+        if s.is_some_and(|s| {
+            matches!(
+                s.state,
+                ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
+            )
+        }) {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Carries a recorded restore to its end.
+async fn finish(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    writers: &Writers,
+    r: &crate::observed::Restoring,
+    opts: &CopyOptions,
+) -> Result<(String, Copied, Vec<String>), String> {
+    // Every writer stops (and stays stopped: the record keeps the
+    // planner from starting them until the restore is done).
+    for (name, grace) in &writers.containers {
+        on.api.stop_container(name, *grace).await.map_err(engine)?;
+    }
+    let before_vol = names::snapshot(&v.name, &r.before);
+    let kept = state
+        .volumes
+        .iter()
+        .find(|o| o.name == before_vol)
+        .and_then(|o| o.snapshot.as_ref())
+        .is_some_and(|s| s.complete());
+    if !kept {
+        // The content being replaced is kept first, checked like any
+        // snapshot (the apps are stopped: nothing to hold).
+        let fresh = state.clone();
+        let req = Request {
+            name: Some(r.before.clone()),
+            consistency: Consistency::Stop,
+            revision: None,
+        };
+        if let Err(e) = take(on, &fresh, v, &Writers::default(), &req, opts).await {
+            // Nothing was restored: the volume is as it was, and so are
+            // its apps.
+            let _ = on.api.remove_record(&note_ref(&r.record)).await;
+            for name in &r.apps {
+                let _ = on.api.start_container(name).await;
+            }
+            return Err(format!(
+                "the content of `{}/{}` could not be kept before the restore, so nothing was restored and its apps run again: {e}",
+                v.stack, v.volume
+            ));
+        }
+    }
+    let reason = format!("restore of `{}/{}`", v.stack, v.volume);
+    let copied = copy_consistent(
+        on,
+        on,
+        (&r.from, &v.name, &v.stack),
+        &Writers::default(),
+        Consistency::Stop,
+        &reason,
+        opts,
+    )
+    .await
+    .map_err(|e| format!("{reason} did not finish ({e}); its apps stay stopped, and `drover volume restore` again finishes it"))?;
+    on.api
+        .remove_record(&note_ref(&r.record))
+        .await
+        .map_err(engine)?;
+    let mut started = Vec::new();
+    for name in &r.apps {
+        on.api.start_container(name).await.map_err(engine)?;
+        started.push(name.clone());
+    }
+    for name in &started {
+        wait_ready(&on.api, name, opts).await?;
+    }
+    Ok((r.before.clone(), copied, started))
+}
+
+/// Finishes every restore a drover that stopped left on this host (under
+/// its lease), so that no app stays stopped for it.
+pub async fn finish_restores(
+    on: &On,
+    state: &ObservedHost,
+    desired: &crate::desired::Desired,
+    opts: &CopyOptions,
+) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    for r in &state.restores {
+        let Some(v) = desired
+            .hosts
+            .get(on.api.host())
+            .and_then(|h| h.volumes.get(&r.volume))
+        else {
+            out.push(Err(format!(
+                "an interrupted restore of volume `{}` on `{}` cannot be finished: the volume is no longer placed there",
+                r.volume,
+                on.api.host()
+            )));
+            continue;
+        };
+        let writers = Writers::of(state, &v.name, |_| Duration::from_secs(10));
+        out.push(finish(on, state, v, &writers, r, opts).await.map(|_| {
+            format!(
+                "finished the interrupted restore of `{}/{}`",
+                v.stack, v.volume
+            )
+        }));
+    }
+    out
+}
+
+/// Running, and healthy when the container has a healthcheck.
+async fn wait_ready(
+    api: &Arc<dyn DockerApi>,
+    name: &str,
+    opts: &CopyOptions,
+) -> Result<(), String> {
+    let deadline = Instant::now() + opts.ready_timeout;
+    loop {
+        let s = api.container_status(name).await.map_err(engine)?;
+        let ready = s.as_ref().is_some_and(|s| {
+            s.state == ContainerState::Running && s.health.is_none_or(|h| h == Health::Healthy)
+        });
+        if ready {
+            return Ok(());
+        }
+        let gone = s.as_ref().is_none_or(|s| {
+            matches!(s.state, ContainerState::Exited | ContainerState::Dead)
+                || s.health == Some(Health::Unhealthy)
+        });
+        if gone || Instant::now() >= deadline {
+            return Err(format!(
+                "container `{name}` did not become ready after the restore (it is {}); the data is restored",
+                crate::docker::describe_status(s.as_ref())
+            ));
+        }
+        tokio::time::sleep(opts.poll).await;
+    }
+}
+
+/// Where a clone's data comes from.
+pub struct CloneSource<'a> {
+    pub on: On,
+    pub state: &'a ObservedHost,
+    pub volume: &'a VolumeSpec,
+    /// A snapshot's name; `None` copies the live volume, held as a
+    /// snapshot would be.
+    pub snapshot: Option<String>,
+    pub writers: Writers,
+    pub consistency: Consistency,
+}
+
+/// Makes `target` (which must not exist yet) on `dst` from `source`. The
+/// clone is recorded as unfinished until checked, and a clone that fails
+/// is removed: an existing volume is never written.
+pub async fn clone(
+    source: &CloneSource<'_>,
+    dst: &On,
+    dst_state: &ObservedHost,
+    target: &VolumeSpec,
+    opts: &CopyOptions,
+) -> Result<Copied, String> {
+    let v = source.volume;
+    let (from, what) = match &source.snapshot {
+        Some(n) => {
+            let snap = names::snapshot(&v.name, n);
+            let ok = source
+                .state
+                .volumes
+                .iter()
+                .find(|o| o.name == snap)
+                .and_then(|o| o.snapshot.as_ref())
+                .is_some_and(|s| s.complete());
+            if !ok {
+                return Err(format!(
+                    "there is no snapshot `{n}` of `{}/{}` on `{}`",
+                    v.stack,
+                    v.volume,
+                    source.on.api.host()
+                ));
+            }
+            (snap, format!("{}/{}@{n}", v.stack, v.volume))
+        }
+        None => (v.name.clone(), format!("{}/{}", v.stack, v.volume)),
+    };
+    let seeding = dst_state.seeding.iter().find(|s| s.volume == target.name);
+    if dst_state.volumes.iter().any(|o| o.name == target.name) && seeding.is_none() {
+        return Err(format!(
+            "volume `{}/{}` exists on `{}`: a clone never overwrites data",
+            target.stack,
+            target.volume,
+            dst.api.host()
+        ));
+    }
+    if seeding.is_none() {
+        dst.api
+            .create_record(&note(
+                names::seed_record(&target.name),
+                [
+                    (labels::SEEDING, target.name.clone()),
+                    (labels::SEED_FROM, what.clone()),
+                ],
+            ))
+            .await
+            .map_err(engine)?;
+        let mut l = target.labels.clone();
+        l.insert(labels::CLONED_FROM.into(), what.clone());
+        dst.api
+            .create_volume(&volume_like(target, &target.name, l))
+            .await
+            .map_err(engine)?;
+    }
+    let (writers, consistency) = match source.snapshot {
+        Some(_) => (Writers::default(), Consistency::Stop),
+        None => (source.writers.clone(), source.consistency),
+    };
+    let reason = format!("clone of `{what}`");
+    let copied = copy_consistent(
+        &source.on,
+        dst,
+        (&from, &target.name, &target.stack),
+        &writers,
+        consistency,
+        &reason,
+        opts,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "{reason} into `{}/{}` failed: {e}; run it again to finish it",
+            target.stack, target.volume
+        )
+    })?;
+    dst.api
+        .remove_record(&note_ref(&names::seed_record(&target.name)))
+        .await
+        .map_err(engine)?;
+    Ok(copied)
+}
+
+/// One snapshot as `drover volume snapshots` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub stack: String,
+    pub volume: String,
+    pub name: String,
+    /// Where it is kept.
+    pub host: String,
+    /// Its Docker volume.
+    pub docker_volume: String,
+    /// `complete`, or `unfinished` (never used).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    /// How long the apps were frozen or stopped for it (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_ms: Option<u64>,
+}
+
+/// Every snapshot on the hosts read, of one volume (`(stack, volume)`) or
+/// of all; oldest first within a volume.
+pub fn list(observed: &crate::observed::Observed, of: Option<(&str, &str)>) -> Vec<Listed> {
+    let mut out: Vec<Listed> = observed
+        .hosts
+        .iter()
+        .flat_map(|(host, h)| h.volumes.iter().map(move |v| (host, v)))
+        .filter_map(|(host, v)| {
+            let s = v.snapshot.as_ref()?;
+            let (stack, volume) = s.of.split_once('/')?;
+            if of.is_some_and(|(a, b)| (a, b) != (stack, volume)) {
+                return None;
+            }
+            Some(Listed {
+                stack: stack.to_string(),
+                volume: volume.to_string(),
+                name: s.name.clone(),
+                host: host.clone(),
+                docker_volume: v.name.clone(),
+                state: if s.complete() {
+                    "complete"
+                } else {
+                    "unfinished"
+                },
+                taken: s.taken.clone(),
+                bytes: s.bytes,
+                files: s.files,
+                revision: s.revision.clone(),
+                consistency: s.consistency.clone(),
+                held_ms: s.held_ms,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (&a.stack, &a.volume, &a.taken, &a.name, &a.host)
+            .cmp(&(&b.stack, &b.volume, &b.taken, &b.name, &b.host))
+    });
+    out
+}
+
+/// The table of `drover volume snapshots`.
+pub fn table(rows: &[Listed]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                format!("{}/{}", r.stack, r.volume),
+                r.name.clone(),
+                r.host.clone(),
+                r.taken.clone().unwrap_or_else(|| r.state.to_string()),
+                r.bytes.map_or("-".into(), crate::output::human_bytes),
+                r.files.map_or("-".into(), |f| f.to_string()),
+                r.revision.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    crate::output::table(
+        &[
+            "VOLUME", "SNAPSHOT", "WHERE", "TAKEN", "BYTES", "FILES", "REVISION",
+        ],
+        &rows,
+    )
+}
+
+/// What `drover volume restore --dry-run` shows: what would be stopped,
+/// kept and copied. Reads only.
+pub fn restore_preview(state: &ObservedHost, v: &VolumeSpec, name: &str) -> Result<String, String> {
+    let snap = names::snapshot(&v.name, name);
+    let Some(s) = state
+        .volumes
+        .iter()
+        .find(|o| o.name == snap)
+        .and_then(|o| o.snapshot.as_ref())
+        .filter(|s| s.complete())
+    else {
+        return Err(format!(
+            "there is no snapshot `{name}` of `{}/{}` on `{}` (`drover volume snapshots` lists them)",
+            v.stack, v.volume, v.host
+        ));
+    };
+    let internal = |n: &str| state.containers.iter().any(|c| c.name == n && c.internal);
+    let apps: Vec<&str> = state
+        .volumes
+        .iter()
+        .filter(|o| o.name == v.name)
+        .flat_map(|o| &o.used_by)
+        .filter(|n| !internal(n))
+        .map(String::as_str)
+        .collect();
+    let mut out = format!(
+        "restore `{}/{}` on `{}` from snapshot `{name}` (taken {}, {} in {} entries):\n",
+        v.stack,
+        v.volume,
+        v.host,
+        s.taken.as_deref().unwrap_or("-"),
+        s.bytes.map_or("-".into(), crate::output::human_bytes),
+        s.files.map_or("-".into(), |f| f.to_string()),
+    );
+    if apps.is_empty() {
+        out.push_str("  no app mounts it: none is stopped\n");
+    } else {
+        out.push_str(&format!(
+            "  stop {}, and start again those that run now\n",
+            apps.join(", ")
+        ));
+    }
+    out.push_str("  keep its content first as snapshot `before-restore-<time>`\n");
+    out.push_str("  copy the snapshot's content in, and check it by content hash\n");
+    Ok(out)
+}
+
+/// Under the leases of a pass: lets go of the apps a drover that stopped
+/// left frozen, and finishes the restores it left. True when it changed
+/// anything (the hosts are read again then).
+pub async fn recover(
+    conns: &crate::docker::hosts::Connections,
+    desired: &crate::desired::Desired,
+    observed: &crate::observed::Observed,
+) -> bool {
+    let mut changed = false;
+    for (host, state) in &observed.hosts {
+        let Some(api) = conns.engines.get(host) else {
+            continue;
+        };
+        changed |= !thaw(api.as_ref(), state).await.is_empty() || !state.frozen.is_empty();
+        if state.restores.is_empty() {
+            continue;
+        }
+        let on = On {
+            api: Arc::clone(api),
+            address: desired
+                .hosts
+                .get(host)
+                .map(|h| h.address.clone())
+                .unwrap_or_default(),
+        };
+        let opts = CopyOptions {
+            direct: true,
+            progress: Arc::new(|_| {}),
+            ready_timeout: Duration::from_secs(120),
+            poll: Duration::from_millis(250),
+        };
+        for r in finish_restores(&on, state, desired, &opts).await {
+            match r {
+                Ok(line) => tracing::warn!(host = %host, "{line}"),
+                Err(e) => {
+                    tracing::error!(host = %host, error = %e, "an interrupted restore is not finished")
+                }
+            }
+        }
+        changed = true;
+    }
+    changed
+}

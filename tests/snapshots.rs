@@ -1,0 +1,321 @@
+//! Snapshots, restores and clones on real engines (`docs/snapshots.md`):
+//! a snapshot of a volume being written is a prefix of what the writer
+//! acknowledged, restores and clones equal their snapshot, a drover killed
+//! while an app is frozen never leaves it frozen, and bad requests change
+//! nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// A stack `name` whose app appends numbered, fsynced records to
+/// `/data/log` and counts them in `/data/ack` once each is on disk.
+fn appender(name: &str, host: &str, extra: &str) -> String {
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+  data: {{ {extra} }}
+apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo \"record $$i end\" >> /data/log; sync; echo $$i > /data/ack; done']
+    volumes: ['data:/data']
+    stop_grace_period: 2s
+"
+    )
+}
+
+/// A listing with times: path, kind, mode, owner, size, mtime, hash or
+/// link target, of every entry.
+fn full_listing(host: &TestHost, volume: &str) -> String {
+    in_volume(
+        host,
+        volume,
+        r#"cd /d && find . | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then x="-> $(readlink "$f") $(stat -c '%u %g' "$f")"
+  elif [ -d "$f" ]; then x="dir $(stat -c '%a %u %g' "$f")"
+  else x="$(stat -c '%F %a %u %g %s %Y' "$f") $(md5sum < "$f")"; fi
+  echo "$f $x"
+done"#,
+    )
+}
+
+fn snapshots_json(f: &Fixture) -> Vec<serde_json::Value> {
+    let o = f.drover(&["volume", "snapshots", "--output", "json"]);
+    assert!(o.status.success());
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn paused(host: &TestHost, container: &str) -> bool {
+    inspect(host, container, "{{.State.Paused}}").as_deref() == Some("true")
+}
+
+#[test]
+fn a_snapshot_of_a_volume_being_written_holds_a_prefix_of_the_acknowledged_records() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapw"]);
+    f.write("stack.yaml", &appender("snapw", "node-a", ""));
+    f.reconcile();
+    let a = &f.hosts[0];
+    wait_until(Duration::from_secs(30), "records", || {
+        in_volume(a, "snapw-data", "cat /d/ack 2>/dev/null || echo 0")
+            .parse::<u64>()
+            .unwrap_or(0)
+            > 20
+    });
+    for n in 1..=3 {
+        let name = format!("s{n}");
+        let o = f.drover(&["volume", "snapshot", "snapw/data", "--name", &name]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("took snapshot `{name}`")), "{out}");
+        assert!(out.contains("froze the apps"), "{out}");
+        let acked: u64 = in_volume(a, "snapw-data", "cat /d/ack").parse().unwrap();
+        let log = in_volume(a, &format!("snapw-data.{name}"), "cat /d/log");
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(!lines.is_empty());
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(
+                *l,
+                format!("record {} end", i + 1),
+                "snapshot {name}: a gap or a torn record"
+            );
+        }
+        // Everything acknowledged before it was frozen is in it, and
+        // nothing the writer had not yet written.
+        let snap_ack: u64 = in_volume(a, &format!("snapw-data.{name}"), "cat /d/ack")
+            .parse()
+            .unwrap();
+        assert!(
+            lines.len() as u64 >= snap_ack,
+            "an acknowledged record is missing"
+        );
+        assert!(snap_ack <= acked);
+        assert!(running(a, "snapw-app") && !paused(a, "snapw-app"));
+    }
+    let listed = snapshots_json(&f);
+    let names: Vec<&str> = listed.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["s1", "s2", "s3"]);
+    for s in &listed {
+        assert_eq!(s["host"], "node-a");
+        assert_eq!(s["state"], "complete");
+        assert!(s["bytes"].as_u64().unwrap() > 0);
+        assert!(s["held_ms"].as_u64().is_some());
+    }
+    // Snapshots are neither orphans nor pruned.
+    let ls = stdout(&f.drover(&["volume", "ls"]));
+    assert!(ls.contains("snapshot `s1` of snapw/data"), "{ls}");
+    let o = f.drover(&["reconcile", "--prune-volumes"]);
+    assert!(o.status.success());
+    assert_eq!(snapshots_json(&f).len(), 3);
+    // A stop snapshot stops and starts the app.
+    let o = f.drover(&[
+        "volume",
+        "snapshot",
+        "snapw/data",
+        "--name",
+        "cold",
+        "--consistency",
+        "stop",
+    ]);
+    assert!(stdout(&o).contains("stopped the apps"), "{}", stdout(&o));
+    assert!(running(a, "snapw-app"));
+}
+
+#[test]
+fn a_restore_and_a_clone_are_byte_identical_to_their_snapshot_and_lose_nothing() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapr", "snapc"]);
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: snapr
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: node-a
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    healthcheck: {{ test: ['CMD', 'true'], interval: 1s }}
+    stop_grace_period: 1s
+---
+kind: Stack
+name: snapc
+volumes:
+  data: {{ host: node-b }}
+"
+        ),
+    );
+    f.reconcile();
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+    in_volume(
+        a,
+        "snapr-data",
+        "mkdir -p /d/sub/deep && echo one > /d/a && echo two > /d/sub/b && ln -s ../a /d/sub/link \
+         && chmod 640 /d/a && chown 123:456 /d/sub/b && touch -d '2020-01-02 03:04:05' /d/sub/b \
+         && head -c 3000000 /dev/urandom > /d/sub/deep/big",
+    );
+    let o = f.drover(&["volume", "snapshot", "snapr/data", "--name", "good"]);
+    assert!(o.status.success());
+    let good = full_listing(a, "snapr-data.good");
+    assert_eq!(good, full_listing(a, "snapr-data"));
+    // The data goes bad.
+    in_volume(
+        a,
+        "snapr-data",
+        "rm /d/a && echo bad > /d/sub/b && echo new > /d/new",
+    );
+    let bad = full_listing(a, "snapr-data");
+
+    let o = f.drover(&["volume", "restore", "snapr/data", "good", "--dry-run"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("stop snapr-app"), "{}", stdout(&o));
+    assert_eq!(
+        full_listing(a, "snapr-data"),
+        bad,
+        "a dry run changed the data"
+    );
+    let o = f.drover(&["volume", "restore", "snapr/data", "good"]);
+    assert!(
+        !o.status.success(),
+        "a restore without a terminal needs --yes"
+    );
+    let o = f.drover(&["volume", "restore", "snapr/data", "good", "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(full_listing(a, "snapr-data"), good);
+    assert!(running(a, "snapr-app"));
+    // What was replaced is kept.
+    let before = snapshots_json(&f)
+        .into_iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("before-restore-"))
+        .expect("the replaced content is kept as a snapshot");
+    let kept = format!("snapr-data.{}", before["name"].as_str().unwrap());
+    assert_eq!(full_listing(a, &kept), bad);
+
+    // A clone of the snapshot onto the other host, into a stack's volume.
+    let o = f.drover(&["volume", "clone", "snapr/data@good", "snapc/data"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(full_listing(b, "snapc-data"), good);
+    // A clone never overwrites.
+    let o = f.drover(&["volume", "clone", "snapr/data", "snapc/data"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("never overwrites"), "{}", stderr(&o));
+    assert_eq!(full_listing(b, "snapc-data"), good);
+    // A snapshot is deleted only by `volume rm`, its record with it.
+    let o = f.drover(&[
+        "volume",
+        "rm",
+        "--host",
+        "node-a",
+        "snapr-data.good",
+        "--yes",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(snapshots_json(&f).iter().all(|s| s["name"] != "good"));
+}
+
+#[test]
+fn a_drover_killed_while_an_app_is_frozen_never_leaves_it_frozen() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapk"]);
+    f.write("stack.yaml", &appender("snapk", "node-a", ""));
+    f.reconcile();
+    let a = &f.hosts[0];
+    // Killed with no controller: the next command lets it go.
+    let o = f.drover_with(
+        &["volume", "snapshot", "snapk/data", "--name", "k1"],
+        &[("DROVER_TEST_ABORT_AT", "frozen")],
+    );
+    assert!(!o.status.success());
+    assert!(paused(a, "snapk-app"), "the test hook fires while frozen");
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(running(a, "snapk-app") && !paused(a, "snapk-app"));
+    // The unfinished snapshot is never listed as one to use.
+    assert!(snapshots_json(&f)
+        .iter()
+        .all(|s| s["name"] != "k1" || s["state"] == "unfinished"));
+    let o = f.drover(&["volume", "restore", "snapk/data", "k1", "--yes"]);
+    assert!(!o.status.success());
+    // And under a controller, at once.
+    let ctl = f.controller(&[], &[]);
+    let o = f.drover_with(
+        &["volume", "snapshot", "snapk/data", "--name", "k2"],
+        &[("DROVER_TEST_ABORT_AT", "frozen")],
+    );
+    assert!(!o.status.success());
+    let took = wait_until(
+        Duration::from_secs(10),
+        "the controller to unfreeze the app",
+        || !paused(a, "snapk-app"),
+    );
+    eprintln!("unfrozen {took:?} after drover was killed");
+    assert!(running(a, "snapk-app"));
+    drop(ctl);
+    // A rerun of the same name finishes the snapshot.
+    let o = f.drover(&["volume", "snapshot", "snapk/data", "--name", "k2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_snapshot_requests_are_named_and_change_nothing() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapb"]);
+    f.write("stack.yaml", &appender("snapb", "node-a", ""));
+    f.reconcile();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["volume", "snapshot", "snapb/data", "--name", "Bad_Name"],
+            "not a valid snapshot name",
+        ),
+        (
+            &["volume", "snapshot", "snapb/nope"],
+            "has no volume `nope`",
+        ),
+        (&["volume", "snapshot", "other/data"], "no stack `other`"),
+        (
+            &["volume", "restore", "snapb/data", "missing", "--yes"],
+            "no snapshot `missing`",
+        ),
+        (
+            &[
+                "volume",
+                "clone",
+                "snapb/data@missing",
+                "snapb/copy",
+                "--host",
+                "node-b",
+            ],
+            "no snapshot `missing`",
+        ),
+    ];
+    for (args, said) in cases {
+        let o = f.drover(args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(said), "{args:?}: {}", stderr(&o));
+    }
+    assert!(snapshots_json(&f).is_empty());
+    assert!(running(&f.hosts[0], "snapb-app") && !paused(&f.hosts[0], "snapb-app"));
+    assert!(inspect(&f.hosts[1], "snapb-copy", "{{.Name}}").is_none());
+}
