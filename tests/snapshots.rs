@@ -209,15 +209,34 @@ volumes:
     let kept = format!("snapr-data.{}", before["name"].as_str().unwrap());
     assert_eq!(full_listing(a, &kept), bad);
 
-    // A clone of the snapshot onto the other host, into a stack's volume.
-    let o = f.drover(&["volume", "clone", "snapr/data@good", "snapc/data"]);
+    // A clone of the snapshot onto the other host, and one of the live
+    // volume (frozen for its last pass) beside it.
+    let o = f.drover(&[
+        "volume",
+        "clone",
+        "snapr/data@good",
+        "snapc/fresh",
+        "--host",
+        "node-b",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(full_listing(b, "snapc-data"), good);
-    // A clone never overwrites.
-    let o = f.drover(&["volume", "clone", "snapr/data", "snapc/data"]);
+    assert_eq!(full_listing(b, "snapc-fresh"), good);
+    let o = f.drover(&[
+        "volume",
+        "clone",
+        "snapr/data",
+        "snapc/live",
+        "--host",
+        "node-a",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("froze the apps"), "{}", stdout(&o));
+    assert_eq!(full_listing(a, "snapc-live"), good);
+    // A clone never overwrites: `snapc/data` exists (made by reconcile).
+    let o = f.drover(&["volume", "clone", "snapr/data@good", "snapc/data"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("never overwrites"), "{}", stderr(&o));
-    assert_eq!(full_listing(b, "snapc-data"), good);
+    assert_eq!(in_volume(b, "snapc-data", "ls -A /d"), "");
     // A snapshot is deleted only by `volume rm`, its record with it.
     let o = f.drover(&[
         "volume",

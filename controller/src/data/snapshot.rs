@@ -269,11 +269,14 @@ async fn copy_consistent(
     if !Arc::ptr_eq(&src.api, &dst.api) {
         crate::relocate::ensure_helper_image(&dst.api).await?;
     }
+    // On one host the helpers would reach each other through the host's
+    // own published port, which not every engine routes back: the API path.
+    let same_host = Arc::ptr_eq(&src.api, &dst.api);
     let cp = Copier::new(
         Arc::clone(&src.api),
         Arc::clone(&dst.api),
         dst.address.clone(),
-        opts.direct,
+        opts.direct && !same_host,
         Arc::clone(&opts.progress),
         from,
     )
