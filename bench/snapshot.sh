@@ -17,6 +17,7 @@ SIZES=${SIZES:-"256 1024"}
 SHAPES=${SHAPES:-"large small"}
 RUNS=${RUNS:-3}
 IMAGE=drover-test/busybox:1
+export DROVER_LOG=${DROVER_LOG:-warn}
 . bench/move-lib.sh
 
 work=$(mktemp -d)
@@ -25,7 +26,7 @@ write_stack "$work" benchsnap node-a
 cleanup() {
     remove_stack benchsnap
     docker -H $A volume ls -q | grep -E '^(benchsnap-|drover-(snapshot|freeze)-benchsnap-)' |
-        xargs -r docker -H $A volume rm -f >/dev/null
+        xargs -r docker -H $A volume rm -f >/dev/null || true
 }
 trap 'cleanup; rm -rf "$work"' EXIT
 

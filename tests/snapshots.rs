@@ -11,7 +11,8 @@ use std::time::Duration;
 use support::*;
 
 /// A stack `name` whose app appends numbered, fsynced records to
-/// `/data/log` and counts them in `/data/ack` once each is on disk.
+/// `/data/log` and counts them in `/data/ack` once each is on disk (the
+/// count replaced by a rename, so that it is never seen half written).
 fn appender(name: &str, host: &str, extra: &str) -> String {
     format!(
         "kind: Stack
@@ -23,7 +24,7 @@ apps:
     image: {IMAGE}
     host: {host}
     pull: never
-    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo \"record $$i end\" >> /data/log; sync; echo $$i > /data/ack; done']
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; i=0; while :; do i=$$((i+1)); echo \"record $$i end\" >> /data/log; sync; echo $$i > /data/ack.new; mv /data/ack.new /data/ack; done']
     volumes: ['data:/data']
     stop_grace_period: 2s
 "
@@ -96,7 +97,7 @@ fn a_snapshot_of_a_volume_being_written_holds_a_prefix_of_the_acknowledged_recor
         // nothing the writer had not yet written.
         let snap_ack: u64 = in_volume(a, &format!("snapw-data.{name}"), "cat /d/ack")
             .parse()
-            .unwrap();
+            .unwrap_or(0);
         assert!(
             lines.len() as u64 >= snap_ack,
             "an acknowledged record is missing"
@@ -337,4 +338,127 @@ fn bad_snapshot_requests_are_named_and_change_nothing() {
     assert!(snapshots_json(&f).is_empty());
     assert!(running(&f.hosts[0], "snapb-app") && !paused(&f.hosts[0], "snapb-app"));
     assert!(inspect(&f.hosts[1], "snapb-copy", "{{.Name}}").is_none());
+}
+
+#[test]
+fn a_staging_stack_with_from_gets_the_snapshot_once_and_is_never_overwritten() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapp", "snaps"]);
+    let prod = appender("snapp", "node-a", "");
+    let staging = format!(
+        "kind: Stack
+name: snaps
+volumes:
+  data: {{ from: {{ stack: snapp, volume: data, snapshot: latest }} }}
+apps:
+  app:
+    image: {IMAGE}
+    host: node-b
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    stop_grace_period: 1s
+"
+    );
+    f.write("stack.yaml", &prod);
+    f.reconcile();
+    // Without a snapshot, staging is not made (never empty), and the plan
+    // says why, where `from:` is written.
+    f.write("staging.yaml", &staging);
+    let o = f.drover(&["reconcile"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("staging.yaml:4:") && err.contains("there is none"),
+        "{err}"
+    );
+    assert!(inspect(&f.hosts[1], "snaps-data", "{{.Name}}").is_none());
+    assert!(inspect(&f.hosts[1], "snaps-app", "{{.Name}}").is_none());
+
+    let o = f.drover(&["volume", "snapshot", "snapp/data", "--name", "nightly"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = full_listing(&f.hosts[0], "snapp-data.nightly");
+    let o = f.drover(&["reconcile", "--dry-run"]);
+    assert!(
+        stdout(&o).contains("made from snapp/data@nightly on `node-a`"),
+        "{}",
+        stdout(&o)
+    );
+    f.reconcile();
+    assert_eq!(full_listing(&f.hosts[1], "snaps-data"), want);
+    assert!(running(&f.hosts[1], "snaps-app"));
+    // A newer snapshot does not touch a volume that exists.
+    in_volume(&f.hosts[1], "snaps-data", "echo staging > /d/mine");
+    let o = f.drover(&["volume", "snapshot", "snapp/data", "--name", "later"]);
+    assert!(o.status.success());
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success());
+    assert_eq!(
+        in_volume(&f.hosts[1], "snaps-data", "cat /d/mine"),
+        "staging"
+    );
+
+    // A `from:` naming what is not in the manifests is a located error.
+    f.write(
+        "staging.yaml",
+        &staging.replace("stack: snapp", "stack: nope"),
+    );
+    let o = f.drover(&["validate"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("staging.yaml:4:") && stderr(&o).contains("stack `nope`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_controller_takes_scheduled_snapshots_and_keeps_only_the_newest() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapt"]);
+    f.write(
+        "stack.yaml",
+        &appender("snapt", "node-a", "snapshots: { every: 2s, keep: 2 }"),
+    );
+    f.reconcile();
+    // One taken by hand is never pruned by the schedule.
+    let o = f.drover(&["volume", "snapshot", "snapt/data", "--name", "mine"]);
+    assert!(o.status.success());
+    let ctl = f.controller(&[], &[]);
+    let scheduled = |f: &Fixture| {
+        snapshots_json(f)
+            .into_iter()
+            .filter(|s| s["name"] != "mine")
+            .count()
+    };
+    // Names are the UTC second: at least three scheduled ones have been
+    // taken once the third name differs from the first two.
+    let mut names = std::collections::BTreeSet::new();
+    wait_until(Duration::from_secs(90), "three scheduled snapshots", || {
+        for s in snapshots_json(&f) {
+            names.insert(s["name"].as_str().unwrap().to_string());
+        }
+        names.len() >= 4
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "the schedule to prune past `keep`",
+        || scheduled(&f) <= 2,
+    );
+    assert!(snapshots_json(&f).iter().any(|s| s["name"] == "mine"));
+    let last = ctl
+        .metric("drover_snapshot_last_success_timestamp_seconds{stack=\"snapt\",volume=\"data\"}")
+        .expect("the time of the last snapshot is a metric");
+    assert!(last > 1.7e9, "{last}");
+    let (_, health) = ctl.health();
+    assert_eq!(
+        health["snapshots_overdue"],
+        serde_json::json!([]),
+        "{health}"
+    );
+    assert!(running(&f.hosts[0], "snapt-app") && !paused(&f.hosts[0], "snapt-app"));
 }

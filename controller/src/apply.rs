@@ -454,8 +454,11 @@ impl Step {
         let api = self.api(&a.host)?;
         match (a.kind, a.action) {
             (Kind::Volume, Verb::Create) => {
-                api.create_volume(self.wanted("volume", |h| &h.volumes)?)
-                    .await?
+                let v = self.wanted("volume", |h| &h.volumes)?;
+                match &v.from {
+                    Some(_) => self.seed(v).await?,
+                    None => api.create_volume(v).await?,
+                }
             }
             (Kind::Volume, Verb::Remove) => api.remove_volume(&a.name).await?,
             (Kind::Network, Verb::Create) => {
@@ -545,6 +548,66 @@ impl Step {
             Arc::new(move |p| reporter.progress(&action, p)),
         );
         mv.run().await.map_err(StepError::Move)
+    }
+
+    /// Makes a volume with `from:` as a clone of the snapshot it names,
+    /// found on the hosts as they are now.
+    async fn seed(&self, v: &crate::desired::VolumeSpec) -> Result<(), StepError> {
+        let Some(seed) = &v.from else {
+            return Ok(());
+        };
+        let mut observed = crate::observed::Observed::default();
+        for (h, api) in &self.engines {
+            observed.hosts.insert(h.clone(), api.observe().await?);
+        }
+        let (src_host, snap) = observed
+            .find_snapshot(&seed.stack, &seed.volume, seed.snapshot.as_deref())
+            .map(|(h, o)| (h.to_string(), o.snapshot.clone().unwrap_or_default().name))
+            .ok_or_else(|| {
+                StepError::Other(format!(
+                    "{}: the snapshot of `{}/{}` to make volume `{}` from is gone",
+                    seed.at, seed.stack, seed.volume, v.name
+                ))
+            })?;
+        let source = self
+            .desired
+            .volume(&seed.stack, &seed.volume)
+            .cloned()
+            .unwrap_or_else(|| crate::desired::volume_spec(&seed.stack, &seed.volume, &src_host));
+        let address = |h: &str| {
+            self.desired
+                .hosts
+                .get(h)
+                .map(|d| d.address.clone())
+                .unwrap_or_default()
+        };
+        let on = |h: &str| -> Result<crate::data::snapshot::On, StepError> {
+            Ok(crate::data::snapshot::On {
+                api: Arc::clone(self.api(h)?),
+                address: address(h),
+            })
+        };
+        let empty = crate::observed::ObservedHost::default();
+        let src_state = observed.hosts.get(&src_host).unwrap_or(&empty);
+        let clone_from = crate::data::snapshot::CloneSource {
+            on: on(&src_host)?,
+            state: src_state,
+            volume: &source,
+            snapshot: Some(snap),
+            writers: Default::default(),
+            consistency: Default::default(),
+        };
+        let opts = crate::data::snapshot::CopyOptions {
+            direct: self.opts.direct_copy,
+            progress: Arc::new(|_| {}),
+            ready_timeout: self.opts.dependency_timeout,
+            poll: self.opts.poll,
+        };
+        let dst_state = observed.hosts.get(&v.host).unwrap_or(&empty);
+        crate::data::snapshot::clone(&clone_from, &on(&v.host)?, dst_state, v, &opts)
+            .await
+            .map(|_| ())
+            .map_err(StepError::Other)
     }
 
     /// Before a container is made or started: waits until every app it

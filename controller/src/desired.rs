@@ -179,6 +179,23 @@ pub struct VolumeSpec {
     pub max_downtime: Option<std::time::Duration>,
     /// How its snapshots are made consistent.
     pub consistency: crate::model::Consistency,
+    /// What seeds it when it is first made (`from:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Seed>,
+    /// Snapshots the controller takes: every so long, keeping so many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<(std::time::Duration, usize)>,
+}
+
+/// `from:` as the planner uses it: a snapshot of another stack's volume.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Seed {
+    pub stack: String,
+    pub volume: String,
+    /// A snapshot's name; `None` for the latest.
+    pub snapshot: Option<String>,
+    /// Where `from:` is written (`file:line:column`), for errors.
+    pub at: String,
 }
 
 impl VolumeSpec {
@@ -261,6 +278,8 @@ pub fn volume_spec(stack: &str, volume: &str, host: &str) -> VolumeSpec {
         labels,
         max_downtime: None,
         consistency: Default::default(),
+        from: None,
+        snapshots: None,
     }
 }
 
@@ -306,6 +325,15 @@ pub fn render(spec: &Spec) -> Desired {
                 labels: l,
                 max_downtime: vol.max_downtime_ns.map(std::time::Duration::from_nanos),
                 consistency: vol.consistency,
+                from: vol.from.as_ref().map(|f| Seed {
+                    stack: f.stack.value.clone(),
+                    volume: f.volume.value.clone(),
+                    snapshot: f.snapshot.clone(),
+                    at: f.loc.to_string(),
+                }),
+                snapshots: vol
+                    .snapshots
+                    .map(|s| (std::time::Duration::from_nanos(s.every_ns), s.keep as usize)),
             };
             desired
                 .hosts

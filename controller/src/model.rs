@@ -119,6 +119,29 @@ pub struct Volume {
     pub max_downtime_ns: Option<u64>,
     /// `consistency`: how its snapshots are made consistent.
     pub consistency: Consistency,
+    /// `from`: what seeds the volume when it is first made.
+    pub from: Option<VolumeFrom>,
+    /// `snapshots: { every, keep }`: snapshots the controller takes.
+    pub snapshots: Option<SnapshotSchedule>,
+}
+
+/// `snapshots: { every: 1h, keep: 24 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotSchedule {
+    pub every_ns: u64,
+    /// How many of the scheduled snapshots to keep (the newest).
+    pub keep: u32,
+}
+
+/// `from: { stack, volume, snapshot }`: a volume made from a snapshot of
+/// another stack's volume, once, when it does not exist yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeFrom {
+    pub stack: At<String>,
+    pub volume: At<String>,
+    /// A snapshot's name; `None` for the latest.
+    pub snapshot: Option<String>,
+    pub loc: Loc,
 }
 
 /// How a snapshot is made consistent while the apps that mount the volume
@@ -315,3 +338,20 @@ impl Spec {
 }
 
 pub use crate::contract::names;
+
+/// Why a snapshot name is not valid: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn check_snapshot_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid snapshot name: use 1 to 63 lower-case letters, digits and `-`, starting with a letter or digit"
+        ))
+    }
+}

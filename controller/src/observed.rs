@@ -70,6 +70,33 @@ pub struct ObservedHost {
 }
 
 impl Observed {
+    /// The complete snapshot `name` of `stack/volume` (the newest when
+    /// `None`) on the hosts read: its host and volume.
+    pub fn find_snapshot(
+        &self,
+        stack: &str,
+        volume: &str,
+        name: Option<&str>,
+    ) -> Option<(&str, &ObservedVolume)> {
+        let of = format!("{stack}/{volume}");
+        self.hosts
+            .iter()
+            .flat_map(|(h, oh)| oh.volumes.iter().map(move |v| (h.as_str(), v)))
+            .filter(|(_, v)| {
+                v.snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.of == of && s.complete() && name.is_none_or(|n| s.name == n))
+            })
+            .max_by(|(_, a), (_, b)| {
+                let key = |v: &ObservedVolume| {
+                    v.snapshot
+                        .as_ref()
+                        .map(|s| (s.taken.clone(), s.name.clone()))
+                };
+                key(a).cmp(&key(b))
+            })
+    }
+
     /// The newest record of the Cluster's members read on any host.
     pub fn newest_membership(&self) -> Option<&Membership> {
         self.hosts
@@ -291,6 +318,9 @@ pub struct SnapshotInfo {
     /// How long the apps were frozen or stopped for it (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_ms: Option<u64>,
+    /// Taken by the controller for `snapshots:` (and pruned by its `keep`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub scheduled: bool,
 }
 
 impl SnapshotInfo {
@@ -318,6 +348,7 @@ impl SnapshotInfo {
             files: num(labels::FILES),
             consistency: get(record, labels::CONSISTENCY),
             held_ms: num(labels::HELD_MS),
+            scheduled: l.get(labels::SCHEDULED).is_some_and(|v| v == "true"),
         })
     }
 }

@@ -23,6 +23,9 @@ pub enum HelperCommand {
     Unpack,
     /// Deletes the paths read from stdin.
     Delete,
+    /// Copies the paths read from stdin from the volume at `/source` (on
+    /// the same host) into this one.
+    CopyIn,
     /// Streams the paths read from stdin (after a token line) to a receiving helper.
     Send {
         #[arg(long)]
@@ -64,6 +67,9 @@ pub fn run(command: HelperCommand) -> ExitCode {
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),
+        HelperCommand::CopyIn => {
+            helper::copy_in(Path::new(helper::SOURCE), root, state, stdin, &mut stdout)
+        }
         HelperCommand::Send { to, rate } => {
             helper::send(root, state, &to, rate, stdin, &mut stdout)
         }

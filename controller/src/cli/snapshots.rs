@@ -233,6 +233,7 @@ pub fn snapshot(
             name,
             consistency: consistency.unwrap_or(v.consistency),
             revision: None,
+            scheduled: false,
         };
         let w = writers(&d, &state, &v);
         let taken = held.rt.block_on(snapshot::take(

@@ -12,7 +12,7 @@
 //! | the key for secret digests | [`hostkey::VOLUME`] (a label-only volume) | [`hostkey::LABEL`] |
 //! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
 //! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
-//! | a snapshot | `<stack>-<volume>.<snapshot>` | [`labels::MANAGED`], [`labels::SNAPSHOT_OF`], [`labels::SNAPSHOT`], [`labels::REVISION`] |
+//! | a snapshot | `<stack>-<volume>.<snapshot>` | [`labels::MANAGED`], [`labels::SNAPSHOT_OF`], [`labels::SNAPSHOT`], [`labels::REVISION`], [`labels::SCHEDULED`] |
 //! | a snapshot's record (it is complete) | `drover-snapshot-<snapshot volume>` (label-only) | [`labels::SNAPSHOT_RECORD`], [`labels::TAKEN`], [`labels::BYTES`], [`labels::FILES`], [`labels::CONSISTENCY`], [`labels::HELD_MS`] |
 //! | an app frozen for a snapshot | `drover-freeze-<container>` (label-only) | [`labels::FROZEN`], [`labels::FROZEN_FOR`] |
 //! | a restore under way | `drover-restore-<volume>` (label-only) | `drover.restore-*` |
@@ -107,6 +107,9 @@ pub mod labels {
     pub const SNAPSHOT_OF: &str = "drover.snapshot-of";
     pub const SNAPSHOT: &str = "drover.snapshot";
     pub const REVISION: &str = "drover.revision";
+    /// On a snapshot the controller took for `snapshots:` (only those are
+    /// pruned by its `keep`).
+    pub const SCHEDULED: &str = "drover.scheduled";
     /// On a snapshot's record: the snapshot volume it completes, when it
     /// was taken (RFC 3339), its regular files' bytes, its entries, how it
     /// was made consistent and how long the apps were held for it (ms).

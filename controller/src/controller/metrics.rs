@@ -42,6 +42,12 @@ impl AppLabels {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VolumeLabels {
+    pub stack: String,
+    pub volume: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Family<ResultLabel, Counter>,
@@ -55,6 +61,9 @@ pub struct Metrics {
     pub relocation_downtime: Histogram,
     pub heals: Family<AppLabels, Counter>,
     pub heal_throttled: Family<AppLabels, Gauge>,
+    pub snapshot_last: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
+    pub snapshot_failures: Family<VolumeLabels, Counter>,
+    pub snapshot_held: Histogram,
 }
 
 impl Default for Metrics {
@@ -79,6 +88,9 @@ impl Metrics {
             relocation_downtime: Histogram::new(exponential_buckets(0.125, 2.0, 12)),
             heals: Family::default(),
             heal_throttled: Family::default(),
+            snapshot_last: Family::default(),
+            snapshot_failures: Family::default(),
+            snapshot_held: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         };
         registry.register(
             "passes",
@@ -139,6 +151,23 @@ impl Metrics {
             "heal_throttled",
             "1 while an app has used up its restorations for the window and is left as it is",
             m.heal_throttled.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_last_success_timestamp",
+            "When the newest complete snapshot of a volume was taken (Unix time), per volume with `snapshots:`",
+            Unit::Seconds,
+            m.snapshot_last.clone(),
+        );
+        registry.register(
+            "snapshot_failures",
+            "Scheduled snapshots that failed, per volume",
+            m.snapshot_failures.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_freeze",
+            "How long a scheduled snapshot froze (or stopped) the apps of its volume",
+            Unit::Seconds,
+            m.snapshot_held.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -21,6 +21,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod schedule;
+pub mod snapshots;
 mod status;
 pub mod watch;
 
@@ -167,10 +168,14 @@ struct Controller {
     passes: u64,
     /// This controller as a lease holder, the same for every pass.
     holder: Arc<Holder>,
+    /// When it started (Unix seconds): no scheduled snapshot is overdue
+    /// before it had its chance.
+    started_unix: u64,
 }
 
 impl Controller {
     fn new(mut opts: Options, shared: Arc<Shared>, trigger: Trigger) -> Controller {
+        let started_unix = crate::data::clock::now();
         // Passes back to back would only load the hosts.
         opts.resync = opts.resync.max(Duration::from_secs(1));
         let resync = opts.resync;
@@ -187,6 +192,7 @@ impl Controller {
             throttled_before: BTreeSet::new(),
             passes: 0,
             holder: Arc::new(Holder::new("controller")),
+            started_unix,
         }
     }
 
@@ -392,7 +398,11 @@ impl Controller {
             shared: Arc::clone(&self.shared),
             moved: Mutex::new(HashMap::new()),
         });
+        let seen = planned.observed.clone();
         let applied = pass.apply(planned, &conns, self.opts.apply, reporter).await;
+        let snapshot_errors = self
+            .scheduled_snapshots(&desired, &mut conns, &seen, stop)
+            .await;
         let mut failed_hosts = BTreeSet::new();
         for (a, o) in &applied.report.outcomes {
             match o {
@@ -422,6 +432,7 @@ impl Controller {
                 .inc();
         }
         errors.extend(applied.lost);
+        errors.extend(snapshot_errors);
         // Throttled apps are not a failure of the pass: they are the brake
         // doing its work, and /healthz lists them.
         let converged = errors.is_empty() && counts.failed == 0 && counts.skipped == 0;
@@ -448,10 +459,80 @@ impl Controller {
         } else {
             self.retry.succeeded();
         }
-        match next {
-            Some(t) => due.min(t),
-            None => due,
+        let snapshot_due = snapshots::next_due_in(&desired, &seen, crate::data::clock::now())
+            .map(|s| Instant::now() + Duration::from_secs(s.max(1)));
+        [next, snapshot_due]
+            .into_iter()
+            .flatten()
+            .fold(due, Instant::min)
+    }
+
+    /// Takes the scheduled snapshots that are due and prunes past `keep`;
+    /// notes the figures. Its errors, one line each.
+    async fn scheduled_snapshots(
+        &mut self,
+        desired: &Desired,
+        conns: &mut crate::docker::hosts::Connections,
+        seen: &Observed,
+        stop: &CancellationToken,
+    ) -> Vec<String> {
+        let m = &self.shared.metrics;
+        let label = |(stack, volume): &(String, String)| metrics::VolumeLabels {
+            stack: stack.clone(),
+            volume: volume.clone(),
+        };
+        let mut errors = Vec::new();
+        let round = snapshots::run(
+            desired,
+            conns,
+            seen,
+            &self.holder,
+            stop,
+            self.opts.apply.direct_copy,
+        )
+        .await;
+        let round = match round {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("scheduled snapshots wait: {e}"));
+                Default::default()
+            }
+        };
+        for (key, t) in &round.taken {
+            tracing::info!(stack = %key.0, volume = %key.1, snapshot = %t.name, bytes = t.copied.bytes, held_ms = t.copied.held.map_or(0, |d| d.as_millis() as u64), "took a scheduled snapshot");
+            if let Some(d) = t.copied.held {
+                m.snapshot_held.observe(d.as_secs_f64());
+            }
         }
+        for (key, e) in &round.failed {
+            m.snapshot_failures.get_or_create(&label(key)).inc();
+            errors.push(format!(
+                "the scheduled snapshot of `{}/{}` failed: {e}",
+                key.0, key.1
+            ));
+        }
+        for (host, name) in &round.pruned {
+            tracing::info!(host = %host, snapshot = %name, "pruned a scheduled snapshot past `keep`");
+        }
+        // The figures, from the hosts as they are now.
+        let now_seen = if round.taken.is_empty() && round.pruned.is_empty() {
+            seen.clone()
+        } else {
+            crate::docker::hosts::observe_all(conns).await
+        };
+        let now = crate::data::clock::now();
+        for dh in desired.hosts.values() {
+            for v in dh.volumes.values().filter(|v| v.snapshots.is_some()) {
+                if let Some(t) = snapshots::last_snapshot(&now_seen, v) {
+                    m.snapshot_last
+                        .get_or_create(&label(&(v.stack.clone(), v.volume.clone())))
+                        .set(t as f64);
+                }
+            }
+        }
+        let overdue = snapshots::overdue(desired, &now_seen, now, self.started_unix);
+        self.shared.update(|s| s.snapshots_overdue = overdue);
+        errors
     }
 
     /// Records which hosts answered; an unreachable one backs off.

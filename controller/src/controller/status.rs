@@ -21,6 +21,8 @@ pub struct Status {
     pub hosts: BTreeMap<String, HostStatus>,
     /// Apps whose restorations are paused by the rate limit.
     pub throttled: Vec<Throttled>,
+    /// Volumes whose scheduled snapshot is late.
+    pub snapshots_overdue: Vec<super::snapshots::Overdue>,
     pub stopping: bool,
 }
 

@@ -28,22 +28,7 @@ use crate::relocate::{Copier, ProgressFn};
 
 pub use crate::model::Consistency;
 
-/// Why a snapshot name is not valid: `[a-z0-9][a-z0-9-]{0,62}`.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid snapshot name: use 1 to 63 lower-case letters, digits and `-`, starting with a letter or digit"
-        ))
-    }
-}
+pub use crate::model::check_snapshot_name as check_name;
 
 /// Where a copy runs: a host and how its helpers reach it.
 #[derive(Clone)]
@@ -117,10 +102,12 @@ pub struct Request {
     pub consistency: Consistency,
     /// The Git revision of the manifests, when known.
     pub revision: Option<String>,
+    /// Taken for `snapshots:` (pruned by its `keep`).
+    pub scheduled: bool,
 }
 
 /// The labels of a snapshot of `v` named `name`.
-fn snapshot_labels(v: &VolumeSpec, name: &str, revision: Option<&str>) -> BTreeMap<String, String> {
+fn snapshot_labels(v: &VolumeSpec, name: &str, req: &Request) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (labels::MANAGED.to_string(), "true".to_string()),
         (
@@ -133,8 +120,11 @@ fn snapshot_labels(v: &VolumeSpec, name: &str, revision: Option<&str>) -> BTreeM
             crate::contract::VERSION.to_string(),
         ),
     ]);
-    if let Some(r) = revision {
-        l.insert(labels::REVISION.into(), r.into());
+    if let Some(r) = &req.revision {
+        l.insert(labels::REVISION.into(), r.clone());
+    }
+    if req.scheduled {
+        l.insert(labels::SCHEDULED.into(), "true".into());
     }
     l
 }
@@ -269,14 +259,13 @@ async fn copy_consistent(
     if !Arc::ptr_eq(&src.api, &dst.api) {
         crate::relocate::ensure_helper_image(&dst.api).await?;
     }
-    // On one host the helpers would reach each other through the host's
-    // own published port, which not every engine routes back: the API path.
-    let same_host = Arc::ptr_eq(&src.api, &dst.api);
+    // (On one host the target's helper copies from the source volume
+    // itself: see `Helpers`.)
     let cp = Copier::new(
         Arc::clone(&src.api),
         Arc::clone(&dst.api),
         dst.address.clone(),
-        opts.direct && !same_host,
+        opts.direct,
         Arc::clone(&opts.progress),
         from,
     )
@@ -349,11 +338,7 @@ pub async fn take(
         }
         None => on
             .api
-            .create_volume(&volume_like(
-                v,
-                &snap,
-                snapshot_labels(v, &name, req.revision.as_deref()),
-            ))
+            .create_volume(&volume_like(v, &snap, snapshot_labels(v, &name, req)))
             .await
             .map_err(engine)?,
     }
@@ -574,6 +559,7 @@ async fn finish(
             name: Some(r.before.clone()),
             consistency: Consistency::Stop,
             revision: None,
+            scheduled: false,
         };
         if let Err(e) = take(on, &fresh, v, &Writers::default(), &req, opts).await {
             // Nothing was restored: the volume is as it was, and so are

@@ -906,13 +906,23 @@ impl DockerApi for Engine {
             if h.network {
                 hc.network_mode = Some("bridge".into());
             }
-            hc.mounts = Some(vec![Mount {
+            let mut mounts = vec![Mount {
                 target: Some(crate::helper::ROOT.into()),
                 source: Some(h.volume.clone()),
                 typ: Some(MountType::VOLUME),
                 read_only: Some(h.read_only),
                 ..Default::default()
-            }]);
+            }];
+            if let Some(src) = &h.source {
+                mounts.push(Mount {
+                    target: Some(crate::helper::SOURCE.into()),
+                    source: Some(src.clone()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+            }
+            hc.mounts = Some(mounts);
             hc.auto_remove = Some(true);
             // The least a helper needs: its own files cannot be changed
             // (only its scan cache in a tmpfs), no privilege can be gained,
@@ -968,6 +978,8 @@ impl DockerApi for Engine {
             labels: m.labels.clone(),
             max_downtime: None,
             consistency: Default::default(),
+            from: None,
+            snapshots: None,
         })
         .await
     }

@@ -69,6 +69,9 @@ pub struct HelperSpec {
     pub image: String,
     pub volume: String,
     pub read_only: bool,
+    /// Another volume on the same host, mounted read-only at `/source`
+    /// (a copy between two volumes of one host).
+    pub source: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub cmd: Vec<String>,
     /// Networked (for the direct copy path); otherwise no network at all.

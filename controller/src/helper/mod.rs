@@ -29,6 +29,11 @@ use crate::helper::scan::{entry_of, escape, unchanged, unescape, Entry, EntryKin
 
 /// Where a helper sees the volume.
 pub const ROOT: &str = "/data";
+/// Where a helper copying on one host sees the source volume (read-only).
+pub const SOURCE: &str = "/source";
+/// Where such a helper keeps the source's record while it packs (a scratch:
+/// the source's own helper keeps the record its scans use).
+const SOURCE_STATE: &str = "/tmp/drover-source-scan.json";
 /// Where a helper keeps its latest scan.
 pub const STATE: &str = "/tmp/drover-scan.json";
 const BUF: usize = 1 << 20;
@@ -477,6 +482,40 @@ impl<W: Write, P: Write> Write for Counting<W, P> {
 
 /// The direct path, sending side: reads a token line, then paths; connects
 /// to the receiving helper, proves the token, and streams the paths to it.
+/// Copies the paths read from `input` (as [`pack`] takes them) from
+/// `source` into `root` on one host: a pack piped straight into an unpack,
+/// in one process, so no byte leaves the container. Prints the unpack's
+/// summary.
+pub fn copy_in(
+    source: &Path,
+    root: &Path,
+    state: &Path,
+    input: impl BufRead,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let (r, w) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
+    let (packed, unpacked) = std::thread::scope(|s| {
+        // An unpack that fails drops its end of the pipe: the pack then
+        // fails on its next write instead of waiting for ever.
+        let unpacker = s.spawn(move || {
+            let mut summary = Vec::new();
+            unpack(root, state, r, &mut summary).map(|()| summary)
+        });
+        let packed = pack(source, Path::new(SOURCE_STATE), input, &mut w);
+        drop(w);
+        let unpacked = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(other("the unpack stopped unexpectedly".into())));
+        (packed, unpacked)
+    });
+    // The unpack's reason first: a pack cut off only says that it was.
+    let summary = unpacked?;
+    packed?;
+    out.write_all(&summary)?;
+    out.flush()
+}
+
 pub fn send(
     root: &Path,
     state: &Path,

@@ -20,7 +20,8 @@ use crate::diag::{similar, Diagnostic, Loc};
 use crate::load::interpolate::{interpolate, parse_env_file, Env};
 use crate::load::yaml::{Node, Value};
 use crate::model::{
-    App, At, Condition, Consistency, Healthcheck, Host, Pull, Restart, Stack, Text, Tls, Volume,
+    App, At, Condition, Consistency, Healthcheck, Host, Pull, Restart, SnapshotSchedule, Stack,
+    Text, Tls, Volume, VolumeFrom,
 };
 
 pub const KINDS: &[&str] = &["Cluster", "Stack"];
@@ -35,7 +36,11 @@ pub const VOLUME_FIELDS: &[&str] = &[
     "host",
     "max_downtime",
     "consistency",
+    "from",
+    "snapshots",
 ];
+pub const SCHEDULE_FIELDS: &[&str] = &["every", "keep"];
+pub const FROM_FIELDS: &[&str] = &["stack", "volume", "snapshot", "repository"];
 pub const APP_FIELDS: &[&str] = &[
     "image",
     "host",
@@ -561,6 +566,8 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
             )
         })
         .unwrap_or_default();
+    let from = f.get("from").and_then(|n| volume_from(ctx, n));
+    let snapshots = f.get("snapshots").and_then(|n| schedule(ctx, n));
     Some(Volume {
         name,
         loc: ctx.loc(pos),
@@ -570,6 +577,108 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         host,
         max_downtime_ns,
         consistency,
+        from,
+        snapshots,
+    })
+}
+
+/// `snapshots: { every, keep }`.
+fn schedule(ctx: &mut Ctx, node: &Node) -> Option<SnapshotSchedule> {
+    let f = fields(ctx, node, "`snapshots`", SCHEDULE_FIELDS)?;
+    let example = "like `snapshots: { every: 1h, keep: 24 }`";
+    let every_ns = match f.get("every") {
+        None => {
+            ctx.error_hint(node.pos, "`snapshots` has no `every`", Some(example.into()));
+            None
+        }
+        Some(n) => match duration(ctx, n, "`snapshots.every`")? {
+            ns if ns < 1_000_000_000 => {
+                ctx.error_hint(
+                    n.pos,
+                    "`snapshots.every` is less than a second",
+                    Some("each snapshot copies what changed: like `every: 1h`".into()),
+                );
+                None
+            }
+            ns => Some(ns),
+        },
+    };
+    let keep = match f.get("keep") {
+        None => {
+            ctx.error_hint(node.pos, "`snapshots` has no `keep`", Some(example.into()));
+            None
+        }
+        Some(n) => {
+            let s = string(ctx, n, "`snapshots.keep`")?;
+            match s.parse::<u32>() {
+                Ok(k) if k >= 1 => Some(k),
+                _ => {
+                    ctx.error_hint(
+                        n.pos,
+                        format!(
+                            "`snapshots.keep` must be a whole number of 1 or more, found `{s}`"
+                        ),
+                        Some("how many of the scheduled snapshots to keep, the newest".into()),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    Some(SnapshotSchedule {
+        every_ns: every_ns?,
+        keep: keep?,
+    })
+}
+
+/// `from: { stack, volume, snapshot }`.
+fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
+    let f = fields(ctx, node, "`from`", FROM_FIELDS)?;
+    if let Some(r) = f.get("repository") {
+        ctx.error_hint(
+            r.pos,
+            "`from.repository` is not supported by this version of drover",
+            Some(
+                "seed the volume from a snapshot on a host: `from: { stack, volume, snapshot }`"
+                    .into(),
+            ),
+        );
+        return None;
+    }
+    let need = |ctx: &mut Ctx, key: &str| {
+        let v = f
+            .get(key)
+            .and_then(|n| name_value(ctx, n, &format!("`from.{key}`")));
+        if f.get(key).is_none() {
+            ctx.error_hint(
+                node.pos,
+                format!("`from` has no `{key}`"),
+                Some("`from` names a snapshot of another stack's volume: `from: { stack: blog, volume: pgdata, snapshot: latest }`".into()),
+            );
+        }
+        v
+    };
+    let (stack, volume) = (need(ctx, "stack"), need(ctx, "volume"));
+    let snapshot = match f.get("snapshot") {
+        None => None,
+        Some(n) => {
+            let t = text(ctx, n, "`from.snapshot`")?;
+            let name = t.expose().to_string();
+            if name == "latest" {
+                None
+            } else if let Err(e) = crate::model::check_snapshot_name(&name) {
+                ctx.error_hint(n.pos, e, Some("or `latest`, the newest snapshot".into()));
+                return None;
+            } else {
+                Some(name)
+            }
+        }
+    };
+    Some(VolumeFrom {
+        stack: stack?,
+        volume: volume?,
+        snapshot,
+        loc: ctx.loc(node.pos),
     })
 }
 

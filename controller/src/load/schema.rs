@@ -115,6 +115,33 @@ struct Volume {
     /// `stop` (stopped and started again) or `none` (a live copy).
     #[serde(default)]
     consistency: Option<ConsistencyName>,
+    /// Seeds the volume when it is first made, from a snapshot of another
+    /// stack's volume; never touches a volume that exists.
+    #[serde(default)]
+    from: Option<VolumeFrom>,
+    /// Snapshots `drover controller` takes: `every` (a duration of a
+    /// minute or more), keeping the newest `keep` of them.
+    #[serde(default)]
+    snapshots: Option<SnapshotSchedule>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct VolumeFrom {
+    stack: Name,
+    volume: Name,
+    /// A snapshot's name, or `latest` (the default).
+    #[serde(default)]
+    snapshot: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SnapshotSchedule {
+    every: String,
+    keep: u32,
 }
 
 #[derive(JsonSchema)]

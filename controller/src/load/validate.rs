@@ -55,6 +55,7 @@ pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
     }
     v.host_ports(&stacks);
     v.object_names(&stacks);
+    v.volume_sources(&stacks);
     v.cycles(&stacks);
     Spec {
         hosts,
@@ -70,6 +71,44 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// Every `from:` names a volume of a stack in the directory, not itself.
+    fn volume_sources(&mut self, stacks: &BTreeMap<String, Stack>) {
+        for stack in stacks.values() {
+            for (name, vol) in &stack.volumes {
+                let Some(from) = &vol.from else { continue };
+                let Some(src) = stacks.get(&from.stack.value) else {
+                    let hint = similar(&from.stack.value, stacks.keys().map(String::as_str));
+                    let msg = format!(
+                        "`from` names stack `{}`, which is not in the manifests",
+                        from.stack.value
+                    );
+                    self.error(&from.stack.loc, msg, hint);
+                    continue;
+                };
+                if !src.volumes.contains_key(&from.volume.value) {
+                    let hint = similar(&from.volume.value, src.volumes.keys().map(String::as_str))
+                        .or_else(|| {
+                            Some(format!("stack `{}` has no volumes", src.name))
+                                .filter(|_| src.volumes.is_empty())
+                        });
+                    let msg = format!(
+                        "`from` names volume `{}` of stack `{}`, which has no such volume",
+                        from.volume.value, src.name
+                    );
+                    self.error(&from.volume.loc, msg, hint);
+                    continue;
+                }
+                if src.name == stack.name && &from.volume.value == name {
+                    self.error(
+                        &from.loc,
+                        format!("volume `{name}` cannot be made from itself"),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
     fn error(&mut self, loc: &Loc, message: String, hint: Option<String>) {
         // The source line is attached later from the file cache.
         self.diags

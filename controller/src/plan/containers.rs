@@ -197,6 +197,17 @@ impl<'a> Planner<'a> {
                     "a restore of volume `{}` from `{}` is not finished; `drover volume restore` with that snapshot finishes it",
                     m.source, r.from
                 )),
+                // (One with `from:` is finished by its volume's action.)
+                (_, Some(_))
+                    if self
+                        .desired
+                        .hosts
+                        .get(host)
+                        .and_then(|h| h.volumes.get(&m.source))
+                        .is_some_and(|v| v.from.is_some()) =>
+                {
+                    None
+                }
                 (_, Some(r)) => Some(format!(
                     "volume `{}` is being cloned from `{}` and is not complete; `drover volume clone` again finishes it",
                     m.source, r.from

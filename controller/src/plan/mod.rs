@@ -29,7 +29,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::contract::hostkey::SecretKey;
-use crate::desired::{ContainerSpec, Desired, SECRET_DIGEST};
+use crate::desired::{ContainerSpec, Desired, VolumeSpec, SECRET_DIGEST};
 use crate::model::names;
 use crate::observed::{
     ContainerState, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost, ObservedVolume,

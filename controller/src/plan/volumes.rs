@@ -18,6 +18,40 @@ impl<'a> Planner<'a> {
             .insert((stack.to_string(), volume.to_string()));
     }
 
+    /// Where a volume with `from:` is made from (`blog/pgdata@NAME on
+    /// `node-a``), or the located error that keeps it from being made.
+    pub(super) fn seed_of(&self, v: &VolumeSpec) -> Result<Option<String>, String> {
+        let Some(seed) = &v.from else {
+            return Ok(None);
+        };
+        let wanted = match &seed.snapshot {
+            Some(n) => format!("snapshot `{n}`"),
+            None => "snapshot".to_string(),
+        };
+        match self.observed.find_snapshot(&seed.stack, &seed.volume, seed.snapshot.as_deref()) {
+            Some((h, o)) => Ok(Some(format!(
+                "{}/{}@{} on `{h}`",
+                seed.stack,
+                seed.volume,
+                o.snapshot.as_ref().map_or("", |s| s.name.as_str())
+            ))),
+            None if !self.unreadable.is_empty() => Err(format!(
+                "{}: volume `{}` is to be made from a {wanted} of `{}/{}`; none was found on the hosts that could be read, and some could not: it is not made empty",
+                seed.at, v.name, seed.stack, seed.volume
+            )),
+            None => Err(format!(
+                "{}: volume `{}` is to be made from a {wanted} of `{}/{}`, and there is none: take one with `drover volume snapshot {}/{}`{}",
+                seed.at,
+                v.name,
+                seed.stack,
+                seed.volume,
+                seed.stack,
+                seed.volume,
+                seed.snapshot.as_ref().map_or(String::new(), |n| format!(" --name {n}"))
+            )),
+        }
+    }
+
     pub(super) fn volumes(&mut self) {
         // (stack, app) -> the first move that carries the app's volumes.
         let mut moving_apps: HashMap<(String, String), String> = HashMap::new();
@@ -70,7 +104,37 @@ impl<'a> Planner<'a> {
                         ));
                         continue;
                     }
-                    Authority::On(h) if &h == host => continue,
+                    Authority::On(h) if &h == host => {
+                        // A seed from a snapshot that was interrupted is
+                        // finished before its apps start.
+                        let seeding = self.readable[host.as_str()]
+                            .seeding
+                            .iter()
+                            .any(|s| s.volume == v.name);
+                        if seeding && v.from.is_some() {
+                            match self.seed_of(v) {
+                                Ok(from) => {
+                                    self.push(Action {
+                                        id: action_id(host, Kind::Volume, &v.name),
+                                        host: host.clone(),
+                                        kind: Kind::Volume,
+                                        action: Verb::Create,
+                                        stack: v.stack.clone(),
+                                        name: v.name.clone(),
+                                        reason: format!(
+                                            "an interrupted copy from {} is finished",
+                                            from.unwrap_or_default()
+                                        ),
+                                        after: Vec::new(),
+                                        relocation: None,
+                                        wave: 0,
+                                    });
+                                }
+                                Err(e) => self.block_volume(&v.stack, &v.volume, e),
+                            }
+                        }
+                        continue;
+                    }
                     // Even where the spec wants one of them: a copy the
                     // app never ran on must not be taken on a guess.
                     Authority::Tied(hosts) => {
@@ -125,6 +189,16 @@ impl<'a> Planner<'a> {
                                 v.name
                             ));
                         } else if copies.is_empty() {
+                            let reason = match self.seed_of(v) {
+                                Ok(None) => "volume does not exist".to_string(),
+                                Ok(Some(from)) => {
+                                    format!("volume does not exist; made from {from}")
+                                }
+                                Err(e) => {
+                                    self.block_volume(&v.stack, &v.volume, e);
+                                    continue;
+                                }
+                            };
                             self.push(Action {
                                 id: action_id(host, Kind::Volume, &v.name),
                                 host: host.clone(),
@@ -132,7 +206,7 @@ impl<'a> Planner<'a> {
                                 action: Verb::Create,
                                 stack: v.stack.clone(),
                                 name: v.name.clone(),
-                                reason: "volume does not exist".into(),
+                                reason,
                                 after: Vec::new(),
                                 relocation: None,
                                 wave: 0,

@@ -232,6 +232,9 @@ pub struct Helpers<'a> {
     dst_name: String,
     stack: String,
     image: String,
+    /// Both volumes are on one host: the target's helper mounts the source
+    /// too and copies in place.
+    local: bool,
     /// `address:port` of the target helper while the direct path works.
     direct: std::sync::Mutex<Option<String>>,
 }
@@ -251,6 +254,7 @@ impl<'a> Helpers<'a> {
             dst_name: helper_name(dst_volume),
             stack: stack.to_string(),
             image: image.to_string(),
+            local: Arc::ptr_eq(&cp.src, &cp.dst) && src_volume != dst_volume,
             direct: std::sync::Mutex::new(None),
         }
     }
@@ -283,6 +287,7 @@ impl<'a> Helpers<'a> {
                 Side::Dst => self.dst_volume.clone(),
             },
             read_only: side == Side::Src,
+            source: (self.local && side == Side::Dst).then(|| self.src_volume.clone()),
             labels: crate::contract::internal_labels([(labels::STACK, &self.stack)]),
             cmd: helper_cmd(&["idle", "--seconds", "21600"]),
             network,
@@ -294,7 +299,7 @@ impl<'a> Helpers<'a> {
         let addr = self.cp.target_address.as_str();
         let loopback =
             addr.is_empty() || addr == "localhost" || addr.starts_with("127.") || addr == "::1";
-        let direct = self.cp.direct && !loopback;
+        let direct = self.cp.direct && !loopback && !self.local;
         for side in [Side::Src, Side::Dst] {
             let (api, name) = (self.api(side), self.name(side));
             api.remove_container(name)
@@ -418,6 +423,9 @@ impl<'a> Helpers<'a> {
         total: u64,
         phase: Phase,
     ) -> Result<(), String> {
+        if self.local {
+            return self.transfer_local(paths, total, phase).await;
+        }
         let paths = Bytes::from(paths.lines);
         let direct = self
             .direct
@@ -434,6 +442,17 @@ impl<'a> Helpers<'a> {
             }
         }
         self.transfer_api(paths, total, phase).await
+    }
+
+    /// On one host: the target's helper reads the source volume itself.
+    pub(super) async fn transfer_local(
+        &self,
+        paths: PathList,
+        total: u64,
+        phase: Phase,
+    ) -> Result<(), String> {
+        let out = self.run(Side::Dst, &["copy-in"], paths.lines).await?;
+        self.unpacked(&out, phase, total, "local")
     }
 
     /// The direct path: the target helper listens on a published port, the
