@@ -400,6 +400,16 @@ apps:
         "staging"
     );
 
+    // Moving the volume leaves its snapshots where they are (copies), and
+    // the list says where each is.
+    f.write("stack.yaml", &appender("snapp", "node-b", ""));
+    f.reconcile();
+    assert!(running(&f.hosts[1], "snapp-app"));
+    let listed = snapshots_json(&f);
+    assert!(listed
+        .iter()
+        .any(|s| s["name"] == "nightly" && s["host"] == "node-a"));
+
     // A `from:` naming what is not in the manifests is a located error.
     f.write(
         "staging.yaml",
@@ -461,4 +471,158 @@ fn the_controller_takes_scheduled_snapshots_and_keeps_only_the_newest() {
         "{health}"
     );
     assert!(running(&f.hosts[0], "snapt-app") && !paused(&f.hosts[0], "snapt-app"));
+}
+
+#[test]
+fn a_restore_interrupted_midway_is_finished_by_the_next_reconcile_and_its_app_waits() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapi"]);
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: snapi
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: node-a
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    stop_grace_period: 1s
+"
+        ),
+    );
+    f.reconcile();
+    let a = &f.hosts[0];
+    in_volume(
+        a,
+        "snapi-data",
+        "seq 1 5000 > /d/good && mkdir /d/dir && echo x > /d/dir/x",
+    );
+    assert!(f
+        .drover(&["volume", "snapshot", "snapi/data", "--name", "good"])
+        .status
+        .success());
+    let good = full_listing(a, "snapi-data.good");
+    in_volume(a, "snapi-data", "rm -r /d/dir && echo bad > /d/good");
+    let o = f.drover_with(
+        &["volume", "restore", "snapi/data", "good", "--yes"],
+        &[("DROVER_TEST_ABORT_AT", "restore-copy")],
+    );
+    assert!(!o.status.success());
+    // Half done: the app waits, and says why.
+    assert!(!running(a, "snapi-app"));
+    let o = f.drover(&["reconcile", "--dry-run"]);
+    assert!(
+        stdout(&o).contains("restore of volume `snapi-data`")
+            || stderr(&o).contains("restore of volume `snapi-data`"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(!running(a, "snapi-app"));
+    // The next reconcile finishes it, and only then starts the app.
+    let o = f.drover(&["reconcile"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(full_listing(a, "snapi-data"), good);
+    assert!(running(a, "snapi-app"));
+    assert!(snapshots_json(&f)
+        .iter()
+        .any(|s| s["name"].as_str().unwrap().starts_with("before-restore-")));
+}
+
+#[test]
+fn a_full_disk_mid_snapshot_discards_it_and_the_app_goes_on() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    // node-c: an engine on a small disk of its own, playing `node-b`.
+    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_drover"))
+        .unwrap()
+        .len();
+    let size = format!("{}m", ((2 * bin) >> 20) + 200);
+    host_script_with(
+        "start",
+        "node-c",
+        &[("DROVER_HOST_DATA_SIZE", size.as_ref())],
+    );
+    let disk = "/var/lib/drover-hosts/node-c/data";
+    let filler = format!("{disk}/filler-snapshot");
+    let _ = std::fs::remove_file(&filler);
+    let a = hosts.into_iter().next().unwrap();
+    let c = TestHost {
+        name: "node-b".into(),
+        endpoint: "unix:///tmp/drover-hosts/node-c.sock".into(),
+        address: "10.77.0.13".into(),
+    };
+    let f = Fixture::new(vec![a, c], &["snapf"]);
+    f.write("stack.yaml", &appender("snapf", "node-b", ""));
+    f.reconcile();
+    let c = &f.hosts[1];
+    in_volume(
+        c,
+        "snapf-data",
+        "dd if=/dev/urandom of=/d/blob bs=1M count=48 2>/dev/null",
+    );
+    // A first snapshot brings the helper image; then the disk is filled
+    // to within 16 MiB.
+    assert!(f
+        .drover(&["volume", "snapshot", "snapf/data", "--name", "first"])
+        .status
+        .success());
+    let o = f.drover(&[
+        "volume",
+        "rm",
+        "--host",
+        "node-b",
+        "snapf-data.first",
+        "--yes",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let free = {
+        let o = std::process::Command::new("df")
+            .args(["-B1", "--output=avail", disk])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let o = std::process::Command::new("fallocate")
+        .args(["-l", &free.saturating_sub(16 << 20).to_string(), &filler])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = full_listing(c, "snapf-data");
+    let o = f.drover(&["volume", "snapshot", "snapf/data", "--name", "full"]);
+    let _ = std::fs::remove_file(&filler);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("No space left on device") && stderr(&o).contains("discarded"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(snapshots_json(&f).is_empty(), "the snapshot was discarded");
+    assert!(inspect(c, "snapf-data.full", "{{.Name}}").is_none());
+    assert!(running(c, "snapf-app") && !paused(c, "snapf-app"));
+    // (The app appends while the listing is made: compare all but the log.)
+    let strip = |l: String| {
+        l.lines()
+            .filter(|x| !x.contains("./log") && !x.contains("./ack"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(full_listing(c, "snapf-data")), strip(before));
+    // With space again, it works.
+    let o = f.drover(&["volume", "snapshot", "snapf/data", "--name", "full"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -575,6 +575,7 @@ async fn finish(
         }
     }
     let reason = format!("restore of `{}/{}`", v.stack, v.volume);
+    crate::relocate::test_checkpoint("restore-copy");
     let copied = copy_consistent(
         on,
         on,

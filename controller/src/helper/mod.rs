@@ -150,7 +150,8 @@ pub fn scan_only(
 }
 
 /// Reads escaped paths, one per line, and writes them as a stream. A path
-/// gone since it was listed is left out (the next pass sees it gone). A file
+/// gone (or a file renamed) since it was listed is left out (the next pass
+/// sees it gone). A file
 /// that shrinks while read is padded to its listed size; its changed ctime
 /// makes the next scan send it again.
 pub fn pack(
@@ -195,6 +196,18 @@ pub fn pack(
                 }
             )));
         }
+        // Opened before anything of it is written: a file renamed or
+        // removed since it was listed is left out like one gone earlier.
+        let linked = before.nlink > 1 && sent_as.contains_key(&before.ino);
+        let file = if before.kind == EntryKind::File && !linked {
+            match dir.at(&rel, &path).and_then(|at| at.open_file()) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
         if before.kind == EntryKind::File && before.nlink > 1 {
             if let Some(first) = sent_as.get(&before.ino) {
                 let mut link = before.clone();
@@ -209,11 +222,10 @@ pub fn pack(
         serde_json::to_writer(&mut w, &before).map_err(io::Error::other)?;
         w.write_all(b"\n")?;
         count += 1;
-        if before.kind != EntryKind::File {
+        let Some(mut f) = file else {
             continue;
-        }
+        };
         let read_at = scan::now_ns();
-        let mut f = dir.at(&rel, &path)?.open_file()?;
         let mut h = blake3::Hasher::new();
         let mut left = before.size;
         let mut short = false;

@@ -297,7 +297,8 @@ pub fn scan(
 /// app writes the volume now, nor since the previous scan with `stopped`:
 /// hashes that scan took are lent whenever the file is unchanged. Nothing
 /// under `root` is followed through a symlink; an unreadable entry is an
-/// error, never skipped. Memory grows with the names of one folder, not
+/// error, never skipped (one that is gone by the time it is read is left
+/// out: it is no longer there to copy). Memory grows with the names of one folder, not
 /// with the entries.
 pub fn walk(
     root: &Path,
@@ -307,16 +308,31 @@ pub fn walk(
     each: &mut dyn FnMut(Entry, Option<Entry>) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut todo: Vec<Vec<u8>> = vec![Vec::new()];
+    // An entry gone since its folder was read (an app at work) is left out,
+    // as if it had gone before: the next pass sees it gone. Only the root
+    // must be there.
+    let gone = |e: &io::Error, rel: &[u8]| e.kind() == io::ErrorKind::NotFound && !rel.is_empty();
     while let Some(rel) = todo.pop() {
-        let mut entry = entry_of(root, &rel)?;
+        let mut entry = match entry_of(root, &rel) {
+            Ok(e) => e,
+            Err(e) if gone(&e, &rel) => continue,
+            Err(e) => return Err(e),
+        };
         let path = full_path(root, &rel);
         let mut before = None;
         match entry.kind {
             EntryKind::Dir => {
-                let mut names: Vec<Vec<u8>> = std::fs::read_dir(&path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?
-                    .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
-                    .collect::<io::Result<_>>()?;
+                let listed = std::fs::read_dir(&path).and_then(|d| {
+                    d.map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+                        .collect::<io::Result<Vec<_>>>()
+                });
+                let mut names = match listed {
+                    Ok(n) => n,
+                    Err(e) if gone(&e, &rel) => continue,
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+                    }
+                };
                 names.sort();
                 for name in names.into_iter().rev() {
                     let mut child = rel.clone();
@@ -329,7 +345,10 @@ pub fn walk(
             }
             EntryKind::File => {
                 before = previous(&entry.path);
-                fill_hash(&mut entry, &path, before.as_ref(), hash, stopped)?;
+                match fill_hash(&mut entry, &path, before.as_ref(), hash, stopped) {
+                    Err(e) if gone(&e, &rel) => continue,
+                    r => r?,
+                }
             }
             // A socket is an endpoint of a running program, not data: it
             // is left out (as tar does), and the app makes it anew.
@@ -392,13 +411,11 @@ pub fn entries_at(
         match entry.kind {
             EntryKind::File => {
                 let before = previous(&entry.path);
-                fill_hash(
-                    &mut entry,
-                    &full_path(root, &rel),
-                    before.as_ref(),
-                    hash,
-                    stopped,
-                )?;
+                let path = full_path(root, &rel);
+                match fill_hash(&mut entry, &path, before.as_ref(), hash, stopped) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    r => r?,
+                }
             }
             EntryKind::Socket => continue,
             _ => {}
