@@ -78,42 +78,15 @@ apps:
 }
 
 /// The space left on the file system holding `path`, in bytes.
-fn available(path: &str) -> u64 {
-    let o = std::process::Command::new("df")
-        .args(["--output=avail", "-B1", path])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .nth(1)
-        .and_then(|l| l.trim().parse().ok())
-        .expect("df prints the space left")
-}
-
 #[test]
 fn a_target_disk_that_fills_up_mid_move_leaves_the_app_and_its_data_on_the_source() {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
-    // node-c: an engine on a small disk of its own, playing `node-b`.
-    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_drover"))
-        .unwrap()
-        .len();
-    let size = format!("{}m", ((2 * bin) >> 20) + 200);
-    host_script_with(
-        "start",
-        "node-c",
-        &[("DROVER_HOST_DATA_SIZE", size.as_ref())],
-    );
-    let disk = "/var/lib/drover-hosts/node-c/data";
+    let (c, disk) = small_disk_host();
     let filler = format!("{disk}/filler");
     let _ = std::fs::remove_file(&filler);
     let a = hosts.into_iter().next().unwrap();
-    let c = TestHost {
-        name: "node-b".into(),
-        endpoint: "unix:///tmp/drover-hosts/node-c.sock".into(),
-        address: "10.77.0.13".into(),
-    };
     let name = "fault-full";
     let f = Fixture::new(vec![a, c], &[name]);
     let stack = |tiny: &str, bulk: &str| {
@@ -154,12 +127,7 @@ apps:
     // filled to within 16 MiB.
     f.write("stack.yaml", &stack("node-b", "node-a"));
     f.reconcile();
-    let fill = available(disk).saturating_sub(16 << 20);
-    let o = std::process::Command::new("fallocate")
-        .args(["-l", &fill.to_string(), &filler])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    fill_disk(disk, &filler, 16 << 20);
 
     f.write("stack.yaml", &stack("node-b", "node-b"));
     let o = f.drover(&["reconcile"]);

@@ -31,6 +31,26 @@ apps:
     )
 }
 
+/// A stack `name` whose app on node-a mounts `data` and only waits, with
+/// `extra` lines for the app.
+fn sleeper(name: &str, extra: &str) -> String {
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: node-a
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    stop_grace_period: 1s
+{extra}"
+    )
+}
+
 /// A listing with times: path, kind, mode, owner, size, mtime, hash or
 /// link target, of every entry.
 fn full_listing(host: &TestHost, volume: &str) -> String {
@@ -140,29 +160,13 @@ fn a_restore_and_a_clone_are_byte_identical_to_their_snapshot_and_lose_nothing()
         return;
     };
     let f = Fixture::new(hosts, &["snapr", "snapc"]);
+    let other = "---\nkind: Stack\nname: snapc\nvolumes:\n  data: { host: node-b }\n";
     f.write(
         "stack.yaml",
-        &format!(
-            "kind: Stack
-name: snapr
-volumes:
-  data: {{}}
-apps:
-  app:
-    image: {IMAGE}
-    host: node-a
-    pull: never
-    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
-    volumes: ['data:/data']
-    healthcheck: {{ test: ['CMD', 'true'], interval: 1s }}
-    stop_grace_period: 1s
----
-kind: Stack
-name: snapc
-volumes:
-  data: {{ host: node-b }}
-"
-        ),
+        &(sleeper(
+            "snapr",
+            "    healthcheck: { test: ['CMD', 'true'], interval: 1s }\n",
+        ) + other),
     );
     f.reconcile();
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
@@ -479,24 +483,7 @@ fn a_restore_interrupted_midway_is_finished_by_the_next_reconcile_and_its_app_wa
         return;
     };
     let f = Fixture::new(hosts, &["snapi"]);
-    f.write(
-        "stack.yaml",
-        &format!(
-            "kind: Stack
-name: snapi
-volumes:
-  data: {{}}
-apps:
-  app:
-    image: {IMAGE}
-    host: node-a
-    pull: never
-    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
-    volumes: ['data:/data']
-    stop_grace_period: 1s
-"
-        ),
-    );
+    f.write("stack.yaml", &sleeper("snapi", ""));
     f.reconcile();
     let a = &f.hosts[0];
     in_volume(
@@ -541,25 +528,10 @@ fn a_full_disk_mid_snapshot_discards_it_and_the_app_goes_on() {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
-    // node-c: an engine on a small disk of its own, playing `node-b`.
-    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_drover"))
-        .unwrap()
-        .len();
-    let size = format!("{}m", ((2 * bin) >> 20) + 200);
-    host_script_with(
-        "start",
-        "node-c",
-        &[("DROVER_HOST_DATA_SIZE", size.as_ref())],
-    );
-    let disk = "/var/lib/drover-hosts/node-c/data";
+    let (c, disk) = small_disk_host();
     let filler = format!("{disk}/filler-snapshot");
     let _ = std::fs::remove_file(&filler);
     let a = hosts.into_iter().next().unwrap();
-    let c = TestHost {
-        name: "node-b".into(),
-        endpoint: "unix:///tmp/drover-hosts/node-c.sock".into(),
-        address: "10.77.0.13".into(),
-    };
     let f = Fixture::new(vec![a, c], &["snapf"]);
     f.write("stack.yaml", &appender("snapf", "node-b", ""));
     f.reconcile();
@@ -584,24 +556,7 @@ fn a_full_disk_mid_snapshot_discards_it_and_the_app_goes_on() {
         "--yes",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let free = {
-        let o = std::process::Command::new("df")
-            .args(["-B1", "--output=avail", disk])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
-    let o = std::process::Command::new("fallocate")
-        .args(["-l", &free.saturating_sub(16 << 20).to_string(), &filler])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    fill_disk(disk, &filler, 16 << 20);
     let before = full_listing(c, "snapf-data");
     let o = f.drover(&["volume", "snapshot", "snapf/data", "--name", "full"]);
     let _ = std::fs::remove_file(&filler);

@@ -506,3 +506,48 @@ pub fn host_script_output(what: &str, name: &str, env: &[(&str, &std::ffi::OsStr
     }
     c.output().unwrap()
 }
+
+/// node-c: an engine on a small disk of its own (room for the helper image
+/// and about 200 MiB), started for a test, playing `node-b`; and the path
+/// of its disk.
+pub fn small_disk_host() -> (TestHost, &'static str) {
+    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_drover"))
+        .unwrap()
+        .len();
+    let size = format!("{}m", ((2 * bin) >> 20) + 200);
+    host_script_with(
+        "start",
+        "node-c",
+        &[("DROVER_HOST_DATA_SIZE", size.as_ref())],
+    );
+    let c = TestHost {
+        name: "node-b".into(),
+        endpoint: "unix:///tmp/drover-hosts/node-c.sock".into(),
+        address: "10.77.0.13".into(),
+    };
+    (c, "/var/lib/drover-hosts/node-c/data")
+}
+
+/// The bytes left on the file system of `path`.
+pub fn available(path: &str) -> u64 {
+    let o = Command::new("df")
+        .args(["--output=avail", "-B1", path])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the space left")
+}
+
+/// Fills the file system of `disk` with the file `filler` to within
+/// `left` bytes.
+pub fn fill_disk(disk: &str, filler: &str, left: u64) {
+    let fill = available(disk).saturating_sub(left);
+    let o = Command::new("fallocate")
+        .args(["-l", &fill.to_string(), filler])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -23,7 +23,7 @@ use crate::contract::{labels, names};
 use crate::data::clock;
 use crate::desired::VolumeSpec;
 use crate::docker::{DockerApi, RecordSpec};
-use crate::observed::{ContainerState, Health, ObservedHost, RecordObject, RecordRef};
+use crate::observed::{ContainerState, ObservedHost, RecordObject, RecordRef};
 use crate::relocate::{Copier, ProgressFn};
 
 pub use crate::model::Consistency;
@@ -641,26 +641,13 @@ async fn wait_ready(
     name: &str,
     opts: &CopyOptions,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + opts.ready_timeout;
-    loop {
-        let s = api.container_status(name).await.map_err(engine)?;
-        let ready = s.as_ref().is_some_and(|s| {
-            s.state == ContainerState::Running && s.health.is_none_or(|h| h == Health::Healthy)
-        });
-        if ready {
-            return Ok(());
-        }
-        let gone = s.as_ref().is_none_or(|s| {
-            matches!(s.state, ContainerState::Exited | ContainerState::Dead)
-                || s.health == Some(Health::Unhealthy)
-        });
-        if gone || Instant::now() >= deadline {
-            return Err(format!(
-                "container `{name}` did not become ready after the restore (it is {}); the data is restored",
-                crate::docker::describe_status(s.as_ref())
-            ));
-        }
-        tokio::time::sleep(opts.poll).await;
+    use crate::relocate::Unready;
+    match crate::relocate::wait_until_ready(api, name, opts.ready_timeout, opts.poll).await {
+        Ok(()) => Ok(()),
+        Err(Unready::Engine(e)) => Err(e),
+        Err(Unready::Is(state)) => Err(format!(
+            "container `{name}` did not become ready after the restore (it is {state}); the data is restored"
+        )),
     }
 }
 

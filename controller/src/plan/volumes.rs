@@ -18,6 +18,21 @@ impl<'a> Planner<'a> {
             .insert((stack.to_string(), volume.to_string()));
     }
 
+    fn create_volume(&mut self, host: &str, v: &VolumeSpec, reason: String) {
+        self.push(Action {
+            id: action_id(host, Kind::Volume, &v.name),
+            host: host.to_string(),
+            kind: Kind::Volume,
+            action: Verb::Create,
+            stack: v.stack.clone(),
+            name: v.name.clone(),
+            reason,
+            after: Vec::new(),
+            relocation: None,
+            wave: 0,
+        });
+    }
+
     /// Where a volume with `from:` is made from (`blog/pgdata@NAME on
     /// `node-a``), or the located error that keeps it from being made.
     pub(super) fn seed_of(&self, v: &VolumeSpec) -> Result<Option<String>, String> {
@@ -114,21 +129,11 @@ impl<'a> Planner<'a> {
                         if seeding && v.from.is_some() {
                             match self.seed_of(v) {
                                 Ok(from) => {
-                                    self.push(Action {
-                                        id: action_id(host, Kind::Volume, &v.name),
-                                        host: host.clone(),
-                                        kind: Kind::Volume,
-                                        action: Verb::Create,
-                                        stack: v.stack.clone(),
-                                        name: v.name.clone(),
-                                        reason: format!(
-                                            "an interrupted copy from {} is finished",
-                                            from.unwrap_or_default()
-                                        ),
-                                        after: Vec::new(),
-                                        relocation: None,
-                                        wave: 0,
-                                    });
+                                    let why = format!(
+                                        "an interrupted copy from {} is finished",
+                                        from.unwrap_or_default()
+                                    );
+                                    self.create_volume(host, v, why);
                                 }
                                 Err(e) => self.block_volume(&v.stack, &v.volume, e),
                             }
@@ -199,18 +204,7 @@ impl<'a> Planner<'a> {
                                     continue;
                                 }
                             };
-                            self.push(Action {
-                                id: action_id(host, Kind::Volume, &v.name),
-                                host: host.clone(),
-                                kind: Kind::Volume,
-                                action: Verb::Create,
-                                stack: v.stack.clone(),
-                                name: v.name.clone(),
-                                reason,
-                                after: Vec::new(),
-                                relocation: None,
-                                wave: 0,
-                            });
+                            self.create_volume(host, v, reason);
                         } else {
                             self.block_volume(&v.stack, &v.volume, format!(
                                 "volume `{}` on `{host}` is an unfinished copy from an interrupted move and no current copy is left; drover will not use it as current data",

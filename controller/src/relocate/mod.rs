@@ -849,37 +849,63 @@ impl Move {
 
     /// Running, and healthy when the container has a healthcheck.
     async fn wait_ready(&self, c: &ContainerSpec) -> Result<(), String> {
-        let deadline = Instant::now() + self.opts.ready_timeout;
-        loop {
-            let s = self
-                .cp
-                .dst
-                .container_status(&c.name)
-                .await
-                .map_err(|e| e.to_string())?;
-            let ready = s.as_ref().is_some_and(|s| {
-                s.state == ContainerState::Running
-                    && (s.health.is_none() || s.health == Some(Health::Healthy))
-            });
-            if ready {
-                return Ok(());
-            }
-            // Docker calls a container unhealthy only after its retries.
-            let gone = s.as_ref().is_none_or(|s| {
-                matches!(s.state, ContainerState::Exited | ContainerState::Dead)
-                    || s.health == Some(Health::Unhealthy)
-            });
-            if gone || Instant::now() >= deadline {
-                let state = crate::docker::describe_status(s.as_ref());
-                return Err(format!(
-                    "app `{}` did not become ready on `{}` (it is {state}); the move was rolled back and it runs on `{}` again",
-                    c.app,
-                    self.to(),
-                    self.from()
-                ));
-            }
-            tokio::time::sleep(self.opts.poll).await;
+        let ready = wait_until_ready(
+            &self.cp.dst,
+            &c.name,
+            self.opts.ready_timeout,
+            self.opts.poll,
+        );
+        match ready.await {
+            Ok(()) => Ok(()),
+            Err(Unready::Engine(e)) => Err(e),
+            Err(Unready::Is(state)) => Err(format!(
+                "app `{}` did not become ready on `{}` (it is {state}); the move was rolled back and it runs on `{}` again",
+                c.app,
+                self.to(),
+                self.from()
+            )),
         }
+    }
+}
+
+/// Why a container did not become ready.
+pub enum Unready {
+    /// Its engine failed.
+    Engine(String),
+    /// It is this (its state described), or was when time ran out.
+    Is(String),
+}
+
+/// Waits until the container `name` runs, and is healthy when it has a
+/// healthcheck; gives up at once when it exited or is unhealthy (Docker
+/// calls it so only after its retries), else after `timeout`.
+pub async fn wait_until_ready(
+    api: &Arc<dyn DockerApi>,
+    name: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<(), Unready> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = api
+            .container_status(name)
+            .await
+            .map_err(|e| Unready::Engine(e.to_string()))?;
+        let ready = s.as_ref().is_some_and(|s| {
+            s.state == ContainerState::Running
+                && (s.health.is_none() || s.health == Some(Health::Healthy))
+        });
+        if ready {
+            return Ok(());
+        }
+        let gone = s.as_ref().is_none_or(|s| {
+            matches!(s.state, ContainerState::Exited | ContainerState::Dead)
+                || s.health == Some(Health::Unhealthy)
+        });
+        if gone || Instant::now() >= deadline {
+            return Err(Unready::Is(crate::docker::describe_status(s.as_ref())));
+        }
+        tokio::time::sleep(poll).await;
     }
 }
 
