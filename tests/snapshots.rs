@@ -341,6 +341,22 @@ fn bad_snapshot_requests_are_named_and_change_nothing() {
     }
     assert!(snapshots_json(&f).is_empty());
     assert!(running(&f.hosts[0], "snapb-app") && !paused(&f.hosts[0], "snapb-app"));
+    // A volume whose app the manifests now place on another host is not
+    // restored or snapshotted where it is, nor where it is not yet.
+    f.write("stack.yaml", &appender("snapb", "node-b", ""));
+    for args in [
+        &["volume", "restore", "snapb/data", "any", "--yes"][..],
+        &["volume", "snapshot", "snapb/data"][..],
+    ] {
+        let o = f.drover(args);
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("is on `node-a` and the manifests place it on `node-b`"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert!(running(&f.hosts[0], "snapb-app"));
     assert!(inspect(&f.hosts[1], "snapb-copy", "{{.Name}}").is_none());
 }
 

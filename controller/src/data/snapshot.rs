@@ -176,7 +176,14 @@ async fn hold_for<T>(
     let started = Instant::now();
     if consistency != Consistency::None {
         for (name, grace) in &writers.containers {
-            let status = api.container_status(name).await.map_err(engine)?;
+            // (An error here still lets go of those held before it.)
+            let status = match api.container_status(name).await {
+                Ok(s) => s,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            };
             if !status.is_some_and(|s| s.state == ContainerState::Running) {
                 continue;
             }
@@ -931,4 +938,194 @@ pub async fn recover(
         changed = true;
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::fake::FakeDocker;
+
+    /// Host `a` with a disk, the stack `m`'s volume holding two files and
+    /// its app running.
+    struct Host {
+        _disk: tempfile::TempDir,
+        api: Arc<FakeDocker>,
+        v: VolumeSpec,
+        writers: Writers,
+    }
+
+    async fn host() -> Host {
+        let disk = tempfile::tempdir().unwrap();
+        let d = crate::testing::desired_on_two_hosts(
+            "kind: Stack\nname: m\nvolumes: { data: {} }\napps:\n  app: { image: img, host: a, volumes: ['data:/data'] }\n",
+        );
+        let api = Arc::new(FakeDocker::with_disk(
+            "a",
+            ObservedHost::default(),
+            disk.path(),
+        ));
+        let v = d.hosts["a"].volumes["m-data"].clone();
+        api.create_volume(&v).await.unwrap();
+        let app = &d.hosts["a"].containers["m-app"];
+        api.create_container(app).await.unwrap();
+        api.start_container(&app.name).await.unwrap();
+        let data = api.volume_path("m-data");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::write(data.join("a.txt"), "one\n").unwrap();
+        std::fs::write(data.join("sub/b.bin"), vec![9u8; 100_000]).unwrap();
+        Host {
+            _disk: disk,
+            api,
+            v,
+            writers: Writers {
+                containers: BTreeMap::from([("m-app".to_string(), Duration::from_secs(1))]),
+            },
+        }
+    }
+
+    impl Host {
+        fn on(&self) -> On {
+            On {
+                api: Arc::clone(&self.api) as Arc<dyn DockerApi>,
+                address: String::new(),
+            }
+        }
+
+        fn opts() -> CopyOptions {
+            CopyOptions {
+                direct: false,
+                progress: Arc::new(|_| {}),
+                ready_timeout: Duration::from_secs(5),
+                poll: Duration::from_millis(20),
+            }
+        }
+
+        async fn snapshot(&self, name: &str) -> Result<Taken, String> {
+            let req = Request {
+                name: Some(name.into()),
+                ..Request::default()
+            };
+            let state = self.api.observe().await.unwrap();
+            take(
+                &self.on(),
+                &state,
+                &self.v,
+                &self.writers,
+                &req,
+                &Host::opts(),
+            )
+            .await
+        }
+
+        fn read(&self, volume: &str, file: &str) -> Option<Vec<u8>> {
+            std::fs::read(self.api.volume_path(volume).join(file)).ok()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_freezes_the_app_only_for_its_last_pass_and_matches_the_volume() {
+        let h = host().await;
+        let t = h.snapshot("s1").await.unwrap();
+        assert_eq!(t.volume, "m-data.s1");
+        assert_eq!(t.copied.files, 4, "the root, a folder and two files");
+        assert!(t.copied.held.is_some());
+        for f in ["a.txt", "sub/b.bin"] {
+            assert_eq!(h.read("m-data.s1", f), h.read("m-data", f));
+        }
+        let calls = h.api.calls();
+        let at = |c: &str| {
+            calls
+                .iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("no `{c}` in {calls:?}"))
+        };
+        let (freeze, pause, unpause) = (
+            at("record drover-freeze-m-app"),
+            at("pause m-app"),
+            at("unpause m-app"),
+        );
+        assert!(freeze < pause && pause < unpause);
+        // Copied by content before the freeze, so only the check is left
+        // for it: no file is sent while the app is paused.
+        assert!(
+            calls[pause..unpause].iter().all(|c| !c.contains("copy-in")),
+            "{calls:?}"
+        );
+        let state = h.api.state();
+        assert!(state.frozen.is_empty(), "the freeze record is gone");
+        let s = state
+            .volumes
+            .iter()
+            .find(|v| v.name == "m-data.s1")
+            .unwrap();
+        assert!(s.snapshot.as_ref().is_some_and(|s| s.complete()));
+        assert_eq!(
+            state
+                .containers
+                .iter()
+                .find(|c| c.name == "m-app")
+                .unwrap()
+                .state,
+            ContainerState::Running
+        );
+        // The name is taken now.
+        assert!(h.snapshot("s1").await.unwrap_err().contains("exists"));
+    }
+
+    #[tokio::test]
+    async fn a_restore_keeps_what_it_replaces_and_starts_the_app_again() {
+        let h = host().await;
+        h.snapshot("good").await.unwrap();
+        let data = h.api.volume_path("m-data");
+        std::fs::write(data.join("a.txt"), "bad\n").unwrap();
+        std::fs::remove_dir_all(data.join("sub")).unwrap();
+        let state = h.api.observe().await.unwrap();
+        let done = restore(&h.on(), &state, &h.v, &h.writers, "good", &Host::opts())
+            .await
+            .unwrap();
+        assert_eq!(h.read("m-data", "a.txt").unwrap(), b"one\n");
+        assert_eq!(h.read("m-data", "sub/b.bin").unwrap().len(), 100_000);
+        let before = format!("m-data.{}", done.before);
+        assert_eq!(h.read(&before, "a.txt").unwrap(), b"bad\n");
+        assert!(h.read(&before, "sub/b.bin").is_none());
+        assert_eq!(done.started, ["m-app"]);
+        let state = h.api.state();
+        assert!(state.restores.is_empty(), "the restore's record is gone");
+        assert_eq!(
+            state
+                .containers
+                .iter()
+                .find(|c| c.name == "m-app")
+                .unwrap()
+                .state,
+            ContainerState::Running
+        );
+    }
+
+    #[tokio::test]
+    async fn an_app_a_dead_drover_left_frozen_is_let_go() {
+        let h = host().await;
+        let rec = note(
+            names::freeze_record("m-app"),
+            [
+                (labels::FROZEN, "m-app".to_string()),
+                (labels::FROZEN_FOR, "a test".to_string()),
+            ],
+        );
+        h.api.create_record(&rec).await.unwrap();
+        h.api.pause_container("m-app").await.unwrap();
+        let state = h.api.observe().await.unwrap();
+        assert_eq!(thaw(h.api.as_ref(), &state).await, ["m-app"]);
+        let state = h.api.state();
+        assert!(state.frozen.is_empty());
+        assert_eq!(
+            state
+                .containers
+                .iter()
+                .find(|c| c.name == "m-app")
+                .unwrap()
+                .state,
+            ContainerState::Running
+        );
+    }
 }

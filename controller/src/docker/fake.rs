@@ -41,8 +41,10 @@ struct State {
     lease_ids: u64,
     /// Where volumes are folders, when the fake has a disk.
     disk: Option<std::path::PathBuf>,
-    /// Helper containers, by name: the volume each mounts.
+    /// Helper containers, by name: the volume each mounts, and the source
+    /// volume it also mounts read-only (a copy on one host).
     helpers: BTreeMap<String, String>,
+    sources: BTreeMap<String, String>,
     /// Exit codes of finished commands, by exec id.
     exits: BTreeMap<String, i64>,
     execs: u64,
@@ -253,7 +255,14 @@ impl DockerApi for FakeDocker {
     async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError> {
         self.call(format!("create-volume {}", v.name)).await?;
         self.with(|s| {
-            s.host.volumes.push(v.as_observed(None, Vec::new()));
+            let mut o = v.as_observed(None, Vec::new());
+            let labels: std::collections::HashMap<String, String> =
+                v.labels.clone().into_iter().collect();
+            o.snapshot = crate::observed::SnapshotInfo::from_labels(&labels, None);
+            if o.snapshot.is_some() {
+                (o.stack, o.volume) = (None, None);
+            }
+            s.host.volumes.push(o);
             if s.records.values().any(|(of, ..)| *of == v.name) {
                 s.refresh_records(&v.name);
             }
@@ -415,6 +424,10 @@ impl DockerApi for FakeDocker {
                 .containers
                 .push(internal(&h.name, &h.image, ContainerState::Running));
             s.helpers.insert(h.name.clone(), h.volume.clone());
+            match &h.source {
+                Some(src) => s.sources.insert(h.name.clone(), src.clone()),
+                None => s.sources.remove(&h.name),
+            };
         });
         // A new helper starts with an empty /tmp: no scan cache.
         if let Some(state) = self.helper_state(&h.name) {
@@ -436,6 +449,26 @@ impl DockerApi for FakeDocker {
                     .extend(crate::observed::Restoring::from_labels(&m.name, &labels));
                 h.seeding
                     .extend(crate::observed::Seeding::from_labels(&m.name, &labels));
+                // A snapshot's record completes it.
+                if let Some(of) = labels.get(crate::contract::labels::SNAPSHOT_RECORD) {
+                    for v in h.volumes.iter_mut().filter(|v| &v.name == of) {
+                        let mine: std::collections::HashMap<String, String> = [
+                            (
+                                crate::contract::labels::SNAPSHOT_OF,
+                                v.snapshot.as_ref().map(|x| x.of.clone()),
+                            ),
+                            (
+                                crate::contract::labels::SNAPSHOT,
+                                v.snapshot.as_ref().map(|x| x.name.clone()),
+                            ),
+                        ]
+                        .into_iter()
+                        .filter_map(|(k, x)| Some((k.to_string(), x?)))
+                        .collect();
+                        v.snapshot =
+                            crate::observed::SnapshotInfo::from_labels(&mine, Some(&labels));
+                    }
+                }
             });
             return Ok(());
         }
@@ -537,10 +570,13 @@ impl DockerApi for FakeDocker {
             format!("{}-exec-{}", self.name, s.execs)
         });
         let root = self.volume_path(&volume);
+        let source = self
+            .with(|s| s.sources.get(container).cloned())
+            .map(|v| self.volume_path(&v));
         let args: Vec<String> = cmd.into_iter().skip(2).collect();
         let done = Arc::clone(&self.state);
         let key = id.clone();
-        let exec = in_process(args, root, state, move |code| {
+        let exec = in_process(args, (root, source), state, move |code| {
             done.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .exits
@@ -587,7 +623,7 @@ fn internal(name: &str, image: &str, state: ContainerState) -> ObservedContainer
 /// its stdout, and `exited` gets its exit code when it ends.
 fn in_process(
     args: Vec<String>,
-    root: std::path::PathBuf,
+    (root, source): (std::path::PathBuf, Option<std::path::PathBuf>),
     state: std::path::PathBuf,
     exited: impl FnOnce(i64) + Send + 'static,
 ) -> std::io::Result<Exec> {
@@ -618,6 +654,16 @@ fn in_process(
             }
             Some("unpack") => crate::helper::unpack(&root, &state, &mut stdin, &mut output),
             Some("delete") => crate::helper::delete(&root, BufReader::new(&mut stdin)),
+            Some("copy-in") => match &source {
+                Some(src) => crate::helper::copy_in(
+                    src,
+                    &root,
+                    &state,
+                    BufReader::new(&mut stdin),
+                    &mut output,
+                ),
+                None => Err(std::io::Error::other("no source volume is mounted")),
+            },
             other => Err(std::io::Error::other(format!(
                 "the fake runs no `{other:?}`"
             ))),

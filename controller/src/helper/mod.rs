@@ -31,9 +31,6 @@ use crate::helper::scan::{entry_of, escape, unchanged, unescape, Entry, EntryKin
 pub const ROOT: &str = "/data";
 /// Where a helper copying on one host sees the source volume (read-only).
 pub const SOURCE: &str = "/source";
-/// Where such a helper keeps the source's record while it packs (a scratch:
-/// the source's own helper keeps the record its scans use).
-const SOURCE_STATE: &str = "/tmp/drover-source-scan.json";
 /// Where a helper keeps its latest scan.
 pub const STATE: &str = "/tmp/drover-scan.json";
 const BUF: usize = 1 << 20;
@@ -514,7 +511,9 @@ pub fn copy_in(
             let mut summary = Vec::new();
             unpack(root, state, r, &mut summary).map(|()| summary)
         });
-        let packed = pack(source, Path::new(SOURCE_STATE), input, &mut w);
+        // The source's record while it packs, beside this helper's own: a
+        // scratch (the source's own helper keeps the record its scans use).
+        let packed = pack(source, &state.with_extension("source.json"), input, &mut w);
         drop(w);
         let unpacked = unpacker
             .join()
