@@ -2,8 +2,8 @@
 # drover's main job on a fresh machine: start two throwaway Docker hosts
 # (network namespaces on this machine, no registry needed), reconcile the
 # guestbook stack across them, change it, and move its data to the other
-# host and back; then run the controller, which heals drift and applies an
-# edit by itself. Needs root and Debian's packages (installed here).
+# host and back; snapshot and restore its data; then run the controller,
+# which heals drift and applies an edit by itself. Needs root and Debian's packages (installed here).
 # The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
@@ -53,6 +53,15 @@ printf '\n# and back to node-a: only what changed since travels\n'
 sed -i '0,/host: node-b/s//host: node-a/' "$dir/guestbook.yaml"
 step drover reconcile "$dir"
 step drover status "$dir"
+
+printf '\n# a consistent snapshot while the store writes (frozen only for its last pass), and a way back\n'
+step drover volume snapshot "$dir" guestbook/entries --name demo
+step drover volume snapshots "$dir"
+kept=$(lines node-a)
+docker -H unix:///tmp/drover-hosts/node-a.sock exec guestbook-store sh -c 'echo oops > /data/book.txt'
+printf '\nthe guestbook lost its lines (%s left); restore the snapshot:\n' "$(lines node-a)"
+step drover volume restore "$dir" guestbook/entries demo --yes
+printf '\nthe guestbook has its %s lines back and goes on: %s lines\n' "$kept" "$(lines node-a)"
 
 printf '\n# the controller does all of this by itself, all the time\n'
 printf '$ drover controller %s --listen 127.0.0.1:9090 &\n' "$dir"
