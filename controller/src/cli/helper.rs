@@ -16,6 +16,9 @@ pub enum HelperCommand {
         /// Only the paths read from stdin (one per line, in scan order), not the whole volume.
         #[arg(long)]
         only: bool,
+        /// The volume at `/source` (a copy on one host), not this one.
+        #[arg(long)]
+        source: bool,
     },
     /// Streams the paths read from stdin to stdout.
     Pack,
@@ -57,13 +60,19 @@ pub fn run(command: HelperCommand) -> ExitCode {
         HelperCommand::Scan {
             hash,
             stopped,
-            only: false,
-        } => helper::scan_out(root, state, hash, stopped, &mut stdout),
-        HelperCommand::Scan {
-            hash,
-            stopped,
-            only: true,
-        } => helper::scan_only(root, state, hash, stopped, stdin, &mut stdout),
+            only,
+            source,
+        } => {
+            let source_state = helper::source_state(state);
+            let (root, state) = match source {
+                true => (Path::new(helper::SOURCE), source_state.as_path()),
+                false => (root, state),
+            };
+            match only {
+                false => helper::scan_out(root, state, hash, stopped, &mut stdout),
+                true => helper::scan_only(root, state, hash, stopped, stdin, &mut stdout),
+            }
+        }
         HelperCommand::Pack => helper::pack(root, state, stdin, &mut stdout),
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),

@@ -1045,6 +1045,12 @@ mod tests {
             at("unpause m-app"),
         );
         assert!(freeze < pause && pause < unpause);
+        // On one host a single helper reads both volumes.
+        assert!(calls.iter().any(|c| c == "helper drover-move-m-data.s1"));
+        assert!(
+            !calls.iter().any(|c| c == "helper drover-move-m-data"),
+            "{calls:?}"
+        );
         // Copied by content before the freeze, so only the check is left
         // for it: no file is sent while the app is paused.
         assert!(

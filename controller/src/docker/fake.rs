@@ -642,6 +642,11 @@ fn in_process(
             Some("scan") => {
                 let flag = |f: &str| args.iter().any(|a| a == f);
                 let (hash, stopped) = (flag("--hash"), flag("--stopped"));
+                let source_state = crate::helper::source_state(&state);
+                let (root, state) = match (&source, flag("--source")) {
+                    (Some(src), true) => (src.clone(), source_state),
+                    _ => (root.clone(), state.clone()),
+                };
                 if flag("--only") {
                     let paths = BufReader::new(&mut stdin);
                     crate::helper::scan_only(&root, &state, hash, stopped, paths, &mut output)

@@ -31,6 +31,12 @@ use crate::helper::scan::{entry_of, escape, unchanged, unescape, Entry, EntryKin
 pub const ROOT: &str = "/data";
 /// Where a helper copying on one host sees the source volume (read-only).
 pub const SOURCE: &str = "/source";
+/// Where a helper copying on one host keeps the record of the source's
+/// files (`scan --source` and `copy-in` share it), beside its own `state`.
+pub fn source_state(state: &Path) -> std::path::PathBuf {
+    state.with_extension("source.json")
+}
+
 /// Where a helper keeps its latest scan.
 pub const STATE: &str = "/tmp/drover-scan.json";
 const BUF: usize = 1 << 20;
@@ -511,9 +517,7 @@ pub fn copy_in(
             let mut summary = Vec::new();
             unpack(root, state, r, &mut summary).map(|()| summary)
         });
-        // The source's record while it packs, beside this helper's own: a
-        // scratch (the source's own helper keeps the record its scans use).
-        let packed = pack(source, &state.with_extension("source.json"), input, &mut w);
+        let packed = pack(source, &source_state(state), input, &mut w);
         drop(w);
         let unpacked = unpacker
             .join()

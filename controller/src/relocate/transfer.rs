@@ -266,10 +266,12 @@ impl<'a> Helpers<'a> {
         }
     }
 
+    /// The helper that acts for a side: on one host the target's helper
+    /// reads the source volume too (mounted at `/source`).
     fn name(&self, side: Side) -> &str {
         match side {
-            Side::Src => &self.src_name,
-            Side::Dst => &self.dst_name,
+            Side::Src if !self.local => &self.src_name,
+            _ => &self.dst_name,
         }
     }
 
@@ -300,7 +302,12 @@ impl<'a> Helpers<'a> {
         let loopback =
             addr.is_empty() || addr == "localhost" || addr.starts_with("127.") || addr == "::1";
         let direct = self.cp.direct && !loopback && !self.local;
-        for side in [Side::Src, Side::Dst] {
+        let sides: &[Side] = if self.local {
+            &[Side::Dst]
+        } else {
+            &[Side::Src, Side::Dst]
+        };
+        for &side in sides {
             let (api, name) = (self.api(side), self.name(side));
             api.remove_container(name)
                 .await
@@ -334,8 +341,9 @@ impl<'a> Helpers<'a> {
     }
 
     pub async fn stop(&self) {
-        for side in [Side::Src, Side::Dst] {
-            let _ = bounded(self.api(side).remove_container(self.name(side))).await;
+        let _ = bounded(self.cp.dst.remove_container(&self.dst_name)).await;
+        if !self.local {
+            let _ = bounded(self.cp.src.remove_container(&self.src_name)).await;
         }
     }
 
@@ -379,6 +387,9 @@ impl<'a> Helpers<'a> {
         }
         if only.is_some() {
             args.push("--only");
+        }
+        if self.local && side == Side::Src {
+            args.push("--source");
         }
         let args = args.as_slice();
         let mut ex = api
