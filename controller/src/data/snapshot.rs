@@ -1017,6 +1017,12 @@ mod tests {
             .await
         }
 
+        fn app_state(&self) -> ContainerState {
+            let state = self.api.state();
+            let app = state.containers.iter().find(|c| c.name == "m-app");
+            app.map_or(ContainerState::Dead, |c| c.state)
+        }
+
         fn read(&self, volume: &str, file: &str) -> Option<Vec<u8>> {
             std::fs::read(self.api.volume_path(volume).join(file)).ok()
         }
@@ -1065,15 +1071,7 @@ mod tests {
             .find(|v| v.name == "m-data.s1")
             .unwrap();
         assert!(s.snapshot.as_ref().is_some_and(|s| s.complete()));
-        assert_eq!(
-            state
-                .containers
-                .iter()
-                .find(|c| c.name == "m-app")
-                .unwrap()
-                .state,
-            ContainerState::Running
-        );
+        assert_eq!(h.app_state(), ContainerState::Running);
         // The name is taken now.
         assert!(h.snapshot("s1").await.unwrap_err().contains("exists"));
     }
@@ -1097,15 +1095,7 @@ mod tests {
         assert_eq!(done.started, ["m-app"]);
         let state = h.api.state();
         assert!(state.restores.is_empty(), "the restore's record is gone");
-        assert_eq!(
-            state
-                .containers
-                .iter()
-                .find(|c| c.name == "m-app")
-                .unwrap()
-                .state,
-            ContainerState::Running
-        );
+        assert_eq!(h.app_state(), ContainerState::Running);
     }
 
     #[tokio::test]
@@ -1124,14 +1114,6 @@ mod tests {
         assert_eq!(thaw(h.api.as_ref(), &state).await, ["m-app"]);
         let state = h.api.state();
         assert!(state.frozen.is_empty());
-        assert_eq!(
-            state
-                .containers
-                .iter()
-                .find(|c| c.name == "m-app")
-                .unwrap()
-                .state,
-            ContainerState::Running
-        );
+        assert_eq!(h.app_state(), ContainerState::Running);
     }
 }
