@@ -574,18 +574,8 @@ impl Step {
             .volume(&seed.stack, &seed.volume)
             .cloned()
             .unwrap_or_else(|| crate::desired::volume_spec(&seed.stack, &seed.volume, &src_host));
-        let address = |h: &str| {
-            self.desired
-                .hosts
-                .get(h)
-                .map(|d| d.address.clone())
-                .unwrap_or_default()
-        };
         let on = |h: &str| -> Result<crate::data::snapshot::On, StepError> {
-            Ok(crate::data::snapshot::On {
-                api: Arc::clone(self.api(h)?),
-                address: address(h),
-            })
+            Ok(crate::data::snapshot::On::of(self.api(h)?, &self.desired))
         };
         let empty = crate::observed::ObservedHost::default();
         let src_state = observed.hosts.get(&src_host).unwrap_or(&empty);

@@ -335,21 +335,29 @@ impl SnapshotInfo {
         record: Option<&std::collections::HashMap<String, String>>,
     ) -> Option<SnapshotInfo> {
         use crate::contract::labels;
-        let get = |m: Option<&std::collections::HashMap<String, String>>, k: &str| {
-            m.and_then(|m| m.get(k)).cloned()
-        };
-        let num = |k: &str| get(record, k).and_then(|v| v.parse().ok());
-        Some(SnapshotInfo {
+        let mut s = SnapshotInfo {
             of: l.get(labels::SNAPSHOT_OF)?.clone(),
             name: l.get(labels::SNAPSHOT)?.clone(),
             revision: l.get(labels::REVISION).cloned(),
-            taken: get(record, labels::TAKEN),
-            bytes: num(labels::BYTES),
-            files: num(labels::FILES),
-            consistency: get(record, labels::CONSISTENCY),
-            held_ms: num(labels::HELD_MS),
             scheduled: l.get(labels::SCHEDULED).is_some_and(|v| v == "true"),
-        })
+            ..SnapshotInfo::default()
+        };
+        if let Some(r) = record {
+            s.complete_with(r);
+        }
+        Some(s)
+    }
+
+    /// What the snapshot's record says: when it was taken, its size, how
+    /// it was held.
+    pub fn complete_with(&mut self, record: &std::collections::HashMap<String, String>) {
+        use crate::contract::labels;
+        let num = |k: &str| record.get(k).and_then(|v| v.parse().ok());
+        self.taken = record.get(labels::TAKEN).cloned();
+        self.bytes = num(labels::BYTES);
+        self.files = num(labels::FILES);
+        self.consistency = record.get(labels::CONSISTENCY).cloned();
+        self.held_ms = num(labels::HELD_MS);
     }
 }
 

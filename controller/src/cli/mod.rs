@@ -251,6 +251,21 @@ fn unreachable_exit(observed: &Observed) -> ExitCode {
     }
 }
 
+/// Asks `question` before a change, unless `--yes`; without a terminal,
+/// refuses with `refusal`.
+fn confirm(yes: bool, question: &str, refusal: &str) -> Result<bool, Failure> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(refusal.to_string().into());
+    }
+    eprint!("{question}? [y/N] ");
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 fn plural(n: usize, word: &str) -> String {
     format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }

@@ -65,7 +65,7 @@ impl Held {
     }
 
     /// A host read under the lease, or why it cannot be used.
-    fn host(&self, host: &str) -> Result<(On, ObservedHost), Failure> {
+    fn host(&self, d: &Desired, host: &str) -> Result<(On, ObservedHost), Failure> {
         let Some(api) = self.conns.engines.get(host) else {
             return Err(match self.conns.unreachable.get(host) {
                 Some(reason) => {
@@ -86,13 +86,7 @@ impl Held {
                 format!("host `{host}` could not be read: {reason}; nothing was done").into(),
             );
         };
-        Ok((
-            On {
-                api: Arc::clone(api),
-                address: String::new(),
-            },
-            state.clone(),
-        ))
+        Ok((On::of(api, d), state.clone()))
     }
 
     /// Apps a drover that stopped left frozen are let go first.
@@ -126,7 +120,7 @@ impl Held {
 /// The host a volume's current copy is on: where the manifests place it,
 /// once it is there.
 fn current_host(held: &Held, d: &Desired, v: &VolumeSpec) -> Result<(On, ObservedHost), Failure> {
-    let (mut on, state) = held.host(&v.host)?;
+    let (on, state) = held.host(d, &v.host)?;
     let here = state.volumes.iter().find(|o| o.name == v.name);
     if !here.is_some_and(drover::plan::may_be_current) {
         let elsewhere = held
@@ -152,35 +146,11 @@ fn current_host(held: &Held, d: &Desired, v: &VolumeSpec) -> Result<(On, Observe
         }
         .into());
     }
-    on.address = address_of(d, &v.host);
     Ok((on, state))
 }
 
-/// A host's Cluster `address`, for the direct copy path.
-fn address_of(d: &Desired, host: &str) -> String {
-    d.hosts
-        .get(host)
-        .map(|h| h.address.clone())
-        .unwrap_or_default()
-}
-
-/// How long each container mounting the volume may take to stop.
-fn writers(d: &Desired, state: &ObservedHost, v: &VolumeSpec) -> Writers {
-    Writers::of(state, &v.name, |name| {
-        d.hosts
-            .get(&v.host)
-            .and_then(|h| h.containers.get(name))
-            .map_or(Duration::from_secs(10), |c| c.stop_grace())
-    })
-}
-
 fn copy_options(copy_via: CopyVia) -> CopyOptions {
-    CopyOptions {
-        direct: copy_via == CopyVia::Auto,
-        progress: Arc::new(|_| {}),
-        ready_timeout: Duration::from_secs(120),
-        poll: Duration::from_millis(250),
-    }
+    CopyOptions::quiet(copy_via == CopyVia::Auto)
 }
 
 fn held_text(c: &snapshot::Copied, consistency: Consistency) -> String {
@@ -190,20 +160,6 @@ fn held_text(c: &snapshot::Copied, consistency: Consistency) -> String {
         (None, Consistency::None) => "; a live copy (`consistency: none`)".into(),
         (None, _) => "; no app mounts it".into(),
     }
-}
-
-/// Asks before a change, unless `--yes`; without a terminal, refuses.
-fn confirm(yes: bool, question: &str) -> Result<bool, Failure> {
-    if yes {
-        return Ok(true);
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(format!("{question}: this needs confirmation: pass `--yes`").into());
-    }
-    eprint!("{question}? [y/N] ");
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 pub fn snapshot(
@@ -235,7 +191,7 @@ pub fn snapshot(
             revision: None,
             scheduled: false,
         };
-        let w = writers(&d, &state, &v);
+        let w = Writers::for_volume(&d, &state, &v);
         let taken = held.rt.block_on(snapshot::take(
             &on,
             &state,
@@ -320,19 +276,18 @@ pub fn restore(
     let held = Held::take(&spec, "volume restore")?;
     let result = (|| {
         let (on, state) = current_host(&held, &d, &v)?;
-        let w = writers(&d, &state, &v);
-        let preview = snapshot::restore_preview(&state, &v, name)?;
-        if !confirm(
-            yes,
-            &format!(
-                "Replace the content of `{}/{}` on `{}` with snapshot `{name}`",
-                v.stack, v.volume, v.host
-            ),
-        )? {
+        let w = Writers::for_volume(&d, &state, &v);
+        // (A snapshot that is not there is named before anything is asked.)
+        snapshot::restore_preview(&state, &v, name)?;
+        let question = format!(
+            "Replace the content of `{}/{}` on `{}` with snapshot `{name}`",
+            v.stack, v.volume, v.host
+        );
+        let refusal = format!("{question}: this needs confirmation: pass `--yes`");
+        if !confirm(yes, &question, &refusal)? {
             eprintln!("nothing was changed");
             return Ok(ExitCode::from(1));
         }
-        let _ = preview;
         let done = held.rt.block_on(snapshot::restore(
             &on,
             &state,
@@ -410,9 +365,8 @@ pub fn clone(
     let held = Held::take(&spec, "volume clone")?;
     let result = (|| {
         let (src, src_state) = current_host(&held, &d, &from)?;
-        let (mut dst, dst_state) = held.host(&to.host)?;
-        dst.address = address_of(&d, &to.host);
-        let w = writers(&d, &src_state, &from);
+        let (dst, dst_state) = held.host(&d, &to.host)?;
+        let w = Writers::for_volume(&d, &src_state, &from);
         let source = CloneSource {
             on: src,
             state: &src_state,

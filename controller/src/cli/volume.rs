@@ -179,19 +179,11 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
                 let removable = rt.block_on(drover::data::remove::check(
                     &d, &conns, &host, &name, &state,
                 ))?;
-                if !yes {
-                    if !std::io::stdin().is_terminal() {
-                        return Err("deleting volume data needs confirmation: pass `--yes`"
-                            .to_string()
-                            .into());
-                    }
-                    eprint!("Delete volume `{name}` on `{host}` and all its data? [y/N] ");
-                    let mut answer = String::new();
-                    let _ = std::io::stdin().lock().read_line(&mut answer);
-                    if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                        eprintln!("nothing was deleted");
-                        return Ok(ExitCode::from(1));
-                    }
+                let question = format!("Delete volume `{name}` on `{host}` and all its data");
+                let refusal = "deleting volume data needs confirmation: pass `--yes`";
+                if !confirm(yes, &question, refusal)? {
+                    eprintln!("nothing was deleted");
+                    return Ok(ExitCode::from(1));
                 }
                 rt.block_on(drover::data::remove::remove(api.as_ref(), removable))?;
                 print(&format!("deleted volume `{name}` on `{host}`\n"));

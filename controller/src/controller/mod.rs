@@ -515,22 +515,18 @@ impl Controller {
             tracing::info!(host = %host, snapshot = %name, "pruned a scheduled snapshot past `keep`");
         }
         // The figures, from the hosts as they are now.
-        let now_seen = if round.taken.is_empty() && round.pruned.is_empty() {
-            seen.clone()
-        } else {
-            crate::docker::hosts::observe_all(conns).await
-        };
+        let now_seen = round.observed.as_ref().unwrap_or(seen);
         let now = crate::data::clock::now();
         for dh in desired.hosts.values() {
             for v in dh.volumes.values().filter(|v| v.snapshots.is_some()) {
-                if let Some(t) = snapshots::last_snapshot(&now_seen, v) {
+                if let Some(t) = snapshots::last_snapshot(now_seen, v) {
                     m.snapshot_last
                         .get_or_create(&label(&(v.stack.clone(), v.volume.clone())))
                         .set(t as f64);
                 }
             }
         }
-        let overdue = snapshots::overdue(desired, &now_seen, now, self.started_unix);
+        let overdue = snapshots::overdue(desired, now_seen, now, self.started_unix);
         self.shared.update(|s| s.snapshots_overdue = overdue);
         errors
     }

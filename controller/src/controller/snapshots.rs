@@ -151,6 +151,9 @@ pub struct Round {
     pub taken: Vec<(VolumeKey, crate::data::snapshot::Taken)>,
     pub failed: Vec<(VolumeKey, String)>,
     pub pruned: Vec<(String, String)>,
+    /// The hosts as read after the snapshots were taken, when any was
+    /// (what was pruned since is older than what the figures count).
+    pub observed: Option<Observed>,
 }
 
 /// Takes the due snapshots and prunes what `keep` no longer keeps, under
@@ -172,33 +175,15 @@ pub async fn run(
         .await
         .map_err(|e| e.to_string())?;
     let mut round = Round::default();
-    let opts = crate::data::snapshot::CopyOptions {
-        direct,
-        progress: Arc::new(|_| {}),
-        ready_timeout: Duration::from_secs(120),
-        poll: Duration::from_millis(250),
-    };
+    let opts = crate::data::snapshot::CopyOptions::quiet(direct);
     for v in due(desired, &observed, clock::now()) {
         let key = (v.stack.clone(), v.volume.clone());
         let Some(api) = conns.engines.get(&v.host) else {
             continue;
         };
         let state = &observed.hosts[&v.host];
-        let on = crate::data::snapshot::On {
-            api: Arc::clone(api),
-            address: desired
-                .hosts
-                .get(&v.host)
-                .map(|h| h.address.clone())
-                .unwrap_or_default(),
-        };
-        let writers = crate::data::snapshot::Writers::of(state, &v.name, |name| {
-            desired
-                .hosts
-                .get(&v.host)
-                .and_then(|h| h.containers.get(name))
-                .map_or(Duration::from_secs(10), |c| c.stop_grace())
-        });
+        let on = crate::data::snapshot::On::of(api, desired);
+        let writers = crate::data::snapshot::Writers::for_volume(desired, state, v);
         let req = crate::data::snapshot::Request {
             name: None,
             consistency: v.consistency,
@@ -234,6 +219,7 @@ pub async fn run(
         }
     }
     leases.release().await;
+    round.observed = Some(after);
     Ok(round)
 }
 

@@ -38,6 +38,20 @@ pub struct On {
     pub address: String,
 }
 
+impl On {
+    /// `api`'s host, reached at its Cluster `address` in `desired`.
+    pub fn of(api: &Arc<dyn DockerApi>, desired: &crate::desired::Desired) -> On {
+        On {
+            api: Arc::clone(api),
+            address: desired
+                .hosts
+                .get(api.host())
+                .map(|h| h.address.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// How copies are made: the data path and progress.
 #[derive(Clone)]
 pub struct CopyOptions {
@@ -47,6 +61,18 @@ pub struct CopyOptions {
     /// How long apps started again may take to become ready.
     pub ready_timeout: Duration,
     pub poll: Duration,
+}
+
+impl CopyOptions {
+    /// No progress shown; apps started again may take two minutes.
+    pub fn quiet(direct: bool) -> CopyOptions {
+        CopyOptions {
+            direct,
+            progress: Arc::new(|_| {}),
+            ready_timeout: Duration::from_secs(120),
+            poll: Duration::from_millis(250),
+        }
+    }
 }
 
 /// The containers that mount a volume and may write to it, on its host.
@@ -71,6 +97,32 @@ impl Writers {
             .collect();
         Writers { containers }
     }
+
+    /// [`Writers::of`] volume `v`, each stopping within its app's
+    /// `stop_grace_period` in `desired` (else 10 s).
+    pub fn for_volume(
+        desired: &crate::desired::Desired,
+        state: &ObservedHost,
+        v: &VolumeSpec,
+    ) -> Writers {
+        Writers::of(state, &v.name, |name| {
+            desired
+                .hosts
+                .get(&v.host)
+                .and_then(|h| h.containers.get(name))
+                .map_or(Duration::from_secs(10), |c| c.stop_grace())
+        })
+    }
+}
+
+/// The complete snapshot volume `snap` on `state`'s host, if there is one.
+fn complete<'a>(state: &'a ObservedHost, snap: &str) -> Option<&'a crate::observed::SnapshotInfo> {
+    state
+        .volumes
+        .iter()
+        .find(|o| o.name == snap)
+        .and_then(|o| o.snapshot.as_ref())
+        .filter(|s| s.complete())
 }
 
 /// What a finished copy held, and how long its apps could not write.
@@ -266,8 +318,7 @@ async fn copy_consistent(
     if !Arc::ptr_eq(&src.api, &dst.api) {
         crate::relocate::ensure_helper_image(&dst.api).await?;
     }
-    // (On one host the target's helper copies from the source volume
-    // itself: see `Helpers`.)
+    // (On one host a single helper reads both volumes: see `Helpers`.)
     let cp = Copier::new(
         Arc::clone(&src.api),
         Arc::clone(&dst.api),
@@ -469,8 +520,7 @@ pub async fn restore(
             p.from.rsplit_once('.').map_or(p.from.as_str(), |(_, n)| n)
         ));
     }
-    let found = state.volumes.iter().find(|o| o.name == snap);
-    if !found.is_some_and(|o| o.snapshot.as_ref().is_some_and(|s| s.complete())) {
+    if complete(state, &snap).is_none() {
         return Err(format!(
             "there is no snapshot `{name}` of `{}/{}` on `{host}` (`drover volume snapshots` lists them)",
             v.stack, v.volume
@@ -551,24 +601,16 @@ async fn finish(
     for (name, grace) in &writers.containers {
         on.api.stop_container(name, *grace).await.map_err(engine)?;
     }
-    let before_vol = names::snapshot(&v.name, &r.before);
-    let kept = state
-        .volumes
-        .iter()
-        .find(|o| o.name == before_vol)
-        .and_then(|o| o.snapshot.as_ref())
-        .is_some_and(|s| s.complete());
-    if !kept {
+    if complete(state, &names::snapshot(&v.name, &r.before)).is_none() {
         // The content being replaced is kept first, checked like any
         // snapshot (the apps are stopped: nothing to hold).
-        let fresh = state.clone();
         let req = Request {
             name: Some(r.before.clone()),
             consistency: Consistency::Stop,
             revision: None,
             scheduled: false,
         };
-        if let Err(e) = take(on, &fresh, v, &Writers::default(), &req, opts).await {
+        if let Err(e) = take(on, state, v, &Writers::default(), &req, opts).await {
             // Nothing was restored: the volume is as it was, and so are
             // its apps.
             let _ = on.api.remove_record(&note_ref(&r.record)).await;
@@ -631,7 +673,7 @@ pub async fn finish_restores(
             )));
             continue;
         };
-        let writers = Writers::of(state, &v.name, |_| Duration::from_secs(10));
+        let writers = Writers::for_volume(desired, state, v);
         out.push(finish(on, state, v, &writers, r, opts).await.map(|_| {
             format!(
                 "finished the interrupted restore of `{}/{}`",
@@ -671,8 +713,8 @@ pub struct CloneSource<'a> {
 }
 
 /// Makes `target` (which must not exist yet) on `dst` from `source`. The
-/// clone is recorded as unfinished until checked, and a clone that fails
-/// is removed: an existing volume is never written.
+/// clone is recorded as unfinished until checked; one that failed is
+/// finished by running it again. An existing volume is never written.
 pub async fn clone(
     source: &CloneSource<'_>,
     dst: &On,
@@ -684,14 +726,7 @@ pub async fn clone(
     let (from, what) = match &source.snapshot {
         Some(n) => {
             let snap = names::snapshot(&v.name, n);
-            let ok = source
-                .state
-                .volumes
-                .iter()
-                .find(|o| o.name == snap)
-                .and_then(|o| o.snapshot.as_ref())
-                .is_some_and(|s| s.complete());
-            if !ok {
+            if complete(source.state, &snap).is_none() {
                 return Err(format!(
                     "there is no snapshot `{n}` of `{}/{}` on `{}`",
                     v.stack,
@@ -852,28 +887,14 @@ pub fn table(rows: &[Listed]) -> String {
 /// What `drover volume restore --dry-run` shows: what would be stopped,
 /// kept and copied. Reads only.
 pub fn restore_preview(state: &ObservedHost, v: &VolumeSpec, name: &str) -> Result<String, String> {
-    let snap = names::snapshot(&v.name, name);
-    let Some(s) = state
-        .volumes
-        .iter()
-        .find(|o| o.name == snap)
-        .and_then(|o| o.snapshot.as_ref())
-        .filter(|s| s.complete())
-    else {
+    let Some(s) = complete(state, &names::snapshot(&v.name, name)) else {
         return Err(format!(
             "there is no snapshot `{name}` of `{}/{}` on `{}` (`drover volume snapshots` lists them)",
             v.stack, v.volume, v.host
         ));
     };
-    let internal = |n: &str| state.containers.iter().any(|c| c.name == n && c.internal);
-    let apps: Vec<&str> = state
-        .volumes
-        .iter()
-        .filter(|o| o.name == v.name)
-        .flat_map(|o| &o.used_by)
-        .filter(|n| !internal(n))
-        .map(String::as_str)
-        .collect();
+    let writers = Writers::of(state, &v.name, |_| Duration::ZERO);
+    let apps: Vec<&str> = writers.containers.keys().map(String::as_str).collect();
     let mut out = format!(
         "restore `{}/{}` on `{}` from snapshot `{name}` (taken {}, {} in {} entries):\n",
         v.stack,
@@ -913,21 +934,8 @@ pub async fn recover(
         if state.restores.is_empty() {
             continue;
         }
-        let on = On {
-            api: Arc::clone(api),
-            address: desired
-                .hosts
-                .get(host)
-                .map(|h| h.address.clone())
-                .unwrap_or_default(),
-        };
-        let opts = CopyOptions {
-            direct: true,
-            progress: Arc::new(|_| {}),
-            ready_timeout: Duration::from_secs(120),
-            poll: Duration::from_millis(250),
-        };
-        for r in finish_restores(&on, state, desired, &opts).await {
+        let on = On::of(api, desired);
+        for r in finish_restores(&on, state, desired, &CopyOptions::quiet(true)).await {
             match r {
                 Ok(line) => tracing::warn!(host = %host, "{line}"),
                 Err(e) => {

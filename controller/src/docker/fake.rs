@@ -452,21 +452,9 @@ impl DockerApi for FakeDocker {
                 // A snapshot's record completes it.
                 if let Some(of) = labels.get(crate::contract::labels::SNAPSHOT_RECORD) {
                     for v in h.volumes.iter_mut().filter(|v| &v.name == of) {
-                        let mine: std::collections::HashMap<String, String> = [
-                            (
-                                crate::contract::labels::SNAPSHOT_OF,
-                                v.snapshot.as_ref().map(|x| x.of.clone()),
-                            ),
-                            (
-                                crate::contract::labels::SNAPSHOT,
-                                v.snapshot.as_ref().map(|x| x.name.clone()),
-                            ),
-                        ]
-                        .into_iter()
-                        .filter_map(|(k, x)| Some((k.to_string(), x?)))
-                        .collect();
-                        v.snapshot =
-                            crate::observed::SnapshotInfo::from_labels(&mine, Some(&labels));
+                        if let Some(snap) = v.snapshot.as_mut() {
+                            snap.complete_with(&labels);
+                        }
                     }
                 }
             });
