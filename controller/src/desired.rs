@@ -185,6 +185,18 @@ pub struct VolumeSpec {
     /// Snapshots the controller takes: every so long, keeping so many.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<(std::time::Duration, usize)>,
+    /// Backups the controller pushes (`backup:`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Backup>,
+}
+
+/// `backup:` as the controller uses it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backup {
+    /// The repository's name in the Cluster.
+    pub to: String,
+    pub every: std::time::Duration,
+    pub keep: crate::model::KeepPolicy,
 }
 
 /// `from:` as the planner uses it: a snapshot of another stack's volume.
@@ -192,8 +204,11 @@ pub struct VolumeSpec {
 pub struct Seed {
     pub stack: String,
     pub volume: String,
-    /// A snapshot's name; `None` for the latest.
+    /// A snapshot's name (a backup's ID with `repository`); `None` for the latest.
     pub snapshot: Option<String>,
+    /// A repository of the Cluster: the seed is a backup there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
     /// Where `from:` is written (`file:line:column`), for errors.
     pub at: String,
 }
@@ -247,6 +262,9 @@ pub struct Desired {
     pub hosts: BTreeMap<String, DesiredHost>,
     /// Every stack of the spec, even one with nothing in it.
     pub stacks: std::collections::BTreeSet<String>,
+    /// The Cluster's repositories (their URLs and passwords are never shown).
+    #[serde(skip)]
+    pub repositories: BTreeMap<String, crate::model::Repository>,
 }
 
 impl Desired {
@@ -280,6 +298,7 @@ pub fn volume_spec(stack: &str, volume: &str, host: &str) -> VolumeSpec {
         consistency: Default::default(),
         from: None,
         snapshots: None,
+        backup: None,
     }
 }
 
@@ -305,6 +324,7 @@ pub fn render(spec: &Spec) -> Desired {
             })
             .collect(),
         stacks: spec.stacks.keys().cloned().collect(),
+        repositories: spec.repositories.clone(),
     };
     for stack in spec.stacks.values() {
         for (vname, vol) in &stack.volumes {
@@ -329,11 +349,17 @@ pub fn render(spec: &Spec) -> Desired {
                     stack: f.stack.value.clone(),
                     volume: f.volume.value.clone(),
                     snapshot: f.snapshot.clone(),
+                    repository: f.repository.as_ref().map(|r| r.value.clone()),
                     at: f.loc.to_string(),
                 }),
                 snapshots: vol
                     .snapshots
                     .map(|s| (std::time::Duration::from_nanos(s.every_ns), s.keep as usize)),
+                backup: vol.backup.as_ref().map(|b| Backup {
+                    to: b.to.value.clone(),
+                    every: std::time::Duration::from_nanos(b.every_ns),
+                    keep: b.keep,
+                }),
             };
             desired
                 .hosts

@@ -123,6 +123,43 @@ pub struct Volume {
     pub from: Option<VolumeFrom>,
     /// `snapshots: { every, keep }`: snapshots the controller takes.
     pub snapshots: Option<SnapshotSchedule>,
+    /// `backup: { to, every, keep }`: backups the controller pushes.
+    pub backup: Option<BackupSchedule>,
+}
+
+/// `backup: { to: offsite, every: 6h, keep: { last: 4, daily: 7 } }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupSchedule {
+    /// The repository, by its name in the Cluster.
+    pub to: At<String>,
+    pub every_ns: u64,
+    pub keep: KeepPolicy,
+}
+
+/// Which backups of a volume to keep, as restic's `forget` counts them:
+/// the newest `last`, and the newest of each of so many hours, days, weeks
+/// and months. A backup kept by any rule is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KeepPolicy {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+/// A repository of backups (`repositories:` in the Cluster), in the restic
+/// format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repository {
+    pub name: String,
+    /// Where the name is written.
+    pub loc: Loc,
+    /// restic's forms: a local path, `s3:…`, `rest:…`.
+    pub url: Text,
+    pub password: Text,
+    /// Passed to the storage client (`AWS_ACCESS_KEY_ID`, …); secret.
+    pub env: BTreeMap<String, Text>,
 }
 
 /// `snapshots: { every: 1h, keep: 24 }`.
@@ -134,13 +171,16 @@ pub struct SnapshotSchedule {
 }
 
 /// `from: { stack, volume, snapshot }`: a volume made from a snapshot of
-/// another stack's volume, once, when it does not exist yet.
+/// another stack's volume, once, when it does not exist yet; with
+/// `repository`, from a backup of it there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VolumeFrom {
     pub stack: At<String>,
     pub volume: At<String>,
-    /// A snapshot's name; `None` for the latest.
+    /// A snapshot's name (a backup's ID in a repository); `None` for the latest.
     pub snapshot: Option<String>,
+    /// The repository, by its name in the Cluster.
+    pub repository: Option<At<String>>,
     pub loc: Loc,
 }
 
@@ -315,6 +355,8 @@ pub struct Spec {
     /// True when there was no Cluster document and `local` was implied.
     pub implicit_local: bool,
     pub stacks: BTreeMap<String, Stack>,
+    /// The Cluster's `repositories`, by name.
+    pub repositories: BTreeMap<String, Repository>,
 }
 
 impl Spec {

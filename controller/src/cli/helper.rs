@@ -42,6 +42,9 @@ pub enum HelperCommand {
         #[arg(long)]
         port: u16,
     },
+    /// Backs the volume up into a repository, or restores it from one,
+    /// reaching the repository through drover over stdin and stdout.
+    Repo,
     /// Waits, so that commands can be run in the helper.
     Idle {
         #[arg(long, default_value_t = 21600)]
@@ -54,6 +57,9 @@ pub fn run(command: HelperCommand) -> ExitCode {
     let root = Path::new(ROOT);
     let state = Path::new(STATE);
     helper::widen_pipes();
+    if let HelperCommand::Repo = command {
+        return exit(helper::repo::run(std::io::stdin(), std::io::stdout()));
+    }
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let result = match command {
@@ -87,7 +93,12 @@ pub fn run(command: HelperCommand) -> ExitCode {
             drover::helper::idle(Duration::from_secs(seconds));
             Ok(())
         }
+        HelperCommand::Repo => unreachable!("run above"),
     };
+    exit(result)
+}
+
+fn exit(result: std::io::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,5 +3,7 @@
 //! ([`remove`]), which happens here and nowhere else.
 
 pub mod clock;
+pub mod relay;
 pub mod remove;
+pub mod repository;
 pub mod snapshot;

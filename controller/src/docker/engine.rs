@@ -980,6 +980,7 @@ impl DockerApi for Engine {
             consistency: Default::default(),
             from: None,
             snapshots: None,
+            backup: None,
         })
         .await
     }

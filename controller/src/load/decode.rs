@@ -20,12 +20,24 @@ use crate::diag::{similar, Diagnostic, Loc};
 use crate::load::interpolate::{interpolate, parse_env_file, Env};
 use crate::load::yaml::{Node, Value};
 use crate::model::{
-    App, At, Condition, Consistency, Healthcheck, Host, Pull, Restart, SnapshotSchedule, Stack,
-    Text, Tls, Volume, VolumeFrom,
+    App, At, BackupSchedule, Condition, Consistency, Healthcheck, Host, KeepPolicy, Pull,
+    Repository, Restart, SnapshotSchedule, Stack, Text, Tls, Volume, VolumeFrom,
 };
 
 pub const KINDS: &[&str] = &["Cluster", "Stack"];
-pub const CLUSTER_FIELDS: &[&str] = &["kind", "hosts"];
+pub const CLUSTER_FIELDS: &[&str] = &["kind", "hosts", "repositories"];
+pub const REPOSITORY_FIELDS: &[&str] = &["url", "password", "env"];
+/// What `env:` of a repository may set: the storage client's settings.
+pub const REPOSITORY_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "RESTIC_REST_USERNAME",
+    "RESTIC_REST_PASSWORD",
+];
+pub const BACKUP_FIELDS: &[&str] = &["to", "every", "keep"];
+pub const KEEP_FIELDS: &[&str] = &["last", "hourly", "daily", "weekly", "monthly"];
 pub const HOST_FIELDS: &[&str] = &["endpoint", "address", "labels", "tls"];
 pub const TLS_FIELDS: &[&str] = &["ca", "cert", "key"];
 pub const STACK_FIELDS: &[&str] = &["kind", "name", "volumes", "apps"];
@@ -38,6 +50,7 @@ pub const VOLUME_FIELDS: &[&str] = &[
     "consistency",
     "from",
     "snapshots",
+    "backup",
 ];
 pub const SCHEDULE_FIELDS: &[&str] = &["every", "keep"];
 pub const FROM_FIELDS: &[&str] = &["stack", "volume", "snapshot", "repository"];
@@ -78,6 +91,8 @@ pub const DEPENDS_ON_FIELDS: &[&str] = &["condition"];
 pub struct Parsed {
     /// The hosts of the Cluster document and where its `kind` is written.
     pub cluster: Option<(Vec<Host>, Loc)>,
+    /// The Cluster's repositories.
+    pub repositories: Vec<Repository>,
     pub stacks: Vec<Stack>,
     /// The text of every manifest read, by the path shown to users, so that
     /// diagnostics found later can show their line. Env files are not here:
@@ -119,7 +134,11 @@ impl Ctx<'_> {
 
 /// One document of a manifest file.
 pub enum Document {
-    Cluster { hosts: Vec<Host>, kind_loc: Loc },
+    Cluster {
+        hosts: Vec<Host>,
+        repositories: Vec<Repository>,
+        kind_loc: Loc,
+    },
     Stack(Stack),
 }
 
@@ -379,10 +398,21 @@ fn labels(ctx: &mut Ctx, node: &Node, interpolated: bool) -> BTreeMap<String, Te
 
 fn cluster(ctx: &mut Ctx, node: &Node, kind_pos: Pos) -> Document {
     let kind_loc = ctx.loc(kind_pos);
-    let mut hosts = Vec::new();
+    let (mut hosts, mut repositories) = (Vec::new(), Vec::new());
     let Some(f) = fields(ctx, node, "a Cluster", CLUSTER_FIELDS) else {
-        return Document::Cluster { hosts, kind_loc };
+        return Document::Cluster {
+            hosts,
+            repositories,
+            kind_loc,
+        };
     };
+    if let Some(r) = f.get("repositories") {
+        for (name, pos, v) in named_entries(ctx, r, "`repositories`", "repository") {
+            if let Some(repo) = repository(ctx, name, pos, v) {
+                repositories.push(repo);
+            }
+        }
+    }
     match f.get("hosts") {
         None => ctx.error_hint(
             node.pos,
@@ -397,7 +427,89 @@ fn cluster(ctx: &mut Ctx, node: &Node, kind_pos: Pos) -> Document {
             }
         }
     }
-    Document::Cluster { hosts, kind_loc }
+    Document::Cluster {
+        hosts,
+        repositories,
+        kind_loc,
+    }
+}
+
+/// A repository of the Cluster: `{ url, password, env }`.
+fn repository(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Repository> {
+    let what = format!("repository `{name}`");
+    let f = fields(ctx, node, &what, REPOSITORY_FIELDS)?;
+    let url = match f.get("url") {
+        None => {
+            ctx.error_hint(
+                pos,
+                format!("{what} has no `url`"),
+                Some("like `url: s3:http://10.0.0.5:9000/backups/drover` or `url: /srv/backups`".into()),
+            );
+            None
+        }
+        Some(u) => text(ctx, u, "`url`").filter(|t| match crate::data::repository::check_url(t.expose()) {
+            Ok(()) => true,
+            Err((message, hint)) => {
+                let message = if t.is_secret() {
+                    "this repository `url` is not one drover can use (its value comes from a variable and is not shown)".to_string()
+                } else {
+                    message
+                };
+                ctx.error_hint(u.pos, message, Some(hint));
+                false
+            }
+        }),
+    };
+    let password = match f.get("password") {
+        None => {
+            ctx.error_hint(
+                pos,
+                format!("{what} has no `password`"),
+                Some("give it from the environment: `password: ${DROVER_REPO_PASSWORD}`".into()),
+            );
+            None
+        }
+        Some(p) => text(ctx, p, "`password`").filter(|t| {
+            if !t.is_secret() {
+                ctx.error_hint(
+                    p.pos,
+                    "the repository password is written in the manifest, where everyone who reads the repository sees it",
+                    Some("give it from the environment: `password: ${DROVER_REPO_PASSWORD}`".into()),
+                );
+            } else if t.expose().is_empty() {
+                ctx.error(p.pos, "the repository password is empty");
+            }
+            t.is_secret() && !t.expose().is_empty()
+        }),
+    };
+    let mut env = BTreeMap::new();
+    if let Some(e) = f.get("env") {
+        for (k, v) in mapping(ctx, e, "`env`").unwrap_or(&[]) {
+            let Some(key) = string(ctx, k, "a key") else {
+                continue;
+            };
+            if !REPOSITORY_ENV.contains(&key.as_str()) {
+                let known = REPOSITORY_ENV.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+                ctx.error_hint(
+                    k.pos,
+                    format!("`{key}` is not a setting drover passes to the storage"),
+                    Some(format!("`env` takes {}", known.join(", "))),
+                );
+                continue;
+            }
+            if let Some(t) = text(ctx, v, &format!("`env.{key}`")) {
+                // What the storage client is given is secret, however written.
+                env.insert(key, Text::secret(t.expose()));
+            }
+        }
+    }
+    Some(Repository {
+        name,
+        loc: ctx.loc(pos),
+        url: url?,
+        password: password?,
+        env,
+    })
 }
 
 fn host(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Host> {
@@ -568,6 +680,7 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         .unwrap_or_default();
     let from = f.get("from").and_then(|n| volume_from(ctx, n));
     let snapshots = f.get("snapshots").and_then(|n| schedule(ctx, n));
+    let backup = f.get("backup").and_then(|n| backup(ctx, n));
     Some(Volume {
         name,
         loc: ctx.loc(pos),
@@ -579,7 +692,91 @@ fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> 
         consistency,
         from,
         snapshots,
+        backup,
     })
+}
+
+/// `backup: { to, every, keep }`.
+fn backup(ctx: &mut Ctx, node: &Node) -> Option<BackupSchedule> {
+    let f = fields(ctx, node, "`backup`", BACKUP_FIELDS)?;
+    let example = "like `backup: { to: offsite, every: 6h, keep: { last: 4, daily: 7 } }`";
+    let to = match f.get("to") {
+        None => {
+            ctx.error_hint(node.pos, "`backup` has no `to`", Some(example.into()));
+            None
+        }
+        Some(n) => name_value(ctx, n, "`backup.to`"),
+    };
+    let every_ns = match f.get("every") {
+        None => {
+            ctx.error_hint(node.pos, "`backup` has no `every`", Some(example.into()));
+            None
+        }
+        Some(n) => match duration(ctx, n, "`backup.every`")? {
+            ns if ns < 60_000_000_000 => {
+                ctx.error_hint(
+                    n.pos,
+                    "`backup.every` is less than a minute",
+                    Some("each backup reads the whole volume: like `every: 6h`".into()),
+                );
+                None
+            }
+            ns => Some(ns),
+        },
+    };
+    let keep = match f.get("keep") {
+        None => {
+            ctx.error_hint(node.pos, "`backup` has no `keep`", Some(example.into()));
+            None
+        }
+        Some(n) => keep_policy(ctx, n),
+    };
+    Some(BackupSchedule {
+        to: to?,
+        every_ns: every_ns?,
+        keep: keep?,
+    })
+}
+
+/// `keep: { last, hourly, daily, weekly, monthly }`, or `keep: N` for the
+/// newest N.
+fn keep_policy(ctx: &mut Ctx, node: &Node) -> Option<KeepPolicy> {
+    let count = |ctx: &mut Ctx, n: &Node, what: &str| -> Option<u32> {
+        let s = string(ctx, n, what)?;
+        match s.parse::<u32>() {
+            Ok(k) => Some(k),
+            Err(_) => {
+                ctx.error(n.pos, format!("{what} must be a whole number, found `{s}`"));
+                None
+            }
+        }
+    };
+    let mut keep = KeepPolicy::default();
+    if matches!(node.value, Value::Scalar { .. }) {
+        keep.last = count(ctx, node, "`backup.keep`")?;
+    } else {
+        let f = fields(ctx, node, "`backup.keep`", KEEP_FIELDS)?;
+        for (key, slot) in [
+            ("last", &mut keep.last),
+            ("hourly", &mut keep.hourly),
+            ("daily", &mut keep.daily),
+            ("weekly", &mut keep.weekly),
+            ("monthly", &mut keep.monthly),
+        ] {
+            if let Some(n) = f.get(key) {
+                *slot = count(ctx, n, &format!("`backup.keep.{key}`"))?;
+            }
+        }
+    }
+    if keep == KeepPolicy::default() {
+        ctx.error_hint(
+            node.pos,
+            "`backup.keep` keeps no backup",
+            Some("keep at least one: like `keep: { last: 4, daily: 7 }`".into()),
+        );
+        return None;
+    }
+    Some(keep)
 }
 
 /// `snapshots: { every, keep }`.
@@ -634,17 +831,9 @@ fn schedule(ctx: &mut Ctx, node: &Node) -> Option<SnapshotSchedule> {
 /// `from: { stack, volume, snapshot }`.
 fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
     let f = fields(ctx, node, "`from`", FROM_FIELDS)?;
-    if let Some(r) = f.get("repository") {
-        ctx.error_hint(
-            r.pos,
-            "`from.repository` is not supported by this version of drover",
-            Some(
-                "seed the volume from a snapshot on a host: `from: { stack, volume, snapshot }`"
-                    .into(),
-            ),
-        );
-        return None;
-    }
+    let repository = f
+        .get("repository")
+        .and_then(|n| name_value(ctx, n, "`from.repository`"));
     let need = |ctx: &mut Ctx, key: &str| {
         let v = f
             .get(key)
@@ -666,6 +855,12 @@ fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
             let name = t.expose().to_string();
             if name == "latest" {
                 None
+            } else if f.get("repository").is_some() {
+                if let Err(e) = crate::data::repository::check_backup_id(&name) {
+                    ctx.error_hint(n.pos, e, Some("or `latest`, the newest backup".into()));
+                    return None;
+                }
+                Some(name)
             } else if let Err(e) = crate::model::check_snapshot_name(&name) {
                 ctx.error_hint(n.pos, e, Some("or `latest`, the newest snapshot".into()));
                 return None;
@@ -678,6 +873,7 @@ fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
         stack: stack?,
         volume: volume?,
         snapshot,
+        repository,
         loc: ctx.loc(node.pos),
     })
 }

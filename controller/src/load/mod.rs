@@ -114,7 +114,11 @@ pub fn parse_dir(
         for doc in r.docs {
             match doc {
                 Document::Stack(s) => parsed.stacks.push(s),
-                Document::Cluster { hosts, kind_loc } => {
+                Document::Cluster {
+                    hosts,
+                    repositories,
+                    kind_loc,
+                } => {
                     if let Some((_, first)) = &parsed.cluster {
                         let mut d = Diagnostic::new(
                             kind_loc.clone(),
@@ -130,6 +134,7 @@ pub fn parse_dir(
                         diags.push(d);
                     } else {
                         parsed.cluster = Some((hosts, kind_loc));
+                        parsed.repositories = repositories;
                     }
                 }
             }

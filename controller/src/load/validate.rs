@@ -55,12 +55,19 @@ pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
     }
     v.host_ports(&stacks);
     v.object_names(&stacks);
+    let repositories: BTreeMap<String, crate::model::Repository> = parsed
+        .repositories
+        .into_iter()
+        .map(|r| (r.name.clone(), r))
+        .collect();
+    v.repository_names(&stacks, &repositories);
     v.volume_sources(&stacks);
     v.cycles(&stacks);
     Spec {
         hosts,
         implicit_local,
         stacks,
+        repositories,
     }
 }
 
@@ -76,6 +83,10 @@ impl Validator<'_> {
         for stack in stacks.values() {
             for (name, vol) in &stack.volumes {
                 let Some(from) = &vol.from else { continue };
+                // A backup may be of a stack that is not in these manifests.
+                if from.repository.is_some() {
+                    continue;
+                }
                 let Some(src) = stacks.get(&from.stack.value) else {
                     let hint = similar(&from.stack.value, stacks.keys().map(String::as_str));
                     let msg = format!(
@@ -106,6 +117,52 @@ impl Validator<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// Every `backup.to` and `from.repository` names a repository of the
+    /// Cluster.
+    fn repository_names(
+        &mut self,
+        stacks: &BTreeMap<String, Stack>,
+        repositories: &BTreeMap<String, crate::model::Repository>,
+    ) {
+        let named = stacks.values().flat_map(|s| s.volumes.values()).flat_map(|v| {
+            let to = v.backup.as_ref().map(|b| ("`backup.to`", &b.to));
+            let from = v
+                .from
+                .as_ref()
+                .and_then(|f| f.repository.as_ref())
+                .map(|r| ("`from.repository`", r));
+            to.into_iter().chain(from)
+        });
+        let mut errors = Vec::new();
+        for (field, name) in named {
+            if repositories.contains_key(&name.value) {
+                continue;
+            }
+            let hint = similar(&name.value, repositories.keys().map(String::as_str)).or_else(|| {
+                Some(if repositories.is_empty() {
+                    "declare it under `repositories:` in the Cluster, with its `url` and `password`".to_string()
+                } else {
+                    format!(
+                        "the Cluster's repositories are {}",
+                        repositories
+                            .keys()
+                            .map(|r| format!("`{r}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            });
+            errors.push((
+                name.loc.clone(),
+                format!("{field} names repository `{}`, which the Cluster does not declare", name.value),
+                hint,
+            ));
+        }
+        for (loc, message, hint) in errors {
+            self.error(&loc, message, hint);
         }
     }
 

@@ -1,0 +1,152 @@
+//! In the helper: a backup of the volume into a repository, or a restore
+//! from one, with rustic_core, the repository reached through drover
+//! ([`crate::data::relay`]). The password arrives in the job, on stdin: it
+//! is never in the helper's command line or environment.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use rustic_core::{
+    BackupOptions, Credentials, LocalDestination, LsOptions, ParentOptions, PathList,
+    Repository, RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::data::relay::{read_header, Relayed};
+
+/// What drover asks of a helper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum Job {
+    /// Back up the volume (at `/data`).
+    Backup {
+        password: String,
+        /// The restic snapshot's host name.
+        host: String,
+        tags: Vec<String>,
+        /// The backup the files are compared with, by size and time.
+        parent: Option<String>,
+    },
+    /// Make the volume (at `/data`) what the backup holds, and check it
+    /// against the backup by content.
+    Restore { password: String, id: String },
+}
+
+/// What a backup stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackedUp {
+    pub id: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes added to the repository (after deduplication and compression).
+    pub added: u64,
+}
+
+/// What a restore wrote and checked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Restored {
+    pub files: u64,
+    pub bytes: u64,
+    /// Files whose content was checked against the backup after.
+    pub verified: u64,
+}
+
+/// The path backups are made of: where the helper mounts the volume.
+pub const PATH: &str = "/data";
+
+fn fail(e: impl std::fmt::Display) -> std::io::Error {
+    let text = e.to_string();
+    let short: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect();
+    std::io::Error::other(short.join(" "))
+}
+
+/// Runs the job read from `input`, talking to drover over `input` and
+/// `output`.
+pub fn run(
+    mut input: impl Read + Send + 'static,
+    output: impl Write + Send + 'static,
+) -> std::io::Result<()> {
+    let job: Job = read_header(&mut input)?;
+    let relay = Arc::new(Relayed::new(Box::new(input), Box::new(output)));
+    let backends = RepositoryBackends::new(relay.clone(), None);
+    let opts = RepositoryOptions::default().no_cache(true);
+    let repo = |password: &str| {
+        Repository::new(&opts, &backends)
+            .and_then(|r| r.open(&Credentials::password(password)))
+            .map_err(fail)
+    };
+    let result = match job {
+        Job::Backup {
+            password,
+            host,
+            tags,
+            parent,
+        } => {
+            let repo = repo(&password)?.to_indexed_ids().map_err(fail)?;
+            let mut snap = SnapshotOptions::default().host(host);
+            snap = snap.add_tags(&tags.join(",")).map_err(fail)?;
+            let snap = snap.to_snapshot().map_err(fail)?;
+            // Each backup reads a fresh copy of the volume: its inodes and
+            // change times are new, its sizes and times are not.
+            let parent_opts = ParentOptions::default()
+                .parents(parent.into_iter().collect::<Vec<_>>())
+                .ignore_ctime(true)
+                .ignore_inode(true);
+            let opts = BackupOptions::default()
+                .parent_opts(parent_opts)
+                .no_scan(true);
+            let source = PathList::from_string(PATH).map_err(fail)?;
+            let done = repo.backup(&opts, &source, snap).map_err(fail)?;
+            let s = done.summary.unwrap_or_default();
+            serde_json::to_value(BackedUp {
+                id: done.id.to_hex().to_string(),
+                files: s.total_files_processed,
+                bytes: s.total_bytes_processed,
+                added: s.data_added_packed,
+            })
+        }
+        Job::Restore { password, id } => {
+            let repo = repo(&password)?.to_indexed().map_err(fail)?;
+            let node = repo
+                .node_from_snapshot_path(&format!("{id}:{PATH}"), |_| true)
+                .map_err(fail)?;
+            let ls = repo.ls(&node, &LsOptions::default()).map_err(fail)?;
+            let dest = LocalDestination::new(&format!("{PATH}/"), true, false).map_err(fail)?;
+            let opts = RestoreOptions::default()
+                .delete(true)
+                .numeric_id(true);
+            let plan = repo
+                .prepare_restore(&opts, ls.clone(), &dest, false)
+                .map_err(fail)?;
+            let bytes = plan.restore_size;
+            repo.restore(plan, &opts, ls.clone(), &dest).map_err(fail)?;
+            // Read back: every file's content against the backup's.
+            let check = RestoreOptions::default()
+                .delete(true)
+                .numeric_id(true)
+                .verify_existing(true);
+            let again = repo
+                .prepare_restore(&check, ls, &dest, true)
+                .map_err(fail)?;
+            let f = again.stats.files;
+            if f.restore + f.modify + f.additional > 0 || again.restore_size > 0 {
+                return Err(std::io::Error::other(format!(
+                    "the restored volume differs from the backup: {} files to restore, {} to change, {} extra",
+                    f.restore, f.modify, f.additional
+                )));
+            }
+            serde_json::to_value(Restored {
+                files: f.verified + f.unchanged,
+                bytes,
+                verified: f.verified,
+            })
+        }
+    }
+    .map_err(std::io::Error::other)?;
+    relay.done(result)
+}
