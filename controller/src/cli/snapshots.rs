@@ -3,6 +3,7 @@
 
 use super::*;
 
+use drover::data::backup;
 use drover::data::snapshot::{self, CloneSource, Consistency, CopyOptions, On, Request, Writers};
 use drover::desired::{Desired, VolumeSpec};
 use drover::docker::hosts::Connections;
@@ -149,6 +150,37 @@ fn current_host(held: &Held, d: &Desired, v: &VolumeSpec) -> Result<(On, Observe
     Ok((on, state))
 }
 
+/// The Cluster's repository `name`.
+fn repository<'a>(spec: &'a Spec, name: &str) -> Result<&'a drover::model::Repository, Failure> {
+    spec.repositories.get(name).ok_or_else(|| {
+        let known: Vec<String> = spec.repositories.keys().map(|r| format!("`{r}`")).collect();
+        if known.is_empty() {
+            format!("the Cluster declares no repositories; `{name}` is not one: add it under `repositories:`")
+        } else {
+            format!("`{name}` is not a repository of the Cluster: its repositories are {}", known.join(", "))
+        }
+        .into()
+    })
+}
+
+/// What a push printed.
+fn pushed_text(p: &backup::Pushed) -> String {
+    format!(
+        "{}pushed it to repository `{}` as backup {}: {} in {} files read, {} added, {}\n",
+        if p.created {
+            format!("made repository `{}` (restic format); ", p.repository)
+        } else {
+            String::new()
+        },
+        p.repository,
+        p.short(),
+        human_bytes(p.stats.bytes),
+        p.stats.files,
+        human_bytes(p.stats.added),
+        human_duration(p.took)
+    )
+}
+
 fn copy_options(copy_via: CopyVia) -> CopyOptions {
     CopyOptions::quiet(copy_via == CopyVia::Auto)
 }
@@ -166,6 +198,7 @@ pub fn snapshot(
     args: &[String],
     name: Option<String>,
     consistency: Option<Consistency>,
+    push: Option<String>,
     copy_via: CopyVia,
 ) -> Result<ExitCode, Failure> {
     let (dir, rest) = split_dir(args, 1);
@@ -182,14 +215,22 @@ pub fn snapshot(
     let spec = load_spec(&dir)?;
     let d = desired::render(&spec);
     let v = wanted(&d, target)?.clone();
+    let repository = push.as_deref().map(|r| repository(&spec, r)).transpose()?;
     let held = Held::take(&spec, "volume snapshot")?;
     let result = (|| {
         let (on, state) = current_host(&held, &d, &v)?;
+        // The repository is opened, its password checked, before any app
+        // is frozen.
+        let opened = repository
+            .as_ref()
+            .map(|r| held.rt.block_on(backup::open_for_push(r)))
+            .transpose()?;
         let req = Request {
             name,
             consistency: consistency.unwrap_or(v.consistency),
             revision: None,
             scheduled: false,
+            refresh: false,
         };
         let w = Writers::for_volume(&d, &state, &v);
         let taken = held.rt.block_on(snapshot::take(
@@ -211,6 +252,12 @@ pub fn snapshot(
             human_duration(taken.took),
             held_text(&taken.copied, taken.consistency)
         ));
+        if let Some(o) = &opened {
+            let pushed = held
+                .rt
+                .block_on(backup::push(&on, &v, &taken.volume, o, None))?;
+            print(&pushed_text(&pushed));
+        }
         Ok(ExitCode::SUCCESS)
     })();
     held.release();

@@ -48,6 +48,9 @@ pub enum VolumeCommand {
         /// the volume's `consistency`, else `freeze`).
         #[arg(long, value_parser = consistency_arg)]
         consistency: Option<Consistency>,
+        /// Also store it in this repository of the Cluster (a backup).
+        #[arg(long, value_name = "REPO")]
+        push: Option<String>,
         #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
         copy_via: CopyVia,
     },
@@ -111,8 +114,9 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
             args,
             name,
             consistency,
+            push,
             copy_via,
-        } => super::snapshots::snapshot(&args, name, consistency, copy_via),
+        } => super::snapshots::snapshot(&args, name, consistency, push, copy_via),
         VolumeCommand::Snapshots { args, output } => super::snapshots::list(&args, output),
         VolumeCommand::Restore {
             args,

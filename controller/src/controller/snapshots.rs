@@ -189,6 +189,7 @@ pub async fn run(
             consistency: v.consistency,
             revision: None,
             scheduled: true,
+            refresh: false,
         };
         match crate::data::snapshot::take(&on, state, v, &writers, &req, &opts).await {
             Ok(t) => round.taken.push((key, t)),

@@ -2,6 +2,7 @@
 //! a move — snapshots, restores and clones ([`snapshot`]), and deletion
 //! ([`remove`]), which happens here and nowhere else.
 
+pub mod backup;
 pub mod clock;
 pub mod relay;
 pub mod remove;

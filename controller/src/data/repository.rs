@@ -202,6 +202,8 @@ pub fn backend(repo: &Repository) -> Result<Arc<dyn WriteBackend>, RepoError> {
 /// An open repository.
 pub struct Opened {
     pub name: String,
+    /// Given to helpers in their job, never on a command line.
+    pub password: String,
     pub repo: Repo<OpenStatus>,
     pub backend: Arc<dyn WriteBackend>,
     /// It was made by this call.
@@ -233,6 +235,7 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
             .map_err(|e| rustic(&repo.name, &e))?;
         return Ok(Opened {
             name: repo.name.clone(),
+            password: repo.password.expose().to_string(),
             repo: r,
             backend: be,
             created: true,
@@ -241,6 +244,7 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
     let r = r.open(&credentials).map_err(|e| rustic(&repo.name, &e))?;
     Ok(Opened {
         name: repo.name.clone(),
+        password: repo.password.expose().to_string(),
         repo: r,
         backend: be,
         created: false,

@@ -156,6 +156,10 @@ pub struct Request {
     pub revision: Option<String>,
     /// Taken for `snapshots:` (pruned by its `keep`).
     pub scheduled: bool,
+    /// A snapshot of this name may exist: it is brought up to date in
+    /// place, so the copy sends only what changed (the one a backup
+    /// pushes).
+    pub refresh: bool,
 }
 
 /// The labels of a snapshot of `v` named `name`.
@@ -381,6 +385,12 @@ pub async fn take(
         ));
     }
     match state.volumes.iter().find(|o| o.name == snap) {
+        // Unfinished until brought up to date.
+        Some(o) if o.snapshot.as_ref().is_some_and(|s| s.complete()) && req.refresh => on
+            .api
+            .remove_record(&note_ref(&names::snapshot_record(&snap)))
+            .await
+            .map_err(engine)?,
         Some(o) if o.snapshot.as_ref().is_some_and(|s| s.complete()) => {
             return Err(format!(
                 "snapshot `{name}` of `{}/{}` exists on `{host}`; choose another `--name`",
@@ -413,6 +423,8 @@ pub async fn take(
     .await;
     let copied = match copied {
         Ok(c) => c,
+        // Kept, unfinished: the next one brings it up to date.
+        Err(e) if req.refresh => return Err(format!("{reason} failed: {e}")),
         Err(e) => {
             discard(&on.api, &snap).await;
             return Err(format!("{reason} failed, and was discarded: {e}"));
@@ -609,6 +621,7 @@ async fn finish(
             consistency: Consistency::Stop,
             revision: None,
             scheduled: false,
+            refresh: false,
         };
         if let Err(e) = take(on, state, v, &Writers::default(), &req, opts).await {
             // Nothing was restored: the volume is as it was, and so are
@@ -738,10 +751,47 @@ pub async fn clone(
         }
         None => (v.name.clone(), format!("{}/{}", v.stack, v.volume)),
     };
+    let (writers, consistency) = match source.snapshot {
+        Some(_) => (Writers::default(), Consistency::Stop),
+        None => (source.writers.clone(), source.consistency),
+    };
+    let reason = format!("clone of `{what}`");
+    seeded(dst, dst_state, target, &what, async {
+        copy_consistent(
+            &source.on,
+            dst,
+            (&from, &target.name, &target.stack),
+            &writers,
+            consistency,
+            &reason,
+            opts,
+        )
+        .await
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "{reason} into `{}/{}` failed: {e}; run it again to finish it",
+            target.stack, target.volume
+        )
+    })
+}
+
+/// Makes `target` (which must not exist yet) on `dst` and fills it with
+/// `fill`, recorded as unfinished (seeded from `what`) until `fill` has
+/// succeeded: a volume whose record stays is never used, and running the
+/// same again finishes it. An existing volume is never written.
+pub async fn seeded<T>(
+    dst: &On,
+    dst_state: &ObservedHost,
+    target: &VolumeSpec,
+    what: &str,
+    fill: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     let seeding = dst_state.seeding.iter().find(|s| s.volume == target.name);
     if dst_state.volumes.iter().any(|o| o.name == target.name) && seeding.is_none() {
         return Err(format!(
-            "volume `{}/{}` exists on `{}`: a clone never overwrites data",
+            "volume `{}/{}` exists on `{}`: a copy never overwrites data",
             target.stack,
             target.volume,
             dst.api.host()
@@ -753,44 +803,24 @@ pub async fn clone(
                 names::seed_record(&target.name),
                 [
                     (labels::SEEDING, target.name.clone()),
-                    (labels::SEED_FROM, what.clone()),
+                    (labels::SEED_FROM, what.to_string()),
                 ],
             ))
             .await
             .map_err(engine)?;
         let mut l = target.labels.clone();
-        l.insert(labels::CLONED_FROM.into(), what.clone());
+        l.insert(labels::CLONED_FROM.into(), what.to_string());
         dst.api
             .create_volume(&volume_like(target, &target.name, l))
             .await
             .map_err(engine)?;
     }
-    let (writers, consistency) = match source.snapshot {
-        Some(_) => (Writers::default(), Consistency::Stop),
-        None => (source.writers.clone(), source.consistency),
-    };
-    let reason = format!("clone of `{what}`");
-    let copied = copy_consistent(
-        &source.on,
-        dst,
-        (&from, &target.name, &target.stack),
-        &writers,
-        consistency,
-        &reason,
-        opts,
-    )
-    .await
-    .map_err(|e| {
-        format!(
-            "{reason} into `{}/{}` failed: {e}; run it again to finish it",
-            target.stack, target.volume
-        )
-    })?;
+    let out = fill.await?;
     dst.api
         .remove_record(&note_ref(&names::seed_record(&target.name)))
         .await
         .map_err(engine)?;
-    Ok(copied)
+    Ok(out)
 }
 
 /// One snapshot as `drover volume snapshots` lists it.

@@ -21,7 +21,7 @@ mod on_fakes;
 mod transfer;
 
 pub use image::{helper_image, HelperImage};
-pub use transfer::Helpers;
+pub use transfer::{helper_cmd, Helpers};
 use transfer::Side;
 pub use transfer::{to_send, PathList, SendPlan};
 

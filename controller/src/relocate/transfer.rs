@@ -5,7 +5,7 @@
 use super::*;
 
 /// `/drover helper ARGS…`, as run in a helper.
-pub(super) fn helper_cmd(args: &[&str]) -> Vec<String> {
+pub fn helper_cmd(args: &[&str]) -> Vec<String> {
     ["/drover", "helper"]
         .iter()
         .chain(args)

@@ -1,0 +1,255 @@
+//! Backups: snapshots pushed into a repository, and volumes made from them
+//! (`docs/backups.md`).
+//!
+//! A backup pushes a snapshot: a helper on the volume's host mounts the
+//! snapshot read-only and runs rustic_core's backup of it, reaching the
+//! repository through drover ([`crate::data::relay`]). A volume's scheduled
+//! backups push its snapshot `last-backup`, brought up to date in place
+//! each time, so that the copy sends only what changed and the backup reads
+//! only changed files (the previous backup is its parent, compared by size
+//! and time). The repository is opened, and its password checked, before
+//! any app is frozen.
+//!
+//! A pull is the other way: a helper on the target host, with the volume
+//! mounted, restores the backup into it and reads every file back against
+//! the backup's content.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::contract::{labels, names};
+use crate::data::repository::{self as repo, Backup, Opened};
+use crate::data::snapshot::{self, CopyOptions, On, Request, Writers};
+use crate::desired::VolumeSpec;
+use crate::docker::{DockerApi, HelperSpec};
+use crate::helper::repo::{BackedUp, Job, Restored};
+use crate::model::{Consistency, Repository};
+use crate::observed::ObservedHost;
+
+/// The snapshot a volume's backups are pushed from.
+pub const LAST_BACKUP: &str = "last-backup";
+
+/// A backup pushed.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub repository: String,
+    pub id: String,
+    pub stats: BackedUp,
+    /// The repository was made by this push.
+    pub created: bool,
+    /// How long pushing took (after the snapshot).
+    pub took: Duration,
+}
+
+impl Pushed {
+    pub fn short(&self) -> &str {
+        &self.id[..self.id.len().min(8)]
+    }
+}
+
+/// Opens `r` for a push, making the repository when its location holds
+/// none. Nothing is frozen before this has succeeded.
+pub async fn open_for_push(r: &Repository) -> Result<Arc<Opened>, String> {
+    let r = r.clone();
+    repo::blocking(move || repo::open(&r, true))
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Opens `r` to read it: it must exist.
+pub async fn open_to_read(r: &Repository) -> Result<Arc<Opened>, String> {
+    let r = r.clone();
+    repo::blocking(move || repo::open(&r, false))
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+/// drover's backups in `o`, oldest first (of `of` only, when given).
+pub async fn list(o: &Arc<Opened>, of: Option<(String, String)>) -> Result<Vec<Backup>, String> {
+    let o = Arc::clone(o);
+    repo::blocking(move || {
+        repo::backups(&o, of.as_ref().map(|(s, v)| (s.as_str(), v.as_str())))
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Runs a helper job on `api` with `volume` at `/data`, the repository
+/// reached through this drover; removes the helper after.
+async fn run_job(
+    api: &Arc<dyn DockerApi>,
+    volume: &str,
+    stack: &str,
+    read_only: bool,
+    o: &Arc<Opened>,
+    job: &Job,
+) -> Result<serde_json::Value, String> {
+    let image = crate::relocate::ensure_helper_image(api).await?;
+    let name = format!("{}{volume}", names::HELPER_PREFIX);
+    let engine = |e: crate::docker::EngineError| e.to_string();
+    api.remove_container(&name).await.map_err(engine)?;
+    let spec = HelperSpec {
+        name: name.clone(),
+        image,
+        volume: volume.to_string(),
+        read_only,
+        source: None,
+        labels: crate::contract::internal_labels([(labels::STACK, stack)]),
+        cmd: crate::relocate::helper_cmd(&["idle", "--seconds", "21600"]),
+        network: false,
+        publish: None,
+    };
+    api.run_helper(&spec)
+        .await
+        .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+    let out = async {
+        let exec = api
+            .exec(&name, crate::relocate::helper_cmd(&["repo"]))
+            .await
+            .map_err(engine)?;
+        crate::data::relay::serve(api, exec, Arc::clone(&o.backend), job, "repo")
+            .await
+            .map(|(v, _)| v)
+    }
+    .await;
+    if let Err(e) = api.remove_container(&name).await {
+        tracing::warn!(host = %api.host(), helper = %name, error = %e, "cannot remove the helper");
+    }
+    out
+}
+
+/// Pushes the complete snapshot volume `snap` of `v` (on `on`) into `o`.
+pub async fn push(
+    on: &On,
+    v: &VolumeSpec,
+    snap: &str,
+    o: &Arc<Opened>,
+    revision: Option<&str>,
+) -> Result<Pushed, String> {
+    let started = Instant::now();
+    let host = on.api.host().to_string();
+    let parent = list(o, Some((v.stack.clone(), v.volume.clone())))
+        .await?
+        .last()
+        .map(|b| b.id.clone());
+    let job = Job::Backup {
+        password: String::new(),
+        host: host.clone(),
+        tags: repo::tags(&v.stack, &v.volume, &host, revision),
+        parent,
+    };
+    let job = with_password(job, o);
+    let out = run_job(&on.api, snap, &v.stack, true, o, &job)
+        .await
+        .map_err(|e| {
+            format!(
+                "the backup of `{}/{}` into repository `{}` failed: {e}",
+                v.stack, v.volume, o.name
+            )
+        })?;
+    let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
+    tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, "backed up");
+    Ok(Pushed {
+        repository: o.name.clone(),
+        id: stats.id.clone(),
+        stats,
+        created: o.created,
+        took: started.elapsed(),
+    })
+}
+
+/// The password travels in the job, never on a command line.
+fn with_password(job: Job, o: &Opened) -> Job {
+    let password = o.password.clone();
+    match job {
+        Job::Backup {
+            host, tags, parent, ..
+        } => Job::Backup {
+            password,
+            host,
+            tags,
+            parent,
+        },
+        Job::Restore { id, .. } => Job::Restore { password, id },
+    }
+}
+
+/// A backup made: the snapshot it pushed, and the push.
+#[derive(Debug, Clone)]
+pub struct Made {
+    pub taken: snapshot::Taken,
+    pub pushed: Pushed,
+}
+
+/// Backs `v` up into `r`: opens the repository (nothing is frozen if that
+/// fails), brings the snapshot [`LAST_BACKUP`] up to date, consistent as
+/// `consistency` says, and pushes it.
+#[allow(clippy::too_many_arguments)]
+pub async fn backup(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    writers: &Writers,
+    r: &Repository,
+    consistency: Consistency,
+    revision: Option<String>,
+    opts: &CopyOptions,
+) -> Result<Made, String> {
+    let o = open_for_push(r).await?;
+    let req = Request {
+        name: Some(LAST_BACKUP.to_string()),
+        consistency,
+        revision: revision.clone(),
+        scheduled: false,
+        refresh: true,
+    };
+    let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
+    let pushed = push(on, v, &taken.volume, &o, revision.as_deref()).await?;
+    Ok(Made { taken, pushed })
+}
+
+/// What a pull wrote.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub stats: Restored,
+    pub took: Duration,
+}
+
+/// Makes the volume `target` on `on` hold backup `b` of `o`, and checks it
+/// against the backup by content. `target` must be new, or the unfinished
+/// result of an earlier pull ([`snapshot::seeded`]): data is never
+/// overwritten.
+pub async fn pull(
+    on: &On,
+    state: &ObservedHost,
+    target: &VolumeSpec,
+    o: &Arc<Opened>,
+    b: &Backup,
+) -> Result<Pulled, String> {
+    let started = Instant::now();
+    let what = format!("{}:{}", o.name, b.short());
+    let job = with_password(
+        Job::Restore {
+            password: String::new(),
+            id: b.id.clone(),
+        },
+        o,
+    );
+    let stats = snapshot::seeded(on, state, target, &what, async {
+        let out = run_job(&on.api, &target.name, &target.stack, false, o, &job).await?;
+        serde_json::from_value::<Restored>(out).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "making `{}/{}` from backup `{what}` failed: {e}; run it again to finish it",
+            target.stack, target.volume
+        )
+    })?;
+    Ok(Pulled {
+        stats,
+        took: started.elapsed(),
+    })
+}
