@@ -280,16 +280,37 @@ pub fn list(args: &[String], output: OutputFormat) -> Result<ExitCode, Failure> 
     let filter = filter.as_deref().map(stack_volume).transpose()?;
     let spec = load_spec(&dir)?;
     let observed = observe_spec(&spec)?;
-    let rows = snapshot::list(
+    let mut rows = snapshot::list(
         &observed,
         filter.as_ref().map(|(s, v)| (s.as_str(), v.as_str())),
     );
+    // Beside them, the backups in every repository of the Cluster.
+    let mut unreadable_repo = false;
+    let rt = runtime()?;
+    for r in spec.repositories.values() {
+        let found = rt.block_on(async {
+            let o = backup::open_to_read(r).await?;
+            backup::list(&o, filter.clone()).await
+        });
+        match found {
+            Ok(list) => rows.extend(backup::listed(&r.name, &list)),
+            Err(e) if e.contains("has no repository") => {}
+            Err(e) => {
+                eprintln!("warning: {e}");
+                unreadable_repo = true;
+            }
+        }
+    }
+    snapshot::sort(&mut rows);
     match output {
         OutputFormat::Json => print(&format!(
             "{}\n",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         )),
         OutputFormat::Text => print(&snapshot::table(&rows)),
+    }
+    if unreadable_repo {
+        return Ok(ExitCode::from(1));
     }
     Ok(unreachable_exit(&observed))
 }
@@ -308,10 +329,20 @@ pub fn restore(
                 .into(),
         );
     };
-    snapshot::check_name(name)?;
+    let from_repo = name.split_once(':');
+    match from_repo {
+        Some((_, id)) if id != "latest" => drover::data::repository::check_backup_id(id)?,
+        Some(_) => {}
+        None => snapshot::check_name(name)?,
+    }
     let spec = load_spec(&dir)?;
     let d = desired::render(&spec);
     let v = wanted(&d, target)?.clone();
+    if let Some((repo_name, id)) = from_repo {
+        let r = repository(&spec, repo_name)?;
+        let id = (id != "latest").then_some(id);
+        return restore_backup(&spec, &d, &v, r, id, yes, dry_run, copy_via);
+    }
     if dry_run {
         let observed = observe_spec(&spec)?;
         let Some(state) = observed.hosts.get(&v.host) else {
@@ -343,25 +374,94 @@ pub fn restore(
             name,
             &copy_options(copy_via),
         ))?;
-        print(&format!(
-            "restored `{}/{}` on `{}` from snapshot `{name}` ({} in {} entries); its content before is snapshot `{}`; the apps were stopped {}{}\n",
-            v.stack,
-            v.volume,
-            v.host,
-            human_bytes(done.copied.bytes),
-            done.copied.files,
-            done.before,
-            human_duration(done.stopped),
-            if done.started.is_empty() {
-                String::new()
-            } else {
-                format!(" and started again: {}", done.started.join(", "))
-            }
-        ));
+        print(&restored_text(&v, name, &done));
         Ok(ExitCode::SUCCESS)
     })();
     held.release();
     result
+}
+
+/// `drover volume restore STACK/VOLUME REPO:ID`: the backup is brought to
+/// the volume's host as a snapshot, then restored like any snapshot.
+#[allow(clippy::too_many_arguments)]
+fn restore_backup(
+    spec: &Spec,
+    d: &Desired,
+    v: &VolumeSpec,
+    r: &drover::model::Repository,
+    id: Option<&str>,
+    yes: bool,
+    dry_run: bool,
+    copy_via: CopyVia,
+) -> Result<ExitCode, Failure> {
+    let rt = runtime()?;
+    let (o, b) = rt.block_on(async {
+        let o = backup::open_to_read(r).await?;
+        let list = backup::list(&o, None).await?;
+        let b = drover::data::repository::pick(&list, &r.name, &v.stack, &v.volume, id)?.clone();
+        Ok::<_, String>((o, b))
+    })?;
+    let what = format!("backup `{}:{}` (taken {} on `{}`)", r.name, b.short(), b.taken, b.host);
+    if dry_run {
+        print(&format!(
+            "would bring {what} to `{}` as snapshot `{}-{}`, then restore `{}/{}` from it: the apps that mount it are stopped and started again, and its content is kept first as a snapshot `before-restore-<time>`\n",
+            v.host, r.name, b.short(), v.stack, v.volume
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(rt);
+    let held = Held::take(spec, "volume restore")?;
+    let result = (|| {
+        let (on, state) = current_host(&held, d, v)?;
+        let question = format!(
+            "Replace the content of `{}/{}` on `{}` with {what}",
+            v.stack, v.volume, v.host
+        );
+        let refusal = format!("{question}: this needs confirmation: pass `--yes`");
+        if !confirm(yes, &question, &refusal)? {
+            eprintln!("nothing was changed");
+            return Ok(ExitCode::from(1));
+        }
+        let name = held
+            .rt
+            .block_on(backup::pull_snapshot(&on, &state, v, &o, &b))?;
+        print(&format!("brought {what} to `{}` as snapshot `{name}`\n", v.host));
+        let state = held
+            .rt
+            .block_on(on.api.observe())
+            .map_err(|e| format!("host `{}` could not be read again: {e}", v.host))?;
+        let w = Writers::for_volume(d, &state, v);
+        let done = held.rt.block_on(snapshot::restore(
+            &on,
+            &state,
+            v,
+            &w,
+            &name,
+            &copy_options(copy_via),
+        ))?;
+        print(&restored_text(v, &name, &done));
+        Ok(ExitCode::SUCCESS)
+    })();
+    held.release();
+    result
+}
+
+fn restored_text(v: &VolumeSpec, name: &str, done: &snapshot::Restored) -> String {
+    format!(
+        "restored `{}/{}` on `{}` from snapshot `{name}` ({} in {} entries); its content before is snapshot `{}`; the apps were stopped {}{}\n",
+        v.stack,
+        v.volume,
+        v.host,
+        human_bytes(done.copied.bytes),
+        done.copied.files,
+        done.before,
+        human_duration(done.stopped),
+        if done.started.is_empty() {
+            String::new()
+        } else {
+            format!(" and started again: {}", done.started.join(", "))
+        }
+    )
 }
 
 pub fn clone(

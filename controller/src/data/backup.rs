@@ -253,3 +253,86 @@ pub async fn pull(
         took: started.elapsed(),
     })
 }
+
+/// Backups as `drover volume snapshots` lists them, beside host snapshots.
+pub fn listed(repository: &str, backups: &[Backup]) -> Vec<snapshot::Listed> {
+    backups
+        .iter()
+        .map(|b| snapshot::Listed {
+            stack: b.stack.clone(),
+            volume: b.volume.clone(),
+            name: b.short().to_string(),
+            host: b.host.clone(),
+            repository: Some(repository.to_string()),
+            id: Some(b.id.clone()),
+            docker_volume: String::new(),
+            state: "complete",
+            taken: Some(b.taken.clone()),
+            bytes: b.bytes,
+            files: b.files,
+            revision: b.revision.clone(),
+            consistency: None,
+            held_ms: None,
+        })
+        .collect()
+}
+
+/// Brings backup `b` of `v` from `o` to `v`'s host as the snapshot
+/// `<repository>-<id>` (kept there, like any snapshot), checked against the
+/// backup by content; one already there is used as it is. Its name.
+pub async fn pull_snapshot(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    o: &Arc<Opened>,
+    b: &Backup,
+) -> Result<String, String> {
+    let name = format!("{}-{}", o.name, b.short());
+    let snap = names::snapshot(&v.name, &name);
+    let done = state
+        .volumes
+        .iter()
+        .any(|x| x.name == snap && x.snapshot.as_ref().is_some_and(|s| s.complete()));
+    if done {
+        return Ok(name);
+    }
+    let req = Request {
+        name: Some(name.clone()),
+        revision: b.revision.clone(),
+        ..Request::default()
+    };
+    let started = Instant::now();
+    let (name, snap) = snapshot::prepare(on, state, v, &req).await?;
+    let job = with_password(
+        Job::Restore {
+            password: String::new(),
+            id: b.id.clone(),
+        },
+        o,
+    );
+    let out = run_job(&on.api, &snap, &v.stack, false, o, &job)
+        .await
+        .map_err(|e| {
+            format!(
+                "bringing backup `{}:{}` to `{}` failed: {e}; run it again to finish it",
+                o.name,
+                b.short(),
+                on.api.host()
+            )
+        })?;
+    let stats: Restored = serde_json::from_value(out).map_err(|e| e.to_string())?;
+    let taken = snapshot::Taken {
+        name: name.clone(),
+        volume: snap,
+        host: on.api.host().to_string(),
+        copied: snapshot::Copied {
+            bytes: stats.bytes,
+            files: stats.files,
+            held: None,
+        },
+        consistency: Consistency::default(),
+        took: started.elapsed(),
+    };
+    snapshot::complete_snapshot(&on.api, &taken, &b.taken).await?;
+    Ok(name)
+}

@@ -371,6 +371,52 @@ pub async fn take(
     opts: &CopyOptions,
 ) -> Result<Taken, String> {
     let started = Instant::now();
+    let (name, snap) = prepare(on, state, v, req).await?;
+    let reason = format!("snapshot `{name}` of `{}/{}`", v.stack, v.volume);
+    let copied = copy_consistent(
+        on,
+        on,
+        (&v.name, &snap, &v.stack),
+        writers,
+        req.consistency,
+        &reason,
+        opts,
+    )
+    .await;
+    let copied = match copied {
+        Ok(c) => c,
+        // Kept, unfinished: the next one brings it up to date.
+        Err(e) if req.refresh => return Err(format!("{reason} failed: {e}")),
+        Err(e) => {
+            discard(&on.api, &snap).await;
+            return Err(format!("{reason} failed, and was discarded: {e}"));
+        }
+    };
+    let taken = Taken {
+        name,
+        volume: snap,
+        host: on.api.host().to_string(),
+        copied,
+        consistency: req.consistency,
+        took: started.elapsed(),
+    };
+    if let Err(e) = complete_snapshot(&on.api, &taken, &clock::rfc3339(clock::now())).await {
+        discard(&on.api, &taken.volume).await;
+        return Err(format!(
+            "{reason} could not be recorded, and was discarded: {e}"
+        ));
+    }
+    Ok(taken)
+}
+
+/// Makes (or finds unfinished) the Docker volume of `v`'s snapshot that
+/// `req` names, to be filled: its name and its volume's.
+pub async fn prepare(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    req: &Request,
+) -> Result<(String, String), String> {
     let host = on.api.host().to_string();
     let name = req
         .name
@@ -410,54 +456,30 @@ pub async fn take(
             .await
             .map_err(engine)?,
     }
-    let reason = format!("snapshot `{name}` of `{}/{}`", v.stack, v.volume);
-    let copied = copy_consistent(
-        on,
-        on,
-        (&v.name, &snap, &v.stack),
-        writers,
-        req.consistency,
-        &reason,
-        opts,
-    )
-    .await;
-    let copied = match copied {
-        Ok(c) => c,
-        // Kept, unfinished: the next one brings it up to date.
-        Err(e) if req.refresh => return Err(format!("{reason} failed: {e}")),
-        Err(e) => {
-            discard(&on.api, &snap).await;
-            return Err(format!("{reason} failed, and was discarded: {e}"));
-        }
-    };
+    Ok((name, snap))
+}
+
+/// Records a filled snapshot as complete, taken at `when` (RFC 3339).
+pub async fn complete_snapshot(
+    api: &Arc<dyn DockerApi>,
+    t: &Taken,
+    when: &str,
+) -> Result<(), String> {
     let done = note(
-        names::snapshot_record(&snap),
+        names::snapshot_record(&t.volume),
         [
-            (labels::SNAPSHOT_RECORD, snap.clone()),
-            (labels::TAKEN, clock::rfc3339(clock::now())),
-            (labels::BYTES, copied.bytes.to_string()),
-            (labels::FILES, copied.files.to_string()),
-            (labels::CONSISTENCY, req.consistency.as_str().to_string()),
+            (labels::SNAPSHOT_RECORD, t.volume.clone()),
+            (labels::TAKEN, when.to_string()),
+            (labels::BYTES, t.copied.bytes.to_string()),
+            (labels::FILES, t.copied.files.to_string()),
+            (labels::CONSISTENCY, t.consistency.as_str().to_string()),
             (
                 labels::HELD_MS,
-                copied.held.map_or(0, |d| d.as_millis() as u64).to_string(),
+                t.copied.held.map_or(0, |d| d.as_millis() as u64).to_string(),
             ),
         ],
     );
-    if let Err(e) = on.api.create_record(&done).await {
-        discard(&on.api, &snap).await;
-        return Err(format!(
-            "{reason} could not be recorded, and was discarded: {e}"
-        ));
-    }
-    Ok(Taken {
-        name,
-        volume: snap,
-        host,
-        copied,
-        consistency: req.consistency,
-        took: started.elapsed(),
-    })
+    api.create_record(&done).await.map_err(engine)
 }
 
 /// Removes an unfinished snapshot this drover made.
@@ -829,9 +851,14 @@ pub struct Listed {
     pub stack: String,
     pub volume: String,
     pub name: String,
-    /// Where it is kept.
+    /// The host it is kept on; for a backup, the host the volume was on.
     pub host: String,
-    /// Its Docker volume.
+    /// For a backup: the repository it is kept in, and its full ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its Docker volume (empty for a backup).
     pub docker_volume: String,
     /// `complete`, or `unfinished` (never used).
     pub state: &'static str,
@@ -868,6 +895,8 @@ pub fn list(observed: &crate::observed::Observed, of: Option<(&str, &str)>) -> V
                 volume: volume.to_string(),
                 name: s.name.clone(),
                 host: host.clone(),
+                repository: None,
+                id: None,
                 docker_volume: v.name.clone(),
                 state: if s.complete() {
                     "complete"
@@ -883,11 +912,16 @@ pub fn list(observed: &crate::observed::Observed, of: Option<(&str, &str)>) -> V
             })
         })
         .collect();
-    out.sort_by(|a, b| {
+    sort(&mut out);
+    out
+}
+
+/// Volume by volume, oldest first.
+pub fn sort(rows: &mut [Listed]) {
+    rows.sort_by(|a, b| {
         (&a.stack, &a.volume, &a.taken, &a.name, &a.host)
             .cmp(&(&b.stack, &b.volume, &b.taken, &b.name, &b.host))
     });
-    out
 }
 
 /// The table of `drover volume snapshots`.
@@ -898,7 +932,10 @@ pub fn table(rows: &[Listed]) -> String {
             vec![
                 format!("{}/{}", r.stack, r.volume),
                 r.name.clone(),
-                r.host.clone(),
+                match &r.repository {
+                    Some(repo) => format!("{repo} (repository)"),
+                    None => r.host.clone(),
+                },
                 r.taken.clone().unwrap_or_else(|| r.state.to_string()),
                 r.bytes.map_or("-".into(), crate::output::human_bytes),
                 r.files.map_or("-".into(), |f| f.to_string()),

@@ -134,10 +134,32 @@ pub fn run(
                 .prepare_restore(&check, ls, &dest, true)
                 .map_err(fail)?;
             let f = again.stats.files;
-            if f.restore + f.modify + f.additional > 0 || again.restore_size > 0 {
+            // rustic counts links and special files as extra (it would
+            // make them again): they are checked here instead.
+            let mut special = 0;
+            for item in repo.ls(&node, &LsOptions::default()).map_err(fail)? {
+                let (path, n) = item.map_err(fail)?;
+                if !n.is_special() {
+                    continue;
+                }
+                special += 1;
+                let at = std::path::Path::new(PATH).join(&path);
+                if let rustic_core::repofile::NodeType::Symlink { .. } = &n.node_type {
+                    let target = std::fs::read_link(&at)?;
+                    if target != n.node_type.to_link() {
+                        return Err(std::io::Error::other(format!(
+                            "the restored link {} differs from the backup's",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            if f.restore + f.modify > 0 || f.additional != special || again.restore_size > 0 {
                 return Err(std::io::Error::other(format!(
                     "the restored volume differs from the backup: {} files to restore, {} to change, {} extra",
-                    f.restore, f.modify, f.additional
+                    f.restore,
+                    f.modify,
+                    f.additional.saturating_sub(special)
                 )));
             }
             serde_json::to_value(Restored {
