@@ -336,8 +336,21 @@ pub fn volume_table(
                 .copy
                 .as_ref()
                 .filter(|r| r.role == crate::observed::CopyRole::Incoming);
+            // A recovery elsewhere that replaced this copy.
+            let epoch = v.copy.as_ref().map_or(0, |r| r.epoch);
+            let recovered_on = observed.hosts.iter().find_map(|(h, other)| {
+                other.volumes.iter().find_map(|o| {
+                    let r = o.copy.as_ref()?;
+                    (o.name == v.name && r.epoch > epoch && r.supersedes.contains(host))
+                        .then(|| h.clone())
+                })
+            });
             let status = match (&v.retained_for, wanted) {
                 (Some(to), _) => format!("retained copy (data moved to {to})"),
+                (None, _) if recovered_on.is_some() => format!(
+                    "stale copy (recovered from a backup on {}); never used",
+                    recovered_on.unwrap_or_default()
+                ),
                 (None, _) if incoming.is_some() => format!(
                     "unfinished copy (a move from {} did not complete)",
                     incoming

@@ -446,6 +446,94 @@ fn restore_backup(
     result
 }
 
+/// How old a backup taken at `unix` is, for people.
+fn age(unix: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    human_duration(Duration::from_secs(now.saturating_sub(unix).max(0) as u64))
+}
+
+pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<ExitCode, Failure> {
+    let (dir, rest) = split_dir(args, 1);
+    let [target] = rest else {
+        return Err("usage: drover volume recover [DIR] STACK/VOLUME --from REPO[:ID]"
+            .to_string()
+            .into());
+    };
+    let (repo_name, id) = match from.split_once(':') {
+        Some((r, "latest")) => (r, None),
+        Some((r, id)) => {
+            drover::data::repository::check_backup_id(id)?;
+            (r, Some(id))
+        }
+        None => (from, None),
+    };
+    let spec = load_spec(&dir)?;
+    let d = desired::render(&spec);
+    let v = wanted(&d, target)?.clone();
+    let r = repository(&spec, repo_name)?;
+    let rt = runtime()?;
+    let (o, b) = rt.block_on(async {
+        let o = backup::open_to_read(r).await?;
+        let list = backup::list(&o, None).await?;
+        let b = drover::data::repository::pick(&list, &r.name, &v.stack, &v.volume, id)?.clone();
+        Ok::<_, String>((o, b))
+    })?;
+    drop(rt);
+    let what = format!(
+        "backup `{}:{}`, taken {} on `{}` ({} old){}",
+        r.name,
+        b.short(),
+        b.taken,
+        b.host,
+        age(b.unix),
+        b.bytes.map_or(String::new(), |n| format!(", {} in {} files", human_bytes(n), b.files.unwrap_or(0)))
+    );
+    let held = Held::take(&spec, "volume recover")?;
+    let result = (|| {
+        let (epoch, lost) = backup::recovery_check(&held.observed, &v)?;
+        let lost_text = if lost.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} cannot be read: if it comes back, its copy is kept as stale and never used or started",
+                lost.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let plan = format!(
+            "recover `{}/{}` on `{}` from {what}, as its current copy (epoch {epoch}){lost_text}",
+            v.stack, v.volume, v.host
+        );
+        if dry_run {
+            print(&format!("would {plan}\n"));
+            return Ok(ExitCode::SUCCESS);
+        }
+        let question = format!("{}{}", plan[..1].to_uppercase(), &plan[1..]);
+        let refusal = format!("{question}: this needs confirmation: pass `--yes`");
+        if !confirm(yes, &question, &refusal)? {
+            eprintln!("nothing was changed");
+            return Ok(ExitCode::from(1));
+        }
+        let (on, _) = held.host(&d, &v.host)?;
+        let done = held
+            .rt
+            .block_on(backup::recover(&on, &held.observed, &v, &o, &b))?;
+        print(&format!(
+            "recovered `{}/{}` on `{}` from {what}: {} in {} files, checked against the backup, {}; `drover reconcile` starts its apps\n",
+            v.stack,
+            v.volume,
+            v.host,
+            human_bytes(done.pulled.stats.bytes),
+            done.pulled.stats.files,
+            human_duration(done.pulled.took)
+        ));
+        Ok(ExitCode::SUCCESS)
+    })();
+    held.release();
+    result
+}
+
 fn restored_text(v: &VolumeSpec, name: &str, done: &snapshot::Restored) -> String {
     format!(
         "restored `{}/{}` on `{}` from snapshot `{name}` ({} in {} entries); its content before is snapshot `{}`; the apps were stopped {}{}\n",

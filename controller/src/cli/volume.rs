@@ -78,6 +78,24 @@ pub enum VolumeCommand {
         #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
         copy_via: CopyVia,
     },
+    /// The volume's host is gone: make the volume on the host the manifests
+    /// now place it on, from a backup, as the current copy:
+    /// `drover volume recover [DIR] STACK/VOLUME --from REPO[:ID]`.
+    Recover {
+        /// `[DIR] STACK/VOLUME`.
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "STACK/VOLUME"])]
+        args: Vec<String>,
+        /// The repository, and the backup's ID (default: the newest backup
+        /// of the volume).
+        #[arg(long, value_name = "REPO[:ID]")]
+        from: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Show which backup and how old it is; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Make a volume that does not exist yet from another one (as it is now,
     /// or one of its snapshots):
     /// `drover volume clone [DIR] STACK/VOLUME[@SNAPSHOT] NEWSTACK/NEWVOLUME`.
@@ -129,6 +147,12 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
             host,
             copy_via,
         } => super::snapshots::clone(&args, host, copy_via),
+        VolumeCommand::Recover {
+            args,
+            from,
+            yes,
+            dry_run,
+        } => super::snapshots::recover(&args, &from, yes, dry_run),
         VolumeCommand::Ls { dir } => {
             let spec = load_spec(&dir)?;
             let observed = observe_spec(&spec)?;

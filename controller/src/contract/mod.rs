@@ -91,6 +91,9 @@ pub mod labels {
     pub const COPY_OF: &str = "drover.copy-of";
     pub const COPY_ROLE: &str = "drover.copy-role";
     pub const COPY_EPOCH: &str = "drover.copy-epoch";
+    /// On a copy made by `drover volume recover`: the hosts whose copies
+    /// it replaced (comma-separated); theirs, of a lower epoch, are stale.
+    pub const COPY_SUPERSEDES: &str = "drover.copy-supersedes";
     pub const COPY_PEER: &str = "drover.copy-peer";
     pub const COPY_SEQ: &str = "drover.copy-seq";
     pub const COPY_BYTES: &str = "drover.copy-bytes";

@@ -51,6 +51,10 @@ pub struct CopyRecord {
     /// of later plans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<MoveCost>,
+    /// Made by a recovery from a backup: the hosts whose copies it
+    /// replaced, which count as stale while their epoch is lower.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<String>,
 }
 
 /// What a finished move measured, kept in the records of both its copies.
@@ -107,6 +111,9 @@ impl CopyRecord {
                 }
             }
         }
+        if !self.supersedes.is_empty() {
+            m.insert(l::COPY_SUPERSEDES.into(), self.supersedes.join(","));
+        }
         if let Some(p) = self.phase {
             let w = match p {
                 MovePhase::Copy => "copy",
@@ -155,6 +162,10 @@ impl CopyRecord {
                     };
                     (c != MoveCost::default()).then_some(c)
                 },
+                supersedes: l
+                    .get(k::COPY_SUPERSEDES)
+                    .map(|s| s.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default(),
             },
         ))
     }

@@ -336,3 +336,128 @@ pub async fn pull_snapshot(
     snapshot::complete_snapshot(&on.api, &taken, &b.taken).await?;
     Ok(name)
 }
+
+/// How far a recovered copy's epoch jumps over every epoch the hosts that
+/// can be read know of: the lost host's copy may have moved since, unseen.
+const RECOVERY_EPOCH_JUMP: u64 = 1000;
+
+/// Whether `v` may be recovered on its host from a backup: its host can be
+/// read, and no host that can be read holds a current copy (that would be
+/// a move). The epoch the recovered copy gets, and the hosts that could not
+/// be read (their copies become stale).
+pub fn recovery_check(
+    observed: &crate::observed::Observed,
+    v: &VolumeSpec,
+) -> Result<(u64, Vec<String>), String> {
+    let Some(target) = observed.hosts.get(&v.host) else {
+        return Err(format!(
+            "host `{}`, where the manifests place `{}/{}`, cannot be read: the volume is recovered onto a host that works",
+            v.host, v.stack, v.volume
+        ));
+    };
+    let seeding = target.seeding.iter().any(|s| s.volume == v.name);
+    let mut top = 0;
+    for (h, state) in &observed.hosts {
+        for c in state.volumes.iter().filter(|c| c.name == v.name) {
+            top = top.max(c.copy.as_ref().map_or(0, |r| r.epoch));
+            if h == &v.host && seeding {
+                continue;
+            }
+            if crate::plan::may_be_current(c) {
+                return Err(format!(
+                    "volume `{}/{}` has a current copy on `{h}`, which can be read: that is a move, not a recovery (`drover reconcile` moves it where the manifests place it)",
+                    v.stack, v.volume
+                ));
+            }
+            if h == &v.host {
+                return Err(format!(
+                    "volume `{}` exists on `{h}` (a copy kept by an earlier move): a recovery never overwrites data; remove it with `drover volume rm --host {h} {}`, or make it current with `drover volume adopt --host {h} {}`",
+                    v.name, v.name, v.name
+                ));
+            }
+        }
+    }
+    Ok((
+        top + RECOVERY_EPOCH_JUMP,
+        observed.unreachable.keys().cloned().collect(),
+    ))
+}
+
+/// What a recovery did.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub pulled: Pulled,
+    pub epoch: u64,
+    /// The hosts whose copies are stale from now on.
+    pub lost: Vec<String>,
+}
+
+/// Makes `v` on its host from backup `b` and records it as the current
+/// copy, with an epoch above every other and the hosts that could not be
+/// read named as superseded: a copy there, if the host comes back, is
+/// stale and never used ([`crate::plan::authority`]).
+pub async fn recover(
+    on: &On,
+    observed: &crate::observed::Observed,
+    v: &VolumeSpec,
+    o: &Arc<Opened>,
+    b: &Backup,
+) -> Result<Recovered, String> {
+    let (epoch, lost) = recovery_check(observed, v)?;
+    let state = &observed.hosts[&v.host];
+    let started = Instant::now();
+    let what = format!("{}:{}", o.name, b.short());
+    let job = with_password(
+        Job::Restore {
+            password: String::new(),
+            id: b.id.clone(),
+        },
+        o,
+    );
+    let stats = snapshot::seeded(on, state, v, &what, async {
+        let out = run_job(&on.api, &v.name, &v.stack, false, o, &job).await?;
+        let stats = serde_json::from_value::<Restored>(out).map_err(|e| e.to_string())?;
+        // Recorded before the volume counts as made (its seed record goes
+        // after this): it is never current without its epoch.
+        let record = crate::contract::records::CopyRecord {
+            role: crate::contract::records::CopyRole::Current,
+            epoch,
+            peer: None,
+            moving_to: None,
+            phase: None,
+            bytes: Some(stats.bytes),
+            cost: None,
+            supersedes: lost.clone(),
+        };
+        let of = crate::onhost::records::Of {
+            name: &v.name,
+            stack: &v.stack,
+            volume: &v.volume,
+        };
+        let last = state
+            .records
+            .iter()
+            .filter(|r| r.of == v.name)
+            .map(|r| r.seq)
+            .max()
+            .unwrap_or(0);
+        crate::onhost::records::write(on.api.as_ref(), of, &record, crate::onhost::records::next_seq(last))
+            .await?;
+        Ok(stats)
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "recovering `{}/{}` from backup `{what}` failed: {e}; run it again to finish it",
+            v.stack, v.volume
+        )
+    })?;
+    Ok(Recovered {
+        pulled: Pulled {
+            stats,
+            took: started.elapsed(),
+        },
+        epoch,
+        lost,
+    })
+}

@@ -126,6 +126,7 @@ mod tests {
             phase: None,
             bytes: None,
             cost: None,
+            supersedes: Vec::new(),
         }
     }
 

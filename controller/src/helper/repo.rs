@@ -163,7 +163,7 @@ pub fn run(
                 )));
             }
             serde_json::to_value(Restored {
-                files: f.verified + f.unchanged,
+                files: f.verified + f.unchanged + special,
                 bytes,
                 verified: f.verified,
             })

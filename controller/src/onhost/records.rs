@@ -148,6 +148,7 @@ pub async fn adopt(
                 phase: None,
                 bytes: None,
                 cost: None,
+                supersedes: Vec::new(),
             }
         } else {
             CopyRecord {
@@ -158,6 +159,7 @@ pub async fn adopt(
                 phase: None,
                 bytes: v.copy.as_ref().and_then(|r| r.bytes),
                 cost: None,
+                supersedes: Vec::new(),
             }
         };
         let state = &observed.hosts[*h];
@@ -194,6 +196,7 @@ mod tests {
             phase: None,
             bytes: None,
             cost: None,
+            supersedes: Vec::new(),
         }
     }
 

@@ -45,6 +45,20 @@ pub fn authority(
     copies: &[(&str, &ObservedVolume)],
     unreadable: &BTreeSet<&str>,
 ) -> Authority {
+    // A recovery from a backup names the hosts whose copies it replaced:
+    // theirs, of a lower epoch, are stale and never current again.
+    let superseded: Vec<(&str, u64)> = copies
+        .iter()
+        .filter_map(|(_, v)| v.copy.as_ref())
+        .filter(|r| r.role == CopyRole::Current)
+        .flat_map(|r| r.supersedes.iter().map(move |h| (h.as_str(), r.epoch)))
+        .collect();
+    let kept: Vec<(&str, &ObservedVolume)> = copies
+        .iter()
+        .filter(|(h, v)| !superseded.iter().any(|(s, e)| s == h && epoch_of(v) < *e))
+        .copied()
+        .collect();
+    let copies = kept.as_slice();
     let unrecorded: Vec<&str> = copies
         .iter()
         .filter(|(_, v)| v.copy.is_none())

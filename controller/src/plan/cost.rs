@@ -80,6 +80,7 @@ mod tests {
                     rate: Some(rate),
                     downtime_ms: Some(downtime_ms),
                 }),
+                supersedes: Vec::new(),
             }),
         );
         v.name = format!("s-v-{rate}");

@@ -172,8 +172,18 @@ impl<'a> Planner<'a> {
                                 )
                                 .collect::<Vec<_>>()
                                 .join(", ");
+                            // With a backup, what to run if that host is lost.
+                            let repo = v
+                                .backup
+                                .as_ref()
+                                .map(|b| b.to.clone())
+                                .or_else(|| self.desired.repositories.keys().next().cloned());
+                            let recover = repo.map_or(String::new(), |r| format!(
+                                "; if it is lost, make the volume on `{host}` from its last backup: `drover volume recover {}/{} --from {r}`",
+                                v.stack, v.volume
+                            ));
                             self.block_volume(&v.stack, &v.volume, format!(
-                                "volume `{}` was not found on the hosts that could be read, and {hosts} could not be read; drover will not create an empty copy",
+                                "volume `{}` was not found on the hosts that could be read, and {hosts} could not be read; drover will not create an empty copy{recover}",
                                 v.name
                             ));
                         } else if copies.iter().any(|(_, c)| {

@@ -426,6 +426,7 @@ impl Move {
                     phase: None,
                     bytes: None,
                     cost: None,
+                    supersedes: Vec::new(),
                 };
                 self.mark(&self.cp.dst, p.volume, incoming).await?;
                 if !p.on_target {
@@ -542,6 +543,7 @@ impl Move {
                 phase: None,
                 bytes: p.bytes,
                 cost: Some(self.cost(p)),
+                supersedes: Vec::new(),
             };
             self.mark(&self.cp.dst, p.volume, current).await?;
         }
@@ -554,6 +556,7 @@ impl Move {
                 phase: None,
                 bytes: p.bytes,
                 cost: Some(self.cost(p)),
+                supersedes: Vec::new(),
             };
             self.mark(&self.cp.src, p.volume, retained).await?;
         }
@@ -602,6 +605,7 @@ impl Move {
             phase: Some(phase),
             bytes: p.bytes,
             cost: None,
+            supersedes: Vec::new(),
         }
     }
 
@@ -1224,6 +1228,7 @@ mod tests {
             phase,
             bytes: None,
             cost: None,
+            supersedes: Vec::new(),
         };
         let host = |r| ObservedHost {
             volumes: vec![vol(r)],
