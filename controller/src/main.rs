@@ -42,8 +42,16 @@ fn init_logging(format: LogFormat, default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // The Docker client logs request and response bodies at debug level:
     // a container's environment, secrets included. Never below info,
-    // whatever DROVER_LOG asks for.
-    let filter = ["bollard=info", "hyper=info", "hyper_util=info"]
+    // whatever DROVER_LOG asks for. The object store client reports every
+    // missing object it looks for (a repository not made yet); what fails
+    // reaches the user as drover's own error.
+    let filter = [
+        "bollard=info",
+        "hyper=info",
+        "hyper_util=info",
+        "reqwest=info",
+        "opendal=error",
+    ]
         .into_iter()
         .fold(filter, |f, d| {
             f.add_directive(d.parse().expect("a valid directive"))

@@ -1,0 +1,318 @@
+//! Backups in restic-format repositories on real engines, a real S3 server
+//! and Debian's `restic` as the independent reader (`docs/backups.md`):
+//! what drover pushes, restic lists, checks and restores equal to the
+//! volume; a restore and a recovery from a backup are checked by content;
+//! a lost host's copy stays stale when it comes back; bad passwords and
+//! stores change nothing and freeze nothing.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use support::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A stack `name` whose app on `host` mounts `data` and only waits.
+fn sleeper(name: &str, host: &str, volume: &str) -> String {
+    format!(
+        "kind: Stack
+name: {name}
+volumes:
+  data: {{ {volume} }}
+apps:
+  app:
+    image: {IMAGE}
+    host: {host}
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1; done']
+    volumes: ['data:/data']
+    stop_grace_period: 1s
+"
+    )
+}
+
+/// The Cluster of `f` with one repository `offsite` at `url`.
+fn with_repository(f: &Fixture, url: &str, env: &str) {
+    let cluster = std::fs::read_to_string(f.path().join("cluster.yaml")).unwrap();
+    f.write(
+        "cluster.yaml",
+        &format!(
+            "{cluster}repositories:\n  offsite:\n    url: {url}\n    password: ${{REPO_PASSWORD}}\n{env}"
+        ),
+    );
+}
+
+/// drover with the repository's secrets in its environment.
+fn drover(f: &Fixture, args: &[&str], password: &str) -> std::process::Output {
+    f.drover_with(
+        args,
+        &[
+            ("REPO_PASSWORD", password),
+            ("S3_KEY", "drover-test"),
+            ("S3_SECRET", "drover-test-secret"),
+        ],
+    )
+}
+
+/// restic with the repository's password (and the S3 server's keys).
+fn restic(repo: &str, args: &[&str]) -> std::process::Output {
+    let o = Command::new("restic")
+        .arg("-r")
+        .arg(repo)
+        .args(args)
+        .env("RESTIC_PASSWORD", PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", "drover-test")
+        .env("AWS_SECRET_ACCESS_KEY", "drover-test-secret")
+        .env("RESTIC_CACHE_DIR", std::env::temp_dir().join("drover-test-restic-cache"))
+        .output()
+        .expect("restic is installed (scripts/test.sh installs it)");
+    eprintln!(
+        "$ restic {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Every entry under `dir` (a shell script's `find` from its root): path,
+/// kind, mode, owner, size, mtime and hash, or a link's target.
+const LISTING: &str = r#"cd "$1" && find . -mindepth 1 | sort | while IFS= read -r f; do
+  if [ -L "$f" ]; then x="-> $(readlink "$f") $(stat -c '%u %g' "$f")"
+  elif [ -d "$f" ]; then x="dir $(stat -c '%a %u %g' "$f")"
+  else x="$(stat -c '%F %a %u %g %s %Y' "$f") $(md5sum < "$f" | cut -d' ' -f1)"; fi
+  echo "$f $x"
+done"#;
+
+fn volume_listing(host: &TestHost, volume: &str) -> String {
+    in_volume(host, volume, &LISTING.replace("\"$1\"", "/d"))
+}
+
+fn local_listing(dir: &Path) -> String {
+    let o = Command::new("sh")
+        .args(["-c", LISTING, "listing"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Files of several shapes, owners, modes and times, and a link.
+fn fill(host: &TestHost, volume: &str) {
+    in_volume(
+        host,
+        volume,
+        "mkdir -p /d/sub/deep && echo one > /d/a && echo two > /d/sub/b && ln -s ../a /d/sub/link \
+         && chmod 640 /d/a && chown 123:456 /d/sub/b && touch -d '2020-01-02 03:04:05' /d/sub/b \
+         && head -c 3000000 /dev/urandom > /d/sub/deep/big \
+         && for i in $(seq 1 200); do echo $i > /d/sub/deep/f$i; done",
+    );
+}
+
+fn repo_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["config", "keys", "snapshots", "index", "data", "locks"] {
+        let p = dir.join(sub);
+        if p.is_file() {
+            out.push(sub.to_string());
+        } else if let Ok(rd) = std::fs::read_dir(&p) {
+            for e in rd.flatten() {
+                out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkl"]);
+    let repo = tempfile::tempdir().unwrap();
+    let url = repo.path().join("repo");
+    let url = url.to_str().unwrap();
+    with_repository(&f, url, "");
+    f.write("stack.yaml", &sleeper("bkl", "node-a", ""));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let a = &f.hosts[0];
+    fill(a, "bkl-data");
+
+    let o = drover(&f, &["volume", "snapshot", "bkl/data", "--name", "one", "--push", "offsite"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("made repository `offsite`"), "{out}");
+    assert!(out.contains("froze the apps"), "{out}");
+    // A second push of a volume that changed a little stores little.
+    in_volume(a, "bkl-data", "echo three > /d/c");
+    let o = drover(&f, &["volume", "snapshot", "bkl/data", "--name", "two", "--push", "offsite"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(!out.contains("made repository"), "{out}");
+    let added = out.split(" added").next().unwrap().rsplit(", ").next().unwrap().to_string();
+    assert!(added.ends_with(" B") || added.ends_with("KiB"), "a second push added {added}");
+
+    // restic itself lists drover's backups with their tags, checks the
+    // repository, and restores what the volume held.
+    let o = restic(url, &["snapshots", "--json"]);
+    assert!(o.status.success());
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(snaps.len(), 2);
+    for s in &snaps {
+        let tags: Vec<&str> = s["tags"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
+        for t in ["drover", "stack=bkl", "volume=data", "host=node-a"] {
+            assert!(tags.contains(&t), "tag {t} missing: {tags:?}");
+        }
+        assert_eq!(s["hostname"], "node-a");
+    }
+    assert!(restic(url, &["check"]).status.success(), "restic check failed");
+    let out_dir = tempfile::tempdir().unwrap();
+    let id = snaps.last().unwrap()["id"].as_str().unwrap().to_string();
+    let o = restic(url, &["restore", &id, "--target", out_dir.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let volume_now = volume_listing(a, "bkl-data");
+    assert_eq!(local_listing(&out_dir.path().join("data")), volume_now);
+
+    // drover lists them beside the host's snapshots.
+    let o = drover(&f, &["volume", "snapshots", "bkl/data", "--output", "json"], PASSWORD);
+    assert!(o.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let backups: Vec<&serde_json::Value> = rows.iter().filter(|r| r["repository"] == "offsite").collect();
+    assert_eq!(backups.len(), 2, "{rows:?}");
+    assert_eq!(backups[1]["id"], id.as_str());
+
+    // A restore from the repository is byte-identical to the backup and
+    // keeps what it replaces.
+    in_volume(a, "bkl-data", "rm /d/a && echo bad > /d/sub/b && echo new > /d/new");
+    let short = &id[..8];
+    let o = drover(&f, &["volume", "restore", "bkl/data", &format!("offsite:{short}"), "--yes"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("before-restore-"), "{}", stdout(&o));
+    assert_eq!(volume_listing(a, "bkl-data"), volume_now);
+    assert!(running(a, "bkl-app"));
+
+    // A wrong password: a clear error, nothing written, nothing frozen.
+    let before = repo_files(&repo.path().join("repo"));
+    let since = now();
+    let o = drover(&f, &["volume", "snapshot", "bkl/data", "--name", "three", "--push", "offsite"], "wrong");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("password of repository `offsite` is wrong"), "{}", stderr(&o));
+    assert_eq!(repo_files(&repo.path().join("repo")), before);
+    assert!(!stdout(&drover(&f, &["volume", "snapshots"], PASSWORD)).contains("three"));
+    let events = events(a, &since, &now());
+    assert!(
+        !events.iter().any(|(_, _, action, _)| action == "pause"),
+        "an app was frozen for a push that could not run"
+    );
+    // A backup of another volume is refused by name.
+    let o = drover(&f, &["volume", "restore", "bkl/data", "offsite:00000000", "--yes"], PASSWORD);
+    assert!(!o.status.success());
+}
+
+/// A real S3 server on loopback: moto's (`moto_server`, from PyPI), with
+/// the bucket `backups`.
+struct S3 {
+    child: Child,
+    port: u16,
+}
+
+impl S3 {
+    fn start() -> Option<S3> {
+        let Ok(bin) = std::env::var("DROVER_S3_SERVER") else {
+            assert!(
+                std::env::var_os("DROVER_E2E_REQUIRED").is_none(),
+                "DROVER_S3_SERVER is not set: scripts/test.sh installs moto's S3 server"
+            );
+            eprintln!("skipped: no S3 server (set DROVER_S3_SERVER to `moto_server`)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the S3 server starts");
+        wait_until(Duration::from_secs(30), "the S3 server", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        // The bucket, as an operator makes it.
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(c, "PUT /backups HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "cannot make the bucket: {reply}");
+        Some(S3 { child, port })
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host_never_writes() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let Some(s3) = S3::start() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bks"]);
+    let url = format!("s3:http://127.0.0.1:{}/backups/drover", s3.port);
+    with_repository(
+        &f,
+        &url,
+        "    env:\n      AWS_ACCESS_KEY_ID: ${S3_KEY}\n      AWS_SECRET_ACCESS_KEY: ${S3_SECRET}\n",
+    );
+    f.write("stack.yaml", &sleeper("bks", "node-a", "backup: { to: offsite, every: 6h, keep: { last: 2 } }"));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+    fill(a, "bks-data");
+    let o = drover(&f, &["volume", "snapshot", "bks/data", "--push", "offsite"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let backed_up = volume_listing(a, "bks-data");
+    assert!(restic(&url, &["check"]).status.success(), "restic check failed on S3");
+
+
+    // The host is lost; the manifests place the app on node-b.
+    host_script("kill", "node-a");
+    f.write("stack.yaml", &sleeper("bks", "node-b", "backup: { to: offsite, every: 6h, keep: { last: 2 } }"));
+    let o = drover(&f, &["reconcile", "--dry-run"], PASSWORD);
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(said.contains("drover volume recover bks/data --from offsite"), "{said}");
+    let o = drover(&f, &["volume", "recover", "bks/data", "--from", "offsite", "--dry-run"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("old"), "{}", stdout(&o));
+    let o = drover(&f, &["volume", "recover", "bks/data", "--from", "offsite", "--yes"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = drover(&f, &["reconcile"], PASSWORD);
+    assert!(!stderr(&o).contains("error: volume"), "{}", stderr(&o));
+    assert!(running(b, "bks-app"));
+    assert_eq!(volume_listing(b, "bks-data"), backed_up);
+    in_volume(b, "bks-data", "echo after > /d/after");
+
+    // The old host comes back: its copy is stale, never used or started.
+    host_script("start", "node-a");
+    let o = drover(&f, &["reconcile"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!running(a, "bks-app"), "the returning host runs the app");
+    assert!(running(b, "bks-app"));
+    let ls = stdout(&drover(&f, &["volume", "ls"], PASSWORD));
+    assert!(ls.contains("stale copy (recovered from a backup on node-b)"), "{ls}");
+    assert_eq!(in_volume(b, "bks-data", "cat /d/after"), "after");
+    // A second recovery is refused: the volume has a current copy.
+    let o = drover(&f, &["volume", "recover", "bks/data", "--from", "offsite", "--yes"], PASSWORD);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("that is a move"), "{}", stderr(&o));
+    drop(s3);
+}
