@@ -49,6 +49,8 @@ install() {
   command -v openssl >/dev/null || missing+=(openssl)
   command -v prlimit >/dev/null || missing+=(util-linux)
   command -v fallocate >/dev/null || missing+=(util-linux)
+  # The independent reader of drover's backup repositories.
+  command -v restic >/dev/null || missing+=(restic)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq

@@ -36,6 +36,18 @@ if [ "$(id -u)" = 0 ]; then
   RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --locked --target x86_64-unknown-linux-gnu -p drover --bin drover
   export DROVER_IMAGE_BINARY=target/x86_64-unknown-linux-gnu/debug/drover
+  # A real S3 server for the backup tests: moto's, from PyPI, in a venv
+  # of its own (the tests start it on loopback).
+  echo "== an S3 server for the backup tests"
+  if [ ! -x target/s3-server/bin/moto_server ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+    fi
+    python3 -m venv target/s3-server
+    target/s3-server/bin/pip install -q 'moto[server]==5.1.*'
+  fi
+  export DROVER_S3_SERVER=$PWD/target/s3-server/bin/moto_server
 else
   echo "== not root: the end-to-end tests will be skipped"
 fi

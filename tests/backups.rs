@@ -66,7 +66,10 @@ fn restic(repo: &str, args: &[&str]) -> std::process::Output {
         .env("RESTIC_PASSWORD", PASSWORD)
         .env("AWS_ACCESS_KEY_ID", "drover-test")
         .env("AWS_SECRET_ACCESS_KEY", "drover-test-secret")
-        .env("RESTIC_CACHE_DIR", std::env::temp_dir().join("drover-test-restic-cache"))
+        .env(
+            "RESTIC_CACHE_DIR",
+            std::env::temp_dir().join("drover-test-restic-cache"),
+        )
         .output()
         .expect("restic is installed (scripts/test.sh installs it)");
     eprintln!(
@@ -143,19 +146,41 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     let a = &f.hosts[0];
     fill(a, "bkl-data");
 
-    let o = drover(&f, &["volume", "snapshot", "bkl/data", "--name", "one", "--push", "offsite"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "snapshot", "bkl/data", "--name", "one", "--push", "offsite",
+        ],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("made repository `offsite`"), "{out}");
     assert!(out.contains("froze the apps"), "{out}");
     // A second push of a volume that changed a little stores little.
     in_volume(a, "bkl-data", "echo three > /d/c");
-    let o = drover(&f, &["volume", "snapshot", "bkl/data", "--name", "two", "--push", "offsite"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "snapshot", "bkl/data", "--name", "two", "--push", "offsite",
+        ],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(!out.contains("made repository"), "{out}");
-    let added = out.split(" added").next().unwrap().rsplit(", ").next().unwrap().to_string();
-    assert!(added.ends_with(" B") || added.ends_with("KiB"), "a second push added {added}");
+    let added = out
+        .split(" added")
+        .next()
+        .unwrap()
+        .rsplit(", ")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        added.ends_with(" B") || added.ends_with("KiB"),
+        "a second push added {added}"
+    );
 
     // restic itself lists drover's backups with their tags, checks the
     // repository, and restores what the volume held.
@@ -164,33 +189,65 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     let snaps: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(snaps.len(), 2);
     for s in &snaps {
-        let tags: Vec<&str> = s["tags"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
+        let tags: Vec<&str> = s["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
         for t in ["drover", "stack=bkl", "volume=data", "host=node-a"] {
             assert!(tags.contains(&t), "tag {t} missing: {tags:?}");
         }
         assert_eq!(s["hostname"], "node-a");
     }
-    assert!(restic(url, &["check"]).status.success(), "restic check failed");
+    assert!(
+        restic(url, &["check"]).status.success(),
+        "restic check failed"
+    );
     let out_dir = tempfile::tempdir().unwrap();
     let id = snaps.last().unwrap()["id"].as_str().unwrap().to_string();
-    let o = restic(url, &["restore", &id, "--target", out_dir.path().to_str().unwrap()]);
+    let o = restic(
+        url,
+        &["restore", &id, "--target", out_dir.path().to_str().unwrap()],
+    );
     assert!(o.status.success());
     let volume_now = volume_listing(a, "bkl-data");
     assert_eq!(local_listing(&out_dir.path().join("data")), volume_now);
 
     // drover lists them beside the host's snapshots.
-    let o = drover(&f, &["volume", "snapshots", "bkl/data", "--output", "json"], PASSWORD);
+    let o = drover(
+        &f,
+        &["volume", "snapshots", "bkl/data", "--output", "json"],
+        PASSWORD,
+    );
     assert!(o.status.success());
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-    let backups: Vec<&serde_json::Value> = rows.iter().filter(|r| r["repository"] == "offsite").collect();
+    let backups: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["repository"] == "offsite")
+        .collect();
     assert_eq!(backups.len(), 2, "{rows:?}");
     assert_eq!(backups[1]["id"], id.as_str());
 
     // A restore from the repository is byte-identical to the backup and
     // keeps what it replaces.
-    in_volume(a, "bkl-data", "rm /d/a && echo bad > /d/sub/b && echo new > /d/new");
+    in_volume(
+        a,
+        "bkl-data",
+        "rm /d/a && echo bad > /d/sub/b && echo new > /d/new",
+    );
     let short = &id[..8];
-    let o = drover(&f, &["volume", "restore", "bkl/data", &format!("offsite:{short}"), "--yes"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume",
+            "restore",
+            "bkl/data",
+            &format!("offsite:{short}"),
+            "--yes",
+        ],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("before-restore-"), "{}", stdout(&o));
     assert_eq!(volume_listing(a, "bkl-data"), volume_now);
@@ -199,9 +256,19 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     // A wrong password: a clear error, nothing written, nothing frozen.
     let before = repo_files(&repo.path().join("repo"));
     let since = now();
-    let o = drover(&f, &["volume", "snapshot", "bkl/data", "--name", "three", "--push", "offsite"], "wrong");
+    let o = drover(
+        &f,
+        &[
+            "volume", "snapshot", "bkl/data", "--name", "three", "--push", "offsite",
+        ],
+        "wrong",
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("password of repository `offsite` is wrong"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("password of repository `offsite` is wrong"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(repo_files(&repo.path().join("repo")), before);
     assert!(!stdout(&drover(&f, &["volume", "snapshots"], PASSWORD)).contains("three"));
     let events = events(a, &since, &now());
@@ -210,7 +277,11 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
         "an app was frozen for a push that could not run"
     );
     // A backup of another volume is refused by name.
-    let o = drover(&f, &["volume", "restore", "bkl/data", "offsite:00000000", "--yes"], PASSWORD);
+    let o = drover(
+        &f,
+        &["volume", "restore", "bkl/data", "offsite:00000000", "--yes"],
+        PASSWORD,
+    );
     assert!(!o.status.success());
 }
 
@@ -231,7 +302,11 @@ impl S3 {
             eprintln!("skipped: no S3 server (set DROVER_S3_SERVER to `moto_server`)");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -247,7 +322,10 @@ impl S3 {
         write!(c, "PUT /backups HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
         let mut reply = String::new();
         let _ = c.read_to_string(&mut reply);
-        assert!(reply.starts_with("HTTP/1.1 200"), "cannot make the bucket: {reply}");
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "cannot make the bucket: {reply}"
+        );
         Some(S3 { child, port })
     }
 }
@@ -274,26 +352,66 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
         &url,
         "    env:\n      AWS_ACCESS_KEY_ID: ${S3_KEY}\n      AWS_SECRET_ACCESS_KEY: ${S3_SECRET}\n",
     );
-    f.write("stack.yaml", &sleeper("bks", "node-a", "backup: { to: offsite, every: 6h, keep: { last: 2 } }"));
+    f.write(
+        "stack.yaml",
+        &sleeper(
+            "bks",
+            "node-a",
+            "backup: { to: offsite, every: 6h, keep: { last: 2 } }",
+        ),
+    );
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     fill(a, "bks-data");
-    let o = drover(&f, &["volume", "snapshot", "bks/data", "--push", "offsite"], PASSWORD);
+    let o = drover(
+        &f,
+        &["volume", "snapshot", "bks/data", "--push", "offsite"],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let backed_up = volume_listing(a, "bks-data");
-    assert!(restic(&url, &["check"]).status.success(), "restic check failed on S3");
-
+    assert!(
+        restic(&url, &["check"]).status.success(),
+        "restic check failed on S3"
+    );
 
     // The host is lost; the manifests place the app on node-b.
     host_script("kill", "node-a");
-    f.write("stack.yaml", &sleeper("bks", "node-b", "backup: { to: offsite, every: 6h, keep: { last: 2 } }"));
+    f.write(
+        "stack.yaml",
+        &sleeper(
+            "bks",
+            "node-b",
+            "backup: { to: offsite, every: 6h, keep: { last: 2 } }",
+        ),
+    );
     let o = drover(&f, &["reconcile", "--dry-run"], PASSWORD);
     let said = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(said.contains("drover volume recover bks/data --from offsite"), "{said}");
-    let o = drover(&f, &["volume", "recover", "bks/data", "--from", "offsite", "--dry-run"], PASSWORD);
+    assert!(
+        said.contains("drover volume recover bks/data --from offsite"),
+        "{said}"
+    );
+    let o = drover(
+        &f,
+        &[
+            "volume",
+            "recover",
+            "bks/data",
+            "--from",
+            "offsite",
+            "--dry-run",
+        ],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("old"), "{}", stdout(&o));
-    let o = drover(&f, &["volume", "recover", "bks/data", "--from", "offsite", "--yes"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "recover", "bks/data", "--from", "offsite", "--yes",
+        ],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = drover(&f, &["reconcile"], PASSWORD);
     assert!(!stderr(&o).contains("error: volume"), "{}", stderr(&o));
@@ -308,10 +426,19 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
     assert!(!running(a, "bks-app"), "the returning host runs the app");
     assert!(running(b, "bks-app"));
     let ls = stdout(&drover(&f, &["volume", "ls"], PASSWORD));
-    assert!(ls.contains("stale copy (recovered from a backup on node-b)"), "{ls}");
+    assert!(
+        ls.contains("stale copy (recovered from a backup on node-b)"),
+        "{ls}"
+    );
     assert_eq!(in_volume(b, "bks-data", "cat /d/after"), "after");
     // A second recovery is refused: the volume has a current copy.
-    let o = drover(&f, &["volume", "recover", "bks/data", "--from", "offsite", "--yes"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "recover", "bks/data", "--from", "offsite", "--yes",
+        ],
+        PASSWORD,
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("that is a move"), "{}", stderr(&o));
     drop(s3);

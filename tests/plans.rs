@@ -627,6 +627,7 @@ fn record(
         phase,
         bytes: None,
         cost: None,
+        supersedes: Vec::new(),
     }
 }
 

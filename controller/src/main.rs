@@ -52,10 +52,10 @@ fn init_logging(format: LogFormat, default: &str) {
         "reqwest=info",
         "opendal=error",
     ]
-        .into_iter()
-        .fold(filter, |f, d| {
-            f.add_directive(d.parse().expect("a valid directive"))
-        });
+    .into_iter()
+    .fold(filter, |f, d| {
+        f.add_directive(d.parse().expect("a valid directive"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

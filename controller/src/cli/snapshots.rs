@@ -401,7 +401,13 @@ fn restore_backup(
         let b = drover::data::repository::pick(&list, &r.name, &v.stack, &v.volume, id)?.clone();
         Ok::<_, String>((o, b))
     })?;
-    let what = format!("backup `{}:{}` (taken {} on `{}`)", r.name, b.short(), b.taken, b.host);
+    let what = format!(
+        "backup `{}:{}` (taken {} on `{}`)",
+        r.name,
+        b.short(),
+        b.taken,
+        b.host
+    );
     if dry_run {
         print(&format!(
             "would bring {what} to `{}` as snapshot `{}-{}`, then restore `{}/{}` from it: the apps that mount it are stopped and started again, and its content is kept first as a snapshot `before-restore-<time>`\n",
@@ -425,7 +431,10 @@ fn restore_backup(
         let name = held
             .rt
             .block_on(backup::pull_snapshot(&on, &state, v, &o, &b))?;
-        print(&format!("brought {what} to `{}` as snapshot `{name}`\n", v.host));
+        print(&format!(
+            "brought {what} to `{}` as snapshot `{name}`\n",
+            v.host
+        ));
         let state = held
             .rt
             .block_on(on.api.observe())
@@ -457,9 +466,11 @@ fn age(unix: i64) -> String {
 pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<ExitCode, Failure> {
     let (dir, rest) = split_dir(args, 1);
     let [target] = rest else {
-        return Err("usage: drover volume recover [DIR] STACK/VOLUME --from REPO[:ID]"
-            .to_string()
-            .into());
+        return Err(
+            "usage: drover volume recover [DIR] STACK/VOLUME --from REPO[:ID]"
+                .to_string()
+                .into(),
+        );
     };
     let (repo_name, id) = match from.split_once(':') {
         Some((r, "latest")) => (r, None),
@@ -488,7 +499,11 @@ pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<
         b.taken,
         b.host,
         age(b.unix),
-        b.bytes.map_or(String::new(), |n| format!(", {} in {} files", human_bytes(n), b.files.unwrap_or(0)))
+        b.bytes.map_or(String::new(), |n| format!(
+            ", {} in {} files",
+            human_bytes(n),
+            b.files.unwrap_or(0)
+        ))
     );
     let held = Held::take(&spec, "volume recover")?;
     let result = (|| {

@@ -164,7 +164,12 @@ impl CopyRecord {
                 },
                 supersedes: l
                     .get(k::COPY_SUPERSEDES)
-                    .map(|s| s.split(',').filter(|h| !h.is_empty()).map(str::to_string).collect())
+                    .map(|s| {
+                        s.split(',')
+                            .filter(|h| !h.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             },
         ))

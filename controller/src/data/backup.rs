@@ -69,11 +69,9 @@ pub async fn open_to_read(r: &Repository) -> Result<Arc<Opened>, String> {
 /// drover's backups in `o`, oldest first (of `of` only, when given).
 pub async fn list(o: &Arc<Opened>, of: Option<(String, String)>) -> Result<Vec<Backup>, String> {
     let o = Arc::clone(o);
-    repo::blocking(move || {
-        repo::backups(&o, of.as_ref().map(|(s, v)| (s.as_str(), v.as_str())))
-    })
-    .await
-    .map_err(|e| e.to_string())
+    repo::blocking(move || repo::backups(&o, of.as_ref().map(|(s, v)| (s.as_str(), v.as_str()))))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Runs a helper job on `api` with `volume` at `/data`, the repository
@@ -441,8 +439,13 @@ pub async fn recover(
             .map(|r| r.seq)
             .max()
             .unwrap_or(0);
-        crate::onhost::records::write(on.api.as_ref(), of, &record, crate::onhost::records::next_seq(last))
-            .await?;
+        crate::onhost::records::write(
+            on.api.as_ref(),
+            of,
+            &record,
+            crate::onhost::records::next_seq(last),
+        )
+        .await?;
         Ok(stats)
     })
     .await

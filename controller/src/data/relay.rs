@@ -270,7 +270,12 @@ pub async fn serve(
     use tokio::io::AsyncWriteExt;
 
     let mut traffic = Traffic::default();
-    let send_err = |e: std::io::Error| format!("the helper `{what}` on `{}` stopped reading: {e}", api.host());
+    let send_err = |e: std::io::Error| {
+        format!(
+            "the helper `{what}` on `{}` stopped reading: {e}",
+            api.host()
+        )
+    };
     exec.input
         .write_all(&frame(job, &[]))
         .await
@@ -324,7 +329,13 @@ pub async fn serve(
             }
             continue;
         };
-        let pack = matches!(call, Call::Write { tpe: FileType::Pack, .. });
+        let pack = matches!(
+            call,
+            Call::Write {
+                tpe: FileType::Pack,
+                ..
+            }
+        );
         if pack {
             settle(&mut uploads, &mut failed, &mut traffic, UPLOADS - 1).await;
         } else {
@@ -344,7 +355,12 @@ pub async fn serve(
                 },
                 Vec::new(),
             ),
-            (None, Call::Write { tpe, id, cacheable, .. }) if pack => {
+            (
+                None,
+                Call::Write {
+                    tpe, id, cacheable, ..
+                },
+            ) if pack => {
                 let store = Arc::clone(&store);
                 uploads.spawn_blocking(move || {
                     let n = body.len() as u64;

@@ -63,13 +63,19 @@ pub fn location(url: &str) -> Result<Location, (String, String)> {
             ));
         };
         if scheme != "http" && scheme != "https" {
-            return Err((format!("`{url}` is not an S3 URL drover reads"), forms.into()));
+            return Err((
+                format!("`{url}` is not an S3 URL drover reads"),
+                forms.into(),
+            ));
         }
         let (host, path) = tail.split_once('/').unwrap_or((tail, ""));
         let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
         if host.is_empty() || bucket.is_empty() {
             return Err((
-                format!("`{url}` names no {}", if host.is_empty() { "server" } else { "bucket" }),
+                format!(
+                    "`{url}` names no {}",
+                    if host.is_empty() { "server" } else { "bucket" }
+                ),
                 "like `s3:http://10.0.0.5:9000/backups/drover`".into(),
             ));
         }
@@ -81,7 +87,10 @@ pub fn location(url: &str) -> Result<Location, (String, String)> {
     }
     if let Some(rest) = url.strip_prefix("rest:") {
         if !(rest.starts_with("http://") || rest.starts_with("https://")) {
-            return Err((format!("`{url}` is not a REST URL drover reads"), forms.into()));
+            return Err((
+                format!("`{url}` is not a REST URL drover reads"),
+                forms.into(),
+            ));
         }
         return Ok(Location::Rest(rest.to_string()));
     }
@@ -231,7 +240,11 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
         // otherwise fail later with a less clear error.
         be.create().map_err(|e| store(&repo.name, &e))?;
         let r = r
-            .init(&credentials, &KeyOptions::default(), &ConfigOptions::default())
+            .init(
+                &credentials,
+                &KeyOptions::default(),
+                &ConfigOptions::default(),
+            )
             .map_err(|e| rustic(&repo.name, &e))?;
         return Ok(Opened {
             name: repo.name.clone(),
@@ -255,14 +268,12 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RepoError> + Send + 'static,
 ) -> Result<T, RepoError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(RepoError::Other {
-                name: String::new(),
-                why: format!("the repository work failed: {e}"),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(RepoError::Other {
+            name: String::new(),
+            why: format!("the repository work failed: {e}"),
         })
+    })
 }
 
 /// One backup drover made, as the repository lists it.
@@ -396,7 +407,8 @@ pub fn forgotten<'a>(list: &'a [Backup], keep: &KeepPolicy) -> Vec<&'a Backup> {
             *k = true;
         }
     }
-    let buckets: [(u32, fn(i64) -> i64); 4] = [
+    type Bucket = fn(i64) -> i64;
+    let buckets: [(u32, Bucket); 4] = [
         (keep.hourly, |t| t.div_euclid(3600)),
         (keep.daily, |t| t.div_euclid(86_400)),
         // Weeks from a Monday (1970-01-05 was one).
@@ -482,32 +494,62 @@ mod tests {
             })
         );
         assert_eq!(location("/srv/b"), Ok(Location::Local("/srv/b".into())));
-        assert_eq!(location("local:/srv/b"), Ok(Location::Local("/srv/b".into())));
-        assert!(matches!(location("rest:http://h:8000/"), Ok(Location::Rest(_))));
+        assert_eq!(
+            location("local:/srv/b"),
+            Ok(Location::Local("/srv/b".into()))
+        );
+        assert!(matches!(
+            location("rest:http://h:8000/"),
+            Ok(Location::Rest(_))
+        ));
         assert!(location("s3:backups").unwrap_err().1.contains("s3:http://"));
         assert!(location("b2:bucket").unwrap_err().0.contains("`b2`"));
         assert!(location("backups").unwrap_err().0.contains("relative"));
-        assert!(location("s3:http://h:9000/").unwrap_err().0.contains("bucket"));
+        assert!(location("s3:http://h:9000/")
+            .unwrap_err()
+            .0
+            .contains("bucket"));
     }
 
     #[test]
     fn keep_counts_as_restic_forget_does() {
         let h = 3600;
         // Six backups an hour apart over two days' boundary.
-        let list: Vec<Backup> = (0..6).map(|i| at(86_400 - 3 * h + i * h, &format!("{i:08}"))).collect();
+        let list: Vec<Backup> = (0..6)
+            .map(|i| at(86_400 - 3 * h + i * h, &format!("{i:08}")))
+            .collect();
         let gone = |k: KeepPolicy| -> Vec<String> {
             let mut v: Vec<String> = forgotten(&list, &k).iter().map(|b| b.id.clone()).collect();
             v.sort();
             v
         };
-        let last2 = KeepPolicy { last: 2, ..Default::default() };
-        assert_eq!(gone(last2), ["00000000", "00000001", "00000002", "00000003"]);
+        let last2 = KeepPolicy {
+            last: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            gone(last2),
+            ["00000000", "00000001", "00000002", "00000003"]
+        );
         // The newest of each of two days: 00000005 (day 1), 00000002 (day 0).
-        let daily2 = KeepPolicy { daily: 2, ..Default::default() };
-        assert_eq!(gone(daily2), ["00000000", "00000001", "00000003", "00000004"]);
-        let both = KeepPolicy { last: 1, hourly: 3, ..Default::default() };
+        let daily2 = KeepPolicy {
+            daily: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            gone(daily2),
+            ["00000000", "00000001", "00000003", "00000004"]
+        );
+        let both = KeepPolicy {
+            last: 1,
+            hourly: 3,
+            ..Default::default()
+        };
         assert_eq!(gone(both), ["00000000", "00000001", "00000002"]);
-        let monthly = KeepPolicy { monthly: 1, ..Default::default() };
+        let monthly = KeepPolicy {
+            monthly: 1,
+            ..Default::default()
+        };
         assert_eq!(gone(monthly).len(), 5);
     }
 
@@ -516,10 +558,24 @@ mod tests {
         let mut other = at(10, "bbbbbbbb11");
         other.volume = "uploads".into();
         let list = vec![at(5, "aaaaaaaa11"), other, at(20, "aaaaaaaa22")];
-        assert_eq!(pick(&list, "off", "blog", "pgdata", None).unwrap().id, "aaaaaaaa22");
-        assert_eq!(pick(&list, "off", "blog", "pgdata", Some("aaaaaaaa1")).unwrap().id, "aaaaaaaa11");
-        assert!(pick(&list, "off", "blog", "pgdata", Some("bbbb")).unwrap_err().contains("not of `blog/pgdata`"));
-        assert!(pick(&list, "off", "blog", "pgdata", Some("aaaa")).unwrap_err().contains("several"));
-        assert!(pick(&list, "off", "blog", "db", None).unwrap_err().contains("no backup"));
+        assert_eq!(
+            pick(&list, "off", "blog", "pgdata", None).unwrap().id,
+            "aaaaaaaa22"
+        );
+        assert_eq!(
+            pick(&list, "off", "blog", "pgdata", Some("aaaaaaaa1"))
+                .unwrap()
+                .id,
+            "aaaaaaaa11"
+        );
+        assert!(pick(&list, "off", "blog", "pgdata", Some("bbbb"))
+            .unwrap_err()
+            .contains("not of `blog/pgdata`"));
+        assert!(pick(&list, "off", "blog", "pgdata", Some("aaaa"))
+            .unwrap_err()
+            .contains("several"));
+        assert!(pick(&list, "off", "blog", "db", None)
+            .unwrap_err()
+            .contains("no backup"));
     }
 }

@@ -475,7 +475,10 @@ pub async fn complete_snapshot(
             (labels::CONSISTENCY, t.consistency.as_str().to_string()),
             (
                 labels::HELD_MS,
-                t.copied.held.map_or(0, |d| d.as_millis() as u64).to_string(),
+                t.copied
+                    .held
+                    .map_or(0, |d| d.as_millis() as u64)
+                    .to_string(),
             ),
         ],
     );

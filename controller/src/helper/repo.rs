@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rustic_core::{
-    BackupOptions, Credentials, LocalDestination, LsOptions, ParentOptions, PathList,
-    Repository, RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
+    BackupOptions, Credentials, LocalDestination, LsOptions, ParentOptions, PathList, Repository,
+    RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
 };
 use serde::{Deserialize, Serialize};
 

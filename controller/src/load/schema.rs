@@ -52,6 +52,23 @@ enum Manifest {
 struct Cluster {
     /// Each host by name.
     hosts: BTreeMap<String, Host>,
+    /// Repositories of backups, in the restic format, by name.
+    #[serde(default)]
+    repositories: Option<BTreeMap<String, Repository>>,
+}
+
+/// A repository of backups in the restic format.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Repository {
+    /// A local path on drover's machine, `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`
+    /// or `rest:http(s)://HOST[:PORT]/`.
+    url: String,
+    /// From the environment: `${DROVER_REPO_PASSWORD}`.
+    password: String,
+    /// The storage client's settings (`AWS_ACCESS_KEY_ID`, …); secret.
+    #[serde(default)]
+    env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(JsonSchema)]
@@ -123,6 +140,40 @@ struct Volume {
     /// minute or more), keeping the newest `keep` of them.
     #[serde(default)]
     snapshots: Option<SnapshotSchedule>,
+    /// Backups `drover controller` pushes into a repository: `to` (its
+    /// name), `every` (a minute or more), and `keep` (restic's counts).
+    #[serde(default)]
+    backup: Option<BackupSchedule>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct BackupSchedule {
+    to: Name,
+    every: String,
+    keep: Keep,
+}
+
+/// The newest `last`, and the newest of each of so many hours, days,
+/// weeks and months; or a number, for `last`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum Keep {
+    Last(u32),
+    Counts {
+        #[serde(default)]
+        last: Option<u32>,
+        #[serde(default)]
+        hourly: Option<u32>,
+        #[serde(default)]
+        daily: Option<u32>,
+        #[serde(default)]
+        weekly: Option<u32>,
+        #[serde(default)]
+        monthly: Option<u32>,
+    },
 }
 
 #[derive(JsonSchema)]
@@ -131,9 +182,13 @@ struct Volume {
 struct VolumeFrom {
     stack: Name,
     volume: Name,
-    /// A snapshot's name, or `latest` (the default).
+    /// A snapshot's name (with `repository`, a backup's ID), or `latest`
+    /// (the default).
     #[serde(default)]
     snapshot: Option<String>,
+    /// A repository of the Cluster: the volume is made from a backup there.
+    #[serde(default)]
+    repository: Option<Name>,
 }
 
 #[derive(JsonSchema)]

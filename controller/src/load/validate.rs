@@ -127,15 +127,18 @@ impl Validator<'_> {
         stacks: &BTreeMap<String, Stack>,
         repositories: &BTreeMap<String, crate::model::Repository>,
     ) {
-        let named = stacks.values().flat_map(|s| s.volumes.values()).flat_map(|v| {
-            let to = v.backup.as_ref().map(|b| ("`backup.to`", &b.to));
-            let from = v
-                .from
-                .as_ref()
-                .and_then(|f| f.repository.as_ref())
-                .map(|r| ("`from.repository`", r));
-            to.into_iter().chain(from)
-        });
+        let named = stacks
+            .values()
+            .flat_map(|s| s.volumes.values())
+            .flat_map(|v| {
+                let to = v.backup.as_ref().map(|b| ("`backup.to`", &b.to));
+                let from = v
+                    .from
+                    .as_ref()
+                    .and_then(|f| f.repository.as_ref())
+                    .map(|r| ("`from.repository`", r));
+                to.into_iter().chain(from)
+            });
         let mut errors = Vec::new();
         for (field, name) in named {
             if repositories.contains_key(&name.value) {
@@ -157,7 +160,10 @@ impl Validator<'_> {
             });
             errors.push((
                 name.loc.clone(),
-                format!("{field} names repository `{}`, which the Cluster does not declare", name.value),
+                format!(
+                    "{field} names repository `{}`, which the Cluster does not declare",
+                    name.value
+                ),
                 hint,
             ));
         }

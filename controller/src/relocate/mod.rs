@@ -21,8 +21,8 @@ mod on_fakes;
 mod transfer;
 
 pub use image::{helper_image, HelperImage};
-pub use transfer::{helper_cmd, Helpers};
 use transfer::Side;
+pub use transfer::{helper_cmd, Helpers};
 pub use transfer::{to_send, PathList, SendPlan};
 
 use std::collections::BTreeMap;
