@@ -443,3 +443,89 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
     assert!(stderr(&o).contains("that is a move"), "{}", stderr(&o));
     drop(s3);
 }
+
+#[test]
+fn the_controller_pushes_backups_on_schedule_and_keeps_only_what_keep_says() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkc"]);
+    let repo = tempfile::tempdir().unwrap();
+    let url = repo.path().join("repo");
+    let url = url.to_str().unwrap().to_string();
+    with_repository(&f, &url, "");
+    // A backup made by hand of another volume is never forgotten.
+    f.write(
+        "stack.yaml",
+        &(sleeper(
+            "bkc",
+            "node-a",
+            "backup: { to: offsite, every: 2s, keep: { last: 2 } }",
+        ) + "---\nkind: Stack\nname: bkc-other\nvolumes:\n  data: { host: node-b }\n"),
+    );
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+    fill(a, "bkc-data");
+    in_volume(b, "bkc-other-data", "echo other > /d/x");
+    let o = drover(
+        &f,
+        &["volume", "snapshot", "bkc-other/data", "--push", "offsite"],
+        PASSWORD,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut ctl = f.controller(&[], &[("REPO_PASSWORD", PASSWORD)]);
+    wait_until(Duration::from_secs(120), "three scheduled backups", || {
+        ctl.metric("drover_backup_last_success_timestamp_seconds{stack=\"bkc\",volume=\"data\",repository=\"offsite\"}")
+            .is_some()
+            && ctl.log().matches("pushed a scheduled backup").count() >= 3
+    });
+    let added = ctl
+        .metric(
+            "drover_backup_added_bytes_total{stack=\"bkc\",volume=\"data\",repository=\"offsite\"}",
+        )
+        .expect("the bytes added are a metric");
+    assert!(added > 3_000_000.0, "{added}");
+    let (_, health) = ctl.health();
+    assert_eq!(health["backups_overdue"], serde_json::json!([]), "{health}");
+    // Retention runs after each push: wait for it to catch up.
+    wait_until(
+        Duration::from_secs(60),
+        "the retention to forget past `keep`",
+        || {
+            let o = restic(&url, &["snapshots", "--json", "--tag", "stack=bkc"]);
+            serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).is_ok_and(|v| v.len() == 2)
+        },
+    );
+    ctl.signal("TERM");
+    ctl.wait_exit(Duration::from_secs(30));
+    let o = restic(&url, &["snapshots", "--json"]);
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let of = |v: &str| {
+        snaps
+            .iter()
+            .filter(|s| s["tags"].as_array().unwrap().iter().any(|t| t == v))
+            .count()
+    };
+    assert_eq!(
+        of("stack=bkc"),
+        2,
+        "keep: {{ last: 2 }} of the scheduled backups"
+    );
+    assert_eq!(
+        of("stack=bkc-other"),
+        1,
+        "a backup of another volume was forgotten"
+    );
+    assert!(
+        restic(&url, &["check"]).status.success(),
+        "restic check after the prune"
+    );
+    // No app was left frozen.
+    assert_eq!(
+        inspect(a, "bkc-app", "{{.State.Paused}}").as_deref(),
+        Some("false")
+    );
+    let log = ctl.log();
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+}

@@ -48,6 +48,13 @@ pub struct VolumeLabels {
     pub volume: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupLabels {
+    pub stack: String,
+    pub volume: String,
+    pub repository: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub passes: Family<ResultLabel, Counter>,
@@ -64,6 +71,9 @@ pub struct Metrics {
     pub snapshot_last: Family<VolumeLabels, Gauge<f64, AtomicU64>>,
     pub snapshot_failures: Family<VolumeLabels, Counter>,
     pub snapshot_held: Histogram,
+    pub backup_last: Family<BackupLabels, Gauge<f64, AtomicU64>>,
+    pub backup_added: Family<BackupLabels, Counter>,
+    pub backup_failures: Family<BackupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -91,6 +101,9 @@ impl Metrics {
             snapshot_last: Family::default(),
             snapshot_failures: Family::default(),
             snapshot_held: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            backup_last: Family::default(),
+            backup_added: Family::default(),
+            backup_failures: Family::default(),
         };
         registry.register(
             "passes",
@@ -168,6 +181,23 @@ impl Metrics {
             "How long a scheduled snapshot froze (or stopped) the apps of its volume",
             Unit::Seconds,
             m.snapshot_held.clone(),
+        );
+        registry.register_with_unit(
+            "backup_last_success_timestamp",
+            "When the newest good backup of a volume was stored (Unix time), per volume and repository",
+            Unit::Seconds,
+            m.backup_last.clone(),
+        );
+        registry.register_with_unit(
+            "backup_added",
+            "Bytes scheduled backups added to their repository (after deduplication and compression)",
+            Unit::Bytes,
+            m.backup_added.clone(),
+        );
+        registry.register(
+            "backup_failures",
+            "Scheduled backups that failed, per volume and repository",
+            m.backup_failures.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -16,6 +16,7 @@
 //! hosts keep converging). Nothing here ever makes the controller exit but a
 //! signal.
 
+pub mod backups;
 mod heal;
 pub mod http;
 pub mod limits;
@@ -171,6 +172,8 @@ struct Controller {
     /// When it started (Unix seconds): no scheduled snapshot is overdue
     /// before it had its chance.
     started_unix: u64,
+    /// When each volume was last backed up, per repository.
+    backups: backups::Known,
 }
 
 impl Controller {
@@ -193,6 +196,7 @@ impl Controller {
             passes: 0,
             holder: Arc::new(Holder::new("controller")),
             started_unix,
+            backups: backups::Known::default(),
         }
     }
 
@@ -400,9 +404,13 @@ impl Controller {
         });
         let seen = planned.observed.clone();
         let applied = pass.apply(planned, &conns, self.opts.apply, reporter).await;
-        let snapshot_errors = self
+        let mut snapshot_errors = self
             .scheduled_snapshots(&desired, &mut conns, &seen, stop)
             .await;
+        snapshot_errors.extend(
+            self.scheduled_backups(&desired, &mut conns, &seen, stop)
+                .await,
+        );
         let mut failed_hosts = BTreeSet::new();
         for (a, o) in &applied.report.outcomes {
             match o {
@@ -461,7 +469,10 @@ impl Controller {
         }
         let snapshot_due = snapshots::next_due_in(&desired, &seen, crate::data::clock::now())
             .map(|s| Instant::now() + Duration::from_secs(s.max(1)));
-        [next, snapshot_due]
+        let backup_due =
+            backups::next_due_in(&desired, &seen, &self.backups, crate::data::clock::now())
+                .map(|s| Instant::now() + Duration::from_secs(s.max(1)));
+        [next, snapshot_due, backup_due]
             .into_iter()
             .flatten()
             .fold(due, Instant::min)
@@ -528,6 +539,65 @@ impl Controller {
         }
         let overdue = snapshots::overdue(desired, now_seen, now, self.started_unix);
         self.shared.update(|s| s.snapshots_overdue = overdue);
+        errors
+    }
+
+    /// Pushes the scheduled backups that are due and forgets past `keep`;
+    /// notes the figures. Its errors, one line each.
+    async fn scheduled_backups(
+        &mut self,
+        desired: &Desired,
+        conns: &mut crate::docker::hosts::Connections,
+        seen: &Observed,
+        stop: &CancellationToken,
+    ) -> Vec<String> {
+        let label = |(stack, volume, repository): &backups::BackupKey| metrics::BackupLabels {
+            stack: stack.clone(),
+            volume: volume.clone(),
+            repository: repository.clone(),
+        };
+        let mut errors = Vec::new();
+        let round = backups::run(
+            desired,
+            conns,
+            seen,
+            &mut self.backups,
+            &self.holder,
+            stop,
+            self.opts.apply.direct_copy,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            errors.push(format!("scheduled backups wait: {e}"));
+            Default::default()
+        });
+        let m = &self.shared.metrics;
+        for (k, made) in &round.pushed {
+            let p = &made.pushed;
+            tracing::info!(stack = %k.0, volume = %k.1, repository = %k.2, id = %p.short(), added = p.stats.added, held_ms = made.taken.copied.held.map_or(0, |d| d.as_millis() as u64), "pushed a scheduled backup");
+            m.backup_added
+                .get_or_create(&label(k))
+                .inc_by(p.stats.added);
+            if let Some(d) = made.taken.copied.held {
+                m.snapshot_held.observe(d.as_secs_f64());
+            }
+        }
+        for (k, n) in round.forgotten.iter().filter(|(_, n)| *n > 0) {
+            tracing::info!(stack = %k.0, volume = %k.1, repository = %k.2, forgotten = n, "forgot backups past `keep`");
+        }
+        for (k, e) in &round.failed {
+            m.backup_failures.get_or_create(&label(k)).inc();
+            errors.push(format!(
+                "the scheduled backup of `{}/{}` into `{}` failed: {e}",
+                k.0, k.1, k.2
+            ));
+        }
+        for (k, t) in &self.backups.last {
+            m.backup_last.get_or_create(&label(k)).set(*t as f64);
+        }
+        let now = crate::data::clock::now();
+        let overdue = backups::overdue(desired, seen, &self.backups, now, self.started_unix);
+        self.shared.update(|s| s.backups_overdue = overdue);
         errors
     }
 

@@ -23,6 +23,8 @@ pub struct Status {
     pub throttled: Vec<Throttled>,
     /// Volumes whose scheduled snapshot is late.
     pub snapshots_overdue: Vec<super::snapshots::Overdue>,
+    /// Volumes whose scheduled backup is late.
+    pub backups_overdue: Vec<super::backups::Overdue>,
     pub stopping: bool,
 }
 

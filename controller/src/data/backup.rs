@@ -24,6 +24,7 @@ use crate::desired::VolumeSpec;
 use crate::docker::{DockerApi, HelperSpec};
 use crate::helper::repo::{BackedUp, Job, Restored};
 use crate::model::{Consistency, Repository};
+
 use crate::observed::ObservedHost;
 
 /// The snapshot a volume's backups are pushed from.
@@ -181,21 +182,21 @@ pub struct Made {
     pub pushed: Pushed,
 }
 
-/// Backs `v` up into `r`: opens the repository (nothing is frozen if that
-/// fails), brings the snapshot [`LAST_BACKUP`] up to date, consistent as
-/// `consistency` says, and pushes it.
+/// Backs `v` up into `o` (opened with [`open_for_push`] first, so that
+/// nothing is frozen when the repository cannot be used): brings the
+/// snapshot [`LAST_BACKUP`] up to date, consistent as `consistency` says,
+/// and pushes it.
 #[allow(clippy::too_many_arguments)]
 pub async fn backup(
     on: &On,
     state: &ObservedHost,
     v: &VolumeSpec,
     writers: &Writers,
-    r: &Repository,
+    o: &Arc<Opened>,
     consistency: Consistency,
     revision: Option<String>,
     opts: &CopyOptions,
 ) -> Result<Made, String> {
-    let o = open_for_push(r).await?;
     let req = Request {
         name: Some(LAST_BACKUP.to_string()),
         consistency,
@@ -204,7 +205,7 @@ pub async fn backup(
         refresh: true,
     };
     let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
-    let pushed = push(on, v, &taken.volume, &o, revision.as_deref()).await?;
+    let pushed = push(on, v, &taken.volume, o, revision.as_deref()).await?;
     Ok(Made { taken, pushed })
 }
 
@@ -250,6 +251,28 @@ pub async fn pull(
         stats,
         took: started.elapsed(),
     })
+}
+
+/// Forgets the backups of `v` in `o` that `keep` no longer keeps (only
+/// drover's backups of that volume), and frees their data; how many.
+pub async fn retain(
+    o: &Arc<Opened>,
+    v: &VolumeSpec,
+    keep: crate::model::KeepPolicy,
+) -> Result<usize, String> {
+    let mine = list(o, Some((v.stack.clone(), v.volume.clone()))).await?;
+    let gone: Vec<String> = repo::forgotten(&mine, &keep)
+        .into_iter()
+        .map(|b| b.id.clone())
+        .collect();
+    let n = gone.len();
+    if n > 0 {
+        let o = Arc::clone(o);
+        repo::blocking(move || repo::forget_and_prune(&o, &gone))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(n)
 }
 
 /// Backups as `drover volume snapshots` lists them, beside host snapshots.

@@ -716,11 +716,11 @@ fn backup(ctx: &mut Ctx, node: &Node) -> Option<BackupSchedule> {
             None
         }
         Some(n) => match duration(ctx, n, "`backup.every`")? {
-            ns if ns < 60_000_000_000 => {
+            ns if ns < 1_000_000_000 => {
                 ctx.error_hint(
                     n.pos,
-                    "`backup.every` is less than a minute",
-                    Some("each backup reads the whole volume: like `every: 6h`".into()),
+                    "`backup.every` is less than a second",
+                    Some("each backup copies what changed and stores it: like `every: 6h`".into()),
                 );
                 None
             }

@@ -141,7 +141,7 @@ struct Volume {
     #[serde(default)]
     snapshots: Option<SnapshotSchedule>,
     /// Backups `drover controller` pushes into a repository: `to` (its
-    /// name), `every` (a minute or more), and `keep` (restic's counts).
+    /// name), `every` (a second or more), and `keep` (restic's counts).
     #[serde(default)]
     backup: Option<BackupSchedule>,
 }
