@@ -529,3 +529,114 @@ fn the_controller_pushes_backups_on_schedule_and_keeps_only_what_keep_says() {
     let log = ctl.log();
     assert!(!log.contains(PASSWORD), "the password reached the log");
 }
+
+#[test]
+fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_and_a_rerun_completes() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkf"]);
+    let store = tempfile::tempdir().unwrap();
+    let mount = |size: &str, remount: bool| {
+        let opts = if remount {
+            format!("remount,size={size}")
+        } else {
+            format!("size={size}")
+        };
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(store.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    mount("1m", false);
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(store.path());
+    let url = store.path().join("repo");
+    let url = url.to_str().unwrap().to_string();
+    with_repository(&f, &url, "");
+    f.write("stack.yaml", &sleeper("bkf", "node-a", ""));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let a = &f.hosts[0];
+    fill(a, "bkf-data");
+
+    // The store fills up mid-upload.
+    let o = drover(&f, &["volume", "snapshot", "bkf/data", "--name", "full", "--push", "offsite"], PASSWORD);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("repository `offsite`"), "{}", stderr(&o));
+    assert_eq!(inspect(a, "bkf-app", "{{.State.Paused}}").as_deref(), Some("false"));
+    assert!(restic(&url, &["check"]).status.success(), "restic check after the store filled up");
+
+    // drover killed while packs are on their way.
+    mount("64m", true);
+    let o = f.drover_with(
+        &["volume", "snapshot", "bkf/data", "--name", "killed", "--push", "offsite"],
+        &[("REPO_PASSWORD", PASSWORD), ("DROVER_TEST_ABORT_AT", "pushing")],
+    );
+    assert!(!o.status.success());
+    assert_eq!(inspect(a, "bkf-app", "{{.State.Paused}}").as_deref(), Some("false"));
+    assert!(restic(&url, &["check"]).status.success(), "restic check after drover was killed");
+    let locks = std::fs::read_dir(store.path().join("repo/locks")).map_or(0, |d| d.count());
+    assert_eq!(locks, 0, "lock files left in the repository");
+
+    // A rerun completes, and restic restores what the volume holds.
+    let o = drover(&f, &["volume", "snapshot", "bkf/data", "--name", "again", "--push", "offsite"], PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(restic(&url, &["check"]).status.success());
+    let out_dir = tempfile::tempdir().unwrap();
+    assert!(restic(&url, &["restore", "latest", "--target", out_dir.path().to_str().unwrap()]).status.success());
+    assert_eq!(local_listing(&out_dir.path().join("data")), volume_listing(a, "bkf-data"));
+
+    // A store that cannot be reached: named, and nothing frozen.
+    let cluster = std::fs::read_to_string(f.path().join("cluster.yaml")).unwrap();
+    f.write("cluster.yaml", &cluster.replace(&url, "s3:http://127.0.0.1:9/backups"));
+    let since = now();
+    let bad = drover(&f, &["volume", "snapshot", "bkf/data", "--name", "unreached", "--push", "offsite"], PASSWORD);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("repository `offsite`"), "{}", stderr(&bad));
+    let froze = events(a, &since, &now())
+        .iter()
+        .filter(|(_, _, action, _)| action == "pause")
+        .count();
+    assert_eq!(froze, 0, "the app was frozen for a store that cannot be reached");
+    assert!(!stdout(&drover(&f, &["volume", "snapshots", "bkf/data"], PASSWORD)).contains("unreached"));
+}
+
+#[test]
+fn a_recovery_is_refused_while_the_volume_can_be_read_and_from_another_volumes_backup() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkr", "bkr-other"]);
+    let repo = tempfile::tempdir().unwrap();
+    let url = repo.path().join("repo");
+    with_repository(&f, url.to_str().unwrap(), "");
+    let other = "---\nkind: Stack\nname: bkr-other\nvolumes:\n  data: { host: node-b }\n";
+    f.write("stack.yaml", &(sleeper("bkr", "node-a", "") + other));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    fill(&f.hosts[0], "bkr-data");
+    for v in ["bkr/data", "bkr-other/data"] {
+        let o = drover(&f, &["volume", "snapshot", v, "--push", "offsite"], PASSWORD);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let other_id = {
+        let o = drover(&f, &["volume", "snapshots", "bkr-other/data", "--output", "json"], PASSWORD);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        rows.iter().find(|r| r["repository"] == "offsite").unwrap()["name"].as_str().unwrap().to_string()
+    };
+    // The app moves to node-b in the manifests, but node-a can be read.
+    f.write("stack.yaml", &(sleeper("bkr", "node-b", "") + other));
+    let o = drover(&f, &["volume", "recover", "bkr/data", "--from", "offsite", "--yes"], PASSWORD);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("that is a move"), "{}", stderr(&o));
+    let o = drover(&f, &["volume", "recover", "bkr/data", "--from", &format!("offsite:{other_id}"), "--yes"], PASSWORD);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not of `bkr/data`"), "{}", stderr(&o));
+    assert!(text(&docker(&f.hosts[1], &["volume", "ls", "-q"])).lines().all(|l| l != "bkr-data"));
+}

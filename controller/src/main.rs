@@ -50,7 +50,7 @@ fn init_logging(format: LogFormat, default: &str) {
         "hyper=info",
         "hyper_util=info",
         "reqwest=info",
-        "opendal=error",
+        "opendal=off",
     ]
     .into_iter()
     .fold(filter, |f, d| {

@@ -362,6 +362,7 @@ pub async fn serve(
                 },
             ) if pack => {
                 let store = Arc::clone(&store);
+                crate::relocate::test_checkpoint("pushing");
                 uploads.spawn_blocking(move || {
                     let n = body.len() as u64;
                     let id = id.parse::<Id>().map_err(|e| e.to_string())?;
@@ -403,15 +404,7 @@ pub async fn serve(
     }
 }
 
-fn first_line(e: &RusticError) -> String {
-    e.to_string()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+use crate::data::repository::explain as first_line;
 
 /// Makes one call against the store: the reply, its body, bytes written.
 fn answer(

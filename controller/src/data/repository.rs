@@ -129,7 +129,7 @@ fn rustic(name: &str, e: &rustic_core::RusticError) -> RepoError {
     }
     RepoError::Other {
         name: name.to_string(),
-        why: one_line(&e.to_string()),
+        why: explain(e),
     }
 }
 
@@ -137,15 +137,24 @@ fn rustic(name: &str, e: &rustic_core::RusticError) -> RepoError {
 fn store(name: &str, e: &rustic_core::RusticError) -> RepoError {
     RepoError::Store {
         name: name.to_string(),
-        why: one_line(&e.to_string()),
+        why: explain(e),
     }
 }
 
-/// rustic's messages span lines of guidance; the first ones say what went
-/// wrong.
-fn one_line(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    lines.iter().take(3).copied().collect::<Vec<_>>().join(" ")
+/// What went wrong, on one line: rustic's guidance and its cause, without
+/// its kind.
+pub fn explain(e: &rustic_core::RusticError) -> String {
+    let s = e.display_log();
+    let s = s.strip_prefix("Error: ").unwrap_or(&s);
+    let s = match s.find(" (kind: ") {
+        Some(at) => {
+            let rest = &s[at..];
+            let end = rest.find(')').map_or(rest.len(), |e| e + 1);
+            format!("{}{}", &s[..at], &rest[end..])
+        }
+        None => s.to_string(),
+    };
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The storage backend of a repository.

@@ -54,15 +54,8 @@ pub struct Restored {
 /// The path backups are made of: where the helper mounts the volume.
 pub const PATH: &str = "/data";
 
-fn fail(e: impl std::fmt::Display) -> std::io::Error {
-    let text = e.to_string();
-    let short: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(3)
-        .collect();
-    std::io::Error::other(short.join(" "))
+fn fail(e: Box<rustic_core::RusticError>) -> std::io::Error {
+    std::io::Error::other(crate::data::repository::explain(&e))
 }
 
 /// Runs the job read from `input`, talking to drover over `input` and
