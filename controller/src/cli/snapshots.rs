@@ -264,6 +264,66 @@ pub fn snapshot(
     result
 }
 
+pub fn backup(args: &[String], to: Option<String>, copy_via: CopyVia) -> Result<ExitCode, Failure> {
+    let (dir, rest) = split_dir(args, 1);
+    let [target] = rest else {
+        return Err("usage: drover volume backup [DIR] STACK/VOLUME [--to REPO]"
+            .to_string()
+            .into());
+    };
+    let spec = load_spec(&dir)?;
+    let d = desired::render(&spec);
+    let v = wanted(&d, target)?.clone();
+    let name = match (&to, &v.backup) {
+        (Some(r), _) => r.clone(),
+        (None, Some(b)) => b.to.clone(),
+        (None, None) => {
+            return Err(format!(
+                "volume `{}/{}` has no `backup:` in the manifests: give the repository with `--to REPO`",
+                v.stack, v.volume
+            )
+            .into())
+        }
+    };
+    let r = repository(&spec, &name)?;
+    let held = Held::take(&spec, "volume backup")?;
+    let result = (|| {
+        let (on, state) = current_host(&held, &d, &v)?;
+        let o = held.rt.block_on(backup::open_for_push(r))?;
+        let w = Writers::for_volume(&d, &state, &v);
+        let made = held.rt.block_on(backup::backup(
+            &on,
+            &state,
+            &v,
+            &w,
+            &o,
+            v.consistency,
+            None,
+            &copy_options(copy_via),
+        ))?;
+        print(&format!(
+            "brought snapshot `{}` of `{}/{}` up to date on `{}`: {}{}\n",
+            made.taken.name,
+            v.stack,
+            v.volume,
+            made.taken.host,
+            human_duration(made.taken.took),
+            held_text(&made.taken.copied, made.taken.consistency)
+        ));
+        print(&pushed_text(&made.pushed));
+        // The schedule's `keep`, when it is that repository's.
+        if let Some(b) = v.backup.as_ref().filter(|b| b.to == name) {
+            let n = held.rt.block_on(backup::retain(&o, &v, b.keep))?;
+            if n > 0 {
+                print(&format!("forgot {n} older backups past `keep`\n"));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })();
+    held.release();
+    result
+}
+
 pub fn list(args: &[String], output: OutputFormat) -> Result<ExitCode, Failure> {
     // `[DIR] [STACK/VOLUME]`: one argument is the directory if it is one.
     let (dir, filter) = match args {
@@ -428,12 +488,14 @@ fn restore_backup(
             eprintln!("nothing was changed");
             return Ok(ExitCode::from(1));
         }
+        let pulled = std::time::Instant::now();
         let name = held
             .rt
             .block_on(backup::pull_snapshot(&on, &state, v, &o, &b))?;
         print(&format!(
-            "brought {what} to `{}` as snapshot `{name}`\n",
-            v.host
+            "brought {what} to `{}` as snapshot `{name}`, checked against the backup, {}\n",
+            v.host,
+            human_duration(pulled.elapsed())
         ));
         let state = held
             .rt

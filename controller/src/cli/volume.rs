@@ -54,6 +54,19 @@ pub enum VolumeCommand {
         #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
         copy_via: CopyVia,
     },
+    /// Back a volume up now as its schedule does: its snapshot
+    /// `last-backup` brought up to date and pushed, then `keep` applied:
+    /// `drover volume backup [DIR] STACK/VOLUME [--to REPO]`.
+    Backup {
+        /// `[DIR] STACK/VOLUME`.
+        #[arg(num_args = 1..=2, required = true, value_names = ["DIR", "STACK/VOLUME"])]
+        args: Vec<String>,
+        /// The repository (default: the volume's `backup.to`).
+        #[arg(long, value_name = "REPO")]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
+    },
     /// Every snapshot of every volume, or of one: `drover volume snapshots [DIR] [STACK/VOLUME]`.
     Snapshots {
         /// `[DIR] [STACK/VOLUME]`.
@@ -135,6 +148,9 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
             push,
             copy_via,
         } => super::snapshots::snapshot(&args, name, consistency, push, copy_via),
+        VolumeCommand::Backup { args, to, copy_via } => {
+            super::snapshots::backup(&args, to, copy_via)
+        }
         VolumeCommand::Snapshots { args, output } => super::snapshots::list(&args, output),
         VolumeCommand::Restore {
             args,
