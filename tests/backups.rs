@@ -136,7 +136,7 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
-    let f = Fixture::new(hosts, &["bkl"]);
+    let f = Fixture::new(hosts, &["bkl", "bkl-staging"]);
     let repo = tempfile::tempdir().unwrap();
     let url = repo.path().join("repo");
     let url = url.to_str().unwrap();
@@ -252,6 +252,26 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     assert!(stdout(&o).contains("before-restore-"), "{}", stdout(&o));
     assert_eq!(volume_listing(a, "bkl-data"), volume_now);
     assert!(running(a, "bkl-app"));
+
+    // A staging stack made from the newest backup, on another host.
+    f.write(
+        "staging.yaml",
+        &sleeper(
+            "bkl-staging",
+            "node-b",
+            "from: { repository: offsite, stack: bkl, volume: data, snapshot: latest }",
+        ),
+    );
+    let o = drover(&f, &["reconcile", "--dry-run"], PASSWORD);
+    assert!(
+        stdout(&o).contains("in repository `offsite`"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    assert_eq!(volume_listing(&f.hosts[1], "bkl-staging-data"), volume_now);
+    assert!(running(&f.hosts[1], "bkl-staging-app"));
+    std::fs::remove_file(f.path().join("staging.yaml")).unwrap();
 
     // A wrong password: a clear error, nothing written, nothing frozen.
     let before = repo_files(&repo.path().join("repo"));
@@ -531,7 +551,8 @@ fn the_controller_pushes_backups_on_schedule_and_keeps_only_what_keep_says() {
 }
 
 #[test]
-fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_and_a_rerun_completes() {
+fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_and_a_rerun_completes(
+) {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
@@ -548,7 +569,11 @@ fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_a
             .arg(store.path())
             .output()
             .unwrap();
-        assert!(o.status.success(), "mount: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
     mount("1m", false);
     struct Unmount<'a>(&'a Path);
@@ -567,45 +592,115 @@ fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_a
     fill(a, "bkf-data");
 
     // The store fills up mid-upload.
-    let o = drover(&f, &["volume", "snapshot", "bkf/data", "--name", "full", "--push", "offsite"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "snapshot", "bkf/data", "--name", "full", "--push", "offsite",
+        ],
+        PASSWORD,
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("repository `offsite`"), "{}", stderr(&o));
-    assert_eq!(inspect(a, "bkf-app", "{{.State.Paused}}").as_deref(), Some("false"));
-    assert!(restic(&url, &["check"]).status.success(), "restic check after the store filled up");
+    assert!(
+        stderr(&o).contains("repository `offsite`"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        inspect(a, "bkf-app", "{{.State.Paused}}").as_deref(),
+        Some("false")
+    );
+    assert!(
+        restic(&url, &["check"]).status.success(),
+        "restic check after the store filled up"
+    );
 
     // drover killed while packs are on their way.
     mount("64m", true);
     let o = f.drover_with(
-        &["volume", "snapshot", "bkf/data", "--name", "killed", "--push", "offsite"],
-        &[("REPO_PASSWORD", PASSWORD), ("DROVER_TEST_ABORT_AT", "pushing")],
+        &[
+            "volume", "snapshot", "bkf/data", "--name", "killed", "--push", "offsite",
+        ],
+        &[
+            ("REPO_PASSWORD", PASSWORD),
+            ("DROVER_TEST_ABORT_AT", "pushing"),
+        ],
     );
     assert!(!o.status.success());
-    assert_eq!(inspect(a, "bkf-app", "{{.State.Paused}}").as_deref(), Some("false"));
-    assert!(restic(&url, &["check"]).status.success(), "restic check after drover was killed");
+    assert_eq!(
+        inspect(a, "bkf-app", "{{.State.Paused}}").as_deref(),
+        Some("false")
+    );
+    assert!(
+        restic(&url, &["check"]).status.success(),
+        "restic check after drover was killed"
+    );
     let locks = std::fs::read_dir(store.path().join("repo/locks")).map_or(0, |d| d.count());
     assert_eq!(locks, 0, "lock files left in the repository");
 
     // A rerun completes, and restic restores what the volume holds.
-    let o = drover(&f, &["volume", "snapshot", "bkf/data", "--name", "again", "--push", "offsite"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "snapshot", "bkf/data", "--name", "again", "--push", "offsite",
+        ],
+        PASSWORD,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(restic(&url, &["check"]).status.success());
     let out_dir = tempfile::tempdir().unwrap();
-    assert!(restic(&url, &["restore", "latest", "--target", out_dir.path().to_str().unwrap()]).status.success());
-    assert_eq!(local_listing(&out_dir.path().join("data")), volume_listing(a, "bkf-data"));
+    assert!(restic(
+        &url,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            out_dir.path().to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
+    assert_eq!(
+        local_listing(&out_dir.path().join("data")),
+        volume_listing(a, "bkf-data")
+    );
 
     // A store that cannot be reached: named, and nothing frozen.
     let cluster = std::fs::read_to_string(f.path().join("cluster.yaml")).unwrap();
-    f.write("cluster.yaml", &cluster.replace(&url, "s3:http://127.0.0.1:9/backups"));
+    f.write(
+        "cluster.yaml",
+        &cluster.replace(&url, "s3:http://127.0.0.1:9/backups"),
+    );
     let since = now();
-    let bad = drover(&f, &["volume", "snapshot", "bkf/data", "--name", "unreached", "--push", "offsite"], PASSWORD);
+    let bad = drover(
+        &f,
+        &[
+            "volume",
+            "snapshot",
+            "bkf/data",
+            "--name",
+            "unreached",
+            "--push",
+            "offsite",
+        ],
+        PASSWORD,
+    );
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("repository `offsite`"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("repository `offsite`"),
+        "{}",
+        stderr(&bad)
+    );
     let froze = events(a, &since, &now())
         .iter()
         .filter(|(_, _, action, _)| action == "pause")
         .count();
-    assert_eq!(froze, 0, "the app was frozen for a store that cannot be reached");
-    assert!(!stdout(&drover(&f, &["volume", "snapshots", "bkf/data"], PASSWORD)).contains("unreached"));
+    assert_eq!(
+        froze, 0,
+        "the app was frozen for a store that cannot be reached"
+    );
+    assert!(
+        !stdout(&drover(&f, &["volume", "snapshots", "bkf/data"], PASSWORD)).contains("unreached")
+    );
 }
 
 #[test]
@@ -622,21 +717,51 @@ fn a_recovery_is_refused_while_the_volume_can_be_read_and_from_another_volumes_b
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     fill(&f.hosts[0], "bkr-data");
     for v in ["bkr/data", "bkr-other/data"] {
-        let o = drover(&f, &["volume", "snapshot", v, "--push", "offsite"], PASSWORD);
+        let o = drover(
+            &f,
+            &["volume", "snapshot", v, "--push", "offsite"],
+            PASSWORD,
+        );
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let other_id = {
-        let o = drover(&f, &["volume", "snapshots", "bkr-other/data", "--output", "json"], PASSWORD);
+        let o = drover(
+            &f,
+            &["volume", "snapshots", "bkr-other/data", "--output", "json"],
+            PASSWORD,
+        );
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-        rows.iter().find(|r| r["repository"] == "offsite").unwrap()["name"].as_str().unwrap().to_string()
+        rows.iter().find(|r| r["repository"] == "offsite").unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     // The app moves to node-b in the manifests, but node-a can be read.
     f.write("stack.yaml", &(sleeper("bkr", "node-b", "") + other));
-    let o = drover(&f, &["volume", "recover", "bkr/data", "--from", "offsite", "--yes"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume", "recover", "bkr/data", "--from", "offsite", "--yes",
+        ],
+        PASSWORD,
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("that is a move"), "{}", stderr(&o));
-    let o = drover(&f, &["volume", "recover", "bkr/data", "--from", &format!("offsite:{other_id}"), "--yes"], PASSWORD);
+    let o = drover(
+        &f,
+        &[
+            "volume",
+            "recover",
+            "bkr/data",
+            "--from",
+            &format!("offsite:{other_id}"),
+            "--yes",
+        ],
+        PASSWORD,
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not of `bkr/data`"), "{}", stderr(&o));
-    assert!(text(&docker(&f.hosts[1], &["volume", "ls", "-q"])).lines().all(|l| l != "bkr-data"));
+    assert!(text(&docker(&f.hosts[1], &["volume", "ls", "-q"]))
+        .lines()
+        .all(|l| l != "bkr-data"));
 }

@@ -556,6 +556,9 @@ impl Step {
         let Some(seed) = &v.from else {
             return Ok(());
         };
+        if let Some(repo) = &seed.repository {
+            return self.seed_from_backup(v, seed, repo).await;
+        }
         let mut observed = crate::observed::Observed::default();
         for (h, api) in &self.engines {
             observed.hosts.insert(h.clone(), api.observe().await?);
@@ -595,6 +598,41 @@ impl Step {
         };
         let dst_state = observed.hosts.get(&v.host).unwrap_or(&empty);
         crate::data::snapshot::clone(&clone_from, &on(&v.host)?, dst_state, v, &opts)
+            .await
+            .map(|_| ())
+            .map_err(StepError::Other)
+    }
+
+    /// Makes a volume with `from: { repository }` from that backup: pulled
+    /// into it on its host and checked against the backup by content.
+    async fn seed_from_backup(
+        &self,
+        v: &crate::desired::VolumeSpec,
+        seed: &crate::desired::Seed,
+        repo: &str,
+    ) -> Result<(), StepError> {
+        use crate::data::backup;
+        let r = self.desired.repositories.get(repo).ok_or_else(|| {
+            StepError::Other(format!(
+                "{}: repository `{repo}` is not in the Cluster",
+                seed.at
+            ))
+        })?;
+        let fail = |e: String| StepError::Other(format!("{}: {e}", seed.at));
+        let o = backup::open_to_read(r).await.map_err(fail)?;
+        let list = backup::list(&o, None).await.map_err(fail)?;
+        let b = crate::data::repository::pick(
+            &list,
+            repo,
+            &seed.stack,
+            &seed.volume,
+            seed.snapshot.as_deref(),
+        )
+        .map_err(fail)?;
+        let api = self.api(&v.host)?;
+        let state = api.observe().await?;
+        let on = crate::data::snapshot::On::of(api, &self.desired);
+        backup::pull(&on, &state, v, &o, b)
             .await
             .map(|_| ())
             .map_err(StepError::Other)

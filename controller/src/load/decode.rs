@@ -837,15 +837,6 @@ fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
     let repository = f
         .get("repository")
         .and_then(|n| name_value(ctx, n, "`from.repository`"));
-    if let Some(r) = f.get("repository") {
-        // (Parsed above so that its own errors are told too.)
-        ctx.error_hint(
-            r.pos,
-            "`from.repository` is not applied by `drover reconcile` in this version of drover",
-            Some("make the volume from a backup once with `drover volume recover STACK/VOLUME --from REPO[:ID]`, or seed it from a snapshot on a host: `from: { stack, volume, snapshot }`".into()),
-        );
-        return None;
-    }
     let need = |ctx: &mut Ctx, key: &str| {
         let v = f
             .get(key)

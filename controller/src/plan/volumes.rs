@@ -39,6 +39,16 @@ impl<'a> Planner<'a> {
         let Some(seed) = &v.from else {
             return Ok(None);
         };
+        // A backup is looked for when the volume is made: the plan does not
+        // read repositories.
+        if let Some(repo) = &seed.repository {
+            return Ok(Some(format!(
+                "backup `{}` of {}/{} in repository `{repo}`",
+                seed.snapshot.as_deref().unwrap_or("latest"),
+                seed.stack,
+                seed.volume
+            )));
+        }
         let wanted = match &seed.snapshot {
             Some(n) => format!("snapshot `{n}`"),
             None => "snapshot".to_string(),
