@@ -619,20 +619,13 @@ impl Step {
             ))
         })?;
         let fail = |e: String| StepError::Other(format!("{}: {e}", seed.at));
-        let o = backup::open_to_read(r).await.map_err(fail)?;
-        let list = backup::list(&o, None).await.map_err(fail)?;
-        let b = crate::data::repository::pick(
-            &list,
-            repo,
-            &seed.stack,
-            &seed.volume,
-            seed.snapshot.as_deref(),
-        )
-        .map_err(fail)?;
+        let (o, b) = backup::find(r, &seed.stack, &seed.volume, seed.snapshot.as_deref())
+            .await
+            .map_err(fail)?;
         let api = self.api(&v.host)?;
         let state = api.observe().await?;
         let on = crate::data::snapshot::On::of(api, &self.desired);
-        backup::pull(&on, &state, v, &o, b)
+        backup::pull(&on, &state, v, &o, &b)
             .await
             .map(|_| ())
             .map_err(StepError::Other)

@@ -417,13 +417,7 @@ pub fn restore(
         let w = Writers::for_volume(&d, &state, &v);
         // (A snapshot that is not there is named before anything is asked.)
         snapshot::restore_preview(&state, &v, name)?;
-        let question = format!(
-            "Replace the content of `{}/{}` on `{}` with snapshot `{name}`",
-            v.stack, v.volume, v.host
-        );
-        let refusal = format!("{question}: this needs confirmation: pass `--yes`");
-        if !confirm(yes, &question, &refusal)? {
-            eprintln!("nothing was changed");
+        if !confirm_replace(yes, &v, &format!("snapshot `{name}`"))? {
             return Ok(ExitCode::from(1));
         }
         let done = held.rt.block_on(snapshot::restore(
@@ -455,12 +449,7 @@ fn restore_backup(
     copy_via: CopyVia,
 ) -> Result<ExitCode, Failure> {
     let rt = runtime()?;
-    let (o, b) = rt.block_on(async {
-        let o = backup::open_to_read(r).await?;
-        let list = backup::list(&o, None).await?;
-        let b = drover::data::repository::pick(&list, &r.name, &v.stack, &v.volume, id)?.clone();
-        Ok::<_, String>((o, b))
-    })?;
+    let (o, b) = rt.block_on(backup::find(r, &v.stack, &v.volume, id))?;
     let what = format!(
         "backup `{}:{}` (taken {} on `{}`)",
         r.name,
@@ -479,13 +468,7 @@ fn restore_backup(
     let held = Held::take(spec, "volume restore")?;
     let result = (|| {
         let (on, state) = current_host(&held, d, v)?;
-        let question = format!(
-            "Replace the content of `{}/{}` on `{}` with {what}",
-            v.stack, v.volume, v.host
-        );
-        let refusal = format!("{question}: this needs confirmation: pass `--yes`");
-        if !confirm(yes, &question, &refusal)? {
-            eprintln!("nothing was changed");
+        if !confirm_replace(yes, v, &what)? {
             return Ok(ExitCode::from(1));
         }
         let pulled = std::time::Instant::now();
@@ -547,12 +530,7 @@ pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<
     let v = wanted(&d, target)?.clone();
     let r = repository(&spec, repo_name)?;
     let rt = runtime()?;
-    let (o, b) = rt.block_on(async {
-        let o = backup::open_to_read(r).await?;
-        let list = backup::list(&o, None).await?;
-        let b = drover::data::repository::pick(&list, &r.name, &v.stack, &v.volume, id)?.clone();
-        Ok::<_, String>((o, b))
-    })?;
+    let (o, b) = rt.block_on(backup::find(r, &v.stack, &v.volume, id))?;
     drop(rt);
     let what = format!(
         "backup `{}:{}`, taken {} on `{}` ({} old){}",
@@ -609,6 +587,21 @@ pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<
     })();
     held.release();
     result
+}
+
+/// Asks before the content of `v` is replaced with `with`; says so when
+/// nothing was changed.
+fn confirm_replace(yes: bool, v: &VolumeSpec, with: &str) -> Result<bool, Failure> {
+    let question = format!(
+        "Replace the content of `{}/{}` on `{}` with {with}",
+        v.stack, v.volume, v.host
+    );
+    let refusal = format!("{question}: this needs confirmation: pass `--yes`");
+    let ok = confirm(yes, &question, &refusal)?;
+    if !ok {
+        eprintln!("nothing was changed");
+    }
+    Ok(ok)
 }
 
 fn restored_text(v: &VolumeSpec, name: &str, done: &snapshot::Restored) -> String {

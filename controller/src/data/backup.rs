@@ -75,6 +75,20 @@ pub async fn list(o: &Arc<Opened>, of: Option<(String, String)>) -> Result<Vec<B
         .map_err(|e| e.to_string())
 }
 
+/// Opens `r` and finds the backup of `stack/volume` that `id` names (the
+/// newest for `None`); a backup of another volume is refused.
+pub async fn find(
+    r: &Repository,
+    stack: &str,
+    volume: &str,
+    id: Option<&str>,
+) -> Result<(Arc<Opened>, Backup), String> {
+    let o = open_to_read(r).await?;
+    let all = list(&o, None).await?;
+    let b = repo::pick(&all, &r.name, stack, volume, id)?.clone();
+    Ok((o, b))
+}
+
 /// Runs a helper job on `api` with `volume` at `/data`, the repository
 /// reached through this drover; removes the helper after.
 async fn run_job(
@@ -134,12 +148,11 @@ pub async fn push(
         .last()
         .map(|b| b.id.clone());
     let job = Job::Backup {
-        password: String::new(),
+        password: o.password.clone(),
         host: host.clone(),
         tags: repo::tags(&v.stack, &v.volume, &host, revision),
         parent,
     };
-    let job = with_password(job, o);
     let out = run_job(&on.api, snap, &v.stack, true, o, &job)
         .await
         .map_err(|e| {
@@ -159,20 +172,22 @@ pub async fn push(
     })
 }
 
-/// The password travels in the job, never on a command line.
-fn with_password(job: Job, o: &Opened) -> Job {
-    let password = o.password.clone();
-    match job {
-        Job::Backup {
-            host, tags, parent, ..
-        } => Job::Backup {
-            password,
-            host,
-            tags,
-            parent,
-        },
-        Job::Restore { id, .. } => Job::Restore { password, id },
-    }
+/// Restores backup `b` of `o` into the Docker volume `volume` on `on`'s
+/// host and reads it back against the backup (the password travels in the
+/// job, never on a command line).
+async fn restore_into(
+    on: &On,
+    volume: &str,
+    stack: &str,
+    o: &Arc<Opened>,
+    b: &Backup,
+) -> Result<Restored, String> {
+    let job = Job::Restore {
+        password: o.password.clone(),
+        id: b.id.clone(),
+    };
+    let out = run_job(&on.api, volume, stack, false, o, &job).await?;
+    serde_json::from_value(out).map_err(|e| e.to_string())
 }
 
 /// A backup made: the snapshot it pushed, and the push.
@@ -229,17 +244,13 @@ pub async fn pull(
 ) -> Result<Pulled, String> {
     let started = Instant::now();
     let what = format!("{}:{}", o.name, b.short());
-    let job = with_password(
-        Job::Restore {
-            password: String::new(),
-            id: b.id.clone(),
-        },
-        o,
-    );
-    let stats = snapshot::seeded(on, state, target, &what, async {
-        let out = run_job(&on.api, &target.name, &target.stack, false, o, &job).await?;
-        serde_json::from_value::<Restored>(out).map_err(|e| e.to_string())
-    })
+    let stats = snapshot::seeded(
+        on,
+        state,
+        target,
+        &what,
+        restore_into(on, &target.name, &target.stack, o, b),
+    )
     .await
     .map_err(|e| {
         format!(
@@ -324,24 +335,14 @@ pub async fn pull_snapshot(
     };
     let started = Instant::now();
     let (name, snap) = snapshot::prepare(on, state, v, &req).await?;
-    let job = with_password(
-        Job::Restore {
-            password: String::new(),
-            id: b.id.clone(),
-        },
-        o,
-    );
-    let out = run_job(&on.api, &snap, &v.stack, false, o, &job)
-        .await
-        .map_err(|e| {
-            format!(
-                "bringing backup `{}:{}` to `{}` failed: {e}; run it again to finish it",
-                o.name,
-                b.short(),
-                on.api.host()
-            )
-        })?;
-    let stats: Restored = serde_json::from_value(out).map_err(|e| e.to_string())?;
+    let stats = restore_into(on, &snap, &v.stack, o, b).await.map_err(|e| {
+        format!(
+            "bringing backup `{}:{}` to `{}` failed: {e}; run it again to finish it",
+            o.name,
+            b.short(),
+            on.api.host()
+        )
+    })?;
     let taken = snapshot::Taken {
         name: name.clone(),
         volume: snap,
@@ -428,16 +429,8 @@ pub async fn recover(
     let state = &observed.hosts[&v.host];
     let started = Instant::now();
     let what = format!("{}:{}", o.name, b.short());
-    let job = with_password(
-        Job::Restore {
-            password: String::new(),
-            id: b.id.clone(),
-        },
-        o,
-    );
     let stats = snapshot::seeded(on, state, v, &what, async {
-        let out = run_job(&on.api, &v.name, &v.stack, false, o, &job).await?;
-        let stats = serde_json::from_value::<Restored>(out).map_err(|e| e.to_string())?;
+        let stats = restore_into(on, &v.name, &v.stack, o, b).await?;
         // Recorded before the volume counts as made (its seed record goes
         // after this): it is never current without its epoch.
         let record = crate::contract::records::CopyRecord {
