@@ -2,7 +2,8 @@
 # drover's main job on a fresh machine: start two throwaway Docker hosts
 # (network namespaces on this machine, no registry needed), reconcile the
 # guestbook stack across them, change it, and move its data to the other
-# host and back; snapshot and restore its data; then run the controller,
+# host and back; snapshot and restore its data, and back it up into a
+# restic-format repository; then run the controller,
 # which heals drift and applies an edit by itself. Needs root and Debian's packages (installed here).
 # The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
@@ -62,6 +63,21 @@ docker -H unix:///tmp/drover-hosts/node-a.sock exec guestbook-store sh -c 'echo 
 printf '\nthe guestbook lost its lines (%s left); restore the snapshot:\n' "$(lines node-a)"
 step drover volume restore "$dir" guestbook/entries demo --yes
 printf '\nthe guestbook has its %s lines back and goes on: %s lines\n' "$kept" "$(lines node-a)"
+
+printf '\n# a copy away from the hosts: a backup in a repository in restic'"'"'s format\n'
+export DROVER_REPO_PASSWORD=demo-password
+cat >> "$dir/cluster.yaml" <<EOF
+repositories:
+  offsite:
+    url: $work/backups
+    password: \${DROVER_REPO_PASSWORD}
+EOF
+step drover volume snapshot "$dir" guestbook/entries --name pushed --push offsite
+step drover volume snapshots "$dir" guestbook/entries
+if command -v restic >/dev/null; then
+  printf '\n# restic itself reads it\n'
+  RESTIC_PASSWORD=$DROVER_REPO_PASSWORD step restic -r "$work/backups" snapshots --tag drover
+fi
 
 printf '\n# the controller does all of this by itself, all the time\n'
 printf '$ drover controller %s --listen 127.0.0.1:9090 &\n' "$dir"
