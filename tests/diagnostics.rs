@@ -197,6 +197,7 @@ fixture_tests! {
     an_empty_value_points_at_its_key: "empty-values";
     two_stacks_whose_names_join_to_the_same_object_name_are_an_error: "object-name-clash";
     a_stack_name_that_would_name_drovers_own_objects_is_refused: "reserved-stack-name";
+    repositories_and_backups_are_checked_where_written: "bad-repository";
 }
 
 /// `secrets/mysql.env` becomes an absolute symlink to a file outside the

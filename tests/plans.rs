@@ -631,6 +631,46 @@ fn record(
     }
 }
 
+#[test]
+fn a_copy_a_recovery_replaced_is_stale_and_the_recovered_one_is_current() {
+    let recovered = CopyRecord {
+        supersedes: vec!["node-a".into()],
+        ..record(CopyRole::Current, 1003, None, None, None)
+    };
+    for old in [
+        Some(record(CopyRole::Current, 3, None, None, None)),
+        // A copy never moved has no record: it counts as stale all the same.
+        None,
+    ] {
+        let mut observed = with_records(
+            record(CopyRole::Current, 3, None, None, None),
+            recovered.clone(),
+        );
+        for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
+            if v.name == "blog-pgdata" {
+                v.copy = old.clone();
+            }
+        }
+        // Placed on node-b, where it was recovered: nothing moves, nothing
+        // is blocked.
+        let on_b = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
+        let p = plan(&on_b, &observed, Options::default());
+        assert!(
+            p.actions.iter().all(|a| a.action != Verb::Relocate) && p.errors.is_empty(),
+            "{}",
+            plan_text(&p, false)
+        );
+        // Placed back on node-a: the recovered data moves there; the stale
+        // copy is never taken for current.
+        let p = plan(&blog(|s| s), &observed, Options::default());
+        let r = find(&p, Verb::Relocate, "blog-pgdata")
+            .relocation
+            .clone()
+            .unwrap();
+        assert_eq!((r.from.as_str(), r.to.as_str()), ("node-b", "node-a"));
+    }
+}
+
 /// blog's pgdata halfway through a move from node-a to node-b.
 fn mid_move(phase: MovePhase) -> Observed {
     with_records(

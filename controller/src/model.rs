@@ -397,3 +397,92 @@ pub fn check_snapshot_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+
+/// Why `url` is not a repository drover can use, and what to write.
+pub fn check_url(url: &str) -> Result<(), (String, String)> {
+    repository_location(url).map(|_| ())
+}
+
+/// Why `id` is not a backup's ID: 8 to 64 hexadecimal digits.
+pub fn check_backup_id(id: &str) -> Result<(), String> {
+    let ok = (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a backup ID: give its first 8 or more hexadecimal digits, as `drover volume snapshots` shows them"
+        ))
+    }
+}
+
+/// Where a repository is, from restic's URL forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory on drover's machine.
+    Local(String),
+    /// `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
+    S3 {
+        endpoint: String,
+        bucket: String,
+        prefix: String,
+    },
+    /// `rest:http(s)://HOST[:PORT]/[PATH]`.
+    Rest(String),
+}
+
+pub fn repository_location(url: &str) -> Result<Location, (String, String)> {
+    let forms = "use a local path (`/srv/backups`), `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` or `rest:http(s)://HOST[:PORT]/`";
+    if let Some(rest) = url.strip_prefix("s3:") {
+        let Some((scheme, tail)) = rest.split_once("://") else {
+            return Err((
+                format!("`{url}` does not say how to reach the S3 server"),
+                "write it with its endpoint: `s3:http://HOST:PORT/BUCKET` (a bare `s3:BUCKET` is not supported)".into(),
+            ));
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err((
+                format!("`{url}` is not an S3 URL drover reads"),
+                forms.into(),
+            ));
+        }
+        let (host, path) = tail.split_once('/').unwrap_or((tail, ""));
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        if host.is_empty() || bucket.is_empty() {
+            return Err((
+                format!(
+                    "`{url}` names no {}",
+                    if host.is_empty() { "server" } else { "bucket" }
+                ),
+                "like `s3:http://10.0.0.5:9000/backups/drover`".into(),
+            ));
+        }
+        return Ok(Location::S3 {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_end_matches('/').to_string(),
+        });
+    }
+    if let Some(rest) = url.strip_prefix("rest:") {
+        if !(rest.starts_with("http://") || rest.starts_with("https://")) {
+            return Err((
+                format!("`{url}` is not a REST URL drover reads"),
+                forms.into(),
+            ));
+        }
+        return Ok(Location::Rest(rest.to_string()));
+    }
+    let path = url.strip_prefix("local:").unwrap_or(url);
+    if path.starts_with('/') {
+        return Ok(Location::Local(path.to_string()));
+    }
+    match url.split_once(':') {
+        Some((scheme, _)) if !scheme.contains('/') => Err((
+            format!("repositories of type `{scheme}` are not supported by this drover"),
+            forms.into(),
+        )),
+        _ => Err((
+            format!("`{url}` is a relative path"),
+            "a local repository is a directory on the machine that runs drover: give its absolute path".into(),
+        )),
+    }
+}

@@ -21,94 +21,7 @@ use crate::model::{KeepPolicy, Repository};
 /// The tag every backup drover makes carries.
 pub const TAG: &str = "drover";
 
-/// Why `url` is not a repository drover can use, and what to write.
-pub fn check_url(url: &str) -> Result<(), (String, String)> {
-    location(url).map(|_| ())
-}
-
-/// Why `id` is not a backup's ID: 8 to 64 hexadecimal digits.
-pub fn check_backup_id(id: &str) -> Result<(), String> {
-    let ok = (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{id}` is not a backup ID: give its first 8 or more hexadecimal digits, as `drover volume snapshots` shows them"
-        ))
-    }
-}
-
-/// Where a repository is, from restic's URL forms.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A directory on drover's machine.
-    Local(String),
-    /// `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`.
-    S3 {
-        endpoint: String,
-        bucket: String,
-        prefix: String,
-    },
-    /// `rest:http(s)://HOST[:PORT]/[PATH]`.
-    Rest(String),
-}
-
-pub fn location(url: &str) -> Result<Location, (String, String)> {
-    let forms = "use a local path (`/srv/backups`), `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` or `rest:http(s)://HOST[:PORT]/`";
-    if let Some(rest) = url.strip_prefix("s3:") {
-        let Some((scheme, tail)) = rest.split_once("://") else {
-            return Err((
-                format!("`{url}` does not say how to reach the S3 server"),
-                "write it with its endpoint: `s3:http://HOST:PORT/BUCKET` (a bare `s3:BUCKET` is not supported)".into(),
-            ));
-        };
-        if scheme != "http" && scheme != "https" {
-            return Err((
-                format!("`{url}` is not an S3 URL drover reads"),
-                forms.into(),
-            ));
-        }
-        let (host, path) = tail.split_once('/').unwrap_or((tail, ""));
-        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-        if host.is_empty() || bucket.is_empty() {
-            return Err((
-                format!(
-                    "`{url}` names no {}",
-                    if host.is_empty() { "server" } else { "bucket" }
-                ),
-                "like `s3:http://10.0.0.5:9000/backups/drover`".into(),
-            ));
-        }
-        return Ok(Location::S3 {
-            endpoint: format!("{scheme}://{host}"),
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_end_matches('/').to_string(),
-        });
-    }
-    if let Some(rest) = url.strip_prefix("rest:") {
-        if !(rest.starts_with("http://") || rest.starts_with("https://")) {
-            return Err((
-                format!("`{url}` is not a REST URL drover reads"),
-                forms.into(),
-            ));
-        }
-        return Ok(Location::Rest(rest.to_string()));
-    }
-    let path = url.strip_prefix("local:").unwrap_or(url);
-    if path.starts_with('/') {
-        return Ok(Location::Local(path.to_string()));
-    }
-    match url.split_once(':') {
-        Some((scheme, _)) if !scheme.contains('/') => Err((
-            format!("repositories of type `{scheme}` are not supported by this drover"),
-            forms.into(),
-        )),
-        _ => Err((
-            format!("`{url}` is a relative path"),
-            "a local repository is a directory on the machine that runs drover: give its absolute path".into(),
-        )),
-    }
-}
+pub use crate::model::{check_backup_id, check_url, repository_location as location, Location};
 
 /// Why a repository cannot be used, for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,21 +54,7 @@ fn store(name: &str, e: &rustic_core::RusticError) -> RepoError {
     }
 }
 
-/// What went wrong, on one line: rustic's guidance and its cause, without
-/// its kind.
-pub fn explain(e: &rustic_core::RusticError) -> String {
-    let s = e.display_log();
-    let s = s.strip_prefix("Error: ").unwrap_or(&s);
-    let s = match s.find(" (kind: ") {
-        Some(at) => {
-            let rest = &s[at..];
-            let end = rest.find(')').map_or(rest.len(), |e| e + 1);
-            format!("{}{}", &s[..at], &rest[end..])
-        }
-        None => s.to_string(),
-    };
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use crate::helper::relay::explain;
 
 /// The storage backend of a repository.
 pub fn backend(repo: &Repository) -> Result<Arc<dyn WriteBackend>, RepoError> {

@@ -14,6 +14,7 @@
 //! inode all compared).
 
 pub mod beneath;
+pub mod relay;
 pub mod repo;
 pub mod scan;
 pub mod state;

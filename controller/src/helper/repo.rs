@@ -12,7 +12,7 @@ use rustic_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::data::relay::{read_header, Relayed};
+use crate::helper::relay::{explain, read_header, Relayed};
 
 /// What drover asks of a helper.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ pub struct Restored {
 pub const PATH: &str = "/data";
 
 fn fail(e: Box<rustic_core::RusticError>) -> std::io::Error {
-    std::io::Error::other(crate::data::repository::explain(&e))
+    std::io::Error::other(explain(&e))
 }
 
 /// Runs the job read from `input`, talking to drover over `input` and

@@ -447,7 +447,7 @@ fn repository(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Repo
             );
             None
         }
-        Some(u) => text(ctx, u, "`url`").filter(|t| match crate::data::repository::check_url(t.expose()) {
+        Some(u) => text(ctx, u, "`url`").filter(|t| match crate::model::check_url(t.expose()) {
             Ok(()) => true,
             Err((message, hint)) => {
                 let message = if t.is_secret() {
@@ -755,6 +755,7 @@ fn keep_policy(ctx: &mut Ctx, node: &Node) -> Option<KeepPolicy> {
         }
     };
     let mut keep = KeepPolicy::default();
+    let errors_before = ctx.diags.len();
     if matches!(node.value, Value::Scalar { .. }) {
         keep.last = count(ctx, node, "`backup.keep`")?;
     } else {
@@ -771,7 +772,8 @@ fn keep_policy(ctx: &mut Ctx, node: &Node) -> Option<KeepPolicy> {
             }
         }
     }
-    if keep == KeepPolicy::default() {
+    // (A field that is not known was named already.)
+    if keep == KeepPolicy::default() && ctx.diags.len() == errors_before {
         ctx.error_hint(
             node.pos,
             "`backup.keep` keeps no backup",
@@ -859,7 +861,7 @@ fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
             if name == "latest" {
                 None
             } else if f.get("repository").is_some() {
-                if let Err(e) = crate::data::repository::check_backup_id(&name) {
+                if let Err(e) = crate::model::check_backup_id(&name) {
                     ctx.error_hint(n.pos, e, Some("or `latest`, the newest backup".into()));
                     return None;
                 }
