@@ -348,13 +348,8 @@ pub fn list(args: &[String], output: OutputFormat) -> Result<ExitCode, Failure> 
     let mut unreadable_repo = false;
     let rt = runtime()?;
     for r in spec.repositories.values() {
-        let found = rt.block_on(async {
-            let o = backup::open_to_read(r).await?;
-            backup::list(&o, filter.clone()).await
-        });
-        match found {
+        match rt.block_on(backup::list_if_any(r, filter.clone())) {
             Ok(list) => rows.extend(backup::listed(&r.name, &list)),
-            Err(e) if e.contains("has no repository") => {}
             Err(e) => {
                 eprintln!("warning: {e}");
                 unreadable_repo = true;

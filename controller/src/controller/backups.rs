@@ -142,13 +142,8 @@ async fn list_repositories(
         let Some(r) = desired.repositories.get(&name) else {
             continue;
         };
-        let found = match backup::open_to_read(r).await {
-            Ok(o) => backup::list(&o, None).await,
-            // Not made yet: the first push makes it.
-            Err(e) if e.contains("has no repository") => Ok(Vec::new()),
-            Err(e) => Err(e),
-        };
-        match found {
+        // (None there yet: the first push makes it.)
+        match backup::list_if_any(r, None).await {
             Ok(list) => {
                 for b in list {
                     let k = (b.stack, b.volume, name.clone());

@@ -44,27 +44,39 @@ pub struct Pushed {
 
 impl Pushed {
     pub fn short(&self) -> &str {
-        &self.id[..self.id.len().min(8)]
+        repo::short(&self.id)
     }
 }
 
 /// Opens `r` for a push, making the repository when its location holds
 /// none. Nothing is frozen before this has succeeded.
 pub async fn open_for_push(r: &Repository) -> Result<Arc<Opened>, String> {
-    let r = r.clone();
-    repo::blocking(move || repo::open(&r, true))
-        .await
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    opened(r, true).await.map_err(|e| e.to_string())
 }
 
 /// Opens `r` to read it: it must exist.
 pub async fn open_to_read(r: &Repository) -> Result<Arc<Opened>, String> {
+    opened(r, false).await.map_err(|e| e.to_string())
+}
+
+async fn opened(r: &Repository, create: bool) -> Result<Arc<Opened>, repo::RepoError> {
     let r = r.clone();
-    repo::blocking(move || repo::open(&r, false))
+    repo::blocking(move || repo::open(&r, create))
         .await
         .map(Arc::new)
-        .map_err(|e| e.to_string())
+}
+
+/// drover's backups in `r` (of `of` only, when given), oldest first; none
+/// while no repository has been made at its location yet.
+pub async fn list_if_any(
+    r: &Repository,
+    of: Option<(String, String)>,
+) -> Result<Vec<Backup>, String> {
+    match opened(r, false).await {
+        Ok(o) => list(&o, of).await,
+        Err(repo::RepoError::Missing(_)) => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// drover's backups in `o`, oldest first (of `of` only, when given).
@@ -122,9 +134,7 @@ async fn run_job(
             .exec(&name, crate::relocate::helper_cmd(&["repo"]))
             .await
             .map_err(engine)?;
-        crate::data::relay::serve(api, exec, Arc::clone(&o.backend), job, "repo")
-            .await
-            .map(|(v, _)| v)
+        crate::data::relay::serve(api, exec, Arc::clone(&o.backend), job, "repo").await
     }
     .await;
     if let Err(e) = api.remove_container(&name).await {
@@ -320,12 +330,7 @@ pub async fn pull_snapshot(
     b: &Backup,
 ) -> Result<String, String> {
     let name = format!("{}-{}", o.name, b.short());
-    let snap = names::snapshot(&v.name, &name);
-    let done = state
-        .volumes
-        .iter()
-        .any(|x| x.name == snap && x.snapshot.as_ref().is_some_and(|s| s.complete()));
-    if done {
+    if snapshot::complete(state, &names::snapshot(&v.name, &name)).is_some() {
         return Ok(name);
     }
     let req = Request {
@@ -448,20 +453,8 @@ pub async fn recover(
             stack: &v.stack,
             volume: &v.volume,
         };
-        let last = state
-            .records
-            .iter()
-            .filter(|r| r.of == v.name)
-            .map(|r| r.seq)
-            .max()
-            .unwrap_or(0);
-        crate::onhost::records::write(
-            on.api.as_ref(),
-            of,
-            &record,
-            crate::onhost::records::next_seq(last),
-        )
-        .await?;
+        let seq = crate::onhost::records::next_seq(state.last_seq(&v.name));
+        crate::onhost::records::write(on.api.as_ref(), of, &record, seq).await?;
         Ok(stats)
     })
     .await

@@ -12,13 +12,6 @@ use crate::helper::relay::{call_len, explain as first_line, frame, take_frame, C
 /// How many pack uploads drover runs at a time.
 const UPLOADS: usize = 4;
 
-/// What drover's side of a relay measured.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Traffic {
-    /// Bytes written to the store.
-    pub written: u64,
-}
-
 /// drover's side: answers the helper's calls of `exec` against `store`
 /// until it is done; returns its result. `job` is sent first.
 pub async fn serve(
@@ -27,11 +20,10 @@ pub async fn serve(
     store: Arc<dyn WriteBackend>,
     job: &impl Serialize,
     what: &str,
-) -> Result<(serde_json::Value, Traffic), String> {
+) -> Result<serde_json::Value, String> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
 
-    let mut traffic = Traffic::default();
     let send_err = |e: std::io::Error| {
         format!(
             "the helper `{what}` on `{}` stopped reading: {e}",
@@ -44,18 +36,17 @@ pub async fn serve(
         .map_err(send_err)?;
     let mut buf = Vec::new();
     let mut stderr = Vec::new();
-    let mut uploads: tokio::task::JoinSet<Result<u64, String>> = tokio::task::JoinSet::new();
+    let mut uploads: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
     let mut failed: Option<String> = None;
     // Waits for the uploads under way; the first failure stays.
     async fn settle(
-        uploads: &mut tokio::task::JoinSet<Result<u64, String>>,
+        uploads: &mut tokio::task::JoinSet<Result<(), String>>,
         failed: &mut Option<String>,
-        traffic: &mut Traffic,
         until: usize,
     ) {
         while uploads.len() > until {
             match uploads.join_next().await {
-                Some(Ok(Ok(n))) => traffic.written += n,
+                Some(Ok(Ok(()))) => {}
                 Some(Ok(Err(e))) => {
                     failed.get_or_insert(e);
                 }
@@ -77,7 +68,7 @@ pub async fn serve(
                     let code = api.exec_exit_code(&exec.id).await.ok().flatten();
                     let said = String::from_utf8_lossy(&stderr);
                     let said = said.trim();
-                    settle(&mut uploads, &mut failed, &mut traffic, 0).await;
+                    settle(&mut uploads, &mut failed, 0).await;
                     return Err(match (failed, said.is_empty()) {
                         (Some(e), _) => e,
                         (None, false) => said.trim_start_matches("drover helper: ").to_string(),
@@ -99,16 +90,16 @@ pub async fn serve(
             }
         );
         if pack {
-            settle(&mut uploads, &mut failed, &mut traffic, UPLOADS - 1).await;
+            settle(&mut uploads, &mut failed, UPLOADS - 1).await;
         } else {
-            settle(&mut uploads, &mut failed, &mut traffic, 0).await;
+            settle(&mut uploads, &mut failed, 0).await;
         }
         let (reply, data) = match (&failed, call) {
             (_, Call::Done { result }) => {
                 if let Some(e) = failed {
                     return Err(e);
                 }
-                return Ok((result, traffic));
+                return Ok(result);
             }
             (Some(e), _) => (
                 Reply {
@@ -126,11 +117,9 @@ pub async fn serve(
                 let store = Arc::clone(&store);
                 crate::relocate::test_checkpoint("pushing");
                 uploads.spawn_blocking(move || {
-                    let n = body.len() as u64;
                     let id = id.parse::<Id>().map_err(|e| e.to_string())?;
                     store
                         .write_bytes(tpe, &id, cacheable, Bytes::from(body).into())
-                        .map(|()| n)
                         .map_err(|e| format!("storing a pack failed: {}", first_line(&e)))
                 });
                 (Reply::default(), Vec::new())
@@ -141,10 +130,7 @@ pub async fn serve(
                     .await
                     .map_err(|e| e.to_string())?;
                 match done {
-                    Ok((reply, data, written)) => {
-                        traffic.written += written;
-                        (reply, data)
-                    }
+                    Ok(answered) => answered,
                     Err(e) => (
                         Reply {
                             error: Some(e),
@@ -166,12 +152,8 @@ pub async fn serve(
     }
 }
 
-/// Makes one call against the store: the reply, its body, bytes written.
-fn answer(
-    store: &dyn WriteBackend,
-    call: Call,
-    body: Vec<u8>,
-) -> Result<(Reply, Vec<u8>, u64), String> {
+/// Makes one call against the store: the reply and its body.
+fn answer(store: &dyn WriteBackend, call: Call, body: Vec<u8>) -> Result<(Reply, Vec<u8>), String> {
     let id = |s: &str| s.parse::<Id>().map_err(|e| e.to_string());
     let err = |e: Box<RusticError>| first_line(&e);
     let none = Reply::default();
@@ -182,11 +164,11 @@ fn answer(
                 .into_iter()
                 .map(|(i, s)| (i.to_hex().to_string(), s))
                 .collect();
-            Ok((Reply { list, ..none }, Vec::new(), 0))
+            Ok((Reply { list, ..none }, Vec::new()))
         }
         Call::Read { tpe, id: i } => {
             let b = store.read_full(tpe, &id(&i)?).map_err(err)?;
-            Ok((none, b.to_vec(), 0))
+            Ok((none, b.to_vec()))
         }
         Call::ReadPartial {
             tpe,
@@ -198,7 +180,7 @@ fn answer(
             let b = store
                 .read_partial(tpe, &id(&i)?, cacheable, offset, length)
                 .map_err(err)?;
-            Ok((none, b.to_vec(), 0))
+            Ok((none, b.to_vec()))
         }
         Call::Write {
             tpe,
@@ -206,11 +188,10 @@ fn answer(
             cacheable,
             ..
         } => {
-            let n = body.len() as u64;
             store
                 .write_bytes(tpe, &id(&i)?, cacheable, Bytes::from(body).into())
                 .map_err(err)?;
-            Ok((none, Vec::new(), n))
+            Ok((none, Vec::new()))
         }
         Call::Remove {
             tpe,
@@ -218,12 +199,12 @@ fn answer(
             cacheable,
         } => {
             store.remove(tpe, &id(&i)?, cacheable).map_err(err)?;
-            Ok((none, Vec::new(), 0))
+            Ok((none, Vec::new()))
         }
         Call::Create => {
             store.create().map_err(err)?;
-            Ok((none, Vec::new(), 0))
+            Ok((none, Vec::new()))
         }
-        Call::Done { .. } => Ok((none, Vec::new(), 0)),
+        Call::Done { .. } => Ok((none, Vec::new())),
     }
 }

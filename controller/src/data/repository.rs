@@ -204,10 +204,14 @@ pub struct Backup {
 }
 
 impl Backup {
-    /// The short ID users see and type: its first 8 digits.
     pub fn short(&self) -> &str {
-        &self.id[..self.id.len().min(8)]
+        short(&self.id)
     }
+}
+
+/// The short ID of a backup users see and type: its first 8 digits.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
 }
 
 /// The tags of a backup of `stack/volume` from `host`.

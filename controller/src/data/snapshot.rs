@@ -116,7 +116,10 @@ impl Writers {
 }
 
 /// The complete snapshot volume `snap` on `state`'s host, if there is one.
-fn complete<'a>(state: &'a ObservedHost, snap: &str) -> Option<&'a crate::observed::SnapshotInfo> {
+pub fn complete<'a>(
+    state: &'a ObservedHost,
+    snap: &str,
+) -> Option<&'a crate::observed::SnapshotInfo> {
     state
         .volumes
         .iter()

@@ -124,13 +124,13 @@ pub fn run(
                 .numeric_id(true)
                 .verify_existing(true);
             let again = repo
-                .prepare_restore(&check, ls, &dest, true)
+                .prepare_restore(&check, ls.clone(), &dest, true)
                 .map_err(fail)?;
             let f = again.stats.files;
             // rustic counts links and special files as extra (it would
             // make them again): they are checked here instead.
             let mut special = 0;
-            for item in repo.ls(&node, &LsOptions::default()).map_err(fail)? {
+            for item in ls {
                 let (path, n) = item.map_err(fail)?;
                 if !n.is_special() {
                     continue;
