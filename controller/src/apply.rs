@@ -625,7 +625,7 @@ impl Step {
         let api = self.api(&v.host)?;
         let state = api.observe().await?;
         let on = crate::data::snapshot::On::of(api, &self.desired);
-        backup::pull(&on, &state, v, &o, &b)
+        backup::pull(&on, &state, v, &o, &b, self.opts.direct_copy)
             .await
             .map(|_| ())
             .map_err(StepError::Other)

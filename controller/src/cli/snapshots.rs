@@ -166,7 +166,7 @@ fn repository<'a>(spec: &'a Spec, name: &str) -> Result<&'a drover::model::Repos
 /// What a push printed.
 fn pushed_text(p: &backup::Pushed) -> String {
     format!(
-        "{}pushed it to repository `{}` as backup {}: {} in {} files read, {} added, {}\n",
+        "{}pushed it to repository `{}` as backup {}: {} in {} files read, {} added, {}, {}\n",
         if p.created {
             format!("made repository `{}` (restic format); ", p.repository)
         } else {
@@ -177,8 +177,18 @@ fn pushed_text(p: &backup::Pushed) -> String {
         human_bytes(p.stats.bytes),
         p.stats.files,
         human_bytes(p.stats.added),
+        via(p.stats.direct),
         human_duration(p.took)
     )
+}
+
+/// Which way a helper reached a repository.
+fn via(direct: bool) -> &'static str {
+    if direct {
+        "straight from the host"
+    } else {
+        "through drover"
+    }
 }
 
 fn copy_options(copy_via: CopyVia) -> CopyOptions {
@@ -253,9 +263,14 @@ pub fn snapshot(
             held_text(&taken.copied, taken.consistency)
         ));
         if let Some(o) = &opened {
-            let pushed = held
-                .rt
-                .block_on(backup::push(&on, &v, &taken.volume, o, None))?;
+            let pushed = held.rt.block_on(backup::push(
+                &on,
+                &v,
+                &taken.volume,
+                o,
+                None,
+                copy_via == CopyVia::Auto,
+            ))?;
             print(&pushed_text(&pushed));
         }
         Ok(ExitCode::SUCCESS)
@@ -467,9 +482,14 @@ fn restore_backup(
             return Ok(ExitCode::from(1));
         }
         let pulled = std::time::Instant::now();
-        let name = held
-            .rt
-            .block_on(backup::pull_snapshot(&on, &state, v, &o, &b))?;
+        let name = held.rt.block_on(backup::pull_snapshot(
+            &on,
+            &state,
+            v,
+            &o,
+            &b,
+            copy_via == CopyVia::Auto,
+        ))?;
         print(&format!(
             "brought {what} to `{}` as snapshot `{name}`, checked against the backup, {}\n",
             v.host,
@@ -503,7 +523,13 @@ fn age(unix: i64) -> String {
     human_duration(Duration::from_secs(now.saturating_sub(unix).max(0) as u64))
 }
 
-pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<ExitCode, Failure> {
+pub fn recover(
+    args: &[String],
+    from: &str,
+    yes: bool,
+    dry_run: bool,
+    copy_via: CopyVia,
+) -> Result<ExitCode, Failure> {
     let (dir, rest) = split_dir(args, 1);
     let [target] = rest else {
         return Err(
@@ -566,16 +592,22 @@ pub fn recover(args: &[String], from: &str, yes: bool, dry_run: bool) -> Result<
             return Ok(ExitCode::from(1));
         }
         let (on, _) = held.host(&d, &v.host)?;
-        let done = held
-            .rt
-            .block_on(backup::recover(&on, &held.observed, &v, &o, &b))?;
+        let done = held.rt.block_on(backup::recover(
+            &on,
+            &held.observed,
+            &v,
+            &o,
+            &b,
+            copy_via == CopyVia::Auto,
+        ))?;
         print(&format!(
-            "recovered `{}/{}` on `{}` from {what}: {} in {} files, checked against the backup, {}; `drover reconcile` starts its apps\n",
+            "recovered `{}/{}` on `{}` from {what}: {} in {} files, checked against the backup, {}, {}; `drover reconcile` starts its apps\n",
             v.stack,
             v.volume,
             v.host,
             human_bytes(done.pulled.stats.bytes),
             done.pulled.stats.files,
+            via(done.pulled.stats.direct),
             human_duration(done.pulled.took)
         ));
         Ok(ExitCode::SUCCESS)

@@ -108,6 +108,8 @@ pub enum VolumeCommand {
         /// Show which backup and how old it is; change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long, value_enum, default_value_t = CopyVia::Auto)]
+        copy_via: CopyVia,
     },
     /// Make a volume that does not exist yet from another one (as it is now,
     /// or one of its snapshots):
@@ -168,7 +170,8 @@ pub fn run(command: VolumeCommand) -> Result<ExitCode, Failure> {
             from,
             yes,
             dry_run,
-        } => super::snapshots::recover(&args, &from, yes, dry_run),
+            copy_via,
+        } => super::snapshots::recover(&args, &from, yes, dry_run, copy_via),
         VolumeCommand::Ls { dir } => {
             let spec = load_spec(&dir)?;
             let observed = observe_spec(&spec)?;

@@ -101,40 +101,53 @@ pub async fn find(
     Ok((o, b))
 }
 
-/// Runs a helper job on `api` with `volume` at `/data`, the repository
-/// reached through this drover; removes the helper after.
+/// Runs a helper job on `api` with `volume` at `/data`; removes the helper
+/// after. With `direct`, the helper has a network and is told the store,
+/// which it uses if it reaches it; it uses the relay through this drover
+/// otherwise.
 async fn run_job(
     api: &Arc<dyn DockerApi>,
     volume: &str,
     stack: &str,
     read_only: bool,
     o: &Arc<Opened>,
-    job: &Job,
+    job: Job,
+    direct: bool,
 ) -> Result<serde_json::Value, String> {
     let image = crate::relocate::ensure_helper_image(api).await?;
     let name = format!("{}{volume}", names::HELPER_PREFIX);
     let engine = |e: crate::docker::EngineError| e.to_string();
     api.remove_container(&name).await.map_err(engine)?;
-    let spec = HelperSpec {
+    // A directory is on drover's machine: only drover reaches it.
+    let direct = direct && o.store.address().is_some();
+    let spec = |network: bool| HelperSpec {
         name: name.clone(),
-        image,
+        image: image.clone(),
         volume: volume.to_string(),
         read_only,
         source: None,
         labels: crate::contract::internal_labels([(labels::STACK, stack)]),
         cmd: crate::relocate::helper_cmd(&["idle", "--seconds", "21600"]),
-        network: false,
+        network,
         publish: None,
     };
-    api.run_helper(&spec)
-        .await
-        .map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+    let started = match api.run_helper(&spec(direct)).await {
+        Err(e) if direct => {
+            tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; the repository is reached through drover");
+            api.remove_container(&name).await.map_err(engine)?;
+            api.run_helper(&spec(false)).await.map(|_| false)
+        }
+        r => r.map(|_| direct),
+    };
+    let direct =
+        started.map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+    let job = job.direct(direct.then(|| o.store.clone()));
     let out = async {
         let exec = api
             .exec(&name, crate::relocate::helper_cmd(&["repo"]))
             .await
             .map_err(engine)?;
-        crate::data::relay::serve(api, exec, Arc::clone(&o.backend), job, "repo").await
+        crate::data::relay::serve(api, exec, Arc::clone(&o.backend), &job, "repo").await
     }
     .await;
     if let Err(e) = api.remove_container(&name).await {
@@ -143,13 +156,15 @@ async fn run_job(
     out
 }
 
-/// Pushes the complete snapshot volume `snap` of `v` (on `on`) into `o`.
+/// Pushes the complete snapshot volume `snap` of `v` (on `on`) into `o`;
+/// with `direct`, straight from the host when it reaches the store.
 pub async fn push(
     on: &On,
     v: &VolumeSpec,
     snap: &str,
     o: &Arc<Opened>,
     revision: Option<&str>,
+    direct: bool,
 ) -> Result<Pushed, String> {
     let started = Instant::now();
     let host = on.api.host().to_string();
@@ -162,8 +177,9 @@ pub async fn push(
         host: host.clone(),
         tags: repo::tags(&v.stack, &v.volume, &host, revision),
         parent,
+        direct: None,
     };
-    let out = run_job(&on.api, snap, &v.stack, true, o, &job)
+    let out = run_job(&on.api, snap, &v.stack, true, o, job, direct)
         .await
         .map_err(|e| {
             format!(
@@ -172,7 +188,7 @@ pub async fn push(
             )
         })?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
-    tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, "backed up");
+    tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, direct = stats.direct, "backed up");
     Ok(Pushed {
         repository: o.name.clone(),
         id: stats.id.clone(),
@@ -184,19 +200,22 @@ pub async fn push(
 
 /// Restores backup `b` of `o` into the Docker volume `volume` on `on`'s
 /// host and reads it back against the backup (the password travels in the
-/// job, never on a command line).
+/// job, never on a command line); with `direct`, straight from the store
+/// when the host reaches it.
 async fn restore_into(
     on: &On,
     volume: &str,
     stack: &str,
     o: &Arc<Opened>,
     b: &Backup,
+    direct: bool,
 ) -> Result<Restored, String> {
     let job = Job::Restore {
         password: o.password.clone(),
         id: b.id.clone(),
+        direct: None,
     };
-    let out = run_job(&on.api, volume, stack, false, o, &job).await?;
+    let out = run_job(&on.api, volume, stack, false, o, job, direct).await?;
     serde_json::from_value(out).map_err(|e| e.to_string())
 }
 
@@ -230,7 +249,7 @@ pub async fn backup(
         refresh: true,
     };
     let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
-    let pushed = push(on, v, &taken.volume, o, revision.as_deref()).await?;
+    let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
     Ok(Made { taken, pushed })
 }
 
@@ -251,6 +270,7 @@ pub async fn pull(
     target: &VolumeSpec,
     o: &Arc<Opened>,
     b: &Backup,
+    direct: bool,
 ) -> Result<Pulled, String> {
     let started = Instant::now();
     let what = format!("{}:{}", o.name, b.short());
@@ -259,7 +279,7 @@ pub async fn pull(
         state,
         target,
         &what,
-        restore_into(on, &target.name, &target.stack, o, b),
+        restore_into(on, &target.name, &target.stack, o, b, direct),
     )
     .await
     .map_err(|e| {
@@ -328,6 +348,7 @@ pub async fn pull_snapshot(
     v: &VolumeSpec,
     o: &Arc<Opened>,
     b: &Backup,
+    direct: bool,
 ) -> Result<String, String> {
     let name = format!("{}-{}", o.name, b.short());
     if snapshot::complete(state, &names::snapshot(&v.name, &name)).is_some() {
@@ -340,14 +361,16 @@ pub async fn pull_snapshot(
     };
     let started = Instant::now();
     let (name, snap) = snapshot::prepare(on, state, v, &req).await?;
-    let stats = restore_into(on, &snap, &v.stack, o, b).await.map_err(|e| {
-        format!(
-            "bringing backup `{}:{}` to `{}` failed: {e}; run it again to finish it",
-            o.name,
-            b.short(),
-            on.api.host()
-        )
-    })?;
+    let stats = restore_into(on, &snap, &v.stack, o, b, direct)
+        .await
+        .map_err(|e| {
+            format!(
+                "bringing backup `{}:{}` to `{}` failed: {e}; run it again to finish it",
+                o.name,
+                b.short(),
+                on.api.host()
+            )
+        })?;
     let taken = snapshot::Taken {
         name: name.clone(),
         volume: snap,
@@ -429,13 +452,14 @@ pub async fn recover(
     v: &VolumeSpec,
     o: &Arc<Opened>,
     b: &Backup,
+    direct: bool,
 ) -> Result<Recovered, String> {
     let (epoch, lost) = recovery_check(observed, v)?;
     let state = &observed.hosts[&v.host];
     let started = Instant::now();
     let what = format!("{}:{}", o.name, b.short());
     let stats = snapshot::seeded(on, state, v, &what, async {
-        let stats = restore_into(on, &v.name, &v.stack, o, b).await?;
+        let stats = restore_into(on, &v.name, &v.stack, o, b, direct).await?;
         // Recorded before the volume counts as made (its seed record goes
         // after this): it is never current without its epoch.
         let record = crate::contract::records::CopyRecord {

@@ -16,6 +16,7 @@ use rustic_core::{
     Repository as Repo, RepositoryBackends, RepositoryOptions, WriteBackend,
 };
 
+use crate::helper::store::Store;
 use crate::model::{KeepPolicy, Repository};
 
 /// The tag every backup drover makes carries.
@@ -56,18 +57,15 @@ fn store(name: &str, e: &rustic_core::RusticError) -> RepoError {
 
 pub use crate::helper::relay::explain;
 
-/// The storage backend of a repository.
-pub fn backend(repo: &Repository) -> Result<Arc<dyn WriteBackend>, RepoError> {
+/// How to reach a repository's files, from its `url` and `env`.
+pub fn store_of(repo: &Repository) -> Result<Store, RepoError> {
     let loc = location(repo.url.expose()).map_err(|(why, _)| RepoError::Other {
         name: repo.name.clone(),
         why,
     })?;
     let env = |k: &str| repo.env.get(k).map(|t| t.expose().to_string());
-    let made: rustic_core::RusticResult<Arc<dyn WriteBackend>> = match loc {
-        Location::Local(path) => {
-            rustic_backend::local::LocalBackend::new(path, BTreeMap::<String, String>::new())
-                .map(|b| Arc::new(b) as Arc<dyn WriteBackend>)
-        }
+    Ok(match loc {
+        Location::Local(path) => Store::Local { path },
         Location::S3 {
             endpoint,
             bucket,
@@ -98,22 +96,18 @@ pub fn backend(repo: &Repository) -> Result<Arc<dyn WriteBackend>, RepoError> {
             if !o.contains_key("access_key_id") {
                 o.insert("allow_anonymous".into(), "true".into());
             }
-            rustic_backend::OpenDALBackend::new("s3", o)
-                .map(|b| Arc::new(b) as Arc<dyn WriteBackend>)
+            Store::S3 { options: o }
         }
-        Location::Rest(url) => {
-            let url = match (env("RESTIC_REST_USERNAME"), env("RESTIC_REST_PASSWORD")) {
+        Location::Rest(url) => Store::Rest {
+            url: match (env("RESTIC_REST_USERNAME"), env("RESTIC_REST_PASSWORD")) {
                 (Some(u), Some(p)) => match url.split_once("://") {
                     Some((scheme, rest)) => format!("{scheme}://{u}:{p}@{rest}"),
                     None => url,
                 },
                 _ => url,
-            };
-            rustic_backend::RestBackend::new(url, BTreeMap::<String, String>::new())
-                .map(|b| Arc::new(b) as Arc<dyn WriteBackend>)
-        }
-    };
-    made.map_err(|e| store(&repo.name, &e))
+            },
+        },
+    })
 }
 
 /// An open repository.
@@ -123,6 +117,8 @@ pub struct Opened {
     pub password: String,
     pub repo: Repo<OpenStatus>,
     pub backend: Arc<dyn WriteBackend>,
+    /// How a helper that can reach the store opens it itself.
+    pub store: Store,
     /// It was made by this call.
     pub created: bool,
 }
@@ -135,7 +131,8 @@ fn options() -> RepositoryOptions {
 /// Opens `repo`, checking its password; with `create`, makes the
 /// repository first when its location holds none. Blocks.
 pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
-    let be = backend(repo)?;
+    let st = store_of(repo)?;
+    let be = st.backend().map_err(|e| store(&repo.name, &e))?;
     let backends = RepositoryBackends::new(Arc::clone(&be), None);
     let r = Repo::new(&options(), &backends).map_err(|e| rustic(&repo.name, &e))?;
     let credentials = Credentials::password(repo.password.expose());
@@ -159,6 +156,7 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
             password: repo.password.expose().to_string(),
             repo: r,
             backend: be,
+            store: st,
             created: true,
         });
     }
@@ -168,6 +166,7 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
         password: repo.password.expose().to_string(),
         repo: r,
         backend: be,
+        store: st,
         created: false,
     })
 }

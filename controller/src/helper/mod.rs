@@ -18,6 +18,7 @@ pub mod relay;
 pub mod repo;
 pub mod scan;
 pub mod state;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};

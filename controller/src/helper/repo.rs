@@ -1,18 +1,21 @@
 //! In the helper: a backup of the volume into a repository, or a restore
-//! from one, with rustic_core, the repository reached through drover
-//! ([`crate::data::relay`]). The password arrives in the job, on stdin: it
-//! is never in the helper's command line or environment.
+//! from one, with rustic_core. The repository is reached directly when the
+//! job names its store and the host can reach it, and through drover
+//! ([`crate::data::relay`]) otherwise. The password and the store's
+//! credentials arrive in the job, on stdin: they are never in the helper's
+//! command line or environment.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rustic_core::{
     BackupOptions, Credentials, LocalDestination, LsOptions, ParentOptions, PathList, Repository,
-    RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
+    RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions, WriteBackend,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::helper::relay::{explain, read_header, Relayed};
+use crate::helper::store::Store;
 
 /// What drover asks of a helper.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,10 +29,34 @@ pub enum Job {
         tags: Vec<String>,
         /// The backup the files are compared with, by size and time.
         parent: Option<String>,
+        /// The store, to reach directly if the host can.
+        #[serde(default)]
+        direct: Option<Store>,
     },
     /// Make the volume (at `/data`) what the backup holds, and check it
     /// against the backup by content.
-    Restore { password: String, id: String },
+    Restore {
+        password: String,
+        id: String,
+        #[serde(default)]
+        direct: Option<Store>,
+    },
+}
+
+impl Job {
+    /// The job, telling the helper the store to reach directly (or not).
+    pub fn direct(mut self, store: Option<Store>) -> Job {
+        match &mut self {
+            Job::Backup { direct, .. } | Job::Restore { direct, .. } => *direct = store,
+        }
+        self
+    }
+
+    fn store(&self) -> Option<&Store> {
+        match self {
+            Job::Backup { direct, .. } | Job::Restore { direct, .. } => direct.as_ref(),
+        }
+    }
 }
 
 /// What a backup stored.
@@ -40,6 +67,9 @@ pub struct BackedUp {
     pub bytes: u64,
     /// Bytes added to the repository (after deduplication and compression).
     pub added: u64,
+    /// The helper reached the store itself, not through drover.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// What a restore wrote and checked.
@@ -49,10 +79,17 @@ pub struct Restored {
     pub bytes: u64,
     /// Files whose content was checked against the backup after.
     pub verified: u64,
+    /// The helper reached the store itself, not through drover.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 /// The path backups are made of: where the helper mounts the volume.
 pub const PATH: &str = "/data";
+
+/// How long a host may take to open a connection to the store before the
+/// relay through drover is used instead.
+const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn fail(e: Box<rustic_core::RusticError>) -> std::io::Error {
     std::io::Error::other(explain(&e))
@@ -65,22 +102,42 @@ pub fn run(
     output: impl Write + Send + 'static,
 ) -> std::io::Result<()> {
     let job: Job = read_header(&mut input)?;
-    let relay = Arc::new(Relayed::new(Box::new(input), Box::new(output)));
-    let backends = RepositoryBackends::new(relay.clone(), None);
     let opts = RepositoryOptions::default().no_cache(true);
-    let repo = |password: &str| {
-        Repository::new(&opts, &backends)
+    let open = |be: Arc<dyn WriteBackend>, password: &str| {
+        Repository::new(&opts, &RepositoryBackends::new(be, None))
             .and_then(|r| r.open(&Credentials::password(password)))
-            .map_err(fail)
+    };
+    let password = match &job {
+        Job::Backup { password, .. } | Job::Restore { password, .. } => password.clone(),
+    };
+    // Straight to the store when this host reaches it and it opens.
+    let direct = job
+        .store()
+        .filter(|s| s.reachable(PROBE))
+        .and_then(|s| s.backend().ok())
+        .and_then(|be| open(be, &password).ok());
+    let is_direct = direct.is_some();
+    let (relay, repo) = match direct {
+        Some(repo) => {
+            // drover still hears the result; when it goes, so does the job.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut input, &mut std::io::sink());
+                std::process::exit(3);
+            });
+            let relay = Arc::new(Relayed::new(Box::new(std::io::empty()), Box::new(output)));
+            (relay, repo)
+        }
+        None => {
+            let relay = Arc::new(Relayed::new(Box::new(input), Box::new(output)));
+            let repo = open(relay.clone() as Arc<dyn WriteBackend>, &password).map_err(fail)?;
+            (relay, repo)
+        }
     };
     let result = match job {
         Job::Backup {
-            password,
-            host,
-            tags,
-            parent,
+            host, tags, parent, ..
         } => {
-            let repo = repo(&password)?.to_indexed_ids().map_err(fail)?;
+            let repo = repo.to_indexed_ids().map_err(fail)?;
             let mut snap = SnapshotOptions::default().host(host);
             snap = snap.add_tags(&tags.join(",")).map_err(fail)?;
             let snap = snap.to_snapshot().map_err(fail)?;
@@ -101,10 +158,11 @@ pub fn run(
                 files: s.total_files_processed,
                 bytes: s.total_bytes_processed,
                 added: s.data_added_packed,
+                direct: is_direct,
             })
         }
-        Job::Restore { password, id } => {
-            let repo = repo(&password)?.to_indexed().map_err(fail)?;
+        Job::Restore { id, .. } => {
+            let repo = repo.to_indexed().map_err(fail)?;
             let node = repo
                 .node_from_snapshot_path(&format!("{id}:{PATH}"), |_| true)
                 .map_err(fail)?;
@@ -159,6 +217,7 @@ pub fn run(
                 files: f.verified + f.unchanged + special,
                 bytes,
                 verified: f.verified,
+                direct: is_direct,
             })
         }
     }

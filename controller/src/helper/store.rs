@@ -1,0 +1,140 @@
+//! A repository's store, as a rustic backend: made on drover's machine, or
+//! in a helper on a volume's host that can reach the store itself (the
+//! direct path of a backup or restore, `docs/backups.md`).
+//!
+//! drover turns a repository's `url` and `env` into a [`Store`]; it travels
+//! to a helper in its job, on stdin, never on a command line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustic_core::{RusticResult, WriteBackend};
+use serde::{Deserialize, Serialize};
+
+/// How to reach a repository's files.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Store {
+    /// A directory (on the machine that opens it).
+    Local { path: String },
+    /// An S3-compatible store, with OpenDAL's options (credentials among
+    /// them).
+    S3 { options: BTreeMap<String, String> },
+    /// A restic REST server; the URL may carry credentials.
+    Rest { url: String },
+}
+
+impl std::fmt::Debug for Store {
+    /// Never the credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Local { path } => write!(f, "Local({path})"),
+            Store::S3 { options } => write!(
+                f,
+                "S3({})",
+                options.get("endpoint").map_or("", String::as_str)
+            ),
+            Store::Rest { .. } => write!(f, "Rest"),
+        }
+    }
+}
+
+impl Store {
+    /// The backend that reads and writes the store's files.
+    pub fn backend(&self) -> RusticResult<Arc<dyn WriteBackend>> {
+        Ok(match self {
+            Store::Local { path } => Arc::new(rustic_backend::local::LocalBackend::new(
+                path,
+                BTreeMap::<String, String>::new(),
+            )?),
+            Store::S3 { options } => {
+                Arc::new(rustic_backend::OpenDALBackend::new("s3", options.clone())?)
+            }
+            Store::Rest { url } => Arc::new(rustic_backend::RestBackend::new(
+                url,
+                BTreeMap::<String, String>::new(),
+            )?),
+        })
+    }
+
+    /// The host and port a network store answers on; none for a directory.
+    pub fn address(&self) -> Option<(String, u16)> {
+        let url = match self {
+            Store::Local { .. } => return None,
+            Store::S3 { options } => options.get("endpoint")?.as_str(),
+            Store::Rest { url } => url.as_str(),
+        };
+        address(url)
+    }
+
+    /// Whether a TCP connection to the store opens within `within`: a host
+    /// that cannot reach it is told at once, not after a backend's retries.
+    pub fn reachable(&self, within: Duration) -> bool {
+        use std::net::ToSocketAddrs;
+        let Some((host, port)) = self.address() else {
+            return false;
+        };
+        let Ok(addrs) = (host.as_str(), port).to_socket_addrs() else {
+            return false;
+        };
+        addrs
+            .into_iter()
+            .any(|a| std::net::TcpStream::connect_timeout(&a, within).is_ok())
+    }
+}
+
+/// `http(s)://[user:pass@]HOST[:PORT]/…` → host and port.
+fn address(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default = if scheme == "https" { 443 } else { 80 };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, tail) = v6.split_once(']')?;
+        let port = tail
+            .strip_prefix(':')
+            .map_or(Some(default), |p| p.parse().ok())?;
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((authority.to_string(), default)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_come_from_endpoints_and_urls() {
+        let a = |u: &str| address(u);
+        assert_eq!(a("http://10.0.0.1:9000"), Some(("10.0.0.1".into(), 9000)));
+        assert_eq!(
+            a("https://s3.example.com"),
+            Some(("s3.example.com".into(), 443))
+        );
+        assert_eq!(a("http://u:p@rest:8000/x/"), Some(("rest".into(), 8000)));
+        assert_eq!(a("http://[::1]:81/"), Some(("::1".into(), 81)));
+        assert_eq!(a("nowhere"), None);
+        let local = Store::Local { path: "/x".into() };
+        assert_eq!(local.address(), None);
+        assert!(!local.reachable(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn credentials_are_never_shown() {
+        let s = Store::S3 {
+            options: BTreeMap::from([
+                ("endpoint".into(), "http://h:1".into()),
+                ("secret_access_key".into(), "hunter2".into()),
+            ]),
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let r = Store::Rest {
+            url: "http://u:hunter2@h/".into(),
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
+    }
+}
