@@ -28,6 +28,8 @@ RUN RUSTFLAGS="-C target-feature=+crt-static" \
 
 FROM scratch AS image
 COPY --from=build /drover /drover
+# For repositories on HTTPS stores (and the helpers made from this image).
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 EXPOSE 9090
 ENTRYPOINT ["/drover"]
 CMD ["controller", "/manifests", "--listen", "0.0.0.0:9090"]

@@ -305,15 +305,22 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     assert!(!o.status.success());
 }
 
-/// A real S3 server on loopback: moto's (`moto_server`, from PyPI), with
-/// the bucket `backups`.
+/// A real S3 server: moto's (`moto_server`, from PyPI), with the bucket
+/// `backups`; on loopback, where the hosts cannot reach it.
 struct S3 {
     child: Child,
+    addr: String,
     port: u16,
 }
 
 impl S3 {
     fn start() -> Option<S3> {
+        S3::start_on("127.0.0.1", false)
+    }
+
+    /// On `addr`; with `auth`, every request after the bucket is made must
+    /// be signed with a key the server knows (and it knows none).
+    fn start_on(addr: &str, auth: bool) -> Option<S3> {
         let Ok(bin) = std::env::var("DROVER_S3_SERVER") else {
             assert!(
                 std::env::var_os("DROVER_E2E_REQUIRED").is_none(),
@@ -322,33 +329,54 @@ impl S3 {
             eprintln!("skipped: no S3 server (set DROVER_S3_SERVER to `moto_server`)");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let port = std::net::TcpListener::bind((addr, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", addr, "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the S3 server starts");
+            .stderr(std::process::Stdio::null());
+        if auth {
+            // moto counts actions: the first (the bucket) goes unchecked.
+            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "1");
+        }
+        let child = cmd.spawn().expect("the S3 server starts");
         wait_until(Duration::from_secs(30), "the S3 server", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            std::net::TcpStream::connect((addr, port)).is_ok()
         });
         // The bucket, as an operator makes it.
         use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(c, "PUT /backups HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut c = std::net::TcpStream::connect((addr, port)).unwrap();
+        write!(c, "PUT /backups HTTP/1.1\r\nHost: {addr}:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
         let mut reply = String::new();
         let _ = c.read_to_string(&mut reply);
         assert!(
             reply.starts_with("HTTP/1.1 200"),
             "cannot make the bucket: {reply}"
         );
-        Some(S3 { child, port })
+        Some(S3 {
+            child,
+            addr: addr.to_string(),
+            port,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("s3:http://{}:{}/backups/drover", self.addr, self.port)
     }
 }
+
+/// The address of drover's machine on the test hosts' network (their
+/// gateway): the hosts reach a server there.
+fn gateway(h: &TestHost) -> String {
+    let (net, _) = h.address.rsplit_once('.').unwrap();
+    format!("{net}.1")
+}
+
+const S3_ENV: &str =
+    "    env:\n      AWS_ACCESS_KEY_ID: ${S3_KEY}\n      AWS_SECRET_ACCESS_KEY: ${S3_SECRET}\n";
 
 impl Drop for S3 {
     fn drop(&mut self) {
@@ -366,12 +394,8 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
         return;
     };
     let f = Fixture::new(hosts, &["bks"]);
-    let url = format!("s3:http://127.0.0.1:{}/backups/drover", s3.port);
-    with_repository(
-        &f,
-        &url,
-        "    env:\n      AWS_ACCESS_KEY_ID: ${S3_KEY}\n      AWS_SECRET_ACCESS_KEY: ${S3_SECRET}\n",
-    );
+    let url = s3.url();
+    with_repository(&f, &url, S3_ENV);
     f.write(
         "stack.yaml",
         &sleeper(
@@ -389,6 +413,8 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
         PASSWORD,
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // The hosts cannot reach drover's loopback: the relay carries it.
+    assert!(stdout(&o).contains("through drover"), "{}", stdout(&o));
     let backed_up = volume_listing(a, "bks-data");
     assert!(
         restic(&url, &["check"]).status.success(),
@@ -764,4 +790,117 @@ fn a_recovery_is_refused_while_the_volume_can_be_read_and_from_another_volumes_b
     assert!(text(&docker(&f.hosts[1], &["volume", "ls", "-q"]))
         .lines()
         .all(|l| l != "bkr-data"));
+}
+
+#[test]
+fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let Some(s3) = S3::start_on(&gateway(&hosts[0]), false) else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkd"]);
+    let url = s3.url();
+    with_repository(&f, &url, S3_ENV);
+    f.write("stack.yaml", &sleeper("bkd", "node-a", ""));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let a = &f.hosts[0];
+    fill(a, "bkd-data");
+    let o = drover(
+        &f,
+        &["volume", "backup", "bkd/data", "--to", "offsite"],
+        PASSWORD,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("straight from the host"),
+        "{}",
+        stdout(&o)
+    );
+    let backed_up = volume_listing(a, "bkd-data");
+    assert!(restic(&url, &["check"]).status.success(), "restic check");
+    // `--copy-via api` keeps to the relay, into the same repository.
+    in_volume(a, "bkd-data", "echo second > /d/second");
+    let o = drover(
+        &f,
+        &[
+            "volume",
+            "backup",
+            "bkd/data",
+            "--to",
+            "offsite",
+            "--copy-via",
+            "api",
+        ],
+        PASSWORD,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("through drover"), "{}", stdout(&o));
+    assert!(restic(&url, &["check"]).status.success(), "restic check");
+    let listed = stdout(&restic(&url, &["snapshots", "--json"]));
+    assert_eq!(listed.matches("\"drover\"").count(), 2, "{listed}");
+
+    // A restore of the first backup, read straight from the store and
+    // checked by content.
+    let first = listed.split("\"id\":\"").nth(1).unwrap()[..8].to_string();
+    let o = drover(
+        &f,
+        &[
+            "volume",
+            "restore",
+            "bkd/data",
+            &format!("offsite:{first}"),
+            "--yes",
+        ],
+        PASSWORD,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(volume_listing(a, "bkd-data"), backed_up);
+    assert!(running(a, "bkd-app"));
+    drop(s3);
+}
+
+#[test]
+fn a_store_that_refuses_the_credentials_is_named_and_nothing_is_frozen_or_written() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let Some(s3) = S3::start_on("127.0.0.1", true) else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkc"]);
+    with_repository(&f, &s3.url(), S3_ENV);
+    f.write("stack.yaml", &sleeper("bkc", "node-a", ""));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let a = &f.hosts[0];
+    fill(a, "bkc-data");
+    let since = now();
+    for args in [
+        &["volume", "backup", "bkc/data", "--to", "offsite"][..],
+        &[
+            "volume", "snapshot", "bkc/data", "--name", "x", "--push", "offsite",
+        ][..],
+    ] {
+        let o = drover(&f, args, PASSWORD);
+        assert!(!o.status.success());
+        let said = stderr(&o);
+        assert!(
+            said.contains("repository `offsite` cannot be reached or refused access"),
+            "{said}"
+        );
+        assert!(!said.contains("drover-test-secret"), "{said}");
+    }
+    let froze = events(a, &since, &now())
+        .iter()
+        .filter(|(_, _, action, _)| action == "pause")
+        .count();
+    assert_eq!(
+        froze, 0,
+        "an app was frozen for a backup that could not be stored"
+    );
+    assert!(running(a, "bkc-app"));
+    let vols = stdout(&docker(a, &["volume", "ls", "-q"]));
+    assert!(!vols.contains("bkc-data."), "a snapshot was made: {vols}");
+    drop(s3);
 }

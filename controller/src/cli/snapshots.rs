@@ -177,17 +177,17 @@ fn pushed_text(p: &backup::Pushed) -> String {
         human_bytes(p.stats.bytes),
         p.stats.files,
         human_bytes(p.stats.added),
-        via(p.stats.direct),
+        via(p.stats.direct, &p.stats.relayed),
         human_duration(p.took)
     )
 }
 
 /// Which way a helper reached a repository.
-fn via(direct: bool) -> &'static str {
-    if direct {
-        "straight from the host"
-    } else {
-        "through drover"
+fn via(direct: bool, relayed: &Option<String>) -> String {
+    match (direct, relayed) {
+        (true, _) => "straight from the host".into(),
+        (false, Some(why)) => format!("through drover ({why})"),
+        (false, None) => "through drover".into(),
     }
 }
 
@@ -607,7 +607,7 @@ pub fn recover(
             v.host,
             human_bytes(done.pulled.stats.bytes),
             done.pulled.stats.files,
-            via(done.pulled.stats.direct),
+            via(done.pulled.stats.direct, &done.pulled.stats.relayed),
             human_duration(done.pulled.took)
         ));
         Ok(ExitCode::SUCCESS)

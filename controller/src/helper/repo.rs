@@ -70,6 +70,9 @@ pub struct BackedUp {
     /// The helper reached the store itself, not through drover.
     #[serde(default)]
     pub direct: bool,
+    /// Why the helper, told the store, went through drover.
+    #[serde(default)]
+    pub relayed: Option<String>,
 }
 
 /// What a restore wrote and checked.
@@ -82,6 +85,9 @@ pub struct Restored {
     /// The helper reached the store itself, not through drover.
     #[serde(default)]
     pub direct: bool,
+    /// Why the helper, told the store, went through drover.
+    #[serde(default)]
+    pub relayed: Option<String>,
 }
 
 /// The path backups are made of: where the helper mounts the volume.
@@ -111,11 +117,20 @@ pub fn run(
         Job::Backup { password, .. } | Job::Restore { password, .. } => password.clone(),
     };
     // Straight to the store when this host reaches it and it opens.
-    let direct = job
-        .store()
-        .filter(|s| s.reachable(PROBE))
-        .and_then(|s| s.backend().ok())
-        .and_then(|be| open(be, &password).ok());
+    let (direct, relayed) = match job.store() {
+        None => (None, None),
+        Some(s) if !s.reachable(PROBE) => (None, Some("the host cannot reach the store".into())),
+        Some(s) => match s.backend().and_then(|be| open(be, &password)) {
+            Ok(repo) => (Some(repo), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "the store does not open from the host: {}",
+                    explain(&e)
+                )),
+            ),
+        },
+    };
     let is_direct = direct.is_some();
     let (relay, repo) = match direct {
         Some(repo) => {
@@ -159,6 +174,7 @@ pub fn run(
                 bytes: s.total_bytes_processed,
                 added: s.data_added_packed,
                 direct: is_direct,
+                relayed: relayed.clone(),
             })
         }
         Job::Restore { id, .. } => {
@@ -218,6 +234,7 @@ pub fn run(
                 bytes,
                 verified: f.verified,
                 direct: is_direct,
+                relayed: relayed.clone(),
             })
         }
     }

@@ -1,6 +1,7 @@
 //! The helper image: the running drover binary (with the libraries it
-//! needs, when it is not static) and an empty `/tmp`, imported on each host
-//! that takes part in a move.
+//! needs, when it is not static), the certificate authorities drover's
+//! machine trusts, and an empty `/tmp`, imported on each host that takes
+//! part in a move, snapshot or backup.
 
 use super::*;
 
@@ -55,6 +56,11 @@ fn build_helper_image() -> Result<HelperImage, String> {
     };
     file("drover", &bin)?;
     drop(bin);
+    // The certificate authorities drover's machine trusts: a helper that
+    // reaches a repository's store itself checks it as drover would.
+    if let Some(certs) = ca_bundle() {
+        file(CA_BUNDLE.trim_start_matches('/'), &certs)?;
+    }
     for lib in libs {
         let data = std::fs::read(&lib).map_err(|e| format!("cannot read {lib}: {e}"))?;
         file(lib.trim_start_matches('/'), &data)?;
@@ -65,6 +71,25 @@ fn build_helper_image() -> Result<HelperImage, String> {
         tag: crate::contract::names::helper_image(&digest.as_str()[..16]),
         rootfs: Bytes::from(rootfs),
     })
+}
+
+/// Where the helper finds the certificate authorities it trusts.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The certificate authorities of drover's machine, as one PEM file.
+fn ca_bundle() -> Option<Vec<u8>> {
+    let named = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    named
+        .into_iter()
+        .chain(
+            [
+                CA_BUNDLE,
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ]
+            .map(std::path::PathBuf::from),
+        )
+        .find_map(|p| std::fs::read(p).ok())
 }
 
 /// Whether an ELF binary names a dynamic loader (is not static).
