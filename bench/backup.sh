@@ -9,9 +9,13 @@
 #     host (restored and read back against the backup), beside
 #     `restic restore` of restic's backup into a directory here;
 #   - how long the app was frozen per backup.
-# Cold page cache before every timed step; medians of RUNS.
+# Cold page cache before every timed step; medians of RUNS. The server
+# listens on S3_HOST: on loopback (the default) the hosts cannot reach it
+# and drover relays the data; on the hosts' gateway (`S3_HOST=10.77.0.1`)
+# they push and restore straight to it.
 #
 #   bench/backup.sh                         # 1 GiB, both shapes, 3 runs
+#   S3_HOST=10.77.0.1 bench/backup.sh       # the direct path
 #   SIZE=256 SHAPES=small RUNS=1 bench/backup.sh
 #   DROVER_BIN=target/release/drover bench/backup.sh
 set -euo pipefail
@@ -29,16 +33,17 @@ if [ -z "$S3" ]; then
 fi
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$S3" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+S3_HOST=${S3_HOST:-127.0.0.1}
+port=$(python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$S3_HOST")
+"$S3" -H "$S3_HOST" -p "$port" >/dev/null 2>&1 &
 s3pid=$!
 cleanup() {
     remove_stack benchbk
     docker -H $A volume ls -q | grep -E '^benchbk-' | xargs -r docker -H $A volume rm -f >/dev/null || true
 }
 trap 'cleanup; kill $s3pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
-curl -s -X PUT "http://127.0.0.1:$port/bench" >/dev/null
+for _ in $(seq 100); do curl -s -o /dev/null "http://$S3_HOST:$port/" && break; sleep 0.2; done
+curl -s -X PUT "http://$S3_HOST:$port/bench" >/dev/null
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench RESTIC_PASSWORD=bench-password
 export REPO_PASSWORD=$RESTIC_PASSWORD RESTIC_CACHE_DIR=$work/restic-cache
 
@@ -51,18 +56,20 @@ import re,sys
 m=re.search(re.escape(sys.argv[1]) + r"((?:[0-9.]+(?:ms|h|m|s))+)", sys.stdin.read())
 unit={"ms":0.001,"s":1,"m":60,"h":3600}
 print(sum(float(v)*unit[u] for v,u in re.findall(r"([0-9.]+)(ms|h|m|s)", m.group(1))))' "$1"; }
-pushed_s() { dur_after "added, "; }
+# The push's duration ends its line, after the way it went.
+pushed_s() { sed 's/added, .*, \([0-9.][0-9.hms]*\)$/added, \1/' | dur_after "added, "; }
+via() { grep -o 'straight from the host\|through drover' | head -1; }
 added() { sed -n 's/.* files read, \(.*\) added,.*/\1/p'; }
 froze() { sed -n 's/.*froze the apps \([0-9.]*[a-z]*\).*/\1/p'; }
 
-printf 'drover %s, %s; one S3 server (moto) on loopback; page cache dropped before every timed step; %s runs\n\n' \
-    "$("$DROVER_BIN" --version)" "$(restic version | cut -d' ' -f1-2)" "$RUNS"
+printf 'drover %s, %s; one S3 server (moto) on %s; page cache dropped before every timed step; %s runs\n\n' \
+    "$("$DROVER_BIN" --version)" "$(restic version | cut -d' ' -f1-2)" "$S3_HOST" "$RUNS"
 for SHAPE in $SHAPES; do
     firsts=(); pushes=(); restics=(); seconds=(); rseconds=(); adds=(); radds=(); froz=(); pulls=(); rrestores=()
     for run in $(seq 1 "$RUNS"); do
         cleanup
-        repo="s3:http://127.0.0.1:$port/bench/drover-$SHAPE-$run"
-        rrepo="s3:http://127.0.0.1:$port/bench/restic-$SHAPE-$run"
+        repo="s3:http://$S3_HOST:$port/bench/drover-$SHAPE-$run"
+        rrepo="s3:http://$S3_HOST:$port/bench/restic-$SHAPE-$run"
         write_cluster "$work"
         cat >>"$work/cluster.yaml" <<EOF
 repositories:
@@ -79,7 +86,7 @@ EOF
         restic -r "$rrepo" init >/dev/null 2>&1
         drop_caches; t0=$(date +%s.%N)
         out=$("$DROVER_BIN" volume backup "$work" benchbk/data --to bench)
-        firsts+=("$(secs "$t0" "$(date +%s.%N)")"); pushes+=("$(pushed_s <<<"$out")")
+        firsts+=("$(secs "$t0" "$(date +%s.%N)")"); pushes+=("$(pushed_s <<<"$out")"); way=$(via <<<"$out")
         drop_caches; t0=$(date +%s.%N)
         restic -r "$rrepo" backup --host node-a "$mp" >/dev/null
         restics+=("$(secs "$t0" "$(date +%s.%N)")")
@@ -104,7 +111,7 @@ EOF
     f=$(median "${firsts[@]}"); p=$(median "${pushes[@]}"); r=$(median "${restics[@]}")
     s=$(median "${seconds[@]}"); rs=$(median "${rseconds[@]}")
     pl=$(median "${pulls[@]}"); rr=$(median "${rrestores[@]}")
-    echo "$SHAPE, $SIZE MiB in $files files:"
+    echo "$SHAPE, $SIZE MiB in $files files (pushed $way):"
     printf '  first backup: drover %ss (push alone %ss), restic %ss: drover/restic throughput %sx (push alone %sx)\n' \
         "$f" "$p" "$r" "$(ratio "$r" "$f")" "$(ratio "$r" "$p")"
     printf '  second, 1 MiB changed: drover %ss = %s of its first; added %s (restic: %ss, added %s); froze %s\n' \
