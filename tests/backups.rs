@@ -57,6 +57,13 @@ fn drover(f: &Fixture, args: &[&str], password: &str) -> std::process::Output {
     )
 }
 
+/// drover with the repository's secrets, which must succeed: its output.
+fn ok(f: &Fixture, args: &[&str]) -> String {
+    let o = drover(f, args, PASSWORD);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
 /// restic with the repository's password (and the S3 server's keys).
 fn restic(repo: &str, args: &[&str]) -> std::process::Output {
     let o = Command::new("restic")
@@ -146,28 +153,22 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     let a = &f.hosts[0];
     fill(a, "bkl-data");
 
-    let o = drover(
+    let out = ok(
         &f,
         &[
             "volume", "snapshot", "bkl/data", "--name", "one", "--push", "offsite",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
     assert!(out.contains("made repository `offsite`"), "{out}");
     assert!(out.contains("froze the apps"), "{out}");
     // A second push of a volume that changed a little stores little.
     in_volume(a, "bkl-data", "echo three > /d/c");
-    let o = drover(
+    let out = ok(
         &f,
         &[
             "volume", "snapshot", "bkl/data", "--name", "two", "--push", "offsite",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
     assert!(!out.contains("made repository"), "{out}");
     let added = out
         .split(" added")
@@ -237,7 +238,7 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
         "rm /d/a && echo bad > /d/sub/b && echo new > /d/new",
     );
     let short = &id[..8];
-    let o = drover(
+    let out = ok(
         &f,
         &[
             "volume",
@@ -246,10 +247,8 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
             &format!("offsite:{short}"),
             "--yes",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("before-restore-"), "{}", stdout(&o));
+    assert!(out.contains("before-restore-"), "{}", out);
     assert_eq!(volume_listing(a, "bkl-data"), volume_now);
     assert!(running(a, "bkl-app"));
 
@@ -407,14 +406,9 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     fill(a, "bks-data");
-    let o = drover(
-        &f,
-        &["volume", "snapshot", "bks/data", "--push", "offsite"],
-        PASSWORD,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let out = ok(&f, &["volume", "snapshot", "bks/data", "--push", "offsite"]);
     // The hosts cannot reach drover's loopback: the relay carries it.
-    assert!(stdout(&o).contains("through drover"), "{}", stdout(&o));
+    assert!(out.contains("through drover"), "{}", out);
     let backed_up = volume_listing(a, "bks-data");
     assert!(
         restic(&url, &["check"]).status.success(),
@@ -437,7 +431,7 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
         said.contains("drover volume recover bks/data --from offsite"),
         "{said}"
     );
-    let o = drover(
+    let out = ok(
         &f,
         &[
             "volume",
@@ -447,18 +441,14 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
             "offsite",
             "--dry-run",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("old"), "{}", stdout(&o));
-    let o = drover(
+    assert!(out.contains("old"), "{}", out);
+    ok(
         &f,
         &[
             "volume", "recover", "bks/data", "--from", "offsite", "--yes",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let o = drover(&f, &["reconcile"], PASSWORD);
     assert!(!stderr(&o).contains("error: volume"), "{}", stderr(&o));
     assert!(running(b, "bks-app"));
@@ -467,8 +457,7 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
 
     // The old host comes back: its copy is stale, never used or started.
     host_script("start", "node-a");
-    let o = drover(&f, &["reconcile"], PASSWORD);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ok(&f, &["reconcile"]);
     assert!(!running(a, "bks-app"), "the returning host runs the app");
     assert!(running(b, "bks-app"));
     let ls = stdout(&drover(&f, &["volume", "ls"], PASSWORD));
@@ -513,12 +502,10 @@ fn the_controller_pushes_backups_on_schedule_and_keeps_only_what_keep_says() {
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     fill(a, "bkc-data");
     in_volume(b, "bkc-other-data", "echo other > /d/x");
-    let o = drover(
+    ok(
         &f,
         &["volume", "snapshot", "bkc-other/data", "--push", "offsite"],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
 
     let mut ctl = f.controller(&[], &[("REPO_PASSWORD", PASSWORD)]);
     wait_until(Duration::from_secs(120), "three scheduled backups", || {
@@ -664,14 +651,12 @@ fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_a
     assert_eq!(locks, 0, "lock files left in the repository");
 
     // A rerun completes, and restic restores what the volume holds.
-    let o = drover(
+    ok(
         &f,
         &[
             "volume", "snapshot", "bkf/data", "--name", "again", "--push", "offsite",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(restic(&url, &["check"]).status.success());
     let out_dir = tempfile::tempdir().unwrap();
     assert!(restic(
@@ -743,12 +728,7 @@ fn a_recovery_is_refused_while_the_volume_can_be_read_and_from_another_volumes_b
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     fill(&f.hosts[0], "bkr-data");
     for v in ["bkr/data", "bkr-other/data"] {
-        let o = drover(
-            &f,
-            &["volume", "snapshot", v, "--push", "offsite"],
-            PASSWORD,
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
+        ok(&f, &["volume", "snapshot", v, "--push", "offsite"]);
     }
     let other_id = {
         let o = drover(
@@ -807,22 +787,13 @@ fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     let a = &f.hosts[0];
     fill(a, "bkd-data");
-    let o = drover(
-        &f,
-        &["volume", "backup", "bkd/data", "--to", "offsite"],
-        PASSWORD,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stdout(&o).contains("straight from the host"),
-        "{}",
-        stdout(&o)
-    );
+    let out = ok(&f, &["volume", "backup", "bkd/data", "--to", "offsite"]);
+    assert!(out.contains("straight from the host"), "{}", out);
     let backed_up = volume_listing(a, "bkd-data");
     assert!(restic(&url, &["check"]).status.success(), "restic check");
     // `--copy-via api` keeps to the relay, into the same repository.
     in_volume(a, "bkd-data", "echo second > /d/second");
-    let o = drover(
+    let out = ok(
         &f,
         &[
             "volume",
@@ -833,10 +804,8 @@ fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
             "--copy-via",
             "api",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("through drover"), "{}", stdout(&o));
+    assert!(out.contains("through drover"), "{}", out);
     assert!(restic(&url, &["check"]).status.success(), "restic check");
     let listed = stdout(&restic(&url, &["snapshots", "--json"]));
     assert_eq!(listed.matches("\"drover\"").count(), 2, "{listed}");
@@ -844,7 +813,7 @@ fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
     // A restore of the first backup, read straight from the store and
     // checked by content.
     let first = listed.split("\"id\":\"").nth(1).unwrap()[..8].to_string();
-    let o = drover(
+    ok(
         &f,
         &[
             "volume",
@@ -853,9 +822,7 @@ fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
             &format!("offsite:{first}"),
             "--yes",
         ],
-        PASSWORD,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(volume_listing(a, "bkd-data"), backed_up);
     assert!(running(a, "bkd-app"));
     drop(s3);
