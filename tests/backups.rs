@@ -57,6 +57,14 @@ fn drover(f: &Fixture, args: &[&str], password: &str) -> std::process::Output {
     )
 }
 
+/// How many times an app on `host` was frozen since `since`.
+fn pauses(host: &TestHost, since: &str) -> usize {
+    events(host, since, &now())
+        .iter()
+        .filter(|(_, _, action, _)| action == "pause")
+        .count()
+}
+
 /// drover with the repository's secrets, which must succeed: its output.
 fn ok(f: &Fixture, args: &[&str]) -> String {
     let o = drover(f, args, PASSWORD);
@@ -701,12 +709,9 @@ fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_a
         "{}",
         stderr(&bad)
     );
-    let froze = events(a, &since, &now())
-        .iter()
-        .filter(|(_, _, action, _)| action == "pause")
-        .count();
     assert_eq!(
-        froze, 0,
+        pauses(a, &since),
+        0,
         "the app was frozen for a store that cannot be reached"
     );
     assert!(
@@ -858,12 +863,9 @@ fn a_store_that_refuses_the_credentials_is_named_and_nothing_is_frozen_or_writte
         );
         assert!(!said.contains("drover-test-secret"), "{said}");
     }
-    let froze = events(a, &since, &now())
-        .iter()
-        .filter(|(_, _, action, _)| action == "pause")
-        .count();
     assert_eq!(
-        froze, 0,
+        pauses(a, &since),
+        0,
         "an app was frozen for a backup that could not be stored"
     );
     assert!(running(a, "bkc-app"));
