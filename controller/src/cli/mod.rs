@@ -56,6 +56,14 @@ pub(crate) enum CopyVia {
     Api,
 }
 
+impl CopyVia {
+    /// Whether data may take a direct path: helper to helper, or a host
+    /// to a repository's store.
+    pub(crate) fn direct(self) -> bool {
+        self == CopyVia::Auto
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum OutputFormat {
     Text,
@@ -83,7 +91,7 @@ impl ApplyArgs {
         ApplyOptions {
             per_host: self.parallel,
             dependency_timeout: Duration::from_secs(self.dependency_timeout),
-            direct_copy: self.copy_via == CopyVia::Auto,
+            direct_copy: self.copy_via.direct(),
             ..ApplyOptions::default()
         }
     }

@@ -177,22 +177,13 @@ fn pushed_text(p: &backup::Pushed) -> String {
         human_bytes(p.stats.bytes),
         p.stats.files,
         human_bytes(p.stats.added),
-        via(p.stats.direct, &p.stats.relayed),
+        p.stats.way,
         human_duration(p.took)
     )
 }
 
-/// Which way a helper reached a repository.
-fn via(direct: bool, relayed: &Option<String>) -> String {
-    match (direct, relayed) {
-        (true, _) => "straight from the host".into(),
-        (false, Some(why)) => format!("through drover ({why})"),
-        (false, None) => "through drover".into(),
-    }
-}
-
 fn copy_options(copy_via: CopyVia) -> CopyOptions {
-    CopyOptions::quiet(copy_via == CopyVia::Auto)
+    CopyOptions::quiet(copy_via.direct())
 }
 
 fn held_text(c: &snapshot::Copied, consistency: Consistency) -> String {
@@ -269,7 +260,7 @@ pub fn snapshot(
                 &taken.volume,
                 o,
                 None,
-                copy_via == CopyVia::Auto,
+                copy_via.direct(),
             ))?;
             print(&pushed_text(&pushed));
         }
@@ -488,7 +479,7 @@ fn restore_backup(
             v,
             &o,
             &b,
-            copy_via == CopyVia::Auto,
+            copy_via.direct(),
         ))?;
         print(&format!(
             "brought {what} to `{}` as snapshot `{name}`, checked against the backup, {}\n",
@@ -598,7 +589,7 @@ pub fn recover(
             &v,
             &o,
             &b,
-            copy_via == CopyVia::Auto,
+            copy_via.direct(),
         ))?;
         print(&format!(
             "recovered `{}/{}` on `{}` from {what}: {} in {} files, checked against the backup, {}, {}; `drover reconcile` starts its apps\n",
@@ -607,7 +598,7 @@ pub fn recover(
             v.host,
             human_bytes(done.pulled.stats.bytes),
             done.pulled.stats.files,
-            via(done.pulled.stats.direct, &done.pulled.stats.relayed),
+            done.pulled.stats.way,
             human_duration(done.pulled.took)
         ));
         Ok(ExitCode::SUCCESS)

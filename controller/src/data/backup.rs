@@ -188,7 +188,7 @@ pub async fn push(
             )
         })?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
-    tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, direct = stats.direct, "backed up");
+    tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, way = %stats.way, "backed up");
     Ok(Pushed {
         repository: o.name.clone(),
         id: stats.id.clone(),

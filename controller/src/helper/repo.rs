@@ -52,9 +52,15 @@ impl Job {
         self
     }
 
-    fn store(&self) -> Option<&Store> {
+    /// The repository's password, and the store to try directly.
+    fn access(&self) -> (String, Option<&Store>) {
         match self {
-            Job::Backup { direct, .. } | Job::Restore { direct, .. } => direct.as_ref(),
+            Job::Backup {
+                password, direct, ..
+            }
+            | Job::Restore {
+                password, direct, ..
+            } => (password.clone(), direct.as_ref()),
         }
     }
 }
@@ -67,12 +73,8 @@ pub struct BackedUp {
     pub bytes: u64,
     /// Bytes added to the repository (after deduplication and compression).
     pub added: u64,
-    /// The helper reached the store itself, not through drover.
-    #[serde(default)]
-    pub direct: bool,
-    /// Why the helper, told the store, went through drover.
-    #[serde(default)]
-    pub relayed: Option<String>,
+    /// How the helper reached the store.
+    pub way: Way,
 }
 
 /// What a restore wrote and checked.
@@ -82,12 +84,34 @@ pub struct Restored {
     pub bytes: u64,
     /// Files whose content was checked against the backup after.
     pub verified: u64,
-    /// The helper reached the store itself, not through drover.
-    #[serde(default)]
-    pub direct: bool,
-    /// Why the helper, told the store, went through drover.
-    #[serde(default)]
-    pub relayed: Option<String>,
+    /// How the helper reached the store.
+    pub way: Way,
+}
+
+/// How a helper reached a repository's store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Way {
+    /// Itself, straight from the host.
+    Direct,
+    /// Through drover; with why, when the store was named to it.
+    Relayed(Option<String>),
+}
+
+impl Default for Way {
+    fn default() -> Way {
+        Way::Relayed(None)
+    }
+}
+
+impl std::fmt::Display for Way {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Way::Direct => write!(f, "straight from the host"),
+            Way::Relayed(Some(why)) => write!(f, "through drover ({why})"),
+            Way::Relayed(None) => write!(f, "through drover"),
+        }
+    }
 }
 
 /// The path backups are made of: where the helper mounts the volume.
@@ -113,39 +137,32 @@ pub fn run(
         Repository::new(&opts, &RepositoryBackends::new(be, None))
             .and_then(|r| r.open(&Credentials::password(password)))
     };
-    let password = match &job {
-        Job::Backup { password, .. } | Job::Restore { password, .. } => password.clone(),
-    };
+    let (password, store) = job.access();
     // Straight to the store when this host reaches it and it opens.
-    let (direct, relayed) = match job.store() {
-        None => (None, None),
-        Some(s) if !s.reachable(PROBE) => (None, Some("the host cannot reach the store".into())),
-        Some(s) => match s.backend().and_then(|be| open(be, &password)) {
-            Ok(repo) => (Some(repo), None),
-            Err(e) => (
-                None,
-                Some(format!(
-                    "the store does not open from the host: {}",
-                    explain(&e)
-                )),
-            ),
-        },
+    let direct = match store {
+        None => Err(None),
+        Some(s) if !s.reachable(PROBE) => Err(Some("the host cannot reach the store".into())),
+        Some(s) => s.backend().and_then(|be| open(be, &password)).map_err(|e| {
+            Some(format!(
+                "the store does not open from the host: {}",
+                explain(&e)
+            ))
+        }),
     };
-    let is_direct = direct.is_some();
-    let (relay, repo) = match direct {
-        Some(repo) => {
+    let (relay, repo, way) = match direct {
+        Ok(repo) => {
             // drover still hears the result; when it goes, so does the job.
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut input, &mut std::io::sink());
                 std::process::exit(3);
             });
             let relay = Arc::new(Relayed::new(Box::new(std::io::empty()), Box::new(output)));
-            (relay, repo)
+            (relay, repo, Way::Direct)
         }
-        None => {
+        Err(why) => {
             let relay = Arc::new(Relayed::new(Box::new(input), Box::new(output)));
             let repo = open(relay.clone() as Arc<dyn WriteBackend>, &password).map_err(fail)?;
-            (relay, repo)
+            (relay, repo, Way::Relayed(why))
         }
     };
     let result = match job {
@@ -173,8 +190,7 @@ pub fn run(
                 files: s.total_files_processed,
                 bytes: s.total_bytes_processed,
                 added: s.data_added_packed,
-                direct: is_direct,
-                relayed: relayed.clone(),
+                way: way.clone(),
             })
         }
         Job::Restore { id, .. } => {
@@ -233,8 +249,7 @@ pub fn run(
                 files: f.verified + f.unchanged + special,
                 bytes,
                 verified: f.verified,
-                direct: is_direct,
-                relayed: relayed.clone(),
+                way: way.clone(),
             })
         }
     }
