@@ -46,6 +46,7 @@ pub mod diag;
 pub mod docker;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod git;
 pub mod helper;
 pub mod load;
 pub mod model;

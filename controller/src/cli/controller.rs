@@ -5,8 +5,43 @@ use super::*;
 /// `drover controller`'s arguments.
 #[derive(Args)]
 pub struct ControllerArgs {
-    #[arg(default_value = ".")]
-    pub dir: PathBuf,
+    /// The manifest directory, kept up to date by something else (default `.`).
+    #[arg(conflicts_with = "git")]
+    pub dir: Option<PathBuf>,
+    /// Follow this Git remote instead: clone it, fetch it, apply each new
+    /// commit of `--branch` (HTTPS credentials from `DROVER_GIT_TOKEN`, or
+    /// `DROVER_GIT_USERNAME` and `DROVER_GIT_PASSWORD`).
+    #[arg(long, value_name = "URL")]
+    pub git: Option<String>,
+    /// The branch to follow.
+    #[arg(long, default_value = "main", requires = "git", value_name = "BRANCH")]
+    pub branch: String,
+    /// The manifest directory inside the repository.
+    #[arg(long, requires = "git", value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Fetch at least this often (a webhook fetches at once).
+    #[arg(long, default_value = "1m", value_parser = duration_arg, requires = "git", value_name = "DURATION")]
+    pub interval: Duration,
+    /// drover's own folder for the clone and the trees it reads (default:
+    /// under `$STATE_DIRECTORY`, `$XDG_STATE_HOME/drover` or `~/.local/state/drover`).
+    #[arg(long, requires = "git", value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// SSH remotes: the private key to use…
+    #[arg(long, requires = "git", value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// …and the known-hosts file the server's key must be in.
+    #[arg(long, requires = "git", value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Accept signed webhook deliveries at `POST /hooks/git` (with
+    /// `--listen`), checked against the secret in this environment variable.
+    #[arg(long, requires = "git", value_name = "VAR")]
+    pub webhook_secret_env: Option<String>,
+    /// POST a JSON object per event to this URL (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
+    /// How notifications are written: `json` or `slack` (`{"text": …}`).
+    #[arg(long, default_value = "json", value_parser = ["json", "slack"], value_name = "FORMAT")]
+    pub notify_format: String,
     /// A full pass at least this often, even when nothing was seen to change.
     #[arg(long, default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
     pub resync: Duration,
@@ -34,6 +69,16 @@ pub struct ControllerArgs {
 pub fn run(args: ControllerArgs) -> Result<ExitCode, Failure> {
     let ControllerArgs {
         dir,
+        git,
+        branch,
+        path,
+        interval,
+        workdir,
+        ssh_key,
+        known_hosts,
+        webhook_secret_env,
+        notify,
+        notify_format,
         resync,
         listen,
         debounce,
@@ -42,8 +87,28 @@ pub fn run(args: ControllerArgs) -> Result<ExitCode, Failure> {
         allow_empty,
         apply,
     } = args;
+    let git = match git {
+        Some(url) => Some(git_source(
+            url,
+            branch,
+            path,
+            interval,
+            workdir,
+            ssh_key,
+            known_hosts,
+            webhook_secret_env,
+        )?),
+        None => None,
+    };
     let opts = drover::controller::Options {
-        dir,
+        dir: dir.unwrap_or_else(|| PathBuf::from(".")),
+        git,
+        notify,
+        notify_format: if notify_format == "slack" {
+            drover::controller::notify::Format::Slack
+        } else {
+            drover::controller::notify::Format::Json
+        },
         resync,
         listen,
         debounce: drover::controller::schedule::Debounce {
@@ -61,5 +126,67 @@ pub fn run(args: ControllerArgs) -> Result<ExitCode, Failure> {
         stop_on_signals(stop.clone())?;
         drover::controller::run(opts, stop).await?;
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn git_source(
+    url: String,
+    branch: String,
+    path: Option<PathBuf>,
+    interval: Duration,
+    workdir: Option<PathBuf>,
+    ssh_key: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    webhook_secret_env: Option<String>,
+) -> Result<drover::controller::follow::GitSource, Failure> {
+    let path = path.unwrap_or_default();
+    let inside = path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !inside {
+        return Err(Failure::Message(format!(
+            "--path `{}` must be a folder inside the repository (relative, without `..`)",
+            path.display()
+        )));
+    }
+    let webhook_secret = match webhook_secret_env {
+        Some(var) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => {
+                return Err(Failure::Message(format!(
+                    "--webhook-secret-env names `{var}`, which is not set"
+                )))
+            }
+        },
+        None => None,
+    };
+    let workdir = match workdir {
+        Some(w) => w,
+        None => {
+            let var = |n: &str| {
+                std::env::var_os(n)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            };
+            let state = var("STATE_DIRECTORY")
+                .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("drover")))
+                .or_else(|| var("HOME").map(|h| h.join(".local/state/drover")))
+                .unwrap_or_else(|| PathBuf::from("/var/lib/drover"));
+            // One folder per remote and branch.
+            let key = blake3::hash(format!("{url}\n{branch}").as_bytes()).to_hex();
+            state.join("git").join(&key.as_str()[..16])
+        }
+    };
+    Ok(drover::controller::follow::GitSource {
+        remote: drover::git::Remote {
+            url,
+            branch,
+            path,
+            workdir,
+            auth: drover::git::Auth::from_env(ssh_key, known_hosts),
+        },
+        interval: interval.max(Duration::from_secs(1)),
+        webhook_secret,
     })
 }

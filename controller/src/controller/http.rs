@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/hooks/git", post(git_hook))
         .with_state(shared)
 }
 
@@ -41,6 +42,39 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         shared.metrics.encode(),
     )
+}
+
+/// `POST /hooks/git`: a signed delivery starts a fetch at once (several
+/// while one runs are one more fetch); a bad or missing signature is 401
+/// and starts nothing; without a secret configured the endpoint is off.
+async fn git_hook(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let Some(follow) = shared.follow.as_ref() else {
+        return (StatusCode::NOT_FOUND, "not following a Git remote\n");
+    };
+    let Some(secret) = follow.secret.as_ref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "webhooks are off: no --webhook-secret-env\n",
+        );
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match crate::git::hooks::verify(secret, &body, header) {
+        Some(forge) => {
+            shared.metrics.count(&shared.metrics.webhooks, "accepted");
+            tracing::info!(forge = forge.as_str(), "webhook delivery; fetching now");
+            follow.wake.notify_one();
+            (StatusCode::ACCEPTED, "fetching\n")
+        }
+        None => {
+            shared.metrics.count(&shared.metrics.webhooks, "refused");
+            tracing::warn!("a webhook delivery without a good signature was refused");
+            (StatusCode::UNAUTHORIZED, "bad or missing signature\n")
+        }
+    }
 }
 
 /// Serves until `stop`.

@@ -55,8 +55,18 @@ pub struct BackupLabels {
     pub repository: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShaLabel {
+    pub sha: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub revision_info: Family<ShaLabel, Gauge>,
+    pub revision_applied: Gauge<f64, AtomicU64>,
+    pub git_fetch_failures: Counter,
+    pub webhooks: Family<ResultLabel, Counter>,
+    pub notifications: Family<ResultLabel, Counter>,
     pub passes: Family<ResultLabel, Counter>,
     pub pass_duration: Histogram,
     pub actions: Family<ActionLabels, Counter>,
@@ -87,6 +97,11 @@ impl Metrics {
         let mut registry = Registry::with_prefix("drover");
         let m = Metrics {
             registry: Registry::default(),
+            revision_info: Family::default(),
+            revision_applied: Gauge::default(),
+            git_fetch_failures: Counter::default(),
+            webhooks: Family::default(),
+            notifications: Family::default(),
             passes: Family::default(),
             pass_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             actions: Family::default(),
@@ -199,6 +214,32 @@ impl Metrics {
             "Scheduled backups that failed, per volume and repository",
             m.backup_failures.clone(),
         );
+        registry.register(
+            "revision_info",
+            "1 for the Git commit the controller has applied (with --git)",
+            m.revision_info.clone(),
+        );
+        registry.register_with_unit(
+            "revision_applied_timestamp",
+            "When the controller last applied a new Git commit (Unix time)",
+            Unit::Seconds,
+            m.revision_applied.clone(),
+        );
+        registry.register(
+            "git_fetch_failures",
+            "Fetches of the Git remote that failed",
+            m.git_fetch_failures.clone(),
+        );
+        registry.register(
+            "webhook_deliveries",
+            "Deliveries to /hooks/git, by result (accepted or refused)",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "notifications",
+            "Notifications, by result (sent, failed after its retries, dropped when too many waited)",
+            m.notifications.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -208,6 +249,24 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Marks `sha` as the revision applied, alone.
+    pub fn set_revision(&self, sha: &str, previous: Option<&str>) {
+        if let Some(p) = previous.filter(|p| *p != sha) {
+            self.revision_info.remove(&ShaLabel { sha: p.into() });
+        }
+        self.revision_info
+            .get_or_create(&ShaLabel { sha: sha.into() })
+            .set(1);
+    }
+
+    pub fn count(&self, family: &Family<ResultLabel, Counter>, result: &str) {
+        family
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn action(&self, kind: &str, action: &str, result: &str) {

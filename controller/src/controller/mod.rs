@@ -17,10 +17,12 @@
 //! signal.
 
 pub mod backups;
+pub mod follow;
 mod heal;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod schedule;
 pub mod snapshots;
 mod status;
@@ -71,13 +73,22 @@ pub struct Options {
     pub heal_window: Duration,
     /// Apply a directory that holds no app (see [`plan::Options`]).
     pub allow_empty: bool,
+    /// Follow a Git remote instead of watching `dir`.
+    pub git: Option<follow::GitSource>,
+    /// `--notify` URLs, and how events are written to them.
+    pub notify: Vec<String>,
+    pub notify_format: notify::Format,
 }
 
 /// Runs until `stop` is cancelled (a signal): then the current step
 /// finishes, or a volume move stops at a point it can resume from, and
 /// this returns.
 pub async fn run(opts: Options, stop: CancellationToken) -> Result<(), String> {
-    let shared = Arc::new(Shared::new());
+    let follow = opts
+        .git
+        .as_ref()
+        .map(|g| Arc::new(follow::Follow::new(g.webhook_secret.clone())));
+    let shared = Arc::new(Shared::new(follow.clone()));
     let server = match opts.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -93,8 +104,31 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<(), String> {
         None => None,
     };
     let trigger = Trigger::default();
-    let _files = watch::watch_dir(&opts.dir, trigger.clone())?;
+    let notifier = notify::Notifier::start(&opts.notify, opts.notify_format, Arc::clone(&shared));
+    let (_files, fetcher) = match (&opts.git, &follow) {
+        (Some(git), Some(follow)) => {
+            shared.update(|s| {
+                s.revision = Some(follow::RevisionStatus {
+                    remote: crate::git::shown_url(&git.remote.url),
+                    branch: git.remote.branch.clone(),
+                    ..Default::default()
+                })
+            });
+            tracing::info!(remote = %crate::git::shown_url(&git.remote.url), branch = %git.remote.branch, interval = ?git.interval, "following a Git remote");
+            let task = tokio::spawn(follow::fetch_loop(
+                git.clone(),
+                Arc::clone(follow),
+                Arc::clone(&shared),
+                trigger.clone(),
+                stop.clone(),
+            ));
+            (None, Some(task))
+        }
+        _ => (Some(watch::watch_dir(&opts.dir, trigger.clone())?), None),
+    };
     let mut c = Controller::new(opts, Arc::clone(&shared), trigger.clone());
+    c.follow = follow;
+    c.notifier = notifier;
     tracing::info!(dir = %c.opts.dir.display(), resync = ?c.opts.resync, "controller started");
     // The first pass runs at once.
     let mut deadline = Instant::now();
@@ -138,6 +172,9 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<(), String> {
     });
     tracing::info!("controller stopped");
     c.stop_watchers();
+    if let Some(f) = fetcher {
+        let _ = f.await;
+    }
     if let Some(server) = server {
         let _ = server.await;
     }
@@ -174,6 +211,15 @@ struct Controller {
     started_unix: u64,
     /// When each volume was last backed up, per repository.
     backups: backups::Known,
+    /// With `--git`: the commits the fetch task brings.
+    follow: Option<Arc<follow::Follow>>,
+    /// The commit of the spec in force (`last_good`).
+    in_force: Option<crate::git::Revision>,
+    /// The commit last read, and what reading it gave.
+    read: Option<(String, Result<(), Vec<String>>)>,
+    notifier: notify::Notifier,
+    /// Events already sent, so that each is said once.
+    said: HashSet<(notify::Kind, String)>,
 }
 
 impl Controller {
@@ -197,6 +243,11 @@ impl Controller {
             holder: Arc::new(Holder::new("controller")),
             started_unix,
             backups: backups::Known::default(),
+            follow: None,
+            in_force: None,
+            read: None,
+            notifier: notify::Notifier::default(),
+            said: HashSet::new(),
         }
     }
 
@@ -245,6 +296,9 @@ impl Controller {
     /// invalid, or still changing after a few reads (the change's own
     /// trigger brings the next pass).
     async fn load(&mut self) -> Result<(), Vec<String>> {
+        if let Some(follow) = self.follow.clone() {
+            return self.load_commit(&follow).await;
+        }
         let quiet = self.opts.debounce.quiet;
         let newest = |dir: PathBuf| async move {
             tokio::task::spawn_blocking(move || watch::newest_change(&dir))
@@ -281,7 +335,107 @@ impl Controller {
                 None => Err(vec!["the manifests keep changing".into()]),
             };
         };
-        let errors = match loaded {
+        self.took(loaded, |e| e)
+    }
+
+    /// With `--git`: reads the newest commit the fetch task wrote out, once.
+    async fn load_commit(&mut self, follow: &follow::Follow) -> Result<(), Vec<String>> {
+        let Some(tree) = follow.latest() else {
+            return match self.last_good {
+                Some(_) => Ok(()),
+                None => Err(vec!["waiting for the first fetch of the Git remote".into()]),
+            };
+        };
+        let sha = tree.revision.sha.clone();
+        if let Some((read, result)) = &self.read {
+            if *read == sha {
+                return result.clone();
+            }
+        }
+        let dir = tree.dir.clone();
+        let read = tokio::task::spawn_blocking(move || load(&dir, &ProcessEnv)).await;
+        // Errors name files as the repository does, not the work folder.
+        let prefix = format!("{}/", tree.dir.display());
+        let path = self
+            .opts
+            .git
+            .as_ref()
+            .map(|g| g.remote.path.display().to_string())
+            .unwrap_or_default();
+        let shown = move |e: String| match e.strip_prefix(&prefix) {
+            Some(rest) if path.is_empty() => rest.to_string(),
+            Some(rest) => format!("{path}/{rest}"),
+            None => e,
+        };
+        let result = self.took(read, shown);
+        let rev = tree.revision.clone();
+        match &result {
+            Ok(()) => {
+                tracing::info!(sha = %rev.sha, subject = %rev.subject, "applying a new commit");
+                self.in_force = Some(rev.clone());
+                self.set_latest(&rev, follow::RevisionState::Applying, Vec::new());
+            }
+            Err(errors) => {
+                tracing::error!(sha = %rev.sha, errors = errors.len(), "the manifests at this commit are invalid; it is not applied");
+                self.set_latest(&rev, follow::RevisionState::Invalid, errors.clone());
+                let message = format!(
+                    "the manifests at {} are invalid; the revision in force stays: {}",
+                    rev.short(),
+                    errors.join("; ")
+                );
+                self.say(notify::Event::new(
+                    notify::Kind::RevisionInvalid,
+                    Some(&rev.sha),
+                    message,
+                ));
+            }
+        }
+        self.read = Some((sha, result.clone()));
+        // Only the trees of the commit in force and the newest are kept.
+        if let Some(git) = &self.opts.git {
+            let mut keep = vec![rev.sha.clone()];
+            keep.extend(self.in_force.iter().map(|r| r.sha.clone()));
+            let remote = git.remote.clone();
+            tokio::task::spawn_blocking(move || {
+                remote.prune(&keep.iter().map(String::as_str).collect::<Vec<_>>())
+            });
+        }
+        result
+    }
+
+    fn set_latest(
+        &self,
+        rev: &crate::git::Revision,
+        state: follow::RevisionState,
+        errors: Vec<String>,
+    ) {
+        self.shared.update(|s| {
+            let r = s.revision.get_or_insert_with(Default::default);
+            r.latest = Some(follow::Latest {
+                sha: rev.sha.clone(),
+                subject: rev.subject.clone(),
+                state,
+                errors,
+            });
+        });
+    }
+
+    /// Sends `event` unless the same kind was sent for the same key.
+    fn say(&mut self, event: notify::Event) {
+        let key = (event.event, event.revision.clone().unwrap_or_default());
+        if self.said.insert(key) {
+            self.notifier.send(event);
+        }
+    }
+
+    /// What a read of the manifests gave: the spec in force on success;
+    /// the errors (each through `shown`) otherwise.
+    fn took(
+        &mut self,
+        loaded: Result<Result<Spec, LoadError>, tokio::task::JoinError>,
+        shown: impl Fn(String) -> String,
+    ) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = match loaded {
             Ok(Ok(spec)) => {
                 self.last_good = Some(Arc::new(spec));
                 self.shared.metrics.manifests_valid.set(1);
@@ -296,7 +450,7 @@ impl Controller {
             }
             Ok(Err(LoadError::Invalid(d))) => {
                 d.0.iter()
-                    .map(|d| format!("{}: {}", d.loc, d.message))
+                    .map(|d| shown(format!("{}: {}", d.loc, d.message)))
                     .collect()
             }
             Ok(Err(other)) => vec![other.to_string()],
@@ -373,11 +527,26 @@ impl Controller {
             spec: &spec,
             desired: Arc::clone(&desired),
             opts: plan::Options {
-                allow_empty: self.opts.allow_empty,
+                // A commit that removes every stack is a real deletion (the
+                // directory owns its hosts); it is said loudly below.
+                allow_empty: self.opts.allow_empty || self.follow.is_some(),
                 ..Default::default()
             },
         };
         let mut planned = pass.plan(observed);
+        if self.follow.is_some() {
+            for w in &planned.plan.warnings {
+                if w.starts_with("the manifests hold no app") {
+                    tracing::error!(warning = %w, "this commit removes every stack");
+                    let rev = self.in_force.as_ref().map(|r| r.sha.clone());
+                    self.say(notify::Event::new(
+                        notify::Kind::PassFailed,
+                        rev.as_deref(),
+                        format!("this commit removes every stack: {w}"),
+                    ));
+                }
+            }
+        }
         if let Err(reason) = pass
             .lock(&mut planned, &mut conns, &self.holder, stop)
             .await
@@ -401,6 +570,8 @@ impl Controller {
         let reporter = Arc::new(PassReporter {
             shared: Arc::clone(&self.shared),
             moved: Mutex::new(HashMap::new()),
+            notifier: self.notifier.clone(),
+            revision: self.in_force.as_ref().map(|r| r.sha.clone()),
         });
         let seen = planned.observed.clone();
         let applied = pass.apply(planned, &conns, self.opts.apply, reporter).await;
@@ -450,6 +621,7 @@ impl Controller {
         if let Err(e) = &manifests {
             errors.extend(e.iter().cloned());
         }
+        self.revision_done(converged, &errors);
         let next = self.finish(
             n,
             started,
@@ -601,6 +773,59 @@ impl Controller {
         errors
     }
 
+    /// With `--git`: the commit in force is applied once a pass converged
+    /// it; otherwise it failed (said once per commit).
+    fn revision_done(&mut self, converged: bool, errors: &[String]) {
+        let Some(rev) = self.in_force.clone() else {
+            return;
+        };
+        let applied_before = self
+            .shared
+            .status()
+            .revision
+            .and_then(|r| r.applied)
+            .map(|a| a.sha);
+        let newest_is_in_force = self
+            .shared
+            .status()
+            .revision
+            .and_then(|r| r.latest)
+            .is_none_or(|l| l.sha == rev.sha);
+        if converged {
+            if applied_before.as_deref() != Some(rev.sha.as_str()) {
+                tracing::info!(sha = %rev.sha, subject = %rev.subject, "commit applied");
+                let m = &self.shared.metrics;
+                m.set_revision(&rev.sha, applied_before.as_deref());
+                m.revision_applied.set(unix_now());
+                self.shared.update(|s| {
+                    s.revision.get_or_insert_with(Default::default).applied = Some(rev.clone())
+                });
+                self.say(notify::Event::new(
+                    notify::Kind::RevisionApplied,
+                    Some(&rev.sha),
+                    format!("{} applied: {}", rev.short(), rev.subject),
+                ));
+            }
+            if newest_is_in_force {
+                self.set_latest(&rev, follow::RevisionState::Applied, Vec::new());
+            }
+        } else {
+            if newest_is_in_force {
+                self.set_latest(&rev, follow::RevisionState::Failed, Vec::new());
+            }
+            let first = errors.first().cloned().unwrap_or_default();
+            self.say(notify::Event::new(
+                notify::Kind::PassFailed,
+                Some(&rev.sha),
+                format!(
+                    "the pass applying {} did not converge: {}",
+                    rev.short(),
+                    crate::docker::without_health_output(&first)
+                ),
+            ));
+        }
+    }
+
     /// Records which hosts answered; an unreachable one backs off.
     fn note_hosts(&mut self, spec: &Spec, tried: &BTreeSet<String>, observed: &Observed) {
         let now = Instant::now();
@@ -727,11 +952,36 @@ struct PassReporter {
     /// Per relocate action: bytes sent so far, and the apps' downtime
     /// once they started on the target.
     moved: Mutex<HashMap<String, (u64, Option<Duration>)>>,
+    notifier: notify::Notifier,
+    /// The commit being applied, with `--git`.
+    revision: Option<String>,
+}
+
+impl PassReporter {
+    fn say(&self, kind: notify::Kind, a: &Action, message: String) {
+        self.notifier.send(
+            notify::Event::new(kind, self.revision.as_deref(), message).on(
+                Some(&a.stack),
+                None,
+                Some(&a.host),
+            ),
+        );
+    }
 }
 
 impl Reporter for PassReporter {
     fn started(&self, a: &Action) {
         crate::apply::log_started(a);
+        if a.action == Verb::Relocate {
+            self.say(
+                notify::Kind::MoveStarted,
+                a,
+                format!(
+                    "moving {} `{}` to `{}`: {}",
+                    a.kind, a.name, a.host, a.reason
+                ),
+            );
+        }
     }
 
     fn progress(&self, a: &Action, p: &crate::relocate::Progress) {
@@ -750,6 +1000,27 @@ impl Reporter for PassReporter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&a.id);
+        if a.action == Verb::Relocate {
+            match outcome {
+                Outcome::Done => self.say(
+                    notify::Kind::MoveFinished,
+                    a,
+                    format!(
+                        "moved {} `{}` to `{}` in {:.1}s",
+                        a.kind,
+                        a.name,
+                        a.host,
+                        took.as_secs_f64()
+                    ),
+                ),
+                Outcome::Failed(e) => self.say(
+                    notify::Kind::MoveFailed,
+                    a,
+                    format!("moving {} `{}` to `{}` failed: {e}", a.kind, a.name, a.host),
+                ),
+                _ => {}
+            }
+        }
         if a.action == Verb::Relocate && *outcome == Outcome::Done {
             let (sent, downtime) = sent.unwrap_or_default();
             m.relocation_bytes.inc_by(sent);

@@ -25,6 +25,9 @@ pub struct Status {
     pub snapshots_overdue: Vec<super::snapshots::Overdue>,
     /// Volumes whose scheduled backup is late.
     pub backups_overdue: Vec<super::backups::Overdue>,
+    /// With `--git`: the commit applied and the newest one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<super::follow::RevisionStatus>,
     pub stopping: bool,
 }
 
@@ -80,11 +83,14 @@ pub struct Throttled {
 pub struct Shared {
     status: Mutex<Status>,
     pub metrics: Metrics,
+    /// With `--git`: what `/hooks/git` wakes.
+    pub follow: Option<Arc<super::follow::Follow>>,
 }
 
 impl Shared {
-    pub fn new() -> Shared {
+    pub fn new(follow: Option<Arc<super::follow::Follow>>) -> Shared {
         Shared {
+            follow,
             status: Mutex::new(Status {
                 reason: Some("no pass has finished yet".into()),
                 ..Status::default()
@@ -107,7 +113,7 @@ impl Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared::new()
+        Shared::new(None)
     }
 }
 

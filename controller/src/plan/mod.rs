@@ -236,7 +236,7 @@ impl<'a> Planner<'a> {
             .values()
             .map(|h| h.containers.len())
             .sum();
-        if self.opts.allow_empty || wanted > 0 {
+        if wanted > 0 {
             return;
         }
         let running: Vec<(&str, usize)> = self
@@ -255,6 +255,14 @@ impl<'a> Planner<'a> {
         }
         let total: usize = running.iter().map(|(_, n)| n).sum();
         let hosts: Vec<&str> = running.iter().map(|(h, _)| *h).collect();
+        if self.opts.allow_empty {
+            // Allowed, and said loudly: everything goes.
+            self.warnings.push(format!(
+                "the manifests hold no app: all {total} app container(s) drover manages on {} are removed",
+                listed(&hosts)
+            ));
+            return;
+        }
         self.actions.clear();
         self.index.clear();
         self.errors.push(format!(
