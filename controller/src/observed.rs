@@ -51,6 +51,9 @@ pub struct ObservedHost {
     /// The hosts of the Cluster as drover last recorded them on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<Membership>,
+    /// The Git commit a controller last applied to this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<crate::contract::revision::HostRevision>,
     /// The host's key for digests of secret values; a snapshot says only
     /// `withheld`.
     #[serde(

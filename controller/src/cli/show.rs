@@ -43,5 +43,9 @@ pub fn status(dir: &Path) -> Result<ExitCode, Failure> {
     let spec = load_spec(dir)?;
     let observed = observe_spec(&spec)?;
     print(&status_table(&desired::render(&spec), &observed));
+    let revisions = drover::output::revision_lines(&observed);
+    if !revisions.is_empty() {
+        print!("\n{revisions}");
+    }
     Ok(unreachable_exit(&observed))
 }

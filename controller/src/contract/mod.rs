@@ -9,6 +9,7 @@
 //! | a data volume | `<stack>-<volume>` | [`labels::MANAGED`], [`labels::STACK`], [`labels::VOLUME`], [`labels::MOVED_FROM`] |
 //! | a copy record ([`records`]) | `drover-copy-<volume>-<seq>` (a label-only volume) | `drover.copy-*`, [`labels::INTERNAL`] |
 //! | the Cluster's members ([`membership`]) | `drover-cluster-<seq>` (a label-only volume) | [`labels::cluster`] |
+//! | the Git commit last applied ([`revision`]) | `drover-revision-<seq>` (a label-only volume) | [`labels::revision`] |
 //! | the key for secret digests | [`hostkey::VOLUME`] (a label-only volume) | [`hostkey::LABEL`] |
 //! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
 //! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
@@ -26,6 +27,7 @@
 pub mod hostkey;
 pub mod membership;
 pub mod records;
+pub mod revision;
 
 /// The version of this contract. Raised when a drover writes something an
 /// older one would misread.
@@ -161,6 +163,13 @@ pub mod labels {
     }
 
     /// On the record of the Cluster's members.
+    pub mod revision {
+        /// The commit, as JSON ([`crate::contract::revision::Applied`]).
+        pub const REVISION: &str = "drover.revision";
+        /// The record's sequence number.
+        pub const SEQ: &str = "drover.revision-seq";
+    }
+
     pub mod cluster {
         /// The hosts, as JSON.
         pub const HOSTS: &str = "drover.cluster-hosts";
@@ -225,6 +234,11 @@ pub mod names {
     /// The record of a clone into Docker volume `volume` under way.
     pub fn seed_record(volume: &str) -> String {
         format!("drover-seed-{volume}")
+    }
+
+    /// Record `seq` of the Git commit last applied.
+    pub fn revision(seq: u64) -> String {
+        format!("drover-revision-{seq}")
     }
 
     /// Record `seq` of the Cluster's members.

@@ -50,6 +50,15 @@ impl Controller {
         }
         for app in allowed {
             tracing::info!(stack = %app.0, app = %app.1, "restoring an app changed out of band");
+            let revision = self.in_force.as_ref().map(|r| r.sha.clone());
+            self.notifier.send(
+                super::notify::Event::new(
+                    super::notify::Kind::Heal,
+                    revision.as_deref(),
+                    format!("restoring `{}/{}`, changed out of band", app.0, app.1),
+                )
+                .on(Some(&app.0), Some(&app.1), None),
+            );
             self.shared
                 .metrics
                 .heals

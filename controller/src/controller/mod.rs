@@ -621,7 +621,7 @@ impl Controller {
         if let Err(e) = &manifests {
             errors.extend(e.iter().cloned());
         }
-        self.revision_done(converged, &errors);
+        self.revision_done(converged, &errors, &conns, &seen).await;
         let next = self.finish(
             n,
             started,
@@ -759,6 +759,15 @@ impl Controller {
         }
         for (k, e) in &round.failed {
             m.backup_failures.get_or_create(&label(k)).inc();
+            let revision = self.in_force.as_ref().map(|r| r.sha.as_str());
+            self.notifier.send(
+                notify::Event::new(
+                    notify::Kind::BackupFailed,
+                    revision,
+                    format!("the backup of `{}/{}` into `{}` failed: {e}", k.0, k.1, k.2),
+                )
+                .on(Some(&k.0), None, None),
+            );
             errors.push(format!(
                 "the scheduled backup of `{}/{}` into `{}` failed: {e}",
                 k.0, k.1, k.2
@@ -775,10 +784,28 @@ impl Controller {
 
     /// With `--git`: the commit in force is applied once a pass converged
     /// it; otherwise it failed (said once per commit).
-    fn revision_done(&mut self, converged: bool, errors: &[String]) {
+    async fn revision_done(
+        &mut self,
+        converged: bool,
+        errors: &[String],
+        conns: &crate::docker::hosts::Connections,
+        seen: &Observed,
+    ) {
         let Some(rev) = self.in_force.clone() else {
             return;
         };
+        if converged {
+            // Each host records it, for `drover status` from any machine.
+            let applied = crate::contract::revision::Applied {
+                sha: rev.sha.clone(),
+                subject: rev.subject.clone(),
+                author: rev.author.clone(),
+                time: rev.time,
+                applied: crate::data::clock::now(),
+            };
+            let hosts: Vec<&str> = seen.hosts.keys().map(String::as_str).collect();
+            crate::onhost::revision::write(&conns.engines, seen, hosts, &applied).await;
+        }
         let applied_before = self
             .shared
             .status()

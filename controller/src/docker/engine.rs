@@ -537,6 +537,9 @@ impl DockerApi for Engine {
         let membership = crate::observed::Membership::from_volumes(
             volumes.iter().map(|v| (v.name.as_str(), &v.labels)),
         );
+        let revision = crate::contract::revision::HostRevision::from_volumes(
+            volumes.iter().map(|v| (v.name.as_str(), &v.labels)),
+        );
         let secret_key =
             hostkey::from_volumes(volumes.iter().map(|v| (v.name.as_str(), &v.labels)))
                 .map_or(hostkey::SecretKey::Absent, hostkey::SecretKey::Known);
@@ -574,6 +577,7 @@ impl DockerApi for Engine {
         let mut out = ObservedHost {
             records: refs,
             membership,
+            revision,
             secret_key,
             frozen,
             restores,
@@ -584,6 +588,7 @@ impl DockerApi for Engine {
                 .filter(|v| {
                     !v.labels.contains_key(labels::COPY_OF)
                         && !crate::observed::Membership::is_record(&v.labels)
+                        && !crate::contract::revision::HostRevision::is_record(&v.labels)
                         && !hostkey::is_key(&v.labels)
                         && !crate::contract::is_data_record(&v.labels)
                 })
@@ -996,7 +1001,8 @@ impl DockerApi for Engine {
             Err(e) => return Err(EngineError::api(&self.host, what(), e)),
         };
         let is_record = ((v.labels.contains_key(labels::COPY_OF)
-            || crate::observed::Membership::is_record(&v.labels))
+            || crate::observed::Membership::is_record(&v.labels)
+            || crate::contract::revision::HostRevision::is_record(&v.labels))
             && v.labels.get(labels::INTERNAL).is_some_and(|x| x == "true"))
             || crate::contract::is_data_record(&v.labels);
         if !is_record {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::docker::{DockerApi, RecordSpec};
 use crate::model::{Host, Spec};
-use crate::observed::{KnownHost, Observed, ObservedHost, RecordObject, RecordRef};
+use crate::observed::{KnownHost, Observed, ObservedHost};
 
 pub use crate::contract::labels::cluster::{HOSTS, SEQ};
 
@@ -111,21 +111,8 @@ pub async fn write(
                 (SEQ, seq.to_string()),
             ]),
         };
-        if let Err(e) = api.create_record(&spec).await {
-            tracing::warn!(host = %name, error = %e, "cannot record the Cluster's hosts");
-            continue;
-        }
-        for old in current.map(|m| m.objects.clone()).unwrap_or_default() {
-            let r = RecordRef {
-                name: old,
-                of: String::new(),
-                seq: 0,
-                object: RecordObject::Volume,
-            };
-            if let Err(e) = api.remove_record(&r).await {
-                tracing::warn!(host = %name, error = %e, "cannot remove an old record of the Cluster's hosts");
-            }
-        }
+        let older = current.map(|m| m.objects.clone()).unwrap_or_default();
+        crate::onhost::records::supersede(api.as_ref(), &spec, &older, "the Cluster's hosts").await;
     }
 }
 

@@ -25,6 +25,28 @@ pub fn next_seq(last: u64) -> u64 {
     now.max(last.saturating_add(1))
 }
 
+/// Writes `spec`, a host-wide record (of the Cluster's members, of the
+/// commit applied), and removes the `older` record volumes it supersedes.
+/// Failures are logged, `what` naming the record: the next pass writes
+/// again, and an older record left behind is ignored (the newest counts).
+pub async fn supersede(api: &dyn DockerApi, spec: &RecordSpec, older: &[String], what: &str) {
+    if let Err(e) = api.create_record(spec).await {
+        tracing::warn!(host = %api.host(), error = %e, "cannot record {what}");
+        return;
+    }
+    for old in older {
+        let r = RecordRef {
+            name: old.clone(),
+            of: String::new(),
+            seq: 0,
+            object: RecordObject::Volume,
+        };
+        if let Err(e) = api.remove_record(&r).await {
+            tracing::warn!(host = %api.host(), error = %e, "cannot remove an old record of {what}");
+        }
+    }
+}
+
 /// Which copy a record describes: the Docker volume and its stack's names.
 #[derive(Debug, Clone, Copy)]
 pub struct Of<'a> {
