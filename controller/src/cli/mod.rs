@@ -109,7 +109,7 @@ pub(crate) enum Command {
     /// Keep every host in line with the directory, all the time: watch the
     /// files and each host's Docker events, and reconcile on any change and
     /// on a timer.
-    Controller(controller::ControllerArgs),
+    Controller(Box<controller::ControllerArgs>),
     /// Print the actual state of every host.
     Observe {
         #[arg(default_value = ".")]
@@ -287,7 +287,7 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Observe { dir, output } => show::observe(&dir, output),
         Command::Status { dir } => show::status(&dir),
         Command::Volume { command } => volume::run(command),
-        Command::Controller(args) => controller::run(args),
+        Command::Controller(args) => controller::run(*args),
         Command::Reconcile(args) => reconcile::run(args),
     }
 }

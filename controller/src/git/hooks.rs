@@ -78,7 +78,7 @@ fn hmac_matches(secret: &[u8], body: &[u8], hex: &str) -> bool {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
