@@ -303,24 +303,6 @@ pub fn status_table(
     )
 }
 
-/// Under `drover status`: the Git commit a controller last applied to each
-/// host that records one.
-pub fn revision_lines(observed: &crate::observed::Observed) -> String {
-    let mut out = String::new();
-    for (host, oh) in &observed.hosts {
-        if let Some(r) = &oh.revision {
-            let a = &r.applied;
-            out.push_str(&format!(
-                "{host}: revision {} \"{}\" applied {}\n",
-                &a.sha[..a.sha.len().min(12)],
-                a.subject,
-                crate::data::clock::rfc3339(a.applied)
-            ));
-        }
-    }
-    out
-}
-
 /// `drover volume ls`: managed volumes on every host that was read.
 pub fn volume_table(
     desired: &crate::desired::Desired,

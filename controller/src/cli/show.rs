@@ -43,9 +43,27 @@ pub fn status(dir: &Path) -> Result<ExitCode, Failure> {
     let spec = load_spec(dir)?;
     let observed = observe_spec(&spec)?;
     print(&status_table(&desired::render(&spec), &observed));
-    let revisions = drover::output::revision_lines(&observed);
+    let revisions = revision_lines(&observed);
     if !revisions.is_empty() {
         print!("\n{revisions}");
     }
     Ok(unreachable_exit(&observed))
+}
+
+/// Under `drover status`: the Git commit a controller last applied to each
+/// host that records one.
+fn revision_lines(observed: &drover::observed::Observed) -> String {
+    let mut out = String::new();
+    for (host, oh) in &observed.hosts {
+        if let Some(r) = &oh.revision {
+            let a = &r.applied;
+            out.push_str(&format!(
+                "{host}: revision {} \"{}\" applied {}\n",
+                &a.sha[..a.sha.len().min(12)],
+                a.subject,
+                drover::data::clock::rfc3339(a.applied)
+            ));
+        }
+    }
+    out
 }
