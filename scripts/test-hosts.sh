@@ -51,6 +51,11 @@ install() {
   command -v fallocate >/dev/null || missing+=(util-linux)
   # The independent reader of drover's backup repositories.
   command -v restic >/dev/null || missing+=(restic)
+  # The Git servers the controller follows: git daemon, smart HTTP through
+  # lighttpd and git-http-backend, and SSH.
+  command -v git >/dev/null || missing+=(git)
+  command -v lighttpd >/dev/null || missing+=(lighttpd)
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq

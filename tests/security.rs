@@ -5,40 +5,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-
-/// A CA, a server certificate for `ip` and a client certificate, as
-/// `ca.pem`, `server-cert.pem`, `server-key.pem`, `cert.pem`, `key.pem`;
-/// and a second CA with its own client pair (`other-*.pem`).
-fn make_certificates(dir: &Path, ip: &str) {
-    let script = format!(
-        r#"set -e
-ca() {{ openssl genrsa -out "$1-key.pem" 2048; openssl req -x509 -new -key "$1-key.pem" -days 2 -subj "/CN=$1" -out "$1.pem"; }}
-sign() {{ # NAME CA EXT
-  openssl genrsa -out "$1-key.pem" 2048
-  openssl req -new -key "$1-key.pem" -subj "/CN=$1" -out "$1.csr"
-  printf '%s\n' "$3" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2-key.pem" -CAcreateserial -days 2 -extfile "$1.ext" -out "$1-cert.pem"
-}}
-ca ca; ca other
-sign server ca "subjectAltName=IP:{ip}
-extendedKeyUsage=serverAuth"
-sign client ca "extendedKeyUsage=clientAuth"
-sign other-client other "extendedKeyUsage=clientAuth"
-mv client-cert.pem cert.pem; mv client-key.pem key.pem
-"#
-    );
-    let o = Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "openssl: {}", stderr(&o));
-}
 
 #[test]
 fn a_tls_engine_is_managed_with_its_certificates_and_refused_without_the_right_ones() {

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -290,7 +292,23 @@ pub struct Controller {
 }
 
 impl Fixture {
+    /// `drover controller --listen … ARGS DIR`, started and listening.
     pub fn controller(&self, args: &[&str], env: &[(&str, &str)]) -> Controller {
+        self.spawn_controller(args, env, true)
+    }
+
+    /// `drover controller --listen … ARGS` without the directory: the
+    /// controller follows a Git remote given in `args`.
+    pub fn git_controller(&self, args: &[&str], env: &[(&str, &str)]) -> Controller {
+        self.spawn_controller(args, env, false)
+    }
+
+    /// The cluster document this fixture wrote.
+    pub fn cluster_yaml(&self) -> String {
+        std::fs::read_to_string(self.path().join("cluster.yaml")).unwrap()
+    }
+
+    fn spawn_controller(&self, args: &[&str], env: &[(&str, &str)], dir: bool) -> Controller {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -299,7 +317,13 @@ impl Fixture {
         let listen = format!("127.0.0.1:{port}");
         let mut full = vec!["controller", "--listen", &listen];
         full.extend_from_slice(args);
-        let mut c = self.command(&full);
+        let mut c = if dir {
+            self.command(&full)
+        } else {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_drover"));
+            c.args(&full).env("NO_COLOR", "1");
+            c
+        };
         c.env("DROVER_LOG", "drover=debug");
         for (k, v) in env {
             c.env(k, v);
@@ -550,4 +574,33 @@ pub fn fill_disk(disk: &str, filler: &str, left: u64) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A CA, a server certificate for `ip` and a client certificate, as
+/// `ca.pem`, `server-cert.pem`, `server-key.pem`, `cert.pem`, `key.pem`;
+/// and a second CA with its own client pair (`other-*.pem`).
+pub fn make_certificates(dir: &Path, ip: &str) {
+    let script = format!(
+        r#"set -e
+ca() {{ openssl genrsa -out "$1-key.pem" 2048; openssl req -x509 -new -key "$1-key.pem" -days 2 -subj "/CN=$1" -out "$1.pem"; }}
+sign() {{ # NAME CA EXT
+  openssl genrsa -out "$1-key.pem" 2048
+  openssl req -new -key "$1-key.pem" -subj "/CN=$1" -out "$1.csr"
+  printf '%s\n' "$3" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2-key.pem" -CAcreateserial -days 2 -extfile "$1.ext" -out "$1-cert.pem"
+}}
+ca ca; ca other
+sign server ca "subjectAltName=IP:{ip}
+extendedKeyUsage=serverAuth"
+sign client ca "extendedKeyUsage=clientAuth"
+sign other-client other "extendedKeyUsage=clientAuth"
+mv client-cert.pem cert.pem; mv client-key.pem key.pem
+"#
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", stderr(&o));
 }

@@ -132,6 +132,7 @@ pub async fn fetch_loop(
         let mut wait = source.interval;
         match fetched {
             Ok(tree) => {
+                tracing::debug!(sha = %tree.revision.sha, "fetched");
                 backoff.succeeded();
                 let new = follow
                     .latest()

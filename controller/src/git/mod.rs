@@ -171,6 +171,22 @@ impl Remote {
             .join(" ")
     }
 
+    /// A fetch error with the whole chain of its causes (gitoxide's outer
+    /// errors say little: "Transport handshake failed").
+    fn fetch_failed(&self, e: &dyn std::error::Error) -> GitError {
+        let mut reason = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let more = s.to_string();
+            if !reason.contains(&more) {
+                reason.push_str(": ");
+                reason.push_str(&more);
+            }
+            source = s.source();
+        }
+        self.fetch_error(reason)
+    }
+
     fn fetch_error(&self, reason: impl std::fmt::Display) -> GitError {
         GitError::Fetch {
             url: self.shown(),
@@ -233,14 +249,14 @@ impl Remote {
         let spec = format!("+refs/heads/{}:{}", self.branch, self.tracking());
         let remote = repo
             .remote_at(self.url.as_str())
-            .map_err(|e| self.fetch_error(e))?
+            .map_err(|e| self.fetch_failed(&e))?
             .with_fetch_tags(gix::remote::fetch::Tags::None)
             .with_refspecs([spec.as_str()], gix::remote::Direction::Fetch)
-            .map_err(|e| self.fetch_error(e))?;
+            .map_err(|e| self.fetch_failed(&e))?;
         let basic = self.auth.basic.clone();
         let connection = remote
             .connect(gix::remote::Direction::Fetch)
-            .map_err(|e| self.fetch_error(e))?
+            .map_err(|e| self.fetch_failed(&e))?
             .with_credentials(move |action| {
                 use gix::credentials::helper::Action;
                 match (action, &basic) {
@@ -259,7 +275,7 @@ impl Remote {
             });
         let prepared = connection
             .prepare_fetch(gix::progress::Discard, Default::default())
-            .map_err(|e| self.fetch_error(e))?;
+            .map_err(|e| self.fetch_failed(&e))?;
         if prepared.ref_map().mappings.is_empty() {
             return Err(GitError::NoBranch {
                 url: self.shown(),
@@ -271,7 +287,7 @@ impl Remote {
                 NonZeroU32::new(1).expect("one"),
             ))
             .receive(gix::progress::Discard, interrupt)
-            .map_err(|e| self.fetch_error(e))?;
+            .map_err(|e| self.fetch_failed(&e))?;
         // A fresh look at the references the fetch wrote.
         let repo = self.open()?;
         let mut tip =
@@ -280,7 +296,10 @@ impl Remote {
                     url: self.shown(),
                     branch: self.branch.clone(),
                 })?;
-        let id = tip.peel_to_id().map_err(|e| self.fetch_error(e))?.detach();
+        let id = tip
+            .peel_to_id()
+            .map_err(|e| self.fetch_failed(&e))?
+            .detach();
         revision(&repo, id).map_err(|reason| GitError::Tree {
             sha: id.to_string(),
             reason,
@@ -298,7 +317,7 @@ impl Remote {
                         url: self.shown(),
                         branch: self.branch.clone(),
                     })?;
-            let id = tip.peel_to_id().map_err(|e| self.fetch_error(e))?;
+            let id = tip.peel_to_id().map_err(|e| self.fetch_failed(&e))?;
             id.to_string()
         };
         self.checkout(&sha)
