@@ -564,3 +564,96 @@ fn two_controllers_follow_one_repository_and_the_survivor_carries_on() {
     eprintln!("one controller killed: the other applied the next commit in {took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
+
+#[test]
+fn a_revision_that_leaves_a_rollback_auto_stack_down_is_rolled_back_and_quarantined() {
+    let name = "git-back";
+    let Some((_turn, f, _server, repo)) = setup(name) else {
+        return;
+    };
+    let web = format!("{name}-web");
+    let guarded = |v: u32, command: &str| {
+        stack(name, v)
+            .replacen("apps:", "rollback: auto\napps:", 1)
+            .replace(
+                "command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1 & wait $$!; done']",
+                command,
+            )
+    };
+    let good =
+        "command: ['sh', '-c', 'trap \"exit 0\" TERM; while :; do sleep 1 & wait $$!; done']";
+    repo.write("stacks/app.yaml", &guarded(1, good));
+    let first = repo.commit_and_push("guarded");
+    let state = tempfile::tempdir().unwrap();
+    let listener = Listener::start();
+    let ctl = f.git_controller(
+        &[
+            "--git",
+            &repo.daemon,
+            "--interval",
+            "1s",
+            "--workdir",
+            state.path().to_str().unwrap(),
+            "--dependency-timeout",
+            "20",
+            "--notify",
+            &listener.url(),
+        ],
+        &[],
+    );
+    wait_until(LONG, "version 1 to be applied", || {
+        runs_version(&f.hosts[0], &web, 1) && revision(&ctl)["applied"]["sha"] == first.as_str()
+    });
+
+    // Version 2 exits at once: the stack goes back to version 1.
+    repo.write(
+        "stacks/app.yaml",
+        &guarded(2, "command: ['sh', '-c', 'exit 3']"),
+    );
+    let bad = repo.commit_and_push("version 2 exits");
+    wait_until(LONG, "the commit to be quarantined", || {
+        let r = revision(&ctl);
+        r["latest"]["sha"] == bad.as_str() && r["latest"]["state"] == "quarantined"
+    });
+    wait_until(LONG, "version 1 to run again", || {
+        runs_version(&f.hosts[0], &web, 1)
+    });
+    let r = revision(&ctl);
+    assert_eq!(r["quarantined"][0]["stack"], name, "{r}");
+    assert_eq!(r["quarantined"][0]["back_to"], first.as_str(), "{r}");
+    assert!(
+        r["quarantined"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not running"),
+        "{r}"
+    );
+    wait_until(LONG, "the rollback notification", || {
+        listener
+            .of("rollback")
+            .iter()
+            .any(|e| e["revision"] == bad.as_str() && e["stack"] == name)
+    });
+    // Not tried again.
+    let recreated = |c: &Controller| {
+        c.metric("drover_actions_total{kind=\"container\",action=\"recreate\",result=\"done\"}")
+            .unwrap_or(0.0)
+    };
+    let before = recreated(&ctl);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(recreated(&ctl), before, "{}", ctl.log());
+    assert!(runs_version(&f.hosts[0], &web, 1));
+
+    // A newer commit clears the quarantine.
+    repo.write("stacks/app.yaml", &guarded(3, good));
+    let fixed = repo.commit_and_push("version 3");
+    wait_until(LONG, "version 3 to run", || {
+        runs_version(&f.hosts[0], &web, 3)
+    });
+    wait_until(LONG, "the fix to be applied", || {
+        let r = revision(&ctl);
+        r["latest"]["sha"] == fixed.as_str()
+            && r["latest"]["state"] == "applied"
+            && r["quarantined"].is_null()
+    });
+}

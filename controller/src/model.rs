@@ -104,6 +104,20 @@ pub struct Stack {
     pub loc: Loc,
     pub volumes: BTreeMap<String, Volume>,
     pub apps: BTreeMap<String, App>,
+    /// `rollback: auto`: a revision that leaves an app of the stack not
+    /// running (or unhealthy) is undone for the stack by the controller.
+    pub rollback: Rollback,
+}
+
+/// A stack's `rollback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rollback {
+    /// Never rolled back: a bad revision stays in force until a fix.
+    #[default]
+    Never,
+    /// Rolled back to the stack's last healthy revision and quarantined.
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -41,7 +41,8 @@ pub struct Latest {
     pub sha: String,
     pub subject: String,
     pub state: RevisionState,
-    /// Its manifests' errors (`file:line:col: message`), when `invalid`.
+    /// Its manifests' errors (`file:line:col: message`) when `invalid`;
+    /// the stacks rolled back when `quarantined`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
@@ -61,6 +62,9 @@ pub struct RevisionStatus {
     /// Why the last fetch failed, while it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_error: Option<String>,
+    /// The `rollback: auto` stacks held at an older revision.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<super::rollback::Quarantine>,
 }
 
 /// Between the fetch task, the webhook and the pass loop.

@@ -23,6 +23,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
+pub mod rollback;
 pub mod schedule;
 pub mod snapshots;
 mod status;
@@ -220,6 +221,8 @@ struct Controller {
     notifier: notify::Notifier,
     /// Events already sent, so that each is said once.
     said: HashSet<(notify::Kind, String)>,
+    /// `rollback: auto` stacks: their last healthy revision, quarantines.
+    rollbacks: rollback::Rollbacks,
 }
 
 impl Controller {
@@ -248,6 +251,7 @@ impl Controller {
             read: None,
             notifier: notify::Notifier::default(),
             said: HashSet::new(),
+            rollbacks: rollback::Rollbacks::default(),
         }
     }
 
@@ -496,6 +500,12 @@ impl Controller {
             // watcher brings the next pass.
             return Instant::now() + self.opts.resync;
         };
+        // A stack quarantined at this commit stays as it was when healthy.
+        let spec = match (&self.follow, &self.in_force) {
+            (Some(_), Some(rev)) => self.rollbacks.spec(spec, &rev.sha),
+            _ => spec,
+        };
+        self.show_quarantines();
         self.sync_watchers(&spec);
         let desired = Arc::new(desired::render(&spec));
 
@@ -621,6 +631,16 @@ impl Controller {
         if let Err(e) = &manifests {
             errors.extend(e.iter().cloned());
         }
+        let rolled_back = self
+            .health_gate(
+                &spec,
+                &desired,
+                &applied.report.outcomes,
+                &conns,
+                &seen,
+                stop,
+            )
+            .await;
         self.revision_done(converged, &errors, &conns, &seen).await;
         let next = self.finish(
             n,
@@ -631,6 +651,10 @@ impl Controller {
             throttled,
         );
         let mut due = Instant::now() + self.opts.resync;
+        if rolled_back {
+            // The stacks go back at once.
+            due = Instant::now();
+        }
         // Hosts and steps that failed are retried soon; invalid manifests
         // are not (they stay invalid until a change, which triggers a pass).
         if !converged && !stop.is_cancelled() {
@@ -834,7 +858,13 @@ impl Controller {
                 ));
             }
             if newest_is_in_force {
-                self.set_latest(&rev, follow::RevisionState::Applied, Vec::new());
+                let held = self.rollbacks.lines();
+                let state = if held.is_empty() {
+                    follow::RevisionState::Applied
+                } else {
+                    follow::RevisionState::Quarantined
+                };
+                self.set_latest(&rev, state, held);
             }
         } else {
             if newest_is_in_force {
@@ -851,6 +881,93 @@ impl Controller {
                 ),
             ));
         }
+    }
+
+    /// With `--git`, after a pass: waits for the `rollback: auto` stacks
+    /// the pass changed to run and be healthy, notes the healthy ones, and
+    /// quarantines this commit for each that is not (when it has a healthy
+    /// revision to go back to). Whether any was rolled back.
+    async fn health_gate(
+        &mut self,
+        spec: &Spec,
+        desired: &Desired,
+        outcomes: &[(Action, Outcome)],
+        conns: &crate::docker::hosts::Connections,
+        seen: &Observed,
+        stop: &CancellationToken,
+    ) -> bool {
+        let Some(rev) = self.in_force.clone().filter(|_| self.follow.is_some()) else {
+            return false;
+        };
+        let guarded = rollback::guarded(spec);
+        if guarded.is_empty() {
+            return false;
+        }
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        let mut changed = BTreeSet::new();
+        for (a, o) in outcomes.iter().filter(|(a, _)| guarded.contains(&a.stack)) {
+            match o {
+                Outcome::Done => {
+                    changed.insert(a.stack.clone());
+                }
+                Outcome::Failed(e) => {
+                    failed.entry(a.stack.clone()).or_insert_with(|| {
+                        format!(
+                            "{} {} `{}` failed: {}",
+                            a.action,
+                            a.kind,
+                            a.name,
+                            crate::docker::without_health_output(&e.to_string())
+                        )
+                    });
+                }
+                Outcome::Skipped(_) | Outcome::Cancelled(_) => {}
+            }
+        }
+        changed.retain(|s| !failed.contains_key(s));
+        let timeout = self.opts.apply.dependency_timeout;
+        failed.extend(rollback::wait_healthy(desired, changed.clone(), conns, timeout, stop).await);
+        for stack in &guarded {
+            let healthy = if changed.contains(stack) {
+                !failed.contains_key(stack)
+            } else {
+                !failed.contains_key(stack) && rollback::is_healthy(desired, seen, stack)
+            };
+            if healthy {
+                self.rollbacks.healthy_at(spec, stack, &rev.sha);
+            }
+        }
+        let mut rolled = false;
+        for (stack, reason) in failed {
+            let Some(q) = self
+                .rollbacks
+                .quarantine(spec, &stack, &rev.sha, reason.clone())
+            else {
+                tracing::warn!(stack = %stack, reason = %reason, "a rollback: auto stack is not healthy, and has no other healthy revision to go back to");
+                continue;
+            };
+            rolled = true;
+            tracing::error!(stack = %stack, sha = %rev.sha, back_to = %q.back_to, reason = %reason, "rolling the stack back; this commit is quarantined for it");
+            self.notifier.send(
+                notify::Event::new(notify::Kind::Rollback, Some(&rev.sha), q.line()).on(
+                    Some(&stack),
+                    None,
+                    None,
+                ),
+            );
+        }
+        self.show_quarantines();
+        rolled
+    }
+
+    /// `/healthz` lists the stacks held at an older revision.
+    fn show_quarantines(&self) {
+        let held: Vec<_> = self.rollbacks.quarantined.values().cloned().collect();
+        self.shared.update(|s| {
+            if let Some(r) = s.revision.as_mut() {
+                r.quarantined = held;
+            }
+        });
     }
 
     /// Records which hosts answered; an unreachable one backs off.

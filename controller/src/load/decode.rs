@@ -21,7 +21,7 @@ use crate::load::interpolate::{interpolate, parse_env_file, Env};
 use crate::load::yaml::{Node, Value};
 use crate::model::{
     App, At, BackupSchedule, Condition, Consistency, Healthcheck, Host, KeepPolicy, Pull,
-    Repository, Restart, SnapshotSchedule, Stack, Text, Tls, Volume, VolumeFrom,
+    Repository, Restart, Rollback, SnapshotSchedule, Stack, Text, Tls, Volume, VolumeFrom,
 };
 
 pub const KINDS: &[&str] = &["Cluster", "Stack"];
@@ -40,7 +40,7 @@ pub const BACKUP_FIELDS: &[&str] = &["to", "every", "keep"];
 pub const KEEP_FIELDS: &[&str] = &["last", "hourly", "daily", "weekly", "monthly"];
 pub const HOST_FIELDS: &[&str] = &["endpoint", "address", "labels", "tls"];
 pub const TLS_FIELDS: &[&str] = &["ca", "cert", "key"];
-pub const STACK_FIELDS: &[&str] = &["kind", "name", "volumes", "apps"];
+pub const STACK_FIELDS: &[&str] = &["kind", "name", "volumes", "apps", "rollback"];
 pub const VOLUME_FIELDS: &[&str] = &[
     "driver",
     "driver_opts",
@@ -615,12 +615,21 @@ fn stack(ctx: &mut Ctx, node: &Node) -> Option<Stack> {
             }
         }
     }
+    let rollback = f.get("rollback").map_or(Some(Rollback::Never), |r| {
+        choice(
+            ctx,
+            r,
+            "`rollback`",
+            &[("auto", Rollback::Auto), ("never", Rollback::Never)],
+        )
+    });
     let name = name?;
     Some(Stack {
         name: name.value,
         loc: name.loc,
         volumes,
         apps,
+        rollback: rollback?,
     })
 }
 

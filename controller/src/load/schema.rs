@@ -106,6 +106,21 @@ struct Stack {
     volumes: Option<BTreeMap<String, Option<Volume>>>,
     #[serde(default)]
     apps: Option<BTreeMap<String, App>>,
+    /// `auto`: when the controller applies a new Git revision and an app
+    /// of this stack is not running (and healthy, with a healthcheck)
+    /// within the dependency timeout, the stack goes back to its last
+    /// healthy revision and the new one is quarantined until a newer
+    /// commit. Data is never rolled back. `never` by default.
+    #[serde(default)]
+    rollback: Option<RollbackName>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum RollbackName {
+    Auto,
+    Never,
 }
 
 /// A named data volume. Its data follows the apps that mount it.
