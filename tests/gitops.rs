@@ -657,3 +657,67 @@ fn a_revision_that_leaves_a_rollback_auto_stack_down_is_rolled_back_and_quaranti
             && r["quarantined"].is_null()
     });
 }
+
+#[test]
+fn a_repository_over_ssh_is_followed_with_a_key_and_an_unknown_host_key_is_refused() {
+    let name = "git-ssh";
+    let Some((_turn, f, server, repo)) = setup(name) else {
+        return;
+    };
+    let web = format!("{name}-web");
+    let ssh = server.start_ssh();
+    let url = ssh.url(&server, &repo);
+    let state = tempfile::tempdir().unwrap();
+    let key = ssh.key.to_str().unwrap();
+    // A known-hosts file without the server's key: refused, and said.
+    let empty = state.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let stranger = f.git_controller(
+        &[
+            "--git",
+            &url,
+            "--interval",
+            "1s",
+            "--workdir",
+            state.path().join("a").to_str().unwrap(),
+            "--ssh-key",
+            key,
+            "--known-hosts",
+            empty.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_until(LONG, "the fetch to fail", || {
+        revision(&stranger)["fetch_error"].is_string()
+    });
+    eprintln!("unknown host key: {}", revision(&stranger)["fetch_error"]);
+    assert!(inspect(&f.hosts[0], &web, "{{.Id}}").is_none());
+    drop(stranger);
+
+    let ctl = f.git_controller(
+        &[
+            "--git",
+            &url,
+            "--interval",
+            "1s",
+            "--workdir",
+            state.path().join("b").to_str().unwrap(),
+            "--ssh-key",
+            key,
+            "--known-hosts",
+            ssh.known_hosts.to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_until(LONG, "version 1 to run", || {
+        runs_version(&f.hosts[0], &web, 1)
+    });
+    repo.write("stacks/app.yaml", &stack(name, 2));
+    let sha = repo.commit_and_push("version 2");
+    wait_until(LONG, "version 2 to run", || {
+        runs_version(&f.hosts[0], &web, 2)
+    });
+    wait_until(LONG, "the revision to be applied", || {
+        revision(&ctl)["applied"]["sha"] == sha.as_str()
+    });
+}

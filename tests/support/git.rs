@@ -180,6 +180,90 @@ $HTTP["url"] =~ "^/git" {{
     }
 }
 
+/// An SSH server on loopback that lets one key in, for `ssh://` URLs.
+pub struct SshServer {
+    pub port: u16,
+    /// The client's private key, and a known-hosts file with the server's.
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    child: Child,
+}
+
+impl GitServer {
+    /// Starts sshd on loopback for the repositories of this server.
+    pub fn start_ssh(&self) -> SshServer {
+        let dir = self.root.path().join("ssh");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let keygen = |file: &str| {
+            let o = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(file))
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "ssh-keygen: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        keygen("host_key");
+        keygen("client_key");
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let conf = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile {d}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), conf).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd starts");
+        super::wait_until(Duration::from_secs(20), "sshd to listen", || {
+            listening(port)
+        });
+        let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let mut fields = host_key.split_whitespace();
+        let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+        std::fs::write(
+            dir.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {kind} {key}\n"),
+        )
+        .unwrap();
+        SshServer {
+            port,
+            key: dir.join("client_key"),
+            known_hosts: dir.join("known_hosts"),
+            child,
+        }
+    }
+}
+
+impl SshServer {
+    /// The `ssh://` URL of `repo`.
+    pub fn url(&self, server: &GitServer, repo: &Repo) -> String {
+        format!(
+            "ssh://root@127.0.0.1:{}{}/{}.git",
+            self.port,
+            server.repos().display(),
+            repo.name
+        )
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for GitServer {
     fn drop(&mut self) {
         for c in [self.daemon.take(), self.http.take()].into_iter().flatten() {

@@ -184,6 +184,13 @@ impl Remote {
             }
             source = s.source();
         }
+        if self.ssh_command().is_some() && reason.contains("failed to fill whole buffer") {
+            // ssh closed the connection; its own words went to stderr.
+            reason.push_str(
+                " (ssh closed the connection: is the server's key in --known-hosts, and \
+                 --ssh-key one it accepts? ssh's message is in the log)",
+            );
+        }
         self.fetch_error(reason)
     }
 
