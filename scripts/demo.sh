@@ -4,7 +4,8 @@
 # guestbook stack across them, change it, and move its data to the other
 # host and back; snapshot and restore its data, and back it up into a
 # restic-format repository; then run the controller,
-# which heals drift and applies an edit by itself. Needs root and Debian's packages (installed here).
+# which heals drift and applies an edit by itself, and last follows a Git
+# repository: a push is applied and its commit shown. Needs root and Debian's packages (installed here).
 # The hosts stay up afterwards; `scripts/test-hosts.sh down` removes them.
 set -euo pipefail
 . "$(dirname "$0")/as-root.sh"
@@ -104,5 +105,30 @@ curl -s 127.0.0.1:9090/metrics | grep -E "^drover_(passes|heals|manifests_valid)
 kill -TERM "$ctl"; wait "$ctl" || true
 printf '\nthe controller logged:\n'
 grep -E "planned|pass finished" "$work/controller.log" | tail -6 | cut -c1-200
+
+printf '\n# or let the controller follow a Git repository itself\n'
+export GIT_AUTHOR_NAME=demo GIT_AUTHOR_EMAIL=demo@example.test GIT_COMMITTER_NAME=demo GIT_COMMITTER_EMAIL=demo@example.test
+git init -q --bare -b main "$work/manifests.git"
+git -C "$dir" init -q -b main
+git -C "$dir" add -A
+git -C "$dir" commit -q -m "the guestbook"
+git -C "$dir" push -q "$work/manifests.git" HEAD:main
+printf '$ drover controller --git %s --interval 2s --listen 127.0.0.1:9090 &\n' "$work/manifests.git"
+drover controller --git "$work/manifests.git" --interval 2s --workdir "$work/git-state" \
+  --listen 127.0.0.1:9090 2> "$work/controller.log" &
+ctl=$!
+until curl -sf 127.0.0.1:9090/healthz 2>/dev/null | grep -q '"state":"applied"'; do sleep 0.5; done
+printf '\n# commit and push an edit: the controller fetches and applies it\n'
+sed -i 's/EVERY: "2"/EVERY: "4"/' "$dir/guestbook.yaml"
+git -C "$dir" commit -q -am "reader: every 4 s"
+git -C "$dir" push -q "$work/manifests.git" HEAD:main
+sha=$(git -C "$dir" rev-parse HEAD)
+until $node_b inspect -f '{{range .Config.Env}}{{println .}}{{end}}' guestbook-reader 2>/dev/null | grep -qx 'EVERY=4'; do sleep 0.2; done
+until curl -sf 127.0.0.1:9090/healthz | grep -q "\"applied\":{\"sha\":\"$sha\""; do sleep 0.2; done
+echo "guestbook-reader now runs with EVERY=4, from commit ${sha:0:12}"
+printf '\n$ curl -s 127.0.0.1:9090/healthz | jq .revision\n'
+curl -s 127.0.0.1:9090/healthz | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["revision"], indent=2))'
+kill -TERM "$ctl"; wait "$ctl" || true
+step drover status "$dir"
 
 printf '\nThe hosts are still up: try `%s status %s`, or remove them with `scripts/test-hosts.sh down`.\n' "$drover" "examples/demo"
