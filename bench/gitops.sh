@@ -142,7 +142,7 @@ hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$ctl/status")
 stop_controller
 
 b=$(median "${base[@]}"); h=$(median "${hooked[@]}"); p=$(median "${polled[@]}")
-printf 'drover %s; %s pushes each; medians\n\n' "$("$DROVER_BIN" --version)" "$PUSHES"
+printf '%s; %s pushes each; medians\n\n' "$("$DROVER_BIN" --version)" "$PUSHES"
 printf '%-44s %8s s\n' "engine replacing the container (docker CLI)" "$b"
 printf '%-44s %8s s   (%s s over the engine; target <= 1.5 s)\n' "push -> running, webhook" "$h" \
     "$(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.3f}')" "$h" "$b")"

@@ -721,3 +721,64 @@ fn a_repository_over_ssh_is_followed_with_a_key_and_an_unknown_host_key_is_refus
         revision(&ctl)["applied"]["sha"] == sha.as_str()
     });
 }
+
+#[test]
+fn a_commit_past_the_bounds_is_refused_and_the_revision_in_force_stays() {
+    let name = "git-big";
+    let Some((_turn, f, _server, repo)) = setup(name) else {
+        return;
+    };
+    let web = format!("{name}-web");
+    let first = git_head(&repo);
+    let state = tempfile::tempdir().unwrap();
+    let ctl = f.git_controller(
+        &[
+            "--git",
+            &repo.daemon,
+            "--interval",
+            "1s",
+            "--workdir",
+            state.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_until(LONG, "version 1 to run", || {
+        runs_version(&f.hosts[0], &web, 1)
+    });
+    let refused = |what: &str| {
+        wait_until(LONG, &format!("{what} to be refused"), || {
+            revision(&ctl)["fetch_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(what))
+        });
+        let r = revision(&ctl);
+        eprintln!("refused: {}", r["fetch_error"]);
+        assert_eq!(r["applied"]["sha"], first.as_str(), "{r}");
+        assert!(runs_version(&f.hosts[0], &web, 1));
+    };
+    // More entries than a tree may hold (files that are not manifests).
+    let many = repo.work.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..20_001 {
+        std::fs::write(many.join(format!("{i}.txt")), "x").unwrap();
+    }
+    repo.write("stacks/app.yaml", &stack(name, 2));
+    repo.commit_and_push("too many files");
+    refused("more than 20000 entries");
+    // Folders nested deeper than a tree may.
+    std::fs::remove_dir_all(&many).unwrap();
+    let deep: String = (0..100).map(|i| format!("d{i}/")).collect();
+    repo.write(&format!("{deep}note.txt"), "deep");
+    repo.commit_and_push("too deep");
+    refused("deeper than");
+    // Back within the bounds: applied.
+    std::fs::remove_dir_all(repo.work.join("d0")).unwrap();
+    let fine = repo.commit_and_push("within bounds");
+    wait_until(LONG, "version 2 to run", || {
+        runs_version(&f.hosts[0], &web, 2)
+    });
+    wait_until(LONG, "the commit to be applied", || {
+        let r = revision(&ctl);
+        r["applied"]["sha"] == fine.as_str() && r["fetch_error"].is_null()
+    });
+}

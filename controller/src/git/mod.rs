@@ -18,8 +18,10 @@ use gix::bstr::ByteSlice;
 
 /// At most this many entries are written for one commit's manifest folder…
 pub const MAX_ENTRIES: usize = 20_000;
-/// …and at most this many bytes.
+/// …and at most this many bytes…
 pub const MAX_BYTES: u64 = 256 << 20;
+/// …in folders nested at most this deep.
+pub const MAX_DEPTH: usize = 32;
 
 /// How to reach the remote.
 #[derive(Clone, Default)]
@@ -432,6 +434,7 @@ fn revision(repo: &gix::Repository, id: gix::ObjectId) -> Result<Revision, Strin
 struct Budget {
     entries: usize,
     bytes: u64,
+    depth: usize,
 }
 
 /// A name of a tree entry that is safe to write: one path component.
@@ -468,9 +471,16 @@ fn write_tree(
         let path = into.join(name);
         match entry.kind() {
             EntryKind::Tree => {
+                if budget.depth >= MAX_DEPTH {
+                    return Err(format!(
+                        "the manifest folder nests folders deeper than {MAX_DEPTH}"
+                    ));
+                }
                 let sub = repo.find_tree(entry.oid()).map_err(|e| e.to_string())?;
                 std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+                budget.depth += 1;
                 write_tree(repo, &sub, &path, budget)?;
+                budget.depth -= 1;
             }
             EntryKind::Blob | EntryKind::BlobExecutable | EntryKind::Link => {
                 let blob = repo.find_blob(entry.oid()).map_err(|e| e.to_string())?;
