@@ -192,7 +192,7 @@ fixture_tests! {
     several_errors_in_two_files_are_reported_at_once: "several-errors-at-once";
     a_file_that_is_not_utf8_points_at_the_first_bad_byte: "non-utf8-file" => write_latin1_manifest;
     errors_about_secret_values_do_not_show_them: "secret-values-are-never-shown";
-    a_compose_condition_name_gets_a_hint: "compose-condition-name";
+    compose_fields_in_a_drover_stack_are_named_never_taken_for_others: "compose-fields-in-a-drover-stack";
     a_host_path_mount_is_refused: "host-path-mount";
     an_empty_value_points_at_its_key: "empty-values";
     two_stacks_whose_names_join_to_the_same_object_name_are_an_error: "object-name-clash";

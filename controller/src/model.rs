@@ -305,7 +305,8 @@ pub struct Mount {
 /// Durations are kept in nanoseconds, as Docker takes them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Healthcheck {
-    /// `["NONE"]` disables the image's healthcheck.
+    /// `["NONE"]` disables the image's healthcheck; empty keeps the
+    /// image's test (with the timings given here).
     pub test: Vec<Text>,
     pub interval_ns: Option<u64>,
     pub timeout_ns: Option<u64>,
@@ -314,9 +315,10 @@ pub struct Healthcheck {
 }
 
 impl Healthcheck {
-    /// Whether Docker will report health for a container with this check.
+    /// Whether Docker will report health for a container with this check
+    /// whatever its image says.
     pub fn is_enabled(&self) -> bool {
-        self.test.first().map(Text::expose) != Some("NONE")
+        self.test.first().is_some_and(|t| t.expose() != "NONE")
     }
 }
 

@@ -210,6 +210,24 @@ fn fields<'n>(ctx: &mut Ctx, node: &'n Node, what: &str, known: &[&str]) -> Opti
         };
         if known.contains(&name) {
             out.push((name, k, v));
+        } else if name.starts_with("x-") {
+            // An extension field, as in Compose: for anchors, or for tools.
+        } else if let Some(way_out) = compose_field(what, name) {
+            // A field of Compose's is never "corrected" into a drover field
+            // of another meaning (`hostname` is not `host`).
+            ctx.error_hint(
+                k.pos,
+                format!("{what} does not take Compose's field `{name}`"),
+                Some(way_out),
+            );
+        } else if let Some((near, way_out)) = near_compose_field(what, name, known) {
+            // A typo of a Compose field drover does not take is no typo of
+            // a drover field that merely looks alike.
+            ctx.error_hint(
+                k.pos,
+                format!("unknown field `{name}` in {what}"),
+                Some(format!("it looks like Compose's `{near}`: {way_out}")),
+            );
         } else {
             let hint = similar(name, known.iter().copied()).or_else(|| {
                 Some(format!(
@@ -225,6 +243,131 @@ fn fields<'n>(ctx: &mut Ctx, node: &'n Node, what: &str, known: &[&str]) -> Opti
         }
     }
     Some(Fields { entries: out })
+}
+
+/// Every field of a Compose service, as the Compose Specification lists them.
+pub const COMPOSE_SERVICE_FIELDS: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "build",
+    "cgroup",
+    "cgroup_parent",
+    "command",
+    "configs",
+    "container_name",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "depends_on",
+    "deploy",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "entrypoint",
+    "env_file",
+    "environment",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "healthcheck",
+    "hostname",
+    "image",
+    "init",
+    "ipc",
+    "isolation",
+    "label_file",
+    "labels",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "profiles",
+    "provider",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "user",
+    "userns_mode",
+    "uts",
+    "volumes",
+    "volumes_from",
+    "working_dir",
+];
+
+/// What to do about Compose's `field` written in an app of a drover Stack
+/// that does not take it; `None` when it is no Compose field.
+fn compose_field(what: &str, field: &str) -> Option<String> {
+    if !what.starts_with("app ") || !COMPOSE_SERVICE_FIELDS.contains(&field) {
+        return None;
+    }
+    Some(match field {
+        "build" => "drover does not build images: build and push the image, then name it in `image:`".into(),
+        "mem_limit" => "drover writes it `memory:`, as in `memory: 512m`".into(),
+        "pull_policy" => "drover writes it `pull:` (`missing`, `always` or `never`)".into(),
+        "deploy" => "write `memory:` and `cpus:` on the app; replicas and placement are the manifests' `host:`".into(),
+        _ => format!("drover does not support `{field}` yet; docs/compose.md lists what it takes"),
+    })
+}
+
+/// For a misspelt field of an app, the Compose field it is closest to when
+/// that is closer than any field `known` and not one of them, with what to
+/// do about it.
+fn near_compose_field(what: &str, name: &str, known: &[&str]) -> Option<(&'static str, String)> {
+    if !what.starts_with("app ") {
+        return None;
+    }
+    let score = |c: &str| strsim::jaro_winkler(name, c);
+    let best_known = known.iter().map(|k| score(k)).fold(0.0, f64::max);
+    let (near, s) = COMPOSE_SERVICE_FIELDS
+        .iter()
+        .filter(|f| !known.contains(f))
+        .map(|f| (*f, score(f)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (s >= 0.8 && s > best_known).then(|| (near, compose_field(what, near).unwrap_or_default()))
 }
 
 /// A mapping's entries; `null` counts as an empty mapping, as in Compose.
@@ -1229,18 +1372,15 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                 if v.value != Value::Null {
                     if let Some(f) = fields(ctx, v, "a `depends_on` entry", DEPENDS_ON_FIELDS) {
                         if let Some(c) = f.get("condition") {
-                            let s = c.as_scalar().unwrap_or("");
-                            if s == "service_healthy" || s == "service_started" {
+                            if c.as_scalar() == Some("service_completed_successfully") {
                                 ctx.error_hint(
                                     c.pos,
-                                    format!("unknown condition `{s}`"),
-                                    Some(format!(
-                                        "drover writes Compose's `{s}` as `{}`",
-                                        s.trim_start_matches("service_")
-                                    )),
+                                    "drover does not support `service_completed_successfully` yet",
+                                    Some("run the one-off job before applying, or make the app wait for it itself".into()),
                                 );
                                 continue;
                             }
+                            // Compose's spellings mean the same.
                             match choice(
                                 ctx,
                                 c,
@@ -1248,6 +1388,8 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                                 &[
                                     ("started", Condition::Started),
                                     ("healthy", Condition::Healthy),
+                                    ("service_started", Condition::Started),
+                                    ("service_healthy", Condition::Healthy),
                                 ],
                             ) {
                                 Some(c) => cond = c,
@@ -1298,16 +1440,8 @@ fn healthcheck(ctx: &mut Ctx, node: &Node) -> Option<Healthcheck> {
         vec![Text::plain("NONE")]
     } else {
         match f.get("test") {
-            None => {
-                ctx.error_hint(
-                    node.pos,
-                    "`healthcheck` has no `test`",
-                    Some(
-                        "for example `test: [\"CMD\", \"pg_isready\"]`, or `disable: true`".into(),
-                    ),
-                );
-                return None;
-            }
+            // As in Compose: the image's own check, with the timings given.
+            None => Vec::new(),
             Some(t) => match &t.value {
                 Value::Seq(items) => {
                     let test: Vec<Text> = items
@@ -1337,8 +1471,10 @@ fn healthcheck(ctx: &mut Ctx, node: &Node) -> Option<Healthcheck> {
     let timeout_ns = dur("timeout");
     let start_period_ns = dur("start_period");
     let retries = f.get("retries").and_then(|r| {
-        let s = string(ctx, r, "`retries`")?;
-        s.parse::<u32>()
+        let s = text(ctx, r, "`retries`")?;
+        s.expose()
+            .trim()
+            .parse::<u32>()
             .map_err(|_| {
                 ctx.error(
                     r.pos,

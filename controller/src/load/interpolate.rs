@@ -1,8 +1,10 @@
 //! `${VAR}` interpolation with Compose's rules, and `env_file` parsing.
 //!
 //! Supported forms: `$VAR`, `${VAR}`, `${VAR:-default}` (unset or empty),
-//! `${VAR-default}` (unset), `${VAR:?message}` / `${VAR?message}` (required),
-//! and `$$` for a literal `$`. A string that uses any variable is a secret.
+//! `${VAR-default}` (unset), `${VAR:+alternative}` / `${VAR+alternative}`,
+//! `${VAR:?message}` / `${VAR?message}` (required), defaults that hold
+//! references themselves, and `$$` for a literal `$`; any other `$` is kept.
+//! A string that a value from the environment reaches is a secret.
 
 /// The process environment, or a fixed map in tests.
 pub trait Env: Sync {
@@ -24,6 +26,21 @@ impl Env for std::collections::BTreeMap<String, String> {
     }
 }
 
+/// drover's environment over the variables of a `.env` file, as Compose
+/// layers them: a variable set in the environment wins.
+pub struct WithDotEnv<'a> {
+    pub process: &'a dyn Env,
+    pub file: std::collections::BTreeMap<String, String>,
+}
+
+impl Env for WithDotEnv<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.process
+            .get(name)
+            .or_else(|| self.file.get(name).cloned())
+    }
+}
+
 /// Why a string could not be interpolated. Never carries a variable's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterpolationError {
@@ -31,12 +48,30 @@ pub struct InterpolationError {
     pub hint: Option<String>,
 }
 
-/// Returns the interpolated string and whether any variable was used.
+/// Returns the interpolated string and whether a value from the
+/// environment reached it (then the string is a secret). A default written
+/// in the file is no secret: whoever reads the file sees it.
 pub fn interpolate(input: &str, env: &dyn Env) -> Result<(String, bool), InterpolationError> {
     if !input.contains('$') {
         return Ok((input.to_string(), false));
     }
     let mut out = String::with_capacity(input.len());
+    let used = substitute(input, env, &mut out)?;
+    Ok((out, used))
+}
+
+fn is_name_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Appends `input` with its references replaced to `out`; whether a value
+/// from the environment was used. As in Compose, a `$` that starts neither
+/// a name nor `${` is kept as it is (`$(date)`, a regex's `$`).
+fn substitute(input: &str, env: &dyn Env, out: &mut String) -> Result<bool, InterpolationError> {
     let mut used = false;
     let mut rest = input;
     while let Some(i) = rest.find('$') {
@@ -46,40 +81,52 @@ pub fn interpolate(input: &str, env: &dyn Env) -> Result<(String, bool), Interpo
             out.push('$');
             rest = r;
         } else if let Some(body) = after.strip_prefix('{') {
-            let Some(end) = body.find('}') else {
-                return Err(InterpolationError {
-                    message: "unterminated `${` in value".into(),
-                    hint: Some("write `$$` for a literal `$`".into()),
-                });
-            };
-            out.push_str(&expand(&body[..end], env)?);
-            used = true;
+            let end = closing_brace(body).ok_or_else(|| InterpolationError {
+                message: "unterminated `${` in value".into(),
+                hint: Some("write `$$` for a literal `$`".into()),
+            })?;
+            used |= expand(&body[..end], env, out)?;
             rest = &body[end + 1..];
-        } else {
+        } else if after.starts_with(is_name_start) {
             let len = after
-                .char_indices()
-                .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
-                .map(|(_, c)| c.len_utf8())
-                .sum::<usize>();
-            if len == 0 || after.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(InterpolationError {
-                    message: "a `$` that starts no variable".into(),
-                    hint: Some("write `$$` for a literal `$`".into()),
-                });
-            }
-            out.push_str(&expand(&after[..len], env)?);
-            used = true;
+                .find(|c: char| !is_name_char(c))
+                .unwrap_or(after.len());
+            used |= expand(&after[..len], env, out)?;
             rest = &after[len..];
+        } else {
+            out.push('$');
+            rest = after;
         }
     }
     out.push_str(rest);
-    Ok((out, used))
+    Ok(used)
 }
 
-fn expand(body: &str, env: &dyn Env) -> Result<String, InterpolationError> {
-    let name_len = body
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(body.len());
+/// Where the `}` that closes a `${` is in `body` (the text after `${`),
+/// skipping the braces of references nested in a default.
+fn closing_brace(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'$') => i += 1,
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Expands the inside of one `${…}` (or a bare name) into `out`.
+fn expand(body: &str, env: &dyn Env, out: &mut String) -> Result<bool, InterpolationError> {
+    let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
     let (name, op) = body.split_at(name_len);
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(InterpolationError {
@@ -88,30 +135,58 @@ fn expand(body: &str, env: &dyn Env) -> Result<String, InterpolationError> {
         });
     }
     let value = env.get(name);
-    let missing = |message: String| InterpolationError {
+    let set = value.is_some();
+    let nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
+    let missing = |message: String| {
+        InterpolationError {
         message,
         hint: Some(format!(
-            "set `{name}` in drover's environment, or give a default: `${{{name}:-value}}`"
+            "set `{name}` in drover's environment or a `.env` file beside the manifest, or give a default: `${{{name}:-value}}`"
         )),
+    }
     };
-    match op {
-        "" => value.ok_or_else(|| missing(format!("variable `{name}` is not set"))),
-        _ if op.starts_with(":-") => Ok(value.filter(|v| !v.is_empty()).unwrap_or_else(|| op[2..].to_string())),
-        _ if op.starts_with('-') => Ok(value.unwrap_or_else(|| op[1..].to_string())),
-        _ if op.starts_with(":?") || op.starts_with('?') => {
-            let msg = op.trim_start_matches(':')[1..].trim();
-            match value {
-                Some(v) if !(op.starts_with(':') && v.is_empty()) => Ok(v),
-                _ => Err(missing(if msg.is_empty() {
-                    format!("variable `{name}` is required")
-                } else {
-                    format!("variable `{name}` is required: {msg}")
-                })),
+    // The word after the operator is itself interpolated, only when used.
+    let (colon, op) = match op.strip_prefix(':') {
+        Some(rest) => (true, rest),
+        None => (false, op),
+    };
+    let present = if colon { nonempty } else { set };
+    let word = op.get(1..).unwrap_or("");
+    match op.chars().next() {
+        None if !colon => match value {
+            Some(v) => {
+                out.push_str(&v);
+                Ok(true)
             }
+            None => Err(missing(format!("variable `{name}` is not set"))),
+        },
+        Some('-') if present => {
+            out.push_str(value.as_deref().unwrap_or(""));
+            Ok(true)
+        }
+        Some('-') => substitute(word, env, out),
+        Some('+') if present => substitute(word, env, out),
+        Some('+') => Ok(false),
+        Some('?') if present => {
+            out.push_str(value.as_deref().unwrap_or(""));
+            Ok(true)
+        }
+        Some('?') => {
+            let mut msg = String::new();
+            substitute(word, env, &mut msg)?;
+            let msg = msg.trim();
+            Err(missing(if msg.is_empty() {
+                format!("variable `{name}` is required")
+            } else {
+                format!("variable `{name}` is required: {msg}")
+            }))
         }
         _ => Err(InterpolationError {
             message: format!("unsupported substitution `${{{body}}}`"),
-            hint: Some("drover supports `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `${VAR:?message}`".into()),
+            hint: Some(
+                "drover supports `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alternative}` and `${VAR:?message}`"
+                    .into(),
+            ),
         }),
     }
 }
@@ -182,6 +257,51 @@ mod tests {
     }
 
     #[test]
+    fn defaults_nest_as_in_compose() {
+        let e = env();
+        assert_eq!(interpolate("${NOPE:-x${B:-y}z}", &e).unwrap().0, "xyz");
+        assert_eq!(
+            interpolate("${NOPE:-${A}}", &e).unwrap(),
+            ("1".into(), true)
+        );
+        assert_eq!(interpolate("${A:-${NOPE}}", &e).unwrap().0, "1");
+        assert_eq!(interpolate("${NOPE:-a$${b}}c", &e).unwrap().0, "a${b}c");
+        assert_eq!(
+            interpolate("${A:+on}|${NOPE:+on}|${EMPTY+set}", &e)
+                .unwrap()
+                .0,
+            "on||set"
+        );
+        let err = interpolate("${NOPE:?need $A}", &e).unwrap_err();
+        assert!(err.message.ends_with("need 1"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_default_written_in_the_file_is_no_secret() {
+        let e = env();
+        assert_eq!(
+            interpolate("${NOPE:-/srv/x}", &e).unwrap(),
+            ("/srv/x".into(), false)
+        );
+        assert_eq!(interpolate("${NOPE-}", &e).unwrap(), (String::new(), false));
+        assert!(interpolate("${EMPTY:-d}${A}", &e).unwrap().1);
+    }
+
+    #[test]
+    fn a_dollar_that_starts_no_variable_is_kept() {
+        let e = env();
+        assert_eq!(
+            interpolate("$(date +%s)", &e).unwrap(),
+            ("$(date +%s)".into(), false)
+        );
+        assert_eq!(interpolate("^/api/.*$", &e).unwrap().0, "^/api/.*$");
+        assert_eq!(
+            interpolate("cost: 5$ or $1", &e).unwrap().0,
+            "cost: 5$ or $1"
+        );
+    }
+
+    #[test]
     fn unset_variable_is_an_error_naming_it_and_not_its_value() {
         let err = interpolate("${NOPE}", &env()).unwrap_err();
         assert_eq!(err.message, "variable `NOPE` is not set");
@@ -192,8 +312,9 @@ mod tests {
     #[test]
     fn malformed_references_are_errors() {
         assert!(interpolate("${A", &env()).is_err());
-        assert!(interpolate("cost: 5$", &env()).is_err());
+        assert!(interpolate("${NOPE:-${A}", &env()).is_err());
         assert!(interpolate("${A/x/y}", &env()).is_err());
+        assert!(interpolate("${1A}", &env()).is_err());
     }
 
     #[test]

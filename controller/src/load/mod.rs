@@ -12,7 +12,7 @@ pub mod validate;
 pub mod values;
 pub mod yaml;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use crate::diag::Pos;
 use crate::diag::{Diagnostic, Diagnostics, Loc};
 use crate::load::decode::{Ctx, Document, Parsed};
 use crate::load::files::io_reason;
-use crate::load::interpolate::Env;
+use crate::load::interpolate::{Env, WithDotEnv};
 use crate::load::yaml::Limits;
 use crate::model::Spec;
 
@@ -82,6 +82,15 @@ pub fn parse_dir(
         diags,
     )?;
     files.sort();
+    let mut dot_envs = DotEnvs::new();
+    for rel in &files {
+        let folder = root.join(rel);
+        let folder = folder.parent().unwrap_or(&root).to_path_buf();
+        if let std::collections::hash_map::Entry::Vacant(e) = dot_envs.entry(folder) {
+            let vars = dot_env(dir, &root, e.key(), diags);
+            e.insert(vars);
+        }
+    }
 
     // Files are read and parsed on a few threads; the results are merged in
     // path order, so the outcome does not depend on the threads.
@@ -95,9 +104,10 @@ pub fn parse_dir(
             .chunks(chunk)
             .map(|part| {
                 let root = &root;
+                let dot_envs = &dot_envs;
                 scope.spawn(move || {
                     part.iter()
-                        .map(|rel| parse_file(dir, root, rel, env))
+                        .map(|rel| parse_file(dir, root, rel, env, dot_envs))
                         .collect::<Vec<_>>()
                 })
             })
@@ -154,7 +164,16 @@ struct FileResult {
     diags: Vec<Diagnostic>,
 }
 
-fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult {
+/// The variables of each folder's `.env`, by the folder's real path.
+type DotEnvs = HashMap<PathBuf, std::collections::BTreeMap<String, String>>;
+
+fn parse_file(
+    dir: &Path,
+    root: &Path,
+    rel: &Path,
+    env: &dyn Env,
+    dot_envs: &DotEnvs,
+) -> FileResult {
     let shown: Arc<str> = Arc::from(dir.join(rel).display().to_string());
     let path = root.join(rel);
     let mut out = FileResult {
@@ -170,15 +189,20 @@ fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult 
             return out;
         }
     };
+    let file_dir = path.parent().unwrap_or(root).to_path_buf();
+    let env = WithDotEnv {
+        process: env,
+        file: dot_envs.get(&file_dir).cloned().unwrap_or_default(),
+    };
     match yaml::parse_documents(&src, Limits::default()) {
         Ok(nodes) => {
             let mut ctx = Ctx {
                 file: Arc::clone(&shown),
                 src: &src,
-                file_dir: path.parent().unwrap_or(root).to_path_buf(),
+                file_dir,
                 root,
                 root_shown: dir,
-                env,
+                env: &env,
                 diags: &mut out.diags,
             };
             out.docs = nodes
@@ -197,6 +221,55 @@ fn parse_file(dir: &Path, root: &Path, rel: &Path, env: &dyn Env) -> FileResult 
     }
     out.src = Some(src);
     out
+}
+
+/// The variables of the `.env` file in `file_dir`, if there is one, for
+/// interpolation as in Compose. A line that is not `KEY=VALUE` is located
+/// but never shown: it may hold a secret.
+fn dot_env(
+    dir: &Path,
+    root: &Path,
+    file_dir: &Path,
+    diags: &mut Vec<Diagnostic>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut vars = std::collections::BTreeMap::new();
+    let path = file_dir.join(".env");
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return vars;
+    };
+    let rel = path.strip_prefix(root).unwrap_or(&path);
+    let shown: Arc<str> = Arc::from(dir.join(rel).display().to_string());
+    let start = Loc::new(&shown, Pos { line: 1, col: 1 });
+    let inside = path.canonicalize().is_ok_and(|p| p.starts_with(root));
+    if meta.file_type().is_symlink() && !inside {
+        diags.push(Diagnostic::new(
+            start,
+            "`.env` is a symlink that leads outside the manifest directory (or nowhere)",
+        ));
+        return vars;
+    }
+    let text = match crate::load::files::read_limited(&path, files::MAX_ENV_FILE_BYTES) {
+        Ok(t) => t,
+        Err(reason) => {
+            diags.push(Diagnostic::new(
+                start,
+                format!("`.env` cannot be read: {reason}"),
+            ));
+            return vars;
+        }
+    };
+    for (line, entry) in interpolate::parse_env_file(&text) {
+        match entry {
+            Ok((k, v)) => {
+                vars.insert(k, v);
+            }
+            Err(msg) => diags.push(Diagnostic::new(
+                Loc::new(&shown, Pos { line, col: 1 }),
+                format!("`.env`: {msg}"),
+            )),
+        }
+    }
+    vars
 }
 
 /// Reads a manifest, or says where it goes wrong (size, encoding).

@@ -119,7 +119,44 @@ enum Frame {
 
 /// Parses every document of `src`. An empty document (or a stream with
 /// nothing but comments) yields a `Null` node so that callers can say where.
+///
+/// A `]` or `}` that closes a flow collection on a line of its own, less
+/// indented than the block it sits in, is read as PyYAML and Compose read
+/// it (the scanner refuses it): the line is indented to the collection's
+/// opening bracket and the text read again, which moves no other value.
 pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError> {
+    let mut text = std::borrow::Cow::Borrowed(src);
+    let mut reindented = 0;
+    loop {
+        let mut closer = None;
+        match parse_once(&text, limits, &mut closer) {
+            Err(e) if reindented < MAX_REINDENTED && closer.is_some() => {
+                let open_col = closer.unwrap_or(0);
+                let line = e.pos.line as usize;
+                let mut lines: Vec<&str> = text.split('\n').collect();
+                let Some(l) = lines.get_mut(line.wrapping_sub(1)) else {
+                    return Err(e);
+                };
+                let padded = format!("{}{}", " ".repeat(open_col), l.trim_start());
+                *l = &padded;
+                text = std::borrow::Cow::Owned(lines.join("\n"));
+                reindented += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How many closing brackets one file may have re-indented.
+const MAX_REINDENTED: usize = 16;
+
+/// Parses `src`; on an error that is a closing bracket's indentation, sets
+/// `closer` to the column (0-based) of the open collection's bracket.
+fn parse_once(
+    src: &str,
+    limits: Limits,
+    closer: &mut Option<usize>,
+) -> Result<Vec<Node>, YamlError> {
     let mut parser = Parser::new_from_str(src);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -129,16 +166,22 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
     let mut doc_root: Option<Node> = None;
 
     loop {
-        let (event, mark) = parser.next_token().map_err(|e| YamlError {
-            pos: error_pos(e.marker(), src),
-            // The scanner looks ahead and may hit its own limit on open
-            // brackets before drover's depth limit sees them.
-            message: if e.info() == "recursion limit exceeded" {
-                format!("nesting deeper than {} levels", limits.max_depth)
-            } else {
-                e.info().to_string()
-            },
-            hint: open_flow_hint(&stack, src),
+        let (event, mark) = parser.next_token().map_err(|e| {
+            let error = YamlError {
+                pos: error_pos(e.marker(), src),
+                // The scanner looks ahead and may hit its own limit on open
+                // brackets before drover's depth limit sees them.
+                message: if e.info() == "recursion limit exceeded" {
+                    format!("nesting deeper than {} levels", limits.max_depth)
+                } else {
+                    e.info().to_string()
+                },
+                hint: open_flow_hint(&stack, src),
+            };
+            if e.info() == "invalid indentation" {
+                *closer = dedented_closer(src, error.pos);
+            }
+            error
         })?;
         let pos = pos_of(&mark);
         // A value left out (`restart:`) is an empty scalar that the parser
@@ -282,7 +325,7 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
                             // its first entry; the mapping starts at that
                             // entry's key (a flow mapping's `{` comes first).
                             pos: entries.first().map_or(pos, |(k, _)| k.pos.min(pos)),
-                            value: Value::Map(entries),
+                            value: Value::Map(merge_keys(entries)?),
                         },
                         anchor,
                     ),
@@ -335,6 +378,102 @@ pub fn parse_documents(src: &str, limits: Limits) -> Result<Vec<Node>, YamlError
         }
     }
     Ok(docs)
+}
+
+/// A mapping with its merge keys (`<<: *defaults`, `<<: [*a, *b]`)
+/// resolved as YAML 1.1 and Compose do: the entries written in the mapping
+/// win, then the merged mappings in the order given.
+fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError> {
+    let is_merge =
+        |k: &Node| matches!(&k.value, Value::Scalar { text, plain: true } if text == "<<");
+    if !entries.iter().any(|(k, _)| is_merge(k)) {
+        return Ok(entries);
+    }
+    let (merges, mut out): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| is_merge(k));
+    let mut seen: std::collections::HashSet<String> = out
+        .iter()
+        .filter_map(|(k, _)| k.as_scalar().map(str::to_string))
+        .collect();
+    for (_, value) in merges {
+        let sources = match value.value {
+            Value::Map(_) => vec![value],
+            Value::Seq(items) => items,
+            _ => vec![value],
+        };
+        for source in sources {
+            let Value::Map(entries) = source.value else {
+                return Err(YamlError {
+                    pos: source.pos,
+                    hint: Some(
+                        "write `<<: *anchor` or `<<: [*a, *b]`, each naming a mapping".into(),
+                    ),
+                    message: format!(
+                        "a merge key `<<` takes mappings, found {}",
+                        source.kind_name()
+                    ),
+                });
+            };
+            for (k, v) in entries {
+                let new = k.as_scalar().is_none_or(|t| seen.insert(t.to_string()));
+                if new {
+                    out.push((k, v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For an indentation error at `at`: when that line holds only closing
+/// brackets (and commas) and the text before it leaves a flow collection
+/// open whose bracket stands further right, that bracket's 0-based column.
+/// The text is read, not the parser's state: the scanner may still be
+/// looking ahead for a key when it refuses the line.
+fn dedented_closer(src: &str, at: Pos) -> Option<usize> {
+    let lines: Vec<&str> = src.split('\n').collect();
+    let index = at.line.checked_sub(1)? as usize;
+    let here = *lines.get(index)?;
+    let closes = here.trim().starts_with([']', '}'])
+        && here
+            .trim()
+            .chars()
+            .all(|c| matches!(c, ']' | '}' | ',' | ' ' | '\r'));
+    if !closes {
+        return None;
+    }
+    // Open brackets by column, outside quotes and comments.
+    let mut open: Vec<usize> = Vec::new();
+    for line in &lines[..index] {
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((col, c)) = chars.next() {
+            match (quote, c) {
+                (Some('"'), '\\') => {
+                    chars.next();
+                }
+                (Some('\''), '\'') if chars.peek().is_some_and(|(_, n)| *n == '\'') => {
+                    chars.next();
+                }
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                // A quote opens a scalar only where a scalar may start.
+                (None, '"' | '\'') if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-') => {
+                    quote = Some(c)
+                }
+                (None, '#') if prev == ' ' || prev == '\t' => break,
+                (None, '[' | '{') => open.push(col),
+                (None, ']' | '}') => {
+                    open.pop();
+                }
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    let bracket = *open.last()?;
+    let indent = here.len() - here.trim_start().len();
+    (indent < bracket).then_some(bracket)
 }
 
 /// For a syntax error inside `[...]` or `{...}`, where that collection
@@ -416,6 +555,45 @@ mod tests {
         let mut docs = parse_documents(src, Limits::default()).unwrap();
         assert_eq!(docs.len(), 1);
         docs.remove(0)
+    }
+
+    fn keys(node: &Node) -> Vec<(&str, &str)> {
+        let Value::Map(entries) = &node.value else {
+            panic!("not a mapping: {node:?}")
+        };
+        entries
+            .iter()
+            .map(|(k, v)| (k.as_scalar().unwrap(), v.as_scalar().unwrap_or("…")))
+            .collect()
+    }
+
+    #[test]
+    fn merge_keys_fill_in_what_the_mapping_does_not_say() {
+        let src = "x-a: &a { restart: always, image: a }\nx-b: &b { user: b, image: b }\nsvc:\n  <<: [*a, *b]\n  image: mine\none:\n  <<: *a\n";
+        let Value::Map(top) = one(src).value else {
+            panic!()
+        };
+        assert_eq!(
+            keys(&top[2].1),
+            [("image", "mine"), ("restart", "always"), ("user", "b")]
+        );
+        assert_eq!(keys(&top[3].1), [("restart", "always"), ("image", "a")]);
+        let err = parse_documents("a:\n  <<: 3\n", Limits::default()).unwrap_err();
+        assert!(err.message.contains("merge key"), "{err:?}");
+    }
+
+    #[test]
+    fn flow_sequences_closed_at_any_indentation_are_read() {
+        for src in [
+            "a:\n  b:\n    [\n      1,\n    ]\n",
+            "a:\n  test: [\n      1,\n    ]\n  c: 2\n",
+            "a:\n  test: [\n      1,\n  ]\n  c: 2\n",
+            "a:\n  test: [\n      1,\n]\n",
+            "a:\n  b:\n    command:\n      [\n        \"run\",\n]\n",
+            "a:\n  b:\n    command:\n      [\n        \"run\",\n]\n    c: 1\n",
+        ] {
+            parse_documents(src, Limits::default()).unwrap_or_else(|e| panic!("{src}: {e:?}"));
+        }
     }
 
     #[test]
