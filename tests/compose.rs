@@ -187,3 +187,152 @@ fn yaml_that_compose_reads_is_read() {
     assert_eq!(h.test.len(), 2);
     assert_eq!(web.command.clone().unwrap()[0].expose(), "run");
 }
+
+const CLUSTER: &str = "kind: Cluster\nhosts:\n  node-a: { endpoint: 'tcp://127.0.0.1:1' }\n  node-b: { endpoint: 'tcp://127.0.0.1:2' }\n";
+
+const SHOP: &str = r#"x-drover:
+  host: node-a
+x-common: &common
+  restart: unless-stopped
+services:
+  db:
+    <<: *common
+    image: postgres:16
+    environment:
+      - POSTGRES_PASSWORD
+      - POSTGRES_DB=shop
+      - NOT_SET_ANYWHERE
+    volumes:
+      - pgdata:/var/lib/postgresql/data
+      - type: volume
+        source: backups
+        target: /backups
+        read_only: true
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready"]
+      interval: 5s
+    ulimits:
+      nofile: { soft: 1024, hard: 2048 }
+  web_app:
+    image: nginx:1.27
+    container_name: shop-web
+    hostname: web
+    depends_on:
+      db:
+        condition: service_healthy
+    ports:
+      - target: 80
+        published: 8080
+    expose: ["9000"]
+    deploy:
+      resources:
+        limits: { memory: 256m, cpus: "0.5" }
+    x-drover: { host: node-b }
+  debug:
+    image: busybox
+    profiles: [debug]
+volumes:
+  pgdata:
+    x-drover: { max_downtime: 5s }
+  backups: {}
+"#;
+
+fn shop_files<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut files = vec![
+        ("cluster.yaml", CLUSTER),
+        ("my_shop/compose.yaml", SHOP),
+        ("my_shop/.env", "POSTGRES_PASSWORD=s3cret\n"),
+        // The stack's own files, not manifests.
+        ("my_shop/prometheus.yml", "scrape_configs: []\n"),
+        ("my_shop/config/app.yaml", "not: [a manifest\n"),
+    ];
+    files.extend_from_slice(extra);
+    files
+}
+
+#[test]
+fn a_compose_file_is_a_stack_with_compose_meaning() {
+    let spec = loaded(&shop_files(&[]), &[]);
+    let stack = &spec.stacks["my-shop"];
+    assert_eq!(stack.apps.keys().collect::<Vec<_>>(), ["db", "web_app"]);
+    let db = &stack.apps["db"];
+    assert_eq!(db.host(), "node-a");
+    assert_eq!(db.restart.as_str(), "unless-stopped");
+    let pw = &db.environment["POSTGRES_PASSWORD"];
+    assert_eq!(pw.expose(), "s3cret");
+    assert!(pw.is_secret());
+    assert!(!db.environment.contains_key("NOT_SET_ANYWHERE"));
+    assert_eq!(db.environment["POSTGRES_DB"].expose(), "shop");
+    let mounts: Vec<_> = db
+        .volumes
+        .iter()
+        .map(|m| {
+            (
+                m.value.volume.as_str(),
+                m.value.target.as_str(),
+                m.value.read_only,
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("pgdata", "/var/lib/postgresql/data", false),
+            ("backups", "/backups", true)
+        ]
+    );
+    assert_eq!(db.options.ulimits["nofile"], (1024, 2048));
+
+    let web = &stack.apps["web_app"];
+    assert_eq!(web.host(), "node-b");
+    assert_eq!(web.restart.as_str(), "no", "Compose's default");
+    assert_eq!(
+        (web.ports[0].value.host, web.ports[0].value.container),
+        (8080, 80)
+    );
+    assert_eq!(web.options.expose, ["9000/tcp"]);
+    assert_eq!(web.options.hostname.as_deref(), Some("web"));
+    assert_eq!(web.options.container_name.as_deref(), Some("shop-web"));
+    assert_eq!(web.memory, Some(256 << 20));
+    assert_eq!(web.nano_cpus, Some(500_000_000));
+    assert_eq!(web.depends_on[0].0.value, "db");
+    assert_eq!(stack.volumes["pgdata"].max_downtime_ns, Some(5_000_000_000));
+
+    // A profile turns a service on.
+    let spec = loaded(&shop_files(&[]), &[("COMPOSE_PROFILES", "debug")]);
+    assert!(spec.stacks["my-shop"].apps.contains_key("debug"));
+}
+
+#[test]
+fn the_override_file_is_merged_and_its_errors_name_it() {
+    let over = "services:\n  web_app:\n    environment:\n      MODE: dev\n    expose: [\"9001\"]\n";
+    let spec = loaded(&shop_files(&[("my_shop/compose.override.yaml", over)]), &[]);
+    let web = &spec.stacks["my-shop"].apps["web_app"];
+    assert_eq!(web.environment["MODE"].expose(), "dev");
+    assert_eq!(web.options.expose, ["9000/tcp", "9001/tcp"]);
+
+    let bad = "services:\n  web_app:\n    build: .\n";
+    let shown = errors(&shop_files(&[("my_shop/compose.override.yaml", bad)]), &[]);
+    assert!(
+        shown.contains("my_shop/compose.override.yaml:3:5: error: drover does not support `build` (in service `web_app`)"),
+        "{shown}"
+    );
+    assert!(shown.contains("3 |     build: ."), "{shown}");
+}
+
+#[test]
+fn what_drover_does_not_do_is_named_where_it_is_written() {
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"/srv/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: {}\nvolumes:\n  data: { external: true }\n";
+    let shown = errors(&[("shop/compose.yaml", text)], &[]);
+    for expected in [
+        "shop/compose.yaml:5:5: error: drover does not support `privileged`",
+        "shop/compose.yaml:6:5: error: drover does not support `network_mode`",
+        "shop/compose.yaml:7:15: error: `/srv/www` is a host path",
+        "shop/compose.yaml:8:13: error: port `80` publishes no host port",
+        "shop/compose.yaml:9:25: error: drover runs one container per app",
+        "shop/compose.yaml:11:3: error: drover does not support Compose's top-level `networks` yet",
+        "shop/compose.yaml:13:21: error: drover does not take `external` (in volume `data`)",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+}

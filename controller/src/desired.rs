@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::contract::hostkey::HostKey;
 use crate::contract::labels;
-use crate::model::{names, Condition, Healthcheck, Port, Pull, Restart, Spec, Text};
+use crate::model::{names, Condition, Healthcheck, Options, Port, Pull, Restart, Spec, Text};
 
 /// Marks a field whose value is secret in the `drover.spec-fields` label.
 pub const SECRET_DIGEST: &str = "secret";
@@ -61,6 +61,7 @@ pub struct ContainerSpec {
     pub working_dir: Option<Text>,
     pub stop_signal: Option<String>,
     pub stop_grace_period_ns: Option<u64>,
+    pub options: Options,
     /// The user's labels and drover's, except the hash labels.
     pub labels: BTreeMap<String, Text>,
     pub network: String,
@@ -451,9 +452,12 @@ pub fn render(spec: &Spec) -> Desired {
                 working_dir: app.working_dir.clone(),
                 stop_signal: app.stop_signal.clone(),
                 stop_grace_period_ns: app.stop_grace_period_ns,
+                options: app.options.clone(),
                 labels: l,
                 network,
-                aliases: vec![app.name.clone()],
+                aliases: std::iter::once(app.name.clone())
+                    .chain(app.options.container_name.clone())
+                    .collect(),
                 depends_on: app
                     .depends_on
                     .iter()
@@ -575,6 +579,9 @@ fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
     }
     if let Some(g) = c.stop_grace_period_ns {
         push("stop_grace_period".into(), g.to_string().into(), false);
+    }
+    for (name, canonical) in c.options.entries() {
+        push(name.into(), canonical.into(), false);
     }
     for (k, v) in &c.labels {
         if k == labels::DEPENDS_ON {

@@ -9,7 +9,8 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
     HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -354,6 +355,8 @@ fn to_hashmap(m: &BTreeMap<String, String>) -> HashMap<String, String> {
 /// The create request for a container spec: the only place its secret
 /// values are read.
 fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody {
+    let o = &c.options;
+    let list = |l: &Vec<String>| (!l.is_empty()).then(|| l.clone());
     let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     let mut exposed = Vec::new();
     for p in &c.ports {
@@ -368,6 +371,7 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                 host_port: Some(p.host.to_string()),
             });
     }
+    exposed.extend(c.options.expose.iter().cloned());
     exposed.sort();
     exposed.dedup();
     let mounts = c
@@ -414,7 +418,32 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             .map(|n| i64::try_from(n / 1_000_000_000).unwrap_or(i64::MAX)),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         healthcheck,
+        hostname: o.hostname.clone(),
+        domainname: o.domainname.clone(),
+        tty: o.tty.then_some(true),
+        open_stdin: o.stdin_open.then_some(true),
         host_config: Some(HostConfig {
+            extra_hosts: list(&o.extra_hosts),
+            cap_add: list(&o.cap_add),
+            cap_drop: list(&o.cap_drop),
+            security_opt: list(&o.security_opt),
+            dns: list(&o.dns),
+            dns_search: list(&o.dns_search),
+            tmpfs: (!o.tmpfs.is_empty()).then(|| to_hashmap(&o.tmpfs)),
+            sysctls: (!o.sysctls.is_empty()).then(|| to_hashmap(&o.sysctls)),
+            ulimits: (!o.ulimits.is_empty()).then(|| {
+                o.ulimits
+                    .iter()
+                    .map(|(name, (soft, hard))| ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(*soft),
+                        hard: Some(*hard),
+                    })
+                    .collect()
+            }),
+            readonly_rootfs: o.read_only.then_some(true),
+            init: o.init,
+            shm_size: o.shm_size.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             mounts: Some(mounts),
             restart_policy: Some(RestartPolicy {

@@ -18,9 +18,10 @@ use std::sync::Arc;
 use crate::diag::Pos;
 use crate::diag::{similar, Diagnostic, Loc};
 use crate::load::interpolate::{interpolate, parse_env_file, Env};
+use crate::load::values;
 use crate::load::yaml::{Node, Value};
 use crate::model::{
-    App, At, BackupSchedule, Condition, Consistency, Healthcheck, Host, KeepPolicy, Pull,
+    App, At, BackupSchedule, Condition, Consistency, Healthcheck, Host, KeepPolicy, Options, Pull,
     Repository, Restart, Rollback, SnapshotSchedule, Stack, Text, Tls, Volume, VolumeFrom,
 };
 
@@ -75,6 +76,24 @@ pub const APP_FIELDS: &[&str] = &[
     "stop_grace_period",
     "memory",
     "cpus",
+    "hostname",
+    "domainname",
+    "container_name",
+    "expose",
+    "extra_hosts",
+    "cap_add",
+    "cap_drop",
+    "tmpfs",
+    "ulimits",
+    "read_only",
+    "security_opt",
+    "sysctls",
+    "init",
+    "shm_size",
+    "tty",
+    "stdin_open",
+    "dns",
+    "dns_search",
 ];
 pub const HEALTHCHECK_FIELDS: &[&str] = &[
     "test",
@@ -113,11 +132,21 @@ pub struct Ctx<'a> {
     pub root_shown: &'a Path,
     pub env: &'a dyn Env,
     pub diags: &'a mut Vec<Diagnostic>,
+    /// A Compose override file merged into this one: its nodes' lines are
+    /// [`OVERRIDE_LINES`] further down, so that each place names its file.
+    pub overlay: Option<(Arc<str>, &'a str)>,
 }
+
+/// How far down the lines of a Compose override file are moved once it is
+/// merged into its main file.
+pub const OVERRIDE_LINES: u32 = 1 << 24;
 
 impl Ctx<'_> {
     pub fn loc(&self, pos: Pos) -> Loc {
-        Loc::new(&self.file, pos)
+        match (&self.overlay, pos.line.checked_sub(OVERRIDE_LINES)) {
+            (Some((file, _)), Some(line)) if line > 0 => Loc::new(file, Pos { line, ..pos }),
+            _ => Loc::new(&self.file, pos),
+        }
     }
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
@@ -125,9 +154,14 @@ impl Ctx<'_> {
     }
 
     pub fn error_hint(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
-        let d = Diagnostic::new(self.loc(pos), message)
+        let loc = self.loc(pos);
+        let src = match &self.overlay {
+            Some((file, src)) if *file == loc.file => src,
+            _ => self.src,
+        };
+        let d = Diagnostic::new(loc, message)
             .with_hint(hint)
-            .with_source(self.src);
+            .with_source(src);
         self.diags.push(d);
     }
 }
@@ -185,12 +219,12 @@ pub fn document(ctx: &mut Ctx, node: &Node) -> Option<Document> {
     }
 }
 
-struct Fields<'n> {
+pub(super) struct Fields<'n> {
     entries: Vec<(&'n str, &'n Node, &'n Node)>,
 }
 
 impl<'n> Fields<'n> {
-    fn get(&self, name: &str) -> Option<&'n Node> {
+    pub(super) fn get(&self, name: &str) -> Option<&'n Node> {
         self.entries
             .iter()
             .find(|(k, _, _)| *k == name)
@@ -200,7 +234,12 @@ impl<'n> Fields<'n> {
 
 /// The entries of a mapping with known field names; every other key is an
 /// error at the key, with a hint when it looks like a typo.
-fn fields<'n>(ctx: &mut Ctx, node: &'n Node, what: &str, known: &[&str]) -> Option<Fields<'n>> {
+pub(super) fn fields<'n>(
+    ctx: &mut Ctx,
+    node: &'n Node,
+    what: &str,
+    known: &[&str],
+) -> Option<Fields<'n>> {
     let entries = mapping(ctx, node, what)?;
     let mut out = Vec::new();
     for (k, v) in entries {
@@ -215,11 +254,12 @@ fn fields<'n>(ctx: &mut Ctx, node: &'n Node, what: &str, known: &[&str]) -> Opti
         } else if let Some(way_out) = compose_field(what, name) {
             // A field of Compose's is never "corrected" into a drover field
             // of another meaning (`hostname` is not `host`).
-            ctx.error_hint(
-                k.pos,
-                format!("{what} does not take Compose's field `{name}`"),
-                Some(way_out),
-            );
+            let message = if what.starts_with("service ") {
+                format!("drover does not support `{name}` (in {what})")
+            } else {
+                format!("{what} does not take Compose's field `{name}`")
+            };
+            ctx.error_hint(k.pos, message, Some(way_out));
         } else if let Some((near, way_out)) = near_compose_field(what, name, known) {
             // A typo of a Compose field drover does not take is no typo of
             // a drover field that merely looks alike.
@@ -341,7 +381,8 @@ pub const COMPOSE_SERVICE_FIELDS: &[&str] = &[
 /// What to do about Compose's `field` written in an app of a drover Stack
 /// that does not take it; `None` when it is no Compose field.
 fn compose_field(what: &str, field: &str) -> Option<String> {
-    if !what.starts_with("app ") || !COMPOSE_SERVICE_FIELDS.contains(&field) {
+    let service = what.starts_with("app ") || what.starts_with("service ");
+    if !service || !COMPOSE_SERVICE_FIELDS.contains(&field) {
         return None;
     }
     Some(match field {
@@ -349,6 +390,16 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "mem_limit" => "drover writes it `memory:`, as in `memory: 512m`".into(),
         "pull_policy" => "drover writes it `pull:` (`missing`, `always` or `never`)".into(),
         "deploy" => "write `memory:` and `cpus:` on the app; replicas and placement are the manifests' `host:`".into(),
+        "privileged" => "drover never makes a privileged container: grant what the app needs with `cap_add:`".into(),
+        "devices" | "pid" | "ipc" | "network_mode" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
+            "drover never shares a host's devices or namespaces with an app".into()
+        }
+        "networks" => "an app joins its stack's network on its host; several networks per stack are not supported yet".into(),
+        "secrets" | "configs" => "not supported yet: pass the value in `environment:` from drover's environment, or mount a volume".into(),
+        "platform" => "not supported yet: name an image built for the hosts' platform".into(),
+        "logging" => "not supported yet: the engine's default log driver is used; set it in the engine's daemon.json".into(),
+        "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
+        "scale" => "drover runs one container per app: name another app for another container".into(),
         _ => format!("drover does not support `{field}` yet; docs/compose.md lists what it takes"),
     })
 }
@@ -357,7 +408,7 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
 /// that is closer than any field `known` and not one of them, with what to
 /// do about it.
 fn near_compose_field(what: &str, name: &str, known: &[&str]) -> Option<(&'static str, String)> {
-    if !what.starts_with("app ") {
+    if !what.starts_with("app ") && !what.starts_with("service ") {
         return None;
     }
     let score = |c: &str| strsim::jaro_winkler(name, c);
@@ -371,7 +422,7 @@ fn near_compose_field(what: &str, name: &str, known: &[&str]) -> Option<(&'stati
 }
 
 /// A mapping's entries; `null` counts as an empty mapping, as in Compose.
-fn mapping<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [(Node, Node)]> {
+pub(super) fn mapping<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [(Node, Node)]> {
     match &node.value {
         Value::Map(entries) => Some(entries),
         Value::Null => Some(&[]),
@@ -385,7 +436,7 @@ fn mapping<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [(Node, 
     }
 }
 
-fn sequence<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [Node]> {
+pub(super) fn sequence<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [Node]> {
     match &node.value {
         Value::Seq(items) => Some(items),
         Value::Null => Some(&[]),
@@ -401,7 +452,7 @@ fn sequence<'n>(ctx: &mut Ctx, node: &'n Node, what: &str) -> Option<&'n [Node]>
 
 /// A scalar as written. Numbers and booleans are accepted as their text, as
 /// Compose does for `environment: { DEBUG: true }`.
-fn string(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
+pub(super) fn string(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
     match &node.value {
         Value::Scalar { text, .. } => Some(text.clone()),
         Value::Null => {
@@ -419,7 +470,7 @@ fn string(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
 }
 
 /// A string with `${VAR}` interpolation (Stack documents only).
-fn text(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Text> {
+pub(super) fn text(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Text> {
     let raw = string(ctx, node, what)?;
     match interpolate(&raw, ctx.env) {
         Ok((value, used)) => Some(Text::new(value, used)),
@@ -434,7 +485,9 @@ fn text(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Text> {
 /// name (from `${VAR}`) that is not valid is never shown: it never became
 /// a Docker object's name.
 fn check_name(ctx: &mut Ctx, pos: Pos, name: &str, what: &str, secret: bool) -> bool {
-    if is_valid_name(name) {
+    // Apps and volumes may be named as Compose names them, with `_`.
+    let member = matches!(what, "app" | "service" | "volume");
+    if is_valid_name(name) || (member && values::is_valid_member_name(name)) {
         return true;
     }
     if secret {
@@ -471,7 +524,7 @@ fn check_name(ctx: &mut Ctx, pos: Pos, name: &str, what: &str, secret: bool) -> 
 }
 
 /// A name given as a value (`host: node-a`, `links: [db]`), interpolated.
-fn name_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<At<String>> {
+pub(super) fn name_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<At<String>> {
     let t = text(ctx, node, what)?;
     // Names become Docker object names and labels, visible on every host;
     // they are not secret even when interpolated.
@@ -483,7 +536,7 @@ fn name_value(ctx: &mut Ctx, node: &Node, what: &str) -> Option<At<String>> {
 }
 
 /// Map keys that are names, with their positions.
-fn named_entries<'n>(
+pub(super) fn named_entries<'n>(
     ctx: &mut Ctx,
     node: &'n Node,
     what: &str,
@@ -753,7 +806,7 @@ fn stack(ctx: &mut Ctx, node: &Node) -> Option<Stack> {
     let mut apps = BTreeMap::new();
     if let Some(a) = f.get("apps") {
         for (aname, pos, anode) in named_entries(ctx, a, "`apps`", "app") {
-            if let Some(app) = app(ctx, aname.clone(), pos, anode) {
+            if let Some(app) = app(ctx, aname.clone(), pos, anode, Dialect::Drover) {
                 apps.insert(aname, app);
             }
         }
@@ -776,7 +829,7 @@ fn stack(ctx: &mut Ctx, node: &Node) -> Option<Stack> {
     })
 }
 
-fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> {
+pub(super) fn volume(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<Volume> {
     let f = fields(ctx, node, &format!("volume `{name}`"), VOLUME_FIELDS)?;
     let driver = f
         .get("driver")
@@ -1035,9 +1088,77 @@ fn volume_from(ctx: &mut Ctx, node: &Node) -> Option<VolumeFrom> {
     })
 }
 
-fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
-    let what = format!("app `{name}`");
-    let f = fields(ctx, node, &what, APP_FIELDS)?;
+/// How an app is written: as an app of a drover Stack, or as a service of
+/// a Compose file (Compose's names, forms and defaults).
+#[derive(Clone, Copy)]
+pub enum Dialect<'a> {
+    Drover,
+    Compose {
+        /// The file's `x-drover: { host }`, where it has one.
+        host: Option<&'a At<String>>,
+    },
+}
+
+/// The fields of a Compose service that drover takes. Every other field of
+/// the Compose Specification is a located error saying what to do.
+pub const SERVICE_FIELDS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "expose",
+    "volumes",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "labels",
+    "user",
+    "working_dir",
+    "hostname",
+    "domainname",
+    "container_name",
+    "stop_signal",
+    "stop_grace_period",
+    "extra_hosts",
+    "cap_add",
+    "cap_drop",
+    "tmpfs",
+    "ulimits",
+    "mem_limit",
+    "cpus",
+    "deploy",
+    "links",
+    "profiles",
+    "pull_policy",
+    "read_only",
+    "security_opt",
+    "sysctls",
+    "init",
+    "shm_size",
+    "tty",
+    "stdin_open",
+    "dns",
+    "dns_search",
+    "x-drover",
+];
+
+pub(super) fn app(
+    ctx: &mut Ctx,
+    name: String,
+    pos: Pos,
+    node: &Node,
+    dialect: Dialect,
+) -> Option<App> {
+    let compose = matches!(dialect, Dialect::Compose { .. });
+    let what = if compose {
+        format!("service `{name}`")
+    } else {
+        format!("app `{name}`")
+    };
+    let known = if compose { SERVICE_FIELDS } else { APP_FIELDS };
+    let f = fields(ctx, node, &what, known)?;
     let image = match f.get("image") {
         None => {
             ctx.error_hint(
@@ -1056,19 +1177,40 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
             }
         }),
     };
-    let host = f.get("host").and_then(|h| name_value(ctx, h, "host"));
+    let host = match dialect {
+        Dialect::Drover => f.get("host").and_then(|h| name_value(ctx, h, "host")),
+        Dialect::Compose { host } => match f.get("x-drover") {
+            Some(x) => {
+                let placed = fields(ctx, x, "`x-drover`", &["host"])?;
+                placed
+                    .get("host")
+                    .and_then(|h| name_value(ctx, h, "host"))
+                    .or_else(|| host.cloned())
+            }
+            None => host.cloned(),
+        },
+    };
 
     let mut environment = BTreeMap::new();
     if let Some(files) = f.get("env_file") {
         env_files(ctx, files, &mut environment);
     }
     if let Some(e) = f.get("environment") {
-        environment_entries(ctx, e, &mut environment);
+        environment_entries(ctx, e, &mut environment, compose);
     }
 
     let mut volumes = Vec::new();
     if let Some(list) = f.get("volumes") {
         for item in sequence(ctx, list, "`volumes`").unwrap_or(&[]) {
+            if compose && matches!(item.value, Value::Map(_)) {
+                if let Some(m) = super::compose::long_mount(ctx, item) {
+                    volumes.push(At {
+                        value: m,
+                        loc: ctx.loc(item.pos),
+                    });
+                }
+                continue;
+            }
             if let Some(s) = text(ctx, item, "a volume mount") {
                 match parse_mount(s.expose()) {
                     Ok(m) => volumes.push(At {
@@ -1087,6 +1229,15 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
     let mut ports = Vec::new();
     if let Some(list) = f.get("ports") {
         for item in sequence(ctx, list, "`ports`").unwrap_or(&[]) {
+            if compose && matches!(item.value, Value::Map(_)) {
+                if let Some(p) = super::compose::long_port(ctx, item) {
+                    ports.push(At {
+                        value: p,
+                        loc: ctx.loc(item.pos),
+                    });
+                }
+                continue;
+            }
             if let Some(s) = text(ctx, item, "a port") {
                 match parse_port(s.expose()) {
                     Ok(p) => ports.push(At {
@@ -1116,15 +1267,17 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
             ],
         )
     });
-    let pull = f.get("pull").and_then(|p| {
+    let pull_key = if compose { "pull_policy" } else { "pull" };
+    let pull = f.get(pull_key).and_then(|p| {
         choice(
             ctx,
             p,
-            "`pull`",
+            &format!("`{pull_key}`"),
             &[
                 ("missing", Pull::Missing),
                 ("always", Pull::Always),
                 ("never", Pull::Never),
+                ("if_not_present", Pull::Missing),
             ],
         )
     });
@@ -1132,10 +1285,18 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
         .get("depends_on")
         .map(|d| depends_on(ctx, d))
         .unwrap_or_default();
+    let mut depends_on = depends_on;
     let mut links = Vec::new();
     if let Some(l) = f.get("links") {
         for item in sequence(ctx, l, "`links`").unwrap_or(&[]) {
-            if let Some(target) = name_value(ctx, item, "app") {
+            if compose {
+                // Compose's legacy links: the service's name, and an order.
+                if let Some(target) = super::compose::link(ctx, item) {
+                    if !depends_on.iter().any(|(t, _)| t.value == target.value) {
+                        depends_on.push((target, Condition::Started));
+                    }
+                }
+            } else if let Some(target) = name_value(ctx, item, "app") {
                 links.push(target);
             }
         }
@@ -1159,7 +1320,14 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
     let stop_grace_period_ns = f
         .get("stop_grace_period")
         .and_then(|d| duration(ctx, d, "`stop_grace_period`"));
-    let memory = f.get("memory").and_then(|m| {
+    let limits = match (compose, f.get("deploy")) {
+        (true, Some(d)) => super::compose::deploy_limits(ctx, d),
+        _ => None,
+    };
+    let memory_node = f
+        .get(if compose { "mem_limit" } else { "memory" })
+        .or_else(|| limits.as_ref().and_then(|l| l.memory));
+    let memory = memory_node.and_then(|m| {
         let s = text(ctx, m, "`memory`")?;
         parse_bytes(s.expose())
             .map_err(|e| {
@@ -1168,7 +1336,10 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
             })
             .ok()
     });
-    let nano_cpus = f.get("cpus").and_then(|c| {
+    let cpus_node = f
+        .get("cpus")
+        .or_else(|| limits.as_ref().and_then(|l| l.cpus));
+    let nano_cpus = cpus_node.and_then(|c| {
         let s = text(ctx, c, "`cpus`")?;
         match s.expose().trim().parse::<f64>() {
             Ok(v) if v > 0.0 && v <= 4096.0 => Some((v * 1e9).round() as u64),
@@ -1183,6 +1354,7 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
         }
     });
 
+    let options = options(ctx, &f);
     Some(App {
         name,
         loc: ctx.loc(pos),
@@ -1192,7 +1364,12 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
         volumes,
         ports,
         healthcheck,
-        restart: restart.unwrap_or(Restart::UnlessStopped),
+        // Compose's default is `no`; drover's own, `unless-stopped`.
+        restart: restart.unwrap_or(if compose {
+            Restart::No
+        } else {
+            Restart::UnlessStopped
+        }),
         pull: pull.unwrap_or(Pull::Missing),
         depends_on,
         links,
@@ -1205,10 +1382,234 @@ fn app(ctx: &mut Ctx, name: String, pos: Pos, node: &Node) -> Option<App> {
         stop_grace_period_ns,
         memory,
         nano_cpus,
+        options,
     })
 }
 
-fn choice<T: Copy>(ctx: &mut Ctx, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
+/// The container options of an app (see [`Options`]).
+fn options(ctx: &mut Ctx, f: &Fields) -> Options {
+    let mut o = Options::default();
+    let word = |ctx: &mut Ctx, key: &str| {
+        f.get(key)
+            .and_then(|n| text(ctx, n, &format!("`{key}`")))
+            .map(|t| t.expose().to_string())
+    };
+    o.hostname = word(ctx, "hostname");
+    o.domainname = word(ctx, "domainname");
+    o.container_name = word(ctx, "container_name");
+    if let (Some(name), Some(n)) = (&o.container_name, f.get("container_name")) {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            ctx.error(n.pos, format!("`{name}` is not a valid container name"));
+        }
+    }
+    let flag = |ctx: &mut Ctx, key: &str| {
+        f.get(key).and_then(|n| {
+            choice(
+                ctx,
+                n,
+                &format!("`{key}`"),
+                &[("true", true), ("false", false)],
+            )
+        })
+    };
+    o.read_only = flag(ctx, "read_only").unwrap_or(false);
+    o.tty = flag(ctx, "tty").unwrap_or(false);
+    o.stdin_open = flag(ctx, "stdin_open").unwrap_or(false);
+    o.init = flag(ctx, "init");
+    let list = |ctx: &mut Ctx, key: &str| {
+        f.get(key)
+            .map(|n| words(ctx, n, &format!("`{key}`")))
+            .unwrap_or_default()
+    };
+    o.cap_add = list(ctx, "cap_add");
+    o.cap_drop = list(ctx, "cap_drop");
+    o.security_opt = list(ctx, "security_opt");
+    o.dns = list(ctx, "dns");
+    o.dns_search = list(ctx, "dns_search");
+    if let Some(n) = f.get("expose") {
+        for item in sequence(ctx, n, "`expose`").unwrap_or(&[]) {
+            let Some(t) = text(ctx, item, "an exposed port") else {
+                continue;
+            };
+            match values::parse_expose(t.expose()) {
+                Ok(ports) => o.expose.extend(ports),
+                Err(msg) => ctx.error_hint(
+                    item.pos,
+                    msg,
+                    Some("exposed ports are `PORT[/tcp|udp]` or a range `FROM-TO`".into()),
+                ),
+            }
+        }
+    }
+    if let Some(n) = f.get("extra_hosts") {
+        o.extra_hosts = extra_hosts(ctx, n);
+    }
+    if let Some(n) = f.get("tmpfs") {
+        for t in words(ctx, n, "`tmpfs`") {
+            let (path, opts) = t.split_once(':').unwrap_or((&t, ""));
+            if !path.starts_with('/') {
+                ctx.error(
+                    n.pos,
+                    format!("tmpfs mount point `{path}` must be an absolute path"),
+                );
+                continue;
+            }
+            o.tmpfs.insert(path.to_string(), opts.to_string());
+        }
+    }
+    if let Some(n) = f.get("ulimits") {
+        o.ulimits = ulimits(ctx, n);
+    }
+    if let Some(n) = f.get("sysctls") {
+        o.sysctls = key_values(ctx, n, "`sysctls`");
+    }
+    o.shm_size = f.get("shm_size").and_then(|m| {
+        let s = text(ctx, m, "`shm_size`")?;
+        parse_bytes(s.expose())
+            .map_err(|e| ctx.error_hint(m.pos, e, Some("for example `256m`".into())))
+            .ok()
+    });
+    o
+}
+
+/// A string or a list of strings, interpolated.
+fn words(ctx: &mut Ctx, node: &Node, what: &str) -> Vec<String> {
+    match &node.value {
+        Value::Seq(items) => items
+            .iter()
+            .filter_map(|i| text(ctx, i, what))
+            .map(|t| t.expose().to_string())
+            .collect(),
+        _ => text(ctx, node, what)
+            .map(|t| vec![t.expose().to_string()])
+            .unwrap_or_default(),
+    }
+}
+
+/// A mapping of strings, or a list of `KEY=VALUE`, interpolated.
+fn key_values(ctx: &mut Ctx, node: &Node, what: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match &node.value {
+        Value::Seq(items) => {
+            for item in items {
+                let Some(t) = text(ctx, item, what) else {
+                    continue;
+                };
+                match t.expose().split_once('=') {
+                    Some((k, v)) => {
+                        out.insert(k.trim().to_string(), v.trim().to_string());
+                    }
+                    None => ctx.error_hint(
+                        item.pos,
+                        format!("{what} entry `{t}` has no `=`"),
+                        Some("write `KEY=VALUE`".into()),
+                    ),
+                }
+            }
+        }
+        _ => {
+            for (k, v) in mapping(ctx, node, what).unwrap_or(&[]) {
+                if let (Some(k), Some(v)) = (string(ctx, k, "a key"), text(ctx, v, what)) {
+                    out.insert(k, v.expose().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `extra_hosts` as a list (`NAME:ADDRESS` or `NAME=ADDRESS`) or a mapping,
+/// each as Docker takes it: `NAME:ADDRESS`.
+fn extra_hosts(ctx: &mut Ctx, node: &Node) -> Vec<String> {
+    let pairs: Vec<(String, String, Pos)> = match &node.value {
+        Value::Seq(items) => items
+            .iter()
+            .filter_map(|i| {
+                let t = text(ctx, i, "an `extra_hosts` entry")?;
+                let s = t.expose();
+                let split = s.split_once('=').or_else(|| s.split_once(':'));
+                match split {
+                    Some((h, a)) => Some((h.to_string(), a.to_string(), i.pos)),
+                    None => {
+                        ctx.error_hint(
+                            i.pos,
+                            format!("`extra_hosts` entry `{s}` names no address"),
+                            Some("write `NAME:ADDRESS`, as in `db.local:10.0.0.5`".into()),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect(),
+        _ => key_values(ctx, node, "`extra_hosts`")
+            .into_iter()
+            .map(|(k, v)| (k, v, node.pos))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for (host, address, pos) in pairs {
+        let address = address.trim_start_matches('[').trim_end_matches(']');
+        if address != "host-gateway" && address.parse::<std::net::IpAddr>().is_err() {
+            ctx.error(
+                pos,
+                format!("`{address}` in `extra_hosts` is not an IP address"),
+            );
+            continue;
+        }
+        out.push(format!("{host}:{address}"));
+    }
+    out
+}
+
+/// `ulimits: { nofile: { soft, hard }, nproc: 65535 }`.
+fn ulimits(ctx: &mut Ctx, node: &Node) -> BTreeMap<String, (i64, i64)> {
+    let mut out = BTreeMap::new();
+    let number = |ctx: &mut Ctx, n: &Node, what: &str| {
+        let t = text(ctx, n, what)?;
+        t.expose()
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| ctx.error(n.pos, format!("{what} must be a whole number, found `{t}`")))
+            .ok()
+    };
+    for (k, v) in mapping(ctx, node, "`ulimits`").unwrap_or(&[]) {
+        let Some(name) = string(ctx, k, "a ulimit") else {
+            continue;
+        };
+        let limit = if let Value::Map(_) = &v.value {
+            let Some(f) = fields(ctx, v, &format!("ulimit `{name}`"), &["soft", "hard"]) else {
+                continue;
+            };
+            let soft = f.get("soft").and_then(|n| number(ctx, n, "`soft`"));
+            let hard = f.get("hard").and_then(|n| number(ctx, n, "`hard`"));
+            match (soft, hard) {
+                (Some(s), Some(h)) => (s, h),
+                _ => {
+                    ctx.error(v.pos, format!("ulimit `{name}` needs `soft` and `hard`"));
+                    continue;
+                }
+            }
+        } else {
+            let Some(n) = number(ctx, v, &format!("ulimit `{name}`")) else {
+                continue;
+            };
+            (n, n)
+        };
+        out.insert(name, limit);
+    }
+    out
+}
+
+pub(super) fn choice<T: Copy>(
+    ctx: &mut Ctx,
+    node: &Node,
+    what: &str,
+    options: &[(&str, T)],
+) -> Option<T> {
     let s = string(ctx, node, what)?;
     if let Some((_, v)) = options.iter().find(|(name, _)| *name == s) {
         return Some(*v);
@@ -1233,13 +1634,32 @@ fn env_key_ok(key: &str) -> bool {
     !key.is_empty() && !key.contains('=') && !key.contains(char::is_whitespace)
 }
 
-fn environment_entries(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
+/// `environment` as a mapping or a list of `KEY=VALUE`. In a Compose file,
+/// `KEY` alone (or `KEY:` with no value) passes the variable from drover's
+/// environment or `.env`, as a secret, and leaves it out when it is unset.
+fn environment_entries(
+    ctx: &mut Ctx,
+    node: &Node,
+    out: &mut BTreeMap<String, Text>,
+    compose: bool,
+) {
+    fn pass(ctx: &mut Ctx, out: &mut BTreeMap<String, Text>, key: &str, pos: Pos) {
+        if !env_key_ok(key) {
+            ctx.error(pos, format!("`{key}` is not a valid variable name"));
+        } else if let Some(v) = ctx.env.get(key) {
+            out.insert(key.to_string(), Text::secret(v));
+        }
+    }
     match &node.value {
         Value::Seq(items) => {
             for item in items {
                 let Some(raw) = string(ctx, item, "an `environment` entry") else {
                     continue;
                 };
+                if compose && !raw.contains('=') {
+                    pass(ctx, out, &raw, item.pos);
+                    continue;
+                }
                 let Some((key, value)) = raw.split_once('=') else {
                     ctx.error_hint(
                         item.pos,
@@ -1267,6 +1687,10 @@ fn environment_entries(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Te
                 };
                 if !env_key_ok(&key) {
                     ctx.error(k.pos, format!("`{key}` is not a valid variable name"));
+                    continue;
+                }
+                if v.value == Value::Null && compose {
+                    pass(ctx, out, &key, k.pos);
                     continue;
                 }
                 if v.value == Value::Null {

@@ -3,6 +3,7 @@
 //! document parsed and validated. The whole directory is checked before
 //! anything may act on it.
 
+pub mod compose;
 pub mod decode;
 pub mod files;
 pub mod graph;
@@ -152,6 +153,9 @@ pub fn parse_dir(
         if let Some(src) = r.src {
             parsed.sources.insert(r.shown, src);
         }
+        if let Some((shown, src)) = r.overlay {
+            parsed.sources.insert(shown, src);
+        }
     }
     Ok(parsed)
 }
@@ -160,6 +164,8 @@ pub fn parse_dir(
 struct FileResult {
     shown: Arc<str>,
     src: Option<String>,
+    /// A Compose override file read with it, by its shown path.
+    overlay: Option<(Arc<str>, String)>,
     docs: Vec<Document>,
     diags: Vec<Diagnostic>,
 }
@@ -179,6 +185,7 @@ fn parse_file(
     let mut out = FileResult {
         shown: Arc::clone(&shown),
         src: None,
+        overlay: None,
         docs: Vec::new(),
         diags: Vec::new(),
     };
@@ -194,6 +201,15 @@ fn parse_file(
         process: env,
         file: dot_envs.get(&file_dir).cloned().unwrap_or_default(),
     };
+    let compose_file = rel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| compose::FILE_NAMES.contains(&n));
+    if compose_file {
+        parse_compose(&mut out, &src, &path, root, dir, &env);
+        out.src = Some(src);
+        return out;
+    }
     match yaml::parse_documents(&src, Limits::default()) {
         Ok(nodes) => {
             let mut ctx = Ctx {
@@ -204,6 +220,7 @@ fn parse_file(
                 root_shown: dir,
                 env: &env,
                 diags: &mut out.diags,
+                overlay: None,
             };
             out.docs = nodes
                 .iter()
@@ -221,6 +238,109 @@ fn parse_file(
     }
     out.src = Some(src);
     out
+}
+
+/// A Compose file, with its override file merged in, as one Stack.
+fn parse_compose(
+    out: &mut FileResult,
+    src: &str,
+    path: &Path,
+    root: &Path,
+    dir: &Path,
+    env: &dyn Env,
+) {
+    let folder = path.parent().unwrap_or(root);
+    let one = |out: &mut FileResult, shown: &Arc<str>, text: &str| -> Option<yaml::Node> {
+        match yaml::parse_documents(text, Limits::default()) {
+            Ok(mut nodes) => {
+                if nodes.len() > 1 {
+                    let pos = nodes[1].pos;
+                    out.diags.push(
+                        Diagnostic::new(Loc::new(shown, pos), "a Compose file holds one document")
+                            .with_hint(Some(
+                                "put each stack in a Compose file of its own folder".into(),
+                            ))
+                            .with_source(text),
+                    );
+                    return None;
+                }
+                nodes.pop()
+            }
+            Err(e) => {
+                out.diags.push(
+                    Diagnostic::new(
+                        Loc::new(shown, e.pos),
+                        format!("invalid YAML: {}", e.message),
+                    )
+                    .with_hint(e.hint)
+                    .with_source(text),
+                );
+                None
+            }
+        }
+    };
+    let shown = Arc::clone(&out.shown);
+    let Some(mut node) = one(out, &shown, src) else {
+        return;
+    };
+    let override_file = compose::OVERRIDE_NAMES
+        .iter()
+        .map(|n| folder.join(n))
+        .find(|p| p.is_file());
+    if let Some(over_path) = override_file {
+        let rel = over_path.strip_prefix(root).unwrap_or(&over_path);
+        let over_shown: Arc<str> = Arc::from(dir.join(rel).display().to_string());
+        match read_manifest(&over_path) {
+            Err((pos, msg)) => out
+                .diags
+                .push(Diagnostic::new(Loc::new(&over_shown, pos), msg)),
+            Ok(text) => {
+                if let Some(mut over) = one(out, &over_shown, &text) {
+                    shift_lines(&mut over, decode::OVERRIDE_LINES);
+                    node = compose::merge(node, over);
+                }
+                out.overlay = Some((over_shown, text));
+            }
+        }
+    }
+    let folder_name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut diags = Vec::new();
+    let stack = {
+        let mut ctx = Ctx {
+            file: Arc::clone(&out.shown),
+            src,
+            file_dir: folder.to_path_buf(),
+            root,
+            root_shown: dir,
+            env,
+            diags: &mut diags,
+            overlay: out
+                .overlay
+                .as_ref()
+                .map(|(f, t)| (Arc::clone(f), t.as_str())),
+        };
+        compose::stack(&mut ctx, &node, &folder_name)
+    };
+    out.diags.extend(diags);
+    out.docs.extend(stack.map(Document::Stack));
+}
+
+/// Moves every node of a tree `by` lines down.
+fn shift_lines(node: &mut yaml::Node, by: u32) {
+    node.pos.line = node.pos.line.saturating_add(by);
+    match &mut node.value {
+        yaml::Value::Seq(items) => items.iter_mut().for_each(|n| shift_lines(n, by)),
+        yaml::Value::Map(entries) => {
+            for (k, v) in entries {
+                shift_lines(k, by);
+                shift_lines(v, by);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The variables of the `.env` file in `file_dir`, if there is one, for
@@ -348,6 +468,12 @@ fn walk(
         .map(|e| e.file_name())
         .collect();
     names.sort();
+    // A folder with a Compose file is that stack's folder: the file is its
+    // manifest, the rest (YAML included) the stack's own files.
+    if let Some(file) = compose::file_in(names.iter().filter_map(|n| n.to_str())) {
+        out.push(rel_dir.join(file));
+        return Ok(());
+    }
     for name in names {
         let Some(name_str) = name.to_str() else {
             // Never skipped in silence: it may be a manifest.

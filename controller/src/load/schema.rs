@@ -258,10 +258,20 @@ enum Pull {
 }
 
 #[derive(JsonSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum Condition {
     Started,
     Healthy,
+    ServiceStarted,
+    ServiceHealthy,
+}
+
+/// One `ulimits` entry: a number for both limits, or each.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum Ulimit {
+    Both(i64),
+    Each { soft: i64, hard: i64 },
 }
 
 #[derive(JsonSchema)]
@@ -352,6 +362,48 @@ struct App {
     memory: Option<Scalar>,
     #[serde(default)]
     cpus: Option<Scalar>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    domainname: Option<String>,
+    /// Another name the app answers to on its stack's network; the
+    /// container is still `<stack>-<app>`.
+    #[serde(default)]
+    container_name: Option<String>,
+    /// Ports exposed without publishing: `PORT[/tcp|udp]` or `FROM-TO`.
+    #[serde(default)]
+    expose: Option<Vec<Scalar>>,
+    /// `NAME:ADDRESS` entries, or a mapping of them.
+    #[serde(default)]
+    extra_hosts: Option<Environment>,
+    #[serde(default)]
+    cap_add: Option<Vec<String>>,
+    #[serde(default)]
+    cap_drop: Option<Vec<String>>,
+    /// Mount points of tmpfs file systems: `/path[:options]`.
+    #[serde(default)]
+    tmpfs: Option<StringOrList>,
+    #[serde(default)]
+    ulimits: Option<BTreeMap<String, Ulimit>>,
+    #[serde(default)]
+    read_only: Option<bool>,
+    #[serde(default)]
+    security_opt: Option<Vec<String>>,
+    #[serde(default)]
+    sysctls: Option<Environment>,
+    #[serde(default)]
+    init: Option<bool>,
+    /// A size such as `256m`.
+    #[serde(default)]
+    shm_size: Option<Scalar>,
+    #[serde(default)]
+    tty: Option<bool>,
+    #[serde(default)]
+    stdin_open: Option<bool>,
+    #[serde(default)]
+    dns: Option<StringOrList>,
+    #[serde(default)]
+    dns_search: Option<StringOrList>,
 }
 
 /// The schema as pretty JSON, with a trailing newline.

@@ -3,6 +3,12 @@
 
 use crate::model::{Mount, Port, Protocol};
 
+/// An app's or a volume's name: a valid name, or one with `_` as Compose's
+/// service and volume names have them (`[a-z0-9][a-z0-9_-]{0,62}`).
+pub fn is_valid_member_name(name: &str) -> bool {
+    is_valid_name(&name.replace('_', "-")) && !name.starts_with('_')
+}
+
 /// A name: `[a-z0-9][a-z0-9-]{0,62}`.
 pub fn is_valid_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -148,6 +154,27 @@ pub fn parse_port(s: &str) -> Result<Port, String> {
     })
 }
 
+/// The largest range `expose:` may name.
+const MAX_EXPOSED_RANGE: u32 = 1024;
+
+/// `PORT[/tcp|udp]` or `FROM-TO[/tcp|udp]`, as Docker's exposed ports.
+pub fn parse_expose(s: &str) -> Result<Vec<String>, String> {
+    let (body, protocol) = match s.rsplit_once('/') {
+        Some((b, p @ ("tcp" | "udp"))) => (b, p),
+        Some((_, p)) => return Err(format!("unknown protocol `{p}` in exposed port `{s}`")),
+        None => (s, "tcp"),
+    };
+    let (from, to) = body.split_once('-').unwrap_or((body, body));
+    let from = parse_u16_port(from.trim(), "exposed port")?;
+    let to = parse_u16_port(to.trim(), "exposed port")?;
+    if to < from || u32::from(to - from) >= MAX_EXPOSED_RANGE {
+        return Err(format!(
+            "exposed port range `{s}` is empty or wider than {MAX_EXPOSED_RANGE} ports"
+        ));
+    }
+    Ok((from..=to).map(|p| format!("{p}/{protocol}")).collect())
+}
+
 /// `NAME:PATH[:ro|rw]`
 pub fn parse_mount(s: &str) -> Result<Mount, (String, Option<String>)> {
     let parts: Vec<&str> = s.split(':').collect();
@@ -174,7 +201,7 @@ pub fn parse_mount(s: &str) -> Result<Mount, (String, Option<String>)> {
             Some("declare a volume under the stack's `volumes:` and mount it by name".into()),
         ));
     }
-    if !is_valid_name(volume) {
+    if !is_valid_member_name(volume) {
         return Err((format!("`{volume}` is not a valid volume name"), None));
     }
     if !target.starts_with('/') {
