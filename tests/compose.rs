@@ -322,7 +322,7 @@ fn the_override_file_is_merged_and_its_errors_name_it() {
 
 #[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
-    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"/srv/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: {}\nvolumes:\n  data: { external: true }\n";
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"/srv/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true }\nvolumes:\n  data: { external: true }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);
     for expected in [
         "shop/compose.yaml:5:5: error: drover does not support `privileged`",
@@ -330,9 +330,143 @@ fn what_drover_does_not_do_is_named_where_it_is_written() {
         "shop/compose.yaml:7:15: error: `/srv/www` is a host path",
         "shop/compose.yaml:8:13: error: port `80` publishes no host port",
         "shop/compose.yaml:9:25: error: drover runs one container per app",
-        "shop/compose.yaml:11:3: error: drover does not support Compose's top-level `networks` yet",
+        "shop/compose.yaml:11:22: error: drover does not support `external` (in network `front`) yet",
         "shop/compose.yaml:13:21: error: drover does not take `external` (in volume `data`)",
     ] {
         assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
     }
+}
+
+/// Every case folder of the corpus of real Compose files.
+fn corpus() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/compose-corpus");
+    let mut cases = Vec::new();
+    for source in std::fs::read_dir(&root).unwrap() {
+        let source = source.unwrap().path();
+        if source.is_dir() {
+            for case in std::fs::read_dir(&source).unwrap() {
+                cases.push(case.unwrap().path());
+            }
+        }
+    }
+    cases.sort();
+    cases
+}
+
+/// The real Compose files of `tests/fixtures/compose-corpus/` (see its
+/// SOURCES.md): each validates as it is, or fails with errors each located
+/// in a file of its folder. What each does is kept in a snapshot, and the
+/// share that validates is printed and may not fall.
+#[test]
+fn real_compose_files_validate_or_say_where_and_why_not() {
+    let cases = corpus();
+    let mut summary = String::new();
+    let mut valid = 0;
+    for case in &cases {
+        let name = case
+            .strip_prefix(case.parent().unwrap().parent().unwrap())
+            .unwrap()
+            .display()
+            .to_string();
+        match load(case, &env(&[])) {
+            Ok(spec) => {
+                valid += 1;
+                let apps: usize = spec.stacks.values().map(|s| s.apps.len()).sum();
+                summary.push_str(&format!("{name}: valid, {apps} apps\n"));
+            }
+            Err(LoadError::Invalid(d)) => {
+                let mut kinds: Vec<String> = Vec::new();
+                for e in &d.0 {
+                    let file = Path::new(&*e.loc.file);
+                    assert!(
+                        file.starts_with(case) && file.exists(),
+                        "{e} is not placed in {name}"
+                    );
+                    assert!(e.loc.pos.line >= 1 && e.loc.pos.col >= 1, "{e}");
+                    let kind = format!(
+                        "{}:{}: {}",
+                        file.file_name().unwrap().to_string_lossy(),
+                        e.loc.pos.line,
+                        e.message
+                    );
+                    if !kinds.contains(&kind) {
+                        kinds.push(kind);
+                    }
+                }
+                summary.push_str(&format!("{name}: {} errors\n", d.0.len()));
+                for k in kinds.iter().take(4) {
+                    summary.push_str(&format!("    {k}\n"));
+                }
+            }
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    let share = valid as f64 / cases.len() as f64;
+    summary.push_str(&format!(
+        "{valid} of {} valid as they are ({:.0} %)\n",
+        cases.len(),
+        share * 100.0
+    ));
+    eprintln!("{summary}");
+    insta::assert_snapshot!("corpus", summary);
+    assert!(
+        valid >= 18,
+        "fewer real files validate than before: {valid}"
+    );
+}
+
+/// What `docker compose config` says these files run, written down: the
+/// containers drover renders from them are the same.
+#[test]
+fn real_files_render_the_containers_compose_would() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/compose-corpus");
+    let spec = load(&root.join("awesome-compose/wordpress-mysql"), &env(&[])).unwrap();
+    let d = drover::desired::render(&spec);
+    let host = &d.hosts["local"];
+    let db = &host.containers["wordpress-mysql-db"];
+    assert_eq!(db.image.expose(), "mariadb:10.6.4-focal");
+    let words = |l: &Option<Vec<drover::model::Text>>| -> Vec<String> {
+        l.iter().flatten().map(|t| t.expose().to_string()).collect()
+    };
+    assert_eq!(
+        words(&db.command),
+        ["--default-authentication-plugin=mysql_native_password"]
+    );
+    assert_eq!(db.env["MYSQL_DATABASE"].expose(), "wordpress");
+    assert_eq!(db.options.expose, ["3306/tcp", "33060/tcp"]);
+    assert_eq!(db.restart.as_str(), "always");
+    assert_eq!(
+        (db.mounts[0].source.as_str(), db.mounts[0].target.as_str()),
+        ("wordpress-mysql-db_data", "/var/lib/mysql")
+    );
+    let wp = &host.containers["wordpress-mysql-wordpress"];
+    assert_eq!((wp.ports[0].host, wp.ports[0].container), (80, 80));
+    assert_eq!(wp.env["WORDPRESS_DB_HOST"].expose(), "db");
+    assert!(wp.aliases.contains(&"wordpress".to_string()));
+
+    let spec = load(&root.join("umami/main"), &env(&[])).unwrap();
+    let d = drover::desired::render(&spec);
+    let db = &d.hosts["local"].containers["main-db"];
+    let test: Vec<&str> = db
+        .healthcheck
+        .as_ref()
+        .unwrap()
+        .test
+        .iter()
+        .map(|t| t.expose())
+        .collect();
+    assert_eq!(
+        test,
+        [
+            "CMD-SHELL",
+            "pg_isready -U ${POSTGRES_USER} -d ${POSTGRES_DB}"
+        ]
+    );
+    let app = &d.hosts["local"].containers["main-umami"];
+    assert_eq!(app.options.init, Some(true));
+    assert_eq!(
+        app.depends_on,
+        [("db".to_string(), drover::model::Condition::Healthy)]
+    );
+    assert_eq!(app.restart.as_str(), "always");
 }

@@ -457,6 +457,7 @@ pub fn render(spec: &Spec) -> Desired {
                 network,
                 aliases: std::iter::once(app.name.clone())
                     .chain(app.options.container_name.clone())
+                    .chain(app.options.aliases.iter().cloned())
                     .collect(),
                 depends_on: app
                     .depends_on

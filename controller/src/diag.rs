@@ -84,13 +84,22 @@ impl Diagnostic {
     /// The full report: a one-line reason, then the source line with a caret
     /// under the column, then the hint.
     pub fn render(&self, color: bool) -> String {
+        self.render_as("error", color)
+    }
+
+    /// As [`Diagnostic::render`], said as a note rather than an error.
+    pub fn render_note(&self, color: bool) -> String {
+        self.render_as("note", color)
+    }
+
+    fn render_as(&self, what: &str, color: bool) -> String {
         let (red, blue, bold, reset) = if color {
             ("\x1b[31m", "\x1b[34m", "\x1b[1m", "\x1b[0m")
         } else {
             ("", "", "", "")
         };
         let mut out = format!(
-            "{bold}{}{reset}: {red}error{reset}: {bold}{}{reset}\n",
+            "{bold}{}{reset}: {red}{what}{reset}: {bold}{}{reset}\n",
             self.loc, self.message
         );
         if let Some(line) = &self.source_line {

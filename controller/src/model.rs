@@ -334,6 +334,9 @@ pub struct Options {
     /// stack's network (the container itself is `<stack>-<app>`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
+    /// More names it answers to there (Compose's network `aliases`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// Ports the container exposes without publishing: `80/tcp`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose: Vec<String>,
@@ -368,6 +371,9 @@ pub struct Options {
     pub dns: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns_search: Vec<String>,
+    /// The log driver and its options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<(String, BTreeMap<String, String>)>,
 }
 
 impl Options {
@@ -435,6 +441,9 @@ pub struct Spec {
     pub stacks: BTreeMap<String, Stack>,
     /// The Cluster's `repositories`, by name.
     pub repositories: BTreeMap<String, Repository>,
+    /// What `validate` says about valid manifests: how drover reads a
+    /// Compose form that means a little less, or something else, to it.
+    pub notes: Vec<crate::diag::Diagnostic>,
 }
 
 impl Spec {

@@ -5,6 +5,9 @@ use super::*;
 
 pub fn validate(dir: &Path) -> Result<ExitCode, Failure> {
     let spec = load_spec(dir)?;
+    for note in &spec.notes {
+        eprint!("{}", note.render_note(false));
+    }
     let apps: usize = spec.stacks.values().map(|s| s.apps.len()).sum();
     print(&format!(
         "{}: valid ({}, {}, {})\n",

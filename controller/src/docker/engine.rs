@@ -8,9 +8,9 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
-    HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -442,6 +442,13 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                     .collect()
             }),
             readonly_rootfs: o.read_only.then_some(true),
+            log_config: o
+                .logging
+                .as_ref()
+                .map(|(driver, options)| HostConfigLogConfig {
+                    typ: Some(driver.clone()),
+                    config: Some(to_hashmap(options)),
+                }),
             init: o.init,
             shm_size: o.shm_size.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::diag::Pos;
 use crate::load::decode::{
-    app, fields, mapping, named_entries, string, text, volume, Ctx, Dialect,
+    app, fields, mapping, named_entries, sequence, string, text, volume, Ctx, Dialect,
 };
 use crate::load::values::{parse_mount, parse_port};
 use crate::load::yaml::{Node, Value};
@@ -97,18 +97,22 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
             }
         }
     };
-    for key in ["networks", "secrets", "configs", "include"] {
+    let networks = f
+        .get("networks")
+        .map(|n| declared_networks(ctx, n))
+        .unwrap_or_else(|| vec!["default".to_string()]);
+    for key in ["secrets", "configs", "include"] {
         if let Some(n) = f.get(key) {
-            let only_default = key == "networks"
-                && matches!(&n.value, Value::Map(e) if e.iter().all(|(k, _)| k.as_scalar() == Some("default")));
-            if !only_default {
+            {
                 ctx.error_hint(
                     n.pos,
                     format!("drover does not support Compose's top-level `{key}` yet"),
                     Some(match key {
-                        "networks" => "every service of the stack joins the stack's network on its host; remove `networks:`".into(),
-                        "include" => "put each included file in a folder of its own: each is a stack".into(),
-                        _ => "pass the value in `environment:` from drover's environment or `.env`".into(),
+                        "include" => {
+                            "put each included file in a folder of its own: each is a stack".into()
+                        }
+                        _ => "pass the value in `environment:` from drover's environment or `.env`"
+                            .into(),
                     }),
                 );
             }
@@ -156,6 +160,7 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
                 }
                 let dialect = Dialect::Compose {
                     host: host.as_ref(),
+                    networks: &networks,
                 };
                 if let Some(app) = app(ctx, sname.clone(), pos, snode, dialect) {
                     apps.insert(sname, app);
@@ -170,6 +175,141 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
         apps,
         rollback,
     })
+}
+
+/// The fields of a top-level Compose network.
+const NETWORK_FIELDS: &[&str] = &[
+    "driver",
+    "external",
+    "attachable",
+    "name",
+    "internal",
+    "ipam",
+    "driver_opts",
+    "labels",
+    "enable_ipv6",
+];
+
+/// The networks a Compose file declares. Each is the stack's network on
+/// each host (`drover-<stack>`): services reach each other by name and
+/// alias as in Compose, but are not kept apart yet; `validate` says so.
+fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
+    let mut names = vec!["default".to_string()];
+    let mut joined = Vec::new();
+    // A network's name becomes no Docker object's: any Compose name will do.
+    let entries: Vec<(String, &Node)> = mapping(ctx, node, "`networks`")
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_scalar()?.to_string(), v)))
+        .collect();
+    for (name, n) in entries {
+        let Some(f) = fields(ctx, n, &format!("network `{name}`"), NETWORK_FIELDS) else {
+            continue;
+        };
+        for key in ["external", "internal", "ipam", "driver_opts", "enable_ipv6"] {
+            if let Some(v) = f.get(key) {
+                if v.as_scalar() != Some("false") {
+                    ctx.error_hint(
+                        v.pos,
+                        format!("drover does not support `{key}` (in network `{name}`) yet"),
+                        Some(format!(
+                            "drover makes one network per stack on each host, `drover-<stack>`; remove `{key}:`"
+                        )),
+                    );
+                }
+            }
+        }
+        if let Some(d) = f.get("driver") {
+            if let Some(driver) = string(ctx, d, "`driver`").filter(|d| d != "bridge") {
+                ctx.error_hint(
+                    d.pos,
+                    format!("network driver `{driver}` is not supported"),
+                    Some("drover's networks are bridge networks on each host".into()),
+                );
+            }
+        }
+        if name != "default" {
+            joined.push(format!("`{name}`"));
+        }
+        names.push(name);
+    }
+    if !joined.is_empty() {
+        ctx.note(
+            node.pos,
+            format!(
+                "the networks {} are one network on each host, the stack's: its services reach each other by name and alias, and are not kept apart",
+                joined.join(", ")
+            ),
+        );
+    }
+    names
+}
+
+/// A service's `networks` (a list, or a mapping with `aliases`): the
+/// aliases it answers to. Each network must be declared.
+pub(super) fn service_networks(ctx: &mut Ctx, node: &Node, declared: &[String]) -> Vec<String> {
+    let mut aliases = Vec::new();
+    let entries: Vec<(&Node, Option<&Node>)> = match &node.value {
+        Value::Seq(items) => items.iter().map(|i| (i, None)).collect(),
+        _ => mapping(ctx, node, "`networks`")
+            .unwrap_or(&[])
+            .iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect(),
+    };
+    for (k, v) in entries {
+        let Some(name) = string(ctx, k, "a network") else {
+            continue;
+        };
+        if !declared.contains(&name) {
+            ctx.error_hint(
+                k.pos,
+                format!("network `{name}` is not declared"),
+                Some("declare it under the top-level `networks:`".into()),
+            );
+            continue;
+        }
+        let Some(v) = v.filter(|v| v.value != Value::Null) else {
+            continue;
+        };
+        let what = format!("network `{name}`");
+        let known = [
+            "aliases",
+            "ipv4_address",
+            "ipv6_address",
+            "priority",
+            "mac_address",
+            "link_local_ips",
+            "driver_opts",
+            "gw_priority",
+        ];
+        let Some(f) = fields(ctx, v, &what, &known) else {
+            continue;
+        };
+        if let Some(a) = f.get("aliases") {
+            for item in sequence(ctx, a, "`aliases`").unwrap_or(&[]) {
+                if let Some(t) = text(ctx, item, "an alias") {
+                    aliases.push(t.expose().to_string());
+                }
+            }
+        }
+        for key in [
+            "ipv4_address",
+            "ipv6_address",
+            "mac_address",
+            "link_local_ips",
+            "driver_opts",
+        ] {
+            if let Some(n) = f.get(key) {
+                ctx.error_hint(
+                    n.pos,
+                    format!("drover does not support `{key}` (in {what})"),
+                    Some("drover's networks give addresses themselves; reach the service by its name".into()),
+                );
+            }
+        }
+    }
+    aliases
 }
 
 /// The profiles `COMPOSE_PROFILES` turns on (`*` for all).

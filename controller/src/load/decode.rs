@@ -94,6 +94,7 @@ pub const APP_FIELDS: &[&str] = &[
     "stdin_open",
     "dns",
     "dns_search",
+    "logging",
 ];
 pub const HEALTHCHECK_FIELDS: &[&str] = &[
     "test",
@@ -117,6 +118,8 @@ pub struct Parsed {
     /// diagnostics found later can show their line. Env files are not here:
     /// their lines are secret.
     pub sources: HashMap<Arc<str>, String>,
+    /// What `validate` says once about manifests that are valid.
+    pub notes: Vec<Diagnostic>,
 }
 
 /// Where one manifest file sits, and what it is checked against.
@@ -132,6 +135,8 @@ pub struct Ctx<'a> {
     pub root_shown: &'a Path,
     pub env: &'a dyn Env,
     pub diags: &'a mut Vec<Diagnostic>,
+    /// Notes: how a valid form is read (see [`crate::model::Spec::notes`]).
+    pub notes: &'a mut Vec<Diagnostic>,
     /// A Compose override file merged into this one: its nodes' lines are
     /// [`OVERRIDE_LINES`] further down, so that each place names its file.
     pub overlay: Option<(Arc<str>, &'a str)>,
@@ -151,6 +156,12 @@ impl Ctx<'_> {
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.error_hint(pos, message, None);
+    }
+
+    /// A note on a valid form, shown by `validate`.
+    pub fn note(&mut self, pos: Pos, message: impl Into<String>) {
+        let loc = self.loc(pos);
+        self.notes.push(Diagnostic::new(loc, message));
     }
 
     pub fn error_hint(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
@@ -397,7 +408,6 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "networks" => "an app joins its stack's network on its host; several networks per stack are not supported yet".into(),
         "secrets" | "configs" => "not supported yet: pass the value in `environment:` from drover's environment, or mount a volume".into(),
         "platform" => "not supported yet: name an image built for the hosts' platform".into(),
-        "logging" => "not supported yet: the engine's default log driver is used; set it in the engine's daemon.json".into(),
         "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
         "scale" => "drover runs one container per app: name another app for another container".into(),
         _ => format!("drover does not support `{field}` yet; docs/compose.md lists what it takes"),
@@ -1096,6 +1106,8 @@ pub enum Dialect<'a> {
     Compose {
         /// The file's `x-drover: { host }`, where it has one.
         host: Option<&'a At<String>>,
+        /// The networks the file declares.
+        networks: &'a [String],
     },
 }
 
@@ -1141,7 +1153,9 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "stdin_open",
     "dns",
     "dns_search",
+    "logging",
     "x-drover",
+    "networks",
 ];
 
 pub(super) fn app(
@@ -1159,7 +1173,10 @@ pub(super) fn app(
     };
     let known = if compose { SERVICE_FIELDS } else { APP_FIELDS };
     let f = fields(ctx, node, &what, known)?;
+    let builds = matches!(&node.value, Value::Map(e) if e.iter().any(|(k, _)| k.as_scalar() == Some("build")));
     let image = match f.get("image") {
+        // `build:` without `image:` is said once, at `build`.
+        None if builds => None,
         None => {
             ctx.error_hint(
                 pos,
@@ -1179,7 +1196,7 @@ pub(super) fn app(
     };
     let host = match dialect {
         Dialect::Drover => f.get("host").and_then(|h| name_value(ctx, h, "host")),
-        Dialect::Compose { host } => match f.get("x-drover") {
+        Dialect::Compose { host, .. } => match f.get("x-drover") {
             Some(x) => {
                 let placed = fields(ctx, x, "`x-drover`", &["host"])?;
                 placed
@@ -1354,7 +1371,10 @@ pub(super) fn app(
         }
     });
 
-    let options = options(ctx, &f);
+    let mut options = options(ctx, &f);
+    if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
+        options.aliases = super::compose::service_networks(ctx, n, networks);
+    }
     Some(App {
         name,
         loc: ctx.loc(pos),
@@ -1466,6 +1486,19 @@ fn options(ctx: &mut Ctx, f: &Fields) -> Options {
     }
     if let Some(n) = f.get("sysctls") {
         o.sysctls = key_values(ctx, n, "`sysctls`");
+    }
+    if let Some(n) = f.get("logging") {
+        if let Some(l) = fields(ctx, n, "`logging`", &["driver", "options"]) {
+            let driver = l
+                .get("driver")
+                .and_then(|d| text(ctx, d, "`driver`"))
+                .map_or_else(|| "json-file".to_string(), |t| t.expose().to_string());
+            let options = l
+                .get("options")
+                .map(|o| key_values(ctx, o, "`options`"))
+                .unwrap_or_default();
+            o.logging = Some((driver, options));
+        }
     }
     o.shm_size = f.get("shm_size").and_then(|m| {
         let s = text(ctx, m, "`shm_size`")?;
@@ -1610,10 +1643,11 @@ pub(super) fn choice<T: Copy>(
     what: &str,
     options: &[(&str, T)],
 ) -> Option<T> {
-    let s = string(ctx, node, what)?;
-    if let Some((_, v)) = options.iter().find(|(name, _)| *name == s) {
+    let t = text(ctx, node, what)?;
+    if let Some((_, v)) = options.iter().find(|(name, _)| *name == t.expose()) {
         return Some(*v);
     }
+    let s = t.to_string();
     let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
     ctx.error_hint(
         node.pos,

@@ -41,8 +41,8 @@ pub fn load(dir: &Path, env: &dyn Env) -> Result<Spec, LoadError> {
     let mut diags = Vec::new();
     let mut parsed = parse_dir(dir, env, &mut diags)?;
     let sources = std::mem::take(&mut parsed.sources);
-    let spec = crate::load::validate::validate(parsed, &mut diags);
-    for d in &mut diags {
+    let mut spec = crate::load::validate::validate(parsed, &mut diags);
+    for d in diags.iter_mut().chain(spec.notes.iter_mut()) {
         if d.source_line.is_none() {
             if let Some(src) = sources.get(&d.loc.file) {
                 *d = d.clone().with_source(src);
@@ -122,6 +122,7 @@ pub fn parse_dir(
     let mut parsed = Parsed::default();
     for r in results {
         diags.extend(r.diags);
+        parsed.notes.extend(r.notes);
         for doc in r.docs {
             match doc {
                 Document::Stack(s) => parsed.stacks.push(s),
@@ -164,6 +165,7 @@ pub fn parse_dir(
 struct FileResult {
     shown: Arc<str>,
     src: Option<String>,
+    notes: Vec<Diagnostic>,
     /// A Compose override file read with it, by its shown path.
     overlay: Option<(Arc<str>, String)>,
     docs: Vec<Document>,
@@ -186,6 +188,7 @@ fn parse_file(
         shown: Arc::clone(&shown),
         src: None,
         overlay: None,
+        notes: Vec::new(),
         docs: Vec::new(),
         diags: Vec::new(),
     };
@@ -220,6 +223,7 @@ fn parse_file(
                 root_shown: dir,
                 env: &env,
                 diags: &mut out.diags,
+                notes: &mut out.notes,
                 overlay: None,
             };
             out.docs = nodes
@@ -308,6 +312,7 @@ fn parse_compose(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut diags = Vec::new();
+    let mut notes = Vec::new();
     let stack = {
         let mut ctx = Ctx {
             file: Arc::clone(&out.shown),
@@ -317,6 +322,7 @@ fn parse_compose(
             root_shown: dir,
             env,
             diags: &mut diags,
+            notes: &mut notes,
             overlay: out
                 .overlay
                 .as_ref()
@@ -325,6 +331,7 @@ fn parse_compose(
         compose::stack(&mut ctx, &node, &folder_name)
     };
     out.diags.extend(diags);
+    out.notes.extend(notes);
     out.docs.extend(stack.map(Document::Stack));
 }
 

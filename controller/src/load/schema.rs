@@ -404,6 +404,18 @@ struct App {
     dns: Option<StringOrList>,
     #[serde(default)]
     dns_search: Option<StringOrList>,
+    #[serde(default)]
+    logging: Option<Logging>,
+}
+
+/// The container's log driver (`json-file` by default) and its options.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Logging {
+    #[serde(default)]
+    driver: Option<String>,
+    #[serde(default)]
+    options: Option<BTreeMap<String, Scalar>>,
 }
 
 /// The schema as pretty JSON, with a trailing newline.

@@ -16,6 +16,7 @@ pub const IMPLICIT_ENDPOINT: &str = "";
 /// Checks everything and returns the spec; it is valid exactly when no
 /// diagnostic was added.
 pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
+    let parsed_notes = parsed.notes.clone();
     let (hosts, implicit_local) = match parsed.cluster {
         Some((list, _)) => (
             list.into_iter().map(|h| (h.name.clone(), h)).collect(),
@@ -68,6 +69,7 @@ pub fn validate(parsed: Parsed, diags: &mut Vec<Diagnostic>) -> Spec {
         implicit_local,
         stacks,
         repositories,
+        notes: parsed_notes,
     }
 }
 

@@ -175,17 +175,23 @@ pub fn parse_expose(s: &str) -> Result<Vec<String>, String> {
     Ok((from..=to).map(|p| format!("{p}/{protocol}")).collect())
 }
 
+/// The options a mount may name after its target.
+const MOUNT_OPTIONS: &[&str] = &["ro", "rw", "z", "Z", "nocopy"];
+
 /// `NAME:PATH[:ro|rw]`
 pub fn parse_mount(s: &str) -> Result<Mount, (String, Option<String>)> {
     let parts: Vec<&str> = s.split(':').collect();
     let (volume, target, read_only) = match parts.as_slice() {
         [v, t] => (*v, *t, false),
-        [v, t, "ro"] => (*v, *t, true),
-        [v, t, "rw"] => (*v, *t, false),
+        // Compose's and Docker's options: `ro`/`rw`, and `z`/`Z` (SELinux
+        // labels, which a named volume does not need) and `nocopy`.
+        [v, t, mode] if mode.split(',').all(|m| MOUNT_OPTIONS.contains(&m)) => {
+            (*v, *t, mode.split(',').any(|m| m == "ro"))
+        }
         [_, _, mode] => {
             return Err((
                 format!("unknown mount mode `{mode}` in `{s}`"),
-                Some("use `ro` or `rw`".into()),
+                Some("use `ro` or `rw` (with `z`, `Z` or `nocopy`, comma-separated)".into()),
             ))
         }
         _ => {
