@@ -322,12 +322,12 @@ fn the_override_file_is_merged_and_its_errors_name_it() {
 
 #[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
-    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"/srv/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true }\nvolumes:\n  data: { external: true }\n";
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true }\nvolumes:\n  data: { external: true }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);
     for expected in [
         "shop/compose.yaml:5:5: error: drover does not support `privileged`",
         "shop/compose.yaml:6:5: error: drover does not support `network_mode`",
-        "shop/compose.yaml:7:15: error: `/srv/www` is a host path",
+        "shop/compose.yaml:7:15: error: `~/www` is in a home folder",
         "shop/compose.yaml:8:13: error: port `80` publishes no host port",
         "shop/compose.yaml:9:25: error: drover runs one container per app",
         "shop/compose.yaml:11:22: error: drover does not support `external` (in network `front`) yet",

@@ -38,6 +38,17 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+/// A host path mounted into a container, and where the manifest says so.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BindSpec {
+    pub host_path: String,
+    pub target: String,
+    pub read_only: bool,
+    /// `file:line:col` of the mount, for the plan's error when the app
+    /// would have to move.
+    pub at: String,
+}
+
 /// One container as it should be.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerSpec {
@@ -53,6 +64,11 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, Text>,
     pub ports: Vec<Port>,
     pub mounts: Vec<MountSpec>,
+    /// Host paths mounted: the app is pinned to its host.
+    pub binds: Vec<BindSpec>,
+    /// Files written into the container before it starts.
+    #[serde(skip)]
+    pub files: Vec<crate::model::ConfigFile>,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Restart,
     pub memory: Option<u64>,
@@ -444,6 +460,17 @@ pub fn render(spec: &Spec) -> Desired {
                         read_only: m.value.read_only,
                     })
                     .collect(),
+                binds: app
+                    .binds
+                    .iter()
+                    .map(|b| BindSpec {
+                        host_path: b.value.host_path.clone(),
+                        target: b.value.target.clone(),
+                        read_only: b.value.read_only,
+                        at: b.loc.to_string(),
+                    })
+                    .collect(),
+                files: app.files.clone(),
                 healthcheck: app.healthcheck.clone(),
                 restart: app.restart,
                 memory: app.memory,
@@ -550,6 +577,28 @@ fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
             serde_json::to_string(&m).unwrap_or_default().into(),
             false,
         );
+    }
+    if !c.binds.is_empty() {
+        let b: Vec<_> = c
+            .binds
+            .iter()
+            .map(|b| (&b.host_path, &b.target, b.read_only))
+            .collect();
+        push(
+            "binds".into(),
+            serde_json::to_string(&b).unwrap_or_default().into(),
+            false,
+        );
+    }
+    if !c.files.is_empty() {
+        let mut h = Sha256::new();
+        for f in &c.files {
+            feed(&mut h, &f.target);
+            feed(&mut h, &format!("{:o}", f.mode));
+            h.update((f.content.len() as u64).to_le_bytes());
+            h.update(&f.content);
+        }
+        push("files".into(), hex_prefix(h, 32).into(), false);
     }
     if let Some(h) = &c.healthcheck {
         let canonical = serde_json::to_string(&(

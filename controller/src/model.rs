@@ -302,6 +302,26 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// A path of the app's host mounted into it (Compose's bind mount of an
+/// absolute path): it pins the app to that host.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Bind {
+    pub host_path: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A file of the manifest directory shipped into an app (Compose's bind
+/// mount of a file or folder that is in the repository): its content is
+/// part of the spec, so an edit recreates the app.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigFile {
+    /// Where it goes in the container: an absolute path.
+    pub target: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
 /// Durations are kept in nanoseconds, as Docker takes them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Healthcheck {
@@ -363,6 +383,9 @@ pub struct Options {
     pub init: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<u64>,
+    /// The most processes the container may run (-1: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tty: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -400,6 +423,10 @@ pub struct App {
     /// `environment` over `env_file`, as Compose does.
     pub environment: BTreeMap<String, Text>,
     pub volumes: Vec<At<Mount>>,
+    /// Host paths it mounts: the app never moves off its host.
+    pub binds: Vec<At<Bind>>,
+    /// Files of the manifest directory shipped into it.
+    pub files: Vec<ConfigFile>,
     pub ports: Vec<At<Port>>,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Restart,

@@ -117,6 +117,25 @@ fn tar_of(name: &str, data: &[u8], dir: bool) -> Vec<u8> {
         .expect("a tar in memory")
 }
 
+/// A tar of the manifests' files for a container, by their absolute paths.
+fn files_tar(files: &[crate::model::ConfigFile]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(f.mode);
+        h.set_size(f.content.len() as u64);
+        h.set_cksum();
+        tar.append_data(
+            &mut h,
+            f.target.trim_start_matches('/'),
+            f.content.as_slice(),
+        )
+        .expect("a tar in memory");
+    }
+    tar.into_inner().expect("a tar in memory")
+}
+
 /// Time allowed to reach a host and agree on an API version.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for one request (pulls get longer).
@@ -384,6 +403,13 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             read_only: Some(m.read_only),
             ..Default::default()
         })
+        .chain(c.binds.iter().map(|b| Mount {
+            target: Some(b.target.clone()),
+            source: Some(b.host_path.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(b.read_only),
+            ..Default::default()
+        }))
         .collect();
     let restart = restart_name(c.restart);
     let ns = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -450,6 +476,7 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                     config: Some(to_hashmap(options)),
                 }),
             init: o.init,
+            pids_limit: o.pids_limit,
             shm_size: o.shm_size.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             mounts: Some(mounts),
@@ -767,7 +794,30 @@ impl DockerApi for Engine {
             .create_container(Some(opts), create_body(c, key.as_ref()))
             .await
             .map(|_| ())
-            .map_err(|e| EngineError::api(&self.host, format!("create container `{}`", c.name), e))
+            .map_err(|e| {
+                EngineError::api(&self.host, format!("create container `{}`", c.name), e)
+            })?;
+        if c.files.is_empty() {
+            return Ok(());
+        }
+        // The manifests' files, written before the container first starts.
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .build();
+        self.docker
+            .upload_to_container(
+                &c.name,
+                Some(opts),
+                body_full(Bytes::from(files_tar(&c.files))),
+            )
+            .await
+            .map_err(|e| {
+                EngineError::api(
+                    &self.host,
+                    format!("write the files of container `{}`", c.name),
+                    e,
+                )
+            })
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {

@@ -5,15 +5,18 @@
 //! A service becomes an app through the same decoder as a Stack's apps
 //! ([`Dialect::Compose`]), so every field means one thing in both formats.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 use crate::diag::Pos;
 use crate::load::decode::{
     app, fields, mapping, named_entries, sequence, string, text, volume, Ctx, Dialect,
 };
+use crate::load::files::{io_reason, lexically_normal};
 use crate::load::values::{parse_mount, parse_port};
 use crate::load::yaml::{Node, Value};
-use crate::model::{At, Mount, Port, Rollback, Stack};
+use crate::model::{At, Bind, ConfigFile, Mount, Port, Rollback, Stack};
 
 /// The names of a Compose file, in the order Compose prefers them.
 pub const FILE_NAMES: &[&str] = &[
@@ -101,7 +104,15 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
         .get("networks")
         .map(|n| declared_networks(ctx, n))
         .unwrap_or_else(|| vec!["default".to_string()]);
-    for key in ["secrets", "configs", "include"] {
+    let secrets = f
+        .get("secrets")
+        .map(|n| declared_contents(ctx, n, "secrets"))
+        .unwrap_or_default();
+    let configs = f
+        .get("configs")
+        .map(|n| declared_contents(ctx, n, "configs"))
+        .unwrap_or_default();
+    for key in ["include"] {
         if let Some(n) = f.get(key) {
             {
                 ctx.error_hint(
@@ -146,6 +157,12 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
         }
     }
     let active = active_profiles(ctx);
+    let data_dirs = RefCell::new(DataDirs {
+        declared: volumes.keys().cloned().collect(),
+        found: BTreeMap::new(),
+        secrets,
+        configs,
+    });
     let mut apps = BTreeMap::new();
     match f.get("services") {
         None => ctx.error_hint(
@@ -161,11 +178,22 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
                 let dialect = Dialect::Compose {
                     host: host.as_ref(),
                     networks: &networks,
+                    data_dirs: &data_dirs,
                 };
                 if let Some(app) = app(ctx, sname.clone(), pos, snode, dialect) {
                     apps.insert(sname, app);
                 }
             }
+        }
+    }
+    // Each data directory is a volume of the stack.
+    for (dir, pos) in data_dirs.into_inner().found {
+        let empty = Node {
+            value: Value::Map(Vec::new()),
+            pos,
+        };
+        if let Some(v) = volume(ctx, dir.clone(), pos, &empty) {
+            volumes.insert(dir, v);
         }
     }
     Some(Stack {
@@ -401,9 +429,8 @@ fn compose_volume(
     volume(ctx, name.to_string(), pos, &merged)
 }
 
-/// A mount in Compose's long syntax: `{ type: volume, source, target,
-/// read_only }`.
-pub(super) fn long_mount(ctx: &mut Ctx, node: &Node) -> Option<Mount> {
+/// A mount in Compose's long syntax: `{ type, source, target, read_only }`.
+fn long_mount(ctx: &mut Ctx, node: &Node, data_dirs: &RefCell<DataDirs>) -> Option<Mounted> {
     let f = fields(
         ctx,
         node,
@@ -423,25 +450,20 @@ pub(super) fn long_mount(ctx: &mut Ctx, node: &Node) -> Option<Mount> {
         .get("type")
         .and_then(|t| string(ctx, t, "`type`"))
         .unwrap_or_else(|| "volume".into());
-    if kind != "volume" {
+    if kind != "volume" && kind != "bind" {
         let hint = match kind.as_str() {
-            "bind" => {
-                "drover mounts named volumes: declare one under `volumes:` and mount it by name"
-            }
             "tmpfs" => "write the mount point under the service's `tmpfs:`",
-            _ => "drover mounts named volumes",
+            _ => "drover mounts named volumes and paths",
         };
         ctx.error_hint(
             f.get("type").map_or(node.pos, |t| t.pos),
-            format!("a mount of type `{kind}` is not supported yet"),
+            format!("a mount of type `{kind}` is not supported"),
             Some(hint.into()),
         );
         return None;
     }
-    for key in ["bind", "tmpfs"] {
-        if let Some(n) = f.get(key) {
-            ctx.error(n.pos, format!("`{key}` belongs to a mount of type `{key}`"));
-        }
+    if let Some(n) = f.get("tmpfs") {
+        ctx.error(n.pos, "`tmpfs` belongs to a mount of type `tmpfs`");
     }
     let Some(source) = f.get("source").and_then(|s| text(ctx, s, "`source`")) else {
         ctx.error_hint(
@@ -465,15 +487,32 @@ pub(super) fn long_mount(ctx: &mut Ctx, node: &Node) -> Option<Mount> {
         })
         .unwrap_or(false);
     if let Some(v) = f.get("volume") {
-        fields(ctx, v, "`volume`", &["nocopy", "subpath"]);
-        if let Value::Map(e) = &v.value {
-            if let Some((k, _)) = e.iter().find(|(k, _)| k.as_scalar() == Some("subpath")) {
+        if let Some(o) = fields(ctx, v, "`volume`", &["nocopy", "subpath"]) {
+            if let Some(sub) = o.get("subpath") {
                 ctx.error(
-                    k.pos,
+                    sub.pos,
                     "`subpath` is not supported yet: mount the whole volume",
                 );
             }
         }
+    }
+    if kind == "bind" {
+        if let Some(b) = f.get("bind") {
+            fields(
+                ctx,
+                b,
+                "`bind`",
+                &["propagation", "create_host_path", "selinux"],
+            );
+        }
+        return path_mount(
+            ctx,
+            node.pos,
+            source.expose(),
+            target.expose(),
+            read_only,
+            data_dirs,
+        );
     }
     let short = format!(
         "{}:{}{}",
@@ -482,8 +521,485 @@ pub(super) fn long_mount(ctx: &mut Ctx, node: &Node) -> Option<Mount> {
         if read_only { ":ro" } else { "" }
     );
     parse_mount(&short)
+        .map(Mounted::Volume)
         .map_err(|(msg, hint)| ctx.error_hint(node.pos, msg, hint))
         .ok()
+}
+
+/// The volumes a Compose file declares, and those its data directories
+/// and anonymous volumes become, with where each is first mounted.
+pub struct DataDirs {
+    pub declared: std::collections::BTreeSet<String>,
+    pub found: BTreeMap<String, Pos>,
+    /// The content of each secret and config the file declares.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    pub configs: BTreeMap<String, Vec<u8>>,
+}
+
+/// The content of each top-level secret or config (`file:`, `content:` or
+/// `environment:`), by name.
+fn declared_contents(ctx: &mut Ctx, node: &Node, kind: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let entries: Vec<(String, &Node)> = mapping(ctx, node, &format!("`{kind}`"))
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_scalar()?.to_string(), v)))
+        .collect();
+    for (name, n) in entries {
+        let what = format!("{} `{name}`", kind.trim_end_matches('s'));
+        let known: &[&str] = if kind == "configs" {
+            &["file", "environment", "content", "external", "name"]
+        } else {
+            &["file", "environment", "external", "name"]
+        };
+        let Some(f) = fields(ctx, n, &what, known) else {
+            continue;
+        };
+        for key in ["external", "name"] {
+            if let Some(v) = f.get(key) {
+                ctx.error_hint(
+                    v.pos,
+                    format!("drover does not support `{key}` (in {what})"),
+                    Some(format!(
+                        "give the {kind} `file:` in the repository, or `environment:`"
+                    )),
+                );
+            }
+        }
+        let content = if let Some(file) = f.get("file") {
+            let Some(path) = text(ctx, file, "`file`") else {
+                continue;
+            };
+            let source = path.expose().to_string();
+            let Some(real) = in_manifests(ctx, file.pos, &source) else {
+                continue;
+            };
+            match shipped(ctx, file.pos, &source, &real, "/", true) {
+                Some(files) if files.len() == 1 => files.into_iter().next().map(|f| f.content),
+                Some(_) => {
+                    ctx.error(
+                        file.pos,
+                        format!("`{source}` is a folder; {what} is one file"),
+                    );
+                    None
+                }
+                None => None,
+            }
+        } else if let Some(var) = f.get("environment") {
+            let Some(name_var) = text(ctx, var, "`environment`") else {
+                continue;
+            };
+            match ctx.env.get(name_var.expose()) {
+                Some(v) => Some(v.into_bytes()),
+                None => {
+                    ctx.error_hint(
+                        var.pos,
+                        format!("variable `{}` is not set", name_var.expose()),
+                        Some(
+                            "set it in drover's environment or a `.env` file beside the manifest"
+                                .into(),
+                        ),
+                    );
+                    None
+                }
+            }
+        } else if let Some(c) = f.get("content") {
+            text(ctx, c, "`content`").map(|t| t.expose().as_bytes().to_vec())
+        } else {
+            if f.get("external").is_none() && f.get("name").is_none() {
+                ctx.error_hint(
+                    n.pos,
+                    format!("{what} has no `file`"),
+                    Some("name a file of the repository in `file:`".into()),
+                );
+            }
+            None
+        };
+        if let Some(content) = content {
+            out.insert(name, content);
+        }
+    }
+    out
+}
+
+/// A service's `secrets` or `configs`: each a name, or `{ source, target,
+/// mode }`; written into the container (secrets under `/run/secrets/`).
+pub(super) fn service_contents(
+    ctx: &mut Ctx,
+    node: &Node,
+    kind: &str,
+    shared: &RefCell<DataDirs>,
+) -> Vec<ConfigFile> {
+    let mut out = Vec::new();
+    for item in sequence(ctx, node, &format!("`{kind}`")).unwrap_or(&[]) {
+        let (source, target, mode) = match &item.value {
+            Value::Map(_) => {
+                let Some(f) = fields(
+                    ctx,
+                    item,
+                    &format!("an entry of `{kind}`"),
+                    &["source", "target", "uid", "gid", "mode"],
+                ) else {
+                    continue;
+                };
+                let Some(source) = f.get("source").and_then(|s| string(ctx, s, "`source`")) else {
+                    ctx.error(item.pos, format!("an entry of `{kind}` needs `source`"));
+                    continue;
+                };
+                for key in ["uid", "gid"] {
+                    if let Some(v) = f.get(key) {
+                        ctx.error(
+                            v.pos,
+                            format!("`{key}` is not supported yet: the file belongs to root"),
+                        );
+                    }
+                }
+                let target = f.get("target").and_then(|t| string(ctx, t, "`target`"));
+                let mode = f.get("mode").and_then(|m| {
+                    let s = string(ctx, m, "`mode`")?;
+                    let parsed = match s.strip_prefix("0o").or_else(|| s.strip_prefix('0')) {
+                        Some(oct) if !oct.is_empty() => u32::from_str_radix(oct, 8).ok(),
+                        _ => s.parse::<u32>().ok(),
+                    };
+                    parsed.filter(|m| *m <= 0o7777).or_else(|| {
+                        ctx.error(
+                            m.pos,
+                            format!("`mode` must be a file mode such as `0440`, found `{s}`"),
+                        );
+                        None
+                    })
+                });
+                (source, target, mode)
+            }
+            _ => match string(ctx, item, &format!("an entry of `{kind}`")) {
+                Some(s) => (s, None, None),
+                None => continue,
+            },
+        };
+        let declared = if kind == "secrets" {
+            shared.borrow().secrets.get(&source).cloned()
+        } else {
+            shared.borrow().configs.get(&source).cloned()
+        };
+        let Some(content) = declared else {
+            ctx.error_hint(
+                item.pos,
+                format!("{} `{source}` is not declared", kind.trim_end_matches('s')),
+                Some(format!("declare it under the top-level `{kind}:`")),
+            );
+            continue;
+        };
+        let target = match (kind, target) {
+            (_, Some(t)) if t.starts_with('/') => t,
+            ("secrets", Some(t)) => format!("/run/secrets/{t}"),
+            ("secrets", None) => format!("/run/secrets/{source}"),
+            (_, Some(t)) => format!("/{t}"),
+            (_, None) => format!("/{source}"),
+        };
+        out.push(ConfigFile {
+            target,
+            content,
+            mode: mode.unwrap_or(0o444),
+        });
+    }
+    out
+}
+
+/// Where `source` (relative to the Compose file) really is, when it is a
+/// file or folder of the manifest directory; a located error otherwise.
+fn in_manifests(ctx: &mut Ctx, pos: Pos, source: &str) -> Option<std::path::PathBuf> {
+    let path = ctx.file_dir.join(source);
+    match path.canonicalize() {
+        Ok(real) if real.starts_with(ctx.root) => Some(real),
+        Ok(_) => {
+            ctx.error(
+                pos,
+                format!("`{source}` leads outside the manifest directory"),
+            );
+            None
+        }
+        Err(e) => {
+            ctx.error(pos, format!("`{source}` cannot be read: {}", io_reason(&e)));
+            None
+        }
+    }
+}
+
+/// What a Compose mount is to drover.
+pub(super) enum Mounted {
+    /// A named volume, or a data directory kept in one.
+    Volume(Mount),
+    /// An absolute host path: it pins the app to its host.
+    Bind(Bind),
+    /// A file or folder of the manifest directory, shipped into the app.
+    Files(Vec<ConfigFile>),
+}
+
+/// The most a file or folder shipped into an app may hold.
+const MAX_SHIPPED_BYTES: u64 = 1 << 20;
+/// …and how many files.
+const MAX_SHIPPED_FILES: usize = 1000;
+
+/// A service's mount, in the short (`SOURCE:TARGET[:MODE]`) or the long
+/// syntax.
+pub(super) fn mount(
+    ctx: &mut Ctx,
+    app: &str,
+    item: &Node,
+    data_dirs: &RefCell<DataDirs>,
+) -> Option<Mounted> {
+    if matches!(item.value, Value::Map(_)) {
+        return long_mount(ctx, item, data_dirs);
+    }
+    let t = text(ctx, item, "a volume mount")?;
+    let s = t.expose();
+    let is_path = s.starts_with(['/', '.', '~']);
+    let parts: Vec<&str> = s.split(':').collect();
+    if is_path && (parts.len() == 2 || parts.len() == 3) {
+        let read_only = parts
+            .get(2)
+            .is_some_and(|m| m.split(',').any(|o| o == "ro"));
+        if let Some(mode) = parts.get(2) {
+            // Checked as for a volume: `ro`, `rw`, `z`, `Z`, `nocopy`.
+            if let Err((msg, hint)) = parse_mount(&format!("v:/t:{mode}")) {
+                ctx.error_hint(item.pos, msg.replace("v:/t:", ""), hint);
+                return None;
+            }
+        }
+        return path_mount(ctx, item.pos, parts[0], parts[1], read_only, data_dirs);
+    }
+    if is_path && parts.len() == 1 {
+        // An anonymous volume: kept, as Compose keeps it across a
+        // recreate, in a volume of its own named after the app and path.
+        if !s.starts_with('/') {
+            ctx.error(
+                item.pos,
+                format!("mount target `{s}` must be an absolute path"),
+            );
+            return None;
+        }
+        let name = data_dir_volume(&format!("{app}{s}"));
+        let first = data_dirs
+            .borrow_mut()
+            .found
+            .insert(name.clone(), item.pos)
+            .is_none();
+        if first {
+            ctx.note(
+                item.pos,
+                format!("`{s}` is an anonymous volume: drover keeps it in the volume `{name}`, on its app's host, and moves it with the app"),
+            );
+        }
+        return Some(Mounted::Volume(Mount {
+            volume: name,
+            target: s.to_string(),
+            read_only: false,
+        }));
+    }
+    match parse_mount(s) {
+        Ok(m) => Some(Mounted::Volume(m)),
+        Err((msg, hint)) => {
+            let msg = if t.is_secret() {
+                "this volume mount is not valid (its value comes from a variable and is not shown)"
+                    .into()
+            } else {
+                msg
+            };
+            ctx.error_hint(item.pos, msg, hint);
+            None
+        }
+    }
+}
+
+/// A mount of a path: an absolute one is a bind of the host's path, one
+/// in the manifest directory is shipped, and one that is not there is a
+/// data directory, kept in a volume named after it.
+fn path_mount(
+    ctx: &mut Ctx,
+    pos: Pos,
+    source: &str,
+    target: &str,
+    read_only: bool,
+    data_dirs: &RefCell<DataDirs>,
+) -> Option<Mounted> {
+    if !target.starts_with('/') {
+        ctx.error(
+            pos,
+            format!("mount target `{target}` must be an absolute path"),
+        );
+        return None;
+    }
+    if source.starts_with('~') {
+        ctx.error_hint(
+            pos,
+            format!("`{source}` is in a home folder, which is not the same on every host"),
+            Some("write the host's absolute path, or keep the data in a named volume".into()),
+        );
+        return None;
+    }
+    if source.starts_with('/') {
+        return Some(Mounted::Bind(Bind {
+            host_path: source.to_string(),
+            target: target.to_string(),
+            read_only,
+        }));
+    }
+    let path = ctx.file_dir.join(source);
+    let normal = lexically_normal(&path);
+    let real = path.canonicalize();
+    let inside = match &real {
+        Ok(p) => p.starts_with(ctx.root),
+        Err(_) => normal.starts_with(ctx.root),
+    };
+    if !inside {
+        ctx.error_hint(
+            pos,
+            format!("`{source}` leads outside the manifest directory"),
+            Some("keep the files an app mounts beside its Compose file".into()),
+        );
+        return None;
+    }
+    match real {
+        Ok(real) => shipped(ctx, pos, source, &real, target, read_only).map(Mounted::Files),
+        Err(_) => {
+            let rel = normal.strip_prefix(&ctx.file_dir).unwrap_or(&normal);
+            let name = data_dir_volume(&rel.to_string_lossy());
+            if name.is_empty() {
+                ctx.error(pos, format!("`{source}` names no folder"));
+                return None;
+            }
+            // Not the name of a volume the file declares.
+            let name = if data_dirs.borrow().declared.contains(&name) {
+                format!("{name}-dir")
+            } else {
+                name
+            };
+            let first = data_dirs
+                .borrow_mut()
+                .found
+                .insert(name.clone(), pos)
+                .is_none();
+            if first {
+                ctx.note(
+                    pos,
+                    format!(
+                        "`{source}` is not in the manifest directory, so it is a data directory: drover keeps it in the volume `{name}`, on its app's host, and moves it with the app"
+                    ),
+                );
+            }
+            Some(Mounted::Volume(Mount {
+                volume: name,
+                target: target.to_string(),
+                read_only,
+            }))
+        }
+    }
+}
+
+/// The volume a data directory is kept in: its path with `-` between the
+/// folders, in the letters a volume's name may have.
+pub fn data_dir_volume(rel: &str) -> String {
+    let joined: String = rel
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let parts: Vec<&str> = joined.split('-').filter(|p| !p.is_empty()).collect();
+    parts.join("-").chars().take(63).collect()
+}
+
+/// The files under `real` (a file or a folder of the manifest directory),
+/// bound for `target` in the container.
+fn shipped(
+    ctx: &mut Ctx,
+    pos: Pos,
+    source: &str,
+    real: &Path,
+    target: &str,
+    read_only: bool,
+) -> Option<Vec<ConfigFile>> {
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut todo = vec![(real.to_path_buf(), target.trim_end_matches('/').to_string())];
+    while let Some((path, into)) = todo.pop() {
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                ctx.error(pos, format!("`{source}` cannot be read: {}", io_reason(&e)));
+                return None;
+            }
+        };
+        if meta.is_dir() {
+            let mut names: Vec<_> = match std::fs::read_dir(&path) {
+                Ok(entries) => entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect(),
+                Err(e) => {
+                    ctx.error(pos, format!("`{source}` cannot be read: {}", io_reason(&e)));
+                    return None;
+                }
+            };
+            names.sort();
+            for name in names.into_iter().rev() {
+                let child = path.join(&name);
+                if !child.canonicalize().is_ok_and(|c| c.starts_with(ctx.root)) {
+                    ctx.error(
+                        pos,
+                        format!("`{}` leads outside the manifest directory", child.display()),
+                    );
+                    return None;
+                }
+                todo.push((child, format!("{into}/{}", name.to_string_lossy())));
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            ctx.error(
+                pos,
+                format!("`{source}` holds something that is not a file or a folder"),
+            );
+            return None;
+        }
+        total += meta.len();
+        if total > MAX_SHIPPED_BYTES || out.len() >= MAX_SHIPPED_FILES {
+            ctx.error_hint(
+                pos,
+                format!(
+                    "`{source}` holds more than {} KiB or {MAX_SHIPPED_FILES} files: too much to ship with the manifests",
+                    MAX_SHIPPED_BYTES >> 10
+                ),
+                Some("keep large or many files in a named volume".into()),
+            );
+            return None;
+        }
+        let content = match std::fs::read(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                ctx.error(pos, format!("`{source}` cannot be read: {}", io_reason(&e)));
+                return None;
+            }
+        };
+        let executable = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0;
+        let mode = match (executable, read_only) {
+            (true, true) => 0o555,
+            (true, false) => 0o755,
+            (false, true) => 0o444,
+            (false, false) => 0o644,
+        };
+        out.push(ConfigFile {
+            target: into,
+            content,
+            mode,
+        });
+    }
+    Some(out)
 }
 
 /// A port in Compose's long syntax: `{ target, published, host_ip,

@@ -90,6 +90,7 @@ pub const APP_FIELDS: &[&str] = &[
     "sysctls",
     "init",
     "shm_size",
+    "pids_limit",
     "tty",
     "stdin_open",
     "dns",
@@ -104,7 +105,7 @@ pub const HEALTHCHECK_FIELDS: &[&str] = &[
     "start_period",
     "disable",
 ];
-pub const DEPENDS_ON_FIELDS: &[&str] = &["condition"];
+pub const DEPENDS_ON_FIELDS: &[&str] = &["condition", "required", "restart"];
 
 /// What the documents say, before the rules that span documents.
 #[derive(Debug, Default)]
@@ -406,7 +407,6 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
             "drover never shares a host's devices or namespaces with an app".into()
         }
         "networks" => "an app joins its stack's network on its host; several networks per stack are not supported yet".into(),
-        "secrets" | "configs" => "not supported yet: pass the value in `environment:` from drover's environment, or mount a volume".into(),
         "platform" => "not supported yet: name an image built for the hosts' platform".into(),
         "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
         "scale" => "drover runs one container per app: name another app for another container".into(),
@@ -577,9 +577,29 @@ fn plain_map(ctx: &mut Ctx, node: &Node, what: &str) -> BTreeMap<String, String>
     out
 }
 
+/// `labels` as a mapping, or (as Compose takes them) a list of
+/// `KEY=VALUE`.
 fn labels(ctx: &mut Ctx, node: &Node, interpolated: bool) -> BTreeMap<String, Text> {
     let mut out = BTreeMap::new();
-    for (k, v) in mapping(ctx, node, "`labels`").unwrap_or(&[]) {
+    let pairs: Vec<(Node, Node)> = match &node.value {
+        Value::Seq(items) => items
+            .iter()
+            .filter_map(|i| {
+                let s = string(ctx, i, "a label")?;
+                let (k, v) = s.split_once('=').unwrap_or((&s, ""));
+                let scalar = |text: &str| Node {
+                    value: Value::Scalar {
+                        text: text.to_string(),
+                        plain: false,
+                    },
+                    pos: i.pos,
+                };
+                Some((scalar(k), scalar(v)))
+            })
+            .collect(),
+        _ => mapping(ctx, node, "`labels`").unwrap_or(&[]).to_vec(),
+    };
+    for (k, v) in &pairs {
         let Some(key) = string(ctx, k, "a label") else {
             continue;
         };
@@ -1108,6 +1128,9 @@ pub enum Dialect<'a> {
         host: Option<&'a At<String>>,
         /// The networks the file declares.
         networks: &'a [String],
+        /// Data directories its services mount, as volumes, with where
+        /// each is first mounted.
+        data_dirs: &'a std::cell::RefCell<super::compose::DataDirs>,
     },
 }
 
@@ -1149,6 +1172,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "sysctls",
     "init",
     "shm_size",
+    "pids_limit",
     "tty",
     "stdin_open",
     "dns",
@@ -1156,6 +1180,8 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "logging",
     "x-drover",
     "networks",
+    "secrets",
+    "configs",
 ];
 
 pub(super) fn app(
@@ -1217,14 +1243,17 @@ pub(super) fn app(
     }
 
     let mut volumes = Vec::new();
+    let mut binds = Vec::new();
+    let mut files = Vec::new();
     if let Some(list) = f.get("volumes") {
         for item in sequence(ctx, list, "`volumes`").unwrap_or(&[]) {
-            if compose && matches!(item.value, Value::Map(_)) {
-                if let Some(m) = super::compose::long_mount(ctx, item) {
-                    volumes.push(At {
-                        value: m,
-                        loc: ctx.loc(item.pos),
-                    });
+            if let Dialect::Compose { data_dirs, .. } = dialect {
+                let loc = ctx.loc(item.pos);
+                match super::compose::mount(ctx, &name, item, data_dirs) {
+                    Some(super::compose::Mounted::Volume(m)) => volumes.push(At { value: m, loc }),
+                    Some(super::compose::Mounted::Bind(b)) => binds.push(At { value: b, loc }),
+                    Some(super::compose::Mounted::Files(f)) => files.extend(f),
+                    None => {}
                 }
                 continue;
             }
@@ -1371,6 +1400,13 @@ pub(super) fn app(
         }
     });
 
+    if let Dialect::Compose { data_dirs, .. } = dialect {
+        for kind in ["secrets", "configs"] {
+            if let Some(n) = f.get(kind) {
+                files.extend(super::compose::service_contents(ctx, n, kind, data_dirs));
+            }
+        }
+    }
     let mut options = options(ctx, &f);
     if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
         options.aliases = super::compose::service_networks(ctx, n, networks);
@@ -1382,6 +1418,8 @@ pub(super) fn app(
         host,
         environment,
         volumes,
+        binds,
+        files,
         ports,
         healthcheck,
         // Compose's default is `no`; drover's own, `unless-stopped`.
@@ -1500,6 +1538,19 @@ fn options(ctx: &mut Ctx, f: &Fields) -> Options {
             o.logging = Some((driver, options));
         }
     }
+    o.pids_limit = f.get("pids_limit").and_then(|n| {
+        let t = text(ctx, n, "`pids_limit`")?;
+        t.expose()
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| {
+                ctx.error(
+                    n.pos,
+                    format!("`pids_limit` must be a whole number, found `{t}`"),
+                )
+            })
+            .ok()
+    });
     o.shm_size = f.get("shm_size").and_then(|m| {
         let s = text(ctx, m, "`shm_size`")?;
         parse_bytes(s.expose())
@@ -1829,6 +1880,19 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                 let mut cond = Condition::Started;
                 if v.value != Value::Null {
                     if let Some(f) = fields(ctx, v, "a `depends_on` entry", DEPENDS_ON_FIELDS) {
+                        // Compose's `required: true` is what drover always
+                        // does; `restart: true` (restart it when the other is
+                        // recreated) it does not do yet.
+                        if let Some(r) = f.get("required") {
+                            if r.as_scalar() != Some("true") {
+                                ctx.error_hint(r.pos, "an optional dependency (`required: false`) is not supported", Some("every app an app depends on is in its stack: remove it, or `required:`".into()));
+                            }
+                        }
+                        if let Some(r) = f.get("restart") {
+                            if r.as_scalar() != Some("false") {
+                                ctx.error_hint(r.pos, "`restart: true` is not supported yet", Some("drover recreates an app when its own spec changes; remove `restart:`".into()));
+                            }
+                        }
                         if let Some(c) = f.get("condition") {
                             if c.as_scalar() == Some("service_completed_successfully") {
                                 ctx.error_hint(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 /// `path` with `.` and `..` removed without looking at the file system.
-pub(super) fn lexically_normal(path: &Path) -> PathBuf {
+pub(crate) fn lexically_normal(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for c in path.components() {

@@ -280,6 +280,12 @@ struct DependsOnEntry {
     /// `started` (default) or `healthy`.
     #[serde(default)]
     condition: Option<Condition>,
+    /// Compose's; only `true`.
+    #[serde(default)]
+    required: Option<bool>,
+    /// Compose's; only `false`.
+    #[serde(default)]
+    restart: Option<bool>,
 }
 
 #[derive(JsonSchema)]
@@ -396,6 +402,8 @@ struct App {
     /// A size such as `256m`.
     #[serde(default)]
     shm_size: Option<Scalar>,
+    #[serde(default)]
+    pids_limit: Option<i64>,
     #[serde(default)]
     tty: Option<bool>,
     #[serde(default)]

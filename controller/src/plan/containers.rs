@@ -4,6 +4,34 @@
 use super::*;
 
 impl<'a> Planner<'a> {
+    /// An app that mounts a host path is pinned to the host it runs on: a
+    /// spec that places it elsewhere is a located error, and the app, its
+    /// volumes and its data stay where they are.
+    pub(super) fn pinned(&mut self) {
+        let desired = self.desired;
+        for (host, dh) in &desired.hosts {
+            for c in dh.containers.values().filter(|c| !c.binds.is_empty()) {
+                let elsewhere = self.readable.iter().find(|(h, oh)| {
+                    **h != host.as_str()
+                        && oh.containers.iter().any(|o| o.managed && o.name == c.name)
+                });
+                let Some((from, _)) = elsewhere else {
+                    continue;
+                };
+                let b = &c.binds[0];
+                self.errors.push(format!(
+                    "{}: app `{}/{}` mounts the host path `{}` of `{from}`, so it stays there: it is not moved to `{host}` (move the data into a named volume to let it move)",
+                    b.at, c.stack, c.app, b.host_path
+                ));
+                self.blocked.insert((c.stack.clone(), c.app.clone()));
+                for m in &c.mounts {
+                    self.blocked_volumes
+                        .insert((c.stack.clone(), m.volume.clone()));
+                }
+            }
+        }
+    }
+
     pub(super) fn networks(&mut self) {
         for (host, dh) in &self.desired.hosts {
             let Some(&oh) = self.readable.get(host.as_str()) else {
@@ -62,6 +90,9 @@ impl<'a> Planner<'a> {
                 if self.unreadable.contains(host.as_str()) {
                     self.blocked.insert(key);
                     continue;
+                }
+                if !c.binds.is_empty() && self.blocked.contains(&key) {
+                    continue; // pinned elsewhere: said by `pinned`
                 }
                 if let Some(m) = c.mounts.iter().find(|m| {
                     self.blocked_volumes

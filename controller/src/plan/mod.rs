@@ -217,6 +217,7 @@ pub fn plan(desired: &Desired, observed: &Observed, opts: Options) -> Plan {
         stacks: BTreeSet::new(),
     };
     p.hosts();
+    p.pinned();
     p.volumes();
     p.networks();
     p.containers();

@@ -82,6 +82,13 @@ impl<'a> Planner<'a> {
         let mut moving_apps: HashMap<(String, String), String> = HashMap::new();
         for (host, dh) in &self.desired.hosts {
             for v in dh.volumes.values() {
+                // Held where it is by a pinned app (see `pinned`).
+                if self
+                    .blocked_volumes
+                    .contains(&(v.stack.clone(), v.volume.clone()))
+                {
+                    continue;
+                }
                 if self.unreadable.contains(host.as_str()) {
                     self.blocked_volumes
                         .insert((v.stack.clone(), v.volume.clone()));
