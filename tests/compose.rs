@@ -2,8 +2,13 @@
 //! `.env`, healthchecks, YAML as Compose's reader takes it, and hints that
 //! never turn a Compose field into a drover field of another meaning.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
+
+use support::*;
 
 use drover::load::{load, LoadError};
 use drover::model::Spec;
@@ -469,4 +474,165 @@ fn real_files_render_the_containers_compose_would() {
         [("db".to_string(), drover::model::Condition::Healthy)]
     );
     assert_eq!(app.restart.as_str(), "always");
+}
+
+/// A Compose stack on two real engines: a data directory, a file of the
+/// repository, a healthcheck dependency, two networks with an alias,
+/// container options; an edit of the file recreates only its app, and a
+/// service moved to the other host takes its data along; a service that
+/// mounts a host path stays where it is.
+#[test]
+fn a_compose_stack_runs_on_two_hosts_is_edited_and_moves_with_its_data() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["shop"]);
+    let (a, b) = (&f.hosts[0], &f.hosts[1]);
+    let dir = f.path().join("shop");
+    let compose = |db_host: &str, agent_host: &str| {
+        format!(
+            r#"name: shop
+x-drover: {{ host: {a} }}
+x-idle: &idle
+  image: {IMAGE}
+  pull_policy: never
+  stop_grace_period: 1s
+services:
+  db:
+    <<: *idle
+    command: ["sh", "-c", "[ -f /data/first ] || date +%s%N > /data/first; touch /data/ready; trap 'exit 0' TERM; while :; do date >> /data/log; sleep 1; done"]
+    volumes: ["./db-data:/data"]
+    healthcheck: {{ test: ["CMD", "test", "-f", "/data/ready"], interval: 1s, retries: 30 }}
+    networks: [back]
+    x-drover: {{ host: {db_host} }}
+  worker:
+    <<: *idle
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    networks:
+      back: {{ aliases: [jobs] }}
+  web:
+    <<: *idle
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    hostname: shop-front
+    extra_hosts: ["upstream.test:10.77.0.99"]
+    cap_drop: [NET_RAW]
+    tmpfs: ["/scratch"]
+    ulimits: {{ nofile: {{ soft: 1000, hard: 2000 }} }}
+    volumes: ["./site/greeting.txt:/etc/shop/greeting.txt:ro"]
+    depends_on: {{ db: {{ condition: service_healthy }} }}
+    networks: [front, back]
+    x-drover: {{ host: {b} }}
+  agent:
+    <<: *idle
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    volumes: ["/etc/hostname:/host-hostname:ro"]
+    x-drover: {{ host: {agent_host} }}
+networks:
+  front: {{}}
+  back: {{}}
+"#,
+            a = a.name,
+            b = b.name,
+        )
+    };
+    std::fs::create_dir_all(dir.join("site")).unwrap();
+    std::fs::write(dir.join("site/greeting.txt"), "hello\n").unwrap();
+    std::fs::write(dir.join("compose.yaml"), compose(&a.name, &a.name)).unwrap();
+
+    let v = f.drover(&["validate"]);
+    assert!(v.status.success());
+    assert!(stderr(&v).contains("is a data directory"), "{}", stderr(&v));
+    f.reconcile();
+    for (host, c) in [
+        (a, "shop-db"),
+        (a, "shop-worker"),
+        (b, "shop-web"),
+        (a, "shop-agent"),
+    ] {
+        assert!(running(host, c), "{c} runs on {}", host.name);
+    }
+    let exec = |host: &TestHost, c: &str, cmd: &[&str]| {
+        let mut args = vec!["exec", c];
+        args.extend_from_slice(cmd);
+        text(&docker(host, &args))
+    };
+    // The file of the repository, the options, the alias on its network.
+    assert_eq!(
+        exec(b, "shop-web", &["cat", "/etc/shop/greeting.txt"]),
+        "hello"
+    );
+    assert_eq!(exec(b, "shop-web", &["cat", "/etc/hostname"]), "shop-front");
+    assert!(exec(b, "shop-web", &["cat", "/etc/hosts"]).contains("upstream.test"));
+    assert_eq!(exec(b, "shop-web", &["sh", "-c", "ulimit -n"]), "1000");
+    assert!(exec(b, "shop-web", &["cat", "/proc/mounts"]).contains("/scratch"));
+    assert_eq!(
+        inspect(b, "shop-web", "{{.HostConfig.CapDrop}}").as_deref(),
+        Some("[NET_RAW]")
+    );
+    assert!(
+        docker(
+            a,
+            &["exec", "shop-db", "busybox", "ping", "-c", "1", "-W", "2", "jobs"]
+        )
+        .status
+        .success(),
+        "the alias `jobs` answers on the stack's network"
+    );
+    assert_eq!(
+        inspect(a, "shop-db", "{{.Mounts}}").map(|m| m.contains("shop-db-data")),
+        Some(true)
+    );
+    let first = exec(a, "shop-db", &["cat", "/data/first"]);
+    let ids = |which: &[(&TestHost, &str)]| -> Vec<String> {
+        which
+            .iter()
+            .map(|(h, c)| inspect(h, c, "{{.Id}}").unwrap_or_default())
+            .collect()
+    };
+    let before = ids(&[(a, "shop-db"), (a, "shop-worker"), (b, "shop-web")]);
+
+    // Editing the file recreates only the app that mounts it.
+    std::fs::write(dir.join("site/greeting.txt"), "hello again\n").unwrap();
+    let plan = f.drover(&["reconcile", "--dry-run"]);
+    assert!(stdout(&plan).contains("shop-web"), "{}", stdout(&plan));
+    f.reconcile();
+    let after = ids(&[(a, "shop-db"), (a, "shop-worker"), (b, "shop-web")]);
+    assert_eq!(before[..2], after[..2], "db and worker are left alone");
+    assert_ne!(before[2], after[2], "web is made again");
+    assert_eq!(
+        exec(b, "shop-web", &["cat", "/etc/shop/greeting.txt"]),
+        "hello again"
+    );
+
+    // The database moves to node-b with its data directory.
+    std::fs::write(dir.join("compose.yaml"), compose(&b.name, &a.name)).unwrap();
+    f.reconcile();
+    wait_until(Duration::from_secs(60), "db to run on node-b", || {
+        running(b, "shop-db")
+    });
+    assert!(!running(a, "shop-db"));
+    assert_eq!(
+        exec(b, "shop-db", &["cat", "/data/first"]),
+        first,
+        "the data came along"
+    );
+
+    // A service that mounts a host path is not moved: said, and kept.
+    std::fs::write(dir.join("compose.yaml"), compose(&b.name, &b.name)).unwrap();
+    let o = f.drover(&["reconcile"]);
+    assert!(!o.status.success(), "a plan with an error fails");
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        said.contains("mounts the host path `/etc/hostname`"),
+        "{said}"
+    );
+    assert!(
+        said.contains("shop/compose.yaml:"),
+        "the error is located: {said}"
+    );
+    assert!(
+        running(a, "shop-agent"),
+        "the pinned app stays where it was"
+    );
+    assert!(inspect(b, "shop-agent", "{{.Id}}").is_none());
 }

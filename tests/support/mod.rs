@@ -524,11 +524,30 @@ pub fn host_script_with(what: &str, name: &str, env: &[(&str, &std::ffi::OsStr)]
 pub fn host_script_output(what: &str, name: &str, env: &[(&str, &std::ffi::OsStr)]) -> Output {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-hosts.sh");
     let mut c = Command::new(script);
-    c.args([what, name]);
+    c.args([what, &engine_name(name)]);
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().unwrap()
+}
+
+/// The engine a test's `node-a` or `node-b` is: the first or second of
+/// `DROVER_TEST_HOSTS` (see [`hosts`]); other names are engines' own.
+fn engine_name(name: &str) -> String {
+    let index = match name {
+        "node-a" => 0,
+        "node-b" => 1,
+        _ => return name.to_string(),
+    };
+    std::env::var("DROVER_TEST_HOSTS")
+        .ok()
+        .and_then(|spec| {
+            spec.split(',')
+                .nth(index)
+                .and_then(|h| h.split_once('='))
+                .map(|(n, _)| n.to_string())
+        })
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// node-c: an engine on a small disk of its own (room for the helper image
