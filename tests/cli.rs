@@ -251,7 +251,8 @@ fn schema_fields_match_the_loader() {
     assert_eq!(props(&defs["Host"]), sorted(HOST_FIELDS));
     assert_eq!(props(&defs["Tls"]), sorted(TLS_FIELDS));
     assert_eq!(props(&defs["Volume"]), sorted(VOLUME_FIELDS));
-    assert_eq!(props(&defs["App"]), sorted(APP_FIELDS));
+    let app: Vec<&str> = APP_FIELDS.iter().chain(OPTION_FIELDS).copied().collect();
+    assert_eq!(props(&defs["App"]), sorted(&app));
     assert_eq!(props(&defs["Healthcheck"]), sorted(HEALTHCHECK_FIELDS));
     assert_eq!(props(&defs["DependsOnEntry"]), sorted(DEPENDS_ON_FIELDS));
 }

@@ -326,6 +326,25 @@ fn the_override_file_is_merged_and_its_errors_name_it() {
 }
 
 #[test]
+fn a_drover_manifest_in_a_compose_folder_is_never_ignored_in_silence() {
+    let shown = errors(
+        &[
+            ("compose.yaml", "services:\n  web: { image: nginx }\n"),
+            ("stacks/blog.yaml", "kind: Stack\nname: blog\napps: {}\n"),
+            ("config/app.yaml", "kind: Something\n"),
+        ],
+        &[],
+    );
+    assert!(
+        shown.contains(
+            "stacks/blog.yaml:1:1: error: a drover manifest in the folder of the Compose file"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("config/app.yaml"), "{shown}");
+}
+
+#[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
     let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true }\nvolumes:\n  data: { external: true }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);

@@ -460,6 +460,22 @@ fn an_invalid_commit_stays_out_and_is_said_once_and_fixes_and_force_pushes_are_f
     assert!(ctl.log().contains("this commit removes every stack"));
 }
 
+/// A controller following `repo` through `git daemon`, fetching every
+/// second, its clone in `state`.
+fn following_the_daemon(f: &Fixture, repo: &Repo, state: &std::path::Path) -> Controller {
+    f.git_controller(
+        &[
+            "--git",
+            &repo.daemon,
+            "--interval",
+            "1s",
+            "--workdir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
 fn git_head(repo: &Repo) -> String {
     support::git::git(&repo.work, &["rev-parse", "HEAD"])
 }
@@ -473,17 +489,7 @@ fn with_the_git_server_down_the_last_good_revision_stays_and_it_catches_up() {
     let web = format!("{name}-web");
     let first = git_head(&repo);
     let state = tempfile::tempdir().unwrap();
-    let ctl = f.git_controller(
-        &[
-            "--git",
-            &repo.daemon,
-            "--interval",
-            "1s",
-            "--workdir",
-            state.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let ctl = following_the_daemon(&f, &repo, state.path());
     wait_until(LONG, "version 1 to run", || {
         runs_version(&f.hosts[0], &web, 1)
     });
@@ -731,17 +737,7 @@ fn a_commit_past_the_bounds_is_refused_and_the_revision_in_force_stays() {
     let web = format!("{name}-web");
     let first = git_head(&repo);
     let state = tempfile::tempdir().unwrap();
-    let ctl = f.git_controller(
-        &[
-            "--git",
-            &repo.daemon,
-            "--interval",
-            "1s",
-            "--workdir",
-            state.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let ctl = following_the_daemon(&f, &repo, state.path());
     wait_until(LONG, "version 1 to run", || {
         runs_version(&f.hosts[0], &web, 1)
     });

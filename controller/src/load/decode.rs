@@ -76,6 +76,9 @@ pub const APP_FIELDS: &[&str] = &[
     "stop_grace_period",
     "memory",
     "cpus",
+];
+/// The container options an app takes in both formats (see [`Options`]).
+pub const OPTION_FIELDS: &[&str] = &[
     "hostname",
     "domainname",
     "container_name",
@@ -1134,8 +1137,9 @@ pub enum Dialect<'a> {
     },
 }
 
-/// The fields of a Compose service that drover takes. Every other field of
-/// the Compose Specification is a located error saying what to do.
+/// The fields of a Compose service that drover takes, besides
+/// [`OPTION_FIELDS`]. Every other field of the Compose Specification is a
+/// located error saying what to do.
 pub const SERVICE_FIELDS: &[&str] = &[
     "image",
     "command",
@@ -1143,7 +1147,6 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "environment",
     "env_file",
     "ports",
-    "expose",
     "volumes",
     "depends_on",
     "healthcheck",
@@ -1151,33 +1154,14 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "labels",
     "user",
     "working_dir",
-    "hostname",
-    "domainname",
-    "container_name",
     "stop_signal",
     "stop_grace_period",
-    "extra_hosts",
-    "cap_add",
-    "cap_drop",
-    "tmpfs",
-    "ulimits",
     "mem_limit",
     "cpus",
     "deploy",
     "links",
     "profiles",
     "pull_policy",
-    "read_only",
-    "security_opt",
-    "sysctls",
-    "init",
-    "shm_size",
-    "pids_limit",
-    "tty",
-    "stdin_open",
-    "dns",
-    "dns_search",
-    "logging",
     "x-drover",
     "networks",
     "secrets",
@@ -1197,8 +1181,12 @@ pub(super) fn app(
     } else {
         format!("app `{name}`")
     };
-    let known = if compose { SERVICE_FIELDS } else { APP_FIELDS };
-    let f = fields(ctx, node, &what, known)?;
+    let known: Vec<&str> = if compose { SERVICE_FIELDS } else { APP_FIELDS }
+        .iter()
+        .chain(OPTION_FIELDS)
+        .copied()
+        .collect();
+    let f = fields(ctx, node, &what, &known)?;
     let builds = matches!(&node.value, Value::Map(e) if e.iter().any(|(k, _)| k.as_scalar() == Some("build")));
     let image = match f.get("image") {
         // `build:` without `image:` is said once, at `build`.

@@ -448,6 +448,40 @@ fn read_manifest(path: &Path) -> Result<String, (Pos, String)> {
     Ok(text)
 }
 
+/// The YAML files below a Compose file's folder that are drover manifests
+/// (a line `kind: Stack` or `kind: Cluster`), looked for a few folders deep.
+fn drover_manifests_below(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(kind) = e.file_type() else { continue };
+        if name.starts_with('.') || kind.is_symlink() {
+            continue;
+        }
+        if kind.is_dir() && depth < 4 {
+            found.extend(drover_manifests_below(&e.path(), depth + 1));
+        } else if kind.is_file()
+            && is_manifest(&name)
+            && !compose::FILE_NAMES.contains(&name.as_str())
+        {
+            let text =
+                crate::load::files::read_limited(&e.path(), MAX_FILE_BYTES).unwrap_or_default();
+            let drover = text
+                .lines()
+                .any(|l| matches!(l.trim_end(), "kind: Stack" | "kind: Cluster"));
+            if drover {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
 fn is_manifest(name: &str) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml")
 }
@@ -479,6 +513,25 @@ fn walk(
     // manifest, the rest (YAML included) the stack's own files.
     if let Some(file) = compose::file_in(names.iter().filter_map(|n| n.to_str())) {
         out.push(rel_dir.join(file));
+        // A drover manifest in there would be read as nothing at all, and
+        // its stacks removed from the hosts: never in silence.
+        for hidden in drover_manifests_below(real_dir, 0) {
+            let rel = hidden.strip_prefix(real_dir).unwrap_or(&hidden);
+            let shown: Arc<str> =
+                Arc::from(shown_root.join(rel_dir).join(rel).display().to_string());
+            diags.push(
+                Diagnostic::new(
+                    Loc::new(&shown, Pos { line: 1, col: 1 }),
+                    format!(
+                        "a drover manifest in the folder of the Compose file `{}`, whose files are its own: it is not read",
+                        shown_root.join(rel_dir).join(file).display()
+                    ),
+                )
+                .with_hint(Some(
+                    "move the Compose file into a folder of its own (its folder names its stack)".into(),
+                )),
+            );
+        }
         return Ok(());
     }
     for name in names {
