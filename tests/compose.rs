@@ -326,6 +326,46 @@ fn the_override_file_is_merged_and_its_errors_name_it() {
 }
 
 #[test]
+fn a_drover_stack_ships_files_beside_it_and_names_aliases() {
+    let text = format!(
+        "{ONE_APP}    files: [\"./conf/site.conf:/etc/nginx/conf.d/site.conf:ro\", \"./html:/usr/share/nginx/html\"]\n    aliases: [www]\n"
+    );
+    let spec = loaded(
+        &[
+            ("shop/shop.yaml", text.as_str()),
+            ("shop/conf/site.conf", "server {}\n"),
+            ("shop/html/index.html", "<p>hi</p>\n"),
+            ("shop/html/img/logo.svg", "<svg/>\n"),
+        ],
+        &[],
+    );
+    let web = &spec.stacks["shop"].apps["web"];
+    let files: Vec<(&str, u32)> = web
+        .files
+        .iter()
+        .map(|f| (f.target.as_str(), f.mode))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("/etc/nginx/conf.d/site.conf", 0o444),
+            ("/usr/share/nginx/html/img/logo.svg", 0o644),
+            ("/usr/share/nginx/html/index.html", 0o644),
+        ]
+    );
+    assert_eq!(web.options.aliases, ["www"]);
+    // A host path or a file outside the directory is refused, located.
+    let bad = format!("{ONE_APP}    files: [\"/etc/passwd:/x\", \"../outside:/y\"]\n");
+    let shown = errors(&[("shop/shop.yaml", bad.as_str())], &[]);
+    assert!(
+        shown
+            .contains("shop/shop.yaml:6:13: error: `/etc/passwd` is not in the manifest directory"),
+        "{shown}"
+    );
+    assert!(shown.contains("`../outside`"), "{shown}");
+}
+
+#[test]
 fn a_drover_manifest_in_a_compose_folder_is_never_ignored_in_silence() {
     let shown = errors(
         &[
@@ -654,4 +694,96 @@ networks:
         "the pinned app stays where it was"
     );
     assert!(inspect(b, "shop-agent", "{{.Id}}").is_none());
+}
+
+/// Copies what a converted stack needs from a Compose file's folder into
+/// `to`: its env files, and the files and folders `stack` names (`./x`).
+/// Its other files were the Compose stack's own; beside a drover Stack,
+/// a YAML file among them would be read as a manifest.
+fn copy_beside(from: &Path, to: &Path, stack: &str) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let named = stack == "./" || stack.contains(&format!("./{name}"));
+        if e.file_type().unwrap().is_dir() {
+            if named {
+                copy_beside(&e.path(), &to.join(&name), "./");
+            } else if name == "env" {
+                copy_beside(&e.path(), &to.join(&name), stack);
+            }
+        } else if named
+            || name.ends_with(".env")
+            || !(name.ends_with(".yaml") || name.ends_with(".yml"))
+        {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Each container's spec hash, by name: what drover makes of a directory.
+fn made(spec: &drover::model::Spec) -> BTreeMap<String, String> {
+    drover::desired::render(spec)
+        .hosts
+        .values()
+        .flat_map(|h| h.containers.values())
+        .map(|c| (c.name.clone(), c.spec_hash.clone()))
+        .collect()
+}
+
+/// `drover convert` writes a drover Stack that makes the very containers
+/// the Compose file makes (the same spec hashes), for the test's stack and
+/// every file of the corpus that validates and has no form a drover Stack
+/// cannot hold (a host path).
+#[test]
+fn convert_writes_a_stack_that_makes_the_same_containers() {
+    let shop = tempfile::tempdir().unwrap();
+    write(
+        shop.path(),
+        &shop_files(&[(
+            "my_shop/compose.override.yaml",
+            "services:\n  web_app:\n    environment: [MODE=dev]\n",
+        )]),
+    );
+    let mut cases: Vec<(std::path::PathBuf, Vec<(&str, &str)>)> = vec![(
+        shop.path().join("my_shop"),
+        vec![("POSTGRES_PASSWORD", "from-env")],
+    )];
+    cases.extend(corpus().into_iter().map(|c| (c, Vec::new())));
+    let mut converted = 0;
+    for (case, vars) in cases {
+        let Some(file) = drover::load::compose::FILE_NAMES
+            .iter()
+            .map(|n| case.join(n))
+            .find(|p| p.is_file())
+        else {
+            continue;
+        };
+        let Ok(text) = drover::load::convert(&file, &env(&vars)) else {
+            continue;
+        };
+        let root = case
+            .ancestors()
+            .find(|d| d.join("cluster.yaml").is_file())
+            .unwrap_or(&case);
+        let compose = load(root, &env(&vars)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let folder = out.path().join("stack");
+        copy_beside(&case, &folder, &text);
+        if root != case {
+            std::fs::copy(root.join("cluster.yaml"), out.path().join("cluster.yaml")).unwrap();
+        }
+        std::fs::write(folder.join("stack.yaml"), &text).unwrap();
+        let stack = match load(out.path(), &env(&vars)) {
+            Ok(s) => s,
+            Err(e) => panic!(
+                "{}: the converted stack does not load: {e}\n{text}",
+                case.display()
+            ),
+        };
+        assert_eq!(made(&compose), made(&stack), "{}:\n{text}", case.display());
+        converted += 1;
+    }
+    eprintln!("{converted} Compose files converted, each making the same containers");
+    assert!(converted >= 30, "{converted}");
 }

@@ -136,6 +136,8 @@ pub(crate) enum Command {
     },
     /// Print the JSON Schema of the manifests.
     Schema,
+    /// Print the drover Stack manifest a Compose file is read as.
+    Convert { file: PathBuf },
     /// Runs inside a helper container during a volume move.
     #[command(hide = true)]
     Helper {
@@ -283,6 +285,7 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Validate { dir } => show::validate(&dir),
         Command::Graph { dir, format } => show::graph(&dir, format),
         Command::Schema => show::schema(),
+        Command::Convert { file } => show::convert(&file),
         Command::Helper { command } => Ok(helper::run(command)),
         Command::Observe { dir, output } => show::observe(&dir, output),
         Command::Status { dir } => show::status(&dir),

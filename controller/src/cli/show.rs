@@ -25,6 +25,22 @@ pub fn graph(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn convert(file: &Path) -> Result<ExitCode, Failure> {
+    match drover::load::convert(file, &ProcessEnv) {
+        Ok(text) => {
+            print(&text);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(LoadError::Invalid(d)) => {
+            eprint!("{}", d.render(use_color(std::io::stderr().is_terminal())));
+            Err(Failure::Reported)
+        }
+        Err(LoadError::Dir { path, reason }) => Err(Failure::Message(format!(
+            "cannot convert `{path}`: {reason}"
+        ))),
+    }
+}
+
 pub fn schema() -> Result<ExitCode, Failure> {
     print(&schema::manifest_schema());
     Ok(ExitCode::SUCCESS)

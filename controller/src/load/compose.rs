@@ -705,6 +705,44 @@ pub(super) fn service_contents(
     out
 }
 
+/// One entry of a drover app's `files:`: `SOURCE:TARGET[:ro]`, where
+/// SOURCE is a file or folder of the manifest directory (relative to the
+/// manifest), shipped into the container as a Compose file's is.
+pub(super) fn file_entry(ctx: &mut Ctx, item: &Node) -> Option<Vec<ConfigFile>> {
+    let t = text(ctx, item, "a file")?;
+    let parts: Vec<&str> = t.expose().split(':').collect();
+    let (source, target, read_only) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, true),
+        [s, t, "rw"] => (*s, *t, false),
+        _ => {
+            ctx.error_hint(
+                item.pos,
+                format!("`{t}` is not a file to ship"),
+                Some("write `./PATH:/path/in/container[:ro]`, PATH a file or folder beside the manifest".into()),
+            );
+            return None;
+        }
+    };
+    if !target.starts_with('/') {
+        ctx.error(
+            item.pos,
+            format!("file target `{target}` must be an absolute path"),
+        );
+        return None;
+    }
+    if source.starts_with('/') || source.starts_with('~') {
+        ctx.error_hint(
+            item.pos,
+            format!("`{source}` is not in the manifest directory"),
+            Some("ship files that are beside the manifest (`./nginx.conf`)".into()),
+        );
+        return None;
+    }
+    let real = in_manifests(ctx, item.pos, source)?;
+    shipped(ctx, item.pos, source, &real, target, read_only)
+}
+
 /// Where `source` (relative to the Compose file) really is, when it is a
 /// file or folder of the manifest directory; a located error otherwise.
 fn in_manifests(ctx: &mut Ctx, pos: Pos, source: &str) -> Option<std::path::PathBuf> {
@@ -926,6 +964,7 @@ fn shipped(
 ) -> Option<Vec<ConfigFile>> {
     let mut out = Vec::new();
     let mut total = 0u64;
+    ctx.shipped.push(real.to_path_buf());
     let mut todo = vec![(real.to_path_buf(), target.trim_end_matches('/').to_string())];
     while let Some((path, into)) = todo.pop() {
         let meta = match std::fs::metadata(&path) {

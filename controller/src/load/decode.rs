@@ -76,6 +76,8 @@ pub const APP_FIELDS: &[&str] = &[
     "stop_grace_period",
     "memory",
     "cpus",
+    "files",
+    "aliases",
 ];
 /// The container options an app takes in both formats (see [`Options`]).
 pub const OPTION_FIELDS: &[&str] = &[
@@ -141,6 +143,9 @@ pub struct Ctx<'a> {
     pub diags: &'a mut Vec<Diagnostic>,
     /// Notes: how a valid form is read (see [`crate::model::Spec::notes`]).
     pub notes: &'a mut Vec<Diagnostic>,
+    /// Files and folders of the directory shipped into apps: never
+    /// manifests themselves.
+    pub shipped: &'a mut Vec<PathBuf>,
     /// A Compose override file merged into this one: its nodes' lines are
     /// [`OVERRIDE_LINES`] further down, so that each place names its file.
     pub overlay: Option<(Arc<str>, &'a str)>,
@@ -1388,6 +1393,11 @@ pub(super) fn app(
         }
     });
 
+    if let (Dialect::Drover, Some(list)) = (dialect, f.get("files")) {
+        for item in sequence(ctx, list, "`files`").unwrap_or(&[]) {
+            files.extend(super::compose::file_entry(ctx, item).unwrap_or_default());
+        }
+    }
     if let Dialect::Compose { data_dirs, .. } = dialect {
         for kind in ["secrets", "configs"] {
             if let Some(n) = f.get(kind) {
@@ -1398,6 +1408,9 @@ pub(super) fn app(
     let mut options = options(ctx, &f);
     if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
         options.aliases = super::compose::service_networks(ctx, n, networks);
+    }
+    if let (Dialect::Drover, Some(n)) = (dialect, f.get("aliases")) {
+        options.aliases = words(ctx, n, "`aliases`");
     }
     Some(App {
         name,

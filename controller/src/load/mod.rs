@@ -4,6 +4,7 @@
 //! anything may act on it.
 
 pub mod compose;
+pub mod convert;
 pub mod decode;
 pub mod files;
 pub mod graph;
@@ -54,6 +55,69 @@ pub fn load(dir: &Path, env: &dyn Env) -> Result<Spec, LoadError> {
     } else {
         Err(LoadError::Invalid(Diagnostics::sorted(diags)))
     }
+}
+
+/// `drover convert FILE`: the Compose file `file`, loaded with its folder
+/// as the loader reads it (so it must be valid), written out as a drover
+/// Stack manifest. A form a drover Stack cannot hold is the error.
+pub fn convert(file: &Path, env: &dyn Env) -> Result<String, LoadError> {
+    let shown = file.display().to_string();
+    let dir_error = |reason: String| LoadError::Dir {
+        path: shown.clone(),
+        reason,
+    };
+    if !convert::is_compose_file(file) {
+        return Err(dir_error(format!(
+            "not a Compose file: its name is not one of {}",
+            compose::FILE_NAMES.join(", ")
+        )));
+    }
+    let folder = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let real = folder
+        .canonicalize()
+        .map_err(|e| dir_error(io_reason(&e)))?;
+    // Loaded with the Cluster that names its hosts: that of the nearest
+    // folder above it that holds one, else the folder alone.
+    let with_cluster = real.ancestors().skip(1).take(4).find(|d| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                is_manifest(&name)
+                    && files::read_limited(&e.path(), MAX_FILE_BYTES)
+                        .is_ok_and(|t| t.lines().any(|l| l.trim_end() == "kind: Cluster"))
+            })
+        })
+    });
+    let spec = load(with_cluster.unwrap_or(&real), env)?;
+    let read = |path: &Path| -> Result<yaml::Node, LoadError> {
+        let text = read_manifest(path).map_err(|(_, m)| dir_error(m))?;
+        yaml::parse_documents(&text, Limits::default())
+            .map_err(|e| dir_error(e.message))?
+            .pop()
+            .ok_or_else(|| dir_error("an empty Compose file".into()))
+    };
+    let mut node = read(&real.join(file.file_name().unwrap_or_default()))?;
+    if let Some(over) = compose::OVERRIDE_NAMES
+        .iter()
+        .map(|n| real.join(n))
+        .find(|p| p.is_file())
+    {
+        node = compose::merge(node, read(&over)?);
+    }
+    let stack = spec
+        .stacks
+        .values()
+        .find(|s| {
+            Path::new(&*s.loc.file)
+                .parent()
+                .and_then(|p| p.canonicalize().ok())
+                == Some(real.clone())
+        })
+        .ok_or_else(|| dir_error("no stack was read from it".into()))?;
+    convert::stack_yaml(&node, stack, &real).map_err(|e| dir_error(e.0.join("; ")))
 }
 
 /// Parses every manifest under `dir`, collecting problems in `diags`.
@@ -119,8 +183,14 @@ pub fn parse_dir(
             .collect()
     });
 
+    // A file an app ships is the app's, not a manifest (a drover Stack's
+    // `files:` may name a `prometheus.yml` beside it).
+    let shipped: Vec<PathBuf> = results.iter().flat_map(|r| r.shipped.clone()).collect();
     let mut parsed = Parsed::default();
     for r in results {
+        if shipped.iter().any(|s| r.path.starts_with(s)) {
+            continue;
+        }
         diags.extend(r.diags);
         parsed.notes.extend(r.notes);
         for doc in r.docs {
@@ -164,8 +234,11 @@ pub fn parse_dir(
 /// What one manifest file holds, or what is wrong with it.
 struct FileResult {
     shown: Arc<str>,
+    /// The file's real path.
+    path: PathBuf,
     src: Option<String>,
     notes: Vec<Diagnostic>,
+    shipped: Vec<PathBuf>,
     /// A Compose override file read with it, by its shown path.
     overlay: Option<(Arc<str>, String)>,
     docs: Vec<Document>,
@@ -189,6 +262,8 @@ fn parse_file(
         src: None,
         overlay: None,
         notes: Vec::new(),
+        shipped: Vec::new(),
+        path: path.clone(),
         docs: Vec::new(),
         diags: Vec::new(),
     };
@@ -224,6 +299,7 @@ fn parse_file(
                 env: &env,
                 diags: &mut out.diags,
                 notes: &mut out.notes,
+                shipped: &mut out.shipped,
                 overlay: None,
             };
             out.docs = nodes
@@ -313,6 +389,7 @@ fn parse_compose(
         .unwrap_or_default();
     let mut diags = Vec::new();
     let mut notes = Vec::new();
+    let mut shipped = Vec::new();
     let stack = {
         let mut ctx = Ctx {
             file: Arc::clone(&out.shown),
@@ -323,6 +400,7 @@ fn parse_compose(
             env,
             diags: &mut diags,
             notes: &mut notes,
+            shipped: &mut shipped,
             overlay: out
                 .overlay
                 .as_ref()
@@ -332,6 +410,7 @@ fn parse_compose(
     };
     out.diags.extend(diags);
     out.notes.extend(notes);
+    out.shipped.extend(shipped);
     out.docs.extend(stack.map(Document::Stack));
 }
 

@@ -368,6 +368,14 @@ struct App {
     memory: Option<Scalar>,
     #[serde(default)]
     cpus: Option<Scalar>,
+    /// Files or folders beside the manifest shipped into the container
+    /// before it starts: `./PATH:/path/in/container[:ro]`. An edit
+    /// recreates the app.
+    #[serde(default)]
+    files: Option<Vec<String>>,
+    /// More names the app answers to on its stack's network.
+    #[serde(default)]
+    aliases: Option<Vec<String>>,
     #[serde(default)]
     hostname: Option<String>,
     #[serde(default)]
