@@ -436,6 +436,7 @@ fn real_compose_files_validate_or_say_where_and_why_not() {
             Ok(spec) => {
                 valid += 1;
                 let apps: usize = spec.stacks.values().map(|s| s.apps.len()).sum();
+                assert!(apps > 0, "{name} was read as no app at all");
                 summary.push_str(&format!("{name}: valid, {apps} apps\n"));
             }
             Err(LoadError::Invalid(d)) => {
@@ -786,4 +787,38 @@ fn convert_writes_a_stack_that_makes_the_same_containers() {
     }
     eprintln!("{converted} Compose files converted, each making the same containers");
     assert!(converted >= 30, "{converted}");
+}
+
+#[test]
+fn convert_on_the_command_line_prints_the_stack_or_says_what_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &shop_files(&[]));
+    let run = |file: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["convert", file.to_str().unwrap()])
+            .env("POSTGRES_PASSWORD", "from-env")
+            .output()
+            .unwrap()
+    };
+    let o = run(&dir.path().join("my_shop/compose.yaml"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.starts_with("kind: Stack\nname: my-shop\n"), "{text}");
+    assert!(
+        text.contains("POSTGRES_PASSWORD: \"${POSTGRES_PASSWORD}\""),
+        "the reference is kept: {text}"
+    );
+    assert!(!text.contains("from-env"), "{text}");
+
+    write(
+        dir.path(),
+        &[("pinned/compose.yaml", "x-drover: { host: node-a }\nservices:\n  agent:\n    image: busybox\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n")],
+    );
+    let o = run(&dir.path().join("pinned/compose.yaml"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("mounts the host path `/var/run/docker.sock`: a drover Stack cannot"),
+        "{err}"
+    );
 }

@@ -185,10 +185,16 @@ pub fn parse_dir(
 
     // A file an app ships is the app's, not a manifest (a drover Stack's
     // `files:` may name a `prometheus.yml` beside it).
-    let shipped: Vec<PathBuf> = results.iter().flat_map(|r| r.shipped.clone()).collect();
+    let shipped: Vec<(PathBuf, PathBuf)> = results
+        .iter()
+        .flat_map(|r| r.shipped.iter().map(|s| (s.clone(), r.path.clone())))
+        .collect();
     let mut parsed = Parsed::default();
     for r in results {
-        if shipped.iter().any(|s| r.path.starts_with(s)) {
+        if shipped
+            .iter()
+            .any(|(s, by)| r.path.starts_with(s) && *by != r.path)
+        {
             continue;
         }
         diags.extend(r.diags);

@@ -221,15 +221,29 @@ impl Validator<'_> {
                     });
                 }
                 None => {
-                    let hint = Some(format!(
-                        "add `host:` with one of {}",
-                        self.hosts
-                            .keys()
-                            .map(|h| format!("`{h}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                    self.error(&app.loc, format!("app `{}` has no `host:`", app.name), hint);
+                    let hosts = self
+                        .hosts
+                        .keys()
+                        .map(|h| format!("`{h}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    // A Compose service is placed with `x-drover`.
+                    let compose = std::path::Path::new(&*app.loc.file)
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| crate::load::compose::FILE_NAMES.contains(&n));
+                    let (what, hint) = if compose {
+                        (
+                            format!("service `{}` has no host", app.name),
+                            format!("add `x-drover: {{ host: … }}` to the service or the file, with one of {hosts}"),
+                        )
+                    } else {
+                        (
+                            format!("app `{}` has no `host:`", app.name),
+                            format!("add `host:` with one of {hosts}"),
+                        )
+                    };
+                    self.error(&app.loc, what, Some(hint));
                 }
             }
         }
