@@ -1171,6 +1171,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "networks",
     "secrets",
     "configs",
+    "platform",
 ];
 
 pub(super) fn app(
@@ -1396,6 +1397,18 @@ pub(super) fn app(
     if let (Dialect::Drover, Some(list)) = (dialect, f.get("files")) {
         for item in sequence(ctx, list, "`files`").unwrap_or(&[]) {
             files.extend(super::compose::file_entry(ctx, item).unwrap_or_default());
+        }
+    }
+    if let Some(p) = f.get("platform") {
+        // An empty platform (`${DOCKER_PLATFORM:-}`) is no platform.
+        if text(ctx, p, "`platform`").is_some_and(|t| !t.expose().trim().is_empty()) {
+            ctx.error_hint(
+                p.pos,
+                format!("drover does not support `platform` (in {what}) yet"),
+                Some(
+                    "name an image built for the hosts' platform, and leave `platform` out".into(),
+                ),
+            );
         }
     }
     if let Dialect::Compose { data_dirs, .. } = dialect {
