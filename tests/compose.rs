@@ -586,6 +586,7 @@ services:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
     volumes: ["/etc/hostname:/host-hostname:ro"]
+    networks: [front]
     x-drover: {{ host: {agent_host} }}
 networks:
   front: {{}}
@@ -629,14 +630,25 @@ networks:
         inspect(b, "shop-web", "{{.HostConfig.CapDrop}}").as_deref(),
         Some("[NET_RAW]")
     );
-    assert!(
+    let reaches = |from: &str, to: &str| {
         docker(
             a,
-            &["exec", "shop-db", "busybox", "ping", "-c", "1", "-W", "2", "jobs"]
+            &["exec", from, "busybox", "ping", "-c", "1", "-W", "2", to],
         )
         .status
-        .success(),
-        "the alias `jobs` answers on the stack's network"
+        .success()
+    };
+    assert!(
+        reaches("shop-db", "jobs"),
+        "the alias `jobs` answers on `back`"
+    );
+    assert!(
+        !reaches("shop-agent", "jobs"),
+        "`front` is kept apart from `back`"
+    );
+    assert!(
+        !reaches("shop-agent", "db"),
+        "`front` is kept apart from `back`"
     );
     assert_eq!(
         inspect(a, "shop-db", "{{.Mounts}}").map(|m| m.contains("shop-db-data")),

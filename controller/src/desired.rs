@@ -81,6 +81,8 @@ pub struct ContainerSpec {
     /// The user's labels and drover's, except the hash labels.
     pub labels: BTreeMap<String, Text>,
     pub network: String,
+    /// More networks of its stack it joins, after `network`.
+    pub extra_networks: Vec<String>,
     pub aliases: Vec<String>,
     /// Apps of the same stack this one waits for.
     pub depends_on: Vec<(String, Condition)>,
@@ -387,16 +389,27 @@ pub fn render(spec: &Spec) -> Desired {
         }
         for app in stack.apps.values() {
             let host = app.host().to_string();
-            let network = names::network(&stack.name);
+            // The stack's own network, or the networks the app joins (the
+            // default first, as it was before there were others).
+            let mut joined: Vec<String> = if app.networks.is_empty() {
+                vec![names::network(&stack.name)]
+            } else {
+                app.networks
+                    .iter()
+                    .map(|n| names::stack_network(&stack.name, n))
+                    .collect()
+            };
+            joined.sort_by_key(|n| (*n != names::network(&stack.name), n.clone()));
             let h = desired.hosts.entry(host.clone()).or_default();
-            h.networks
-                .entry(network.clone())
-                .or_insert_with(|| NetworkSpec {
-                    name: network.clone(),
+            for n in &joined {
+                h.networks.entry(n.clone()).or_insert_with(|| NetworkSpec {
+                    name: n.clone(),
                     stack: stack.name.clone(),
                     host: host.clone(),
                     labels: managed_labels(&stack.name),
                 });
+            }
+            let network = joined.remove(0);
 
             let mut env = BTreeMap::new();
             for link in &app.links {
@@ -482,6 +495,7 @@ pub fn render(spec: &Spec) -> Desired {
                 options: app.options.clone(),
                 labels: l,
                 network,
+                extra_networks: joined,
                 aliases: std::iter::once(app.name.clone())
                     .chain(app.options.container_name.clone())
                     .chain(app.options.aliases.iter().cloned())
@@ -643,11 +657,11 @@ fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
             v.is_secret(),
         );
     }
-    push(
-        "network".into(),
-        format!("{}|{}", c.network, c.aliases.join(",")).into(),
-        false,
-    );
+    let mut network = format!("{}|{}", c.network, c.aliases.join(","));
+    if !c.extra_networks.is_empty() {
+        network = format!("{network}|{}", c.extra_networks.join(","));
+    }
+    push("network".into(), network.into(), false);
     out
 }
 

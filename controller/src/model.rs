@@ -427,6 +427,9 @@ pub struct App {
     pub binds: Vec<At<Bind>>,
     /// Files of the manifest directory shipped into it.
     pub files: Vec<ConfigFile>,
+    /// The stack's networks it joins, by their names in a Compose file;
+    /// empty for the stack's default network alone.
+    pub networks: Vec<String>,
     pub ports: Vec<At<Port>>,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Restart,

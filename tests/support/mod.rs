@@ -178,6 +178,10 @@ impl Fixture {
                     docker(h, &["volume", "rm", "-f", v]);
                 }
                 docker(h, &["network", "rm", &format!("drover-{s}")]);
+                let nets = text(&docker(h, &["network", "ls", "-q", "--filter", &filter]));
+                for n in nets.lines() {
+                    docker(h, &["network", "rm", n]);
+                }
                 // Snapshots carry no stack label, and records are drover's.
                 let all = text(&docker(h, &["volume", "ls", "-q"]));
                 for v in all.lines() {

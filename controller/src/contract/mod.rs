@@ -189,6 +189,24 @@ pub mod names {
     pub fn network(stack: &str) -> String {
         format!("drover-{stack}")
     }
+    /// Network `net` of a stack (a Compose file's `networks:`); `default`
+    /// is the stack's own network.
+    pub fn stack_network(stack: &str, net: &str) -> String {
+        if net == "default" {
+            return network(stack);
+        }
+        let safe: String = net
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("drover-{stack}-{safe}")
+    }
     /// `DB_HOST` / `DB_PORT` prefix for a link to `db`.
     pub fn link_prefix(app: &str) -> String {
         app.to_ascii_uppercase().replace('-', "_")

@@ -797,6 +797,23 @@ impl DockerApi for Engine {
             .map_err(|e| {
                 EngineError::api(&self.host, format!("create container `{}`", c.name), e)
             })?;
+        // The stack's other networks it joins, with the same names.
+        for net in &c.extra_networks {
+            let req = bollard::models::NetworkConnectRequest {
+                container: c.name.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(c.aliases.clone()),
+                    ..Default::default()
+                }),
+            };
+            self.docker.connect_network(net, req).await.map_err(|e| {
+                EngineError::api(
+                    &self.host,
+                    format!("connect container `{}` to `{net}`", c.name),
+                    e,
+                )
+            })?;
+        }
         if c.files.is_empty() {
             return Ok(());
         }

@@ -218,12 +218,11 @@ const NETWORK_FIELDS: &[&str] = &[
     "enable_ipv6",
 ];
 
-/// The networks a Compose file declares. Each is the stack's network on
-/// each host (`drover-<stack>`): services reach each other by name and
-/// alias as in Compose, but are not kept apart yet; `validate` says so.
+/// The networks a Compose file declares. Each is a network of the stack on
+/// each host where a service joins it (`drover-<stack>-<network>`;
+/// `default` is `drover-<stack>`), kept apart as in Compose.
 fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
     let mut names = vec!["default".to_string()];
-    let mut joined = Vec::new();
     // A network's name becomes no Docker object's: any Compose name will do.
     let entries: Vec<(String, &Node)> = mapping(ctx, node, "`networks`")
         .unwrap_or(&[])
@@ -256,27 +255,21 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
                 );
             }
         }
-        if name != "default" {
-            joined.push(format!("`{name}`"));
-        }
         names.push(name);
-    }
-    if !joined.is_empty() {
-        ctx.note(
-            node.pos,
-            format!(
-                "the networks {} are one network on each host, the stack's: its services reach each other by name and alias, and are not kept apart",
-                joined.join(", ")
-            ),
-        );
     }
     names
 }
 
 /// A service's `networks` (a list, or a mapping with `aliases`): the
-/// aliases it answers to. Each network must be declared.
-pub(super) fn service_networks(ctx: &mut Ctx, node: &Node, declared: &[String]) -> Vec<String> {
+/// aliases it answers to, and the networks it joins. Each network must be
+/// declared.
+pub(super) fn service_networks(
+    ctx: &mut Ctx,
+    node: &Node,
+    declared: &[String],
+) -> (Vec<String>, Vec<String>) {
     let mut aliases = Vec::new();
+    let mut joined = Vec::new();
     let entries: Vec<(&Node, Option<&Node>)> = match &node.value {
         Value::Seq(items) => items.iter().map(|i| (i, None)).collect(),
         _ => mapping(ctx, node, "`networks`")
@@ -296,6 +289,9 @@ pub(super) fn service_networks(ctx: &mut Ctx, node: &Node, declared: &[String]) 
                 Some("declare it under the top-level `networks:`".into()),
             );
             continue;
+        }
+        if !joined.contains(&name) {
+            joined.push(name.clone());
         }
         let Some(v) = v.filter(|v| v.value != Value::Null) else {
             continue;
@@ -337,7 +333,7 @@ pub(super) fn service_networks(ctx: &mut Ctx, node: &Node, declared: &[String]) 
             }
         }
     }
-    aliases
+    (aliases, joined)
 }
 
 /// The profiles `COMPOSE_PROFILES` turns on (`*` for all).

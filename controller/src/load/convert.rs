@@ -221,6 +221,7 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
         }
         out.push_str(&strings_field("files", &files));
         out.push_str(&strings_field("aliases", &aliases));
+        out.push_str(&strings_field("networks", &app.networks));
     }
     if problems.is_empty() {
         Ok(out)

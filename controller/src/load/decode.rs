@@ -78,6 +78,7 @@ pub const APP_FIELDS: &[&str] = &[
     "cpus",
     "files",
     "aliases",
+    "networks",
 ];
 /// The container options an app takes in both formats (see [`Options`]).
 pub const OPTION_FIELDS: &[&str] = &[
@@ -414,7 +415,6 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "devices" | "pid" | "ipc" | "network_mode" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
             "drover never shares a host's devices or namespaces with an app".into()
         }
-        "networks" => "an app joins its stack's network on its host; several networks per stack are not supported yet".into(),
         "platform" => "not supported yet: name an image built for the hosts' platform".into(),
         "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
         "scale" => "drover runs one container per app: name another app for another container".into(),
@@ -1419,11 +1419,23 @@ pub(super) fn app(
         }
     }
     let mut options = options(ctx, &f);
+    let mut joined = Vec::new();
     if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
-        options.aliases = super::compose::service_networks(ctx, n, networks);
+        (options.aliases, joined) = super::compose::service_networks(ctx, n, networks);
     }
     if let (Dialect::Drover, Some(n)) = (dialect, f.get("aliases")) {
         options.aliases = words(ctx, n, "`aliases`");
+    }
+    if let (Dialect::Drover, Some(n)) = (dialect, f.get("networks")) {
+        joined = words(ctx, n, "`networks`");
+        if let Some(bad) = joined.iter().find(|n| {
+            !n.starts_with(|c: char| c.is_ascii_alphanumeric())
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        }) {
+            ctx.error(n.pos, format!("`{bad}` is not a valid network name"));
+        }
     }
     Some(App {
         name,
@@ -1434,6 +1446,7 @@ pub(super) fn app(
         volumes,
         binds,
         files,
+        networks: joined,
         ports,
         healthcheck,
         // Compose's default is `no`; drover's own, `unless-stopped`.

@@ -373,9 +373,13 @@ struct App {
     /// recreates the app.
     #[serde(default)]
     files: Option<Vec<String>>,
-    /// More names the app answers to on its stack's network.
+    /// More names the app answers to on its stack's networks.
     #[serde(default)]
     aliases: Option<Vec<String>>,
+    /// The stack's networks the app joins (`default` is the stack's own);
+    /// apps that share none do not reach each other.
+    #[serde(default)]
+    networks: Option<Vec<String>>,
     #[serde(default)]
     hostname: Option<String>,
     #[serde(default)]

@@ -173,8 +173,10 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let mut after = Vec::new();
-            if let Some(n) = self.index_of(&action_id(&c.host, Kind::Network, &c.network)) {
-                after.push(n);
+            for net in std::iter::once(&c.network).chain(&c.extra_networks) {
+                if let Some(n) = self.index_of(&action_id(&c.host, Kind::Network, net)) {
+                    after.push(n);
+                }
             }
             for m in &c.mounts {
                 if let Some(v) = self.index_of(&action_id(&c.host, Kind::Volume, &m.source)) {
