@@ -391,15 +391,16 @@ pub fn render(spec: &Spec) -> Desired {
             let host = app.host().to_string();
             // The stack's own network, or the networks the app joins (the
             // default first, as it was before there were others).
+            let own = names::network(&stack.name);
             let mut joined: Vec<String> = if app.networks.is_empty() {
-                vec![names::network(&stack.name)]
+                vec![own.clone()]
             } else {
                 app.networks
                     .iter()
                     .map(|n| names::stack_network(&stack.name, n))
                     .collect()
             };
-            joined.sort_by_key(|n| (*n != names::network(&stack.name), n.clone()));
+            joined.sort_by(|a, b| (*a != own, a).cmp(&(*b != own, b)));
             let h = desired.hosts.entry(host.clone()).or_default();
             for n in &joined {
                 h.networks.entry(n.clone()).or_insert_with(|| NetworkSpec {

@@ -14,7 +14,7 @@ use crate::load::decode::{
     app, fields, mapping, named_entries, sequence, string, text, volume, Ctx, Dialect,
 };
 use crate::load::files::{io_reason, lexically_normal};
-use crate::load::values::{parse_mount, parse_port};
+use crate::load::values::{mount_mode, parse_mount, parse_port};
 use crate::load::yaml::{Node, Value};
 use crate::model::{At, Bind, ConfigFile, Mount, Port, Rollback, Stack};
 
@@ -52,6 +52,13 @@ const VOLUME_FIELDS: &[&str] = &[
 
 /// The environment variable that names the active profiles, as in Compose.
 pub const PROFILES_VAR: &str = "COMPOSE_PROFILES";
+
+/// Whether `path` names a Compose file (by its name, as Compose does).
+pub fn is_compose_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| FILE_NAMES.contains(&n))
+}
 
 /// The Compose file a folder's entries name, in Compose's order of
 /// preference.
@@ -790,16 +797,14 @@ pub(super) fn mount(
     let is_path = s.starts_with(['/', '.', '~']);
     let parts: Vec<&str> = s.split(':').collect();
     if is_path && (parts.len() == 2 || parts.len() == 3) {
-        let read_only = parts
-            .get(2)
-            .is_some_and(|m| m.split(',').any(|o| o == "ro"));
-        if let Some(mode) = parts.get(2) {
-            // Checked as for a volume: `ro`, `rw`, `z`, `Z`, `nocopy`.
-            if let Err((msg, hint)) = parse_mount(&format!("v:/t:{mode}")) {
-                ctx.error_hint(item.pos, msg.replace("v:/t:", ""), hint);
+        let read_only = match parts.get(2).map(|mode| mount_mode(mode, s)) {
+            Some(Err((msg, hint))) => {
+                ctx.error_hint(item.pos, msg, hint);
                 return None;
             }
-        }
+            Some(Ok(ro)) => ro,
+            None => false,
+        };
         return path_mount(ctx, item.pos, parts[0], parts[1], read_only, data_dirs);
     }
     if is_path && parts.len() == 1 {

@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use crate::load::compose::{self, data_dir_volume};
 use crate::load::decode::{OPTION_FIELDS, VOLUME_FIELDS};
 use crate::load::yaml::{Node, Value};
 use crate::model::Stack;
@@ -89,27 +88,22 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                 "environment" => body.push_str(&environment(v, app)),
                 "ports" => body.push_str(&list_field("ports", v, port)),
                 "volumes" => {
-                    let mut mounts = Vec::new();
-                    // The loader's own names for the volumes, in order.
-                    let mut loaded = app.volumes.iter();
-                    for item in items(v) {
-                        match mount(item, name, file_dir) {
-                            Mounted::Volume(s) => mounts.push(match loaded.next() {
-                                Some(m) => format!(
-                                    "{}:{}{}",
-                                    m.value.volume,
-                                    m.value.target,
-                                    if m.value.read_only { ":ro" } else { "" }
-                                ),
-                                None => s,
-                            }),
-                            Mounted::File(s) => files.push(s),
-                            Mounted::Bind(s) => problems.push(format!(
-                                "service `{name}` mounts the host path `{s}`: a drover Stack cannot (keep it in Compose, or keep the data in a named volume)"
-                            )),
-                        }
-                    }
+                    // The loader's own reading: volumes (data directories
+                    // and anonymous ones named), host paths, shipped files.
+                    let mounts: Vec<String> = app
+                        .volumes
+                        .iter()
+                        .map(|m| {
+                            let ro = if m.value.read_only { ":ro" } else { "" };
+                            format!("{}:{}{ro}", m.value.volume, m.value.target)
+                        })
+                        .collect();
                     body.push_str(&strings_field("volumes", &mounts));
+                    problems.extend(app.binds.iter().map(|b| format!(
+                        "service `{name}` mounts the host path `{}`: a drover Stack cannot (keep it in Compose, or keep the data in a named volume)",
+                        b.value.host_path
+                    )));
+                    files.extend(items(v).filter_map(|item| shipped_source(item, file_dir)));
                 }
                 "depends_on" => match &v.value {
                     Value::Seq(list) => {
@@ -230,62 +224,36 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
     }
 }
 
-enum Mounted {
-    Volume(String),
-    File(String),
-    Bind(String),
-}
-
-/// A service's mount as a drover Stack writes it, classified as the
-/// loader classifies it.
-fn mount(item: &Node, app: &str, file_dir: &Path) -> Mounted {
+/// A mount of a file or folder of the repository (relative to the Compose
+/// file) as a drover Stack's `files:` entry writes it; `None` for any other
+/// mount.
+fn shipped_source(item: &Node, file_dir: &Path) -> Option<String> {
     let (source, target, ro) = match &item.value {
         Value::Map(_) => {
             let e = entries(item);
-            let ro = get(&e, "read_only").is_some_and(|r| text(r) == "true");
             (
-                get(&e, "source").map(text),
+                get(&e, "source").map(text)?,
                 get(&e, "target").map(text).unwrap_or_default(),
-                ro,
+                get(&e, "read_only").is_some_and(|r| text(r) == "true"),
             )
         }
         _ => {
             let s = text(item);
             let parts: Vec<&str> = s.split(':').collect();
             match parts.as_slice() {
-                [t] => (None, t.to_string(), false),
-                [s, t] => (Some(s.to_string()), t.to_string(), false),
-                [s, t, m, ..] => (
-                    Some(s.to_string()),
+                [s, t, rest @ ..] => (
+                    s.to_string(),
                     t.to_string(),
-                    m.split(',').any(|o| o == "ro"),
+                    rest.first()
+                        .is_some_and(|m| m.split(',').any(|o| o == "ro")),
                 ),
-                [] => (None, String::new(), false),
+                _ => return None,
             }
         }
     };
-    let mode = if ro { ":ro" } else { "" };
-    match source {
-        None => Mounted::Volume(format!(
-            "{}:{target}",
-            data_dir_volume(&format!("{app}{target}"))
-        )),
-        Some(s) if s.starts_with('/') || s.starts_with('~') => Mounted::Bind(s),
-        Some(s) if s.starts_with('.') => {
-            if file_dir.join(&s).exists() {
-                Mounted::File(format!("{s}:{target}{mode}"))
-            } else {
-                let rel = crate::load::files::lexically_normal(&file_dir.join(&s));
-                let rel = rel
-                    .strip_prefix(file_dir)
-                    .unwrap_or(&rel)
-                    .to_string_lossy()
-                    .into_owned();
-                Mounted::Volume(format!("{}:{target}{mode}", data_dir_volume(&rel)))
-            }
-        }
-        Some(s) => Mounted::Volume(format!("{s}:{target}{mode}")),
-    }
+    let ro = if ro { ":ro" } else { "" };
+    (source.starts_with('.') && file_dir.join(&source).exists())
+        .then(|| format!("{source}:{target}{ro}"))
 }
 
 /// A port in the short syntax.
@@ -445,11 +413,4 @@ fn items(n: &Node) -> impl Iterator<Item = &Node> {
 
 fn get<'n>(e: &[(String, &'n Node)], name: &str) -> Option<&'n Node> {
     e.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-}
-
-/// The folder of a Compose file, for `drover convert FILE`.
-pub fn is_compose_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| compose::FILE_NAMES.contains(&n))
 }

@@ -1136,8 +1136,8 @@ pub enum Dialect<'a> {
         host: Option<&'a At<String>>,
         /// The networks the file declares.
         networks: &'a [String],
-        /// Data directories its services mount, as volumes, with where
-        /// each is first mounted.
+        /// The file's volumes, secrets and configs, and the volumes its
+        /// data directories and anonymous volumes become.
         data_dirs: &'a std::cell::RefCell<super::compose::DataDirs>,
     },
 }

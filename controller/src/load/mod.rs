@@ -66,7 +66,7 @@ pub fn convert(file: &Path, env: &dyn Env) -> Result<String, LoadError> {
         path: shown.clone(),
         reason,
     };
-    if !convert::is_compose_file(file) {
+    if !compose::is_compose_file(file) {
         return Err(dir_error(format!(
             "not a Compose file: its name is not one of {}",
             compose::FILE_NAMES.join(", ")
@@ -285,11 +285,7 @@ fn parse_file(
         process: env,
         file: dot_envs.get(&file_dir).cloned().unwrap_or_default(),
     };
-    let compose_file = rel
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| compose::FILE_NAMES.contains(&n));
-    if compose_file {
+    if compose::is_compose_file(rel) {
         parse_compose(&mut out, &src, &path, root, dir, &env);
         out.src = Some(src);
         return out;

@@ -228,10 +228,8 @@ impl Validator<'_> {
                         .collect::<Vec<_>>()
                         .join(", ");
                     // A Compose service is placed with `x-drover`.
-                    let compose = std::path::Path::new(&*app.loc.file)
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| crate::load::compose::FILE_NAMES.contains(&n));
+                    let compose =
+                        crate::load::compose::is_compose_file(std::path::Path::new(&*app.loc.file));
                     let (what, hint) = if compose {
                         (
                             format!("service `{}` has no host", app.name),

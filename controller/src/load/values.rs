@@ -178,22 +178,26 @@ pub fn parse_expose(s: &str) -> Result<Vec<String>, String> {
 /// The options a mount may name after its target.
 const MOUNT_OPTIONS: &[&str] = &["ro", "rw", "z", "Z", "nocopy"];
 
+/// Whether a mount's MODE (after its target) makes it read-only. Compose's
+/// and Docker's options: `ro`/`rw`, and `z`/`Z` (SELinux labels, which a
+/// named volume does not need) and `nocopy`, comma-separated.
+pub fn mount_mode(mode: &str, mount: &str) -> Result<bool, (String, Option<String>)> {
+    if mode.split(',').all(|m| MOUNT_OPTIONS.contains(&m)) {
+        Ok(mode.split(',').any(|m| m == "ro"))
+    } else {
+        Err((
+            format!("unknown mount mode `{mode}` in `{mount}`"),
+            Some("use `ro` or `rw` (with `z`, `Z` or `nocopy`, comma-separated)".into()),
+        ))
+    }
+}
+
 /// `NAME:PATH[:ro|rw]`
 pub fn parse_mount(s: &str) -> Result<Mount, (String, Option<String>)> {
     let parts: Vec<&str> = s.split(':').collect();
     let (volume, target, read_only) = match parts.as_slice() {
         [v, t] => (*v, *t, false),
-        // Compose's and Docker's options: `ro`/`rw`, and `z`/`Z` (SELinux
-        // labels, which a named volume does not need) and `nocopy`.
-        [v, t, mode] if mode.split(',').all(|m| MOUNT_OPTIONS.contains(&m)) => {
-            (*v, *t, mode.split(',').any(|m| m == "ro"))
-        }
-        [_, _, mode] => {
-            return Err((
-                format!("unknown mount mode `{mode}` in `{s}`"),
-                Some("use `ro` or `rw` (with `z`, `Z` or `nocopy`, comma-separated)".into()),
-            ))
-        }
+        [v, t, mode] => (*v, *t, mount_mode(mode, s)?),
         _ => {
             return Err((
                 format!("`{s}` is not a volume mount"),
