@@ -49,6 +49,59 @@ fn the_committed_schema_is_what_drover_schema_prints() {
 }
 
 #[test]
+fn the_committed_compose_schema_is_what_drover_schema_compose_prints() {
+    let o = drover(&["schema", "--compose"]);
+    assert!(o.status.success());
+    let committed = std::fs::read_to_string(repo().join("schema/compose.schema.json")).unwrap();
+    assert_eq!(
+        stdout(&o),
+        committed,
+        "schema/compose.schema.json is stale: run `cargo run -- schema --compose > schema/compose.schema.json`"
+    );
+}
+
+/// The Compose schema describes exactly the fields the loader takes from a
+/// Compose file, and allows `x-` fields.
+#[test]
+fn compose_schema_fields_match_the_loader() {
+    use drover::load::decode::{OPTION_FIELDS, SERVICE_FIELDS};
+    let schema: serde_json::Value =
+        serde_json::from_str(&drover::load::schema::compose_schema()).unwrap();
+    let props = |v: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    let sorted = |l: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    };
+    let top: Vec<&str> = drover::load::compose::TOP_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| *f != "include") // refused with a located error
+        .collect();
+    assert_eq!(props(&schema), sorted(&top));
+    let service: Vec<&str> = SERVICE_FIELDS
+        .iter()
+        .chain(OPTION_FIELDS)
+        .copied()
+        .collect();
+    assert_eq!(props(&schema["$defs"]["Service"]), sorted(&service));
+    assert_eq!(
+        schema["$defs"]["Service"]["patternProperties"]["^x-"],
+        serde_json::json!({})
+    );
+    assert_eq!(schema["$defs"]["Service"]["additionalProperties"], false);
+}
+
+#[test]
 fn every_example_validates_and_names_the_schema_on_its_first_line() {
     let o = drover(&["validate", "examples/stacks"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -386,15 +386,15 @@ fn a_drover_manifest_in_a_compose_folder_is_never_ignored_in_silence() {
 
 #[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
-    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: host\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true }\nvolumes:\n  data: { external: true }\n";
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);
     for expected in [
         "shop/compose.yaml:5:5: error: drover does not support `privileged`",
-        "shop/compose.yaml:6:5: error: drover does not support `network_mode`",
+        "shop/compose.yaml:6:19: error: drover does not support `network_mode: container:db`",
         "shop/compose.yaml:7:15: error: `~/www` is in a home folder",
         "shop/compose.yaml:8:13: error: port `80` publishes no host port",
         "shop/compose.yaml:9:25: error: drover runs one container per app",
-        "shop/compose.yaml:11:22: error: drover does not support `external` (in network `front`) yet",
+        "shop/compose.yaml:11:36: error: `driver` cannot be set on external network `front`",
         "shop/compose.yaml:13:21: error: drover does not take `external` (in volume `data`)",
     ] {
         assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
@@ -833,4 +833,233 @@ fn convert_on_the_command_line_prints_the_stack_or_says_what_cannot_be_written()
         err.contains("mounts the host path `/var/run/docker.sock`: a drover Stack cannot"),
         "{err}"
     );
+}
+
+#[test]
+fn network_modes_and_external_networks_are_read_with_composes_meaning() {
+    let spec = loaded(
+        &[(
+            "app/compose.yaml",
+            "services:\n  web:\n    image: nginx\n    networks: [default, proxy]\n  side:\n    image: busybox\n    network_mode: service:web\n  probe:\n    image: busybox\n    network_mode: host\n  quiet:\n    image: busybox\n    network_mode: none\nnetworks:\n  proxy:\n    external: true\n    name: edge-proxy\n",
+        )],
+        &[],
+    );
+    let app = &spec.stacks["app"].apps;
+    assert_eq!(app["web"].networks, ["default"]);
+    assert_eq!(app["web"].external_networks, ["edge-proxy"]);
+    assert!(
+        matches!(&app["side"].network_mode, drover::model::NetworkMode::App(t) if t.value == "web")
+    );
+    assert!(
+        app["side"].depends_on.iter().any(|(t, _)| t.value == "web"),
+        "a service that shares another's network waits for it"
+    );
+    let d = drover::desired::render(&spec);
+    let local = &d.hosts["local"];
+    assert_eq!(local.containers["app-side"].network, "container:app-web");
+    assert_eq!(local.containers["app-probe"].network, "host");
+    assert_eq!(local.containers["app-quiet"].network, "none");
+    assert!(local.containers["app-probe"].aliases.is_empty());
+    assert!(local.networks["edge-proxy"].external, "made outside drover");
+    assert!(!local.networks["drover-app"].external);
+
+    // Recreating the app whose network is shared recreates the sharer.
+    let mut edited = spec.clone();
+    edited
+        .stacks
+        .get_mut("app")
+        .unwrap()
+        .apps
+        .get_mut("web")
+        .unwrap()
+        .image = drover::model::Text::plain("nginx:2");
+    let e = drover::desired::render(&edited);
+    assert_ne!(
+        e.hosts["local"].containers["app-side"].spec_hash,
+        local.containers["app-side"].spec_hash
+    );
+    assert_eq!(
+        e.hosts["local"].containers["app-probe"].spec_hash,
+        local.containers["app-probe"].spec_hash
+    );
+}
+
+#[test]
+fn what_docker_refuses_beside_a_network_mode_is_a_located_error() {
+    let e = errors(
+        &[(
+            "app/compose.yaml",
+            "services:\n  web:\n    image: nginx\n  side:\n    image: busybox\n    network_mode: service:web\n    ports: [\"80:80\"]\n    hostname: side\n  probe:\n    image: busybox\n    network_mode: host\n    ports: [\"81:81\"]\n  odd:\n    image: busybox\n    network_mode: bridge\n  gone:\n    image: busybox\n    network_mode: service:nowhere\n",
+        )],
+        &[],
+    );
+    for needle in [
+        "compose.yaml:7:12: error: `ports` cannot be used with `network_mode: service:web`",
+        "compose.yaml:8:15: error: `hostname` cannot be used with `network_mode: service:web`",
+        "compose.yaml:12:12: error: `ports` cannot be used with `network_mode: host`",
+        "it listens on the host's own ports",
+        "compose.yaml:15:19: error: drover does not support `network_mode: bridge`",
+        "app `nowhere` is not in stack `app`",
+    ] {
+        assert!(e.contains(needle), "{needle} in:\n{e}");
+    }
+    // A shared network stack is on one host.
+    let e = errors(
+        &[
+            ("cluster.yaml", "kind: Cluster\nhosts:\n  a: { endpoint: unix:///a.sock }\n  b: { endpoint: unix:///b.sock }\n"),
+            (
+                "app/compose.yaml",
+                "x-drover: { host: a }\nservices:\n  web:\n    image: nginx\n  side:\n    image: busybox\n    network_mode: service:web\n    x-drover: { host: b }\n",
+            ),
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("app `side` on `b` shares the network of `web` on `a`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_job_another_service_waits_for_is_done_once_it_exits_with_zero() {
+    let spec = loaded(
+        &[(
+            "app/compose.yaml",
+            "services:\n  migrate:\n    image: busybox\n  web:\n    image: nginx\n    depends_on:\n      migrate: { condition: service_completed_successfully }\n",
+        )],
+        &[],
+    );
+    let d = drover::desired::render(&spec);
+    let c = &d.hosts["local"].containers;
+    assert!(c["app-migrate"].job);
+    assert!(!c["app-web"].job);
+    assert_eq!(
+        c["app-web"].depends_on,
+        [("migrate".to_string(), drover::model::Condition::Completed)]
+    );
+    use drover::observed::ContainerState;
+    assert!(c["app-migrate"].is_done(ContainerState::Exited, Some(0)));
+    assert!(!c["app-migrate"].is_done(ContainerState::Exited, Some(1)));
+    assert!(!c["app-web"].is_done(ContainerState::Exited, Some(0)));
+    assert_eq!(
+        drover::docker::exit_code_from_status("Exited (3) 2 minutes ago"),
+        Some(3)
+    );
+}
+
+/// Compose's other network stacks, a network made outside the stack, and a
+/// job the app waits for, on a real engine.
+#[test]
+fn network_modes_external_networks_and_jobs_run_as_in_compose() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["modes"]);
+    let a = &f.hosts[0];
+    let proxy = "drover-test-edge";
+    docker(a, &["network", "rm", proxy]);
+    let dir = f.path().join("modes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        format!(
+            r#"x-drover: {{ host: {a} }}
+x-idle: &idle
+  image: {IMAGE}
+  pull_policy: never
+  stop_grace_period: 1s
+  command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+services:
+  init:
+    image: {IMAGE}
+    pull_policy: never
+    command: ["sh", "-c", "echo ready > /shared/done"]
+    volumes: ["shared:/shared"]
+  app:
+    <<: *idle
+    command: ["sh", "-c", "test -f /shared/done || exit 3; trap 'exit 0' TERM; while :; do sleep 1; done"]
+    volumes: ["shared:/shared"]
+    depends_on: {{ init: {{ condition: service_completed_successfully }} }}
+    networks: [default, edge]
+  side:
+    <<: *idle
+    network_mode: service:app
+  probe:
+    <<: *idle
+    network_mode: host
+  quiet:
+    <<: *idle
+    network_mode: none
+volumes:
+  shared: {{}}
+networks:
+  edge:
+    external: true
+    name: {proxy}
+"#,
+            a = a.name
+        ),
+    )
+    .unwrap();
+
+    // The external network is not there yet: said, and its app skipped.
+    let o = f.drover(&["reconcile"]);
+    assert!(!o.status.success());
+    let said = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        said.contains(&format!(
+            "network `{proxy}` is external to stack `modes` and does not exist on `{}`",
+            a.name
+        )),
+        "{said}"
+    );
+    assert!(inspect(a, "modes-app", "{{.Id}}").is_none());
+
+    assert!(docker(a, &["network", "create", proxy]).status.success());
+    f.reconcile();
+    assert_eq!(
+        inspect(a, "modes-init", "{{.State.Status}} {{.State.ExitCode}}").as_deref(),
+        Some("exited 0")
+    );
+    assert!(running(a, "modes-app"));
+    let nets = inspect(
+        a,
+        "modes-app",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    )
+    .unwrap();
+    assert!(
+        nets.contains(proxy) && nets.contains("drover-modes"),
+        "{nets}"
+    );
+    let app_id = inspect(a, "modes-app", "{{.Id}}").unwrap();
+    assert_eq!(
+        inspect(a, "modes-side", "{{.HostConfig.NetworkMode}}"),
+        Some(format!("container:{app_id}"))
+    );
+    assert_eq!(
+        inspect(a, "modes-probe", "{{.HostConfig.NetworkMode}}").as_deref(),
+        Some("host")
+    );
+    assert_eq!(
+        inspect(a, "modes-quiet", "{{.HostConfig.NetworkMode}}").as_deref(),
+        Some("none")
+    );
+    for c in ["modes-side", "modes-probe", "modes-quiet"] {
+        assert!(running(a, c), "{c} runs");
+    }
+
+    // The job that ran is done, not down: nothing to do, it is not rerun.
+    let started = inspect(a, "modes-init", "{{.State.StartedAt}}");
+    let o = f.drover(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "in sync: {}", stdout(&o));
+    f.reconcile();
+    assert_eq!(inspect(a, "modes-init", "{{.State.StartedAt}}"), started);
+
+    f.cleanup();
+    assert!(
+        docker(a, &["network", "inspect", proxy]).status.success(),
+        "drover never removes a network it did not make"
+    );
+    docker(a, &["network", "rm", proxy]);
 }

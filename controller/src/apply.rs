@@ -663,6 +663,17 @@ impl Step {
                     (Some(s), Condition::Healthy) => {
                         s.state == ContainerState::Running && s.health == Some(Health::Healthy)
                     }
+                    (Some(s), Condition::Completed) => match (s.state, s.exit_code) {
+                        (ContainerState::Exited, Some(0)) => true,
+                        (ContainerState::Exited | ContainerState::Dead, code) => {
+                            return Err(StepError::Other(format!(
+                                "app `{}` waits for `{target}` to complete, but it exited with {}",
+                                c.app,
+                                code.map_or("no code".to_string(), |c| format!("code {c}"))
+                            )));
+                        }
+                        _ => false,
+                    },
                     (None, _) => false,
                 };
                 if ready {
@@ -686,6 +697,7 @@ impl Step {
                     let what = match condition {
                         Condition::Started => "running",
                         Condition::Healthy => "healthy",
+                        Condition::Completed => "completed",
                     };
                     let state = crate::docker::describe_status(status.as_ref());
                     return Err(StepError::Other(format!(

@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 
 use crate::contract::hostkey::HostKey;
 use crate::contract::labels;
-use crate::model::{names, Condition, Healthcheck, Options, Port, Pull, Restart, Spec, Text};
+use crate::model::{
+    names, Condition, Healthcheck, NetworkMode, Options, Port, Pull, Restart, Spec, Text,
+};
 
 /// Marks a field whose value is secret in the `drover.spec-fields` label.
 pub const SECRET_DIGEST: &str = "secret";
@@ -86,6 +88,10 @@ pub struct ContainerSpec {
     pub aliases: Vec<String>,
     /// Apps of the same stack this one waits for.
     pub depends_on: Vec<(String, Condition)>,
+    /// A job another app waits to complete (`service_completed_successfully`):
+    /// exited with code 0, it is done, not down.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub job: bool,
     /// Apps of the same stack this one links to.
     pub links: Vec<String>,
     pub spec_hash: String,
@@ -94,6 +100,18 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// Whether its container, as observed, is a job that has run to
+    /// completion: exited with code 0.
+    pub fn is_done(&self, state: crate::observed::ContainerState, exit_code: Option<i64>) -> bool {
+        self.job && state == crate::observed::ContainerState::Exited && exit_code == Some(0)
+    }
+
+    /// Whether it is on networks of its own (its stack's, external ones),
+    /// rather than the host's, none, or another container's network stack.
+    pub fn has_own_network(&self) -> bool {
+        !self.network.starts_with("container:") && !matches!(self.network.as_str(), "host" | "none")
+    }
+
     /// How long a stop waits before killing: `stop_grace_period`, else 10 s.
     pub fn stop_grace(&self) -> std::time::Duration {
         std::time::Duration::from_nanos(self.stop_grace_period_ns.unwrap_or(10_000_000_000))
@@ -162,6 +180,7 @@ impl ContainerSpec {
             state,
             health: (state == ContainerState::Running && self.has_healthcheck())
                 .then_some(Health::Healthy),
+            exit_code: None,
             spec_hash: Some(self.spec_hash.clone()),
             spec_fields: self.keyed_digests(key),
             depends_on,
@@ -262,6 +281,10 @@ pub struct NetworkSpec {
     pub stack: String,
     pub host: String,
     pub labels: BTreeMap<String, String>,
+    /// Made outside drover (Compose's `external: true`): it must exist on
+    /// the host; drover never makes or removes it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -392,25 +415,61 @@ pub fn render(spec: &Spec) -> Desired {
             // The stack's own network, or the networks the app joins (the
             // default first, as it was before there were others).
             let own = names::network(&stack.name);
-            let mut joined: Vec<String> = if app.networks.is_empty() {
-                vec![own.clone()]
-            } else {
-                app.networks
+            let mut joined: Vec<String> = match &app.network_mode {
+                NetworkMode::Host => vec!["host".into()],
+                NetworkMode::None => vec!["none".into()],
+                NetworkMode::App(t) => {
+                    vec![format!(
+                        "container:{}",
+                        names::container(&stack.name, &t.value)
+                    )]
+                }
+                NetworkMode::Stack
+                    if app.networks.is_empty() && app.external_networks.is_empty() =>
+                {
+                    vec![own.clone()]
+                }
+                NetworkMode::Stack => app
+                    .networks
                     .iter()
                     .map(|n| names::stack_network(&stack.name, n))
-                    .collect()
+                    .collect(),
             };
             joined.sort_by(|a, b| (*a != own, a).cmp(&(*b != own, b)));
             let h = desired.hosts.entry(host.clone()).or_default();
-            for n in &joined {
-                h.networks.entry(n.clone()).or_insert_with(|| NetworkSpec {
-                    name: n.clone(),
-                    stack: stack.name.clone(),
-                    host: host.clone(),
-                    labels: managed_labels(&stack.name),
-                });
+            if app.network_mode == NetworkMode::Stack {
+                for n in &joined {
+                    h.networks.entry(n.clone()).or_insert_with(|| NetworkSpec {
+                        name: n.clone(),
+                        stack: stack.name.clone(),
+                        host: host.clone(),
+                        labels: managed_labels(&stack.name),
+                        external: false,
+                    });
+                }
+                // Networks of the host it joins as they are, after its own.
+                for n in &app.external_networks {
+                    h.networks.entry(n.clone()).or_insert_with(|| NetworkSpec {
+                        name: n.clone(),
+                        stack: stack.name.clone(),
+                        host: host.clone(),
+                        labels: BTreeMap::new(),
+                        external: true,
+                    });
+                    if !joined.contains(n) {
+                        joined.push(n.clone());
+                    }
+                }
             }
             let network = joined.remove(0);
+            // Only a network of its own gives an app names to answer to.
+            let aliases: Vec<String> = match app.network_mode {
+                NetworkMode::Stack => std::iter::once(app.name.clone())
+                    .chain(app.options.container_name.clone())
+                    .chain(app.options.aliases.iter().cloned())
+                    .collect(),
+                _ => Vec::new(),
+            };
 
             let mut env = BTreeMap::new();
             for link in &app.links {
@@ -497,16 +556,18 @@ pub fn render(spec: &Spec) -> Desired {
                 labels: l,
                 network,
                 extra_networks: joined,
-                aliases: std::iter::once(app.name.clone())
-                    .chain(app.options.container_name.clone())
-                    .chain(app.options.aliases.iter().cloned())
-                    .collect(),
+                aliases,
                 depends_on: app
                     .depends_on
                     .iter()
                     .map(|(t, c)| (t.value.clone(), *c))
                     .collect(),
                 links: app.links.iter().map(|t| t.value.clone()).collect(),
+                job: stack.apps.values().any(|a| {
+                    a.depends_on
+                        .iter()
+                        .any(|(t, c)| t.value == app.name && *c == Condition::Completed)
+                }),
                 spec_hash: String::new(),
                 field_digests: BTreeMap::new(),
             };
@@ -514,7 +575,42 @@ pub fn render(spec: &Spec) -> Desired {
         }
     }
     hash_all(&mut desired);
+    hash_shared_networks(&mut desired);
     desired
+}
+
+/// An app that shares another's network stack (`network_mode: service:X`)
+/// loses it when X is recreated, so X's spec hash is part of its own: a
+/// change that recreates X recreates it too.
+fn hash_shared_networks(desired: &mut Desired) {
+    for h in desired.hosts.values_mut() {
+        // A chain of sharers settles in as many rounds as it is long.
+        for _ in 0..h.containers.len() {
+            let hashes: BTreeMap<String, String> = h
+                .containers
+                .values()
+                .map(|c| (c.name.clone(), c.spec_hash.clone()))
+                .collect();
+            let mut changed = false;
+            for c in h.containers.values_mut() {
+                let Some(target) = c.network.strip_prefix("container:") else {
+                    continue;
+                };
+                let Some(hash) = hashes.get(target) else {
+                    continue;
+                };
+                let label = Text::plain(hash.clone());
+                if c.labels.get(labels::NETWORK_OF) != Some(&label) {
+                    c.labels.insert(labels::NETWORK_OF.into(), label);
+                    (c.spec_hash, c.field_digests) = hash_container(c);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
 }
 
 /// Fills in every container's spec hash and field digests, on a few

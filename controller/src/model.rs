@@ -266,6 +266,9 @@ pub enum Pull {
 pub enum Condition {
     Started,
     Healthy,
+    /// Compose's `service_completed_successfully`: the app is a job that
+    /// ran and exited with code 0.
+    Completed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -412,6 +415,21 @@ impl Options {
     }
 }
 
+/// An app's network stack (Compose's `network_mode`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum NetworkMode {
+    /// Its stack's networks (and any external ones it names).
+    #[default]
+    Stack,
+    /// The host's own network stack: it listens on the host's ports.
+    Host,
+    /// A loopback device alone.
+    None,
+    /// Another app's network stack (`service:NAME`): that app's host, its
+    /// addresses and its ports.
+    App(At<String>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
     pub name: String,
@@ -430,6 +448,13 @@ pub struct App {
     /// The stack's networks it joins, by their names in a Compose file;
     /// empty for the stack's default network alone.
     pub networks: Vec<String>,
+    /// Networks made outside drover that it joins too, by their Docker
+    /// names (Compose's `external: true` networks): they must exist on
+    /// the app's host, and drover never makes or removes them.
+    pub external_networks: Vec<String>,
+    /// Compose's `network_mode`: the stack's networks, or the host's, none,
+    /// or another app's.
+    pub network_mode: NetworkMode,
     pub ports: Vec<At<Port>>,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Restart,

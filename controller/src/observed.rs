@@ -250,6 +250,9 @@ pub struct ObservedContainer {
     pub state: ContainerState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// An exited container's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
     /// From the `drover.spec-fields` label: field -> digest.

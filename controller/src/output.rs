@@ -258,7 +258,8 @@ pub fn status_table(
                     }
                     Some(o) => {
                         let in_sync = o.spec_hash.as_deref() == Some(c.spec_hash.as_str())
-                            && o.state == crate::observed::ContainerState::Running;
+                            && (o.state == crate::observed::ContainerState::Running
+                                || c.is_done(o.state, o.exit_code));
                         let sync = if in_sync { "yes" } else { "no" };
                         (o.state.as_str().into(), health(o.health), sync)
                     }

@@ -134,8 +134,12 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
     },
-    /// Print the JSON Schema of the manifests.
-    Schema,
+    /// Print the JSON Schema of the manifests (of Compose files as drover
+    /// reads them with `--compose`).
+    Schema {
+        #[arg(long)]
+        compose: bool,
+    },
     /// Print the drover Stack manifest a Compose file is read as.
     Convert { file: PathBuf },
     /// Runs inside a helper container during a volume move.
@@ -284,7 +288,7 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Validate { dir } => show::validate(&dir),
         Command::Graph { dir, format } => show::graph(&dir, format),
-        Command::Schema => show::schema(),
+        Command::Schema { compose } => show::schema(compose),
         Command::Convert { file } => show::convert(&file),
         Command::Helper { command } => Ok(helper::run(command)),
         Command::Observe { dir, output } => show::observe(&dir, output),

@@ -41,8 +41,11 @@ pub fn convert(file: &Path) -> Result<ExitCode, Failure> {
     }
 }
 
-pub fn schema() -> Result<ExitCode, Failure> {
-    print(&schema::manifest_schema());
+pub fn schema(compose: bool) -> Result<ExitCode, Failure> {
+    print(&match compose {
+        true => schema::compose_schema(),
+        false => schema::manifest_schema(),
+    });
     Ok(ExitCode::SUCCESS)
 }
 

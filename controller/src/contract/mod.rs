@@ -87,6 +87,9 @@ pub mod labels {
     /// Apps this container waits for, so removals can run in reverse order
     /// after the app has left the spec.
     pub const DEPENDS_ON: &str = "drover.depends-on";
+    /// On an app that shares another's network stack: that app's spec
+    /// hash, so that recreating it recreates this one too.
+    pub const NETWORK_OF: &str = "drover.network-of";
     /// On a volume a move made: the host its data was copied from.
     pub const MOVED_FROM: &str = "drover.moved-from";
     /// On a copy record: the Docker volume whose copy it describes.

@@ -122,6 +122,9 @@ fn state_of(observed: &Observed, c: &desired::ContainerSpec) -> Result<bool, Str
         return Ok(false);
     };
     let checked = c.healthcheck.as_ref().is_some_and(|h| h.is_enabled());
+    if c.is_done(o.state, o.exit_code) {
+        return Ok(true);
+    }
     match (o.state, o.health) {
         (ContainerState::Exited | ContainerState::Dead, _) => Err(format!(
             "app `{}` on `{}` is not running ({})",

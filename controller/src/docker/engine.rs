@@ -311,6 +311,13 @@ pub fn health_from_status(status: &str) -> Option<Health> {
     }
 }
 
+/// The exit code from the status line Docker shows (`Exited (0) 3 minutes
+/// ago`).
+pub fn exit_code_from_status(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest[..rest.find(')')?].parse().ok()
+}
+
 fn observed_container(c: &ContainerSummary) -> ObservedContainer {
     let l = c.labels.clone().unwrap_or_default();
     let flag = |k: &str| l.get(k).is_some_and(|v| v == "true");
@@ -349,6 +356,7 @@ fn observed_container(c: &ContainerSummary) -> ObservedContainer {
         image: c.image.clone().unwrap_or_default(),
         state: state_of(c.state.as_ref()),
         health: c.status.as_deref().and_then(health_from_status),
+        exit_code: c.status.as_deref().and_then(exit_code_from_status),
         spec_hash: l.get(labels::SPEC_HASH).cloned(),
         spec_fields: l
             .get(labels::SPEC_FIELDS)
@@ -490,7 +498,9 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             privileged: Some(false),
             ..Default::default()
         }),
-        networking_config: Some(NetworkingConfig {
+        // The host's, none, or another container's network stack takes no
+        // endpoint settings.
+        networking_config: c.has_own_network().then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 c.network.clone(),
                 EndpointSettings {
@@ -949,6 +959,9 @@ impl DockerApi for Engine {
                 _ => Restart::No,
             });
         Ok(Some(ContainerStatus {
+            exit_code: (run == ContainerState::Exited)
+                .then_some(state.exit_code)
+                .flatten(),
             state: run,
             health,
             last_health_output,

@@ -395,6 +395,7 @@ impl DockerApi for FakeDocker {
                 ContainerStatus {
                     state: c.state,
                     health: h.map(|(h, _)| *h),
+                    exit_code: c.exit_code,
                     last_health_output: h.map(|(_, o)| o.clone()),
                     restart: None,
                 }
@@ -598,6 +599,7 @@ fn internal(name: &str, image: &str, state: ContainerState) -> ObservedContainer
         app: None,
         image: image.to_string(),
         state,
+        exit_code: None,
         health: None,
         spec_hash: None,
         spec_fields: BTreeMap::new(),

@@ -8,7 +8,9 @@ pub mod fake;
 pub mod hosts;
 pub mod usage;
 
-pub use engine::{health_from_status, Engine, CONNECT_TIMEOUT, REQUEST_TIMEOUT_SECS};
+pub use engine::{
+    exit_code_from_status, health_from_status, Engine, CONNECT_TIMEOUT, REQUEST_TIMEOUT_SECS,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
@@ -54,6 +56,8 @@ pub enum EngineError {
 pub struct ContainerStatus {
     pub state: ContainerState,
     pub health: Option<Health>,
+    /// An exited container's exit code.
+    pub exit_code: Option<i64>,
     /// The output of the latest health check, for error messages.
     pub last_health_output: Option<String>,
     /// Its restart policy: `always` brings a stopped container back when

@@ -110,7 +110,12 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
     let networks = f
         .get("networks")
         .map(|n| declared_networks(ctx, n))
-        .unwrap_or_else(|| vec!["default".to_string()]);
+        .unwrap_or_else(|| {
+            vec![DeclaredNetwork {
+                key: "default".to_string(),
+                external: None,
+            }]
+        });
     let secrets = f
         .get("secrets")
         .map(|n| declared_contents(ctx, n, "secrets"))
@@ -225,11 +230,24 @@ const NETWORK_FIELDS: &[&str] = &[
     "enable_ipv6",
 ];
 
+/// A network a Compose file declares.
+#[derive(Debug, Clone)]
+pub struct DeclaredNetwork {
+    /// Its name in the file.
+    pub key: String,
+    /// For an `external: true` network, its name on the hosts.
+    pub external: Option<String>,
+}
+
 /// The networks a Compose file declares. Each is a network of the stack on
 /// each host where a service joins it (`drover-<stack>-<network>`;
-/// `default` is `drover-<stack>`), kept apart as in Compose.
-fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
-    let mut names = vec!["default".to_string()];
+/// `default` is `drover-<stack>`), kept apart as in Compose; an external
+/// one is a network of the host, joined by its own name.
+fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<DeclaredNetwork> {
+    let mut out = vec![DeclaredNetwork {
+        key: "default".to_string(),
+        external: None,
+    }];
     // A network's name becomes no Docker object's: any Compose name will do.
     let entries: Vec<(String, &Node)> = mapping(ctx, node, "`networks`")
         .unwrap_or(&[])
@@ -240,7 +258,33 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
         let Some(f) = fields(ctx, n, &format!("network `{name}`"), NETWORK_FIELDS) else {
             continue;
         };
-        for key in ["external", "internal", "ipam", "driver_opts", "enable_ipv6"] {
+        let external = f.get("external").is_some_and(|v| {
+            crate::load::decode::choice(ctx, v, "`external`", &[("true", true), ("false", false)])
+                .unwrap_or(false)
+        });
+        if external {
+            // Compose's rule: an external network takes no other settings.
+            for (key, v) in f.iter().filter(|(k, _)| !matches!(*k, "external" | "name")) {
+                ctx.error_hint(
+                    v.pos,
+                    format!("`{key}` cannot be set on external network `{name}`"),
+                    Some("it is made outside the stack: remove `{key}:`".replace("{key}", key)),
+                );
+            }
+            let real = match f.get("name") {
+                Some(v) => string(ctx, v, "`name`"),
+                None => Some(name.clone()),
+            };
+            if let Some(real) = real {
+                out.retain(|d| d.key != name);
+                out.push(DeclaredNetwork {
+                    key: name,
+                    external: Some(real),
+                });
+            }
+            continue;
+        }
+        for key in ["internal", "ipam", "driver_opts", "enable_ipv6"] {
             if let Some(v) = f.get(key) {
                 if v.as_scalar() != Some("false") {
                     ctx.error_hint(
@@ -262,9 +306,14 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
                 );
             }
         }
-        names.push(name);
+        if !out.iter().any(|d| d.key == name) {
+            out.push(DeclaredNetwork {
+                key: name,
+                external: None,
+            });
+        }
     }
-    names
+    out
 }
 
 /// A service's `networks` (a list, or a mapping with `aliases`): the
@@ -273,10 +322,11 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<String> {
 pub(super) fn service_networks(
     ctx: &mut Ctx,
     node: &Node,
-    declared: &[String],
-) -> (Vec<String>, Vec<String>) {
+    declared: &[DeclaredNetwork],
+) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut aliases = Vec::new();
     let mut joined = Vec::new();
+    let mut external = Vec::new();
     let entries: Vec<(&Node, Option<&Node>)> = match &node.value {
         Value::Seq(items) => items.iter().map(|i| (i, None)).collect(),
         _ => mapping(ctx, node, "`networks`")
@@ -289,16 +339,28 @@ pub(super) fn service_networks(
         let Some(name) = string(ctx, k, "a network") else {
             continue;
         };
-        if !declared.contains(&name) {
-            ctx.error_hint(
-                k.pos,
-                format!("network `{name}` is not declared"),
-                Some("declare it under the top-level `networks:`".into()),
-            );
-            continue;
-        }
-        if !joined.contains(&name) {
-            joined.push(name.clone());
+        match declared.iter().find(|d| d.key == name) {
+            None => {
+                ctx.error_hint(
+                    k.pos,
+                    format!("network `{name}` is not declared"),
+                    Some("declare it under the top-level `networks:`".into()),
+                );
+                continue;
+            }
+            Some(DeclaredNetwork {
+                external: Some(real),
+                ..
+            }) => {
+                if !external.contains(real) {
+                    external.push(real.clone());
+                }
+            }
+            Some(_) => {
+                if !joined.contains(&name) {
+                    joined.push(name.clone());
+                }
+            }
         }
         let Some(v) = v.filter(|v| v.value != Value::Null) else {
             continue;
@@ -340,7 +402,7 @@ pub(super) fn service_networks(
             }
         }
     }
-    (aliases, joined)
+    (aliases, joined, external)
 }
 
 /// The profiles `COMPOSE_PROFILES` turns on (`*` for all).

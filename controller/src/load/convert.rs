@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::load::decode::{OPTION_FIELDS, VOLUME_FIELDS};
 use crate::load::yaml::{Node, Value};
-use crate::model::Stack;
+use crate::model::{NetworkMode, Stack};
 
 /// Why a Compose file cannot be written as a drover Stack.
 #[derive(Debug)]
@@ -112,7 +112,12 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                     _ => {
                         for (target, entry) in entries(v) {
                             let condition = get(&entries(entry), "condition")
-                                .map(|c| text(c).trim_start_matches("service_").to_string())
+                                .map(|c| {
+                                    text(c)
+                                        .trim_start_matches("service_")
+                                        .trim_end_matches("_successfully")
+                                        .to_string()
+                                })
                                 .unwrap_or_else(|| "started".into());
                             depends.push((target, condition));
                         }
@@ -138,6 +143,15 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                     }
                 }
                 "x-drover" => host = get(&entries(v), "host").or(host),
+                "network_mode" => {
+                    let mode = match &app.network_mode {
+                        NetworkMode::Host => "host".to_string(),
+                        NetworkMode::None => "none".to_string(),
+                        NetworkMode::App(t) => format!("app:{}", t.value),
+                        NetworkMode::Stack => String::new(),
+                    };
+                    body.push_str(&format!("    network_mode: {}\n", scalar(&mode)));
+                }
                 "networks" => {
                     for (_, net) in entries(v) {
                         if let Some(a) = get(&entries(net), "aliases") {
@@ -216,6 +230,7 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
         out.push_str(&strings_field("files", &files));
         out.push_str(&strings_field("aliases", &aliases));
         out.push_str(&strings_field("networks", &app.networks));
+        out.push_str(&strings_field("external_networks", &app.external_networks));
     }
     if problems.is_empty() {
         Ok(out)

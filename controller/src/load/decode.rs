@@ -21,8 +21,9 @@ use crate::load::interpolate::{interpolate, parse_env_file, Env};
 use crate::load::values;
 use crate::load::yaml::{Node, Value};
 use crate::model::{
-    App, At, BackupSchedule, Condition, Consistency, Healthcheck, Host, KeepPolicy, Options, Pull,
-    Repository, Restart, Rollback, SnapshotSchedule, Stack, Text, Tls, Volume, VolumeFrom,
+    App, At, BackupSchedule, Condition, Consistency, Healthcheck, Host, KeepPolicy, NetworkMode,
+    Options, Pull, Repository, Restart, Rollback, SnapshotSchedule, Stack, Text, Tls, Volume,
+    VolumeFrom,
 };
 
 pub const KINDS: &[&str] = &["Cluster", "Stack"];
@@ -79,6 +80,8 @@ pub const APP_FIELDS: &[&str] = &[
     "files",
     "aliases",
     "networks",
+    "external_networks",
+    "network_mode",
 ];
 /// The container options an app takes in both formats (see [`Options`]).
 pub const OPTION_FIELDS: &[&str] = &[
@@ -251,6 +254,11 @@ impl<'n> Fields<'n> {
             .find(|(k, _, _)| *k == name)
             .map(|(_, _, v)| *v)
     }
+
+    /// Each field written, with its value, in the order written.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&'n str, &'n Node)> + '_ {
+        self.entries.iter().map(|(k, _, v)| (*k, *v))
+    }
 }
 
 /// The entries of a mapping with known field names; every other key is an
@@ -412,7 +420,7 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "pull_policy" => "drover writes it `pull:` (`missing`, `always` or `never`)".into(),
         "deploy" => "write `memory:` and `cpus:` on the app; replicas and placement are the manifests' `host:`".into(),
         "privileged" => "drover never makes a privileged container: grant what the app needs with `cap_add:`".into(),
-        "devices" | "pid" | "ipc" | "network_mode" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
+        "devices" | "pid" | "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
             "drover never shares a host's devices or namespaces with an app".into()
         }
         "platform" => "not supported yet: name an image built for the hosts' platform".into(),
@@ -1135,11 +1143,98 @@ pub enum Dialect<'a> {
         /// The file's `x-drover: { host }`, where it has one.
         host: Option<&'a At<String>>,
         /// The networks the file declares.
-        networks: &'a [String],
+        networks: &'a [super::compose::DeclaredNetwork],
         /// The file's volumes, secrets and configs, and the volumes its
         /// data directories and anonymous volumes become.
         data_dirs: &'a std::cell::RefCell<super::compose::DataDirs>,
     },
+}
+
+/// An app's `network_mode`: `host`, `none`, or `service:NAME` (`app:NAME`
+/// in a drover Stack), which also makes the app wait for NAME. What Docker
+/// refuses beside a mode is a located error here, not at apply.
+fn network_mode(
+    ctx: &mut Ctx,
+    node: &Node,
+    f: &Fields,
+    depends_on: &mut Vec<(At<String>, Condition)>,
+) -> NetworkMode {
+    let Some(t) = text(ctx, node, "`network_mode`") else {
+        return NetworkMode::Stack;
+    };
+    let written = t.expose().trim().to_string();
+    let mode = match written.as_str() {
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        other => match other
+            .strip_prefix("service:")
+            .or_else(|| other.strip_prefix("app:"))
+        {
+            Some(target) => {
+                let target = At {
+                    value: target.to_string(),
+                    loc: ctx.loc(node.pos),
+                };
+                if !depends_on.iter().any(|(t, _)| t.value == target.value) {
+                    depends_on.push((target.clone(), Condition::Started));
+                }
+                NetworkMode::App(target)
+            }
+            None => {
+                let hint = match other {
+                    "bridge" | "default" => {
+                        "drover's stack network is a bridge network of its own: remove `network_mode:`".to_string()
+                    }
+                    o if o.starts_with("container:") => {
+                        "share the network of an app of the stack with `service:NAME`".into()
+                    }
+                    _ => "write `host`, `none` or `service:NAME`".into(),
+                };
+                ctx.error_hint(
+                    node.pos,
+                    format!("drover does not support `network_mode: {other}`"),
+                    Some(hint),
+                );
+                return NetworkMode::Stack;
+            }
+        },
+    };
+    // Docker refuses these beside another network stack than its own.
+    let refused: &[&str] = match mode {
+        NetworkMode::App(_) => &[
+            "networks",
+            "external_networks",
+            "ports",
+            "expose",
+            "hostname",
+            "domainname",
+            "dns",
+            "dns_search",
+            "extra_hosts",
+            "aliases",
+        ],
+        _ => &["networks", "external_networks", "ports", "aliases"],
+    };
+    for key in refused {
+        if let Some(n) = f.get(key) {
+            let hint = match (&mode, *key) {
+                (NetworkMode::App(t), _) => format!(
+                    "it shares the network of `{}`: write `{key}` there",
+                    t.value
+                ),
+                (NetworkMode::Host, "ports") => {
+                    "it listens on the host's own ports: remove `ports:`".into()
+                }
+                _ => format!("remove `{key}:`, or `network_mode:`"),
+            };
+            ctx.error_hint(
+                n.pos,
+                format!("`{key}` cannot be used with `network_mode: {written}`"),
+                Some(hint),
+            );
+        }
+    }
+    mode
 }
 
 /// The fields of a Compose service that drover takes, besides
@@ -1172,6 +1267,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "secrets",
     "configs",
     "platform",
+    "network_mode",
 ];
 
 pub(super) fn app(
@@ -1420,8 +1516,13 @@ pub(super) fn app(
     }
     let mut options = options(ctx, &f);
     let mut joined = Vec::new();
+    let mut external_networks = Vec::new();
     if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
-        (options.aliases, joined) = super::compose::service_networks(ctx, n, networks);
+        (options.aliases, joined, external_networks) =
+            super::compose::service_networks(ctx, n, networks);
+    }
+    if let (Dialect::Drover, Some(n)) = (dialect, f.get("external_networks")) {
+        external_networks = words(ctx, n, "`external_networks`");
     }
     if let (Dialect::Drover, Some(n)) = (dialect, f.get("aliases")) {
         options.aliases = words(ctx, n, "`aliases`");
@@ -1437,6 +1538,10 @@ pub(super) fn app(
             ctx.error(n.pos, format!("`{bad}` is not a valid network name"));
         }
     }
+    let network_mode = match f.get("network_mode") {
+        Some(n) => network_mode(ctx, n, &f, &mut depends_on),
+        None => NetworkMode::Stack,
+    };
     Some(App {
         name,
         loc: ctx.loc(pos),
@@ -1447,6 +1552,8 @@ pub(super) fn app(
         binds,
         files,
         networks: joined,
+        external_networks,
+        network_mode,
         ports,
         healthcheck,
         // Compose's default is `no`; drover's own, `unless-stopped`.
@@ -1921,14 +2028,6 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                             }
                         }
                         if let Some(c) = f.get("condition") {
-                            if c.as_scalar() == Some("service_completed_successfully") {
-                                ctx.error_hint(
-                                    c.pos,
-                                    "drover does not support `service_completed_successfully` yet",
-                                    Some("run the one-off job before applying, or make the app wait for it itself".into()),
-                                );
-                                continue;
-                            }
                             // Compose's spellings mean the same.
                             match choice(
                                 ctx,
@@ -1937,8 +2036,10 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                                 &[
                                     ("started", Condition::Started),
                                     ("healthy", Condition::Healthy),
+                                    ("completed", Condition::Completed),
                                     ("service_started", Condition::Started),
                                     ("service_healthy", Condition::Healthy),
+                                    ("service_completed_successfully", Condition::Completed),
                                 ],
                             ) {
                                 Some(c) => cond = c,

@@ -178,6 +178,7 @@ pub fn render(spec: &Spec, format: Format) -> String {
                         let label = match c {
                             Condition::Started => "depends_on",
                             Condition::Healthy => "depends_on (healthy)",
+                            Condition::Completed => "depends_on (completed)",
                         };
                         let _ = writeln!(
                             out,
@@ -255,6 +256,7 @@ pub fn render(spec: &Spec, format: Format) -> String {
                         let label = match c {
                             Condition::Started => "depends_on",
                             Condition::Healthy => "depends_on healthy",
+                            Condition::Completed => "depends_on completed",
                         };
                         let _ = writeln!(
                             out,

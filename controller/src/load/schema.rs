@@ -262,8 +262,11 @@ enum Pull {
 enum Condition {
     Started,
     Healthy,
+    /// The app is a job: it ran and exited with code 0.
+    Completed,
     ServiceStarted,
     ServiceHealthy,
+    ServiceCompletedSuccessfully,
 }
 
 /// One `ulimits` entry: a number for both limits, or each.
@@ -380,6 +383,14 @@ struct App {
     /// apps that share none do not reach each other.
     #[serde(default)]
     networks: Option<Vec<String>>,
+    /// Networks made outside drover that the app joins too, by their
+    /// Docker names; they must exist on its host.
+    #[serde(default)]
+    external_networks: Option<Vec<String>>,
+    /// `host` (the host's network stack), `none`, or `app:NAME` (the
+    /// network stack of an app of the stack on the same host).
+    #[serde(default)]
+    network_mode: Option<String>,
     #[serde(default)]
     hostname: Option<String>,
     #[serde(default)]
@@ -443,4 +454,228 @@ pub fn manifest_schema() -> String {
     let mut schema = schemars::schema_for!(Manifest);
     schema.insert("title".into(), "drover manifest".into());
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// A Compose file as drover reads it (docs/compose.md): the fields drover
+/// takes, with Compose's forms. A field Compose has and drover does not
+/// take is absent, so editors flag it as `drover validate` does.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ComposeFile {
+    /// Ignored, as by Compose.
+    #[serde(default)]
+    version: Option<Scalar>,
+    /// The stack's name; else the folder's, made a valid name.
+    #[serde(default)]
+    name: Option<String>,
+    services: BTreeMap<String, Service>,
+    /// Named volumes: drover volumes that move with their apps.
+    #[serde(default)]
+    volumes: Option<BTreeMap<String, Option<ComposeVolume>>>,
+    /// Networks of the stack on each host where a service joins them, or
+    /// networks of the host (`external: true`).
+    #[serde(default)]
+    networks: Option<BTreeMap<String, Option<ComposeNetwork>>>,
+    #[serde(default)]
+    secrets: Option<BTreeMap<String, Content>>,
+    #[serde(default)]
+    configs: Option<BTreeMap<String, Content>>,
+    /// Placement and drover's own settings for every service of the file.
+    #[serde(default, rename = "x-drover")]
+    x_drover: Option<XDroverFile>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct XDroverFile {
+    /// The host of every service that names none.
+    #[serde(default)]
+    host: Option<Name>,
+    #[serde(default)]
+    rollback: Option<RollbackName>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct XDroverService {
+    /// The service's host.
+    #[serde(default)]
+    host: Option<Name>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ComposeVolume {
+    #[serde(default)]
+    driver: Option<String>,
+    #[serde(default)]
+    driver_opts: Option<BTreeMap<String, Scalar>>,
+    #[serde(default)]
+    labels: Option<Environment>,
+    /// drover's volume settings (`max_downtime`, `snapshots`, `backup`, …).
+    #[serde(default, rename = "x-drover")]
+    x_drover: Option<serde_json::Value>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ComposeNetwork {
+    /// `bridge`, the only driver.
+    #[serde(default)]
+    driver: Option<String>,
+    /// A network made outside the stack, joined by its name on the host.
+    #[serde(default)]
+    external: Option<bool>,
+    /// An external network's name on the host.
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    attachable: Option<bool>,
+    #[serde(default)]
+    labels: Option<Environment>,
+}
+
+/// A secret or config: from a file of the repository, drover's
+/// environment, or (configs) written inline.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Content {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// A string or a number (`8080:80`, `80`), or Compose's long form.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum ShortOrLong {
+    Short(Scalar),
+    Long(BTreeMap<String, serde_json::Value>),
+}
+
+/// A Compose service: one app of the stack.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Service {
+    image: String,
+    #[serde(default)]
+    command: Option<StringOrList>,
+    #[serde(default)]
+    entrypoint: Option<StringOrList>,
+    #[serde(default)]
+    environment: Option<Environment>,
+    #[serde(default)]
+    env_file: Option<serde_json::Value>,
+    #[serde(default)]
+    ports: Option<Vec<ShortOrLong>>,
+    /// Named volumes, data directories (`./data:/var/lib/x`), files of
+    /// the repository, or host paths (which pin the service).
+    #[serde(default)]
+    volumes: Option<Vec<ShortOrLong>>,
+    #[serde(default)]
+    depends_on: Option<DependsOn>,
+    #[serde(default)]
+    healthcheck: Option<Healthcheck>,
+    /// `no` by default, as in Compose.
+    #[serde(default)]
+    restart: Option<String>,
+    #[serde(default)]
+    labels: Option<Environment>,
+    #[serde(default)]
+    user: Option<Scalar>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+    #[serde(default)]
+    stop_grace_period: Option<String>,
+    #[serde(default)]
+    mem_limit: Option<Scalar>,
+    #[serde(default)]
+    cpus: Option<Scalar>,
+    /// Only `resources.limits` (`memory`, `cpus`).
+    #[serde(default)]
+    deploy: Option<serde_json::Value>,
+    #[serde(default)]
+    links: Option<Vec<String>>,
+    /// Deployed only when one is in `COMPOSE_PROFILES`.
+    #[serde(default)]
+    profiles: Option<Vec<String>>,
+    /// `missing`, `always`, `never` or `if_not_present`.
+    #[serde(default)]
+    pull_policy: Option<String>,
+    #[serde(default, rename = "x-drover")]
+    x_drover: Option<XDroverService>,
+    /// A list of networks of the file, or a mapping with `aliases`.
+    #[serde(default)]
+    networks: Option<serde_json::Value>,
+    #[serde(default)]
+    secrets: Option<Vec<ShortOrLong>>,
+    #[serde(default)]
+    configs: Option<Vec<ShortOrLong>>,
+    /// Only empty: drover names images built for its hosts.
+    #[serde(default)]
+    platform: Option<String>,
+    /// `host`, `none` or `service:NAME` (a service on the same host).
+    #[serde(default)]
+    network_mode: Option<String>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    domainname: Option<String>,
+    /// Another name the service answers to on its networks; the
+    /// container is still `<stack>-<service>`.
+    #[serde(default)]
+    container_name: Option<String>,
+    #[serde(default)]
+    expose: Option<Vec<Scalar>>,
+    #[serde(default)]
+    extra_hosts: Option<Environment>,
+    #[serde(default)]
+    cap_add: Option<Vec<String>>,
+    #[serde(default)]
+    cap_drop: Option<Vec<String>>,
+    #[serde(default)]
+    tmpfs: Option<StringOrList>,
+    #[serde(default)]
+    ulimits: Option<BTreeMap<String, Ulimit>>,
+    #[serde(default)]
+    read_only: Option<bool>,
+    #[serde(default)]
+    security_opt: Option<Vec<String>>,
+    #[serde(default)]
+    sysctls: Option<Environment>,
+    #[serde(default)]
+    init: Option<bool>,
+    #[serde(default)]
+    shm_size: Option<Scalar>,
+    #[serde(default)]
+    pids_limit: Option<i64>,
+    #[serde(default)]
+    tty: Option<bool>,
+    #[serde(default)]
+    stdin_open: Option<bool>,
+    #[serde(default)]
+    dns: Option<StringOrList>,
+    #[serde(default)]
+    dns_search: Option<StringOrList>,
+    #[serde(default)]
+    logging: Option<Logging>,
+}
+
+/// The schema of Compose files as drover reads them, as pretty JSON with a
+/// trailing newline. `x-` fields are allowed where Compose allows them.
+pub fn compose_schema() -> String {
+    let mut schema = schemars::schema_for!(ComposeFile);
+    schema.insert("title".into(), "Compose file, as drover reads it".into());
+    let mut value = schema.to_value();
+    let extension = serde_json::json!({ "^x-": {} });
+    value["patternProperties"] = extension.clone();
+    for def in ["Service", "ComposeVolume", "ComposeNetwork"] {
+        value["$defs"][def]["patternProperties"] = extension.clone();
+    }
+    serde_json::to_string_pretty(&value).expect("a schema serializes") + "\n"
 }

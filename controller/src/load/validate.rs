@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::diag::{similar, Diagnostic, Loc};
 use crate::load::decode::Parsed;
 use crate::load::graph::AppGraph;
-use crate::model::{At, Host, Spec, Stack, LOCAL_HOST};
+use crate::model::{At, Host, NetworkMode, Spec, Stack, LOCAL_HOST};
 
 /// Endpoint of the implicit `local` host: `$DOCKER_HOST` or the default
 /// socket, resolved when connecting. An empty string stands for that.
@@ -309,6 +309,20 @@ impl Validator<'_> {
                             Some("`depends_on` and `links` name apps of the same stack".into())
                         }),
                     );
+                }
+            }
+            if let NetworkMode::App(t) = &app.network_mode {
+                if let Some(target) = stack.apps.get(&t.value) {
+                    if target.host() != app.host() {
+                        let msg = format!(
+                            "app `{}` on `{}` shares the network of `{}` on `{}`; a network stack is on one host",
+                            app.name,
+                            app.host(),
+                            target.name,
+                            target.host()
+                        );
+                        self.error(&t.loc, msg, Some("place both apps on the same host".into()));
+                    }
                 }
             }
             for link in &app.links {

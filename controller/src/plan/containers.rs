@@ -38,7 +38,24 @@ impl<'a> Planner<'a> {
                 continue;
             };
             for n in dh.networks.values() {
-                match oh.networks.iter().find(|o| o.name == n.name) {
+                let found = oh.networks.iter().find(|o| o.name == n.name);
+                if n.external {
+                    if found.is_none() {
+                        self.errors.push(format!(
+                            "network `{}` is external to stack `{}` and does not exist on `{host}`; its apps there that join it are skipped (make it with `docker network create {}`)",
+                            n.name, n.stack, n.name
+                        ));
+                        for c in dh
+                            .containers
+                            .values()
+                            .filter(|c| c.network == n.name || c.extra_networks.contains(&n.name))
+                        {
+                            self.blocked.insert((c.stack.clone(), c.app.clone()));
+                        }
+                    }
+                    continue;
+                }
+                match found {
                     Some(o) if o.managed => {}
                     Some(_) => {
                         self.errors.push(format!(
@@ -266,6 +283,7 @@ impl<'a> Planner<'a> {
                 return None;
             }
             Some((_, Some(reason))) => (Verb::Recreate, reason),
+            Some((o, None)) if c.is_done(o.state, o.exit_code) => return None,
             Some((o, None)) => match o.state {
                 ContainerState::Running | ContainerState::Restarting => return None,
                 ContainerState::Created | ContainerState::Exited => {
