@@ -386,7 +386,7 @@ fn a_drover_manifest_in_a_compose_folder_is_never_ignored_in_silence() {
 
 #[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
-    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true }\n";
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true, labels: [a=b] }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);
     for expected in [
         "shop/compose.yaml:5:5: error: drover does not support `privileged`",
@@ -395,7 +395,7 @@ fn what_drover_does_not_do_is_named_where_it_is_written() {
         "shop/compose.yaml:8:13: error: port `80` publishes no host port",
         "shop/compose.yaml:9:25: error: drover runs one container per app",
         "shop/compose.yaml:11:36: error: `driver` cannot be set on external network `front`",
-        "shop/compose.yaml:13:21: error: drover does not take `external` (in volume `data`)",
+        "shop/compose.yaml:13:35: error: `labels` cannot be set on external volume `data`",
     ] {
         assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
     }
@@ -957,7 +957,9 @@ fn network_modes_external_networks_and_jobs_run_as_in_compose() {
     let f = Fixture::new(hosts, &["modes"]);
     let a = &f.hosts[0];
     let proxy = "drover-test-edge";
+    let kept = "drover-test-edge-data";
     docker(a, &["network", "rm", proxy]);
+    docker(a, &["volume", "rm", kept]);
     let dir = f.path().join("modes");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -987,11 +989,13 @@ services:
   probe:
     <<: *idle
     network_mode: host
+    volumes: ["edge_data:/edge:ro"]
   quiet:
     <<: *idle
     network_mode: none
 volumes:
   shared: {{}}
+  edge_data: {{ external: true, name: {kept} }}
 networks:
   edge:
     external: true
@@ -1002,7 +1006,8 @@ networks:
     )
     .unwrap();
 
-    // The external network is not there yet: said, and its app skipped.
+    // The external network and volume are not there yet: said, and the
+    // apps that use them skipped; Docker never makes the volume empty.
     let o = f.drover(&["reconcile"]);
     assert!(!o.status.success());
     let said = format!("{}{}", stdout(&o), stderr(&o));
@@ -1013,9 +1018,34 @@ networks:
         )),
         "{said}"
     );
+    assert!(
+        said.contains(&format!(
+            "compose.yaml:25:15: volume `{kept}` is external to stack `modes` and does not exist on `{}`",
+            a.name
+        )),
+        "{said}"
+    );
     assert!(inspect(a, "modes-app", "{{.Id}}").is_none());
+    assert!(inspect(a, "modes-probe", "{{.Id}}").is_none());
+    assert!(!docker(a, &["volume", "inspect", kept]).status.success());
 
     assert!(docker(a, &["network", "create", proxy]).status.success());
+    assert!(docker(a, &["volume", "create", kept]).status.success());
+    let fill = format!("{kept}:/v");
+    let filled = docker(
+        a,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &fill,
+            IMAGE,
+            "sh",
+            "-c",
+            "echo kept > /v/f",
+        ],
+    );
+    assert!(filled.status.success());
     f.reconcile();
     assert_eq!(
         inspect(a, "modes-init", "{{.State.Status}} {{.State.ExitCode}}").as_deref(),
@@ -1048,6 +1078,10 @@ networks:
     for c in ["modes-side", "modes-probe", "modes-quiet"] {
         assert!(running(a, c), "{c} runs");
     }
+    assert_eq!(
+        text(&docker(a, &["exec", "modes-probe", "cat", "/edge/f"])),
+        "kept"
+    );
 
     // The job that ran is done, not down: nothing to do, it is not rerun.
     let started = inspect(a, "modes-init", "{{.State.StartedAt}}");
@@ -1061,5 +1095,10 @@ networks:
         docker(a, &["network", "inspect", proxy]).status.success(),
         "drover never removes a network it did not make"
     );
+    assert!(
+        docker(a, &["volume", "inspect", kept]).status.success(),
+        "nor a volume"
+    );
     docker(a, &["network", "rm", proxy]);
+    docker(a, &["volume", "rm", kept]);
 }

@@ -46,6 +46,9 @@ pub struct BindSpec {
     pub host_path: String,
     pub target: String,
     pub read_only: bool,
+    /// An external Docker volume of the host, by name, rather than a path.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub volume: bool,
     /// `file:line:col` of the mount, for the plan's error when the app
     /// would have to move.
     pub at: String,
@@ -540,6 +543,7 @@ pub fn render(spec: &Spec) -> Desired {
                         host_path: b.value.host_path.clone(),
                         target: b.value.target.clone(),
                         read_only: b.value.read_only,
+                        volume: b.value.volume,
                         at: b.loc.to_string(),
                     })
                     .collect(),

@@ -309,9 +309,13 @@ pub struct Mount {
 /// absolute path): it pins the app to that host.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Bind {
+    /// The host's path, or the name of a Docker volume of the host.
     pub host_path: String,
     pub target: String,
     pub read_only: bool,
+    /// A Docker volume made outside drover (Compose's `external: true`),
+    /// which must exist on the host, rather than a path.
+    pub volume: bool,
 }
 
 /// A file of the manifest directory shipped into an app (Compose's bind

@@ -414,7 +414,11 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
         .chain(c.binds.iter().map(|b| Mount {
             target: Some(b.target.clone()),
             source: Some(b.host_path.clone()),
-            typ: Some(MountType::BIND),
+            typ: Some(if b.volume {
+                MountType::VOLUME
+            } else {
+                MountType::BIND
+            }),
             read_only: Some(b.read_only),
             ..Default::default()
         }))

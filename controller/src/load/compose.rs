@@ -161,15 +161,23 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
     }
 
     let mut volumes = BTreeMap::new();
+    let mut external = BTreeMap::new();
     if let Some(v) = f.get("volumes") {
         for (vname, pos, vnode) in named_entries(ctx, v, "`volumes`", "volume") {
-            if let Some(vol) = compose_volume(ctx, &vname, pos, vnode) {
-                volumes.insert(vname, vol);
+            match compose_volume(ctx, &vname, pos, vnode) {
+                Some(ComposeVolume::Drover(vol)) => {
+                    volumes.insert(vname, vol);
+                }
+                Some(ComposeVolume::External(real)) => {
+                    external.insert(vname, real);
+                }
+                None => {}
             }
         }
     }
     let active = active_profiles(ctx);
     let data_dirs = RefCell::new(DataDirs {
+        external,
         declared: volumes.keys().cloned().collect(),
         found: BTreeMap::new(),
         secrets,
@@ -444,15 +452,36 @@ fn in_profiles(ctx: &mut Ctx, service: &Node, active: &HashSet<String>) -> bool 
 
 /// A top-level Compose volume: Compose's `driver`, `driver_opts` and
 /// `labels`, with drover's own fields under `x-drover`.
-fn compose_volume(
-    ctx: &mut Ctx,
-    name: &str,
-    pos: Pos,
-    node: &Node,
-) -> Option<crate::model::Volume> {
+/// A top-level Compose volume: a drover volume, or a volume of the host
+/// made outside the stack (`external: true`), by its name there.
+enum ComposeVolume {
+    Drover(crate::model::Volume),
+    External(String),
+}
+
+fn compose_volume(ctx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<ComposeVolume> {
     let what = format!("volume `{name}`");
     let f = fields(ctx, node, &what, VOLUME_FIELDS)?;
-    for key in ["name", "external"] {
+    if f.get("external").is_some_and(|v| {
+        crate::load::decode::choice(ctx, v, "`external`", &[("true", true), ("false", false)])
+            .unwrap_or(false)
+    }) {
+        // A volume of the host, made outside the stack: its mounts pin
+        // their apps (see `external_volume`).
+        for (key, v) in f.iter().filter(|(k, _)| !matches!(*k, "external" | "name")) {
+            ctx.error_hint(
+                v.pos,
+                format!("`{key}` cannot be set on external volume `{name}`"),
+                Some(format!("it is made outside the stack: remove `{key}:`")),
+            );
+        }
+        return match f.get("name") {
+            Some(n) => string(ctx, n, "`name`"),
+            None => Some(name.to_string()),
+        }
+        .map(ComposeVolume::External);
+    }
+    for key in ["name"] {
         if let Some(n) = f.get(key) {
             ctx.error_hint(
                 n.pos,
@@ -491,7 +520,7 @@ fn compose_volume(
         value: Value::Map(entries),
         pos: node.pos,
     };
-    volume(ctx, name.to_string(), pos, &merged)
+    volume(ctx, name.to_string(), pos, &merged).map(ComposeVolume::Drover)
 }
 
 /// A mount in Compose's long syntax: `{ type, source, target, read_only }`.
@@ -595,6 +624,8 @@ fn long_mount(ctx: &mut Ctx, node: &Node, data_dirs: &RefCell<DataDirs>) -> Opti
 /// and anonymous volumes become, with where each is first mounted.
 pub struct DataDirs {
     pub declared: std::collections::BTreeSet<String>,
+    /// The file's `external: true` volumes: their names on the hosts.
+    pub external: BTreeMap<String, String>,
     pub found: BTreeMap<String, Pos>,
     /// The content of each secret and config the file declares.
     pub secrets: BTreeMap<String, Vec<u8>>,
@@ -940,6 +971,7 @@ fn path_mount(
     }
     if source.starts_with('/') {
         return Some(Mounted::Bind(Bind {
+            volume: false,
             host_path: source.to_string(),
             target: target.to_string(),
             read_only,

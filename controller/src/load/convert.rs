@@ -100,7 +100,8 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                         .collect();
                     body.push_str(&strings_field("volumes", &mounts));
                     problems.extend(app.binds.iter().map(|b| format!(
-                        "service `{name}` mounts the host path `{}`: a drover Stack cannot (keep it in Compose, or keep the data in a named volume)",
+                        "service `{name}` mounts the host {} `{}`: a drover Stack cannot (keep it in Compose, or keep the data in a named volume)",
+                        if b.value.volume { "volume" } else { "path" },
                         b.value.host_path
                     )));
                     files.extend(items(v).filter_map(|item| shipped_source(item, file_dir)));

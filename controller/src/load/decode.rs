@@ -1340,7 +1340,22 @@ pub(super) fn app(
             if let Dialect::Compose { data_dirs, .. } = dialect {
                 let loc = ctx.loc(item.pos);
                 match super::compose::mount(ctx, &name, item, data_dirs) {
-                    Some(super::compose::Mounted::Volume(m)) => volumes.push(At { value: m, loc }),
+                    Some(super::compose::Mounted::Volume(m)) => {
+                        // A volume of the host, made outside the stack.
+                        let external = data_dirs.borrow().external.get(&m.volume).cloned();
+                        match external {
+                            Some(name) => binds.push(At {
+                                value: crate::model::Bind {
+                                    host_path: name,
+                                    target: m.target,
+                                    read_only: m.read_only,
+                                    volume: true,
+                                },
+                                loc,
+                            }),
+                            None => volumes.push(At { value: m, loc }),
+                        }
+                    }
                     Some(super::compose::Mounted::Bind(b)) => binds.push(At { value: b, loc }),
                     Some(super::compose::Mounted::Files(f)) => files.extend(f),
                     None => {}

@@ -246,6 +246,17 @@ impl Validator<'_> {
             }
         }
 
+        // Names on a network are the same in any case.
+        let mut lower: HashMap<String, &str> = HashMap::new();
+        for app in stack.apps.values() {
+            if let Some(other) = lower.insert(app.name.to_ascii_lowercase(), &app.name) {
+                let msg = format!(
+                    "apps `{other}` and `{}` differ only in case; they would answer to the same name",
+                    app.name
+                );
+                self.error(&app.loc, msg, Some("rename one of them".into()));
+            }
+        }
         for app in stack.apps.values() {
             let mut targets: HashMap<&str, &Loc> = HashMap::new();
             for m in &app.volumes {

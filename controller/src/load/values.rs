@@ -3,10 +3,11 @@
 
 use crate::model::{Mount, Port, Protocol};
 
-/// An app's or a volume's name: a valid name, or one with `_` as Compose's
-/// service and volume names have them (`[a-z0-9][a-z0-9_-]{0,62}`).
+/// An app's or a volume's name: a valid name, or one with `_` and
+/// upper-case letters as Compose's service and volume names have them
+/// (`[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}`).
 pub fn is_valid_member_name(name: &str) -> bool {
-    is_valid_name(&name.replace('_', "-")) && !name.starts_with('_')
+    is_valid_name(&name.to_ascii_lowercase().replace('_', "-")) && !name.starts_with('_')
 }
 
 /// A name: `[a-z0-9][a-z0-9-]{0,62}`.

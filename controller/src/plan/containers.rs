@@ -11,6 +11,18 @@ impl<'a> Planner<'a> {
         let desired = self.desired;
         for (host, dh) in &desired.hosts {
             for c in dh.containers.values().filter(|c| !c.binds.is_empty()) {
+                // Docker would make a missing volume, empty: never that.
+                if let Some(&oh) = self.readable.get(host.as_str()) {
+                    for b in c.binds.iter().filter(|b| b.volume) {
+                        if !oh.volumes.iter().any(|v| v.name == b.host_path) {
+                            self.errors.push(format!(
+                                "{}: volume `{}` is external to stack `{}` and does not exist on `{host}`; app `{}` is skipped (make it, or bring its data, with `docker volume create {}`)",
+                                b.at, b.host_path, c.stack, c.app, b.host_path
+                            ));
+                            self.blocked.insert((c.stack.clone(), c.app.clone()));
+                        }
+                    }
+                }
                 let elsewhere = self.readable.iter().find(|(h, oh)| {
                     **h != host.as_str()
                         && oh.containers.iter().any(|o| o.managed && o.name == c.name)
@@ -20,8 +32,8 @@ impl<'a> Planner<'a> {
                 };
                 let b = &c.binds[0];
                 self.errors.push(format!(
-                    "{}: app `{}/{}` mounts the host path `{}` of `{from}`, so it stays there: it is not moved to `{host}` (move the data into a named volume to let it move)",
-                    b.at, c.stack, c.app, b.host_path
+                    "{}: app `{}/{}` mounts the host {} `{}` of `{from}`, so it stays there: it is not moved to `{host}` (move the data into a named volume to let it move)",
+                    b.at, c.stack, c.app, if b.volume { "volume" } else { "path" }, b.host_path
                 ));
                 self.blocked.insert((c.stack.clone(), c.app.clone()));
                 for m in &c.mounts {
