@@ -392,7 +392,6 @@ fn what_drover_does_not_do_is_named_where_it_is_written() {
         "shop/compose.yaml:5:5: error: drover does not support `privileged`",
         "shop/compose.yaml:6:19: error: drover does not support `network_mode: container:db`",
         "shop/compose.yaml:7:15: error: `~/www` is in a home folder",
-        "shop/compose.yaml:8:13: error: port `80` publishes no host port",
         "shop/compose.yaml:9:25: error: drover runs one container per app",
         "shop/compose.yaml:11:36: error: `driver` cannot be set on external network `front`",
         "shop/compose.yaml:13:35: error: `labels` cannot be set on external volume `data`",
@@ -889,7 +888,7 @@ fn what_docker_refuses_beside_a_network_mode_is_a_located_error() {
     let e = errors(
         &[(
             "app/compose.yaml",
-            "services:\n  web:\n    image: nginx\n  side:\n    image: busybox\n    network_mode: service:web\n    ports: [\"80:80\"]\n    hostname: side\n  probe:\n    image: busybox\n    network_mode: host\n    ports: [\"81:81\"]\n  odd:\n    image: busybox\n    network_mode: bridge\n  gone:\n    image: busybox\n    network_mode: service:nowhere\n",
+            "services:\n  web:\n    image: nginx\n  side:\n    image: busybox\n    network_mode: service:web\n    ports: [\"80:80\"]\n    hostname: side\n  probe:\n    image: busybox\n    network_mode: host\n    ports: [\"81:81\"]\n  odd:\n    image: busybox\n    network_mode: container:web\n  gone:\n    image: busybox\n    network_mode: service:nowhere\n",
         )],
         &[],
     );
@@ -898,7 +897,7 @@ fn what_docker_refuses_beside_a_network_mode_is_a_located_error() {
         "compose.yaml:8:15: error: `hostname` cannot be used with `network_mode: service:web`",
         "compose.yaml:12:12: error: `ports` cannot be used with `network_mode: host`",
         "it listens on the host's own ports",
-        "compose.yaml:15:19: error: drover does not support `network_mode: bridge`",
+        "compose.yaml:15:19: error: drover does not support `network_mode: container:web`",
         "app `nowhere` is not in stack `app`",
     ] {
         assert!(e.contains(needle), "{needle} in:\n{e}");
@@ -958,8 +957,9 @@ fn network_modes_external_networks_and_jobs_run_as_in_compose() {
     let a = &f.hosts[0];
     let proxy = "drover-test-edge";
     let kept = "drover-test-edge-data";
+    let named = "drover-test-named";
     docker(a, &["network", "rm", proxy]);
-    docker(a, &["volume", "rm", kept]);
+    docker(a, &["volume", "rm", kept, named]);
     let dir = f.path().join("modes");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -993,9 +993,15 @@ services:
   quiet:
     <<: *idle
     network_mode: none
+    volumes: ["named:/n"]
+  plain:
+    <<: *idle
+    network_mode: bridge
+    ports: ["7", {{ target: 9, protocol: udp }}]
 volumes:
   shared: {{}}
   edge_data: {{ external: true, name: {kept} }}
+  named: {{ name: {named} }}
 networks:
   edge:
     external: true
@@ -1075,7 +1081,23 @@ networks:
         inspect(a, "modes-quiet", "{{.HostConfig.NetworkMode}}").as_deref(),
         Some("none")
     );
-    for c in ["modes-side", "modes-probe", "modes-quiet"] {
+    assert_eq!(
+        inspect(a, "modes-plain", "{{.HostConfig.NetworkMode}}").as_deref(),
+        Some("bridge")
+    );
+    // A port without a host port is published on a free one, as in Compose.
+    let ports = text(&docker(a, &["port", "modes-plain"]));
+    assert!(
+        ports.contains("7/tcp -> 0.0.0.0:") && ports.contains("9/udp -> 0.0.0.0:"),
+        "{ports}"
+    );
+    assert!(
+        inspect(a, "modes-quiet", "{{range .Mounts}}{{.Name}} {{end}}")
+            .unwrap()
+            .contains(named),
+        "a volume with a `name:` is mounted by it"
+    );
+    for c in ["modes-side", "modes-probe", "modes-quiet", "modes-plain"] {
         assert!(running(a, c), "{c} runs");
     }
     assert_eq!(
@@ -1099,6 +1121,35 @@ networks:
         docker(a, &["volume", "inspect", kept]).status.success(),
         "nor a volume"
     );
+    assert!(
+        docker(a, &["volume", "inspect", named]).status.success(),
+        "nor one it did not name"
+    );
     docker(a, &["network", "rm", proxy]);
-    docker(a, &["volume", "rm", kept]);
+    docker(a, &["volume", "rm", kept, named]);
+}
+
+#[test]
+fn a_port_without_a_host_port_is_published_on_a_free_one() {
+    let spec = loaded(
+        &[(
+            "app/compose.yaml",
+            "services:\n  web:\n    image: nginx\n    ports: [\"80\", \"127.0.0.1::81\", { target: 82, host_ip: 127.0.0.1 }, { target: 83, published: 8083 }]\n",
+        )],
+        &[],
+    );
+    let ports: Vec<(String, u16, u16)> = spec.stacks["app"].apps["web"]
+        .ports
+        .iter()
+        .map(|p| (p.value.ip.clone(), p.value.host, p.value.container))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (String::new(), 0, 80),
+            ("127.0.0.1".to_string(), 0, 81),
+            ("127.0.0.1".to_string(), 0, 82),
+            (String::new(), 8083, 83)
+        ]
+    );
 }

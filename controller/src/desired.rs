@@ -46,9 +46,13 @@ pub struct BindSpec {
     pub host_path: String,
     pub target: String,
     pub read_only: bool,
-    /// An external Docker volume of the host, by name, rather than a path.
+    /// A Docker volume of the host drover does not manage, by name, rather
+    /// than a path.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub volume: bool,
+    /// It must exist already (Compose's `external: true`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub must_exist: bool,
     /// `file:line:col` of the mount, for the plan's error when the app
     /// would have to move.
     pub at: String,
@@ -112,7 +116,8 @@ impl ContainerSpec {
     /// Whether it is on networks of its own (its stack's, external ones),
     /// rather than the host's, none, or another container's network stack.
     pub fn has_own_network(&self) -> bool {
-        !self.network.starts_with("container:") && !matches!(self.network.as_str(), "host" | "none")
+        !self.network.starts_with("container:")
+            && !matches!(self.network.as_str(), "host" | "none" | "bridge")
     }
 
     /// How long a stop waits before killing: `stop_grace_period`, else 10 s.
@@ -190,6 +195,7 @@ impl ContainerSpec {
             ports: self
                 .ports
                 .iter()
+                .filter(|p| p.host != 0)
                 .map(|p| PublishedPort {
                     ip: p.ip.clone(),
                     port: p.host,
@@ -421,6 +427,7 @@ pub fn render(spec: &Spec) -> Desired {
             let mut joined: Vec<String> = match &app.network_mode {
                 NetworkMode::Host => vec!["host".into()],
                 NetworkMode::None => vec!["none".into()],
+                NetworkMode::Bridge => vec!["bridge".into()],
                 NetworkMode::App(t) => {
                     vec![format!(
                         "container:{}",
@@ -544,6 +551,7 @@ pub fn render(spec: &Spec) -> Desired {
                         target: b.value.target.clone(),
                         read_only: b.value.read_only,
                         volume: b.value.volume,
+                        must_exist: b.value.must_exist,
                         at: b.loc.to_string(),
                     })
                     .collect(),

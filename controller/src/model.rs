@@ -292,6 +292,7 @@ impl Protocol {
 pub struct Port {
     /// Empty for every address.
     pub ip: String,
+    /// 0 for a free port Docker chooses (`"80"`, as in Compose).
     pub host: u16,
     pub container: u16,
     pub protocol: Protocol,
@@ -313,9 +314,13 @@ pub struct Bind {
     pub host_path: String,
     pub target: String,
     pub read_only: bool,
-    /// A Docker volume made outside drover (Compose's `external: true`),
-    /// which must exist on the host, rather than a path.
+    /// A Docker volume drover does not manage, by its name on the host,
+    /// rather than a path: Compose's `external: true` volume, or one with
+    /// a `name:`.
     pub volume: bool,
+    /// For such a volume: it must exist (`external: true`); otherwise
+    /// Docker makes it on first use, as Compose would.
+    pub must_exist: bool,
 }
 
 /// A file of the manifest directory shipped into an app (Compose's bind
@@ -429,6 +434,9 @@ pub enum NetworkMode {
     Host,
     /// A loopback device alone.
     None,
+    /// Docker's default bridge network of the host (`bridge`): no names
+    /// on it, the host's other containers beside it.
+    Bridge,
     /// Another app's network stack (`service:NAME`): that app's host, its
     /// addresses and its ports.
     App(At<String>),

@@ -395,7 +395,11 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             .get_or_insert_with(Vec::new)
             .push(PortBinding {
                 host_ip: (!p.ip.is_empty()).then(|| p.ip.clone()),
-                host_port: Some(p.host.to_string()),
+                // An empty host port: Docker picks a free one.
+                host_port: Some(match p.host {
+                    0 => String::new(),
+                    h => h.to_string(),
+                }),
             });
     }
     exposed.extend(c.options.expose.iter().cloned());

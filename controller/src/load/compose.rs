@@ -168,8 +168,8 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
                 Some(ComposeVolume::Drover(vol)) => {
                     volumes.insert(vname, vol);
                 }
-                Some(ComposeVolume::External(real)) => {
-                    external.insert(vname, real);
+                Some(ComposeVolume::External(real, must_exist)) => {
+                    external.insert(vname, (real, must_exist));
                 }
                 None => {}
             }
@@ -456,7 +456,8 @@ fn in_profiles(ctx: &mut Ctx, service: &Node, active: &HashSet<String>) -> bool 
 /// made outside the stack (`external: true`), by its name there.
 enum ComposeVolume {
     Drover(crate::model::Volume),
-    External(String),
+    /// Its name on the host, and whether it must exist already.
+    External(String, bool),
 }
 
 fn compose_volume(ctx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<ComposeVolume> {
@@ -479,18 +480,26 @@ fn compose_volume(ctx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<Co
             Some(n) => string(ctx, n, "`name`"),
             None => Some(name.to_string()),
         }
-        .map(ComposeVolume::External);
+        .map(|real| ComposeVolume::External(real, true));
     }
-    for key in ["name"] {
-        if let Some(n) = f.get(key) {
+    if let Some(n) = f.get("name") {
+        // A name of the user's on the host: a volume drover mounts by that
+        // name but does not manage, as it cannot move it under that name.
+        let real = string(ctx, n, "`name`")?;
+        for (key, v) in f.iter().filter(|(k, _)| !matches!(*k, "name" | "external")) {
             ctx.error_hint(
-                n.pos,
-                format!("drover does not take `{key}` (in {what})"),
+                v.pos,
+                format!("`{key}` cannot be set on volume `{name}`, which has its own `name:`"),
                 Some(format!(
-                    "drover makes and names its volumes itself (`<stack>-{name}`) and never touches one it did not make; remove `{key}:` and copy the data in"
+                    "drover makes only the volumes it names (`<stack>-{name}`): remove `name:` to let it make and move this one, or make `{real}` yourself and declare it `external: true`"
                 )),
             );
         }
+        ctx.note(
+            n.pos,
+            format!("volume `{name}` is `{real}` on the host: drover mounts it by that name (Docker makes it on first use, as for Compose) and never moves, snapshots or removes it; its apps stay on their host"),
+        );
+        return Some(ComposeVolume::External(real, false));
     }
     // Compose's fields and drover's from `x-drover`, as one drover volume.
     let mut entries: Vec<(Node, Node)> = Vec::new();
@@ -624,8 +633,10 @@ fn long_mount(ctx: &mut Ctx, node: &Node, data_dirs: &RefCell<DataDirs>) -> Opti
 /// and anonymous volumes become, with where each is first mounted.
 pub struct DataDirs {
     pub declared: std::collections::BTreeSet<String>,
-    /// The file's `external: true` volumes: their names on the hosts.
-    pub external: BTreeMap<String, String>,
+    /// The file's volumes of the host, drover's to mount but not to
+    /// manage: their names there, and whether they must exist already
+    /// (`external: true`) rather than be made by Docker (`name:`).
+    pub external: BTreeMap<String, (String, bool)>,
     pub found: BTreeMap<String, Pos>,
     /// The content of each secret and config the file declares.
     pub secrets: BTreeMap<String, Vec<u8>>,
@@ -972,6 +983,7 @@ fn path_mount(
     if source.starts_with('/') {
         return Some(Mounted::Bind(Bind {
             volume: false,
+            must_exist: false,
             host_path: source.to_string(),
             target: target.to_string(),
             read_only,
@@ -1162,20 +1174,22 @@ pub(super) fn long_port(ctx: &mut Ctx, node: &Node) -> Option<Port> {
     let published = word(ctx, "published");
     let ip = word(ctx, "host_ip");
     let protocol = word(ctx, "protocol").unwrap_or_else(|| "tcp".into());
-    let (Some(target), Some(published)) = (target, published) else {
-        ctx.error_hint(
-            node.pos,
-            "a port needs `target` and `published`",
-            Some("drover publishes on the host port you choose: add `published:`".into()),
-        );
+    let Some(target) = target else {
+        ctx.error(node.pos, "a port needs `target`");
         return None;
     };
+    // Without `published`, Docker picks a free host port, as for Compose.
     let ip = match ip {
         Some(ip) if ip.contains(':') => format!("[{ip}]:"),
         Some(ip) => format!("{ip}:"),
         None => String::new(),
     };
-    parse_port(&format!("{ip}{published}:{target}/{protocol}"))
+    let published = match published {
+        Some(p) => format!("{p}:"),
+        None if ip.is_empty() => String::new(),
+        None => ":".into(),
+    };
+    parse_port(&format!("{ip}{published}{target}/{protocol}"))
         .map_err(|msg| ctx.error(node.pos, msg))
         .ok()
 }

@@ -148,6 +148,7 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                     let mode = match &app.network_mode {
                         NetworkMode::Host => "host".to_string(),
                         NetworkMode::None => "none".to_string(),
+                        NetworkMode::Bridge => "bridge".to_string(),
                         NetworkMode::App(t) => format!("app:{}", t.value),
                         NetworkMode::Stack => String::new(),
                     };

@@ -516,6 +516,11 @@ fn check_name(ctx: &mut Ctx, pos: Pos, name: &str, what: &str, secret: bool) -> 
     if is_valid_name(name) || (member && values::is_valid_member_name(name)) {
         return true;
     }
+    // A Compose file's services, as Compose names them.
+    let compose = super::compose::is_compose_file(Path::new(&*ctx.file));
+    if compose && matches!(what, "app" | "service") && values::is_valid_service_name(name) {
+        return true;
+    }
     if secret {
         ctx.error_hint(
             pos,
@@ -1166,6 +1171,7 @@ fn network_mode(
     let mode = match written.as_str() {
         "host" => NetworkMode::Host,
         "none" => NetworkMode::None,
+        "bridge" => NetworkMode::Bridge,
         other => match other
             .strip_prefix("service:")
             .or_else(|| other.strip_prefix("app:"))
@@ -1182,7 +1188,7 @@ fn network_mode(
             }
             None => {
                 let hint = match other {
-                    "bridge" | "default" => {
+                    "default" => {
                         "drover's stack network is a bridge network of its own: remove `network_mode:`".to_string()
                     }
                     o if o.starts_with("container:") => {
@@ -1213,6 +1219,7 @@ fn network_mode(
             "extra_hosts",
             "aliases",
         ],
+        NetworkMode::Bridge => &["networks", "external_networks", "aliases"],
         _ => &["networks", "external_networks", "ports", "aliases"],
     };
     for key in refused {
@@ -1344,12 +1351,13 @@ pub(super) fn app(
                         // A volume of the host, made outside the stack.
                         let external = data_dirs.borrow().external.get(&m.volume).cloned();
                         match external {
-                            Some(name) => binds.push(At {
+                            Some((name, must_exist)) => binds.push(At {
                                 value: crate::model::Bind {
                                     host_path: name,
                                     target: m.target,
                                     read_only: m.read_only,
                                     volume: true,
+                                    must_exist,
                                 },
                                 loc,
                             }),

@@ -340,9 +340,11 @@ impl Validator<'_> {
                 let Some(target) = stack.apps.get(&link.value) else {
                     continue;
                 };
-                if target.host() != app.host() && target.ports.is_empty() {
+                // Another host reaches it at the first port it publishes.
+                let known = target.ports.first().is_some_and(|p| p.value.host != 0);
+                if target.host() != app.host() && !known {
                     let msg = format!(
-                        "app `{}` on `{}` links to `{}` on `{}`, which publishes no port",
+                        "app `{}` on `{}` links to `{}` on `{}`, which publishes no port of its own choosing",
                         app.name,
                         app.host(),
                         target.name,
@@ -352,7 +354,7 @@ impl Validator<'_> {
                         &link.loc,
                         msg,
                         Some(format!(
-                            "publish a port on `{}` with `ports:`, or place both apps on one host",
+                            "publish a port on `{}` with `ports:` (`HOST:CONTAINER`), or place both apps on one host",
                             target.name
                         )),
                     );
@@ -401,7 +403,7 @@ impl Validator<'_> {
         let mut used: BTreeMap<(String, u16, &str), Vec<Binding>> = BTreeMap::new();
         for stack in stacks.values() {
             for app in stack.apps.values() {
-                for p in &app.ports {
+                for p in app.ports.iter().filter(|p| p.value.host != 0) {
                     let key = (
                         app.host().to_string(),
                         p.value.host,

@@ -3,11 +3,16 @@
 
 use crate::model::{Mount, Port, Protocol};
 
-/// An app's or a volume's name: a valid name, or one with `_` and
-/// upper-case letters as Compose's service and volume names have them
-/// (`[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}`).
+/// An app's or a volume's name: a valid name, or one with `_` as Compose's
+/// service and volume names have them (`[a-z0-9][a-z0-9_-]{0,62}`).
 pub fn is_valid_member_name(name: &str) -> bool {
-    is_valid_name(&name.to_ascii_lowercase().replace('_', "-")) && !name.starts_with('_')
+    is_valid_name(&name.replace('_', "-")) && !name.starts_with('_')
+}
+
+/// A service's name in a Compose file, where Compose also takes upper-case
+/// letters (`initContainer`).
+pub fn is_valid_service_name(name: &str) -> bool {
+    is_valid_member_name(&name.to_ascii_lowercase())
 }
 
 /// A name: `[a-z0-9][a-z0-9-]{0,62}`.
@@ -134,22 +139,30 @@ pub fn parse_port(s: &str) -> Result<Port, String> {
         match parts.len() {
             2 => (String::new(), body),
             3 => (parts[0].to_string(), &body[parts[0].len() + 1..]),
-            1 => return Err(format!("port `{s}` publishes no host port")),
+            // No host port: Docker picks a free one, as for Compose.
+            1 => (String::new(), ""),
             _ => return Err(format!("port `{s}` has too many `:`")),
         }
     };
     if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("`{ip}` in port `{s}` is not an IP address"));
     }
-    let (host, container) = rest
-        .split_once(':')
-        .ok_or_else(|| format!("port `{s}` publishes no host port"))?;
+    let (host, container) = match rest {
+        "" => ("", body),
+        _ => rest
+            .split_once(':')
+            .ok_or_else(|| format!("port `{s}` has too many `:`"))?,
+    };
     if host.contains('-') || container.contains('-') {
         return Err(format!("port ranges are not supported (`{s}`)"));
     }
     Ok(Port {
         ip,
-        host: parse_u16_port(host, "host port")?,
+        // 0: a free port of the host's, chosen by Docker.
+        host: match host {
+            "" => 0,
+            h => parse_u16_port(h, "host port")?,
+        },
         container: parse_u16_port(container, "container port")?,
         protocol,
     })

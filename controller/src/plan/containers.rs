@@ -13,7 +13,7 @@ impl<'a> Planner<'a> {
             for c in dh.containers.values().filter(|c| !c.binds.is_empty()) {
                 // Docker would make a missing volume, empty: never that.
                 if let Some(&oh) = self.readable.get(host.as_str()) {
-                    for b in c.binds.iter().filter(|b| b.volume) {
+                    for b in c.binds.iter().filter(|b| b.must_exist) {
                         if !oh.volumes.iter().any(|v| v.name == b.host_path) {
                             self.errors.push(format!(
                                 "{}: volume `{}` is external to stack `{}` and does not exist on `{host}`; app `{}` is skipped (make it, or bring its data, with `docker volume create {}`)",
@@ -354,7 +354,7 @@ impl<'a> Planner<'a> {
 
     /// A host port this container wants that an unmanaged container holds.
     pub(super) fn port_clash(&self, oh: &ObservedHost, c: &ContainerSpec) -> Option<String> {
-        for p in &c.ports {
+        for p in c.ports.iter().filter(|p| p.host != 0) {
             for o in oh.containers.iter().filter(|o| !o.managed) {
                 let taken = o.ports.iter().any(|q| {
                     q.port == p.host
