@@ -438,6 +438,7 @@ fn perturb(observed: &mut Observed, rng: &mut Rng, fraction: f64) -> Drift {
             image: "ghcr.io/example/legacy:0.9".into(),
             state: ContainerState::Running,
             health: None,
+            exit_code: None,
             spec_hash: Some(format!("{:016x}{:016x}", rng.next(), rng.next())),
             spec_fields: BTreeMap::new(),
             depends_on: Vec::new(),

@@ -166,7 +166,7 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
         for (vname, pos, vnode) in named_entries(ctx, v, "`volumes`", "volume") {
             match compose_volume(ctx, &vname, pos, vnode) {
                 Some(ComposeVolume::Drover(vol)) => {
-                    volumes.insert(vname, vol);
+                    volumes.insert(vname, *vol);
                 }
                 Some(ComposeVolume::External(real, must_exist)) => {
                     external.insert(vname, (real, must_exist));
@@ -455,7 +455,7 @@ fn in_profiles(ctx: &mut Ctx, service: &Node, active: &HashSet<String>) -> bool 
 /// A top-level Compose volume: a drover volume, or a volume of the host
 /// made outside the stack (`external: true`), by its name there.
 enum ComposeVolume {
-    Drover(crate::model::Volume),
+    Drover(Box<crate::model::Volume>),
     /// Its name on the host, and whether it must exist already.
     External(String, bool),
 }
@@ -529,7 +529,7 @@ fn compose_volume(ctx: &mut Ctx, name: &str, pos: Pos, node: &Node) -> Option<Co
         value: Value::Map(entries),
         pos: node.pos,
     };
-    volume(ctx, name.to_string(), pos, &merged).map(ComposeVolume::Drover)
+    volume(ctx, name.to_string(), pos, &merged).map(|v| ComposeVolume::Drover(Box::new(v)))
 }
 
 /// A mount in Compose's long syntax: `{ type, source, target, read_only }`.
