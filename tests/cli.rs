@@ -50,13 +50,13 @@ fn the_committed_schema_is_what_drover_schema_prints() {
 
 #[test]
 fn the_committed_compose_schema_is_what_drover_schema_compose_prints() {
-    let o = drover(&["schema", "--compose"]);
+    let o = drover(&["schema", "compose"]);
     assert!(o.status.success());
     let committed = std::fs::read_to_string(repo().join("schema/compose.schema.json")).unwrap();
     assert_eq!(
         stdout(&o),
         committed,
-        "schema/compose.schema.json is stale: run `cargo run -- schema --compose > schema/compose.schema.json`"
+        "schema/compose.schema.json is stale: run `cargo run -- schema compose > schema/compose.schema.json`"
     );
 }
 

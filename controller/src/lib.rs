@@ -38,6 +38,7 @@
 //! - [`data`]: volume data at rest; the only code that deletes it.
 
 pub mod apply;
+pub mod changes;
 pub mod contract;
 pub mod controller;
 pub mod data;

@@ -202,9 +202,157 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// The version of the JSON a plan (and `drover diff`) is written in: it
+/// changes only when a field changes meaning or goes away
+/// (`schema/plan.schema.json`).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The plan as a JSON value, with its `format_version`.
+pub fn plan_value(plan: &Plan) -> serde_json::Value {
+    let mut v = serde_json::json!({ "format_version": FORMAT_VERSION });
+    if let (Some(out), serde_json::Value::Object(fields)) = (
+        v.as_object_mut(),
+        serde_json::to_value(plan).expect("a plan serializes"),
+    ) {
+        out.extend(fields);
+    }
+    v
+}
+
 /// The plan as the JSON object of cli.md.
 pub fn plan_json(plan: &Plan) -> String {
-    serde_json::to_string_pretty(plan).expect("a plan serializes") + "\n"
+    serde_json::to_string_pretty(&plan_value(plan)).expect("a plan serializes") + "\n"
+}
+
+/// More actions than this, and each host's are folded in a `<details>`
+/// section of the markdown plan.
+const FOLD_OVER: usize = 15;
+
+/// Text for one cell of a markdown table: no `|` or line break ends it.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The plan as a pull-request comment: a summary line, then per host its
+/// actions grouped by stack, each move with what it holds and will cost,
+/// then kept data, warnings and errors. A large plan folds each host.
+pub fn plan_markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let count = |v: Verb| plan.actions.iter().filter(|a| a.action == v).count();
+    let moves: Vec<_> = plan
+        .actions
+        .iter()
+        .filter_map(|a| a.relocation.as_ref().map(|r| (a, r)))
+        .collect();
+    let head = if plan.actions.is_empty() {
+        "no changes: the hosts match the manifests".to_string()
+    } else {
+        let mut parts = vec![
+            format!("{} to create", count(Verb::Create)),
+            format!("{} to recreate", count(Verb::Recreate)),
+            format!("{} to start", count(Verb::Start)),
+            format!("{} to relocate", count(Verb::Relocate)),
+            format!("{} to remove", count(Verb::Remove) + count(Verb::Stop)),
+        ];
+        parts.retain(|p| !p.starts_with("0 "));
+        parts.join(", ")
+    };
+    let status = if !plan.errors.is_empty() {
+        "❌"
+    } else if plan.actions.is_empty() {
+        "✅"
+    } else {
+        "📋"
+    };
+    let _ = writeln!(out, "### {status} drover plan: {head}\n");
+    for e in &plan.errors {
+        let _ = writeln!(out, "> **error:** {}", e.replace('\n', " "));
+    }
+    if !plan.errors.is_empty() {
+        out.push('\n');
+    }
+    if !moves.is_empty() {
+        let _ = writeln!(out, "**Data that moves**\n");
+        for (a, r) in &moves {
+            let apps = if r.apps.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; stops and restarts {}",
+                    r.apps
+                        .iter()
+                        .map(|x| format!("`{x}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let _ = writeln!(
+                out,
+                "- volume `{}` of stack `{}`: `{}` → `{}`, {}{apps}",
+                a.name,
+                a.stack,
+                r.from,
+                r.to,
+                move_cost(r)
+            );
+        }
+        out.push('\n');
+    }
+    let fold = plan.actions.len() > FOLD_OVER;
+    let mut hosts: Vec<&str> = plan.actions.iter().map(|a| a.host.as_str()).collect();
+    hosts.sort();
+    hosts.dedup();
+    for host in hosts {
+        let here: Vec<_> = plan.actions.iter().filter(|a| a.host == host).collect();
+        let n = here.len();
+        let actions = if n == 1 { "action" } else { "actions" };
+        if fold {
+            let _ = writeln!(
+                out,
+                "<details><summary><code>{host}</code>: {n} {actions}</summary>\n"
+            );
+        } else {
+            let _ = writeln!(out, "#### `{host}`: {n} {actions}\n");
+        }
+        let mut stacks: Vec<&str> = here.iter().map(|a| a.stack.as_str()).collect();
+        stacks.sort();
+        stacks.dedup();
+        for stack in stacks {
+            let _ = writeln!(out, "Stack `{stack}`\n");
+            let _ = writeln!(out, "| | action | what | why |");
+            let _ = writeln!(out, "| --- | --- | --- | --- |");
+            for a in here.iter().filter(|a| a.stack == stack) {
+                let mut why = a.reason.clone();
+                if let Some(r) = &a.relocation {
+                    why = format!("from `{}`: {why}", r.from);
+                }
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} `{}` | {} |",
+                    cell(symbol(a.action)),
+                    a.action,
+                    a.kind,
+                    cell(&a.name),
+                    cell(&why)
+                );
+            }
+            out.push('\n');
+        }
+        if fold {
+            let _ = writeln!(out, "</details>\n");
+        }
+    }
+    if !plan.orphans.is_empty() {
+        let _ = writeln!(out, "**Kept volume data** (not deleted; see `drover volume ls`)\n");
+        for o in &plan.orphans {
+            let _ = writeln!(out, "- `{}` on `{}`: {}", o.name, o.host, o.reason);
+        }
+        out.push('\n');
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "> **warning:** {}", w.replace('\n', " "));
+    }
+    out.trim_end().to_string() + "\n"
 }
 
 /// Lays out rows as left-aligned columns.

@@ -26,7 +26,9 @@ use drover::load::{load, LoadError};
 use drover::model::Spec;
 use drover::observed::Observed;
 use drover::onhost::lease::{take_and_observe, Holder};
-use drover::output::{plan_json, plan_text, status_table, use_color, volume_table};
+use drover::output::{
+    plan_json, plan_markdown, plan_text, plan_value, status_table, use_color, volume_table,
+};
 use drover::pass::Pass;
 use drover::plan::{self, Action, Options};
 
@@ -68,6 +70,24 @@ impl CopyVia {
 pub(crate) enum OutputFormat {
     Text,
     Json,
+}
+
+/// What `drover schema` describes.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SchemaOf {
+    Manifests,
+    Compose,
+    Plan,
+    Diff,
+}
+
+/// How a plan or a diff is printed: for people, for programs, or for a
+/// pull-request comment.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PlanFormat {
+    Text,
+    Json,
+    Markdown,
 }
 
 /// How a plan is carried out: `reconcile`'s and `controller`'s options.
@@ -134,14 +154,29 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
     },
-    /// Print the JSON Schema of the manifests (of Compose files as drover
-    /// reads them with `--compose`).
+    /// Print a JSON Schema: of the manifests, of Compose files as drover
+    /// reads them, of a JSON plan, or of a JSON diff.
     Schema {
-        #[arg(long)]
-        compose: bool,
+        #[arg(value_enum, default_value_t = SchemaOf::Manifests)]
+        of: SchemaOf,
     },
     /// Print the drover Stack manifest a Compose file is read as.
     Convert { file: PathBuf },
+    /// What the manifests change against a Git revision, with no host and
+    /// no network: apps added, removed and changed, and the data that will
+    /// move.
+    Diff {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The revision to compare with: `origin/main`, `HEAD~1`, a commit.
+        #[arg(long, value_name = "REF")]
+        base: String,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        output: PlanFormat,
+        /// Exit 0 without changes, 2 with changes, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
     /// Runs inside a helper container during a volume move.
     #[command(hide = true)]
     Helper {
@@ -288,8 +323,14 @@ pub(crate) fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Validate { dir } => show::validate(&dir),
         Command::Graph { dir, format } => show::graph(&dir, format),
-        Command::Schema { compose } => show::schema(compose),
+        Command::Schema { of } => show::schema(of),
         Command::Convert { file } => show::convert(&file),
+        Command::Diff {
+            dir,
+            base,
+            output,
+            detailed_exitcode,
+        } => show::diff(&dir, &base, output, detailed_exitcode),
         Command::Helper { command } => Ok(helper::run(command)),
         Command::Observe { dir, output } => show::observe(&dir, output),
         Command::Status { dir } => show::status(&dir),

@@ -13,8 +13,9 @@ pub struct ReconcileArgs {
     /// Plan against a state saved by `drover observe` instead of reading hosts.
     #[arg(long, value_name = "FILE", requires = "dry_run")]
     pub observed: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// `markdown` (a pull-request comment) with `--dry-run` only.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
     /// Exit 0 when in sync, 2 when changes are pending, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -40,6 +41,11 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
         allow_empty,
         apply,
     } = args;
+    if output == PlanFormat::Markdown && !dry_run {
+        return Err(Failure::Message(
+            "`--output markdown` shows a plan for review: add `--dry-run`".into(),
+        ));
+    }
     // A saved state is read while the manifests load.
     let saved = observed.map(|path| std::thread::spawn(move || read_observed(&path)));
     let spec = load_spec(&dir)?;
@@ -93,11 +99,12 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
     }
     let color = use_color(std::io::stdout().is_terminal());
     let show_plan = |plan: &plan::Plan| match output {
-        OutputFormat::Json => print(&plan_json(plan)),
-        OutputFormat::Text => print(&plan_text(plan, color)),
+        PlanFormat::Json => print(&plan_json(plan)),
+        PlanFormat::Text => print(&plan_text(plan, color)),
+        PlanFormat::Markdown => print(&plan_markdown(plan)),
     };
     for e in &planned.plan.errors {
-        if output == OutputFormat::Json || !dry_run {
+        if output != PlanFormat::Text || !dry_run {
             eprintln!("error: {e}");
         }
     }
@@ -120,13 +127,13 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
         std::mem::forget((spec, desired, planned));
         return Ok(code);
     };
-    if output == OutputFormat::Text {
+    if output == PlanFormat::Text {
         show_plan(&planned.plan);
     }
     let quiet: Arc<dyn Reporter> = Arc::new(Quiet);
     if planned.plan.actions.is_empty() {
         let applied = rt.block_on(pass.apply(planned, &conns, apply.options(), quiet));
-        if output == OutputFormat::Json {
+        if output == PlanFormat::Json {
             show_plan(&applied.plan);
         }
         return Ok(if applied.plan.errors.is_empty() {
@@ -135,7 +142,7 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
             ExitCode::from(1)
         });
     }
-    if output == OutputFormat::Text {
+    if output == PlanFormat::Text {
         print("\n");
     }
     let reporter: Arc<dyn Reporter> = Arc::new(StepPrinter {
@@ -150,7 +157,7 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
         planned,
         &conns,
         apply.options(),
-        if output == OutputFormat::Text {
+        if output == PlanFormat::Text {
             reporter
         } else {
             quiet
@@ -161,11 +168,11 @@ pub fn run(args: ReconcileArgs) -> Result<ExitCode, Failure> {
     let failed = report.count(|o| matches!(o, Outcome::Failed(_)));
     let skipped = report.count(|o| matches!(o, Outcome::Skipped(_) | Outcome::Cancelled(_)));
     match output {
-        OutputFormat::Text => print(&format!(
+        PlanFormat::Text => print(&format!(
             "\nApplied: {done} done, {failed} failed, {skipped} skipped.\n"
         )),
-        OutputFormat::Json => {
-            let mut v = serde_json::to_value(&plan).expect("serializes");
+        PlanFormat::Json | PlanFormat::Markdown => {
+            let mut v = plan_value(&plan);
             v["results"] = report
                 .outcomes
                 .iter()

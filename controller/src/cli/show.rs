@@ -41,10 +41,12 @@ pub fn convert(file: &Path) -> Result<ExitCode, Failure> {
     }
 }
 
-pub fn schema(compose: bool) -> Result<ExitCode, Failure> {
-    print(&match compose {
-        true => schema::compose_schema(),
-        false => schema::manifest_schema(),
+pub fn schema(of: SchemaOf) -> Result<ExitCode, Failure> {
+    print(&match of {
+        SchemaOf::Manifests => schema::manifest_schema(),
+        SchemaOf::Compose => schema::compose_schema(),
+        SchemaOf::Plan => schema::plan_schema(),
+        SchemaOf::Diff => schema::diff_schema(),
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -88,4 +90,55 @@ fn revision_lines(observed: &drover::observed::Observed) -> String {
         }
     }
     out
+}
+
+/// `drover diff`: the spec of `dir` against the spec of `dir` at Git
+/// revision `base`, read from the local repository alone.
+pub fn diff(
+    dir: &Path,
+    base: &str,
+    output: PlanFormat,
+    detailed_exitcode: bool,
+) -> Result<ExitCode, Failure> {
+    let new = load_spec(dir)?;
+    let tmp = TempDir(std::env::temp_dir().join(format!(
+        "drover-diff-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    )));
+    let (old_dir, sha) = drover::git::write_revision(dir, base, &tmp.0)?;
+    let old = match load(&old_dir, &ProcessEnv) {
+        Ok(spec) => spec,
+        Err(LoadError::Invalid(d)) => {
+            // Its files are named as in the revision: `REF:path`.
+            let shown = d.render(use_color(std::io::stderr().is_terminal()));
+            let prefix = format!("{}/", old_dir.display());
+            eprint!("{}", shown.replace(&prefix, &format!("{base}:")));
+            eprintln!("the manifests at `{base}` are not valid: nothing to compare with");
+            return Err(Failure::Reported);
+        }
+        Err(e) => return Err(Failure::Message(e.to_string())),
+    };
+    let d = drover::changes::compare(&desired::render(&old), &desired::render(&new), base, &sha);
+    print(&match output {
+        PlanFormat::Text => drover::changes::to_text(&d),
+        PlanFormat::Json => drover::changes::to_json(&d),
+        PlanFormat::Markdown => drover::changes::to_markdown(&d),
+    });
+    Ok(if detailed_exitcode && !d.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A folder removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

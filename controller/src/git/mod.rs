@@ -561,3 +561,49 @@ mod tests {
         assert!(s.contains("https://h/r.git"), "{s}");
     }
 }
+
+/// The manifest folder `dir` (in a Git work tree) as it was at revision
+/// `rev` (`origin/main`, `HEAD~1`, a commit), written under `into`: the
+/// folder written, and the commit's id. Read from the local repository
+/// alone: no network.
+pub fn write_revision(dir: &Path, rev: &str, into: &Path) -> Result<(PathBuf, String), String> {
+    let repo = gix::discover(dir)
+        .map_err(|e| format!("`{}` is not in a Git repository: {e}", dir.display()))?;
+    let top = repo
+        .workdir()
+        .ok_or_else(|| format!("the repository of `{}` has no work tree", dir.display()))?;
+    let canonical = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| format!("`{}`: {e}", p.display()))
+    };
+    let rel = canonical(dir)?
+        .strip_prefix(canonical(top)?)
+        .map(Path::to_path_buf)
+        .map_err(|_| format!("`{}` is outside its repository's work tree", dir.display()))?;
+    let commit = repo
+        .rev_parse_single(rev)
+        .map_err(|e| format!("`{rev}` names no revision of the repository: {e}"))?
+        .object()
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| format!("`{rev}` is not a commit: {e}"))?;
+    let sha = commit.id.to_string();
+    let root = commit.tree().map_err(|e| e.to_string())?;
+    let folder = if rel.as_os_str().is_empty() {
+        Some(root)
+    } else {
+        root.lookup_entry_by_path(&rel)
+            .map_err(|e| e.to_string())?
+            .filter(|e| e.mode().is_tree())
+            .map(|e| repo.find_tree(e.object_id()))
+            .transpose()
+            .map_err(|e| e.to_string())?
+    };
+    let target = into.join(&rel);
+    std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+    // A folder that did not exist then held no manifests.
+    if let Some(folder) = folder {
+        write_tree(&repo, &folder, &target, &mut Budget::default())
+            .map_err(|e| format!("revision `{rev}`: {e}"))?;
+    }
+    Ok((target, sha))
+}

@@ -679,3 +679,35 @@ pub fn compose_schema() -> String {
     }
     serde_json::to_string_pretty(&value).expect("a schema serializes") + "\n"
 }
+
+/// The JSON Schema of a plan as `--output json` prints it, with its
+/// `format_version`.
+pub fn plan_schema() -> String {
+    let mut schema = schemars::schema_for!(crate::plan::Plan);
+    schema.insert("title".into(), "drover plan".into());
+    let mut value = schema.to_value();
+    value["properties"]["format_version"] = serde_json::json!({
+        "description": "The version of this format: it changes only when a field changes meaning or goes away.",
+        "const": crate::output::FORMAT_VERSION
+    });
+    if let Some(r) = value["required"].as_array_mut() {
+        r.insert(0, "format_version".into());
+    }
+    serde_json::to_string_pretty(&value).expect("a schema serializes") + "\n"
+}
+
+/// The JSON Schema of `drover diff --output json`, with its
+/// `format_version`.
+pub fn diff_schema() -> String {
+    let mut schema = schemars::schema_for!(crate::changes::SpecDiff);
+    schema.insert("title".into(), "drover diff".into());
+    let mut value = schema.to_value();
+    value["properties"]["format_version"] = serde_json::json!({
+        "description": "The version of this format, shared with the plan's.",
+        "const": crate::output::FORMAT_VERSION
+    });
+    if let Some(r) = value["required"].as_array_mut() {
+        r.insert(0, "format_version".into());
+    }
+    serde_json::to_string_pretty(&value).expect("a schema serializes") + "\n"
+}

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::observed::{MoveCost, Observed};
 
 /// The estimate of a `relocate` action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Estimate {
     /// Time to copy the data while the apps run, when the size is known.
     pub copy_ms: Option<u64>,

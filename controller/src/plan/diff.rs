@@ -69,7 +69,8 @@ pub fn config_change(c: &ContainerSpec, o: &ObservedContainer, key: &SecretKey) 
     Some(changes.join("; "))
 }
 
-fn describe_field(k: &str) -> String {
+/// A field of a container's spec as the plan names it: "environment `X`".
+pub fn describe_field(k: &str) -> String {
     if let Some(e) = k.strip_prefix("env.") {
         format!("environment `{e}`")
     } else if let Some(l) = k.strip_prefix("label.") {

@@ -20,7 +20,7 @@ mod volumes;
 pub use cost::{estimate, Estimate};
 
 pub use authority::{authority, may_be_current, Authority};
-pub use diff::config_change;
+pub use diff::{config_change, describe_field};
 pub use simulate::simulate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,7 +35,7 @@ use crate::observed::{
     ContainerState, CopyRole, MovePhase, Observed, ObservedContainer, ObservedHost, ObservedVolume,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Volume,
@@ -53,7 +53,7 @@ impl fmt::Display for Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verb {
     Create,
@@ -78,7 +78,7 @@ impl fmt::Display for Verb {
 }
 
 /// The extra facts of a `relocate` action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Relocation {
     pub from: String,
     pub to: String,
@@ -94,7 +94,7 @@ pub struct Relocation {
     pub apps: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Action {
     pub id: String,
     pub host: String,
@@ -115,7 +115,7 @@ pub struct Action {
 }
 
 /// A volume kept on a host although the spec no longer places it there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Orphan {
     pub host: String,
     pub kind: Kind,
@@ -124,7 +124,7 @@ pub struct Orphan {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     pub in_sync: bool,
     pub actions: Vec<Action>,
