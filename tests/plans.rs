@@ -1116,3 +1116,140 @@ fn a_volume_on_a_host_that_left_the_cluster_is_never_made_anew() {
         p.errors
     );
 }
+
+/// A plan for review: one with a move (its size, files, estimate), a
+/// recreate for a changed secret (named, never shown), a start, kept data
+/// and an error, as markdown and as versioned JSON.
+#[test]
+fn a_plan_for_review_in_markdown_names_moves_and_secrets_never_their_values() {
+    let mut observed = applied(&blog(|s| s));
+    for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
+        v.size_bytes = Some(1 << 30);
+        v.copy = Some(CopyRecord {
+            cost: Some(MoveCost {
+                files: Some(1500),
+                rate: Some(256 << 20),
+                downtime_ms: Some(1200),
+            }),
+            ..record(CopyRole::Current, 2, None, None, None)
+        });
+        v.moved_from = Some("node-b".into());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        BLOG.replacen("host: node-a", "host: node-b", 1)
+            .replace("ghost:5", "ghost:6"),
+    )
+    .unwrap();
+    let other = BTreeMap::from([("DB_PASSWORD".to_string(), "CANARY-SECRET-43".to_string())]);
+    let after = render(&load(dir.path(), &other).unwrap());
+    let mut p = plan(&after, &observed, Options::default());
+    // And, as another stack's change would be, a secret that changes.
+    let secret = plan(
+        &blog_with_password("CANARY-SECRET-44"),
+        &applied(&blog(|s| s)),
+        Options::default(),
+    );
+    p.actions.extend(secret.actions.into_iter().map(|mut a| {
+        a.stack = "shop".into();
+        a
+    }));
+    p.warnings
+        .push("host `node-c` is being changed by another drover".into());
+    p.errors.push("host `node-d` could not be read".into());
+    let md = drover::output::plan_markdown(&p);
+    assert!(!md.contains("CANARY-SECRET"), "a secret leaked: {md}");
+    insta::assert_snapshot!("review_markdown", md);
+
+    let json: serde_json::Value = serde_json::from_str(&plan_json(&p)).unwrap();
+    assert_eq!(json["format_version"], 1);
+    assert_schema_describes(&drover::load::schema::plan_schema(), &json);
+}
+
+/// A large plan folds each host's actions; an empty one says so in a line.
+#[test]
+fn a_large_plan_in_markdown_folds_each_host_and_an_empty_one_is_a_line() {
+    let d = examples();
+    let p = plan(&d, &empty(&["node-a", "node-b"]), Options::default());
+    assert!(p.actions.len() > 15);
+    let md = drover::output::plan_markdown(&p);
+    assert_eq!(md.matches("<details>").count(), 2, "{md}");
+    assert!(md.starts_with("### 📋 drover plan: "), "{md}");
+    let observed = applied(&d);
+    let none = plan(&d, &observed, Options::default());
+    assert_eq!(
+        drover::output::plan_markdown(&none),
+        "### ✅ drover plan: no changes: the hosts match the manifests\n"
+    );
+}
+
+/// Every key of `value` (a JSON plan or diff) is a property the committed
+/// schema names, and every property the schema requires is there.
+pub fn assert_schema_describes(schema: &str, value: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+    fn resolve<'s>(
+        schema: &'s serde_json::Value,
+        node: &'s serde_json::Value,
+    ) -> &'s serde_json::Value {
+        if let Some(r) = node["$ref"].as_str() {
+            let name = r.trim_start_matches("#/$defs/");
+            return resolve(schema, &schema["$defs"][name]);
+        }
+        if let Some(any) = node["anyOf"].as_array() {
+            if let Some(obj) = any
+                .iter()
+                .find(|n| n.get("$ref").is_some() || n["type"] == "object")
+            {
+                return resolve(schema, obj);
+            }
+        }
+        node
+    }
+    fn walk(schema: &serde_json::Value, node: &serde_json::Value, v: &serde_json::Value, at: &str) {
+        let node = resolve(schema, node);
+        match v {
+            serde_json::Value::Object(map) => {
+                let props = node["properties"].as_object();
+                for (k, child) in map {
+                    let Some(p) = props.and_then(|p| p.get(k)) else {
+                        panic!("`{at}.{k}` is not in the schema");
+                    };
+                    walk(schema, p, child, &format!("{at}.{k}"));
+                }
+                for r in node["required"].as_array().into_iter().flatten() {
+                    assert!(map.contains_key(r.as_str().unwrap()), "`{at}` lacks `{r}`");
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(schema, &node["items"], item, &format!("{at}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(&schema, &schema, value, "");
+}
+
+#[test]
+fn the_committed_plan_and_diff_schemas_are_what_drover_prints() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (file, text) in [
+        (
+            "schema/plan.schema.json",
+            drover::load::schema::plan_schema(),
+        ),
+        (
+            "schema/diff.schema.json",
+            drover::load::schema::diff_schema(),
+        ),
+    ] {
+        let committed = std::fs::read_to_string(repo.join(file)).unwrap();
+        assert_eq!(
+            committed, text,
+            "{file} is stale: run `cargo run -- schema plan|diff`"
+        );
+    }
+}

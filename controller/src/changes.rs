@@ -100,7 +100,8 @@ fn volumes(d: &Desired) -> BTreeMap<(&str, &str), &VolumeSpec> {
 /// value is compared without being shown, or kept.
 fn app_fields(old: &ContainerSpec, new: &ContainerSpec, key: &HostKey) -> Vec<String> {
     let (a, b) = (old.keyed_digests(Some(key)), new.keyed_digests(Some(key)));
-    let secret = |c: &ContainerSpec, k: &str| c.field_digests.get(k).is_some_and(|d| d == SECRET_DIGEST);
+    let secret =
+        |c: &ContainerSpec, k: &str| c.field_digests.get(k).is_some_and(|d| d == SECRET_DIGEST);
     let mut out = Vec::new();
     let mut secrets = Vec::new();
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -245,13 +246,7 @@ pub fn compare(old: &Desired, new: &Desired, base: &str, base_commit: &str) -> S
 
 /// The diff as JSON, with the plan's `format_version`.
 pub fn to_json(d: &SpecDiff) -> String {
-    let mut v = serde_json::json!({ "format_version": crate::output::FORMAT_VERSION });
-    if let (Some(out), Ok(serde_json::Value::Object(fields))) =
-        (v.as_object_mut(), serde_json::to_value(d))
-    {
-        out.extend(fields);
-    }
-    serde_json::to_string_pretty(&v).expect("a diff serializes") + "\n"
+    crate::output::versioned_json(d)
 }
 
 fn summary(d: &SpecDiff) -> String {
@@ -278,7 +273,11 @@ fn app_line(a: &AppChange, code: &dyn Fn(&str) -> String) -> String {
         (Change::Added, _) => format!("+ app {name} on {}", code(&a.host)),
         (Change::Removed, _) => format!("- app {name} from {}", code(&a.host)),
         (Change::Changed, Some(from)) => {
-            format!("~ app {name}: moves from {} to {}", code(from), code(&a.host))
+            format!(
+                "~ app {name}: moves from {} to {}",
+                code(from),
+                code(&a.host)
+            )
         }
         (Change::Changed, None) => format!("~ app {name} on {}", code(&a.host)),
     };
@@ -371,11 +370,7 @@ pub fn to_markdown(d: &SpecDiff) -> String {
         .collect();
     let fold = lines.len() > 15;
     if fold {
-        let _ = writeln!(
-            out,
-            "<details><summary>{} changes</summary>\n",
-            lines.len()
-        );
+        let _ = writeln!(out, "<details><summary>{} changes</summary>\n", lines.len());
     }
     for l in &lines {
         // The text's marks, as a reader of a comment sees them at a glance.
@@ -404,9 +399,6 @@ mod tests {
         let d = desired_on_two_hosts();
         let diff = compare(&d, &d, "HEAD", "0123456789abcdef");
         assert!(diff.is_empty());
-        assert_eq!(
-            to_text(&diff),
-            "No changes against HEAD (0123456789ab).\n"
-        );
+        assert_eq!(to_text(&diff), "No changes against HEAD (0123456789ab).\n");
     }
 }

@@ -207,21 +207,35 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
 /// (`schema/plan.schema.json`).
 pub const FORMAT_VERSION: u32 = 1;
 
+/// A plan or a diff with its `format_version` first.
+#[derive(serde::Serialize)]
+pub struct Versioned<'a, T: serde::Serialize> {
+    pub format_version: u32,
+    #[serde(flatten)]
+    pub of: &'a T,
+}
+
+/// `of` as pretty JSON, with its `format_version`.
+pub fn versioned_json<T: serde::Serialize>(of: &T) -> String {
+    let v = Versioned {
+        format_version: FORMAT_VERSION,
+        of,
+    };
+    serde_json::to_string_pretty(&v).expect("serializes") + "\n"
+}
+
 /// The plan as a JSON value, with its `format_version`.
 pub fn plan_value(plan: &Plan) -> serde_json::Value {
-    let mut v = serde_json::json!({ "format_version": FORMAT_VERSION });
-    if let (Some(out), serde_json::Value::Object(fields)) = (
-        v.as_object_mut(),
-        serde_json::to_value(plan).expect("a plan serializes"),
-    ) {
-        out.extend(fields);
-    }
-    v
+    serde_json::to_value(Versioned {
+        format_version: FORMAT_VERSION,
+        of: plan,
+    })
+    .expect("a plan serializes")
 }
 
 /// The plan as the JSON object of cli.md.
 pub fn plan_json(plan: &Plan) -> String {
-    serde_json::to_string_pretty(&plan_value(plan)).expect("a plan serializes") + "\n"
+    versioned_json(plan)
 }
 
 /// More actions than this, and each host's are folded in a `<details>`
@@ -343,7 +357,10 @@ pub fn plan_markdown(plan: &Plan) -> String {
         }
     }
     if !plan.orphans.is_empty() {
-        let _ = writeln!(out, "**Kept volume data** (not deleted; see `drover volume ls`)\n");
+        let _ = writeln!(
+            out,
+            "**Kept volume data** (not deleted; see `drover volume ls`)\n"
+        );
         for o in &plan.orphans {
             let _ = writeln!(out, "- `{}` on `{}`: {}", o.name, o.host, o.reason);
         }
