@@ -114,7 +114,7 @@ pub fn diff(
         Err(LoadError::Invalid(d)) => {
             // Its files are named as in the revision: `REF:path`.
             let shown = d.render(use_color(std::io::stderr().is_terminal()));
-            let prefix = format!("{}/", old_dir.display());
+            let prefix = format!("{}/", tmp.0.display());
             eprint!("{}", shown.replace(&prefix, &format!("{base}:")));
             eprintln!("the manifests at `{base}` are not valid: nothing to compare with");
             return Err(Failure::Reported);
