@@ -56,6 +56,8 @@ install() {
   command -v git >/dev/null || missing+=(git)
   command -v lighttpd >/dev/null || missing+=(lighttpd)
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  # The browser that loads the controller's dashboard in the tests.
+  command -v chromium >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     apt-get update -qq

@@ -392,11 +392,13 @@ pub fn to_markdown(d: &SpecDiff) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHOP: &str = "kind: Stack\nname: shop\nvolumes:\n  data: {}\napps:\n  db:\n    image: postgres\n    host: a\n    volumes: [\"data:/d\"]\n  web:\n    image: nginx\n    host: b\n    depends_on: [db]\n";
     use crate::testing::desired_on_two_hosts;
 
     #[test]
     fn the_same_spec_has_no_changes() {
-        let d = desired_on_two_hosts();
+        let d = desired_on_two_hosts(SHOP);
         let diff = compare(&d, &d, "HEAD", "0123456789abcdef");
         assert!(diff.is_empty());
         assert_eq!(to_text(&diff), "No changes against HEAD (0123456789ab).\n");

@@ -398,18 +398,38 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `drover status`: every app of the manifests, and managed containers
-/// that are no longer in them.
-pub fn status_table(
+/// One app as `drover status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct StatusRow {
+    pub stack: String,
+    pub app: String,
+    pub host: String,
+    pub state: String,
+    pub health: String,
+    /// `yes`, `no`, `unknown`, or why not.
+    pub in_sync: String,
+}
+
+/// Every app of `desired`, and every managed app a host runs that the
+/// manifests no longer place there, with its state in `observed`.
+pub fn status_rows(
     desired: &crate::desired::Desired,
     observed: &crate::observed::Observed,
-) -> String {
+) -> Vec<StatusRow> {
     use crate::observed::Health;
     let health = |h: Option<Health>| match h {
         Some(Health::Healthy) => "healthy",
         Some(Health::Unhealthy) => "unhealthy",
         Some(Health::Starting) => "starting",
         None => "-",
+    };
+    let row = |stack: &str, app: &str, host: &str, state: String, h: &str, sync: &str| StatusRow {
+        stack: stack.to_string(),
+        app: app.to_string(),
+        host: host.to_string(),
+        state,
+        health: h.to_string(),
+        in_sync: sync.to_string(),
     };
     let mut rows = Vec::new();
     for (host, dh) in &desired.hosts {
@@ -430,14 +450,7 @@ pub fn status_table(
                     }
                 },
             };
-            rows.push(vec![
-                c.stack.clone(),
-                c.app.clone(),
-                host.clone(),
-                state,
-                health.into(),
-                in_sync.into(),
-            ]);
+            rows.push(row(&c.stack, &c.app, host, state, health, in_sync));
         }
     }
     for (host, oh) in &observed.hosts {
@@ -451,18 +464,30 @@ pub fn status_table(
                 .get(host)
                 .is_some_and(|h| h.containers.contains_key(&o.name));
             if !wanted_here {
-                rows.push(vec![
-                    stack.clone(),
-                    app.clone(),
-                    host.clone(),
+                rows.push(row(
+                    stack,
+                    app,
+                    host,
                     o.state.as_str().into(),
-                    health(o.health).into(),
-                    "no (not placed here by the manifests)".into(),
-                ]);
+                    health(o.health),
+                    "no (not placed here by the manifests)",
+                ));
             }
         }
     }
     rows.sort();
+    rows
+}
+
+/// `drover status`: [`status_rows`] as a table.
+pub fn status_table(
+    desired: &crate::desired::Desired,
+    observed: &crate::observed::Observed,
+) -> String {
+    let rows: Vec<Vec<String>> = status_rows(desired, observed)
+        .into_iter()
+        .map(|r| vec![r.stack, r.app, r.host, r.state, r.health, r.in_sync])
+        .collect();
     table(
         &["STACK", "APP", "HOST", "STATE", "HEALTH", "IN SYNC"],
         &rows,

@@ -45,9 +45,15 @@ pub struct ControllerArgs {
     /// A full pass at least this often, even when nothing was seen to change.
     #[arg(long, default_value = "60s", value_parser = duration_arg, value_name = "DURATION")]
     pub resync: Duration,
-    /// Serve `/healthz`, `/livez` and Prometheus `/metrics` here (e.g. `0.0.0.0:9090`).
+    /// Serve the dashboard at `/`, `/healthz`, `/livez` and Prometheus
+    /// `/metrics` here (e.g. `127.0.0.1:9090`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// The dashboard asks for the `user:password` in this environment
+    /// variable (HTTP basic authentication; put TLS in front of it beyond
+    /// a trusted network).
+    #[arg(long, requires = "listen", value_name = "VAR")]
+    pub dashboard_auth_env: Option<String>,
     /// A pass starts once changes have been quiet this long (at most 10 times as long after the first).
     #[arg(long, default_value = "300ms", value_parser = duration_arg, value_name = "DURATION")]
     pub debounce: Duration,
@@ -81,12 +87,29 @@ pub fn run(args: ControllerArgs) -> Result<ExitCode, Failure> {
         notify_format,
         resync,
         listen,
+        dashboard_auth_env,
         debounce,
         heal_limit,
         heal_window,
         allow_empty,
         apply,
     } = args;
+    let dashboard_auth = match dashboard_auth_env {
+        Some(var) => match std::env::var(&var) {
+            Ok(v)
+                if v.split_once(':')
+                    .is_some_and(|(u, p)| !u.is_empty() && !p.is_empty()) =>
+            {
+                Some(v)
+            }
+            _ => {
+                return Err(Failure::Message(format!(
+                    "--dashboard-auth-env: `{var}` must hold `user:password`"
+                )))
+            }
+        },
+        None => None,
+    };
     let git = match git {
         Some(url) => Some(git_source(
             url,
@@ -111,6 +134,7 @@ pub fn run(args: ControllerArgs) -> Result<ExitCode, Failure> {
         },
         resync,
         listen,
+        dashboard_auth,
         debounce: drover::controller::schedule::Debounce {
             quiet: debounce,
             max: debounce * 10,

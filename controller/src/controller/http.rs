@@ -1,7 +1,8 @@
 //! `--listen ADDR`: `/healthz` (the controller's status as JSON; 200 when
 //! the last pass converged every host and the directory is valid, 503 with
 //! the reason otherwise), `/livez` (200 while the process serves) and
-//! Prometheus `/metrics`.
+//! Prometheus `/metrics`; the dashboard at `/` and its data at
+//! `/api/dashboard` (behind a password with `--dashboard-auth-env`).
 
 use std::sync::Arc;
 
@@ -21,7 +22,69 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/hooks/git", post(git_hook))
+        .route("/", get(dashboard_page))
+        .route("/api/dashboard", get(dashboard_data))
         .with_state(shared)
+}
+
+/// `None` when the request may see the dashboard; else the answer.
+fn refused(shared: &Shared, headers: &axum::http::HeaderMap) -> Option<axum::response::Response> {
+    let expected = shared.dashboard_auth.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if super::dashboard::authorized(given, expected) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"drover\", charset=\"UTF-8\"",
+            )],
+            "the dashboard asks for its user and password\n",
+        )
+            .into_response(),
+    )
+}
+
+/// `GET /`: the dashboard's page, with no external asset.
+async fn dashboard_page(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(no) = refused(&shared, &headers) {
+        return no;
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        super::dashboard::PAGE,
+    )
+        .into_response()
+}
+
+/// `GET /api/dashboard`: what the page shows, as JSON: the status of
+/// `/healthz` and the dashboard's view.
+async fn dashboard_data(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    if let Some(no) = refused(&shared, &headers) {
+        return no;
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "status": shared.status(), "view": shared.view() })),
+    )
+        .into_response()
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

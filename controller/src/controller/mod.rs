@@ -17,6 +17,7 @@
 //! signal.
 
 pub mod backups;
+pub mod dashboard;
 pub mod follow;
 mod heal;
 pub mod http;
@@ -79,6 +80,8 @@ pub struct Options {
     /// `--notify` URLs, and how events are written to them.
     pub notify: Vec<String>,
     pub notify_format: notify::Format,
+    /// `user:password` the dashboard asks for (`--dashboard-auth-env`).
+    pub dashboard_auth: Option<String>,
 }
 
 /// Runs until `stop` is cancelled (a signal): then the current step
@@ -89,13 +92,25 @@ pub async fn run(opts: Options, stop: CancellationToken) -> Result<(), String> {
         .git
         .as_ref()
         .map(|g| Arc::new(follow::Follow::new(g.webhook_secret.clone())));
-    let shared = Arc::new(Shared::new(follow.clone()));
+    let mut shared = Shared::new(follow.clone());
+    shared.dashboard_auth = opts
+        .dashboard_auth
+        .as_deref()
+        .map(dashboard::basic_credentials);
+    let exposed = opts
+        .listen
+        .is_some_and(|a| !a.ip().is_loopback() && shared.dashboard_auth.is_none());
+    shared.update_view(|v| v.protected = !exposed);
+    let shared = Arc::new(shared);
     let server = match opts.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            tracing::info!(%addr, "serving /healthz and /metrics");
+            tracing::info!(%addr, "serving the dashboard at /, /healthz and /metrics");
+            if exposed {
+                tracing::warn!(%addr, "the dashboard is served beyond loopback without a password: anyone who reaches it sees the cluster (set --dashboard-auth-env)");
+            }
             Some(tokio::spawn(http::serve(
                 listener,
                 Arc::clone(&shared),
@@ -585,6 +600,7 @@ impl Controller {
         });
         let seen = planned.observed.clone();
         let applied = pass.apply(planned, &conns, self.opts.apply, reporter).await;
+        self.show_on_dashboard(&spec, &desired, &conns, &seen, &applied.report);
         let mut snapshot_errors = self
             .scheduled_snapshots(&desired, &mut conns, &seen, stop)
             .await;
@@ -672,6 +688,41 @@ impl Controller {
             .into_iter()
             .flatten()
             .fold(due, Instant::min)
+    }
+
+    /// The dashboard's apps and hosts after a pass: the state read before
+    /// it, with what the pass did.
+    fn show_on_dashboard(
+        &self,
+        spec: &Spec,
+        desired: &Desired,
+        conns: &crate::docker::hosts::Connections,
+        seen: &Observed,
+        report: &crate::apply::Report,
+    ) {
+        let done = Plan {
+            actions: report
+                .outcomes
+                .iter()
+                .filter(|(_, o)| *o == Outcome::Done)
+                .map(|(a, _)| a.clone())
+                .collect(),
+            ..Plan::default()
+        };
+        let after = plan::simulate(desired, seen, &done);
+        let rows = crate::output::status_rows(desired, &after);
+        let hosts = spec
+            .hosts
+            .keys()
+            .map(|name| dashboard::HostView {
+                name: name.clone(),
+                reachable: conns.engines.contains_key(name),
+                api_version: conns.engines.get(name).and_then(|e| e.api_version()),
+                error: conns.unreachable.get(name).cloned(),
+            })
+            .collect();
+        self.shared
+            .update_view(|v| v.refresh(desired, rows, hosts, unix_now()));
     }
 
     /// Takes the scheduled snapshots that are due and prunes past `keep`;
@@ -1117,6 +1168,16 @@ impl Reporter for PassReporter {
     fn started(&self, a: &Action) {
         crate::apply::log_started(a);
         if a.action == Verb::Relocate {
+            self.shared.update_view(|v| {
+                v.work(dashboard::WorkView {
+                    id: a.id.clone(),
+                    what: format!("move {} `{}` to `{}`", a.kind, a.name, a.host),
+                    phase: "starting".into(),
+                    done: 0,
+                    total: a.relocation.as_ref().and_then(|r| r.bytes).unwrap_or(0),
+                    started: unix_now(),
+                })
+            });
             self.say(
                 notify::Kind::MoveStarted,
                 a,
@@ -1129,6 +1190,16 @@ impl Reporter for PassReporter {
     }
 
     fn progress(&self, a: &Action, p: &crate::relocate::Progress) {
+        self.shared.update_view(|v| {
+            v.work(dashboard::WorkView {
+                id: a.id.clone(),
+                what: format!("move {} `{}` to `{}`", a.kind, a.name, a.host),
+                phase: p.phase.as_str().into(),
+                done: p.done,
+                total: p.total,
+                started: unix_now(),
+            })
+        });
         self.moved
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1138,6 +1209,29 @@ impl Reporter for PassReporter {
     fn finished(&self, a: &Action, outcome: &Outcome, took: Duration) {
         let m = &self.shared.metrics;
         crate::apply::log_finished(a, outcome, took);
+        let text = match outcome {
+            Outcome::Done => format!(
+                "{} {} `{}` on `{}` ({}) in {:.1}s",
+                a.action,
+                a.kind,
+                a.name,
+                a.host,
+                a.reason,
+                took.as_secs_f64()
+            ),
+            Outcome::Failed(e) | Outcome::Skipped(e) | Outcome::Cancelled(e) => format!(
+                "{} {} `{}` on `{}`: {}",
+                a.action,
+                a.kind,
+                a.name,
+                a.host,
+                crate::docker::without_health_output(e)
+            ),
+        };
+        self.shared.update_view(|v| {
+            v.done(&a.id);
+            v.event(outcome.as_str(), text, unix_now());
+        });
         m.action(&a.kind.to_string(), &a.action.to_string(), outcome.as_str());
         let sent = self
             .moved

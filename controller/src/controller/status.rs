@@ -82,15 +82,22 @@ pub struct Throttled {
 /// What the HTTP side reads.
 pub struct Shared {
     status: Mutex<Status>,
+    /// What the dashboard shows besides the status.
+    view: Mutex<super::dashboard::View>,
     pub metrics: Metrics,
     /// With `--git`: what `/hooks/git` wakes.
     pub follow: Option<Arc<super::follow::Follow>>,
+    /// With `--dashboard-auth-env`: the base64 of `user:password` the
+    /// dashboard asks for.
+    pub dashboard_auth: Option<String>,
 }
 
 impl Shared {
     pub fn new(follow: Option<Arc<super::follow::Follow>>) -> Shared {
         Shared {
             follow,
+            view: Mutex::new(super::dashboard::View::default()),
+            dashboard_auth: None,
             status: Mutex::new(Status {
                 reason: Some("no pass has finished yet".into()),
                 ..Status::default()
@@ -108,6 +115,14 @@ impl Shared {
 
     pub(super) fn update(&self, f: impl FnOnce(&mut Status)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn view(&self) -> super::dashboard::View {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn update_view(&self, f: impl FnOnce(&mut super::dashboard::View)) {
+        f(&mut self.view.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 

@@ -527,6 +527,11 @@ impl DockerApi for Engine {
         &self.host
     }
 
+    fn api_version(&self) -> Option<String> {
+        let v = self.docker.client_version();
+        Some(format!("{}.{}", v.major_version, v.minor_version))
+    }
+
     async fn volume_sizes(&self) -> Result<BTreeMap<String, u64>, EngineError> {
         let v = self.docker.client_version();
         let api = format!("{}.{}", v.major_version, v.minor_version);

@@ -157,6 +157,10 @@ pub fn without_health_output(message: &str) -> String {
 pub trait DockerApi: Send + Sync {
     /// The host's name in the Cluster.
     fn host(&self) -> &str;
+    /// The Engine API version agreed with the host, where known.
+    fn api_version(&self) -> Option<String> {
+        None
+    }
     /// Everything drover needs to plan against this host.
     async fn observe(&self) -> Result<ObservedHost, EngineError>;
     /// Each volume's size as the engine counts it: it reads every volume's
