@@ -518,50 +518,6 @@ fn write_tree(
 
 use std::os::unix::ffi::OsStrExt;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shown_url_carries_no_credentials() {
-        assert_eq!(
-            shown_url("https://me:s3cret@git.example.com/ops/m.git"),
-            "https://git.example.com/ops/m.git"
-        );
-        assert_eq!(
-            shown_url("http://127.0.0.1:9418/r.git"),
-            "http://127.0.0.1:9418/r.git"
-        );
-        assert_eq!(shown_url("git@host:ops/m.git"), "git@host:ops/m.git");
-    }
-
-    #[test]
-    fn only_single_path_components_are_written() {
-        assert_eq!(safe_name(b"app.yaml"), Some("app.yaml"));
-        for bad in [&b".."[..], b".", b"", b"a/b", b".GIT", b"a\0"] {
-            assert_eq!(safe_name(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_secret_never_reaches_a_message() {
-        let r = Remote {
-            url: "https://u:tok123@h/r.git".into(),
-            branch: "main".into(),
-            path: PathBuf::new(),
-            workdir: PathBuf::from("/nonexistent"),
-            auth: Auth {
-                basic: Some(("u".into(), "tok123".into())),
-                ..Auth::default()
-            },
-        };
-        let e = r.fetch_error("denied for https://u:tok123@h/r.git with tok123");
-        let s = e.to_string();
-        assert!(!s.contains("tok123"), "{s}");
-        assert!(s.contains("https://h/r.git"), "{s}");
-    }
-}
-
 /// The manifest folder `dir` (in a Git work tree) as it was at revision
 /// `rev` (`origin/main`, `HEAD~1`, a commit), written under `into`: the
 /// folder written, and the commit's id. Read from the local repository
@@ -606,4 +562,48 @@ pub fn write_revision(dir: &Path, rev: &str, into: &Path) -> Result<(PathBuf, St
             .map_err(|e| format!("revision `{rev}`: {e}"))?;
     }
     Ok((target, sha))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_url_carries_no_credentials() {
+        assert_eq!(
+            shown_url("https://me:s3cret@git.example.com/ops/m.git"),
+            "https://git.example.com/ops/m.git"
+        );
+        assert_eq!(
+            shown_url("http://127.0.0.1:9418/r.git"),
+            "http://127.0.0.1:9418/r.git"
+        );
+        assert_eq!(shown_url("git@host:ops/m.git"), "git@host:ops/m.git");
+    }
+
+    #[test]
+    fn only_single_path_components_are_written() {
+        assert_eq!(safe_name(b"app.yaml"), Some("app.yaml"));
+        for bad in [&b".."[..], b".", b"", b"a/b", b".GIT", b"a\0"] {
+            assert_eq!(safe_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_never_reaches_a_message() {
+        let r = Remote {
+            url: "https://u:tok123@h/r.git".into(),
+            branch: "main".into(),
+            path: PathBuf::new(),
+            workdir: PathBuf::from("/nonexistent"),
+            auth: Auth {
+                basic: Some(("u".into(), "tok123".into())),
+                ..Auth::default()
+            },
+        };
+        let e = r.fetch_error("denied for https://u:tok123@h/r.git with tok123");
+        let s = e.to_string();
+        assert!(!s.contains("tok123"), "{s}");
+        assert!(s.contains("https://h/r.git"), "{s}");
+    }
 }
