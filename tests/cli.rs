@@ -60,47 +60,6 @@ fn the_committed_compose_schema_is_what_drover_schema_compose_prints() {
     );
 }
 
-/// The Compose schema describes exactly the fields the loader takes from a
-/// Compose file, and allows `x-` fields.
-#[test]
-fn compose_schema_fields_match_the_loader() {
-    use drover::load::decode::{OPTION_FIELDS, SERVICE_FIELDS};
-    let schema: serde_json::Value =
-        serde_json::from_str(&drover::load::schema::compose_schema()).unwrap();
-    let props = |v: &serde_json::Value| -> Vec<String> {
-        let mut keys: Vec<String> = v["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
-    };
-    let sorted = |l: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = l.iter().map(|s| s.to_string()).collect();
-        v.sort();
-        v
-    };
-    let top: Vec<&str> = drover::load::compose::TOP_FIELDS
-        .iter()
-        .copied()
-        .filter(|f| *f != "include") // refused with a located error
-        .collect();
-    assert_eq!(props(&schema), sorted(&top));
-    let service: Vec<&str> = SERVICE_FIELDS
-        .iter()
-        .chain(OPTION_FIELDS)
-        .copied()
-        .collect();
-    assert_eq!(props(&schema["$defs"]["Service"]), sorted(&service));
-    assert_eq!(
-        schema["$defs"]["Service"]["patternProperties"]["^x-"],
-        serde_json::json!({})
-    );
-    assert_eq!(schema["$defs"]["Service"]["additionalProperties"], false);
-}
-
 #[test]
 fn every_example_validates_and_names_the_schema_on_its_first_line() {
     let o = drover(&["validate", "examples/stacks"]);
@@ -277,27 +236,30 @@ fn graph_draws_dot_and_mermaid() {
     insta::assert_snapshot!("graph_mermaid", stdout(&mermaid));
 }
 
+/// The properties a schema object names, sorted.
+fn props(v: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = v["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn sorted(l: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = l.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
 /// The schema describes exactly the fields the loader accepts.
 #[test]
 fn schema_fields_match_the_loader() {
     use drover::load::decode::*;
     let schema: serde_json::Value =
         serde_json::from_str(&drover::load::schema::manifest_schema()).unwrap();
-    let props = |v: &serde_json::Value| -> Vec<String> {
-        let mut keys: Vec<String> = v["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
-    };
-    let sorted = |l: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = l.iter().map(|s| s.to_string()).collect();
-        v.sort();
-        v
-    };
     let defs = &schema["$defs"];
     assert_eq!(props(&schema["oneOf"][0]), sorted(CLUSTER_FIELDS));
     assert_eq!(props(&schema["oneOf"][1]), sorted(STACK_FIELDS));
@@ -371,4 +333,31 @@ fn the_scripts_say_to_run_as_root_where_there_is_no_sudo() {
             stderr(&o)
         );
     }
+}
+
+/// The Compose schema describes exactly the fields the loader takes from a
+/// Compose file, and allows `x-` fields.
+#[test]
+fn compose_schema_fields_match_the_loader() {
+    use drover::load::decode::{OPTION_FIELDS, SERVICE_FIELDS};
+    let schema: serde_json::Value =
+        serde_json::from_str(&drover::load::schema::compose_schema()).unwrap();
+    let top: Vec<&str> = drover::load::compose::TOP_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| *f != "include") // refused with a located error
+        .collect();
+    assert_eq!(props(&schema), sorted(&top));
+    let service: Vec<&str> = SERVICE_FIELDS
+        .iter()
+        .chain(OPTION_FIELDS)
+        .copied()
+        .collect();
+    let defs = &schema["$defs"];
+    assert_eq!(props(&defs["Service"]), sorted(&service));
+    assert_eq!(
+        defs["Service"]["patternProperties"]["^x-"],
+        serde_json::json!({})
+    );
+    assert_eq!(defs["Service"]["additionalProperties"], false);
 }

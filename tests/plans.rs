@@ -680,13 +680,13 @@ fn mid_move(phase: MovePhase) -> Observed {
     )
 }
 
-#[test]
-fn a_relocation_is_estimated_from_the_moves_recorded_on_its_hosts() {
+/// Blog applied, its database's volume (1 GiB) on node-a since a move
+/// from node-b that sent 256 MiB/s, kept the app down 1.2 s and counted
+/// 1500 files.
+fn blog_moved_before() -> Observed {
     let mut observed = applied(&blog(|s| s));
     for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
         v.size_bytes = Some(1 << 30);
-        // The last move of this copy, from node-b, sent 256 MiB/s and kept
-        // the app down 1.2 s; it counted 1500 files.
         v.copy = Some(CopyRecord {
             cost: Some(MoveCost {
                 files: Some(1500),
@@ -697,6 +697,12 @@ fn a_relocation_is_estimated_from_the_moves_recorded_on_its_hosts() {
         });
         v.moved_from = Some("node-b".into());
     }
+    observed
+}
+
+#[test]
+fn a_relocation_is_estimated_from_the_moves_recorded_on_its_hosts() {
+    let observed = blog_moved_before();
     let after = blog(|s| s.replacen("host: node-a", "host: node-b", 1));
     let p = plan(&after, &observed, Options::default());
     let r = find(&p, Verb::Relocate, "blog-pgdata");
@@ -1122,19 +1128,7 @@ fn a_volume_on_a_host_that_left_the_cluster_is_never_made_anew() {
 /// and an error, as markdown and as versioned JSON.
 #[test]
 fn a_plan_for_review_in_markdown_names_moves_and_secrets_never_their_values() {
-    let mut observed = applied(&blog(|s| s));
-    for v in &mut observed.hosts.get_mut("node-a").unwrap().volumes {
-        v.size_bytes = Some(1 << 30);
-        v.copy = Some(CopyRecord {
-            cost: Some(MoveCost {
-                files: Some(1500),
-                rate: Some(256 << 20),
-                downtime_ms: Some(1200),
-            }),
-            ..record(CopyRole::Current, 2, None, None, None)
-        });
-        v.moved_from = Some("node-b".into());
-    }
+    let observed = blog_moved_before();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("c.yaml"), CLUSTER).unwrap();
     std::fs::write(

@@ -145,92 +145,95 @@ fn volume_fields(old: &VolumeSpec, new: &VolumeSpec) -> Vec<String> {
         .collect()
 }
 
+/// One object (an app or a volume) added, removed or changed.
+struct Found<'a> {
+    stack: &'a str,
+    name: &'a str,
+    change: Change,
+    host: &'a str,
+    from_host: Option<&'a str>,
+    fields: Vec<String>,
+}
+
+/// The objects of `new` added or changed (on another host, or in a field
+/// `fields` names) against `old`, and those of `old` removed.
+fn changes<'a, T>(
+    old: &BTreeMap<(&'a str, &'a str), &'a T>,
+    new: &BTreeMap<(&'a str, &'a str), &'a T>,
+    host: impl Fn(&'a T) -> &'a str,
+    fields: impl Fn(&T, &T) -> Vec<String>,
+) -> Vec<Found<'a>> {
+    let mut out = Vec::new();
+    for (&(stack, name), &n) in new {
+        let (change, from_host, fields) = match old.get(&(stack, name)) {
+            None => (Change::Added, None, Vec::new()),
+            Some(&o) => {
+                let fields = fields(o, n);
+                let moved = host(o) != host(n);
+                if !moved && fields.is_empty() {
+                    continue;
+                }
+                (Change::Changed, moved.then(|| host(o)), fields)
+            }
+        };
+        out.push(Found {
+            stack,
+            name,
+            change,
+            host: host(n),
+            from_host,
+            fields,
+        });
+    }
+    for (&(stack, name), &o) in old {
+        if !new.contains_key(&(stack, name)) {
+            out.push(Found {
+                stack,
+                name,
+                change: Change::Removed,
+                host: host(o),
+                from_host: None,
+                fields: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
 /// What `new` changes against `old`, the spec at `base` (commit
 /// `base_commit`).
 pub fn compare(old: &Desired, new: &Desired, base: &str, base_commit: &str) -> SpecDiff {
     // A key of this comparison's own: digests of secret values under it
     // are compared here and never leave the process.
     let key = HostKey::random().unwrap_or_else(|_| HostKey::fixed(7));
-    let mut apps = Vec::new();
-    let (a, b) = (containers(old), containers(new));
-    for (id, c) in &b {
-        match a.get(id) {
-            None => apps.push(AppChange {
-                stack: c.stack.clone(),
-                app: c.app.clone(),
-                change: Change::Added,
-                host: c.host.clone(),
-                from_host: None,
-                fields: Vec::new(),
-            }),
-            Some(o) => {
-                let fields = app_fields(o, c, &key);
-                let moved = o.host != c.host;
-                if moved || !fields.is_empty() {
-                    apps.push(AppChange {
-                        stack: c.stack.clone(),
-                        app: c.app.clone(),
-                        change: Change::Changed,
-                        host: c.host.clone(),
-                        from_host: moved.then(|| o.host.clone()),
-                        fields,
-                    });
-                }
-            }
-        }
-    }
-    for (id, o) in &a {
-        if !b.contains_key(id) {
-            apps.push(AppChange {
-                stack: o.stack.clone(),
-                app: o.app.clone(),
-                change: Change::Removed,
-                host: o.host.clone(),
-                from_host: None,
-                fields: Vec::new(),
-            });
-        }
-    }
-    let mut vols = Vec::new();
-    let (va, vb) = (volumes(old), volumes(new));
-    for (id, v) in &vb {
-        match va.get(id) {
-            None => vols.push(VolumeChange {
-                stack: v.stack.clone(),
-                volume: v.volume.clone(),
-                change: Change::Added,
-                host: v.host.clone(),
-                from_host: None,
-                fields: Vec::new(),
-            }),
-            Some(o) => {
-                let fields = volume_fields(o, v);
-                let moved = o.host != v.host;
-                if moved || !fields.is_empty() {
-                    vols.push(VolumeChange {
-                        stack: v.stack.clone(),
-                        volume: v.volume.clone(),
-                        change: Change::Changed,
-                        host: v.host.clone(),
-                        from_host: moved.then(|| o.host.clone()),
-                        fields,
-                    });
-                }
-            }
-        }
-    }
-    for (id, o) in &va {
-        if !vb.contains_key(id) {
-            vols.push(VolumeChange {
-                stack: o.stack.clone(),
-                volume: o.volume.clone(),
-                change: Change::Removed,
-                host: o.host.clone(),
-                from_host: None,
-                fields: Vec::new(),
-            });
-        }
-    }
+    let mut apps: Vec<AppChange> = changes(
+        &containers(old),
+        &containers(new),
+        |c| &c.host,
+        |o, c| app_fields(o, c, &key),
+    )
+    .into_iter()
+    .map(|f| AppChange {
+        stack: f.stack.into(),
+        app: f.name.into(),
+        change: f.change,
+        host: f.host.into(),
+        from_host: f.from_host.map(Into::into),
+        fields: f.fields,
+    })
+    .collect();
+    let mut vols: Vec<VolumeChange> =
+        changes(&volumes(old), &volumes(new), |v| &v.host, volume_fields)
+            .into_iter()
+            .map(|f| VolumeChange {
+                stack: f.stack.into(),
+                volume: f.name.into(),
+                change: f.change,
+                host: f.host.into(),
+                from_host: f.from_host.map(Into::into),
+                fields: f.fields,
+            })
+            .collect();
     let order = |s: &str, n: &str, c: Change| (s.to_string(), n.to_string(), c);
     apps.sort_by_key(|x| order(&x.stack, &x.app, x.change));
     vols.sort_by_key(|x| order(&x.stack, &x.volume, x.change));

@@ -391,6 +391,14 @@ struct App {
     /// network stack of an app of the stack on the same host).
     #[serde(default)]
     network_mode: Option<String>,
+    #[serde(flatten)]
+    options: ContainerOptions,
+}
+
+/// The container options both formats take, as Compose passes them to
+/// Docker (`OPTION_FIELDS`).
+#[derive(JsonSchema)]
+struct ContainerOptions {
     #[serde(default)]
     hostname: Option<String>,
     #[serde(default)]
@@ -622,48 +630,8 @@ struct Service {
     /// `host`, `none` or `service:NAME` (a service on the same host).
     #[serde(default)]
     network_mode: Option<String>,
-    #[serde(default)]
-    hostname: Option<String>,
-    #[serde(default)]
-    domainname: Option<String>,
-    /// Another name the service answers to on its networks; the
-    /// container is still `<stack>-<service>`.
-    #[serde(default)]
-    container_name: Option<String>,
-    #[serde(default)]
-    expose: Option<Vec<Scalar>>,
-    #[serde(default)]
-    extra_hosts: Option<Environment>,
-    #[serde(default)]
-    cap_add: Option<Vec<String>>,
-    #[serde(default)]
-    cap_drop: Option<Vec<String>>,
-    #[serde(default)]
-    tmpfs: Option<StringOrList>,
-    #[serde(default)]
-    ulimits: Option<BTreeMap<String, Ulimit>>,
-    #[serde(default)]
-    read_only: Option<bool>,
-    #[serde(default)]
-    security_opt: Option<Vec<String>>,
-    #[serde(default)]
-    sysctls: Option<Environment>,
-    #[serde(default)]
-    init: Option<bool>,
-    #[serde(default)]
-    shm_size: Option<Scalar>,
-    #[serde(default)]
-    pids_limit: Option<i64>,
-    #[serde(default)]
-    tty: Option<bool>,
-    #[serde(default)]
-    stdin_open: Option<bool>,
-    #[serde(default)]
-    dns: Option<StringOrList>,
-    #[serde(default)]
-    dns_search: Option<StringOrList>,
-    #[serde(default)]
-    logging: Option<Logging>,
+    #[serde(flatten)]
+    options: ContainerOptions,
 }
 
 /// The schema of Compose files as drover reads them, as pretty JSON with a
