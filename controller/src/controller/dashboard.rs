@@ -15,6 +15,8 @@ use crate::output::StatusRow;
 
 /// The most recent actions kept.
 const EVENTS: usize = 60;
+/// …and passes.
+const PASSES: usize = 10;
 
 /// The page, served as it is.
 pub const PAGE: &str = include_str!("dashboard.html");
@@ -29,6 +31,8 @@ pub struct View {
     pub work: Vec<WorkView>,
     /// Recent actions, newest first.
     pub events: VecDeque<EventView>,
+    /// Recent passes, newest first.
+    pub passes: VecDeque<super::status::PassSummary>,
     /// The dependency graph of the spec in force, as SVG.
     pub graph: String,
     /// `false` when the dashboard is served beyond loopback without a
@@ -123,6 +127,12 @@ impl View {
         self.updated = now;
     }
 
+    pub fn pass(&mut self, p: super::status::PassSummary) {
+        self.updated = p.finished;
+        self.passes.push_front(p);
+        self.passes.truncate(PASSES);
+    }
+
     pub fn work(&mut self, w: WorkView) {
         match self.work.iter_mut().find(|x| x.id == w.id) {
             Some(x) => {
@@ -135,6 +145,26 @@ impl View {
 
     pub fn done(&mut self, id: &str) {
         self.work.retain(|w| w.id != id);
+    }
+}
+
+/// Work shown on the dashboard until this is dropped.
+pub struct AtWork {
+    shared: std::sync::Arc<super::Shared>,
+    id: String,
+}
+
+impl AtWork {
+    pub fn new(shared: std::sync::Arc<super::Shared>, w: WorkView) -> AtWork {
+        let id = w.id.clone();
+        shared.update_view(|v| v.work(w));
+        AtWork { shared, id }
+    }
+}
+
+impl Drop for AtWork {
+    fn drop(&mut self) {
+        self.shared.update_view(|v| v.done(&self.id));
     }
 }
 

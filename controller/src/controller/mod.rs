@@ -690,6 +690,22 @@ impl Controller {
             .fold(due, Instant::min)
     }
 
+    /// Shows work on the dashboard while the returned guard lives (its
+    /// bar is indeterminate: the figures are in the log and `/metrics`).
+    fn at_work(&self, id: &str, what: &str, phase: &str) -> dashboard::AtWork {
+        dashboard::AtWork::new(
+            Arc::clone(&self.shared),
+            dashboard::WorkView {
+                id: id.into(),
+                what: what.into(),
+                phase: phase.into(),
+                done: 0,
+                total: 0,
+                started: unix_now(),
+            },
+        )
+    }
+
     /// The dashboard's apps and hosts after a pass: the state read before
     /// it, with what the pass did.
     fn show_on_dashboard(
@@ -740,6 +756,7 @@ impl Controller {
             volume: volume.clone(),
         };
         let mut errors = Vec::new();
+        let _shown = self.at_work("snapshots", "scheduled snapshots", "taking");
         let round = snapshots::run(
             desired,
             conns,
@@ -804,6 +821,7 @@ impl Controller {
             repository: repository.clone(),
         };
         let mut errors = Vec::new();
+        let _shown = self.at_work("backups", "scheduled backups", "pushing");
         let round = backups::run(
             desired,
             conns,
@@ -1126,8 +1144,9 @@ impl Controller {
                 .map(|t| t.until)
                 .min_by(f64::total_cmp)
                 .map(|u| Instant::now() + Duration::from_secs_f64((u - unix_now()).max(0.0)));
-            s.last_pass = Some(summary);
+            s.last_pass = Some(summary.clone());
         });
+        self.shared.update_view(|v| v.pass(summary));
         next
     }
 }
