@@ -3,7 +3,8 @@
 # the engine's own time to replace that container (the baseline: stop the
 # old one, make and start the new one with the docker CLI), in one run.
 # With a signed webhook (the controller polls once an hour) and with polling
-# every INTERVAL. Then the idle controller's CPU and memory.
+# every INTERVAL. Then the idle controller's CPU and memory, alone and
+# with its dashboard open (a page asks /api/dashboard every 2 s).
 #
 #   bench/gitops.sh                   # 10 pushes each way, 5 s polling
 #   PUSHES=20 INTERVAL=10s IDLE=120 bench/gitops.sh
@@ -139,6 +140,15 @@ t1=$(ticks)
 cpu=$(python3 -c "import sys; print(f'{100 * (int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]) / int(sys.argv[4]):.2f}')" "$t0" "$t1" "$hz" "$IDLE")
 rss=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$ctl/status")
 hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$ctl/status")
+# The same with the dashboard open, as its page polls it.
+(while :; do curl -s -o /dev/null "http://127.0.0.1:$listen/api/dashboard"; sleep 2; done) &
+poller=$!
+t0=$(ticks)
+sleep "$IDLE"
+t1=$(ticks)
+kill "$poller"; wait "$poller" 2>/dev/null || true
+cpu_dash=$(python3 -c "import sys; print(f'{100 * (int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]) / int(sys.argv[4]):.2f}')" "$t0" "$t1" "$hz" "$IDLE")
+rss_dash=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$ctl/status")
 stop_controller
 
 b=$(median "${base[@]}"); h=$(median "${hooked[@]}"); p=$(median "${polled[@]}")
@@ -150,4 +160,6 @@ printf '%-44s %8s s   (interval %s)\n' "push -> running, polling" "$p" "$INTERVA
 printf '%-44s %8s\n' "webhook / engine" "$(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}x')" "$h" "$b")"
 printf '%-44s %8s %%   (target < 1 %%)\n' "idle CPU over ${IDLE}s, following the remote" "$cpu"
 printf '%-44s %8s MB  (peak %s MB; target < 40 MB)\n' "idle RSS" "$rss" "$hwm"
+printf '%-44s %8s %%   (target < 1 %%)\n' "idle CPU, dashboard open" "$cpu_dash"
+printf '%-44s %8s MB  (target < 40 MB)\n' "idle RSS, dashboard open" "$rss_dash"
 printf '\neach, webhook: %s\neach, polling: %s\n' "${hooked[*]}" "${polled[*]}"
