@@ -258,7 +258,9 @@ mod tests {
         );
         assert_eq!(parse_port("127.0.0.1:53:53/udp").unwrap().ip, "127.0.0.1");
         assert_eq!(parse_port("[::1]:80:8080").unwrap().ip, "::1");
-        assert!(parse_port("80").is_err());
+        // No host port: a free one, as Compose publishes it.
+        assert_eq!(parse_port("80").unwrap().host, 0);
+        assert_eq!(parse_port("127.0.0.1::80").unwrap().host, 0);
         assert!(parse_port("80:0").is_err());
         assert!(parse_port("8000-8010:80").is_err());
         assert!(parse_port("80:80/sctp").is_err());
