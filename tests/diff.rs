@@ -4,25 +4,12 @@
 //! its volume moves), a changed secret (named, never shown), and the
 //! versioned JSON checked against its committed schema.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn git(dir: &Path, args: &[&str]) {
-    let o = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.org")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.org")
-        .output()
-        .expect("git runs");
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use support::git::git;
 
 fn diff(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_drover"))
