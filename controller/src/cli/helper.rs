@@ -53,13 +53,14 @@ pub enum HelperCommand {
 }
 
 pub fn run(command: HelperCommand) -> ExitCode {
-    use drover::helper::{self, ROOT, STATE};
+    use drover::helper::{self, ROOT};
     let root = Path::new(ROOT);
-    let state = Path::new(STATE);
     helper::widen_pipes();
     if let HelperCommand::Repo = command {
         return exit(helper::repo::run(std::io::stdin(), std::io::stdout()));
     }
+    let (own, source_state) = helper::records();
+    let state = own.as_path();
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
     let result = match command {
@@ -69,7 +70,6 @@ pub fn run(command: HelperCommand) -> ExitCode {
             only,
             source,
         } => {
-            let source_state = helper::source_state(state);
             let (root, state) = match source {
                 true => (Path::new(helper::SOURCE), source_state.as_path()),
                 false => (root, state),
@@ -83,7 +83,8 @@ pub fn run(command: HelperCommand) -> ExitCode {
         HelperCommand::Unpack => helper::unpack(root, state, stdin, &mut stdout),
         HelperCommand::Delete => helper::delete(root, stdin),
         HelperCommand::CopyIn => {
-            helper::copy_in(Path::new(helper::SOURCE), root, state, stdin, &mut stdout)
+            let source = (Path::new(helper::SOURCE), source_state.as_path());
+            helper::copy_in(source, root, state, stdin, &mut stdout)
         }
         HelperCommand::Send { to, rate } => {
             helper::send(root, state, &to, rate, stdin, &mut stdout)

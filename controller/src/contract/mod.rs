@@ -11,6 +11,7 @@
 //! | the Cluster's members ([`membership`]) | `drover-cluster-<seq>` (a label-only volume) | [`labels::cluster`] |
 //! | the Git commit last applied ([`revision`]) | `drover-revision-<seq>` (a label-only volume) | [`labels::revision`] |
 //! | the key for secret digests | [`hostkey::VOLUME`] (a label-only volume) | [`hostkey::LABEL`] |
+//! | helpers' records of file hashes | [`HASH_RECORDS`] (a volume mounted only in helpers, a file per volume) | [`labels::INTERNAL`], [`HASH_RECORDS_LABEL`] |
 //! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
 //! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
 //! | a snapshot | `<stack>-<volume>.<snapshot>` | [`labels::MANAGED`], [`labels::SNAPSHOT_OF`], [`labels::SNAPSHOT`], [`labels::REVISION`], [`labels::SCHEDULED`] |
@@ -32,6 +33,19 @@ pub mod revision;
 /// The version of this contract. Raised when a drover writes something an
 /// older one would misread.
 pub const VERSION: u32 = 1;
+
+/// The volume where every helper on a host keeps, per volume, its record of
+/// the files it knows the content hash of (one file per volume; a cache:
+/// removing it only makes the next copy read every file again).
+pub const HASH_RECORDS: &str = "drover-hash-records";
+/// The label that marks [`HASH_RECORDS`].
+pub const HASH_RECORDS_LABEL: &str = "drover.hash-records";
+
+/// Whether a volume's labels are those of [`HASH_RECORDS`].
+pub fn is_hash_records(l: &std::collections::HashMap<String, String>) -> bool {
+    l.get(HASH_RECORDS_LABEL).is_some_and(|v| v == "true")
+        && l.get(labels::INTERNAL).is_some_and(|v| v == "true")
+}
 
 /// The labels every internal object drover makes starts from, with `extra`.
 pub fn internal_labels<K: ToString, V: ToString>(

@@ -130,6 +130,7 @@ async fn run_job(
         cmd: crate::relocate::helper_cmd(&["idle", "--seconds", "21600"]),
         network,
         publish: None,
+        records: false,
     };
     let started = match api.run_helper(&spec(direct)).await {
         Err(e) if direct => {

@@ -676,6 +676,7 @@ impl DockerApi for Engine {
                         && !crate::observed::Membership::is_record(&v.labels)
                         && !crate::contract::revision::HostRevision::is_record(&v.labels)
                         && !hostkey::is_key(&v.labels)
+                        && !crate::contract::is_hash_records(&v.labels)
                         && !crate::contract::is_data_record(&v.labels)
                 })
                 .map(|v| {
@@ -1056,6 +1057,20 @@ impl DockerApi for Engine {
                     ..Default::default()
                 });
             }
+            if h.records {
+                mounts.push(Mount {
+                    target: Some(crate::helper::RECORDS.into()),
+                    source: Some(crate::contract::HASH_RECORDS.into()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(false),
+                    ..Default::default()
+                });
+                let mut env = vec![format!("{}={}", crate::helper::RECORD_ENV, h.volume)];
+                if let Some(src) = &h.source {
+                    env.push(format!("{}={src}", crate::helper::SOURCE_RECORD_ENV));
+                }
+                body.env = Some(env);
+            }
             hc.mounts = Some(mounts);
             hc.auto_remove = Some(true);
             // The least a helper needs: its own files cannot be changed
@@ -1076,6 +1091,16 @@ impl DockerApi for Engine {
                 &["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]
             };
             hc.cap_add = Some(caps.iter().map(|c| c.to_string()).collect());
+        }
+        if h.records {
+            self.create_record(&RecordSpec {
+                name: crate::contract::HASH_RECORDS.into(),
+                labels: crate::contract::internal_labels([(
+                    crate::contract::HASH_RECORDS_LABEL,
+                    "true",
+                )]),
+            })
+            .await?;
         }
         self.create_plain(&h.name, body, "helper").await?;
         self.start_container(&h.name).await?;

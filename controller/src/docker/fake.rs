@@ -651,7 +651,7 @@ fn in_process(
             Some("delete") => crate::helper::delete(&root, BufReader::new(&mut stdin)),
             Some("copy-in") => match &source {
                 Some(src) => crate::helper::copy_in(
-                    src,
+                    (src, &crate::helper::source_state(&state)),
                     &root,
                     &state,
                     BufReader::new(&mut stdin),

@@ -83,6 +83,10 @@ pub struct HelperSpec {
     /// `(host ip, container port)` to publish on a port the engine picks;
     /// an empty ip means every interface.
     pub publish: Option<(String, u16)>,
+    /// Keeps its records of file hashes in the host's
+    /// [`crate::contract::HASH_RECORDS`] volume, so that the next helper
+    /// of these volumes reads only what changed since.
+    pub records: bool,
 }
 
 /// A container made only to carry labels: never started.

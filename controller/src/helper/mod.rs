@@ -9,9 +9,10 @@
 //! bytes; the stream ends with `{"end":N}`. A stream that stops before its
 //! end line is an error, never a shorter copy.
 //!
-//! Each helper keeps its latest scan in [`STATE`] inside its own container,
-//! so a later scan rehashes only what changed since (size, mtime, ctime and
-//! inode all compared).
+//! Each helper keeps its latest scan, and the hashes its packs and unpacks
+//! took, in a record per volume in the host's [`RECORDS`] volume, so that a
+//! later scan — by this helper or the next one — rehashes only what changed
+//! since (size, mtime, ctime and inode all compared, and the racy window).
 
 pub mod beneath;
 pub mod relay;
@@ -40,8 +41,66 @@ pub fn source_state(state: &Path) -> std::path::PathBuf {
     state.with_extension("source.json")
 }
 
-/// Where a helper keeps its latest scan.
+/// Where a helper keeps its latest scan when it has no [`RECORDS`].
 pub const STATE: &str = "/tmp/drover-scan.json";
+/// Where a helper sees the host's records of file hashes
+/// ([`crate::contract::HASH_RECORDS`]): one file per volume, kept from one
+/// helper to the next.
+pub const RECORDS: &str = "/records";
+/// The volume whose record a helper keeps in [`RECORDS`] (its own).
+pub const RECORD_ENV: &str = "DROVER_RECORD";
+/// The volume at [`SOURCE`] whose record a helper keeps in [`RECORDS`].
+pub const SOURCE_RECORD_ENV: &str = "DROVER_SOURCE_RECORD";
+
+/// The records of this helper's volume and of the one at [`SOURCE`]: in
+/// [`RECORDS`] when the helper was given them, else in its own `/tmp`.
+pub fn records() -> (std::path::PathBuf, std::path::PathBuf) {
+    let kept = |var: &str| {
+        let volume = std::env::var(var).ok()?;
+        let path = record_of(Path::new(RECORDS), &volume)?;
+        adopt(&path, Path::new("/tmp")).ok()?;
+        Some(path)
+    };
+    let state = Path::new(STATE);
+    (
+        kept(RECORD_ENV).unwrap_or_else(|| state.to_path_buf()),
+        kept(SOURCE_RECORD_ENV).unwrap_or_else(|| source_state(state)),
+    )
+}
+
+/// The file in `dir` that holds the record of `volume`; none for a name
+/// that could not be a Docker volume's (it could leave `dir`).
+pub fn record_of(dir: &Path, volume: &str) -> Option<std::path::PathBuf> {
+    let fine = !volume.is_empty()
+        && volume.len() <= 255 - ".json.tmp.4294967295".len()
+        && volume
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && volume.as_bytes()[0].is_ascii_alphanumeric();
+    fine.then(|| dir.join(format!("{volume}.json")))
+}
+
+/// Takes over a record an earlier helper kept, once per helper (`marks` is
+/// this helper's own `/tmp`): hashes it read while the apps were stopped
+/// held only until they ran again, which they may have since, so they lose
+/// that standing ([`scan::Entry::still`]); every other hash keeps its time
+/// of reading and is checked as before.
+pub fn adopt(record: &Path, marks: &Path) -> io::Result<()> {
+    let name = record.file_name().unwrap_or_default().to_string_lossy();
+    let mark = marks.join(format!("drover-adopted-{name}"));
+    if mark.exists() {
+        return Ok(());
+    }
+    if record.exists() {
+        let mut w = state::Writer::create(record)?;
+        for mut e in state::Reader::open(record) {
+            e.still = false;
+            w.push(&e)?;
+        }
+        w.finish()?;
+    }
+    std::fs::write(mark, b"")
+}
 const BUF: usize = 1 << 20;
 
 /// One line of a stream: an entry header or the end mark.
@@ -498,14 +557,12 @@ impl<W: Write, P: Write> Write for Counting<W, P> {
     }
 }
 
-/// The direct path, sending side: reads a token line, then paths; connects
-/// to the receiving helper, proves the token, and streams the paths to it.
 /// Copies the paths read from `input` (as [`pack`] takes them) from
-/// `source` into `root` on one host: a pack piped straight into an unpack,
-/// in one process, so no byte leaves the container. Prints the unpack's
-/// summary.
+/// `source` (a volume and its record) into `root` on one host: a pack
+/// piped straight into an unpack, in one process, so no byte leaves the
+/// container. Prints the unpack's summary.
 pub fn copy_in(
-    source: &Path,
+    (source, source_state): (&Path, &Path),
     root: &Path,
     state: &Path,
     input: impl BufRead,
@@ -520,7 +577,7 @@ pub fn copy_in(
             let mut summary = Vec::new();
             unpack(root, state, r, &mut summary).map(|()| summary)
         });
-        let packed = pack(source, &source_state(state), input, &mut w);
+        let packed = pack(source, source_state, input, &mut w);
         drop(w);
         let unpacked = unpacker
             .join()
@@ -534,6 +591,8 @@ pub fn copy_in(
     out.flush()
 }
 
+/// The direct path, sending side: reads a token line, then paths; connects
+/// to the receiving helper, proves the token, and streams the paths to it.
 pub fn send(
     root: &Path,
     state: &Path,
@@ -914,5 +973,50 @@ mod tests {
             .find(|x| x.path == "big")
             .unwrap();
         assert_eq!(cached.hash, e.hash);
+    }
+
+    #[test]
+    fn a_record_kept_by_an_earlier_helper_serves_the_next_but_not_its_hashes_taken_while_stopped() {
+        let src = tree();
+        let records = tempfile::tempdir().unwrap();
+        let (marks, marks2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let st = record_of(records.path(), "blog-pgdata.20261201t221500z").unwrap();
+        // An earlier helper hashed `big` long after its last change, and
+        // `a/b/file.txt` while the apps were stopped (racy, so only that
+        // standing let it hold).
+        let mut big = entry_of(src.path(), b"big").unwrap();
+        big.hash = Some("1".repeat(64));
+        big.hashed_at_ns = Some(big.ctime_ns + scan::RACY_WINDOW_NS + 1);
+        let mut still = entry_of(src.path(), b"a/b/file.txt").unwrap();
+        still.hash = Some("2".repeat(64));
+        still.hashed_at_ns = Some(still.ctime_ns);
+        still.still = true;
+        save_state(&st, &scan::index(&[still.clone(), big.clone()])).unwrap();
+        // The next helper takes the record over: its stopped scan reuses
+        // the one, not the other (the apps may have run in between).
+        adopt(&st, marks.path()).unwrap();
+        let mut out = Vec::new();
+        scan_out(src.path(), &st, true, true, &mut out).unwrap();
+        let got = scan::index(&read_scan(&out));
+        assert_eq!(got["big"].hash, big.hash);
+        assert_ne!(got["a/b/file.txt"].hash, still.hash);
+        // Within one helper, a hash taken while stopped holds for its next
+        // stopped scan: taking the record over again changes nothing.
+        let mut kept = scan::index(&state::Reader::open(&st).collect::<Vec<_>>());
+        assert!(kept["a/b/file.txt"].still);
+        kept.get_mut("a/b/file.txt").unwrap().hash = Some("3".repeat(64));
+        save_state(&st, &kept).unwrap();
+        adopt(&st, marks.path()).unwrap();
+        let mut out = Vec::new();
+        scan_out(src.path(), &st, true, true, &mut out).unwrap();
+        let got = scan::index(&read_scan(&out));
+        assert_eq!(got["a/b/file.txt"].hash.as_deref(), Some(&*"3".repeat(64)));
+        // Another helper: not any more.
+        adopt(&st, marks2.path()).unwrap();
+        assert!(state::Reader::open(&st).all(|e| !e.still));
+        // Names that are no volume's are refused, never joined.
+        for bad in ["", "../x", "a/b", ".hidden", "x\ny"] {
+            assert_eq!(record_of(records.path(), bad), None, "{bad}");
+        }
     }
 }

@@ -86,7 +86,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(path: &Path) -> io::Result<Writer> {
-        let tmp = path.with_extension("tmp");
+        // Beside it, and this process's own: two helpers never write one
+        // file, and a name with a dot keeps its whole name.
+        let mut tmp = path.as_os_str().to_os_string();
+        tmp.push(format!(".tmp.{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
         Ok(Writer {
             w: BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?),
             path: path.to_path_buf(),

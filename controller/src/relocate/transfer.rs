@@ -294,6 +294,7 @@ impl<'a> Helpers<'a> {
             cmd: helper_cmd(&["idle", "--seconds", "21600"]),
             network,
             publish,
+            records: true,
         }
     }
 
