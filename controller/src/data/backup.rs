@@ -217,7 +217,15 @@ async fn restore_into(
         direct: None,
     };
     let out = run_job(&on.api, volume, stack, false, o, job, direct).await?;
-    serde_json::from_value(out).map_err(|e| e.to_string())
+    let r: Restored = serde_json::from_value(out).map_err(|e| e.to_string())?;
+    tracing::debug!(
+        volume,
+        wrote_ms = r.wrote_ms,
+        checked_ms = r.checked_ms,
+        files = r.files,
+        "restored"
+    );
+    Ok(r)
 }
 
 /// A backup made: the snapshot it pushed, and the push.

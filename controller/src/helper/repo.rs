@@ -84,6 +84,11 @@ pub struct Restored {
     pub bytes: u64,
     /// Files whose content was checked against the backup after.
     pub verified: u64,
+    /// How long writing and checking took (milliseconds).
+    #[serde(default)]
+    pub wrote_ms: u64,
+    #[serde(default)]
+    pub checked_ms: u64,
     /// How the helper reached the store.
     pub way: Way,
 }
@@ -203,11 +208,13 @@ pub fn run(
             let opts = RestoreOptions::default()
                 .delete(true)
                 .numeric_id(true);
+            let started = std::time::Instant::now();
             let plan = repo
                 .prepare_restore(&opts, ls.clone(), &dest, false)
                 .map_err(fail)?;
             let bytes = plan.restore_size;
             repo.restore(plan, &opts, ls.clone(), &dest).map_err(fail)?;
+            let wrote = started.elapsed();
             // Read back: every file's content against the backup's.
             let check = RestoreOptions::default()
                 .delete(true)
@@ -249,6 +256,8 @@ pub fn run(
                 files: f.verified + f.unchanged + special,
                 bytes,
                 verified: f.verified,
+                wrote_ms: wrote.as_millis() as u64,
+                checked_ms: (started.elapsed() - wrote).as_millis() as u64,
                 way: way.clone(),
             })
         }
