@@ -268,7 +268,7 @@ chown 1234:5678 a/f4; chown -h 42:43 link; chown 7:8 'dir with space'
 }
 
 #[test]
-fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_sends_only_the_change(
+fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_reads_and_sends_only_the_change(
 ) {
     let name = "e2e-wr";
     let Some((_turn, f, fixed)) = writer_fixture(name, 120) else {
@@ -303,12 +303,15 @@ fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_se
     set_host(&f, name, "node-a", "");
     let back = f.drover_with(
         &["reconcile", "--log-format", "json"],
-        &[("DROVER_LOG", "drover=info")],
+        &[("DROVER_LOG", "drover=debug")],
     );
     assert!(back.status.success());
-    let sent: u64 = stderr(&back)
+    let logged: Vec<serde_json::Value> = stderr(&back)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    let sent: u64 = logged
+        .iter()
         .filter(|v| v["fields"]["message"] == "relocation progress")
         .filter_map(|v| v["fields"]["total"].as_u64())
         .max()
@@ -317,6 +320,22 @@ fn writes_during_the_copy_arrive_and_the_app_never_runs_twice_and_moving_back_se
         sent < 2 << 20,
         "moving back onto the retained copy sent {sent} bytes, more than what changed"
     );
+    // The new helper on node-b took over the record the unpack there kept:
+    // it read only what the app changed, not the 120 MiB it had written.
+    let read: Vec<u64> = logged
+        .iter()
+        .filter(|v| v["fields"]["message"] == "scanned both sides")
+        .filter_map(|v| v["fields"]["read_src"].as_u64())
+        .collect();
+    assert!(!read.is_empty(), "no pass was logged");
+    assert!(
+        read.iter().all(|r| *r < 16 << 20),
+        "moving back read {read:?} bytes on the source, more than what changed"
+    );
+    for h in &f.hosts {
+        let labels = inspect(h, "drover-hash-records", "{{json .Labels}}").unwrap_or_default();
+        assert!(labels.contains("\"drover.internal\":\"true\""), "{labels}");
+    }
     assert_moved(&f, name, 0, &fixed);
     let downtimes = assert_one_writer(&f, &app, &since);
     assert_eq!(downtimes.len(), 2, "{downtimes:?}");

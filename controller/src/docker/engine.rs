@@ -17,7 +17,7 @@ use bollard::query_parameters::{
     ListImagesOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptionsBuilder,
     RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
 };
-use bollard::{body_full, Docker, API_DEFAULT_VERSION};
+use bollard::{body_full, body_try_stream, Docker, API_DEFAULT_VERSION};
 
 use super::usage::Route;
 
@@ -997,7 +997,7 @@ impl DockerApi for Engine {
             .map_err(|e| EngineError::api(&self.host, format!("update container `{name}`"), e))
     }
 
-    async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError> {
+    async fn import_image(&self, tag: &str, rootfs: RootFs) -> Result<(), EngineError> {
         let (repo, t) = split_image(tag);
         let opts = CreateImageOptionsBuilder::new()
             .from_src("-")
@@ -1006,7 +1006,7 @@ impl DockerApi for Engine {
             .build();
         let mut stream = self
             .docker
-            .create_image(Some(opts), Some(body_full(rootfs)), None);
+            .create_image(Some(opts), Some(body_try_stream(rootfs)), None);
         while let Some(item) = stream.next().await {
             let info =
                 item.map_err(|e| EngineError::api(&self.host, format!("import `{tag}`"), e))?;
@@ -1189,7 +1189,7 @@ impl DockerApi for Engine {
                     status_code: 409, ..
                 }) => return Ok(None),
                 Err(e) if is_not_found(&e) && attempt == 0 => {
-                    self.import_image(LEASE_IMAGE, Bytes::from(tar_of("tmp/", &[], true)))
+                    self.import_image(LEASE_IMAGE, rootfs_of(tar_of("tmp/", &[], true)))
                         .await?;
                 }
                 Err(e) => return Err(EngineError::api(&self.host, "take the lease", e)),

@@ -412,7 +412,11 @@ impl DockerApi for FakeDocker {
             .await
     }
 
-    async fn import_image(&self, tag: &str, _rootfs: bytes::Bytes) -> Result<(), EngineError> {
+    async fn import_image(
+        &self,
+        tag: &str,
+        _rootfs: crate::docker::RootFs,
+    ) -> Result<(), EngineError> {
         self.call(format!("import {tag}")).await?;
         self.with(|s| s.host.images.push(tag.to_string()));
         Ok(())

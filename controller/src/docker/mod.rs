@@ -89,6 +89,16 @@ pub struct HelperSpec {
     pub records: bool,
 }
 
+/// A root file system tar for `docker import`, as it is made.
+pub type RootFs = std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// A root file system tar held whole, as a [`RootFs`].
+pub fn rootfs_of(tar: Vec<u8>) -> RootFs {
+    Box::pin(futures_util::stream::once(std::future::ready(Ok(
+        Bytes::from(tar),
+    ))))
+}
+
 /// A container made only to carry labels: never started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordSpec {
@@ -196,7 +206,7 @@ pub trait DockerApi: Send + Sync {
     /// Changes a container's restart policy in place.
     async fn set_restart(&self, name: &str, restart: Restart) -> Result<(), EngineError>;
     /// `docker import` of a root file system tar as `tag`.
-    async fn import_image(&self, tag: &str, rootfs: Bytes) -> Result<(), EngineError>;
+    async fn import_image(&self, tag: &str, rootfs: RootFs) -> Result<(), EngineError>;
     /// Makes and starts a helper container; returns the host port its
     /// published port got, if it publishes one.
     async fn run_helper(&self, h: &HelperSpec) -> Result<Option<u16>, EngineError>;

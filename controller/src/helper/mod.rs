@@ -107,7 +107,13 @@ const BUF: usize = 1 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Line {
-    End { end: u64 },
+    End {
+        end: u64,
+        /// Of a scan: the bytes it read to hash files (the rest were lent
+        /// by the record).
+        #[serde(default)]
+        read: u64,
+    },
     Entry(Box<Entry>),
 }
 
@@ -155,13 +161,14 @@ pub fn scan_out(
     let mut previous = state::Reader::open(state);
     let mut next = state::Writer::create(state)?;
     let mut w = BufWriter::new(out);
-    let mut count = 0u64;
+    let (mut count, mut read) = (0u64, 0u64);
     scan::walk(
         root,
         &mut |path| previous.find(path),
         hash,
         stopped,
         &mut |e, before| {
+            read += scan::read_for(&e, before.as_ref());
             if e.hash.is_some() {
                 next.push(&e)?;
             } else if let Some(b) = before.filter(|b| unchanged(&e, b)) {
@@ -174,7 +181,7 @@ pub fn scan_out(
         },
     )?;
     next.finish()?;
-    writeln!(w, "{{\"end\":{count}}}")?;
+    writeln!(w, "{{\"end\":{count},\"read\":{read}}}")?;
     w.flush()
 }
 
@@ -191,7 +198,8 @@ pub fn scan_only(
 ) -> io::Result<()> {
     let mut previous = state::Reader::open(state);
     let mut w = BufWriter::new(out);
-    let mut count = 0u64;
+    let (mut count, mut read) = (0u64, 0u64);
+    let lent = std::cell::RefCell::new(None);
     let mut paths = input.split(b'\n').map(|line| {
         let line = line?;
         let path = String::from_utf8(line).map_err(|_| other("a path is not UTF-8".into()))?;
@@ -200,17 +208,22 @@ pub fn scan_only(
     scan::entries_at(
         root,
         &mut paths,
-        &mut |path| previous.find(path),
+        &mut |path| {
+            let before = previous.find(path);
+            lent.replace(before.clone());
+            before
+        },
         hash,
         stopped,
         &mut |e| {
+            read += scan::read_for(&e, lent.take().as_ref());
             serde_json::to_writer(&mut w, &e).map_err(io::Error::other)?;
             w.write_all(b"\n")?;
             count += 1;
             Ok(())
         },
     )?;
-    writeln!(w, "{{\"end\":{count}}}")?;
+    writeln!(w, "{{\"end\":{count},\"read\":{read}}}")?;
     w.flush()
 }
 
@@ -392,8 +405,8 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
             )));
         }
         let e = match serde_json::from_slice::<Line>(&line) {
-            Ok(Line::End { end }) if end == done.end => break,
-            Ok(Line::End { end }) => {
+            Ok(Line::End { end, .. }) if end == done.end => break,
+            Ok(Line::End { end, .. }) => {
                 return Err(other(format!(
                     "the stream announced {end} entries but carried {}",
                     done.end
@@ -758,7 +771,7 @@ mod tests {
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             match serde_json::from_slice::<Line>(line).unwrap() {
                 Line::Entry(e) => out.push(*e),
-                Line::End { end } => assert_eq!(end as usize, out.len()),
+                Line::End { end, .. } => assert_eq!(end as usize, out.len()),
             }
         }
         out

@@ -360,6 +360,17 @@ pub fn walk(
     Ok(())
 }
 
+/// The bytes a scan read to give `e` its hash: none when `before` (the
+/// record's entry) lent it.
+pub fn read_for(e: &Entry, before: Option<&Entry>) -> u64 {
+    let lent = before.is_some_and(|b| b.hash == e.hash && b.hashed_at_ns == e.hashed_at_ns);
+    if e.hash.is_some() && !lent {
+        e.size
+    } else {
+        0
+    }
+}
+
 /// Gives a file's entry the hash of `before` if it still holds (as in
 /// [`walk`]), else, with `hash`, the hash of its content read now.
 fn fill_hash(

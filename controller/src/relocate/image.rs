@@ -7,69 +7,150 @@ use super::*;
 
 /// The image helpers and markers run from: the running drover binary (with
 /// the libraries it needs, when it is not static) and an empty `/tmp`.
+/// Its files stay open and are read again for each import, so that neither
+/// the tag nor an import holds the image in memory (the binary alone is
+/// tens of megabytes), and the image is always the binary the tag was made
+/// from, even once a newer one replaced it on disk.
 #[derive(Clone)]
 pub struct HelperImage {
     pub tag: String,
-    pub rootfs: Bytes,
+    parts: Arc<Vec<Part>>,
+}
+
+enum Part {
+    Dir(&'static str, u32),
+    File(String, Arc<std::fs::File>),
+    Data(String, Vec<u8>),
 }
 
 static IMAGE: OnceLock<Result<HelperImage, String>> = OnceLock::new();
 
-/// The helper image for this binary, built once per process. The binary is
+/// The helper image for this binary, made once per process. The binary is
 /// `$DROVER_HELPER_BINARY` when set, else the running one.
 pub fn helper_image() -> Result<HelperImage, String> {
     IMAGE.get_or_init(build_helper_image).clone()
 }
 
+impl HelperImage {
+    /// The image as a `docker import` tar, made as it is sent, 1 MiB at a
+    /// time; a file that cannot be read fails the stream (and so the
+    /// import), never ends it short.
+    pub fn rootfs(&self) -> crate::docker::RootFs {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let parts = Arc::clone(&self.parts);
+        tokio::task::spawn_blocking(move || {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, Chunks(tx.clone()));
+            let r = write_tar(&parts, &mut w).and_then(|()| std::io::Write::flush(&mut w));
+            if let Err(e) = r {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+}
+
+/// Sends what is written as chunks of the stream.
+struct Chunks(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>);
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the import stopped reading"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A file read from its start by position: several imports read it at once.
+struct At<'a>(&'a std::fs::File, u64);
+
+impl std::io::Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.0.read_at(buf, self.1)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+}
+
+fn write_tar(parts: &[Part], w: impl std::io::Write) -> std::io::Result<()> {
+    let mut tar = tar::Builder::new(w);
+    for part in parts {
+        let mut h = tar::Header::new_gnu();
+        match part {
+            Part::Dir(name, mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                h.set_cksum();
+                tar.append_data(&mut h, name, std::io::empty())?;
+            }
+            Part::File(name, file) => {
+                h.set_mode(0o755);
+                h.set_size(file.metadata()?.len());
+                h.set_cksum();
+                tar.append_data(&mut h, name, At(file, 0))?;
+            }
+            Part::Data(name, data) => {
+                h.set_mode(0o755);
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                tar.append_data(&mut h, name, data.as_slice())?;
+            }
+        }
+    }
+    tar.into_inner()?.flush()
+}
+
 fn build_helper_image() -> Result<HelperImage, String> {
-    let path = match std::env::var_os("DROVER_HELPER_BINARY") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => std::env::current_exe()
-            .map_err(|e| format!("cannot find the running binary for the helper image: {e}"))?,
+    let (path, shown) = match std::env::var_os("DROVER_HELPER_BINARY") {
+        Some(p) => (std::path::PathBuf::from(&p), std::path::PathBuf::from(p)),
+        // The running binary itself, even if a newer one took its name.
+        None => (
+            std::path::PathBuf::from("/proc/self/exe"),
+            std::env::current_exe()
+                .map_err(|e| format!("cannot find the running binary for the helper image: {e}"))?,
+        ),
     };
-    let bin = std::fs::read(&path)
-        .map_err(|e| format!("cannot read the helper binary {}: {e}", path.display()))?;
-    let libs = if has_interpreter(&bin) {
-        shared_libraries(&path)?
+    let open = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .map(Arc::new)
+            .map_err(|e| format!("cannot read the helper binary {}: {e}", p.display()))
+    };
+    let bin = open(&path)?;
+    let mut head = [0u8; 4096];
+    let n = std::os::unix::fs::FileExt::read_at(&*bin, &mut head, 0)
+        .map_err(|e| format!("cannot read the helper binary {}: {e}", shown.display()))?;
+    let libs = if has_interpreter(&head[..n]) {
+        shared_libraries(&shown)?
     } else {
         Vec::new()
     };
-    let mut tar = tar::Builder::new(Vec::with_capacity(bin.len() + (1 << 20)));
-    let mut dir = |name: &str, mode: u32| -> Result<(), String> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(mode);
-        h.set_size(0);
-        h.set_cksum();
-        tar.append_data(&mut h, name, std::io::empty())
-            .map_err(|e| e.to_string())
-    };
-    dir("tmp/", 0o1777)?;
-    dir("data/", 0o755)?;
-    let mut file = |name: &str, data: &[u8]| -> Result<(), String> {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(0o755);
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        tar.append_data(&mut h, name, data)
-            .map_err(|e| e.to_string())
-    };
-    file("drover", &bin)?;
-    drop(bin);
+    let mut parts = vec![
+        Part::Dir("tmp/", 0o1777),
+        Part::Dir("data/", 0o755),
+        Part::File("drover".into(), bin),
+    ];
     // The certificate authorities drover's machine trusts: a helper that
     // reaches a repository's store itself checks it as drover would.
     if let Some(certs) = ca_bundle() {
-        file(CA_BUNDLE.trim_start_matches('/'), &certs)?;
+        parts.push(Part::Data(CA_BUNDLE.trim_start_matches('/').into(), certs));
     }
     for lib in libs {
-        let data = std::fs::read(&lib).map_err(|e| format!("cannot read {lib}: {e}"))?;
-        file(lib.trim_start_matches('/'), &data)?;
+        let f = std::fs::File::open(&lib).map_err(|e| format!("cannot read {lib}: {e}"))?;
+        parts.push(Part::File(lib.trim_start_matches('/').into(), Arc::new(f)));
     }
-    let rootfs = tar.into_inner().map_err(|e| e.to_string())?;
-    let digest = blake3::hash(&rootfs).to_hex();
+    let mut digest = blake3::Hasher::new();
+    write_tar(&parts, &mut digest).map_err(|e| e.to_string())?;
     Ok(HelperImage {
-        tag: crate::contract::names::helper_image(&digest.as_str()[..16]),
-        rootfs: Bytes::from(rootfs),
+        tag: crate::contract::names::helper_image(&digest.finalize().to_hex().as_str()[..16]),
+        parts: Arc::new(parts),
     })
 }
 

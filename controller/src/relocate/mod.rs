@@ -112,7 +112,7 @@ pub async fn ensure_helper_image(api: &Arc<dyn DockerApi>) -> Result<String, Str
         .await
         .map_err(|e| e.to_string())?;
     if !present {
-        api.import_image(&image.tag, image.rootfs.clone())
+        api.import_image(&image.tag, image.rootfs())
             .await
             .map_err(|e| format!("cannot load the helper image on `{}`: {e}", api.host()))?;
     }
@@ -394,7 +394,7 @@ impl Move {
         }
         for (api, host) in [(&self.cp.src, &src_state), (&self.cp.dst, &dst_state)] {
             if !host.images.contains(&image.tag) {
-                api.import_image(&image.tag, image.rootfs.clone())
+                api.import_image(&image.tag, image.rootfs())
                     .await
                     .map_err(|e| format!("cannot load the helper image: {e}"))?;
             }
@@ -1123,7 +1123,8 @@ impl Copier {
         );
         let mut plan = SendPlan::new(by_content);
         let (mut entries, mut bytes) = (0u64, 0u64);
-        scan::merge(&mut src?, &mut dst?, |p| {
+        let (mut src, mut dst) = (src?, dst?);
+        scan::merge(&mut src, &mut dst, |p| {
             if let Pair::Src(s) | Pair::Both(s, _) = &p {
                 entries += 1;
                 bytes += s.size;
@@ -1140,6 +1141,8 @@ impl Copier {
             send = plan.send.len(),
             delete = plan.delete.len(),
             bytes = plan.bytes,
+            read_src = src.read,
+            read_dst = dst.read,
             "scanned both sides"
         );
         if !plan.delete.is_empty() {

@@ -415,6 +415,7 @@ impl<'a> Helpers<'a> {
             pending: Vec::new(),
             ready: Default::default(),
             seen: 0,
+            read: 0,
             ended: false,
             done: false,
             err: Vec::new(),
@@ -720,6 +721,8 @@ pub(super) struct ScanStream {
     pending: Vec<u8>,
     ready: std::collections::VecDeque<Entry>,
     seen: u64,
+    /// The bytes the scan read to hash files, once it ended.
+    pub read: u64,
     ended: bool,
     done: bool,
     err: Vec<u8>,
@@ -754,7 +757,8 @@ impl scan::Entries for ScanStream {
                                     self.seen += 1;
                                     self.ready.push_back(*e);
                                 }
-                                crate::helper::Line::End { end } => {
+                                crate::helper::Line::End { end, read } => {
+                                    self.read = read;
                                     if end != self.seen {
                                         return Err(format!(
                                             "the scan on `{}` was cut short",
