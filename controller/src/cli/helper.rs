@@ -56,8 +56,17 @@ pub fn run(command: HelperCommand) -> ExitCode {
     use drover::helper::{self, ROOT};
     let root = Path::new(ROOT);
     helper::widen_pipes();
-    if let HelperCommand::Repo = command {
-        return exit(helper::repo::run(std::io::stdin(), std::io::stdout()));
+    match command {
+        HelperCommand::Repo => {
+            return exit(helper::repo::run(std::io::stdin(), std::io::stdout()));
+        }
+        // The container's main process: it takes no record over (only
+        // the commands that use one do, before they read it).
+        HelperCommand::Idle { seconds } => {
+            helper::idle(Duration::from_secs(seconds));
+            return exit(Ok(()));
+        }
+        _ => {}
     }
     let (own, source_state) = helper::records();
     let state = own.as_path();
@@ -90,11 +99,7 @@ pub fn run(command: HelperCommand) -> ExitCode {
             helper::send(root, state, &to, rate, stdin, &mut stdout)
         }
         HelperCommand::Receive { port } => helper::receive(root, state, port, stdin, &mut stdout),
-        HelperCommand::Idle { seconds } => {
-            drover::helper::idle(Duration::from_secs(seconds));
-            Ok(())
-        }
-        HelperCommand::Repo => unreachable!("run above"),
+        HelperCommand::Repo | HelperCommand::Idle { .. } => unreachable!("run above"),
     };
     exit(result)
 }

@@ -1074,7 +1074,8 @@ impl DockerApi for Engine {
             hc.mounts = Some(mounts);
             hc.auto_remove = Some(true);
             // The least a helper needs: its own files cannot be changed
-            // (only its scan cache in a tmpfs), no privilege can be gained,
+            // (only a tmpfs, and the host's records of hashes), no
+            // privilege can be gained,
             // and of root's powers only reading every file (the source) and
             // setting owners, modes and times (the target)
             hc.readonly_rootfs = Some(true);

@@ -1,6 +1,7 @@
 //! A helper's record of the files it knows the hash of: its last scan, and
-//! what its packs and unpacks read and wrote since. Kept in its own `/tmp`
-//! as JSON lines in scan order ([`scan::key`]), so that it is read and
+//! what its packs and unpacks read and wrote since. Kept per volume in the
+//! host's records ([`crate::helper::RECORDS`], else the helper's own
+//! `/tmp`) as JSON lines in scan order ([`scan::key`]), so that it is read and
 //! rewritten as a stream next to a scan or a stream of files: a helper's
 //! memory does not grow with the number of entries.
 //!

@@ -135,6 +135,9 @@ fn build_helper_image() -> Result<HelperImage, String> {
     let mut parts = vec![
         Part::Dir("tmp/", 0o1777),
         Part::Dir("data/", 0o755),
+        // Mount points of its own, so that the engine adds none to it.
+        Part::Dir("source/", 0o755),
+        Part::Dir("records/", 0o700),
         Part::File("drover".into(), bin),
     ];
     // The certificate authorities drover's machine trusts: a helper that
