@@ -83,50 +83,37 @@ fn write_tar(parts: &[Part], w: impl std::io::Write) -> std::io::Result<()> {
     let mut tar = tar::Builder::new(w);
     for part in parts {
         let mut h = tar::Header::new_gnu();
-        match part {
+        let (name, mode, size, data): (&str, u32, u64, Box<dyn std::io::Read + '_>) = match part {
             Part::Dir(name, mode) => {
                 h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(*mode);
-                h.set_size(0);
-                h.set_cksum();
-                tar.append_data(&mut h, name, std::io::empty())?;
+                (name, *mode, 0, Box::new(std::io::empty()))
             }
-            Part::File(name, file) => {
-                h.set_mode(0o755);
-                h.set_size(file.metadata()?.len());
-                h.set_cksum();
-                tar.append_data(&mut h, name, At(file, 0))?;
-            }
-            Part::Data(name, data) => {
-                h.set_mode(0o755);
-                h.set_size(data.len() as u64);
-                h.set_cksum();
-                tar.append_data(&mut h, name, data.as_slice())?;
-            }
-        }
+            Part::File(name, file) => (name, 0o755, file.metadata()?.len(), Box::new(At(file, 0))),
+            Part::Data(name, data) => (name, 0o755, data.len() as u64, Box::new(data.as_slice())),
+        };
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data)?;
     }
     tar.into_inner()?.flush()
 }
 
 fn build_helper_image() -> Result<HelperImage, String> {
-    let (path, shown) = match std::env::var_os("DROVER_HELPER_BINARY") {
-        Some(p) => (std::path::PathBuf::from(&p), std::path::PathBuf::from(p)),
-        // The running binary itself, even if a newer one took its name.
-        None => (
-            std::path::PathBuf::from("/proc/self/exe"),
-            std::env::current_exe()
-                .map_err(|e| format!("cannot find the running binary for the helper image: {e}"))?,
-        ),
+    let named = std::env::var_os("DROVER_HELPER_BINARY").map(std::path::PathBuf::from);
+    let shown = match &named {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find the running binary for the helper image: {e}"))?,
     };
-    let open = |p: &std::path::Path| {
-        std::fs::File::open(p)
-            .map(Arc::new)
-            .map_err(|e| format!("cannot read the helper binary {}: {e}", p.display()))
-    };
-    let bin = open(&path)?;
+    // The running binary is read through its own link: it stays the one
+    // that runs even if a newer one took its name.
+    let path = named.unwrap_or_else(|| "/proc/self/exe".into());
+    let unreadable =
+        |e: std::io::Error| format!("cannot read the helper binary {}: {e}", shown.display());
+    let bin = Arc::new(std::fs::File::open(&path).map_err(unreadable)?);
     let mut head = [0u8; 4096];
-    let n = std::os::unix::fs::FileExt::read_at(&*bin, &mut head, 0)
-        .map_err(|e| format!("cannot read the helper binary {}: {e}", shown.display()))?;
+    let n = std::os::unix::fs::FileExt::read_at(&*bin, &mut head, 0).map_err(unreadable)?;
     let libs = if has_interpreter(&head[..n]) {
         shared_libraries(&shown)?
     } else {
