@@ -51,6 +51,13 @@ fn err(e: Errno) -> io::Error {
     io::Error::from(e)
 }
 
+/// `e` with what it happened to, keeping its kind: a file gone since it
+/// was listed is still `NotFound` to the caller.
+fn named(shown: impl std::fmt::Display, e: impl Into<io::Error>) -> io::Error {
+    let e = e.into();
+    io::Error::new(e.kind(), format!("{shown}: {e}"))
+}
+
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = nix::fcntl::open(
@@ -58,7 +65,7 @@ impl Root {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        .map_err(|e| named(path.display(), e))?;
         Ok(Root {
             fd,
             last: Last::default(),
@@ -102,7 +109,7 @@ impl Root {
                 Errno::ELOOP | Errno::ENOTDIR => {
                     refused(shown, "it passes through a symlink or a file")
                 }
-                e => io::Error::other(format!("`{shown}`: {e}")),
+                e => named(format_args!("`{shown}`"), e),
             })?;
         }
         let dir = Rc::new(dir);
@@ -171,7 +178,7 @@ impl At {
                 | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o600),
         )
-        .map_err(|e| io::Error::other(format!("`{}`: {e}", self.shown)))?;
+        .map_err(|e| named(format_args!("`{}`", self.shown), e))?;
         Ok(File::from(fd))
     }
 
@@ -183,7 +190,7 @@ impl At {
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io::Error::other(format!("`{}`: {e}", self.shown)))?;
+        .map_err(|e| named(format_args!("`{}`", self.shown), e))?;
         Ok(File::from(fd))
     }
 
@@ -194,7 +201,7 @@ impl At {
         let have: Vec<std::ffi::OsString> = match xattr::list(&path) {
             Ok(names) => names.collect(),
             Err(e) if e.raw_os_error() == Some(95) && want.is_empty() => return Ok(()),
-            Err(e) => return Err(io::Error::other(format!("`{}`: {e}", self.shown))),
+            Err(e) => return Err(named(format_args!("`{}`", self.shown), e)),
         };
         for name in have
             .into_iter()
@@ -203,7 +210,7 @@ impl At {
             let key = crate::helper::scan::escape(name.as_bytes());
             if !want.contains_key(&key) {
                 xattr::remove(&path, &name)
-                    .map_err(|e| io::Error::other(format!("`{}`: {e}", self.shown)))?;
+                    .map_err(|e| named(format_args!("`{}`", self.shown), e))?;
             }
         }
         for (name, value) in want {
@@ -232,7 +239,12 @@ impl At {
             to.name(),
             AtFlags::empty(),
         )
-        .map_err(|e| io::Error::other(format!("`{}` as a link to `{}`: {e}", to.shown, self.shown)))
+        .map_err(|e| {
+            named(
+                format_args!("`{}` as a link to `{}`", to.shown, self.shown),
+                e,
+            )
+        })
     }
 
     pub fn symlink(&self, target: &[u8]) -> io::Result<()> {
@@ -372,7 +384,7 @@ pub fn set_file_meta(
     want: &std::collections::BTreeMap<String, String>,
 ) -> io::Result<()> {
     use xattr::FileExt;
-    let named = |e: io::Error| io::Error::other(format!("`{shown}`: {e}"));
+    let named = |e: io::Error| named(format_args!("`{shown}`"), e);
     nix::unistd::fchown(f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
         .map_err(|e| named(err(e)))?;
     nix::sys::stat::fchmod(f, Mode::from_bits_truncate(mode)).map_err(|e| named(err(e)))?;
@@ -416,6 +428,23 @@ pub mod libc_mode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_gone_since_it_was_listed_is_not_found_and_says_which() {
+        // A pack leaves such a file out (an app renamed it away): the
+        // kind must survive the path added to the message.
+        let vol = tempfile::tempdir().unwrap();
+        std::fs::create_dir(vol.path().join("d")).unwrap();
+        let root = Root::open(vol.path()).unwrap();
+        for gone in ["ack.new", "d/ack.new", "nod/x"] {
+            let e = root
+                .at(gone.as_bytes(), gone)
+                .and_then(|at| at.open_file())
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{gone}: {e}");
+            assert!(e.to_string().contains(gone), "{e}");
+        }
+    }
 
     #[test]
     fn nothing_is_reached_through_a_symlink_or_above_the_root() {

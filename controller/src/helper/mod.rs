@@ -72,7 +72,8 @@ pub fn records() -> (std::path::PathBuf, std::path::PathBuf) {
 /// that could not be a Docker volume's (it could leave `dir`).
 pub fn record_of(dir: &Path, volume: &str) -> Option<std::path::PathBuf> {
     let fine = !volume.is_empty()
-        && volume.len() <= 255 - ".json.tmp.4294967295".len()
+        // Room for the longest temporary name of a record (state::Writer).
+        && volume.len() <= 255 - ".json.tmp.4294967295.999999999.18446744073709551615".len()
         && volume
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
@@ -597,9 +598,16 @@ pub fn copy_in(
             .unwrap_or_else(|_| Err(other("the unpack stopped unexpectedly".into())));
         (packed, unpacked)
     });
-    // The unpack's reason first: a pack cut off only says that it was.
-    let summary = unpacked?;
-    packed?;
+    // The unpack's reason first: a pack cut off only says that it was; but
+    // an unpack that only saw the stream stop says less than the pack.
+    let summary = match (unpacked, packed) {
+        (Ok(summary), Ok(())) => summary,
+        (Err(_), Err(p)) if p.kind() != io::ErrorKind::BrokenPipe => {
+            return Err(other(format!("reading the source: {p}")))
+        }
+        (Err(u), _) => return Err(u),
+        (Ok(_), Err(p)) => return Err(p),
+    };
     out.write_all(&summary)?;
     out.flush()
 }

@@ -122,9 +122,10 @@ impl std::fmt::Display for Way {
 /// The path backups are made of: where the helper mounts the volume.
 pub const PATH: &str = "/data";
 
-/// How long a host may take to open a connection to the store before the
-/// relay through drover is used instead.
-const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long a host may try to open a connection to the store before the
+/// relay through drover is used instead (a host whose packets are dropped
+/// costs this once per job; one that is refused, nothing).
+const PROBE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn fail(e: Box<rustic_core::RusticError>) -> std::io::Error {
     std::io::Error::other(explain(&e))
@@ -146,13 +147,15 @@ pub fn run(
     // Straight to the store when this host reaches it and it opens.
     let direct = match store {
         None => Err(None),
-        Some(s) if !s.reachable(PROBE) => Err(Some("the host cannot reach the store".into())),
-        Some(s) => s.backend().and_then(|be| open(be, &password)).map_err(|e| {
-            Some(format!(
-                "the store does not open from the host: {}",
-                explain(&e)
-            ))
-        }),
+        Some(s) => match s.reachable(PROBE) {
+            Err(why) => Err(Some(format!("the host cannot reach the store: {why}"))),
+            Ok(()) => s.backend().and_then(|be| open(be, &password)).map_err(|e| {
+                Some(format!(
+                    "the store does not open from the host: {}",
+                    explain(&e)
+                ))
+            }),
+        },
     };
     let (relay, repo, way) = match direct {
         Ok(repo) => {

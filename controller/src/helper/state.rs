@@ -87,16 +87,35 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(path: &Path) -> io::Result<Writer> {
-        // Beside it, and this process's own: two helpers never write one
-        // file, and a name with a dot keeps its whole name.
-        let mut tmp = path.as_os_str().to_os_string();
-        tmp.push(format!(".tmp.{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        Ok(Writer {
-            w: BufWriter::with_capacity(1 << 16, std::fs::File::create(&tmp)?),
-            path: path.to_path_buf(),
-            tmp,
-        })
+        // Beside it, and this writer's own: two helpers never write one
+        // file (helpers in other containers share the records and may
+        // have the same process id, so the name is made new until it is),
+        // and a name with a dot keeps its whole name.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let mut tmp = path.as_os_str().to_os_string();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tmp.push(format!(".tmp.{}.{nanos}.{made}", std::process::id()));
+            let tmp = PathBuf::from(tmp);
+            match std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(f) => {
+                    return Ok(Writer {
+                        w: BufWriter::with_capacity(1 << 16, f),
+                        path: path.to_path_buf(),
+                        tmp,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Adds an entry (in scan order) if it has a hash.

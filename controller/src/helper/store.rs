@@ -69,18 +69,41 @@ impl Store {
     }
 
     /// Whether a TCP connection to the store opens within `within`: a host
-    /// that cannot reach it is told at once, not after a backend's retries.
-    pub fn reachable(&self, within: Duration) -> bool {
+    /// that cannot reach it is told at once, not after a backend's retries;
+    /// if not, why (the address and what the last try met). A try that
+    /// times out is made again while time is left (a busy host or network
+    /// can lose the first packets); a refusal or an address that does not
+    /// resolve is final.
+    pub fn reachable(&self, within: Duration) -> Result<(), String> {
         use std::net::ToSocketAddrs;
         let Some((host, port)) = self.address() else {
-            return false;
+            return Err("the store has no network address".into());
         };
-        let Ok(addrs) = (host.as_str(), port).to_socket_addrs() else {
-            return false;
-        };
-        addrs
-            .into_iter()
-            .any(|a| std::net::TcpStream::connect_timeout(&a, within).is_ok())
+        let addrs: Vec<_> = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("`{host}` does not resolve: {e}"))?
+            .collect();
+        let deadline = std::time::Instant::now() + within;
+        let mut last = format!("`{host}` has no address");
+        loop {
+            let mut timed_out = false;
+            for a in &addrs {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let each = left
+                    .min(Duration::from_secs(3))
+                    .max(Duration::from_millis(1));
+                match std::net::TcpStream::connect_timeout(a, each) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        timed_out |= e.kind() == std::io::ErrorKind::TimedOut;
+                        last = format!("{a}: {e}");
+                    }
+                }
+            }
+            if !timed_out || std::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+        }
     }
 }
 
@@ -120,7 +143,7 @@ mod tests {
         assert_eq!(a("nowhere"), None);
         let local = Store::Local { path: "/x".into() };
         assert_eq!(local.address(), None);
-        assert!(!local.reachable(Duration::from_millis(10)));
+        assert!(local.reachable(Duration::from_millis(10)).is_err());
     }
 
     #[test]
