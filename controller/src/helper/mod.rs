@@ -828,6 +828,24 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_in_names_what_stopped_its_pack_not_only_the_cut_stream() {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a"), b"a").unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(src.path().join("s")).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let e = copy_in(
+            (src.path(), &state.path().join("src.json")),
+            dst.path(),
+            &state.path().join("dst.json"),
+            &b"a\ns\n"[..],
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`s` is a socket"), "{e}");
+    }
+
+    #[test]
     fn a_scan_of_some_paths_gives_their_entries_as_a_whole_scan_does() {
         let src = tree();
         let state = tempfile::tempdir().unwrap();

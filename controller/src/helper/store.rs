@@ -147,6 +147,24 @@ mod tests {
     }
 
     #[test]
+    fn a_store_that_listens_is_reached_and_one_that_refuses_is_given_up_at_once() {
+        let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = |port: u16| Store::Rest {
+            url: format!("http://127.0.0.1:{port}/"),
+        };
+        let open = at(listening.local_addr().unwrap().port());
+        assert_eq!(open.reachable(Duration::from_secs(10)), Ok(()));
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let started = std::time::Instant::now();
+        let why = at(closed).reachable(Duration::from_secs(10)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{why}");
+        assert!(why.contains(&format!("127.0.0.1:{closed}")), "{why}");
+    }
+
+    #[test]
     fn credentials_are_never_shown() {
         let s = Store::S3 {
             options: BTreeMap::from([
