@@ -147,12 +147,12 @@ fn a_compose_field_is_never_hinted_as_a_drover_field_of_another_meaning() {
     let shown = errors(
         &[(
             "shop.yaml",
-            &format!("{ONE_APP}    runtime: runsc\n    platfrom: linux/amd64\n"),
+            &format!("{ONE_APP}    privileged: true\n    platfrom: linux/amd64\n"),
         )],
         &[],
     );
     assert!(
-        shown.contains("app `web` does not take Compose's field `runtime`"),
+        shown.contains("app `web` does not take Compose's field `privileged`"),
         "{shown}"
     );
     assert!(
@@ -386,10 +386,10 @@ fn a_drover_manifest_in_a_compose_folder_is_never_ignored_in_silence() {
 
 #[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
-    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    privileged: true\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true, labels: [a=b] }\n";
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    ipc: host\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true, labels: [a=b] }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);
     for expected in [
-        "shop/compose.yaml:5:5: error: drover does not support `privileged`",
+        "shop/compose.yaml:5:5: error: drover does not support `ipc`",
         "shop/compose.yaml:6:19: error: drover does not support `network_mode: container:db`",
         "shop/compose.yaml:7:15: error: `~/www` is in a home folder",
         "shop/compose.yaml:9:25: error: drover runs one container per app",

@@ -53,6 +53,9 @@ pub struct BindSpec {
     /// It must exist already (Compose's `external: true`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub must_exist: bool,
+    /// A device of the host, with its cgroup permissions, not a mount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// `file:line:col` of the mount, for the plan's error when the app
     /// would have to move.
     pub at: String,
@@ -552,6 +555,7 @@ pub fn render(spec: &Spec) -> Desired {
                         read_only: b.value.read_only,
                         volume: b.value.volume,
                         must_exist: b.value.must_exist,
+                        device: b.value.device.clone(),
                         at: b.loc.to_string(),
                     })
                     .collect(),
@@ -701,15 +705,27 @@ fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
             false,
         );
     }
-    if !c.binds.is_empty() {
-        let b: Vec<_> = c
-            .binds
+    let (devices, binds): (Vec<&BindSpec>, Vec<&BindSpec>) =
+        c.binds.iter().partition(|b| b.device.is_some());
+    if !binds.is_empty() {
+        let b: Vec<_> = binds
             .iter()
             .map(|b| (&b.host_path, &b.target, b.read_only))
             .collect();
         push(
             "binds".into(),
             serde_json::to_string(&b).unwrap_or_default().into(),
+            false,
+        );
+    }
+    if !devices.is_empty() {
+        let d: Vec<_> = devices
+            .iter()
+            .map(|b| (&b.host_path, &b.target, &b.device))
+            .collect();
+        push(
+            "devices".into(),
+            serde_json::to_string(&d).unwrap_or_default().into(),
             false,
         );
     }

@@ -321,6 +321,9 @@ pub struct Bind {
     /// For such a volume: it must exist (`external: true`); otherwise
     /// Docker makes it on first use, as Compose would.
     pub must_exist: bool,
+    /// A device of the host (Compose's `devices`) rather than a mount,
+    /// with its cgroup permissions (`rwm`).
+    pub device: Option<String>,
 }
 
 /// A file of the manifest directory shipped into an app (Compose's bind
@@ -409,6 +412,15 @@ pub struct Options {
     /// The log driver and its options.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logging: Option<(String, BTreeMap<String, String>)>,
+    /// Compose's `privileged`: every capability and device of the host.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Compose's `pid: host`: the host's process namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    /// The engine's runtime to run it with (`runc`, `nvidia`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 impl Options {

@@ -7,10 +7,10 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, EndpointSettings,
-    HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping,
+    EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount,
+    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -415,17 +415,22 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             read_only: Some(m.read_only),
             ..Default::default()
         })
-        .chain(c.binds.iter().map(|b| Mount {
-            target: Some(b.target.clone()),
-            source: Some(b.host_path.clone()),
-            typ: Some(if b.volume {
-                MountType::VOLUME
-            } else {
-                MountType::BIND
-            }),
-            read_only: Some(b.read_only),
-            ..Default::default()
-        }))
+        .chain(
+            c.binds
+                .iter()
+                .filter(|b| b.device.is_none())
+                .map(|b| Mount {
+                    target: Some(b.target.clone()),
+                    source: Some(b.host_path.clone()),
+                    typ: Some(if b.volume {
+                        MountType::VOLUME
+                    } else {
+                        MountType::BIND
+                    }),
+                    read_only: Some(b.read_only),
+                    ..Default::default()
+                }),
+        )
         .collect();
     let restart = restart_name(c.restart);
     let ns = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
@@ -492,6 +497,21 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                     config: Some(to_hashmap(options)),
                 }),
             init: o.init,
+            privileged: Some(o.privileged),
+            pid_mode: o.pid.clone(),
+            runtime: o.runtime.clone(),
+            devices: c.binds.iter().any(|b| b.device.is_some()).then(|| {
+                c.binds
+                    .iter()
+                    .filter_map(|b| {
+                        Some(DeviceMapping {
+                            path_on_host: Some(b.host_path.clone()),
+                            path_in_container: Some(b.target.clone()),
+                            cgroup_permissions: Some(b.device.clone()?),
+                        })
+                    })
+                    .collect()
+            }),
             pids_limit: o.pids_limit,
             shm_size: o.shm_size.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
@@ -503,7 +523,6 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             memory: c.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             nano_cpus: c.nano_cpus.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             network_mode: Some(c.network.clone()),
-            privileged: Some(false),
             ..Default::default()
         }),
         // The host's, none, or another container's network stack takes no

@@ -984,6 +984,7 @@ fn path_mount(
         return Some(Mounted::Bind(Bind {
             volume: false,
             must_exist: false,
+            device: None,
             host_path: source.to_string(),
             target: target.to_string(),
             read_only,

@@ -99,7 +99,7 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                         })
                         .collect();
                     body.push_str(&strings_field("volumes", &mounts));
-                    problems.extend(app.binds.iter().map(|b| format!(
+                    problems.extend(app.binds.iter().filter(|b| b.value.device.is_none()).map(|b| format!(
                         "service `{name}` mounts the host {} `{}`: a drover Stack cannot (keep it in Compose, or keep the data in a named volume)",
                         if b.value.volume { "volume" } else { "path" },
                         b.value.host_path
@@ -144,6 +144,18 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                     }
                 }
                 "x-drover" => host = get(&entries(v), "host").or(host),
+                "privileged" | "pid" | "devices"
+                    if match k.as_str() {
+                        "privileged" => app.options.privileged,
+                        "pid" => app.options.pid.is_some(),
+                        _ => app.binds.iter().any(|b| b.value.device.is_some()),
+                    } =>
+                {
+                    problems.push(format!(
+                        "service `{name}` asks for `{k}`: a drover Stack cannot (keep it in Compose)"
+                    ))
+                }
+                "privileged" | "pid" | "devices" => {}
                 "network_mode" => {
                     let mode = match &app.network_mode {
                         NetworkMode::Host => "host".to_string(),
@@ -430,4 +442,58 @@ fn items(n: &Node) -> impl Iterator<Item = &Node> {
 
 fn get<'n>(e: &[(String, &'n Node)], name: &str) -> Option<&'n Node> {
     e.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+}
+
+/// `text` with each reference to a variable of `names` written alone
+/// (`$NAME`, `${NAME}`) made `${NAME:-}`; `$$` stays a literal `$`.
+pub fn default_to_empty(text: &str, names: &[&str]) -> String {
+    if names.is_empty() {
+        return text.to_string();
+    }
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push_str("$$");
+            rest = r;
+            continue;
+        }
+        let (name, len) = match after.strip_prefix('{') {
+            Some(body) => {
+                let n = body.find(|c: char| !is_name(c)).unwrap_or(body.len());
+                match body[n..].starts_with('}') {
+                    true => (&body[..n], n + 2),
+                    false => ("", 0),
+                }
+            }
+            None => {
+                let n = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+                (&after[..n], n)
+            }
+        };
+        if !name.is_empty() && names.contains(&name) {
+            out.push_str(&format!("${{{name}:-}}"));
+            rest = &after[len..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_reference_to_an_unset_variable_alone_gets_an_empty_default() {
+        let names = ["UID", "PW"];
+        assert_eq!(
+            super::default_to_empty("u: ${UID}:$UID $$UID ${UIDX} ${PW:-x} $PWD $PW.", &names),
+            "u: ${UID:-}:${UID:-} $$UID ${UIDX} ${PW:-x} $PWD ${PW:-}."
+        );
+    }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::diag::Pos;
 use crate::diag::{similar, Diagnostic, Loc};
-use crate::load::interpolate::{interpolate, parse_env_file, Env};
+use crate::load::interpolate::{interpolate_with, parse_env_file, Env, InterpolationError, Unset};
 use crate::load::values;
 use crate::load::yaml::{Node, Value};
 use crate::model::{
@@ -105,6 +105,7 @@ pub const OPTION_FIELDS: &[&str] = &[
     "dns",
     "dns_search",
     "logging",
+    "runtime",
 ];
 pub const HEALTHCHECK_FIELDS: &[&str] = &[
     "test",
@@ -155,6 +156,17 @@ pub struct Ctx<'a> {
     pub overlay: Option<(Arc<str>, &'a str)>,
 }
 
+/// The note on a variable of a Compose file that is not set, after its name.
+const BLANKED: &str = "is not set: an empty string is used, as Compose does";
+
+/// The variable a note of [`Ctx::interpolate`] says was not set.
+pub fn blanked_variable(note: &Diagnostic) -> Option<&str> {
+    note.message
+        .strip_prefix("variable `")?
+        .strip_suffix(BLANKED)?
+        .strip_suffix("` ")
+}
+
 /// How far down the lines of a Compose override file are moved once it is
 /// merged into its main file.
 pub const OVERRIDE_LINES: u32 = 1 << 24;
@@ -169,6 +181,35 @@ impl Ctx<'_> {
 
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.error_hint(pos, message, None);
+    }
+
+    /// `raw` interpolated: in a Compose file an unset variable without a
+    /// default is an empty string, noted once per file as Compose warns of
+    /// it; in a drover manifest it is an error.
+    pub fn interpolate(
+        &mut self,
+        pos: Pos,
+        raw: &str,
+    ) -> Result<(String, bool), InterpolationError> {
+        let compose = super::compose::is_compose_file(Path::new(&*self.file));
+        let unset = if compose {
+            Unset::Blank
+        } else {
+            Unset::Refused
+        };
+        let (value, used, blanks) = interpolate_with(raw, self.env, unset)?;
+        for name in blanks {
+            let loc = self.loc(pos);
+            let message = format!("variable `{name}` {BLANKED}");
+            if !self
+                .notes
+                .iter()
+                .any(|n| n.loc.file == loc.file && n.message == message)
+            {
+                self.notes.push(Diagnostic::new(loc, message));
+            }
+        }
+        Ok((value, used))
     }
 
     /// A note on a valid form, shown by `validate`.
@@ -419,8 +460,8 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "mem_limit" => "drover writes it `memory:`, as in `memory: 512m`".into(),
         "pull_policy" => "drover writes it `pull:` (`missing`, `always` or `never`)".into(),
         "deploy" => "write `memory:` and `cpus:` on the app; replicas and placement are the manifests' `host:`".into(),
-        "privileged" => "drover never makes a privileged container: grant what the app needs with `cap_add:`".into(),
-        "devices" | "pid" | "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
+        "privileged" | "devices" | "pid" => "only a Compose file's service may ask for it, as only one may mount a host path; in a drover Stack grant what the app needs with `cap_add:`".into(),
+        "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
             "drover never shares a host's devices or namespaces with an app".into()
         }
         "platform" => "not supported yet: name an image built for the hosts' platform".into(),
@@ -498,7 +539,7 @@ pub(super) fn string(ctx: &mut Ctx, node: &Node, what: &str) -> Option<String> {
 /// A string with `${VAR}` interpolation (Stack documents only).
 pub(super) fn text(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Text> {
     let raw = string(ctx, node, what)?;
-    match interpolate(&raw, ctx.env) {
+    match ctx.interpolate(node.pos, &raw) {
         Ok((value, used)) => Some(Text::new(value, used)),
         Err(e) => {
             ctx.error_hint(node.pos, format!("{what}: {}", e.message), e.hint);
@@ -1275,6 +1316,9 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "configs",
     "platform",
     "network_mode",
+    "privileged",
+    "devices",
+    "pid",
 ];
 
 pub(super) fn app(
@@ -1358,6 +1402,7 @@ pub(super) fn app(
                                     read_only: m.read_only,
                                     volume: true,
                                     must_exist,
+                                    device: None,
                                 },
                                 loc,
                             }),
@@ -1538,6 +1583,9 @@ pub(super) fn app(
         }
     }
     let mut options = options(ctx, &f);
+    if let Dialect::Compose { .. } = dialect {
+        host_access(ctx, &f, &mut options, &mut binds);
+    }
     let mut joined = Vec::new();
     let mut external_networks = Vec::new();
     if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
@@ -1602,6 +1650,94 @@ pub(super) fn app(
 }
 
 /// The container options of an app (see [`Options`]).
+/// What a Compose service may take of its host besides a path:
+/// `privileged`, `pid: host` and `devices` (which, like a host path, pin
+/// the app to its host). A drover Stack asks for none of them.
+fn host_access(
+    ctx: &mut Ctx,
+    f: &Fields,
+    o: &mut Options,
+    binds: &mut Vec<At<crate::model::Bind>>,
+) {
+    if let Some(n) = f.get("privileged") {
+        o.privileged =
+            choice(ctx, n, "`privileged`", &[("true", true), ("false", false)]).unwrap_or(false);
+    }
+    if let Some(n) = f.get("pid") {
+        if let Some(t) = text(ctx, n, "`pid`") {
+            match t.expose() {
+                "host" => o.pid = Some("host".into()),
+                "" => {}
+                other => ctx.error_hint(
+                    n.pos,
+                    format!("drover does not support `pid: {other}`"),
+                    Some(
+                        "`pid: host` shares the host's processes; another app's are not shared"
+                            .into(),
+                    ),
+                ),
+            }
+        }
+    }
+    let Some(list) = f.get("devices") else {
+        return;
+    };
+    for item in sequence(ctx, list, "`devices`").unwrap_or(&[]) {
+        let loc = ctx.loc(item.pos);
+        let (source, target, permissions) = if let Value::Map(_) = item.value {
+            let Some(d) = fields(ctx, item, "a device", &["source", "target", "permissions"])
+            else {
+                continue;
+            };
+            let get = |ctx: &mut Ctx, key: &str| {
+                d.get(key)
+                    .and_then(|n| text(ctx, n, &format!("`{key}`")))
+                    .map(|t| t.expose().to_string())
+            };
+            let Some(source) = get(ctx, "source") else {
+                ctx.error(item.pos, "a device has no `source`");
+                continue;
+            };
+            let target = get(ctx, "target").unwrap_or_else(|| source.clone());
+            (source, target, get(ctx, "permissions"))
+        } else {
+            let Some(t) = text(ctx, item, "a device") else {
+                continue;
+            };
+            let mut parts = t.expose().splitn(3, ':').map(str::to_string);
+            let source = parts.next().unwrap_or_default();
+            let target = parts.next().unwrap_or_else(|| source.clone());
+            (source, target, parts.next())
+        };
+        let permissions = permissions.unwrap_or_else(|| "rwm".into());
+        if !source.starts_with('/') || !target.starts_with('/') {
+            ctx.error_hint(
+                item.pos,
+                format!("device `{source}` is not an absolute path of the host"),
+                Some("write `/dev/NAME[:/dev/NAME_IN_CONTAINER[:rwm]]`".into()),
+            );
+        } else if permissions.is_empty() || !permissions.chars().all(|c| "rwm".contains(c)) {
+            ctx.error_hint(
+                item.pos,
+                format!("device permissions `{permissions}` are not of `r`, `w` and `m`"),
+                None,
+            );
+        } else {
+            binds.push(At {
+                value: crate::model::Bind {
+                    host_path: source,
+                    target,
+                    read_only: false,
+                    volume: false,
+                    must_exist: false,
+                    device: Some(permissions),
+                },
+                loc,
+            });
+        }
+    }
+}
+
 fn options(ctx: &mut Ctx, f: &Fields) -> Options {
     let mut o = Options::default();
     let word = |ctx: &mut Ctx, key: &str| {
@@ -1610,6 +1746,7 @@ fn options(ctx: &mut Ctx, f: &Fields) -> Options {
             .map(|t| t.expose().to_string())
     };
     o.hostname = word(ctx, "hostname");
+    o.runtime = word(ctx, "runtime").filter(|r| !r.is_empty());
     o.domainname = word(ctx, "domainname");
     o.container_name = word(ctx, "container_name");
     if let (Some(name), Some(n)) = (&o.container_name, f.get("container_name")) {
@@ -1914,7 +2051,7 @@ fn environment_entries(
                     ctx.error(item.pos, format!("`{key}` is not a valid variable name"));
                     continue;
                 }
-                match interpolate(value, ctx.env) {
+                match ctx.interpolate(item.pos, value) {
                     Ok((v, used)) => {
                         out.insert(key.to_string(), Text::new(v, used));
                     }

@@ -48,16 +48,42 @@ pub struct InterpolationError {
     pub hint: Option<String>,
 }
 
+/// What a variable that is not set, named without a default, becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unset {
+    /// An error naming it (drover manifests: an empty password or path
+    /// never reaches a host unseen).
+    Refused,
+    /// An empty string, as Compose does (Compose files); the caller is told
+    /// which variables were so that it can warn, as Compose does.
+    Blank,
+}
+
 /// Returns the interpolated string and whether a value from the
 /// environment reached it (then the string is a secret). A default written
 /// in the file is no secret: whoever reads the file sees it.
 pub fn interpolate(input: &str, env: &dyn Env) -> Result<(String, bool), InterpolationError> {
+    interpolate_with(input, env, Unset::Refused).map(|(value, used, _)| (value, used))
+}
+
+/// [`interpolate`], with `unset` deciding what an unset variable without a
+/// default becomes; the third value names those that became empty strings.
+pub fn interpolate_with(
+    input: &str,
+    env: &dyn Env,
+    unset: Unset,
+) -> Result<(String, bool, Vec<String>), InterpolationError> {
     if !input.contains('$') {
-        return Ok((input.to_string(), false));
+        return Ok((input.to_string(), false, Vec::new()));
     }
+    let mut s = Subst {
+        env,
+        unset,
+        blanks: Vec::new(),
+    };
     let mut out = String::with_capacity(input.len());
-    let used = substitute(input, env, &mut out)?;
-    Ok((out, used))
+    let used = s.substitute(input, &mut out)?;
+    Ok((out, used, s.blanks))
 }
 
 fn is_name_start(c: char) -> bool {
@@ -68,38 +94,121 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Appends `input` with its references replaced to `out`; whether a value
-/// from the environment was used. As in Compose, a `$` that starts neither
-/// a name nor `${` is kept as it is (`$(date)`, a regex's `$`).
-fn substitute(input: &str, env: &dyn Env, out: &mut String) -> Result<bool, InterpolationError> {
-    let mut used = false;
-    let mut rest = input;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            out.push('$');
-            rest = r;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = closing_brace(body).ok_or_else(|| InterpolationError {
-                message: "unterminated `${` in value".into(),
-                hint: Some("write `$$` for a literal `$`".into()),
-            })?;
-            used |= expand(&body[..end], env, out)?;
-            rest = &body[end + 1..];
-        } else if after.starts_with(is_name_start) {
-            let len = after
-                .find(|c: char| !is_name_char(c))
-                .unwrap_or(after.len());
-            used |= expand(&after[..len], env, out)?;
-            rest = &after[len..];
-        } else {
-            out.push('$');
-            rest = after;
+/// One interpolation under way.
+struct Subst<'a> {
+    env: &'a dyn Env,
+    unset: Unset,
+    /// The unset variables that became empty strings.
+    blanks: Vec<String>,
+}
+
+impl Subst<'_> {
+    /// Appends `input` with its references replaced to `out`; whether a
+    /// value from the environment was used. As in Compose, a `$` that starts
+    /// neither a name nor `${` is kept as it is (`$(date)`, a regex's `$`).
+    fn substitute(&mut self, input: &str, out: &mut String) -> Result<bool, InterpolationError> {
+        let mut used = false;
+        let mut rest = input;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(r) = after.strip_prefix('$') {
+                out.push('$');
+                rest = r;
+            } else if let Some(body) = after.strip_prefix('{') {
+                let end = closing_brace(body).ok_or_else(|| InterpolationError {
+                    message: "unterminated `${` in value".into(),
+                    hint: Some("write `$$` for a literal `$`".into()),
+                })?;
+                used |= self.expand(&body[..end], out)?;
+                rest = &body[end + 1..];
+            } else if after.starts_with(is_name_start) {
+                let len = after
+                    .find(|c: char| !is_name_char(c))
+                    .unwrap_or(after.len());
+                used |= self.expand(&after[..len], out)?;
+                rest = &after[len..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        Ok(used)
+    }
+
+    /// Expands the inside of one `${…}` (or a bare name) into `out`.
+    fn expand(&mut self, body: &str, out: &mut String) -> Result<bool, InterpolationError> {
+        let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
+        let (name, op) = body.split_at(name_len);
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(InterpolationError {
+                message: format!("invalid variable name in `${{{body}}}`"),
+                hint: None,
+            });
+        }
+        let value = self.env.get(name);
+        let set = value.is_some();
+        let nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
+        let missing = |message: String| {
+            InterpolationError {
+            message,
+            hint: Some(format!(
+                "set `{name}` in drover's environment or a `.env` file beside the manifest, or give a default: `${{{name}:-value}}`"
+            )),
+        }
+        };
+        // The word after the operator is itself interpolated, only when used.
+        let (colon, op) = match op.strip_prefix(':') {
+            Some(rest) => (true, rest),
+            None => (false, op),
+        };
+        let present = if colon { nonempty } else { set };
+        let word = op.get(1..).unwrap_or("");
+        match op.chars().next() {
+            None if !colon => match value {
+                Some(v) => {
+                    out.push_str(&v);
+                    Ok(true)
+                }
+                None if self.unset == Unset::Blank => {
+                    if !self.blanks.iter().any(|b| b == name) {
+                        self.blanks.push(name.to_string());
+                    }
+                    Ok(false)
+                }
+                None => Err(missing(format!("variable `{name}` is not set"))),
+            },
+            Some('-') if present => {
+                out.push_str(value.as_deref().unwrap_or(""));
+                Ok(true)
+            }
+            Some('-') => self.substitute(word, out),
+            Some('+') if present => self.substitute(word, out),
+            Some('+') => Ok(false),
+            Some('?') if present => {
+                out.push_str(value.as_deref().unwrap_or(""));
+                Ok(true)
+            }
+            Some('?') => {
+                let mut msg = String::new();
+                self.substitute(word, &mut msg)?;
+                let msg = msg.trim();
+                Err(missing(if msg.is_empty() {
+                    format!("variable `{name}` is required")
+                } else {
+                    format!("variable `{name}` is required: {msg}")
+                }))
+            }
+            _ => Err(InterpolationError {
+                message: format!("unsupported substitution `${{{body}}}`"),
+                hint: Some(
+                    "drover supports `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alternative}` and `${VAR:?message}`"
+                        .into(),
+                ),
+            }),
         }
     }
-    out.push_str(rest);
-    Ok(used)
 }
 
 /// Where the `}` that closes a `${` is in `body` (the text after `${`),
@@ -122,73 +231,6 @@ fn closing_brace(body: &str) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-/// Expands the inside of one `${…}` (or a bare name) into `out`.
-fn expand(body: &str, env: &dyn Env, out: &mut String) -> Result<bool, InterpolationError> {
-    let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
-    let (name, op) = body.split_at(name_len);
-    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(InterpolationError {
-            message: format!("invalid variable name in `${{{body}}}`"),
-            hint: None,
-        });
-    }
-    let value = env.get(name);
-    let set = value.is_some();
-    let nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
-    let missing = |message: String| {
-        InterpolationError {
-        message,
-        hint: Some(format!(
-            "set `{name}` in drover's environment or a `.env` file beside the manifest, or give a default: `${{{name}:-value}}`"
-        )),
-    }
-    };
-    // The word after the operator is itself interpolated, only when used.
-    let (colon, op) = match op.strip_prefix(':') {
-        Some(rest) => (true, rest),
-        None => (false, op),
-    };
-    let present = if colon { nonempty } else { set };
-    let word = op.get(1..).unwrap_or("");
-    match op.chars().next() {
-        None if !colon => match value {
-            Some(v) => {
-                out.push_str(&v);
-                Ok(true)
-            }
-            None => Err(missing(format!("variable `{name}` is not set"))),
-        },
-        Some('-') if present => {
-            out.push_str(value.as_deref().unwrap_or(""));
-            Ok(true)
-        }
-        Some('-') => substitute(word, env, out),
-        Some('+') if present => substitute(word, env, out),
-        Some('+') => Ok(false),
-        Some('?') if present => {
-            out.push_str(value.as_deref().unwrap_or(""));
-            Ok(true)
-        }
-        Some('?') => {
-            let mut msg = String::new();
-            substitute(word, env, &mut msg)?;
-            let msg = msg.trim();
-            Err(missing(if msg.is_empty() {
-                format!("variable `{name}` is required")
-            } else {
-                format!("variable `{name}` is required: {msg}")
-            }))
-        }
-        _ => Err(InterpolationError {
-            message: format!("unsupported substitution `${{{body}}}`"),
-            hint: Some(
-                "drover supports `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alternative}` and `${VAR:?message}`"
-                    .into(),
-            ),
-        }),
-    }
 }
 
 /// One `KEY=VALUE` line of an env file, or why it is wrong.
@@ -307,6 +349,20 @@ mod tests {
         assert_eq!(err.message, "variable `NOPE` is not set");
         let err = interpolate("${NOPE:?give it}", &env()).unwrap_err();
         assert!(err.message.contains("give it"));
+    }
+
+    #[test]
+    fn in_compose_an_unset_variable_is_an_empty_string_and_named() {
+        let e = env();
+        let (value, used, blanks) =
+            interpolate_with("a${NOPE}b$NOPE:${A}${GONE}", &e, Unset::Blank).unwrap();
+        assert_eq!(value, "ab:1");
+        assert!(used);
+        assert_eq!(blanks, ["NOPE", "GONE"]);
+        // A required one stays an error, as in Compose.
+        assert!(interpolate_with("${NOPE:?give it}", &e, Unset::Blank).is_err());
+        let (_, used, blanks) = interpolate_with("${NOPE:-d}", &e, Unset::Blank).unwrap();
+        assert!(!used && blanks.is_empty());
     }
 
     #[test]

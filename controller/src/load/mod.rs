@@ -117,7 +117,22 @@ pub fn convert(file: &Path, env: &dyn Env) -> Result<String, LoadError> {
                 == Some(real.clone())
         })
         .ok_or_else(|| dir_error("no stack was read from it".into()))?;
-    convert::stack_yaml(&node, stack, &real).map_err(|e| dir_error(e.0.join("; ")))
+    // A variable that is not set is an empty string in Compose and an
+    // error in a drover Stack: written `${NAME:-}` there, it means the same.
+    let blanked: Vec<&str> = spec
+        .notes
+        .iter()
+        .filter(|n| {
+            Path::new(&*n.loc.file)
+                .parent()
+                .and_then(|p| p.canonicalize().ok())
+                == Some(real.clone())
+        })
+        .filter_map(decode::blanked_variable)
+        .collect();
+    convert::stack_yaml(&node, stack, &real)
+        .map(|text| convert::default_to_empty(&text, &blanked))
+        .map_err(|e| dir_error(e.0.join("; ")))
 }
 
 /// Parses every manifest under `dir`, collecting problems in `diags`.

@@ -31,9 +31,20 @@ impl<'a> Planner<'a> {
                     continue;
                 };
                 let b = &c.binds[0];
+                let (uses, way_out) = match (&b.device, b.volume) {
+                    (Some(_), _) => ("uses the host device", "a device is its host's"),
+                    (None, true) => (
+                        "mounts the host volume",
+                        "move the data into a named volume to let it move",
+                    ),
+                    (None, false) => (
+                        "mounts the host path",
+                        "move the data into a named volume to let it move",
+                    ),
+                };
                 self.errors.push(format!(
-                    "{}: app `{}/{}` mounts the host {} `{}` of `{from}`, so it stays there: it is not moved to `{host}` (move the data into a named volume to let it move)",
-                    b.at, c.stack, c.app, if b.volume { "volume" } else { "path" }, b.host_path
+                    "{}: app `{}/{}` {uses} `{}` of `{from}`, so it stays there: it is not moved to `{host}` ({way_out})",
+                    b.at, c.stack, c.app, b.host_path
                 ));
                 self.blocked.insert((c.stack.clone(), c.app.clone()));
                 for m in &c.mounts {
