@@ -73,6 +73,97 @@ fn nested_defaults_expand_as_in_compose() {
 }
 
 #[test]
+fn an_unset_variable_is_an_empty_string_in_compose_and_an_error_in_a_stack() {
+    let compose = "services:\n  web:\n    image: nginx\n    environment:\n      - TOKEN=$TOKEN\n      - URL=http://${HOST}/x\n    user: \"${UID}\"\n";
+    let spec = loaded(&[("shop/compose.yaml", compose)], &[("UID", "1000")]);
+    let web = &spec.stacks["shop"].apps["web"];
+    assert_eq!(web.environment["TOKEN"].expose(), "");
+    assert_eq!(web.environment["URL"].expose(), "http:///x");
+    assert_eq!(web.user.as_ref().map(|u| u.expose()), Some("1000"));
+    // Said once per variable, where it is first used, as Compose warns.
+    let notes: Vec<String> = spec.notes.iter().map(|n| n.to_string()).collect();
+    let token: Vec<_> = notes.iter().filter(|n| n.contains("`TOKEN`")).collect();
+    assert_eq!(token.len(), 1, "{notes:?}");
+    assert!(
+        token[0].contains("shop/compose.yaml:5:9")
+            && token[0].contains("is not set: an empty string is used, as Compose does"),
+        "{notes:?}"
+    );
+    assert!(notes.iter().any(|n| n.contains("`HOST`")), "{notes:?}");
+    // A required one stays an error, in Compose too.
+    let required =
+        "services:\n  web:\n    image: nginx\n    environment: [\"PW=${PW:?set a password}\"]\n";
+    let shown = errors(&[("shop/compose.yaml", required)], &[]);
+    assert!(
+        shown.contains("variable `PW` is required: set a password"),
+        "{shown}"
+    );
+    // A drover Stack refuses an unset variable, as before.
+    let stack = format!("{ONE_APP}    environment: {{ TOKEN: $TOKEN }}\n");
+    let shown = errors(&[("shop.yaml", &stack)], &[]);
+    assert!(shown.contains("variable `TOKEN` is not set"), "{shown}");
+}
+
+#[test]
+fn build_beside_an_image_runs_the_image_and_host_access_is_read() {
+    let compose = "services:\n  web:\n    image: shop/web:1\n    build: ./web\n    privileged: true\n    pid: host\n    runtime: runc\n    devices: [\"/dev/fuse\", { source: /dev/null, target: /dev/nothing, permissions: r }]\n  bare:\n    build: .\n";
+    let shown = errors(&[("shop/compose.yaml", compose)], &[]);
+    assert!(
+        shown.contains(
+            "shop/compose.yaml:10:5: error: drover does not support `build` (in service `bare`)"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("build and push the image"), "{shown}");
+    assert!(!shown.contains("`web`"), "{shown}");
+    let spec = loaded(
+        &[(
+            "shop/compose.yaml",
+            &compose.replace("  bare:\n    build: .\n", ""),
+        )],
+        &[],
+    );
+    let web = &spec.stacks["shop"].apps["web"];
+    assert!(web.options.privileged);
+    assert_eq!(web.options.pid.as_deref(), Some("host"));
+    assert_eq!(web.options.runtime.as_deref(), Some("runc"));
+    let devices: Vec<_> = web
+        .binds
+        .iter()
+        .map(|b| {
+            (
+                b.value.host_path.as_str(),
+                b.value.target.as_str(),
+                b.value.device.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("/dev/fuse", "/dev/fuse", Some("rwm")),
+            ("/dev/null", "/dev/nothing", Some("r"))
+        ]
+    );
+    assert!(
+        spec.notes.iter().any(|n| n
+            .to_string()
+            .contains("drover does not build images: service `web` runs its `image`")),
+        "{:?}",
+        spec.notes
+    );
+    let bad = "services:\n  web:\n    image: nginx\n    pid: service:db\n    devices: [\"fuse\", \"/dev/fuse:/dev/fuse:rwx\"]\n";
+    let shown = errors(&[("shop/compose.yaml", bad)], &[]);
+    for expected in [
+        "shop/compose.yaml:4:10: error: drover does not support `pid: service:db`",
+        "shop/compose.yaml:5:15: error: device `fuse` is not an absolute path of the host",
+        "shop/compose.yaml:5:23: error: device permissions `rwx` are not of `r`, `w` and `m`",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+}
+
+#[test]
 fn a_dot_env_beside_the_manifest_is_read_and_the_environment_wins() {
     let text = format!(
         "{ONE_APP}    environment:\n      TAG: ${{TAG:-written-default}}\n      MODE: ${{MODE:-dev}}\n"
@@ -316,13 +407,13 @@ fn the_override_file_is_merged_and_its_errors_name_it() {
     assert_eq!(web.environment["MODE"].expose(), "dev");
     assert_eq!(web.options.expose, ["9000/tcp", "9001/tcp"]);
 
-    let bad = "services:\n  web_app:\n    build: .\n";
+    let bad = "services:\n  web_app:\n    ipc: host\n";
     let shown = errors(&shop_files(&[("my_shop/compose.override.yaml", bad)]), &[]);
     assert!(
-        shown.contains("my_shop/compose.override.yaml:3:5: error: drover does not support `build` (in service `web_app`)"),
+        shown.contains("my_shop/compose.override.yaml:3:5: error: drover does not support `ipc` (in service `web_app`)"),
         "{shown}"
     );
-    assert!(shown.contains("3 |     build: ."), "{shown}");
+    assert!(shown.contains("3 |     ipc: host"), "{shown}");
 }
 
 #[test]

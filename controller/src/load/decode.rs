@@ -296,6 +296,14 @@ impl<'n> Fields<'n> {
             .map(|(_, _, v)| *v)
     }
 
+    /// Where the key of field `name` is written.
+    pub(super) fn key_pos(&self, name: &str) -> Option<Pos> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == name)
+            .map(|(_, k, _)| k.pos)
+    }
+
     /// Each field written, with its value, in the order written.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&'n str, &'n Node)> + '_ {
         self.entries.iter().map(|(k, _, v)| (*k, *v))
@@ -1319,6 +1327,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "privileged",
     "devices",
     "pid",
+    "build",
 ];
 
 pub(super) fn app(
@@ -1341,6 +1350,22 @@ pub(super) fn app(
         .collect();
     let f = fields(ctx, node, &what, &known)?;
     let builds = matches!(&node.value, Value::Map(e) if e.iter().any(|(k, _)| k.as_scalar() == Some("build")));
+    // Beside `image:`, `build:` is how the image was made: drover runs the
+    // image, as `docker stack deploy` does; without it there is no image.
+    if let Some(b) = f.key_pos("build") {
+        if f.get("image").is_some() {
+            ctx.note(
+                b,
+                format!("drover does not build images: {what} runs its `image`, which must be on its host or in a registry"),
+            );
+        } else {
+            ctx.error_hint(
+                b,
+                format!("drover does not support `build` (in {what})"),
+                compose_field(&what, "build"),
+            );
+        }
+    }
     let image = match f.get("image") {
         // `build:` without `image:` is said once, at `build`.
         None if builds => None,

@@ -445,6 +445,9 @@ struct ContainerOptions {
     dns_search: Option<StringOrList>,
     #[serde(default)]
     logging: Option<Logging>,
+    /// The engine's runtime to run the container with (`runc`, `nvidia`).
+    #[serde(default)]
+    runtime: Option<String>,
 }
 
 /// The container's log driver (`json-file` by default) and its options.
@@ -630,6 +633,19 @@ struct Service {
     /// `host`, `none` or `service:NAME` (a service on the same host).
     #[serde(default)]
     network_mode: Option<String>,
+    /// Only beside `image:`: drover runs that image and never builds.
+    #[serde(default)]
+    build: Option<ShortOrLong>,
+    /// Every capability and device of the host.
+    #[serde(default)]
+    privileged: Option<bool>,
+    /// Only `host`: the host's processes.
+    #[serde(default)]
+    pid: Option<String>,
+    /// Devices of the host (`/dev/X[:/dev/Y[:rwm]]`, or `source`,
+    /// `target`, `permissions`); like a host path, they pin the app.
+    #[serde(default)]
+    devices: Option<Vec<ShortOrLong>>,
     #[serde(flatten)]
     options: ContainerOptions,
 }
