@@ -676,6 +676,9 @@ services:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
     volumes: ["/etc/hostname:/host-hostname:ro"]
+    pid: host
+    runtime: runc
+    devices: ["/dev/null:/dev/drover-null"]
     networks: [front]
     x-drover: {{ host: {agent_host} }}
 networks:
@@ -727,6 +730,33 @@ networks:
         "{limits}"
     );
     assert!(exec(b, "shop-web", &["cat", "/proc/mounts"]).contains("/scratch"));
+    // What a service may take of its host, as Compose gives it
+    // (`privileged` too, which these engines cannot start here: see the
+    // engine's unit test of the request).
+    assert_eq!(
+        inspect(
+            a,
+            "shop-agent",
+            "{{.HostConfig.PidMode}} {{.HostConfig.Runtime}}"
+        )
+        .as_deref(),
+        Some("host runc")
+    );
+    assert!(
+        docker(a, &["exec", "shop-agent", "test", "-c", "/dev/drover-null"])
+            .status
+            .success(),
+        "the host's device is in the container"
+    );
+    assert_ne!(
+        exec(a, "shop-agent", &["cat", "/proc/1/comm"]),
+        "sh",
+        "the host's processes are seen"
+    );
+    assert_eq!(
+        inspect(b, "shop-web", "{{.HostConfig.Privileged}}").as_deref(),
+        Some("false")
+    );
     assert_eq!(
         inspect(b, "shop-web", "{{.HostConfig.CapDrop}}").as_deref(),
         Some("[NET_RAW]")

@@ -1247,3 +1247,36 @@ fn the_committed_plan_and_diff_schemas_are_what_drover_prints() {
         );
     }
 }
+
+/// A Compose service that uses a device of its host is pinned to that host,
+/// as one that mounts a host path is: a plan that would move it is a
+/// located error, and it stays.
+#[test]
+fn an_app_with_a_host_device_stays_on_its_host() {
+    let compose = |host: &str| {
+        format!("x-drover: {{ host: {host} }}\nservices:\n  radio:\n    image: radio:1\n    devices: [\"/dev/ttyUSB0\"]\n")
+    };
+    let d = desired(&[
+        ("cluster.yaml", CLUSTER),
+        ("radio/compose.yaml", &compose("node-a")),
+    ]);
+    let c = &d.hosts["node-a"].containers["radio-radio"];
+    assert_eq!(c.binds[0].device.as_deref(), Some("rwm"));
+    let observed = applied(&d);
+    let moved = desired(&[
+        ("cluster.yaml", CLUSTER),
+        ("radio/compose.yaml", &compose("node-b")),
+    ]);
+    let p = plan(&moved, &observed, Options::default());
+    assert!(
+        p.errors.iter().any(|e| e.contains("radio/compose.yaml:5:")
+            && e.contains("app `radio/radio` uses the host device `/dev/ttyUSB0` of `node-a`, so it stays there")),
+        "{:?}",
+        p.errors
+    );
+    assert!(
+        p.actions.iter().all(|a| a.name != "radio-radio"),
+        "{}",
+        plan_text(&p, false)
+    );
+}

@@ -1477,6 +1477,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_a_service_takes_of_its_host_reaches_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("s")).unwrap();
+        std::fs::write(
+            dir.path().join("s/compose.yaml"),
+            "services:\n  a:\n    image: x\n    privileged: true\n    pid: host\n    runtime: runc\n    devices: [\"/dev/fuse\"]\n    volumes: [\"/srv:/srv\"]\n  b:\n    image: x\n",
+        )
+        .unwrap();
+        let env = std::collections::BTreeMap::<String, String>::new();
+        let spec = crate::load::load(dir.path(), &env).unwrap();
+        let d = crate::desired::render(&spec);
+        let host = |name: &str| {
+            create_body(&d.hosts["local"].containers[name], None)
+                .host_config
+                .unwrap()
+        };
+        let a = host("s-a");
+        assert_eq!(a.privileged, Some(true));
+        assert_eq!(a.pid_mode.as_deref(), Some("host"));
+        assert_eq!(a.runtime.as_deref(), Some("runc"));
+        assert_eq!(
+            a.devices,
+            Some(vec![DeviceMapping {
+                path_on_host: Some("/dev/fuse".into()),
+                path_in_container: Some("/dev/fuse".into()),
+                cgroup_permissions: Some("rwm".into()),
+            }])
+        );
+        let mounts: Vec<_> = a
+            .mounts
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| m.source)
+            .collect();
+        assert_eq!(mounts, ["/srv"]);
+        let b = host("s-b");
+        assert_eq!(
+            (b.privileged, b.pid_mode, b.runtime, b.devices),
+            (Some(false), None, None, None)
+        );
+    }
+
+    #[test]
     fn image_references_split_for_pulling() {
         assert_eq!(split_image("postgres:16"), ("postgres", "16"));
         assert_eq!(split_image("postgres"), ("postgres", "latest"));
