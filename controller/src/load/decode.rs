@@ -470,7 +470,7 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "deploy" => "write `memory:` and `cpus:` on the app; replicas and placement are the manifests' `host:`".into(),
         "privileged" | "devices" | "pid" => "only a Compose file's service may ask for it, as only one may mount a host path; in a drover Stack grant what the app needs with `cap_add:`".into(),
         "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
-            "drover never shares a host's devices or namespaces with an app".into()
+            "not supported: remove it (`pid: host` and `network_mode: host` are taken)".into()
         }
         "platform" => "not supported yet: name an image built for the hosts' platform".into(),
         "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
@@ -1687,11 +1687,23 @@ fn host_access(
     if let Some(n) = f.get("privileged") {
         o.privileged =
             choice(ctx, n, "`privileged`", &[("true", true), ("false", false)]).unwrap_or(false);
+        if o.privileged {
+            ctx.note(
+                n.pos,
+                "runs privileged: every capability and device of its host, as in Compose",
+            );
+        }
     }
     if let Some(n) = f.get("pid") {
         if let Some(t) = text(ctx, n, "`pid`") {
             match t.expose() {
-                "host" => o.pid = Some("host".into()),
+                "host" => {
+                    ctx.note(
+                        n.pos,
+                        "sees and signals every process of its host (`pid: host`), as in Compose",
+                    );
+                    o.pid = Some("host".into());
+                }
                 "" => {}
                 other => ctx.error_hint(
                     n.pos,
@@ -1748,6 +1760,10 @@ fn host_access(
                 None,
             );
         } else {
+            ctx.note(
+                item.pos,
+                format!("uses the host device `{source}`: the app stays on its host, as with a host path"),
+            );
             binds.push(At {
                 value: crate::model::Bind {
                     host_path: source,
