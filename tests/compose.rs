@@ -672,6 +672,10 @@ services:
     depends_on: {{ db: {{ condition: service_healthy }} }}
     networks: [front, back]
     x-drover: {{ host: {b} }}
+  follower:
+    <<: *idle
+    command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    depends_on: {{ web: {{ condition: service_started, restart: true }} }}
   agent:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
@@ -792,16 +796,31 @@ networks:
             .map(|(h, c)| inspect(h, c, "{{.Id}}").unwrap_or_default())
             .collect()
     };
-    let before = ids(&[(a, "shop-db"), (a, "shop-worker"), (b, "shop-web")]);
+    let before = ids(&[
+        (a, "shop-db"),
+        (a, "shop-worker"),
+        (b, "shop-web"),
+        (a, "shop-follower"),
+    ]);
 
     // Editing the file recreates only the app that mounts it.
     std::fs::write(dir.join("site/greeting.txt"), "hello again\n").unwrap();
     let plan = f.drover(&["reconcile", "--dry-run"]);
     assert!(stdout(&plan).contains("shop-web"), "{}", stdout(&plan));
     f.reconcile();
-    let after = ids(&[(a, "shop-db"), (a, "shop-worker"), (b, "shop-web")]);
+    let after = ids(&[
+        (a, "shop-db"),
+        (a, "shop-worker"),
+        (b, "shop-web"),
+        (a, "shop-follower"),
+    ]);
     assert_eq!(before[..2], after[..2], "db and worker are left alone");
     assert_ne!(before[2], after[2], "web is made again");
+    assert_ne!(
+        before[3], after[3],
+        "and the app that restarts with it (`restart: true`), on the other host"
+    );
+    assert!(running(a, "shop-follower"));
     assert_eq!(
         exec(b, "shop-web", &["cat", "/etc/shop/greeting.txt"]),
         "hello again"

@@ -1280,3 +1280,43 @@ fn an_app_with_a_host_device_stays_on_its_host() {
         plan_text(&p, false)
     );
 }
+
+/// Compose's `depends_on: { X: { restart: true } }`: an update of X
+/// restarts the app, even on another host; without it the app is left
+/// alone.
+#[test]
+fn an_app_that_restarts_with_its_dependency_is_recreated_with_it() {
+    let compose = |image: &str, restart: bool| {
+        format!(
+            "services:\n  db:\n    image: {image}\n    x-drover: {{ host: node-b }}\n  web:\n    image: web:1\n    x-drover: {{ host: node-a }}\n    depends_on:\n      db: {{ condition: service_started, restart: {restart} }}\n  worker:\n    image: worker:1\n    x-drover: {{ host: node-a }}\n    depends_on: [db]\n"
+        )
+    };
+    for restart in [true, false] {
+        let d = desired(&[
+            ("cluster.yaml", CLUSTER),
+            ("shop/compose.yaml", &compose("db:1", restart)),
+        ]);
+        let observed = applied(&d);
+        let changed = desired(&[
+            ("cluster.yaml", CLUSTER),
+            ("shop/compose.yaml", &compose("db:2", restart)),
+        ]);
+        let p = plan(&changed, &observed, Options::default());
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        find(&p, Verb::Recreate, "shop-db");
+        let web = p
+            .actions
+            .iter()
+            .find(|a| a.action == Verb::Recreate && a.name == "shop-web");
+        assert_eq!(web.is_some(), restart, "{}", plan_text(&p, false));
+        if let Some(web) = web {
+            assert!(web.reason.contains("`restart: true`"), "{}", web.reason);
+        }
+        assert!(
+            p.actions.iter().all(|a| a.name != "shop-worker"),
+            "{}",
+            plan_text(&p, false)
+        );
+        replan_is_empty(&changed, &observed, &p);
+    }
+}

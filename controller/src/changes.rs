@@ -9,6 +9,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::contract::hostkey::HostKey;
+use crate::contract::labels;
 use crate::desired::{ContainerSpec, Desired, VolumeSpec, SECRET_DIGEST};
 
 /// What an app or a volume becomes.
@@ -106,7 +107,11 @@ fn app_fields(old: &ContainerSpec, new: &ContainerSpec, key: &HostKey) -> Vec<St
     let mut secrets = Vec::new();
     let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for k in names {
-        if a.get(k) == b.get(k) || k == "label.drover.network-of" {
+        // What follows from another app's change is said of that app.
+        let derived = [labels::NETWORK_OF, labels::RESTARTS_WITH]
+            .iter()
+            .any(|l| k.strip_prefix("label.") == Some(l));
+        if a.get(k) == b.get(k) || derived {
             continue;
         }
         let what = crate::plan::describe_field(k);

@@ -98,6 +98,10 @@ pub struct ContainerSpec {
     pub aliases: Vec<String>,
     /// Apps of the same stack this one waits for.
     pub depends_on: Vec<(String, Condition)>,
+    /// Containers whose recreation recreates this one (Compose's
+    /// `depends_on: { X: { restart: true } }`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_with: Vec<String>,
     /// A job another app waits to complete (`service_completed_successfully`):
     /// exited with code 0, it is done, not down.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -578,6 +582,11 @@ pub fn render(spec: &Spec) -> Desired {
                     .iter()
                     .map(|(t, c)| (t.value.clone(), *c))
                     .collect(),
+                restart_with: app
+                    .restart_with
+                    .iter()
+                    .map(|a| names::container(&stack.name, a))
+                    .collect(),
                 links: app.links.iter().map(|t| t.value.clone()).collect(),
                 job: stack.apps.values().any(|a| {
                     a.depends_on
@@ -591,40 +600,60 @@ pub fn render(spec: &Spec) -> Desired {
         }
     }
     hash_all(&mut desired);
-    hash_shared_networks(&mut desired);
+    hash_followers(&mut desired);
     desired
 }
 
-/// An app that shares another's network stack (`network_mode: service:X`)
-/// loses it when X is recreated, so X's spec hash is part of its own: a
-/// change that recreates X recreates it too.
-fn hash_shared_networks(desired: &mut Desired) {
-    for h in desired.hosts.values_mut() {
-        // A chain of sharers settles in as many rounds as it is long.
-        for _ in 0..h.containers.len() {
-            let hashes: BTreeMap<String, String> = h
-                .containers
-                .values()
-                .map(|c| (c.name.clone(), c.spec_hash.clone()))
-                .collect();
-            let mut changed = false;
-            for c in h.containers.values_mut() {
-                let Some(target) = c.network.strip_prefix("container:") else {
-                    continue;
-                };
-                let Some(hash) = hashes.get(target) else {
-                    continue;
-                };
-                let label = Text::plain(hash.clone());
-                if c.labels.get(labels::NETWORK_OF) != Some(&label) {
-                    c.labels.insert(labels::NETWORK_OF.into(), label);
-                    (c.spec_hash, c.field_digests) = hash_container(c);
-                    changed = true;
+/// Apps recreated whenever another is: one that shares X's network stack
+/// (`network_mode: service:X`) loses it when X is recreated, and one that
+/// depends on X with `restart: true` is restarted, in Compose, when X is
+/// updated. X's spec hash is part of its own, so a change that recreates X
+/// recreates it too.
+fn hash_followers(desired: &mut Desired) {
+    let count: usize = desired.hosts.values().map(|h| h.containers.len()).sum();
+    // A chain of followers settles in as many rounds as it is long.
+    for _ in 0..count {
+        let hashes: BTreeMap<String, String> = desired
+            .hosts
+            .values()
+            .flat_map(|h| h.containers.values())
+            .map(|c| (c.name.clone(), c.spec_hash.clone()))
+            .collect();
+        let mut changed = false;
+        for c in desired
+            .hosts
+            .values_mut()
+            .flat_map(|h| h.containers.values_mut())
+        {
+            let network_of = c
+                .network
+                .strip_prefix("container:")
+                .and_then(|target| hashes.get(target))
+                .map(|hash| Text::plain(hash.clone()));
+            let restarts_with = (!c.restart_with.is_empty()).then(|| {
+                let of: Vec<String> = c
+                    .restart_with
+                    .iter()
+                    .filter_map(|n| hashes.get(n).map(|h| format!("{n}={h}")))
+                    .collect();
+                Text::plain(of.join(","))
+            });
+            let mut relabel = |key: &str, value: Option<Text>| match value {
+                Some(v) if c.labels.get(key) != Some(&v) => {
+                    c.labels.insert(key.into(), v);
+                    true
                 }
+                _ => false,
+            };
+            let a = relabel(labels::NETWORK_OF, network_of);
+            let b = relabel(labels::RESTARTS_WITH, restarts_with);
+            if a || b {
+                (c.spec_hash, c.field_digests) = hash_container(c);
+                changed = true;
             }
-            if !changed {
-                break;
-            }
+        }
+        if !changed {
+            break;
         }
     }
 }

@@ -484,6 +484,9 @@ pub struct App {
     pub restart: Restart,
     pub pull: Pull,
     pub depends_on: Vec<(At<String>, Condition)>,
+    /// Apps of `depends_on` whose update restarts this one (Compose's
+    /// `restart: true`): drover recreates it when it recreates them.
+    pub restart_with: Vec<String>,
     pub links: Vec<At<String>>,
     pub command: Option<Vec<Text>>,
     pub entrypoint: Option<Vec<Text>>,

@@ -104,6 +104,9 @@ pub mod labels {
     /// On an app that shares another's network stack: that app's spec
     /// hash, so that recreating it recreates this one too.
     pub const NETWORK_OF: &str = "drover.network-of";
+    /// On an app that depends on others with `restart: true`: their spec
+    /// hashes, so that recreating one of them recreates this one too.
+    pub const RESTARTS_WITH: &str = "drover.restarts-with";
     /// On a volume a move made: the host its data was copied from.
     pub const MOVED_FROM: &str = "drover.moved-from";
     /// On a copy record: the Docker volume whose copy it describes.

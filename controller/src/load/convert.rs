@@ -112,7 +112,7 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                     }
                     _ => {
                         for (target, entry) in entries(v) {
-                            let condition = get(&entries(entry), "condition")
+                            let mut condition = get(&entries(entry), "condition")
                                 .map(|c| {
                                     text(c)
                                         .trim_start_matches("service_")
@@ -120,6 +120,9 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                                         .to_string()
                                 })
                                 .unwrap_or_else(|| "started".into());
+                            if app.restart_with.contains(&target) {
+                                condition.push_str(", restart: true");
+                            }
                             depends.push((target, condition));
                         }
                     }

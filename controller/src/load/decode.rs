@@ -1510,11 +1510,10 @@ pub(super) fn app(
             ],
         )
     });
-    let depends_on = f
+    let (mut depends_on, restart_with) = f
         .get("depends_on")
         .map(|d| depends_on(ctx, d))
         .unwrap_or_default();
-    let mut depends_on = depends_on;
     let mut links = Vec::new();
     if let Some(l) = f.get("links") {
         for item in sequence(ctx, l, "`links`").unwrap_or(&[]) {
@@ -1660,6 +1659,7 @@ pub(super) fn app(
         }),
         pull: pull.unwrap_or(Pull::Missing),
         depends_on,
+        restart_with,
         links,
         command: cmd,
         entrypoint,
@@ -2197,8 +2197,11 @@ fn env_files(ctx: &mut Ctx, node: &Node, out: &mut BTreeMap<String, Text>) {
     }
 }
 
-fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
+/// The apps an app waits for, and those of them whose update restarts it
+/// (`restart: true`).
+fn depends_on(ctx: &mut Ctx, node: &Node) -> (Vec<(At<String>, Condition)>, Vec<String>) {
     let mut out = Vec::new();
+    let mut restart_with = Vec::new();
     match &node.value {
         Value::Seq(items) => {
             for item in items {
@@ -2216,16 +2219,18 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
                 if v.value != Value::Null {
                     if let Some(f) = fields(ctx, v, "a `depends_on` entry", DEPENDS_ON_FIELDS) {
                         // Compose's `required: true` is what drover always
-                        // does; `restart: true` (restart it when the other is
-                        // recreated) it does not do yet.
+                        // does; `restart: true` restarts it when the other
+                        // is updated: drover recreates it then.
                         if let Some(r) = f.get("required") {
                             if r.as_scalar() != Some("true") {
                                 ctx.error_hint(r.pos, "an optional dependency (`required: false`) is not supported", Some("every app an app depends on is in its stack: remove it, or `required:`".into()));
                             }
                         }
                         if let Some(r) = f.get("restart") {
-                            if r.as_scalar() != Some("false") {
-                                ctx.error_hint(r.pos, "`restart: true` is not supported yet", Some("drover recreates an app when its own spec changes; remove `restart:`".into()));
+                            if choice(ctx, r, "`restart`", &[("true", true), ("false", false)])
+                                == Some(true)
+                            {
+                                restart_with.push(target.value.clone());
                             }
                         }
                         if let Some(c) = f.get("condition") {
@@ -2253,7 +2258,7 @@ fn depends_on(ctx: &mut Ctx, node: &Node) -> Vec<(At<String>, Condition)> {
             }
         }
     }
-    out
+    (out, restart_with)
 }
 
 fn command(ctx: &mut Ctx, node: &Node, what: &str) -> Option<Vec<Text>> {

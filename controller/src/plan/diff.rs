@@ -71,7 +71,11 @@ pub fn config_change(c: &ContainerSpec, o: &ObservedContainer, key: &SecretKey) 
 
 /// A field of a container's spec as the plan names it: "environment `X`".
 pub fn describe_field(k: &str) -> String {
-    if let Some(e) = k.strip_prefix("env.") {
+    if k == format!("label.{}", crate::contract::labels::NETWORK_OF) {
+        "the app whose network it shares is made again".into()
+    } else if k == format!("label.{}", crate::contract::labels::RESTARTS_WITH) {
+        "an app it restarts with (`restart: true`) is made again".into()
+    } else if let Some(e) = k.strip_prefix("env.") {
         format!("environment `{e}`")
     } else if let Some(l) = k.strip_prefix("label.") {
         format!("label `{l}`")
