@@ -152,12 +152,13 @@ fn build_beside_an_image_runs_the_image_and_host_access_is_read() {
         "{:?}",
         spec.notes
     );
-    let bad = "services:\n  web:\n    image: nginx\n    pid: service:db\n    devices: [\"fuse\", \"/dev/fuse:/dev/fuse:rwx\"]\n";
+    let bad = "services:\n  web:\n    image: nginx\n    pid: service:db\n    devices: [\"fuse\", \"/dev/fuse:/dev/fuse:rwx\"]\n    platform: linux/\n";
     let shown = errors(&[("shop/compose.yaml", bad)], &[]);
     for expected in [
         "shop/compose.yaml:4:10: error: drover does not support `pid: service:db`",
         "shop/compose.yaml:5:15: error: device `fuse` is not an absolute path of the host",
         "shop/compose.yaml:5:23: error: device permissions `rwx` are not of `r`, `w` and `m`",
+        "shop/compose.yaml:6:15: error: `linux/` is not a platform",
     ] {
         assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
     }
@@ -238,7 +239,7 @@ fn a_compose_field_is_never_hinted_as_a_drover_field_of_another_meaning() {
     let shown = errors(
         &[(
             "shop.yaml",
-            &format!("{ONE_APP}    privileged: true\n    platfrom: linux/amd64\n"),
+            &format!("{ONE_APP}    privileged: true\n    userns_mod: host\n"),
         )],
         &[],
     );
@@ -247,7 +248,7 @@ fn a_compose_field_is_never_hinted_as_a_drover_field_of_another_meaning() {
         "{shown}"
     );
     assert!(
-        shown.contains("it looks like Compose's `platform`"),
+        shown.contains("it looks like Compose's `userns_mode`"),
         "{shown}"
     );
     assert!(!shown.contains("a similar name exists"), "{shown}");
@@ -639,6 +640,17 @@ fn a_compose_stack_runs_on_two_hosts_is_edited_and_moves_with_its_data() {
     let f = Fixture::new(hosts, &["shop"]);
     let (a, b) = (&f.hosts[0], &f.hosts[1]);
     let dir = f.path().join("shop");
+    // The platform the test image was made for, as Compose's `platform`.
+    let platform = text(&docker(
+        a,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Os}}/{{.Architecture}}",
+            IMAGE,
+        ],
+    ));
     let compose = |db_host: &str, agent_host: &str| {
         format!(
             r#"name: shop
@@ -658,6 +670,7 @@ services:
   worker:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
+    platform: {platform}
     networks:
       back: {{ aliases: [jobs] }}
   web:

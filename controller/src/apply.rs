@@ -319,13 +319,14 @@ impl Executor {
     /// Makes sure every host has the images its new containers need, as
     /// `pull:` says. Returns the hosts that cannot go on, with the reason.
     async fn prepare_images(&self, plan: &Plan) -> BTreeMap<String, String> {
-        let mut needs: BTreeMap<String, BTreeMap<String, Pull>> = BTreeMap::new();
+        type Wanted = (Pull, Option<String>);
+        let mut needs: BTreeMap<String, BTreeMap<String, Wanted>> = BTreeMap::new();
         for a in &plan.actions {
             for c in self.containers_started_by(a) {
-                needs
-                    .entry(c.host.clone())
-                    .or_default()
-                    .insert(c.image.expose().to_string(), c.pull);
+                needs.entry(c.host.clone()).or_default().insert(
+                    c.image.expose().to_string(),
+                    (c.pull, c.options.platform.clone()),
+                );
             }
         }
         let mut tasks = JoinSet::new();
@@ -346,7 +347,7 @@ impl Executor {
                 })
                 .unwrap_or_default();
             tasks.spawn(async move {
-                for (image, pull) in images {
+                for (image, (pull, platform)) in images {
                     let hidden = secret.contains(&image);
                     let shown = if hidden { "<secret>".to_string() } else { image.clone() };
                     // The engine's own messages may repeat the image.
@@ -366,7 +367,7 @@ impl Executor {
                     let result = match (pull, present) {
                         (Pull::Never, false) => Err(format!("image `{shown}` is not on `{host}` and `pull: never` forbids pulling it")),
                         (Pull::Never, true) | (Pull::Missing, true) => Ok(()),
-                        (Pull::Always, _) | (Pull::Missing, false) => match api.pull_image(&image).await {
+                        (Pull::Always, _) | (Pull::Missing, false) => match api.pull_image(&image, platform.as_deref()).await {
                             Ok(()) => Ok(()),
                             Err(_) if present => Ok(()), // `always`, but the copy on the host will do
                             Err(e) => Err(format!("image `{shown}` is not on `{host}` and cannot be pulled: {}", said(e))),

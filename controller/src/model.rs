@@ -421,6 +421,10 @@ pub struct Options {
     /// The engine's runtime to run it with (`runc`, `nvidia`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The platform of the image to pull and run (`linux/arm64`), as
+    /// Compose's `platform`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 impl Options {

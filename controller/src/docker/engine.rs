@@ -766,12 +766,13 @@ impl DockerApi for Engine {
         }
     }
 
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+    async fn pull_image(&self, image: &str, platform: Option<&str>) -> Result<(), EngineError> {
         let (repo, tag) = split_image(image);
-        let opts = CreateImageOptionsBuilder::new()
-            .from_image(repo)
-            .tag(tag)
-            .build();
+        let mut opts = CreateImageOptionsBuilder::new().from_image(repo).tag(tag);
+        if let Some(p) = platform {
+            opts = opts.platform(p);
+        }
+        let opts = opts.build();
         let mut stream = self.docker.create_image(Some(opts), None, None);
         while let Some(item) = stream.next().await {
             item.map_err(|e| EngineError::api(&self.host, format!("pull `{image}`"), e))?;
@@ -832,7 +833,11 @@ impl DockerApi for Engine {
             true => Some(self.secret_key().await?),
             false => None,
         };
-        let opts = CreateContainerOptionsBuilder::new().name(&c.name).build();
+        let mut opts = CreateContainerOptionsBuilder::new().name(&c.name);
+        if let Some(p) = &c.options.platform {
+            opts = opts.platform(p);
+        }
+        let opts = opts.build();
         self.docker
             .create_container(Some(opts), create_body(c, key.as_ref()))
             .await

@@ -235,7 +235,7 @@ impl DockerApi for FakeDocker {
         Ok(self.with(|s| s.host.images.iter().any(|i| i == image)))
     }
 
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+    async fn pull_image(&self, image: &str, _platform: Option<&str>) -> Result<(), EngineError> {
         self.call(format!("pull {image}")).await?;
         self.with(|s| {
             if s.pullable.contains(image) {

@@ -181,7 +181,8 @@ pub trait DockerApi: Send + Sync {
     /// files, so this is asked only for the volumes a plan moves.
     async fn volume_sizes(&self) -> Result<BTreeMap<String, u64>, EngineError>;
     async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
-    async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
+    /// Pulls `image`, for `platform` (`linux/arm64`) when one is named.
+    async fn pull_image(&self, image: &str, platform: Option<&str>) -> Result<(), EngineError>;
     async fn create_volume(&self, v: &VolumeSpec) -> Result<(), EngineError>;
     /// Deletes a volume and its data. Only explicit commands call this.
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;

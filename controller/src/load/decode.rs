@@ -106,6 +106,7 @@ pub const OPTION_FIELDS: &[&str] = &[
     "dns_search",
     "logging",
     "runtime",
+    "platform",
 ];
 pub const HEALTHCHECK_FIELDS: &[&str] = &[
     "test",
@@ -472,7 +473,6 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
             "not supported: remove it (`pid: host` and `network_mode: host` are taken)".into()
         }
-        "platform" => "not supported yet: name an image built for the hosts' platform".into(),
         "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
         "scale" => "drover runs one container per app: name another app for another container".into(),
         _ => format!("drover does not support `{field}` yet; docs/compose.md lists what it takes"),
@@ -1322,7 +1322,6 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "networks",
     "secrets",
     "configs",
-    "platform",
     "network_mode",
     "privileged",
     "devices",
@@ -1587,18 +1586,7 @@ pub(super) fn app(
             files.extend(super::compose::file_entry(ctx, item).unwrap_or_default());
         }
     }
-    if let Some(p) = f.get("platform") {
-        // An empty platform (`${DOCKER_PLATFORM:-}`) is no platform.
-        if text(ctx, p, "`platform`").is_some_and(|t| !t.expose().trim().is_empty()) {
-            ctx.error_hint(
-                p.pos,
-                format!("drover does not support `platform` (in {what}) yet"),
-                Some(
-                    "name an image built for the hosts' platform, and leave `platform` out".into(),
-                ),
-            );
-        }
-    }
+
     if let Dialect::Compose { data_dirs, .. } = dialect {
         for kind in ["secrets", "configs"] {
             if let Some(n) = f.get(kind) {
@@ -1788,6 +1776,29 @@ fn options(ctx: &mut Ctx, f: &Fields) -> Options {
     };
     o.hostname = word(ctx, "hostname");
     o.runtime = word(ctx, "runtime").filter(|r| !r.is_empty());
+    if let Some(p) = f.get("platform") {
+        // An empty platform (`${DOCKER_PLATFORM:-}`) is no platform.
+        match text(ctx, p, "`platform`").map(|t| t.expose().trim().to_string()) {
+            Some(t) if t.is_empty() => {}
+            Some(t)
+                if (1..=3).contains(&t.split('/').count())
+                    && t.split('/').all(|part| {
+                        !part.is_empty()
+                            && part
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                    }) =>
+            {
+                o.platform = Some(t)
+            }
+            Some(t) => ctx.error_hint(
+                p.pos,
+                format!("`{t}` is not a platform"),
+                Some("write `OS[/ARCH[/VARIANT]]`, as in `linux/arm64/v8`".into()),
+            ),
+            None => {}
+        }
+    }
     o.domainname = word(ctx, "domainname");
     o.container_name = word(ctx, "container_name");
     if let (Some(name), Some(n)) = (&o.container_name, f.get("container_name")) {

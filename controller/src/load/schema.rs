@@ -448,6 +448,9 @@ struct ContainerOptions {
     /// The engine's runtime to run the container with (`runc`, `nvidia`).
     #[serde(default)]
     runtime: Option<String>,
+    /// The platform of the image to pull and run: `OS[/ARCH[/VARIANT]]`.
+    #[serde(default)]
+    platform: Option<String>,
 }
 
 /// The container's log driver (`json-file` by default) and its options.
@@ -627,9 +630,6 @@ struct Service {
     secrets: Option<Vec<ShortOrLong>>,
     #[serde(default)]
     configs: Option<Vec<ShortOrLong>>,
-    /// Only empty: drover names images built for its hosts.
-    #[serde(default)]
-    platform: Option<String>,
     /// `host`, `none` or `service:NAME` (a service on the same host).
     #[serde(default)]
     network_mode: Option<String>,
