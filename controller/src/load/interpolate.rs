@@ -233,6 +233,49 @@ fn closing_brace(body: &str) -> Option<usize> {
     None
 }
 
+/// `text` with each reference to a variable of `names` written alone
+/// (`$NAME`, `${NAME}`) made `${NAME:-}`; `$$` stays a literal `$`.
+pub fn default_to_empty(text: &str, names: &[&str]) -> String {
+    if names.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push_str("$$");
+            rest = r;
+            continue;
+        }
+        let (name, len) = match after.strip_prefix('{') {
+            Some(body) => {
+                let n = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
+                match body[n..].starts_with('}') {
+                    true => (&body[..n], n + 2),
+                    false => ("", 0),
+                }
+            }
+            None => {
+                let n = after
+                    .find(|c: char| !is_name_char(c))
+                    .unwrap_or(after.len());
+                (&after[..n], n)
+            }
+        };
+        if !name.is_empty() && names.contains(&name) {
+            out.push_str(&format!("${{{name}:-}}"));
+            rest = &after[len..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One `KEY=VALUE` line of an env file, or why it is wrong.
 pub type EnvLine = Result<(String, String), String>;
 
@@ -380,5 +423,14 @@ mod tests {
         assert_eq!(parsed[1], (4, Ok(("B".into(), "two".into()))));
         assert!(parsed[2].1.is_err());
         assert_eq!(parsed[3], (6, Ok(("C".into(), "x=y".into()))));
+    }
+
+    #[test]
+    fn only_a_reference_to_an_unset_variable_alone_gets_an_empty_default() {
+        let names = ["UID", "PW"];
+        assert_eq!(
+            default_to_empty("u: ${UID}:$UID $$UID ${UIDX} ${PW:-x} $PWD $PW.", &names),
+            "u: ${UID:-}:${UID:-} $$UID ${UIDX} ${PW:-x} $PWD ${PW:-}."
+        );
     }
 }

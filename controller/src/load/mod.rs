@@ -107,31 +107,29 @@ pub fn convert(file: &Path, env: &dyn Env) -> Result<String, LoadError> {
     {
         node = compose::merge(node, read(&over)?);
     }
+    // What was read from a file of this folder.
+    let here = |file: &str| {
+        Path::new(file)
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .as_deref()
+            == Some(real.as_path())
+    };
     let stack = spec
         .stacks
         .values()
-        .find(|s| {
-            Path::new(&*s.loc.file)
-                .parent()
-                .and_then(|p| p.canonicalize().ok())
-                == Some(real.clone())
-        })
+        .find(|s| here(&s.loc.file))
         .ok_or_else(|| dir_error("no stack was read from it".into()))?;
     // A variable that is not set is an empty string in Compose and an
     // error in a drover Stack: written `${NAME:-}` there, it means the same.
     let blanked: Vec<&str> = spec
         .notes
         .iter()
-        .filter(|n| {
-            Path::new(&*n.loc.file)
-                .parent()
-                .and_then(|p| p.canonicalize().ok())
-                == Some(real.clone())
-        })
+        .filter(|n| here(&n.loc.file))
         .filter_map(decode::blanked_variable)
         .collect();
     convert::stack_yaml(&node, stack, &real)
-        .map(|text| convert::default_to_empty(&text, &blanked))
+        .map(|text| interpolate::default_to_empty(&text, &blanked))
         .map_err(|e| dir_error(e.0.join("; ")))
 }
 
