@@ -470,8 +470,11 @@ fn compose_field(what: &str, field: &str) -> Option<String> {
         "pull_policy" => "drover writes it `pull:` (`missing`, `always` or `never`)".into(),
         "deploy" => "write `memory:` and `cpus:` on the app; replicas and placement are the manifests' `host:`".into(),
         "privileged" | "devices" | "pid" => "only a Compose file's service may ask for it, as only one may mount a host path; in a drover Stack grant what the app needs with `cap_add:`".into(),
-        "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
+        "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" if what.starts_with("service ") => {
             "not supported: remove it (`pid: host` and `network_mode: host` are taken)".into()
+        }
+        "ipc" | "volumes_from" | "userns_mode" | "uts" | "cgroup" => {
+            "not supported: remove it (`network_mode: host` is taken)".into()
         }
         "extends" => "not supported yet: write the fields out, or share them with an `x-` field, an anchor and `<<:`".into(),
         "scale" => "drover runs one container per app: name another app for another container".into(),
