@@ -432,6 +432,17 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                 }),
         )
         .collect();
+    let devices: Vec<DeviceMapping> = c
+        .binds
+        .iter()
+        .filter_map(|b| {
+            Some(DeviceMapping {
+                path_on_host: Some(b.host_path.clone()),
+                path_in_container: Some(b.target.clone()),
+                cgroup_permissions: Some(b.device.clone()?),
+            })
+        })
+        .collect();
     let restart = restart_name(c.restart);
     let ns = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     let healthcheck = c.healthcheck.as_ref().map(|h| HealthConfig {
@@ -500,18 +511,7 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
             privileged: Some(o.privileged),
             pid_mode: o.pid.clone(),
             runtime: o.runtime.clone(),
-            devices: c.binds.iter().any(|b| b.device.is_some()).then(|| {
-                c.binds
-                    .iter()
-                    .filter_map(|b| {
-                        Some(DeviceMapping {
-                            path_on_host: Some(b.host_path.clone()),
-                            path_in_container: Some(b.target.clone()),
-                            cgroup_permissions: Some(b.device.clone()?),
-                        })
-                    })
-                    .collect()
-            }),
+            devices: (!devices.is_empty()).then_some(devices),
             pids_limit: o.pids_limit,
             shm_size: o.shm_size.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),

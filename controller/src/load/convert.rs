@@ -147,17 +147,7 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                     }
                 }
                 "x-drover" => host = get(&entries(v), "host").or(host),
-                "privileged" | "pid" | "devices"
-                    if match k.as_str() {
-                        "privileged" => app.options.privileged,
-                        "pid" => app.options.pid.is_some(),
-                        _ => app.binds.iter().any(|b| b.value.device.is_some()),
-                    } =>
-                {
-                    problems.push(format!(
-                        "service `{name}` asks for `{k}`: a drover Stack cannot (keep it in Compose)"
-                    ))
-                }
+                // Said below, from what the loader read.
                 "privileged" | "pid" | "devices" => {}
                 "network_mode" => {
                     let mode = match &app.network_mode {
@@ -225,6 +215,18 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
             out.push_str(&emit_field("host", h, 4));
         }
         out.push_str(&body);
+        // What only a Compose file's service may ask of its host.
+        let asks = [
+            ("privileged", app.options.privileged),
+            ("pid", app.options.pid.is_some()),
+            (
+                "devices",
+                app.binds.iter().any(|b| b.value.device.is_some()),
+            ),
+        ];
+        problems.extend(asks.iter().filter(|(_, asked)| *asked).map(|(k, _)| {
+            format!("service `{name}` asks for `{k}`: a drover Stack cannot (keep it in Compose)")
+        }));
         if !svc.iter().any(|(k, _)| k == "restart") {
             // Compose's default, which is not drover's.
             out.push_str("    restart: \"no\"\n");

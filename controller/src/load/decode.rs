@@ -1351,10 +1351,10 @@ pub(super) fn app(
         .copied()
         .collect();
     let f = fields(ctx, node, &what, &known)?;
-    let builds = matches!(&node.value, Value::Map(e) if e.iter().any(|(k, _)| k.as_scalar() == Some("build")));
+    let builds = f.key_pos("build");
     // Beside `image:`, `build:` is how the image was made: drover runs the
     // image, as `docker stack deploy` does; without it there is no image.
-    if let Some(b) = f.key_pos("build") {
+    if let Some(b) = builds {
         if f.get("image").is_some() {
             ctx.note(
                 b,
@@ -1370,7 +1370,7 @@ pub(super) fn app(
     }
     let image = match f.get("image") {
         // `build:` without `image:` is said once, at `build`.
-        None if builds => None,
+        None if builds.is_some() => None,
         None => {
             ctx.error_hint(
                 pos,
@@ -1589,7 +1589,6 @@ pub(super) fn app(
             files.extend(super::compose::file_entry(ctx, item).unwrap_or_default());
         }
     }
-
     if let Dialect::Compose { data_dirs, .. } = dialect {
         for kind in ["secrets", "configs"] {
             if let Some(n) = f.get(kind) {
@@ -1665,7 +1664,6 @@ pub(super) fn app(
     })
 }
 
-/// The container options of an app (see [`Options`]).
 /// What a Compose service may take of its host besides a path:
 /// `privileged`, `pid: host` and `devices` (which, like a host path, pin
 /// the app to its host). A drover Stack asks for none of them.
@@ -1770,6 +1768,7 @@ fn host_access(
     }
 }
 
+/// The container options of an app (see [`Options`]).
 fn options(ctx: &mut Ctx, f: &Fields) -> Options {
     let mut o = Options::default();
     let word = |ctx: &mut Ctx, key: &str| {

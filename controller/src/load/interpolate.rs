@@ -60,14 +60,10 @@ pub enum Unset {
 }
 
 /// Returns the interpolated string and whether a value from the
-/// environment reached it (then the string is a secret). A default written
-/// in the file is no secret: whoever reads the file sees it.
-pub fn interpolate(input: &str, env: &dyn Env) -> Result<(String, bool), InterpolationError> {
-    interpolate_with(input, env, Unset::Refused).map(|(value, used, _)| (value, used))
-}
-
-/// [`interpolate`], with `unset` deciding what an unset variable without a
-/// default becomes; the third value names those that became empty strings.
+/// environment reached it (then the string is a secret), with `unset`
+/// deciding what an unset variable without a default becomes; the third
+/// value names those that became empty strings. A default written in the
+/// file is no secret: whoever reads the file sees it.
 pub fn interpolate_with(
     input: &str,
     env: &dyn Env,
@@ -316,6 +312,11 @@ pub fn parse_env_file(text: &str) -> Vec<(u32, EnvLine)> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// As a drover manifest interpolates: an unset variable is an error.
+    fn interpolate(input: &str, env: &dyn Env) -> Result<(String, bool), InterpolationError> {
+        interpolate_with(input, env, Unset::Refused).map(|(value, used, _)| (value, used))
+    }
 
     fn env() -> BTreeMap<String, String> {
         [("A", "1"), ("EMPTY", ""), ("PW", "hunter2")]
