@@ -142,6 +142,7 @@ async fn run_job(
     };
     let direct =
         started.map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
+    tracing::debug!(host = %api.host(), direct, "helper started");
     let job = job.direct(direct.then(|| o.store.clone()));
     let out = async {
         let exec = api
@@ -220,6 +221,7 @@ async fn restore_into(
     let r: Restored = serde_json::from_value(out).map_err(|e| e.to_string())?;
     tracing::debug!(
         volume,
+        opened_ms = r.opened_ms,
         wrote_ms = r.wrote_ms,
         checked_ms = r.checked_ms,
         files = r.files,
