@@ -165,6 +165,30 @@ fn build_beside_an_image_runs_the_image_and_host_access_is_read() {
 }
 
 #[test]
+fn a_binds_propagation_is_read_only_for_a_host_path_and_an_empty_restart_is_no() {
+    let compose = "services:\n  node:\n    image: x\n    restart: ${POLICY}\n    volumes:\n      - /:/host:ro,rslave\n      - { type: bind, source: /mnt, target: /mnt, bind: { propagation: rshared } }\n";
+    let spec = loaded(&[("mon/compose.yaml", compose)], &[]);
+    let node = &spec.stacks["mon"].apps["node"];
+    let binds: Vec<_> = node
+        .binds
+        .iter()
+        .map(|b| (b.value.read_only, b.value.propagation.as_deref()))
+        .collect();
+    assert_eq!(binds, [(true, Some("rslave")), (false, Some("rshared"))]);
+    assert_eq!(node.restart, drover::model::Restart::No);
+    let bad = "services:\n  node:\n    image: x\n    volumes:\n      - ./data:/data:rslave\n      - /a:/a:rslave,rshared\n      - logs:/logs:rslave\n      - { type: bind, source: /b, target: /b, bind: { propagation: slaved } }\nvolumes:\n  logs: {}\n";
+    let shown = errors(&[("mon/compose.yaml", bad)], &[]);
+    for expected in [
+        "mon/compose.yaml:5:9: error: propagation `rslave` applies to a path of the host, and `./data` is not one",
+        "mon/compose.yaml:6:9: error: mount `/a:/a:rslave,rshared` names two propagations",
+        "mon/compose.yaml:7:9: error: propagation `rslave` applies to a path of the host, and `logs:/logs:rslave` mounts a volume",
+        "mon/compose.yaml:8:68: error: `propagation` must be one of `private`, `rprivate`, `shared`, `rshared`, `slave`, `rslave`, found `slaved`",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+}
+
+#[test]
 fn a_dot_env_beside_the_manifest_is_read_and_the_environment_wins() {
     let text = format!(
         "{ONE_APP}    environment:\n      TAG: ${{TAG:-written-default}}\n      MODE: ${{MODE:-dev}}\n"
@@ -692,7 +716,7 @@ services:
   agent:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
-    volumes: ["/etc/hostname:/host-hostname:ro"]
+    volumes: ["/etc/hostname:/host-hostname:ro", "/tmp:/host-tmp:ro,rprivate"]
     pid: host
     runtime: runc
     devices: ["/dev/null:/dev/drover-null"]
@@ -758,6 +782,16 @@ networks:
         )
         .as_deref(),
         Some("host runc")
+    );
+    assert_eq!(
+        inspect(
+            a,
+            "shop-agent",
+            "{{range .Mounts}}{{if eq .Destination \"/host-tmp\"}}{{.Propagation}} {{.RW}}{{end}}{{end}}"
+        )
+        .as_deref(),
+        Some("rprivate false"),
+        "a bind's propagation reaches the engine"
     );
     assert!(
         docker(a, &["exec", "shop-agent", "test", "-c", "/dev/drover-null"])

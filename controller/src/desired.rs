@@ -56,6 +56,9 @@ pub struct BindSpec {
     /// A device of the host, with its cgroup permissions, not a mount.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Its propagation (`rslave`…), when the manifest names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<String>,
     /// `file:line:col` of the mount, for the plan's error when the app
     /// would have to move.
     pub at: String,
@@ -560,6 +563,7 @@ pub fn render(spec: &Spec) -> Desired {
                         volume: b.value.volume,
                         must_exist: b.value.must_exist,
                         device: b.value.device.clone(),
+                        propagation: b.value.propagation.clone(),
                         at: b.loc.to_string(),
                     })
                     .collect(),
@@ -737,9 +741,14 @@ fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
     let (devices, binds): (Vec<&BindSpec>, Vec<&BindSpec>) =
         c.binds.iter().partition(|b| b.device.is_some());
     if !binds.is_empty() {
+        // A propagation joins the hash only when named: the hashes of
+        // binds without one stay as they were.
         let b: Vec<_> = binds
             .iter()
-            .map(|b| (&b.host_path, &b.target, b.read_only))
+            .map(|b| match &b.propagation {
+                None => serde_json::json!([b.host_path, b.target, b.read_only]),
+                Some(p) => serde_json::json!([b.host_path, b.target, b.read_only, p]),
+            })
             .collect();
         push(
             "binds".into(),

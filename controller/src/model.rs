@@ -324,6 +324,9 @@ pub struct Bind {
     /// A device of the host (Compose's `devices`) rather than a mount,
     /// with its cgroup permissions (`rwm`).
     pub device: Option<String>,
+    /// How mounts beneath the path reach the container (`rslave`…), as
+    /// the file names it; Docker's default otherwise.
+    pub propagation: Option<String>,
 }
 
 /// A file of the manifest directory shipped into an app (Compose's bind

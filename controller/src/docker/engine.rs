@@ -9,8 +9,9 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping,
     EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, NetworkCreateRequest, NetworkingConfig, PortBinding, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -428,6 +429,10 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                         MountType::BIND
                     }),
                     read_only: Some(b.read_only),
+                    bind_options: b.propagation.as_deref().map(|p| MountBindOptions {
+                        propagation: Some(propagation(p)),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
         )
@@ -1431,6 +1436,20 @@ fn helper_body(
     }
 }
 
+/// A bind's propagation by its name (one the manifest checked).
+fn propagation(name: &str) -> MountBindOptionsPropagationEnum {
+    use MountBindOptionsPropagationEnum as P;
+    match name {
+        "private" => P::PRIVATE,
+        "rprivate" => P::RPRIVATE,
+        "shared" => P::SHARED,
+        "rshared" => P::RSHARED,
+        "slave" => P::SLAVE,
+        "rslave" => P::RSLAVE,
+        _ => P::EMPTY,
+    }
+}
+
 fn restart_name(r: Restart) -> RestartPolicyNameEnum {
     match r {
         Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
@@ -1487,7 +1506,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("s")).unwrap();
         std::fs::write(
             dir.path().join("s/compose.yaml"),
-            "services:\n  a:\n    image: x\n    privileged: true\n    pid: host\n    runtime: runc\n    devices: [\"/dev/fuse\"]\n    volumes: [\"/srv:/srv\"]\n  b:\n    image: x\n",
+            "services:\n  a:\n    image: x\n    privileged: true\n    pid: host\n    runtime: runc\n    devices: [\"/dev/fuse\"]\n    volumes:\n      - /srv:/srv\n      - /:/host:ro,rslave\n      - { type: bind, source: /mnt, target: /mnt, bind: { propagation: rshared } }\n  b:\n    image: x\n",
         )
         .unwrap();
         let env = std::collections::BTreeMap::<String, String>::new();
@@ -1514,9 +1533,20 @@ mod tests {
             .mounts
             .unwrap()
             .into_iter()
-            .filter_map(|m| m.source)
+            .map(|m| {
+                let p = m.bind_options.and_then(|o| o.propagation);
+                (m.source.unwrap(), m.read_only, p.map(|p| p.to_string()))
+            })
             .collect();
-        assert_eq!(mounts, ["/srv"]);
+        let (ro, rw) = (Some(true), Some(false));
+        assert_eq!(
+            mounts,
+            [
+                ("/srv".into(), rw, None),
+                ("/".into(), ro, Some("rslave".into())),
+                ("/mnt".into(), rw, Some("rshared".into()))
+            ]
+        );
         let b = host("s-b");
         assert_eq!(
             (b.privileged, b.pid_mode, b.runtime, b.devices),

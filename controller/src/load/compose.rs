@@ -14,7 +14,7 @@ use crate::load::decode::{
     app, fields, mapping, named_entries, sequence, string, text, volume, Ctx, Dialect,
 };
 use crate::load::files::{io_reason, lexically_normal};
-use crate::load::values::{mount_mode, parse_mount, parse_port};
+use crate::load::values::{bind_mode, parse_mount, parse_port, PROPAGATIONS};
 use crate::load::yaml::{Node, Value};
 use crate::model::{At, Bind, ConfigFile, Mount, Port, Rollback, Stack};
 
@@ -600,22 +600,23 @@ fn long_mount(ctx: &mut Ctx, node: &Node, data_dirs: &RefCell<DataDirs>) -> Opti
         }
     }
     if kind == "bind" {
-        if let Some(b) = f.get("bind") {
+        let options = f.get("bind").and_then(|b| {
             fields(
                 ctx,
                 b,
                 "`bind`",
                 &["propagation", "create_host_path", "selinux"],
-            );
-        }
-        return path_mount(
-            ctx,
-            node.pos,
-            source.expose(),
-            target.expose(),
-            read_only,
-            data_dirs,
-        );
+            )
+        });
+        let propagation = match options.as_ref().and_then(|o| o.get("propagation")) {
+            None => None,
+            Some(p) => {
+                let named: Vec<(&str, &str)> = PROPAGATIONS.iter().map(|p| (*p, *p)).collect();
+                Some(crate::load::decode::choice(ctx, p, "`propagation`", &named)?.to_string())
+            }
+        };
+        let bind = (source.expose(), target.expose(), read_only, propagation);
+        return path_mount(ctx, node.pos, bind, data_dirs);
     }
     let short = format!(
         "{}:{}{}",
@@ -901,15 +902,16 @@ pub(super) fn mount(
     let is_path = s.starts_with(['/', '.', '~']);
     let parts: Vec<&str> = s.split(':').collect();
     if is_path && (parts.len() == 2 || parts.len() == 3) {
-        let read_only = match parts.get(2).map(|mode| mount_mode(mode, s)) {
+        let (read_only, propagation) = match parts.get(2).map(|mode| bind_mode(mode, s)) {
             Some(Err((msg, hint))) => {
                 ctx.error_hint(item.pos, msg, hint);
                 return None;
             }
-            Some(Ok(ro)) => ro,
-            None => false,
+            Some(Ok(mode)) => mode,
+            None => (false, None),
         };
-        return path_mount(ctx, item.pos, parts[0], parts[1], read_only, data_dirs);
+        let bind = (parts[0], parts[1], read_only, propagation);
+        return path_mount(ctx, item.pos, bind, data_dirs);
     }
     if is_path && parts.len() == 1 {
         // An anonymous volume: kept, as Compose keeps it across a
@@ -960,9 +962,7 @@ pub(super) fn mount(
 fn path_mount(
     ctx: &mut Ctx,
     pos: Pos,
-    source: &str,
-    target: &str,
-    read_only: bool,
+    (source, target, read_only, propagation): (&str, &str, bool, Option<String>),
     data_dirs: &RefCell<DataDirs>,
 ) -> Option<Mounted> {
     if !target.starts_with('/') {
@@ -988,7 +988,16 @@ fn path_mount(
             host_path: source.to_string(),
             target: target.to_string(),
             read_only,
+            propagation,
         }));
+    }
+    if let Some(p) = propagation {
+        ctx.error_hint(
+            pos,
+            format!("propagation `{p}` applies to a path of the host, and `{source}` is not one: drover ships it or keeps it in a volume"),
+            Some("remove the propagation, or mount the host's absolute path".into()),
+        );
+        return None;
     }
     let path = ctx.file_dir.join(source);
     let normal = lexically_normal(&path);

@@ -1430,6 +1430,7 @@ pub(super) fn app(
                                     volume: true,
                                     must_exist,
                                     device: None,
+                                    propagation: None,
                                 },
                                 loc,
                             }),
@@ -1486,6 +1487,10 @@ pub(super) fn app(
     }
     let healthcheck = f.get("healthcheck").and_then(|h| healthcheck(ctx, h));
     let restart = f.get("restart").and_then(|r| {
+        // Compose reads an empty policy (an unset `${VAR}`) as `no`.
+        if compose && text(ctx, r, "`restart`")?.expose().is_empty() {
+            return Some(Restart::No);
+        }
         choice(
             ctx,
             r,
@@ -1761,6 +1766,7 @@ fn host_access(
                     volume: false,
                     must_exist: false,
                     device: Some(permissions),
+                    propagation: None,
                 },
                 loc,
             });

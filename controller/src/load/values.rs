@@ -196,6 +196,14 @@ const MOUNT_OPTIONS: &[&str] = &["ro", "rw", "z", "Z", "nocopy"];
 /// and Docker's options: `ro`/`rw`, and `z`/`Z` (SELinux labels, which a
 /// named volume does not need) and `nocopy`, comma-separated.
 pub fn mount_mode(mode: &str, mount: &str) -> Result<bool, (String, Option<String>)> {
+    if let Some(p) = mode.split(',').find(|m| PROPAGATIONS.contains(m)) {
+        return Err((
+            format!(
+                "propagation `{p}` applies to a path of the host, and `{mount}` mounts a volume"
+            ),
+            Some("remove the propagation".into()),
+        ));
+    }
     if mode.split(',').all(|m| MOUNT_OPTIONS.contains(&m)) {
         Ok(mode.split(',').any(|m| m == "ro"))
     } else {
@@ -204,6 +212,36 @@ pub fn mount_mode(mode: &str, mount: &str) -> Result<bool, (String, Option<Strin
             Some("use `ro` or `rw` (with `z`, `Z` or `nocopy`, comma-separated)".into()),
         ))
     }
+}
+
+/// A bind's propagation modes, as Docker names them.
+pub const PROPAGATIONS: &[&str] = &[
+    "private", "rprivate", "shared", "rshared", "slave", "rslave",
+];
+
+/// A bind mount's MODE: whether it is read-only, and the propagation it
+/// names, if any (`ro,rslave`). A mount of a volume takes no propagation.
+pub fn bind_mode(
+    mode: &str,
+    mount: &str,
+) -> Result<(bool, Option<String>), (String, Option<String>)> {
+    let (propagation, rest): (Vec<&str>, Vec<&str>) =
+        mode.split(',').partition(|m| PROPAGATIONS.contains(m));
+    if propagation.len() > 1 {
+        return Err((
+            format!("mount `{mount}` names two propagations"),
+            Some(
+                "name one of `rprivate`, `rshared` or `rslave` (or their non-recursive forms)"
+                    .into(),
+            ),
+        ));
+    }
+    let read_only = if rest.is_empty() {
+        false
+    } else {
+        mount_mode(&rest.join(","), mount)?
+    };
+    Ok((read_only, propagation.first().map(|p| p.to_string())))
 }
 
 /// `NAME:PATH[:ro|rw]`
