@@ -189,6 +189,22 @@ fn a_binds_propagation_is_read_only_for_a_host_path_and_an_empty_restart_is_no()
 }
 
 #[test]
+fn service_names_take_dots_and_capitals_as_compose_does() {
+    let compose = "services:\n  wazuh.manager:\n    image: x\n  initContainer:\n    image: x\n    links: [wazuh.manager]\n";
+    let spec = loaded(&[("siem/compose.yaml", compose)], &[]);
+    let apps: Vec<_> = spec.stacks["siem"].apps.keys().cloned().collect();
+    assert_eq!(apps, ["initContainer", "wazuh.manager"]);
+    let shown = errors(
+        &[("siem/compose.yaml", "services:\n  .hidden:\n    image: x\n")],
+        &[],
+    );
+    assert!(
+        shown.contains("siem/compose.yaml:2:3: error: `.hidden` is not a valid service name"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn a_dot_env_beside_the_manifest_is_read_and_the_environment_wins() {
     let text = format!(
         "{ONE_APP}    environment:\n      TAG: ${{TAG:-written-default}}\n      MODE: ${{MODE:-dev}}\n"
@@ -709,7 +725,7 @@ services:
     depends_on: {{ db: {{ condition: service_healthy }} }}
     networks: [front, back]
     x-drover: {{ host: {b} }}
-  follower:
+  web.follower:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
     depends_on: {{ web: {{ condition: service_started, restart: true }} }}
@@ -847,7 +863,7 @@ networks:
         (a, "shop-db"),
         (a, "shop-worker"),
         (b, "shop-web"),
-        (a, "shop-follower"),
+        (a, "shop-web.follower"),
     ]);
 
     // Editing the file recreates only the app that mounts it.
@@ -859,7 +875,7 @@ networks:
         (a, "shop-db"),
         (a, "shop-worker"),
         (b, "shop-web"),
-        (a, "shop-follower"),
+        (a, "shop-web.follower"),
     ]);
     assert_eq!(before[..2], after[..2], "db and worker are left alone");
     assert_ne!(before[2], after[2], "web is made again");
@@ -867,7 +883,7 @@ networks:
         before[3], after[3],
         "and the app that restarts with it (`restart: true`), on the other host"
     );
-    assert!(running(a, "shop-follower"));
+    assert!(running(a, "shop-web.follower"));
     assert_eq!(
         exec(b, "shop-web", &["cat", "/etc/shop/greeting.txt"]),
         "hello again"

@@ -229,7 +229,7 @@ pub mod names {
     }
     /// `DB_HOST` / `DB_PORT` prefix for a link to `db`.
     pub fn link_prefix(app: &str) -> String {
-        app.to_ascii_uppercase().replace('-', "_")
+        app.to_ascii_uppercase().replace(['-', '.'], "_")
     }
 
     /// The lease object's container name on every host.

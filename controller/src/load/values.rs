@@ -10,9 +10,9 @@ pub fn is_valid_member_name(name: &str) -> bool {
 }
 
 /// A service's name in a Compose file, where Compose also takes upper-case
-/// letters (`initContainer`).
+/// letters (`initContainer`) and dots (`wazuh.manager`).
 pub fn is_valid_service_name(name: &str) -> bool {
-    is_valid_member_name(&name.to_ascii_lowercase())
+    !name.starts_with('.') && is_valid_member_name(&name.to_ascii_lowercase().replace('.', "-"))
 }
 
 /// A name: `[a-z0-9][a-z0-9-]{0,62}`.
