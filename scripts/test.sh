@@ -10,6 +10,7 @@
 # DROVER_KEEP_HOSTS=1 to keep them). Without root the end-to-end tests are
 # skipped, loudly. Exits non-zero on the first failure.
 set -euo pipefail
+static=()
 cd "$(dirname "$0")/.."
 
 echo "== cargo fmt --check"
@@ -31,10 +32,12 @@ if [ "$(id -u)" = 0 ]; then
   eval "export $(scripts/test-hosts.sh env 2)"
   export DROVER_E2E_REQUIRED=1
   # The controller image is tested too: it packages a static binary (a
-  # debug build here, to save the time of an optimised one).
+  # debug build here, to save the time of an optimised one). The tests are
+  # built the same way, so that the dependencies are compiled once.
   echo "== static build for the image"
-  RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --locked --target x86_64-unknown-linux-gnu -p drover --bin drover
+  export RUSTFLAGS="-C target-feature=+crt-static" RUSTDOCFLAGS="-C target-feature=+crt-static"
+  static=(--target x86_64-unknown-linux-gnu)
+  cargo build --locked "${static[@]}" -p drover --bin drover
   export DROVER_IMAGE_BINARY=target/x86_64-unknown-linux-gnu/debug/drover
   # A real S3 server for the backup tests: moto's, from PyPI, in a venv
   # of its own (the tests start it on loopback).
@@ -66,7 +69,7 @@ fi
 # tests that start node-c and node-d or name node-a's address.
 scripts/test-hosts.sh start node-e
 scripts/test-hosts.sh start node-f
-cargo test --workspace --locked --no-run --message-format=json 2>/dev/null \
+cargo test --workspace --locked "${static[@]}" --no-run --message-format=json 2>/dev/null \
   | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -97,4 +100,4 @@ if [ "$first" != 0 ] || [ "$second" != 0 ]; then
   echo "== some tests failed"
   exit 1
 fi
-cargo test --workspace --locked --doc
+cargo test --workspace --locked "${static[@]}" --doc

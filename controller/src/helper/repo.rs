@@ -255,7 +255,10 @@ fn read_back<S: IndexedFull + Sync>(
             path.display()
         ))
     };
-    let check = |path: &std::path::Path, n: &Node| -> std::io::Result<bool> {
+    // Each blob read whole into the worker's buffer and hashed there.
+    let check = |path: &std::path::Path, n: &Node, buf: &mut Vec<u8>| -> std::io::Result<bool> {
+        use sha2::Digest;
+        use std::io::Read;
         let at = root.join(path);
         let meta = std::fs::symlink_metadata(&at).map_err(|e| differs(path, &e.to_string()))?;
         match &n.node_type {
@@ -263,15 +266,17 @@ fn read_back<S: IndexedFull + Sync>(
                 if !meta.is_file() || meta.len() != n.meta.size {
                     return Err(differs(path, "is not the backup's file"));
                 }
-                let mut file =
-                    std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&at)?);
+                let mut file = std::fs::File::open(&at)?;
                 for id in n.content.iter().flatten() {
-                    let length = repo
-                        .get_index_entry(id)
-                        .map_err(fail)?
-                        .location
-                        .data_length();
-                    if !id.blob_matches_reader(length.into(), &mut file) {
+                    let entry = repo.get_index_entry(id).map_err(fail)?;
+                    let length = entry.location.data_length() as usize;
+                    if buf.len() < length {
+                        buf.resize(length, 0);
+                    }
+                    let blob = &mut buf[..length];
+                    file.read_exact(blob)
+                        .map_err(|e| differs(path, &e.to_string()))?;
+                    if rustic_core::Id::new(sha2::Sha256::digest(blob).into()) != **id {
                         return Err(differs(path, "has content the backup does not"));
                     }
                 }
@@ -294,8 +299,9 @@ fn read_back<S: IndexedFull + Sync>(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| -> std::io::Result<()> {
+                    let mut buf = Vec::new();
                     while let Some((path, n)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if check(path, n)? {
+                        if check(path, n, &mut buf)? {
                             read.fetch_add(1, Ordering::Relaxed);
                         }
                     }
