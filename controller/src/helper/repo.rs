@@ -223,10 +223,9 @@ pub fn run(
             let bytes = plan.restore_size;
             repo.restore(plan, &opts, ls.clone(), &dest).map_err(fail)?;
             let wrote = started.elapsed();
-            let items = ls.collect::<Result<Vec<_>, _>>().map_err(fail)?;
-            let verified = read_back(&repo, std::path::Path::new(PATH), &items)?;
+            let (verified, files) = read_back(&repo, std::path::Path::new(PATH), ls)?;
             serde_json::to_value(Restored {
-                files: items.iter().filter(|(_, n)| !n.is_dir()).count() as u64,
+                files,
                 bytes,
                 verified,
                 opened_ms: opened.as_millis() as u64,
@@ -242,13 +241,19 @@ pub fn run(
 
 /// Reads the restored volume back against the backup, on every core: each
 /// file's blobs hashed where they lie, each link's target, and nothing in
-/// the volume that the backup does not hold. How many files were read.
-fn read_back<S: IndexedFull + Sync>(
+/// the volume that the backup does not hold. The backup's list is read as
+/// it streams, never held whole. How many files were read, and how many
+/// entries other than folders the backup holds.
+fn read_back<S, I>(
     repo: &Repository<S>,
     root: &std::path::Path,
-    items: &[(std::path::PathBuf, Node)],
-) -> std::io::Result<u64> {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    ls: I,
+) -> std::io::Result<(u64, u64)>
+where
+    S: IndexedFull + Sync,
+    I: Iterator<Item = rustic_core::RusticResult<(std::path::PathBuf, Node)>> + Clone + Send,
+{
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let differs = |path: &std::path::Path, what: &str| {
         std::io::Error::other(format!(
             "the restored volume differs from the backup: {} {what}",
@@ -292,17 +297,37 @@ fn read_back<S: IndexedFull + Sync>(
             _ => Ok(false),
         }
     };
-    let next = AtomicUsize::new(0);
-    let read = AtomicU64::new(0);
+    let listed = std::sync::Mutex::new(ls.clone());
+    let stop = AtomicBool::new(false);
+    let (read, entries, others) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| -> std::io::Result<()> {
                     let mut buf = Vec::new();
-                    while let Some((path, n)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if check(path, n, &mut buf)? {
-                            read.fetch_add(1, Ordering::Relaxed);
+                    while !stop.load(Ordering::Relaxed) {
+                        let next = listed
+                            .lock()
+                            .map_err(|_| std::io::Error::other("a check failed"))?
+                            .next();
+                        let Some(item) = next else { break };
+                        let checked = item.map_err(fail).and_then(|(path, n)| {
+                            entries.fetch_add(1, Ordering::Relaxed);
+                            if !n.is_dir() {
+                                others.fetch_add(1, Ordering::Relaxed);
+                            }
+                            check(&path, &n, &mut buf)
+                        });
+                        match checked {
+                            Ok(true) => {
+                                read.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
                         }
                     }
                     Ok(())
@@ -314,24 +339,49 @@ fn read_back<S: IndexedFull + Sync>(
                 .unwrap_or_else(|_| Err(std::io::Error::other("a check failed")))
         })
     })?;
-    // Nothing beside what the backup holds.
-    let known: std::collections::HashSet<&std::path::Path> =
-        items.iter().map(|(p, _)| p.as_path()).collect();
+    // Nothing beside what the backup holds: each of its entries was found
+    // above, so the volume holds no other when the counts are equal.
+    let mut found = 0u64;
+    walk(root, &mut |_| {
+        found += 1;
+        Ok(())
+    })?;
+    let entries = entries.into_inner();
+    if found != entries {
+        // Name one: only now are the backup's paths held.
+        let known = ls
+            .map(|item| item.map(|(p, _)| p))
+            .collect::<Result<std::collections::HashSet<_>, _>>()
+            .map_err(fail)?;
+        walk(root, &mut |path| match known.contains(path) {
+            true => Ok(()),
+            false => Err(differs(path, "is not in the backup")),
+        })?;
+        return Err(std::io::Error::other(format!(
+            "the restored volume holds {found} entries, the backup {entries}"
+        )));
+    }
+    Ok((read.into_inner(), others.into_inner()))
+}
+
+/// Calls `f` with the path (under `root`) of every entry beneath `root`,
+/// not following links.
+fn walk(
+    root: &std::path::Path,
+    f: &mut dyn FnMut(&std::path::Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let at = entry.path();
-            let path = at.strip_prefix(root).unwrap_or(&at);
-            if !known.contains(path) {
-                return Err(differs(path, "is not in the backup"));
-            }
+            f(at.strip_prefix(root).unwrap_or(&at))?;
             if entry.file_type()?.is_dir() {
                 dirs.push(at);
             }
         }
     }
-    Ok(read.into_inner())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -389,25 +439,24 @@ mod tests {
             .prepare_restore(&opts, ls.clone(), &dest, false)
             .unwrap();
         repo.restore(plan, &opts, ls.clone(), &dest).unwrap();
-        let items = ls.collect::<Result<Vec<_>, _>>().unwrap();
 
-        assert_eq!(read_back(&repo, &dst, &items).unwrap(), 3);
+        assert_eq!(read_back(&repo, &dst, ls.clone()).unwrap(), (3, 4));
         // One byte, deep in a blob, the size unchanged.
         let mut big = std::fs::read(dst.join("a/b/big")).unwrap();
         big[2 << 20] = 8;
         std::fs::write(dst.join("a/b/big"), &big).unwrap();
-        let e = read_back(&repo, &dst, &items).unwrap_err().to_string();
+        let e = read_back(&repo, &dst, ls.clone()).unwrap_err().to_string();
         assert!(e.contains("a/b/big has content the backup does not"), "{e}");
         big[2 << 20] = 7;
         std::fs::write(dst.join("a/b/big"), &big).unwrap();
         std::fs::remove_file(dst.join("link")).unwrap();
         std::os::unix::fs::symlink("empty", dst.join("link")).unwrap();
-        let e = read_back(&repo, &dst, &items).unwrap_err().to_string();
+        let e = read_back(&repo, &dst, ls.clone()).unwrap_err().to_string();
         assert!(e.contains("link links elsewhere"), "{e}");
         std::fs::remove_file(dst.join("link")).unwrap();
         std::os::unix::fs::symlink("c/small", dst.join("link")).unwrap();
         std::fs::write(dst.join("c/stray"), b"x").unwrap();
-        let e = read_back(&repo, &dst, &items).unwrap_err().to_string();
+        let e = read_back(&repo, &dst, ls.clone()).unwrap_err().to_string();
         assert!(e.contains("c/stray is not in the backup"), "{e}");
     }
 }
