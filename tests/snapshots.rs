@@ -494,6 +494,61 @@ fn the_controller_takes_scheduled_snapshots_and_keeps_only_the_newest() {
 }
 
 #[test]
+fn a_restore_keeps_every_record_its_app_wrote_until_it_stopped() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["snapw"]);
+    // The app appends a record every 20 ms, and says each on its output;
+    // each start says so first.
+    f.write(
+        "stack.yaml",
+        &format!(
+            "kind: Stack
+name: snapw
+volumes:
+  data: {{}}
+apps:
+  app:
+    image: {IMAGE}
+    host: node-a
+    pull: never
+    command: ['sh', '-c', 'trap \"exit 0\" TERM; echo start; i=0; while :; do i=$$((i+1)); echo \"record $$i\" >> /data/log; echo $$i; sleep 0.02; done']
+    volumes: ['data:/data']
+    stop_grace_period: 2s
+"
+        ),
+    );
+    f.reconcile();
+    let a = &f.hosts[0];
+    std::thread::sleep(Duration::from_secs(1));
+    let o = f.drover(&["volume", "snapshot", "snapw/data", "--name", "early"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    in_volume(a, "snapw-data", "head -c 20000000 /dev/urandom > /d/bulk");
+    // The restore copies the content it replaces while the app still
+    // writes, then what changed once it has stopped.
+    let o = f.drover(&["volume", "restore", "snapw/data", "early", "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = text(&docker(a, &["logs", "snapw-app"]));
+    let first_run: Vec<&str> = out.lines().skip(1).take_while(|l| *l != "start").collect();
+    let last = first_run.last().expect("the app wrote records").to_string();
+    let before = snapshots_json(&f)
+        .into_iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("before-restore-"))
+        .expect("the replaced content is kept as a snapshot");
+    let kept = format!("snapw-data.{}", before["name"].as_str().unwrap());
+    assert_eq!(
+        in_volume(
+            a,
+            &kept,
+            "wc -l < /d/log; tail -n 1 /d/log; test -f /d/bulk && echo bulk"
+        ),
+        format!("{last}\nrecord {last}\nbulk"),
+        "the kept content holds every record up to the app's stop"
+    );
+}
+
+#[test]
 fn a_restore_interrupted_midway_is_finished_by_the_next_reconcile_and_its_app_waits() {
     let Some((_turn, hosts)) = hosts() else {
         return;

@@ -572,7 +572,6 @@ pub async fn restore(
             v.stack, v.volume
         ));
     }
-    let stopped_at = Instant::now();
     let record = match pending {
         Some(p) => p.clone(),
         None => {
@@ -600,6 +599,21 @@ pub async fn restore(
             rec
         }
     };
+    // The content being replaced is copied while its apps still run, into
+    // the snapshot that keeps it (left unfinished): once they have
+    // stopped, `finish` copies only what changed since.
+    let fresh;
+    let state = match pending {
+        Some(_) => state,
+        None => {
+            if let Err(e) = copy_before(on, state, v, &record.before, opts).await {
+                tracing::warn!(volume = %v.name, error = %e, "the content before the restore is copied with its apps stopped");
+            }
+            fresh = on.api.observe().await.map_err(engine)?;
+            &fresh
+        }
+    };
+    let stopped_at = Instant::now();
     finish(on, state, v, writers, &record, opts)
         .await
         .map(|(before, copied, started)| Restored {
@@ -608,6 +622,35 @@ pub async fn restore(
             stopped: stopped_at.elapsed(),
             started,
         })
+}
+
+/// Copies the content of `v`, its apps running, into its snapshot `before`,
+/// left unfinished: a copy to bring up to date, never one to use.
+async fn copy_before(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    before: &str,
+    opts: &CopyOptions,
+) -> Result<(), String> {
+    let req = Request {
+        name: Some(before.to_string()),
+        consistency: Consistency::None,
+        ..Request::default()
+    };
+    let (_, snap) = prepare(on, state, v, &req).await?;
+    let reason = format!("snapshot `{before}` of `{}/{}`", v.stack, v.volume);
+    copy_consistent(
+        on,
+        on,
+        (&v.name, &snap, &v.stack),
+        &Writers::default(),
+        Consistency::None,
+        &reason,
+        opts,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The writers that run now.
