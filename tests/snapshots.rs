@@ -76,6 +76,16 @@ fn snapshots_json(f: &Fixture) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// The Docker volume of the snapshot a restore of `volume` kept its
+/// content in.
+fn kept_before_restore(f: &Fixture, volume: &str) -> String {
+    let before = snapshots_json(f)
+        .into_iter()
+        .find(|s| s["name"].as_str().unwrap().starts_with("before-restore-"))
+        .expect("the replaced content is kept as a snapshot");
+    format!("{volume}.{}", before["name"].as_str().unwrap())
+}
+
 fn paused(host: &TestHost, container: &str) -> bool {
     inspect(host, container, "{{.State.Paused}}").as_deref() == Some("true")
 }
@@ -207,11 +217,7 @@ fn a_restore_and_a_clone_are_byte_identical_to_their_snapshot_and_lose_nothing()
     assert_eq!(full_listing(a, "snapr-data"), good);
     assert!(running(a, "snapr-app"));
     // What was replaced is kept.
-    let before = snapshots_json(&f)
-        .into_iter()
-        .find(|s| s["name"].as_str().unwrap().starts_with("before-restore-"))
-        .expect("the replaced content is kept as a snapshot");
-    let kept = format!("snapr-data.{}", before["name"].as_str().unwrap());
+    let kept = kept_before_restore(&f, "snapr-data");
     assert_eq!(full_listing(a, &kept), bad);
 
     // A clone of the snapshot onto the other host, and one of the live
@@ -532,11 +538,7 @@ apps:
     let out = text(&docker(a, &["logs", "snapw-app"]));
     let first_run: Vec<&str> = out.lines().skip(1).take_while(|l| *l != "start").collect();
     let last = first_run.last().expect("the app wrote records").to_string();
-    let before = snapshots_json(&f)
-        .into_iter()
-        .find(|s| s["name"].as_str().unwrap().starts_with("before-restore-"))
-        .expect("the replaced content is kept as a snapshot");
-    let kept = format!("snapw-data.{}", before["name"].as_str().unwrap());
+    let kept = kept_before_restore(&f, "snapw-data");
     assert_eq!(
         in_volume(
             a,
