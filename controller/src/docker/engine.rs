@@ -9,9 +9,8 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, ContainerSummaryStateEnum, DeviceMapping,
     EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountType, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    MountBindOptions, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
@@ -429,8 +428,9 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
                         MountType::BIND
                     }),
                     read_only: Some(b.read_only),
+                    // (A name the manifest checked, as Docker spells it.)
                     bind_options: b.propagation.as_deref().map(|p| MountBindOptions {
-                        propagation: Some(propagation(p)),
+                        propagation: p.parse().ok(),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -1433,20 +1433,6 @@ fn helper_body(
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-/// A bind's propagation by its name (one the manifest checked).
-fn propagation(name: &str) -> MountBindOptionsPropagationEnum {
-    use MountBindOptionsPropagationEnum as P;
-    match name {
-        "private" => P::PRIVATE,
-        "rprivate" => P::RPRIVATE,
-        "shared" => P::SHARED,
-        "rshared" => P::RSHARED,
-        "slave" => P::SLAVE,
-        "rslave" => P::RSLAVE,
-        _ => P::EMPTY,
     }
 }
 
