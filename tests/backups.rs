@@ -657,8 +657,24 @@ fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_a
     );
     let locks = std::fs::read_dir(store.path().join("repo/locks")).map_or(0, |d| d.count());
     assert_eq!(locks, 0, "lock files left in the repository");
+    // A staging snapshot an earlier push left when drover died (made here
+    // by restic with the same tags).
+    let left = tempfile::tempdir().unwrap();
+    std::fs::write(left.path().join("f"), "staged").unwrap();
+    assert!(restic(
+        &url,
+        &[
+            "backup",
+            "--tag",
+            "drover-staging,stack=bkf,volume=data,host=node-a",
+            left.path().to_str().unwrap()
+        ]
+    )
+    .status
+    .success());
 
-    // A rerun completes, and restic restores what the volume holds.
+    // A rerun completes and forgets the staging snapshots, and restic
+    // restores what the volume holds.
     ok(
         &f,
         &[
@@ -666,6 +682,8 @@ fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_a
         ],
     );
     assert!(restic(&url, &["check"]).status.success());
+    let o = restic(&url, &["snapshots", "--json", "--tag", "drover-staging"]);
+    assert_eq!(stdout(&o).trim(), "[]", "a staging snapshot is left");
     let out_dir = tempfile::tempdir().unwrap();
     assert!(restic(
         &url,
@@ -792,12 +810,19 @@ fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     let a = &f.hosts[0];
     fill(a, "bkd-data");
+    let old = "touch -d '2020-01-02 03:04:05' /d/same";
+    in_volume(a, "bkd-data", &format!("echo aaaa > /d/same; {old}"));
     let out = ok(&f, &["volume", "backup", "bkd/data", "--to", "offsite"]);
     assert!(out.contains("straight from the host"), "{}", out);
     let backed_up = volume_listing(a, "bkd-data");
     assert!(restic(&url, &["check"]).status.success(), "restic check");
-    // `--copy-via api` keeps to the relay, into the same repository.
-    in_volume(a, "bkd-data", "echo second > /d/second");
+    // `--copy-via api` keeps to the relay, into the same repository. A file
+    // rewritten with its size and mtime kept is pushed all the same.
+    in_volume(
+        a,
+        "bkd-data",
+        &format!("echo second > /d/second; echo bbbb > /d/same; {old}"),
+    );
     let out = ok(
         &f,
         &[
@@ -814,6 +839,15 @@ fn a_host_that_reaches_the_store_backs_up_and_restores_straight_to_it() {
     assert!(restic(&url, &["check"]).status.success(), "restic check");
     let listed = stdout(&restic(&url, &["snapshots", "--json"]));
     assert_eq!(listed.matches("\"drover\"").count(), 2, "{listed}");
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().to_str().unwrap();
+    assert!(restic(&url, &["restore", "latest", "--target", target])
+        .status
+        .success());
+    assert_eq!(
+        local_listing(&out_dir.path().join("data")),
+        volume_listing(a, "bkd-data")
+    );
 
     // A restore of the first backup, read straight from the store and
     // checked by content.

@@ -29,7 +29,8 @@ pub enum Job {
         /// The restic snapshot's host name.
         host: String,
         tags: Vec<String>,
-        /// The backup the files are compared with, by size and time.
+        /// The backup the files are compared with, by size, times and
+        /// inode.
         parent: Option<String>,
         /// The store, to reach directly if the host can.
         #[serde(default)]
@@ -187,12 +188,14 @@ pub fn run(
             let mut snap = SnapshotOptions::default().host(host);
             snap = snap.add_tags(&tags.join(",")).map_err(fail)?;
             let snap = snap.to_snapshot().map_err(fail)?;
-            // Each backup reads a fresh copy of the volume: its inodes and
-            // change times are new, its sizes and times are not.
-            let parent_opts = ParentOptions::default()
-                .parents(parent.into_iter().collect::<Vec<_>>())
-                .ignore_ctime(true)
-                .ignore_inode(true);
+            // A file is read again unless its size, mtime, ctime and inode
+            // are the parent's. The snapshot `last-backup` is brought up to
+            // date in place, so what its refresh left alone keeps all four;
+            // a file it rewrote has a new ctime even when the app kept its
+            // size and mtime. (A parent pushed from another snapshot volume
+            // has other inodes: its files are all read, once.)
+            let parent_opts =
+                ParentOptions::default().parents(parent.into_iter().collect::<Vec<_>>());
             let opts = BackupOptions::default()
                 .parent_opts(parent_opts)
                 .no_scan(true);
