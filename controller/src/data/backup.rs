@@ -162,9 +162,9 @@ async fn run_job(
 /// backup: [`repo::STAGING_TAG`]), while its snapshot is copied: the push of
 /// the snapshot then finds their data in the repository and sends only
 /// what changed meanwhile. It reads every file of the snapshot all the
-/// same, so what the backup holds never depends on what was staged. Its
-/// ID. It is forgotten by the push that follows ([`push`]).
-async fn stage(on: &On, v: &VolumeSpec, o: &Arc<Opened>, direct: bool) -> Result<String, String> {
+/// same, so what the backup holds never depends on what was staged. The
+/// bytes it added. It is forgotten by the push that follows ([`push`]).
+async fn stage(on: &On, v: &VolumeSpec, o: &Arc<Opened>, direct: bool) -> Result<u64, String> {
     let host = on.api.host().to_string();
     let job = Job::Backup {
         password: o.password.clone(),
@@ -176,7 +176,7 @@ async fn stage(on: &On, v: &VolumeSpec, o: &Arc<Opened>, direct: bool) -> Result
     let out = run_job(&on.api, &v.name, &v.stack, true, o, job, direct).await?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
     tracing::debug!(volume = %v.name, id = %stats.id, added = stats.added, "live files staged");
-    Ok(stats.id)
+    Ok(stats.added)
 }
 
 /// Takes the snapshot `req` names of `v` and pushes it into `o` (opened
@@ -207,19 +207,27 @@ pub async fn take_and_push(
             .await?
             .is_empty();
     let take = snapshot::take(on, state, v, writers, req, opts);
-    let taken = if first {
+    let (taken, staged) = if first {
         // Loaded once, not by both at the same time.
         crate::relocate::ensure_helper_image(&on.api).await?;
         let (taken, staged) = tokio::join!(take, stage(on, v, o, opts.direct));
-        if let Err(e) = staged {
+        (taken, staged.unwrap_or_else(|e| {
             tracing::warn!(volume = %v.name, error = %e, "the live files could not be staged; the snapshot is pushed whole");
-        }
-        taken
+            0
+        }))
     } else {
-        take.await
+        (take.await, 0)
     };
     let pushed = match &taken {
-        Ok(t) => Some(push(on, v, &t.volume, o, req.revision.as_deref(), opts.direct).await),
+        Ok(t) => Some(
+            push(on, v, &t.volume, o, req.revision.as_deref(), opts.direct)
+                .await
+                // What this backup added to the repository, staged or not.
+                .map(|mut p| {
+                    p.stats.added += staged;
+                    p
+                }),
+        ),
         Err(_) => None,
     };
     Ok((taken?, pushed.expect("pushed once taken")))
