@@ -234,20 +234,14 @@ pub fn snapshot(
             refresh: false,
         };
         let w = Writers::for_volume(&d, &state, &v);
-        let opts = copy_options(copy_via);
-        let (taken, pushed) = match &opened {
-            Some(o) => {
-                let (taken, pushed) = held
-                    .rt
-                    .block_on(backup::take_and_push(&on, &state, &v, &w, o, &req, &opts))?;
-                (taken, Some(pushed))
-            }
-            None => (
-                held.rt
-                    .block_on(snapshot::take(&on, &state, &v, &w, &req, &opts))?,
-                None,
-            ),
-        };
+        let taken = held.rt.block_on(snapshot::take(
+            &on,
+            &state,
+            &v,
+            &w,
+            &req,
+            &copy_options(copy_via),
+        ))?;
         print(&format!(
             "took snapshot `{}` of `{}/{}` on `{}`: {} in {} entries, {}{}\n",
             taken.name,
@@ -259,8 +253,16 @@ pub fn snapshot(
             human_duration(taken.took),
             held_text(&taken.copied, taken.consistency)
         ));
-        if let Some(pushed) = pushed {
-            print(&pushed_text(&pushed?));
+        if let Some(o) = &opened {
+            let pushed = held.rt.block_on(backup::push(
+                &on,
+                &v,
+                &taken.volume,
+                o,
+                None,
+                copy_via.direct(),
+            ))?;
+            print(&pushed_text(&pushed));
         }
         Ok(ExitCode::SUCCESS)
     })();

@@ -158,81 +158,6 @@ async fn run_job(
     out
 }
 
-/// Pushes the live files of `v` into `o` as a staging snapshot (never a
-/// backup: [`repo::STAGING_TAG`]), while its snapshot is copied: the push of
-/// the snapshot then finds their data in the repository and sends only
-/// what changed meanwhile. It reads every file of the snapshot all the
-/// same, so what the backup holds never depends on what was staged. The
-/// bytes it added. It is forgotten by the push that follows ([`push`]).
-async fn stage(on: &On, v: &VolumeSpec, o: &Arc<Opened>, direct: bool) -> Result<u64, String> {
-    let host = on.api.host().to_string();
-    let job = Job::Backup {
-        password: o.password.clone(),
-        tags: repo::staging_tags(&v.stack, &v.volume, &host),
-        host,
-        parent: None,
-        direct: None,
-    };
-    let out = run_job(&on.api, &v.name, &v.stack, true, o, job, direct).await?;
-    let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
-    tracing::debug!(volume = %v.name, id = %stats.id, added = stats.added, "live files staged");
-    Ok(stats.added)
-}
-
-/// Takes the snapshot `req` names of `v` and pushes it into `o` (opened
-/// with [`open_for_push`] first, so that nothing is frozen when the
-/// repository cannot be used). When the snapshot is a whole new copy and
-/// the repository holds no backup of the volume yet, the volume's live
-/// files are staged into the repository at the same time ([`stage`]), so
-/// that the copy on the host and the upload overlap. The
-/// snapshot, and the push, which may fail on its own (the snapshot stays).
-#[allow(clippy::too_many_arguments)]
-pub async fn take_and_push(
-    on: &On,
-    state: &ObservedHost,
-    v: &VolumeSpec,
-    writers: &Writers,
-    o: &Arc<Opened>,
-    req: &Request,
-    opts: &CopyOptions,
-) -> Result<(snapshot::Taken, Result<Pushed, String>), String> {
-    let whole = req.name.as_ref().is_none_or(|n| {
-        let snap = names::snapshot(&v.name, n);
-        !state.volumes.iter().any(|c| c.name == snap)
-    });
-    // With a backup of the volume before, the push reads only the files
-    // changed since: staging would read them all.
-    let first = whole
-        && list(o, Some((v.stack.clone(), v.volume.clone())))
-            .await?
-            .is_empty();
-    let take = snapshot::take(on, state, v, writers, req, opts);
-    let (taken, staged) = if first {
-        // Loaded once, not by both at the same time.
-        crate::relocate::ensure_helper_image(&on.api).await?;
-        let (taken, staged) = tokio::join!(take, stage(on, v, o, opts.direct));
-        (taken, staged.unwrap_or_else(|e| {
-            tracing::warn!(volume = %v.name, error = %e, "the live files could not be staged; the snapshot is pushed whole");
-            0
-        }))
-    } else {
-        (take.await, 0)
-    };
-    let pushed = match &taken {
-        Ok(t) => Some(
-            push(on, v, &t.volume, o, req.revision.as_deref(), opts.direct)
-                .await
-                // What this backup added to the repository, staged or not.
-                .map(|mut p| {
-                    p.stats.added += staged;
-                    p
-                }),
-        ),
-        Err(_) => None,
-    };
-    Ok((taken?, pushed.expect("pushed once taken")))
-}
-
 /// Pushes the complete snapshot volume `snap` of `v` (on `on`) into `o`;
 /// with `direct`, straight from the host when it reaches the store.
 pub async fn push(
@@ -245,11 +170,10 @@ pub async fn push(
 ) -> Result<Pushed, String> {
     let started = Instant::now();
     let host = on.api.host().to_string();
-    let (oo, stack, volume) = (Arc::clone(o), v.stack.clone(), v.volume.clone());
-    let (mine, staging) = repo::blocking(move || repo::of_volume(&oo, &stack, &volume))
-        .await
-        .map_err(|e| e.to_string())?;
-    let parent = mine.last().map(|b| b.id.clone());
+    let parent = list(o, Some((v.stack.clone(), v.volume.clone())))
+        .await?
+        .last()
+        .map(|b| b.id.clone());
     let job = Job::Backup {
         password: o.password.clone(),
         host: host.clone(),
@@ -267,13 +191,6 @@ pub async fn push(
         })?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
     tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, way = %stats.way, "backed up");
-    // Staged for this push, or left by an earlier one when drover died.
-    let (oo, n) = (Arc::clone(o), staging.len());
-    if let Err(e) = repo::blocking(move || repo::forget(&oo, &staging)).await {
-        tracing::warn!(volume = %v.name, repository = %o.name, error = %e, "cannot forget a staging snapshot; the next backup does");
-    } else if n > 0 {
-        tracing::debug!(volume = %v.name, n, "staging snapshots forgotten");
-    }
     Ok(Pushed {
         repository: o.name.clone(),
         id: stats.id.clone(),
@@ -320,7 +237,8 @@ pub struct Made {
     pub pushed: Pushed,
 }
 
-/// Backs `v` up into `o` (opened with [`open_for_push`] first): brings the
+/// Backs `v` up into `o` (opened with [`open_for_push`] first, so that
+/// nothing is frozen when the repository cannot be used): brings the
 /// snapshot [`LAST_BACKUP`] up to date, consistent as `consistency` says,
 /// and pushes it.
 #[allow(clippy::too_many_arguments)]
@@ -337,15 +255,13 @@ pub async fn backup(
     let req = Request {
         name: Some(LAST_BACKUP.to_string()),
         consistency,
-        revision,
+        revision: revision.clone(),
         scheduled: false,
         refresh: true,
     };
-    let (taken, pushed) = take_and_push(on, state, v, writers, o, &req, opts).await?;
-    Ok(Made {
-        taken,
-        pushed: pushed?,
-    })
+    let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
+    let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
+    Ok(Made { taken, pushed })
 }
 
 /// What a pull wrote.

@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustic_core::{
-    repofile::{SnapshotFile, SnapshotId},
-    ConfigOptions, Credentials, KeyOptions, OpenStatus, PruneOptions, Repository as Repo,
-    RepositoryBackends, RepositoryOptions, WriteBackend,
+    repofile::SnapshotFile, ConfigOptions, Credentials, KeyOptions, OpenStatus, PruneOptions,
+    Repository as Repo, RepositoryBackends, RepositoryOptions, WriteBackend,
 };
 
 use crate::helper::store::Store;
@@ -228,37 +227,6 @@ pub fn tags(stack: &str, volume: &str, host: &str, revision: Option<&str>) -> Ve
     t
 }
 
-/// The tag of a staging snapshot: the live files of a volume pushed while
-/// its snapshot is copied, so that the snapshot's push finds their data in
-/// the repository already. It is never a backup: it is forgotten once the
-/// backup is made (or by the next backup of the volume, when drover died
-/// first), and never listed, restored or kept.
-pub const STAGING_TAG: &str = "drover-staging";
-
-/// The tags of a staging snapshot of `stack/volume` from `host`.
-pub fn staging_tags(stack: &str, volume: &str, host: &str) -> Vec<String> {
-    let mut t = tags(stack, volume, host, None);
-    t[0] = STAGING_TAG.to_string();
-    t
-}
-
-/// Whether `s` is a staging snapshot of `stack/volume`.
-fn is_staging(s: &SnapshotFile, stack: &str, volume: &str) -> bool {
-    let has = |t: &str| (&s.tags).into_iter().any(|x| x == t);
-    has(STAGING_TAG) && has(&format!("stack={stack}")) && has(&format!("volume={volume}"))
-}
-
-/// Forgets the snapshots `ids` of `o` (their data stays until a prune finds
-/// it unused).
-pub fn forget(o: &Opened, ids: &[SnapshotId]) -> Result<(), RepoError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    o.repo
-        .delete_snapshots(ids)
-        .map_err(|e| rustic(&o.name, &e))
-}
-
 /// A snapshot of the repository as a backup of drover's, if it is one.
 pub fn as_backup(s: &SnapshotFile) -> Option<Backup> {
     let tags: Vec<String> = (&s.tags).into_iter().cloned().collect();
@@ -291,36 +259,13 @@ pub fn backups(o: &Opened, of: Option<(&str, &str)>) -> Result<Vec<Backup>, Repo
         .repo
         .get_all_snapshots()
         .map_err(|e| rustic(&o.name, &e))?;
-    Ok(sorted(&all, of))
-}
-
-fn sorted(all: &[SnapshotFile], of: Option<(&str, &str)>) -> Vec<Backup> {
     let mut out: Vec<Backup> = all
         .iter()
         .filter_map(as_backup)
         .filter(|b| of.is_none_or(|(s, v)| b.stack == s && b.volume == v))
         .collect();
     out.sort_by(|a, b| (a.unix, &a.id).cmp(&(b.unix, &b.id)));
-    out
-}
-
-/// drover's backups of `stack/volume` in `o`, oldest first, and its
-/// staging snapshots, read at once.
-pub fn of_volume(
-    o: &Opened,
-    stack: &str,
-    volume: &str,
-) -> Result<(Vec<Backup>, Vec<SnapshotId>), RepoError> {
-    let all = o
-        .repo
-        .get_all_snapshots()
-        .map_err(|e| rustic(&o.name, &e))?;
-    let staging = all
-        .iter()
-        .filter(|s| is_staging(s, stack, volume))
-        .map(|s| s.id)
-        .collect();
-    Ok((sorted(&all, Some((stack, volume))), staging))
+    Ok(out)
 }
 
 /// The backup of `stack/volume` that `id` names (a prefix of its ID), or the
@@ -447,25 +392,6 @@ mod tests {
             bytes: None,
             files: None,
         }
-    }
-
-    #[test]
-    fn a_staging_snapshot_is_never_a_backup_and_is_its_own_volumes_only() {
-        let snap = |tags: Vec<String>| {
-            let mut s = SnapshotFile::default();
-            for t in tags {
-                s.tags.add(t);
-            }
-            s
-        };
-        let staged = snap(staging_tags("blog", "pgdata", "node-a"));
-        assert!(as_backup(&staged).is_none());
-        assert!(is_staging(&staged, "blog", "pgdata"));
-        assert!(!is_staging(&staged, "blog", "uploads"));
-        assert!(!is_staging(&staged, "blog-staging", "pgdata"));
-        let backup = snap(tags("blog", "pgdata", "node-a", None));
-        assert!(as_backup(&backup).is_some());
-        assert!(!is_staging(&backup, "blog", "pgdata"));
     }
 
     #[test]
