@@ -189,6 +189,27 @@ fn a_binds_propagation_is_read_only_for_a_host_path_and_an_empty_restart_is_no()
 }
 
 #[test]
+fn deploy_takes_one_replicated_container_and_names_swarms_own_fields() {
+    let compose = "services:\n  loki:\n    image: x\n    deploy:\n      mode: replicated\n      replicas: 1\n      resources: { limits: { memory: 512m } }\n";
+    let spec = loaded(&[("logs/compose.yaml", compose)], &[]);
+    assert_eq!(spec.stacks["logs"].apps["loki"].memory, Some(512 << 20));
+    let bad = "services:\n  loki:\n    image: x\n    deploy:\n      mode: global\n      placement: { constraints: [node.role==manager] }\n      restart_policy: { condition: on-failure }\n      update_config: { parallelism: 1 }\n      modes: x\n      resources: { reservations: { memory: 1g } }\n";
+    let shown = errors(&[("logs/compose.yaml", bad)], &[]);
+    for expected in [
+        "logs/compose.yaml:5:13: error: drover does not support `deploy.mode: global`: it runs one container per service, on the service's host",
+        "logs/compose.yaml:6:7: error: drover does not support `deploy.placement`, which is Docker Swarm's",
+        "drover places a service with `x-drover: { host: … }`",
+        "logs/compose.yaml:7:7: error: drover does not support `deploy.restart_policy`, which is Docker Swarm's",
+        "write the service's `restart:`",
+        "logs/compose.yaml:8:7: error: drover does not support `deploy.update_config`, which is Docker Swarm's",
+        "logs/compose.yaml:9:7: error: unknown field `modes` in `deploy`",
+        "logs/compose.yaml:10:20: error: drover does not support `deploy.resources.reservations`",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+}
+
+#[test]
 fn service_names_take_dots_and_capitals_as_compose_does() {
     let compose = "services:\n  wazuh.manager:\n    image: x\n  initContainer:\n    image: x\n    links: [wazuh.manager]\n";
     let spec = loaded(&[("siem/compose.yaml", compose)], &[]);

@@ -101,27 +101,32 @@ pub async fn find(
     Ok((o, b))
 }
 
-/// Runs a helper job on `api` with `volume` at `/data`; removes the helper
-/// after. With `direct`, the helper has a network and is told the store,
-/// which it uses if it reaches it; it uses the relay through this drover
-/// otherwise.
-async fn run_job(
+/// A helper started for a job: its container's name, and whether it has a
+/// network to reach the store itself.
+struct Started {
+    name: String,
+    direct: bool,
+}
+
+/// Starts a helper on `api` named `name` with `volume` at `/data`, idle
+/// until [`run_started`] gives it its job. With `direct`, the helper has a
+/// network (when the store has an address), else it reaches the store
+/// through this drover.
+async fn start_helper(
     api: &Arc<dyn DockerApi>,
-    volume: &str,
+    (volume, name): (&str, &str),
     stack: &str,
     read_only: bool,
     o: &Arc<Opened>,
-    job: Job,
     direct: bool,
-) -> Result<serde_json::Value, String> {
+) -> Result<Started, String> {
     let image = crate::relocate::ensure_helper_image(api).await?;
-    let name = format!("{}{volume}", names::HELPER_PREFIX);
     let engine = |e: crate::docker::EngineError| e.to_string();
-    api.remove_container(&name).await.map_err(engine)?;
+    api.remove_container(name).await.map_err(engine)?;
     // A directory is on drover's machine: only drover reaches it.
     let direct = direct && o.store.address().is_some();
     let spec = |network: bool| HelperSpec {
-        name: name.clone(),
+        name: name.to_string(),
         image: image.clone(),
         volume: volume.to_string(),
         read_only,
@@ -135,7 +140,7 @@ async fn run_job(
     let started = match api.run_helper(&spec(direct)).await {
         Err(e) if direct => {
             tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; the repository is reached through drover");
-            api.remove_container(&name).await.map_err(engine)?;
+            api.remove_container(name).await.map_err(engine)?;
             api.run_helper(&spec(false)).await.map(|_| false)
         }
         r => r.map(|_| direct),
@@ -143,19 +148,52 @@ async fn run_job(
     let direct =
         started.map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
     tracing::debug!(host = %api.host(), direct, "helper started");
-    let job = job.direct(direct.then(|| o.store.clone()));
+    Ok(Started {
+        name: name.to_string(),
+        direct,
+    })
+}
+
+/// Runs `job` in the helper `h`, then removes it.
+async fn run_started(
+    api: &Arc<dyn DockerApi>,
+    h: Started,
+    o: &Arc<Opened>,
+    job: Job,
+) -> Result<serde_json::Value, String> {
+    let job = job.direct(h.direct.then(|| o.store.clone()));
     let out = async {
         let exec = api
-            .exec(&name, crate::relocate::helper_cmd(&["repo"]))
+            .exec(&h.name, crate::relocate::helper_cmd(&["repo"]))
             .await
-            .map_err(engine)?;
+            .map_err(|e| e.to_string())?;
         crate::data::relay::serve(api, exec, Arc::clone(&o.backend), &job, "repo").await
     }
     .await;
-    if let Err(e) = api.remove_container(&name).await {
+    remove_helper(api, &h.name).await;
+    out
+}
+
+async fn remove_helper(api: &Arc<dyn DockerApi>, name: &str) {
+    if let Err(e) = api.remove_container(name).await {
         tracing::warn!(host = %api.host(), helper = %name, error = %e, "cannot remove the helper");
     }
-    out
+}
+
+/// Runs a helper job on `api` with `volume` at `/data` ([`start_helper`],
+/// [`run_started`]).
+async fn run_job(
+    api: &Arc<dyn DockerApi>,
+    volume: &str,
+    stack: &str,
+    read_only: bool,
+    o: &Arc<Opened>,
+    job: Job,
+    direct: bool,
+) -> Result<serde_json::Value, String> {
+    let name = format!("{}{volume}", names::HELPER_PREFIX);
+    let h = start_helper(api, (volume, &name), stack, read_only, o, direct).await?;
+    run_started(api, h, o, job).await
 }
 
 /// Pushes the complete snapshot volume `snap` of `v` (on `on`) into `o`;
@@ -168,7 +206,31 @@ pub async fn push(
     revision: Option<&str>,
     direct: bool,
 ) -> Result<Pushed, String> {
-    let started = Instant::now();
+    let name = format!("{}{snap}", names::HELPER_PREFIX);
+    let started = async {
+        start_helper(&on.api, (snap, &name), &v.stack, true, o, direct)
+            .await
+            .map_err(|e| pushing_failed(v, o, &e))
+    };
+    push_from(on, v, started, o, revision).await
+}
+
+fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
+    format!(
+        "the backup of `{}/{}` into repository `{}` failed: {e}",
+        v.stack, v.volume, o.name
+    )
+}
+
+/// Pushes into `o` the snapshot mounted by the helper `started` gives.
+async fn push_from(
+    on: &On,
+    v: &VolumeSpec,
+    started: impl std::future::Future<Output = Result<Started, String>>,
+    o: &Arc<Opened>,
+    revision: Option<&str>,
+) -> Result<Pushed, String> {
+    let begun = Instant::now();
     let host = on.api.host().to_string();
     let parent = list(o, Some((v.stack.clone(), v.volume.clone())))
         .await?
@@ -181,14 +243,9 @@ pub async fn push(
         parent,
         direct: None,
     };
-    let out = run_job(&on.api, snap, &v.stack, true, o, job, direct)
+    let out = run_started(&on.api, started.await?, o, job)
         .await
-        .map_err(|e| {
-            format!(
-                "the backup of `{}/{}` into repository `{}` failed: {e}",
-                v.stack, v.volume, o.name
-            )
-        })?;
+        .map_err(|e| pushing_failed(v, o, &e))?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
     tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, way = %stats.way, "backed up");
     Ok(Pushed {
@@ -196,7 +253,7 @@ pub async fn push(
         id: stats.id.clone(),
         stats,
         created: o.created,
-        took: started.elapsed(),
+        took: begun.elapsed(),
     })
 }
 
@@ -259,8 +316,29 @@ pub async fn backup(
         scheduled: false,
         refresh: true,
     };
-    let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
-    let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
+    let snap = names::snapshot(&v.name, LAST_BACKUP);
+    if !state.volumes.iter().any(|c| c.name == snap) {
+        let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
+        let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
+        return Ok(Made { taken, pushed });
+    }
+    // The snapshot is there: the push's helper starts while it is brought
+    // up to date (named after the volume, as the copy's helper on one host
+    // is named after the snapshot).
+    let name = format!("{}{}", names::HELPER_PREFIX, v.name);
+    let start = start_helper(&on.api, (&snap, &name), &v.stack, true, o, opts.direct);
+    let (taken, started) = tokio::join!(snapshot::take(on, state, v, writers, &req, opts), start);
+    let taken = match taken {
+        Ok(t) => t,
+        Err(e) => {
+            if started.is_ok() {
+                remove_helper(&on.api, &name).await;
+            }
+            return Err(e);
+        }
+    };
+    let started = async { started.map_err(|e| pushing_failed(v, o, &e)) };
+    let pushed = push_from(on, v, started, o, revision.as_deref()).await?;
     Ok(Made { taken, pushed })
 }
 

@@ -310,8 +310,9 @@ async fn hold_for<T>(
 }
 
 /// Copies `from` (a volume on `src`) into `to` (on `dst`) so that `to`
-/// holds what `from` held at one instant: copied while the writers run,
-/// then once more while they are held, that last pass checked by content.
+/// holds what `from` held at one instant: copied while the writers run
+/// (once more by content when that first pass sent much), then once more
+/// while they are held, that last pass checked by content.
 async fn copy_consistent(
     src: &On,
     dst: &On,
@@ -338,7 +339,7 @@ async fn copy_consistent(
     let h = cp.helpers(from, to, stack, &tag);
     h.start().await?;
     let copied = async {
-        cp.copy_while_running(std::slice::from_ref(&h), None)
+        cp.copy_while_running(std::slice::from_ref(&h), None, true)
             .await?;
         if consistency == Consistency::None {
             let (bytes, files) = cp.last_pass_live(&h).await?;

@@ -1235,10 +1235,41 @@ pub(super) struct Limits<'n> {
     pub cpus: Option<&'n Node>,
 }
 
-/// `deploy`: its resource limits, and one replica; anything else of Swarm's
-/// is a located error.
+/// The fields of Compose's `deploy` that are Swarm's alone, with what to do
+/// instead.
+const SWARM_DEPLOY: [(&str, &str); 6] = [
+    (
+        "placement",
+        "drover places a service with `x-drover: { host: … }`",
+    ),
+    (
+        "update_config",
+        "drover replaces a changed container itself, waiting for its health; remove it",
+    ),
+    (
+        "rollback_config",
+        "drover rolls back by Git revision (`drover rollback`); remove it",
+    ),
+    (
+        "restart_policy",
+        "write the service's `restart:` (`no`, `always`, `on-failure`, `unless-stopped`)",
+    ),
+    (
+        "endpoint_mode",
+        "a service is reached by its name on its networks; remove it",
+    ),
+    (
+        "labels",
+        "write the container's labels in the service's `labels:`",
+    ),
+];
+
+/// `deploy`: its resource limits, and one replica (`mode: replicated`, the
+/// default); Swarm's other fields are located errors saying what to do.
 pub(super) fn deploy_limits<'n>(ctx: &mut Ctx, node: &'n Node) -> Option<Limits<'n>> {
-    let f = fields(ctx, node, "`deploy`", &["resources", "replicas"])?;
+    let mut known = vec!["resources", "replicas", "mode"];
+    known.extend(SWARM_DEPLOY.iter().map(|(f, _)| *f));
+    let f = fields(ctx, node, "`deploy`", &known)?;
     if let Some(r) = f.get("replicas") {
         if string(ctx, r, "`replicas`").as_deref() != Some("1") {
             ctx.error_hint(
@@ -1248,7 +1279,37 @@ pub(super) fn deploy_limits<'n>(ctx: &mut Ctx, node: &'n Node) -> Option<Limits<
             );
         }
     }
-    let resources = fields(ctx, f.get("resources")?, "`resources`", &["limits"])?;
+    if let Some(m) = f.get("mode") {
+        if let Some(mode) = string(ctx, m, "`mode`").filter(|m| m != "replicated") {
+            ctx.error_hint(
+                m.pos,
+                format!("drover does not support `deploy.mode: {mode}`: it runs one container per service, on the service's host"),
+                Some("for one container on each of several hosts, write a service per host, each with its `x-drover: { host: … }`".into()),
+            );
+        }
+    }
+    for (field, way_out) in SWARM_DEPLOY {
+        if let Some(pos) = f.key_pos(field) {
+            ctx.error_hint(
+                pos,
+                format!("drover does not support `deploy.{field}`, which is Docker Swarm's"),
+                Some(way_out.into()),
+            );
+        }
+    }
+    let resources = fields(
+        ctx,
+        f.get("resources")?,
+        "`resources`",
+        &["limits", "reservations"],
+    )?;
+    if let Some(pos) = resources.key_pos("reservations") {
+        ctx.error_hint(
+            pos,
+            "drover does not support `deploy.resources.reservations`",
+            Some("limit memory and CPUs with `limits:`; for GPUs, give the service `runtime: nvidia` and `NVIDIA_VISIBLE_DEVICES` in its `environment:`".into()),
+        );
+    }
     let limits = fields(
         ctx,
         resources.get("limits")?,

@@ -232,6 +232,10 @@ const BUDGET_PASSES: usize = 6;
 /// sent this much.
 const RATE_SAMPLE: u64 = 16 << 20;
 
+/// A first pass of a snapshot's copy that sent less than this is not
+/// followed by another while the apps run.
+const SHORT_BULK: u64 = 16 << 20;
+
 /// One volume of a move, as found when it started.
 struct Part<'a> {
     volume: &'a VolumeSpec,
@@ -452,7 +456,7 @@ impl Move {
                 }
             }
             let copied = tokio::select! {
-                r = self.cp.guarded(self.cp.copy_while_running(&helpers, self.budget())) => r.map_err(MoveError::Failed),
+                r = self.cp.guarded(self.cp.copy_while_running(&helpers, self.budget(), false)) => r.map_err(MoveError::Failed),
                 _ = self.opts.stop.cancelled() => Err(MoveError::Stopped),
             };
             if let Err(e) = copied {
@@ -1003,11 +1007,16 @@ impl Copier {
     /// nothing twice), then by content: what that pass finds was changed by
     /// the running apps or differs in a copy the target kept from before.
     /// With a downtime budget, passes by content go on until what is left
-    /// would fit it, or fail without the apps ever stopped.
+    /// would fit it, or fail without the apps ever stopped. For a
+    /// `snapshot` (no budget), a first pass that sent less than
+    /// [`SHORT_BULK`] is enough: it was short, so what the apps changed
+    /// meanwhile is little, and the pass with the apps held compares
+    /// everything by content anyway.
     pub async fn copy_while_running(
         &self,
         helpers: &[Helpers<'_>],
         budget: Option<Duration>,
+        snapshot: bool,
     ) -> Result<(), String> {
         checkpoint(Phase::Copy);
         let (started, sent_before) = (Instant::now(), self.sent.load(Relaxed));
@@ -1019,6 +1028,9 @@ impl Copier {
         if sent >= RATE_SAMPLE && took > 0.0 {
             *self.rate.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((sent as f64 / took) as u64);
+        }
+        if snapshot && budget.is_none() && sent < SHORT_BULK {
+            return Ok(());
         }
         let mut estimate = Duration::ZERO;
         for pass in 1..=BUDGET_PASSES {
