@@ -305,15 +305,12 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<DeclaredNetwork> {
                 }
             }
         }
-        if let Some(d) = f.get("driver") {
-            if let Some(driver) = string(ctx, d, "`driver`").filter(|d| d != "bridge") {
-                ctx.error_hint(
-                    d.pos,
-                    format!("network driver `{driver}` is not supported"),
-                    Some("drover's networks are bridge networks on each host".into()),
-                );
-            }
-        }
+        only_default(ctx, f.get("driver"), ("`driver`", "bridge"), |driver| {
+            (
+                format!("network driver `{driver}` is not supported"),
+                "drover's networks are bridge networks on each host".into(),
+            )
+        });
         if !out.iter().any(|d| d.key == name) {
             out.push(DeclaredNetwork {
                 key: name,
@@ -1264,30 +1261,39 @@ const SWARM_DEPLOY: [(&str, &str); 6] = [
     ),
 ];
 
+/// A field of which drover takes only Compose's default value: any other
+/// is a located error, `refused` giving its message and the way out.
+fn only_default(
+    ctx: &mut Ctx,
+    node: Option<&Node>,
+    (what, default): (&str, &str),
+    refused: impl FnOnce(&str) -> (String, String),
+) {
+    let Some(node) = node else { return };
+    if let Some(value) = string(ctx, node, what).filter(|v| v != default) {
+        let (message, way_out) = refused(&value);
+        ctx.error_hint(node.pos, message, Some(way_out));
+    }
+}
+
 /// `deploy`: its resource limits, and one replica (`mode: replicated`, the
 /// default); Swarm's other fields are located errors saying what to do.
 pub(super) fn deploy_limits<'n>(ctx: &mut Ctx, node: &'n Node) -> Option<Limits<'n>> {
     let mut known = vec!["resources", "replicas", "mode"];
     known.extend(SWARM_DEPLOY.iter().map(|(f, _)| *f));
     let f = fields(ctx, node, "`deploy`", &known)?;
-    if let Some(r) = f.get("replicas") {
-        if string(ctx, r, "`replicas`").as_deref() != Some("1") {
-            ctx.error_hint(
-                r.pos,
-                "drover runs one container per app",
-                Some("name another service for another container".into()),
-            );
-        }
-    }
-    if let Some(m) = f.get("mode") {
-        if let Some(mode) = string(ctx, m, "`mode`").filter(|m| m != "replicated") {
-            ctx.error_hint(
-                m.pos,
-                format!("drover does not support `deploy.mode: {mode}`: it runs one container per service, on the service's host"),
-                Some("for one container on each of several hosts, write a service per host, each with its `x-drover: { host: … }`".into()),
-            );
-        }
-    }
+    only_default(ctx, f.get("replicas"), ("`replicas`", "1"), |_| {
+        (
+            "drover runs one container per app".into(),
+            "name another service for another container".into(),
+        )
+    });
+    only_default(ctx, f.get("mode"), ("`mode`", "replicated"), |mode| {
+        (
+            format!("drover does not support `deploy.mode: {mode}`: it runs one container per service, on the service's host"),
+            "for one container on each of several hosts, write a service per host, each with its `x-drover: { host: … }`".into(),
+        )
+    });
     for (field, way_out) in SWARM_DEPLOY {
         if let Some(pos) = f.key_pos(field) {
             ctx.error_hint(
