@@ -7,8 +7,8 @@
 //! backups push its snapshot `last-backup`, brought up to date in place
 //! each time, so that the copy sends only what changed and the backup reads
 //! only changed files (the previous backup is its parent, compared by size,
-//! times and inode, as restic does). The repository is opened, and its password checked, before
-//! any app is frozen.
+//! times and inode, as restic does). The repository is opened, and its
+//! password checked, before any app is frozen.
 //!
 //! A pull is the other way: a helper on the target host, with the volume
 //! mounted, restores the backup into it and reads every file back against
@@ -232,10 +232,14 @@ async fn push_from(
 ) -> Result<Pushed, String> {
     let begun = Instant::now();
     let host = on.api.host().to_string();
-    let parent = list(o, Some((v.stack.clone(), v.volume.clone())))
-        .await?
-        .last()
-        .map(|b| b.id.clone());
+    let h = started.await?;
+    let parent = match list(o, Some((v.stack.clone(), v.volume.clone()))).await {
+        Ok(mine) => mine.last().map(|b| b.id.clone()),
+        Err(e) => {
+            remove_helper(&on.api, &h.name).await;
+            return Err(e);
+        }
+    };
     let job = Job::Backup {
         password: o.password.clone(),
         host: host.clone(),
@@ -243,7 +247,7 @@ async fn push_from(
         parent,
         direct: None,
     };
-    let out = run_started(&on.api, started.await?, o, job)
+    let out = run_started(&on.api, h, o, job)
         .await
         .map_err(|e| pushing_failed(v, o, &e))?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
