@@ -130,6 +130,8 @@ struct Pass {
     /// What the delta sent to or deleted on the target, in scan order
     /// (empty for other passes).
     changed: PathList,
+    /// How many entries it sent.
+    sent: usize,
 }
 
 /// One move, with everything it needs.
@@ -232,9 +234,11 @@ const BUDGET_PASSES: usize = 6;
 /// sent this much.
 const RATE_SAMPLE: u64 = 16 << 20;
 
-/// A first pass of a snapshot's copy that sent less than this is not
-/// followed by another while the apps run.
+/// A first pass of a snapshot's copy that sent less than this, in fewer
+/// entries than [`SHORT_BULK_FILES`], is not followed by another while the
+/// apps run: the pass with the apps held reads no more than that.
 const SHORT_BULK: u64 = 16 << 20;
+const SHORT_BULK_FILES: usize = 1000;
 
 /// One volume of a move, as found when it started.
 struct Part<'a> {
@@ -1009,9 +1013,9 @@ impl Copier {
     /// With a downtime budget, passes by content go on until what is left
     /// would fit it, or fail without the apps ever stopped. For a
     /// `snapshot` (no budget), a first pass that sent less than
-    /// [`SHORT_BULK`] is enough: it was short, so what the apps changed
-    /// meanwhile is little, and the pass with the apps held compares
-    /// everything by content anyway.
+    /// [`SHORT_BULK`] in fewer than [`SHORT_BULK_FILES`] entries is enough:
+    /// it was short, so what the apps changed meanwhile is little, and the
+    /// pass with the apps held compares everything by content anyway.
     pub async fn copy_while_running(
         &self,
         helpers: &[Helpers<'_>],
@@ -1020,8 +1024,9 @@ impl Copier {
     ) -> Result<(), String> {
         checkpoint(Phase::Copy);
         let (started, sent_before) = (Instant::now(), self.sent.load(Relaxed));
+        let mut files = 0;
         for h in helpers {
-            self.sync(h, false, Phase::Copy).await?;
+            files += self.sync(h, false, Phase::Copy).await?.sent;
         }
         let sent = self.sent.load(Relaxed) - sent_before;
         let took = started.elapsed().as_secs_f64();
@@ -1029,7 +1034,7 @@ impl Copier {
             *self.rate.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((sent as f64 / took) as u64);
         }
-        if snapshot && budget.is_none() && sent < SHORT_BULK {
+        if snapshot && budget.is_none() && sent < SHORT_BULK && files < SHORT_BULK_FILES {
             return Ok(());
         }
         let mut estimate = Duration::ZERO;
@@ -1167,6 +1172,7 @@ impl Copier {
         } else {
             PathList::default()
         };
+        let sent = plan.send.len();
         if !plan.send.is_empty() {
             self.planned.fetch_add(plan.bytes, Relaxed);
             self.report(phase, 0);
@@ -1178,6 +1184,7 @@ impl Copier {
             entries,
             bytes,
             changed,
+            sent,
         })
     }
 
