@@ -206,13 +206,12 @@ pub async fn push(
     revision: Option<&str>,
     direct: bool,
 ) -> Result<Pushed, String> {
+    let begun = Instant::now();
     let name = format!("{}{snap}", names::HELPER_PREFIX);
-    let started = async {
-        start_helper(&on.api, (snap, &name), &v.stack, true, o, direct)
-            .await
-            .map_err(|e| pushing_failed(v, o, &e))
-    };
-    push_from(on, v, started, o, revision).await
+    let h = start_helper(&on.api, (snap, &name), &v.stack, true, o, direct)
+        .await
+        .map_err(|e| pushing_failed(v, o, &e))?;
+    push_from(on, v, h, o, revision, begun).await
 }
 
 fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
@@ -222,17 +221,17 @@ fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
     )
 }
 
-/// Pushes into `o` the snapshot mounted by the helper `started` gives.
+/// Pushes into `o` the snapshot the helper `h` mounts; the push began at
+/// `begun`.
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
-    started: impl std::future::Future<Output = Result<Started, String>>,
+    h: Started,
     o: &Arc<Opened>,
     revision: Option<&str>,
+    begun: Instant,
 ) -> Result<Pushed, String> {
-    let begun = Instant::now();
     let host = on.api.host().to_string();
-    let h = started.await?;
     let parent = match list(o, Some((v.stack.clone(), v.volume.clone()))).await {
         Ok(mine) => mine.last().map(|b| b.id.clone()),
         Err(e) => {
@@ -341,8 +340,8 @@ pub async fn backup(
             return Err(e);
         }
     };
-    let started = async { started.map_err(|e| pushing_failed(v, o, &e)) };
-    let pushed = push_from(on, v, started, o, revision.as_deref()).await?;
+    let h = started.map_err(|e| pushing_failed(v, o, &e))?;
+    let pushed = push_from(on, v, h, o, revision.as_deref(), Instant::now()).await?;
     Ok(Made { taken, pushed })
 }
 
