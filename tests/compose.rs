@@ -210,6 +210,42 @@ fn deploy_takes_one_replicated_container_and_names_swarms_own_fields() {
 }
 
 #[test]
+fn replicas_run_a_container_each_that_answers_to_the_service_name() {
+    let compose = "services:\n  api:\n    image: x\n    deploy: { replicas: 3 }\n    ports: [\"8080\"]\n  web:\n    image: y\n    depends_on: { api: { condition: service_started, restart: true } }\n    links: [api]\n  worker:\n    image: z\n    scale: 2\n    network_mode: service:api\n";
+    let spec = loaded(&[("shop/compose.yaml", compose)], &[]);
+    let apps = &spec.stacks["shop"].apps;
+    let names: Vec<_> = apps.keys().cloned().collect();
+    assert_eq!(
+        names,
+        ["api-1", "api-2", "api-3", "web", "worker-1", "worker-2"]
+    );
+    assert_eq!(apps["api-2"].options.aliases, ["api"]);
+    let waits: Vec<_> = apps["web"]
+        .depends_on
+        .iter()
+        .map(|(t, _)| t.value.as_str())
+        .collect();
+    assert_eq!(waits, ["api-1", "api-2", "api-3"]);
+    assert_eq!(apps["web"].restart_with, ["api-1", "api-2", "api-3"]);
+    assert!(
+        matches!(&apps["worker-2"].network_mode, drover::model::NetworkMode::App(t) if t.value == "api-1")
+    );
+
+    let bad = "services:\n  api:\n    image: x\n    container_name: the-api\n    ports: [\"8080:80\"]\n    deploy: { replicas: 2 }\n  api-2:\n    image: x\n  none:\n    image: x\n    scale: 0\n  both:\n    image: x\n    scale: 2\n    deploy: { replicas: 3 }\n";
+    let shown = errors(&[("shop/compose.yaml", bad)], &[]);
+    for expected in [
+        "shop/compose.yaml:4:5: error: a service of several containers cannot name its container",
+        "shop/compose.yaml:5:13: error: a service of several containers cannot publish the host's port 8080: only one container can",
+        "publish the container's port alone (`\"80\"`)",
+        "shop/compose.yaml:2:3: error: service `api` runs 2 containers, named `api-1` to `api-2` as Compose names them, and `api-2` is another service",
+        "shop/compose.yaml:11:12: error: `scale` is 0: the service would run no container",
+        "shop/compose.yaml:14:12: error: `scale: 2` differs from `deploy.replicas: 3`",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+}
+
+#[test]
 fn service_names_take_dots_and_capitals_as_compose_does() {
     let compose = "services:\n  wazuh.manager:\n    image: x\n  initContainer:\n    image: x\n    links: [wazuh.manager]\n";
     let spec = loaded(&[("siem/compose.yaml", compose)], &[]);
@@ -539,13 +575,13 @@ fn a_drover_manifest_in_a_compose_folder_is_never_ignored_in_silence() {
 
 #[test]
 fn what_drover_does_not_do_is_named_where_it_is_written() {
-    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    ipc: host\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { replicas: 3 }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true, labels: [a=b] }\n";
+    let text = "name: shop\nservices:\n  web:\n    image: nginx\n    ipc: host\n    network_mode: container:db\n    volumes: [\"~/www:/usr/share/nginx/html\"]\n    ports: [\"80\"]\n    deploy: { mode: global }\nnetworks:\n  front: { external: true, driver: overlay }\nvolumes:\n  data: { external: true, labels: [a=b] }\n";
     let shown = errors(&[("shop/compose.yaml", text)], &[]);
     for expected in [
         "shop/compose.yaml:5:5: error: drover does not support `ipc`",
         "shop/compose.yaml:6:19: error: drover does not support `network_mode: container:db`",
         "shop/compose.yaml:7:15: error: `~/www` is in a home folder",
-        "shop/compose.yaml:9:25: error: drover runs one container per app",
+        "shop/compose.yaml:9:21: error: drover does not support `deploy.mode: global`",
         "shop/compose.yaml:11:36: error: `driver` cannot be set on external network `front`",
         "shop/compose.yaml:13:35: error: `labels` cannot be set on external volume `data`",
     ] {
@@ -732,6 +768,7 @@ services:
     <<: *idle
     command: ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"]
     platform: {platform}
+    deploy: {{ replicas: 2 }}
     networks:
       back: {{ aliases: [jobs] }}
   web:
@@ -777,7 +814,8 @@ networks:
     f.reconcile();
     for (host, c) in [
         (a, "shop-db"),
-        (a, "shop-worker"),
+        (a, "shop-worker-1"),
+        (a, "shop-worker-2"),
         (b, "shop-web"),
         (a, "shop-agent"),
     ] {
@@ -862,6 +900,10 @@ networks:
         "the alias `jobs` answers on `back`"
     );
     assert!(
+        reaches("shop-db", "worker"),
+        "each of the two containers of `worker` answers to its name"
+    );
+    assert!(
         !reaches("shop-agent", "jobs"),
         "`front` is kept apart from `back`"
     );
@@ -882,7 +924,7 @@ networks:
     };
     let before = ids(&[
         (a, "shop-db"),
-        (a, "shop-worker"),
+        (a, "shop-worker-1"),
         (b, "shop-web"),
         (a, "shop-web.follower"),
     ]);
@@ -894,7 +936,7 @@ networks:
     f.reconcile();
     let after = ids(&[
         (a, "shop-db"),
-        (a, "shop-worker"),
+        (a, "shop-worker-1"),
         (b, "shop-web"),
         (a, "shop-web.follower"),
     ]);

@@ -184,6 +184,8 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
         configs,
     });
     let mut apps = BTreeMap::new();
+    let mut services = Vec::new();
+    let mut replicated = BTreeMap::new();
     match f.get("services") {
         None => ctx.error_hint(
             node.pos,
@@ -200,12 +202,27 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
                     networks: &networks,
                     data_dirs: &data_dirs,
                 };
-                if let Some(app) = app(ctx, sname.clone(), pos, snode, dialect) {
+                services.push(sname.clone());
+                let count = replicas(ctx, snode);
+                let Some(app) = app(ctx, sname.clone(), pos, snode, dialect) else {
+                    continue;
+                };
+                if count == 1 {
                     apps.insert(sname, app);
+                    continue;
                 }
+                one_of_several(ctx, snode, &app);
+                for i in 1..=count {
+                    let mut replica = app.clone();
+                    replica.name = replica_name(&sname, i);
+                    replica.options.aliases.push(sname.clone());
+                    apps.insert(replica.name.clone(), replica);
+                }
+                replicated.insert(sname, (pos, count));
             }
         }
     }
+    name_replicas(ctx, &mut apps, &replicated, &services);
     // Each data directory is a volume of the stack.
     for (dir, pos) in data_dirs.into_inner().found {
         let empty = Node {
@@ -421,15 +438,161 @@ fn active_profiles(ctx: &Ctx) -> HashSet<String> {
         .collect()
 }
 
+/// The key and value of `key` in a mapping, read as written.
+fn entry<'n>(node: &'n Node, key: &str) -> Option<&'n (Node, Node)> {
+    match &node.value {
+        Value::Map(entries) => entries.iter().find(|(k, _)| k.as_scalar() == Some(key)),
+        _ => None,
+    }
+}
+
+/// The most containers a service may run.
+const MAX_REPLICAS: u32 = 100;
+
+/// How many containers a service runs: its `deploy.replicas` or `scale`
+/// (Compose's two spellings), 1 when it writes neither. A value that is not
+/// a whole number from 1 to [`MAX_REPLICAS`] is a located error (and 1).
+fn replicas(ctx: &mut Ctx, service: &Node) -> u32 {
+    let written = [
+        entry(service, "deploy").and_then(|(_, d)| entry(d, "replicas")),
+        entry(service, "scale"),
+    ];
+    let mut counts = Vec::new();
+    for (k, v) in written.into_iter().flatten() {
+        let what = format!("`{}`", k.as_scalar().unwrap_or_default());
+        let Some(t) = text(ctx, v, &what) else {
+            continue;
+        };
+        match t.expose().trim().parse::<u32>() {
+            Ok(n @ 1..=MAX_REPLICAS) => counts.push((n, v.pos)),
+            Ok(0) => ctx.error_hint(
+                v.pos,
+                format!("{what} is 0: the service would run no container"),
+                Some("remove the service, or give it a profile (`profiles: [off]`) that is not active".into()),
+            ),
+            _ => ctx.error_hint(
+                v.pos,
+                format!("{what} must be a number of containers from 1 to {MAX_REPLICAS}"),
+                None,
+            ),
+        }
+    }
+    match counts.as_slice() {
+        [(a, _), (b, at)] if a != b => {
+            ctx.error(
+                *at,
+                format!("`scale: {b}` differs from `deploy.replicas: {a}`"),
+            );
+            1
+        }
+        [(n, _), ..] => *n,
+        [] => 1,
+    }
+}
+
+/// The app of a service's `i`th container (from 1), named as Compose names
+/// the container (`<project>-<service>-<i>`).
+pub fn replica_name(service: &str, i: u32) -> String {
+    format!("{service}-{i}")
+}
+
+/// What one container of several may not ask for: a name of its own
+/// (`container_name`) or a fixed port of its host.
+fn one_of_several(ctx: &mut Ctx, service: &Node, app: &crate::model::App) {
+    if let Some((k, _)) = entry(service, "container_name") {
+        ctx.error_hint(
+            k.pos,
+            "a service of several containers cannot name its container",
+            Some("remove `container_name`: each container answers to the service's name".into()),
+        );
+    }
+    let items = match entry(service, "ports") {
+        Some((
+            _,
+            Node {
+                value: Value::Seq(items),
+                ..
+            },
+        )) => items.as_slice(),
+        _ => &[],
+    };
+    for port in app.ports.iter().filter(|p| p.value.host != 0) {
+        let at = items
+            .iter()
+            .find(|i| ctx.loc(i.pos) == port.loc)
+            .map_or(service.pos, |i| i.pos);
+        ctx.error_hint(
+            at,
+            format!(
+                "a service of several containers cannot publish the host's port {}: only one container can",
+                port.value.host
+            ),
+            Some(format!(
+                "publish the container's port alone (`\"{}\"`), and the host picks a free port for each",
+                port.value.container
+            )),
+        );
+    }
+}
+
+/// The apps of the services of several containers named where the others
+/// name their service: each `depends_on` and link waits for all of them,
+/// and `network_mode: service:…` joins the first. A service's own name
+/// that is taken by a container of another is a located error.
+fn name_replicas(
+    ctx: &mut Ctx,
+    apps: &mut BTreeMap<String, crate::model::App>,
+    replicated: &BTreeMap<String, (Pos, u32)>,
+    services: &[String],
+) {
+    use crate::model::{At, NetworkMode};
+    for (service, (pos, count)) in replicated {
+        for i in 1..=*count {
+            let name = replica_name(service, i);
+            if services.contains(&name) {
+                ctx.error_hint(
+                    *pos,
+                    format!("service `{service}` runs {count} containers, named `{service}-1` to `{service}-{count}` as Compose names them, and `{name}` is another service"),
+                    Some(format!("rename the service `{name}`")),
+                );
+            }
+        }
+    }
+    let all = |target: &At<String>| -> Vec<At<String>> {
+        match replicated.get(&target.value) {
+            None => vec![target.clone()],
+            Some((_, count)) => (1..=*count)
+                .map(|i| At {
+                    value: replica_name(&target.value, i),
+                    loc: target.loc.clone(),
+                })
+                .collect(),
+        }
+    };
+    for app in apps.values_mut() {
+        app.depends_on = std::mem::take(&mut app.depends_on)
+            .into_iter()
+            .flat_map(|(t, c)| all(&t).into_iter().map(move |t| (t, c)))
+            .collect();
+        app.links = app.links.iter().flat_map(all).collect();
+        app.restart_with = std::mem::take(&mut app.restart_with)
+            .into_iter()
+            .flat_map(|t| match replicated.get(&t) {
+                None => vec![t],
+                Some((_, count)) => (1..=*count).map(|i| replica_name(&t, i)).collect(),
+            })
+            .collect();
+        if let NetworkMode::App(t) = &mut app.network_mode {
+            if replicated.contains_key(&t.value) {
+                t.value = replica_name(&t.value, 1);
+            }
+        }
+    }
+}
+
 /// Whether a service runs: it has no profile, or one that is active.
 fn in_profiles(ctx: &mut Ctx, service: &Node, active: &HashSet<String>) -> bool {
-    let Value::Map(entries) = &service.value else {
-        return true;
-    };
-    let Some((_, p)) = entries
-        .iter()
-        .find(|(k, _)| k.as_scalar() == Some("profiles"))
-    else {
+    let Some((_, p)) = entry(service, "profiles") else {
         return true;
     };
     let Value::Seq(items) = &p.value else {
@@ -1282,12 +1445,7 @@ pub(super) fn deploy_limits<'n>(ctx: &mut Ctx, node: &'n Node) -> Option<Limits<
     let mut known = vec!["resources", "replicas", "mode"];
     known.extend(SWARM_DEPLOY.iter().map(|(f, _)| *f));
     let f = fields(ctx, node, "`deploy`", &known)?;
-    only_default(ctx, f.get("replicas"), ("`replicas`", "1"), |_| {
-        (
-            "drover runs one container per app".into(),
-            "name another service for another container".into(),
-        )
-    });
+    // `replicas` is read with the service's `scale`, by [`replicas`].
     only_default(ctx, f.get("mode"), ("`mode`", "replicated"), |mode| {
         (
             format!("drover does not support `deploy.mode: {mode}`: it runs one container per service, on the service's host"),

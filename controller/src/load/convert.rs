@@ -67,8 +67,35 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
     let secrets = get(&top, "secrets").map(entries).unwrap_or_default();
     let configs = get(&top, "configs").map(entries).unwrap_or_default();
     out.push_str("apps:\n");
+    // A service of several containers is an app per container, each
+    // answering to the service's name: the loader named them.
+    let service_of = |name: &'_ str| -> Option<(String, bool)> {
+        if services.iter().any(|(k, _)| k == name) {
+            return Some((name.to_string(), false));
+        }
+        let (service, _) = name.rsplit_once('-')?;
+        let replica = stack.apps.get(name)?;
+        replica
+            .options
+            .aliases
+            .iter()
+            .any(|a| a == service)
+            .then(|| (service.to_string(), true))
+    };
+    let containers = |target: &str| -> Vec<String> {
+        match stack.apps.contains_key(target) {
+            true => vec![target.to_string()],
+            false => (1..)
+                .map(|i| super::compose::replica_name(target, i))
+                .take_while(|n| stack.apps.contains_key(n))
+                .collect(),
+        }
+    };
     for (name, app) in &stack.apps {
-        let Some((_, raw)) = services.iter().find(|(k, _)| k == name) else {
+        let Some((service, replica)) = service_of(name) else {
+            continue;
+        };
+        let Some((_, raw)) = services.iter().find(|(k, _)| *k == service) else {
             continue;
         };
         out.push_str(&format!("  {}:\n", key(name)));
@@ -120,7 +147,10 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                                         .to_string()
                                 })
                                 .unwrap_or_else(|| "started".into());
-                            if app.restart_with.contains(&target) {
+                            if containers(&target)
+                                .iter()
+                                .any(|c| app.restart_with.contains(c))
+                            {
                                 condition.push_str(", restart: true");
                             }
                             depends.push((target, condition));
@@ -237,6 +267,13 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
                 depends.push((l, "started".into()));
             }
         }
+        if replica {
+            aliases.push(service.clone());
+        }
+        let depends: Vec<(String, String)> = depends
+            .into_iter()
+            .flat_map(|(t, c)| containers(&t).into_iter().map(move |t| (t, c.clone())))
+            .collect();
         if !depends.is_empty() {
             out.push_str("    depends_on:\n");
             for (target, condition) in depends {

@@ -1330,6 +1330,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "devices",
     "pid",
     "build",
+    "scale",
 ];
 
 pub(super) fn app(

@@ -610,9 +610,14 @@ struct Service {
     mem_limit: Option<Scalar>,
     #[serde(default)]
     cpus: Option<Scalar>,
-    /// Only `resources.limits` (`memory`, `cpus`).
+    /// `resources.limits` (`memory`, `cpus`), `replicas` and `mode:
+    /// replicated`.
     #[serde(default)]
     deploy: Option<serde_json::Value>,
+    /// How many containers the service runs (as `deploy.replicas`): each
+    /// is an app `<service>-<i>` that answers to the service's name too.
+    #[serde(default)]
+    scale: Option<Scalar>,
     #[serde(default)]
     links: Option<Vec<String>>,
     /// Deployed only when one is in `COMPOSE_PROFILES`.
