@@ -246,6 +246,21 @@ fn replicas_run_a_container_each_that_answers_to_the_service_name() {
 }
 
 #[test]
+fn what_is_wrong_is_said_where_it_is_and_not_again_where_it_is_named() {
+    let bad = "services:\n  backend:\n    build: .\n  web:\n    image: x\n    depends_on: [backend]\n    network_mode: service:backend\n    secrets: [db-password]\nsecrets:\n  db-password:\n    file: db/password.txt\n";
+    let shown = errors(&[("shop/compose.yaml", bad)], &[]);
+    assert!(
+        shown.contains("shop/compose.yaml:3:5: error: drover does not support `build` (in service `backend`)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("shop/compose.yaml:11:11: error: `db/password.txt` cannot be read"),
+        "{shown}"
+    );
+    assert!(shown.contains("2 errors in the manifests"), "{shown}");
+}
+
+#[test]
 fn service_names_take_dots_and_capitals_as_compose_does() {
     let compose = "services:\n  wazuh.manager:\n    image: x\n  initContainer:\n    image: x\n    links: [wazuh.manager]\n";
     let spec = loaded(&[("siem/compose.yaml", compose)], &[]);

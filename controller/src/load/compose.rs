@@ -186,6 +186,7 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
     let mut apps = BTreeMap::new();
     let mut services = Vec::new();
     let mut replicated = BTreeMap::new();
+    let mut unread = HashSet::new();
     match f.get("services") {
         None => ctx.error_hint(
             node.pos,
@@ -205,6 +206,7 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
                 services.push(sname.clone());
                 let count = replicas(ctx, snode);
                 let Some(app) = app(ctx, sname.clone(), pos, snode, dialect) else {
+                    unread.insert(sname);
                     continue;
                 };
                 if count == 1 {
@@ -222,7 +224,7 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
             }
         }
     }
-    name_replicas(ctx, &mut apps, &replicated, &services);
+    name_services(ctx, &mut apps, (&replicated, &unread), &services);
     // Each data directory is a volume of the stack.
     for (dir, pos) in data_dirs.into_inner().found {
         let empty = Node {
@@ -538,11 +540,13 @@ fn one_of_several(ctx: &mut Ctx, service: &Node, app: &crate::model::App) {
 /// The apps of the services of several containers named where the others
 /// name their service: each `depends_on` and link waits for all of them,
 /// and `network_mode: service:…` joins the first. A service's own name
-/// that is taken by a container of another is a located error.
-fn name_replicas(
+/// that is taken by a container of another is a located error. What names
+/// a service that could not be read (`unread`) is left out: what is wrong
+/// is said at the service, once.
+fn name_services(
     ctx: &mut Ctx,
     apps: &mut BTreeMap<String, crate::model::App>,
-    replicated: &BTreeMap<String, (Pos, u32)>,
+    (replicated, unread): (&BTreeMap<String, (Pos, u32)>, &HashSet<String>),
     services: &[String],
 ) {
     use crate::model::{At, NetworkMode};
@@ -560,6 +564,7 @@ fn name_replicas(
     }
     let all = |target: &At<String>| -> Vec<At<String>> {
         match replicated.get(&target.value) {
+            None if unread.contains(&target.value) => Vec::new(),
             None => vec![target.clone()],
             Some((_, count)) => (1..=*count)
                 .map(|i| At {
@@ -578,6 +583,7 @@ fn name_replicas(
         app.restart_with = std::mem::take(&mut app.restart_with)
             .into_iter()
             .flat_map(|t| match replicated.get(&t) {
+                None if unread.contains(&t) => Vec::new(),
                 None => vec![t],
                 Some((_, count)) => (1..=*count).map(|i| replica_name(&t, i)).collect(),
             })
@@ -585,6 +591,8 @@ fn name_replicas(
         if let NetworkMode::App(t) = &mut app.network_mode {
             if replicated.contains_key(&t.value) {
                 t.value = replica_name(&t.value, 1);
+            } else if unread.contains(&t.value) {
+                app.network_mode = NetworkMode::Stack;
             }
         }
     }
@@ -800,13 +808,16 @@ pub struct DataDirs {
     pub external: BTreeMap<String, (String, bool)>,
     pub found: BTreeMap<String, Pos>,
     /// The content of each secret and config the file declares.
-    pub secrets: BTreeMap<String, Vec<u8>>,
-    pub configs: BTreeMap<String, Vec<u8>>,
+    /// Declared secrets and configs by name: their content, or `None`
+    /// for one whose content could not be read (said where it is declared).
+    pub secrets: BTreeMap<String, Option<Vec<u8>>>,
+    pub configs: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 /// The content of each top-level secret or config (`file:`, `content:` or
-/// `environment:`), by name.
-fn declared_contents(ctx: &mut Ctx, node: &Node, kind: &str) -> BTreeMap<String, Vec<u8>> {
+/// `environment:`), by name; `None` for one whose content could not be
+/// read, which is said where it is declared (and not again where it is used).
+fn declared_contents(ctx: &mut Ctx, node: &Node, kind: &str) -> BTreeMap<String, Option<Vec<u8>>> {
     let mut out = BTreeMap::new();
     let entries: Vec<(String, &Node)> = mapping(ctx, node, &format!("`{kind}`"))
         .unwrap_or(&[])
@@ -821,6 +832,7 @@ fn declared_contents(ctx: &mut Ctx, node: &Node, kind: &str) -> BTreeMap<String,
             &["file", "environment", "external", "name"]
         };
         let Some(f) = fields(ctx, n, &what, known) else {
+            out.insert(name, None);
             continue;
         };
         for key in ["external", "name"] {
@@ -834,60 +846,63 @@ fn declared_contents(ctx: &mut Ctx, node: &Node, kind: &str) -> BTreeMap<String,
                 );
             }
         }
-        let content = if let Some(file) = f.get("file") {
-            let Some(path) = text(ctx, file, "`file`") else {
-                continue;
-            };
-            let source = path.expose().to_string();
-            let Some(real) = in_manifests(ctx, file.pos, &source) else {
-                continue;
-            };
-            match shipped(ctx, file.pos, &source, &real, "/", true) {
-                Some(files) if files.len() == 1 => files.into_iter().next().map(|f| f.content),
-                Some(_) => {
-                    ctx.error(
-                        file.pos,
-                        format!("`{source}` is a folder; {what} is one file"),
-                    );
-                    None
-                }
-                None => None,
-            }
-        } else if let Some(var) = f.get("environment") {
-            let Some(name_var) = text(ctx, var, "`environment`") else {
-                continue;
-            };
-            match ctx.env.get(name_var.expose()) {
-                Some(v) => Some(v.into_bytes()),
-                None => {
-                    ctx.error_hint(
-                        var.pos,
-                        format!("variable `{}` is not set", name_var.expose()),
-                        Some(
-                            "set it in drover's environment or a `.env` file beside the manifest"
-                                .into(),
-                        ),
-                    );
-                    None
-                }
-            }
-        } else if let Some(c) = f.get("content") {
-            text(ctx, c, "`content`").map(|t| t.expose().as_bytes().to_vec())
-        } else {
-            if f.get("external").is_none() && f.get("name").is_none() {
-                ctx.error_hint(
-                    n.pos,
-                    format!("{what} has no `file`"),
-                    Some("name a file of the repository in `file:`".into()),
-                );
-            }
-            None
-        };
-        if let Some(content) = content {
-            out.insert(name, content);
-        }
+        let content = declared_content(ctx, &f, n, &what);
+        out.insert(name, content);
     }
     out
+}
+
+/// The content of one top-level secret or config, read from the fields
+/// `f` of its declaration `n`; `None` once what is wrong is said.
+fn declared_content(
+    ctx: &mut Ctx,
+    f: &crate::load::decode::Fields,
+    n: &Node,
+    what: &str,
+) -> Option<Vec<u8>> {
+    if let Some(file) = f.get("file") {
+        let path = text(ctx, file, "`file`")?;
+        let source = path.expose().to_string();
+        let real = in_manifests(ctx, file.pos, &source)?;
+        match shipped(ctx, file.pos, &source, &real, "/", true) {
+            Some(files) if files.len() == 1 => files.into_iter().next().map(|f| f.content),
+            Some(_) => {
+                ctx.error(
+                    file.pos,
+                    format!("`{source}` is a folder; {what} is one file"),
+                );
+                None
+            }
+            None => None,
+        }
+    } else if let Some(var) = f.get("environment") {
+        let name_var = text(ctx, var, "`environment`")?;
+        match ctx.env.get(name_var.expose()) {
+            Some(v) => Some(v.into_bytes()),
+            None => {
+                ctx.error_hint(
+                    var.pos,
+                    format!("variable `{}` is not set", name_var.expose()),
+                    Some(
+                        "set it in drover's environment or a `.env` file beside the manifest"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        }
+    } else if let Some(c) = f.get("content") {
+        text(ctx, c, "`content`").map(|t| t.expose().as_bytes().to_vec())
+    } else {
+        if f.get("external").is_none() && f.get("name").is_none() {
+            ctx.error_hint(
+                n.pos,
+                format!("{what} has no `file`"),
+                Some("name a file of the repository in `file:`".into()),
+            );
+        }
+        None
+    }
 }
 
 /// A service's `secrets` or `configs`: each a name, or `{ source, target,
@@ -949,13 +964,18 @@ pub(super) fn service_contents(
         } else {
             shared.borrow().configs.get(&source).cloned()
         };
-        let Some(content) = declared else {
-            ctx.error_hint(
-                item.pos,
-                format!("{} `{source}` is not declared", kind.trim_end_matches('s')),
-                Some(format!("declare it under the top-level `{kind}:`")),
-            );
-            continue;
+        let content = match declared {
+            Some(Some(content)) => content,
+            // Its declaration says what is wrong with it.
+            Some(None) => continue,
+            None => {
+                ctx.error_hint(
+                    item.pos,
+                    format!("{} `{source}` is not declared", kind.trim_end_matches('s')),
+                    Some(format!("declare it under the top-level `{kind}:`")),
+                );
+                continue;
+            }
         };
         let target = match (kind, target) {
             (_, Some(t)) if t.starts_with('/') => t,
