@@ -250,7 +250,9 @@ fn what_is_wrong_is_said_where_it_is_and_not_again_where_it_is_named() {
     let bad = "services:\n  backend:\n    build: .\n  web:\n    image: x\n    depends_on: [backend]\n    network_mode: service:backend\n    secrets: [db-password]\nsecrets:\n  db-password:\n    file: db/password.txt\n";
     let shown = errors(&[("shop/compose.yaml", bad)], &[]);
     assert!(
-        shown.contains("shop/compose.yaml:3:5: error: drover does not support `build` (in service `backend`)"),
+        shown.contains(
+            "shop/compose.yaml:3:5: error: drover does not support `build` (in service `backend`)"
+        ),
         "{shown}"
     );
     assert!(

@@ -7,10 +7,17 @@ use bytes::Bytes;
 use rustic_core::{FileType, Id, RusticError, WriteBackend};
 use serde::Serialize;
 
-use crate::helper::relay::{call_len, explain as first_line, frame, take_frame, Call, Reply};
+use crate::helper::relay::{
+    call_len, explain as first_line, frame, take_frame, Call, Numbered, Reply,
+};
 
 /// How many pack uploads drover runs at a time.
 const UPLOADS: usize = 4;
+/// How many reads drover runs at a time.
+const READS: usize = 8;
+
+/// A read under way: its call's number and its answer.
+type Read = (u64, Result<(Reply, Vec<u8>), String>);
 
 /// drover's side: answers the helper's calls of `exec` against `store`
 /// until it is done; returns its result. `job` is sent first.
@@ -23,6 +30,7 @@ pub async fn serve(
 ) -> Result<serde_json::Value, String> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
+    use tokio::task::JoinSet;
 
     let send_err = |e: std::io::Error| {
         format!(
@@ -36,11 +44,12 @@ pub async fn serve(
         .map_err(send_err)?;
     let mut buf = Vec::new();
     let mut stderr = Vec::new();
-    let mut uploads: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
+    let mut uploads: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut reads: JoinSet<Read> = JoinSet::new();
     let mut failed: Option<String> = None;
     // Waits for the uploads under way; the first failure stays.
     async fn settle(
-        uploads: &mut tokio::task::JoinSet<Result<(), String>>,
+        uploads: &mut JoinSet<Result<(), String>>,
         failed: &mut Option<String>,
         until: usize,
     ) {
@@ -57,28 +66,61 @@ pub async fn serve(
             }
         }
     }
+    // A reply: the answer, or the error in it.
+    fn reply(seq: u64, answered: Result<(Reply, Vec<u8>), String>) -> Vec<u8> {
+        let (reply, data) = answered.unwrap_or_else(|e| {
+            (
+                Reply {
+                    error: Some(e),
+                    ..Reply::default()
+                },
+                Vec::new(),
+            )
+        });
+        let reply = Reply {
+            seq,
+            len: data.len() as u64,
+            ..reply
+        };
+        frame(&reply, &data)
+    }
+    // A finished read's reply.
+    let read_reply = |done: Result<Read, tokio::task::JoinError>| -> Result<Vec<u8>, String> {
+        let (seq, answered) = done.map_err(|e| e.to_string())?;
+        Ok(reply(seq, answered))
+    };
     loop {
-        let next = take_frame::<Call>(&mut buf, call_len)?;
-        let Some((call, body)) = next else {
-            match exec.output.next().await {
-                Some(Ok(crate::docker::ExecOutput::Stdout(b))) => buf.extend_from_slice(&b),
-                Some(Ok(crate::docker::ExecOutput::Stderr(b))) => stderr.extend_from_slice(&b),
-                Some(Err(e)) => return Err(e.to_string()),
-                None => {
-                    let code = api.exec_exit_code(&exec.id).await.ok().flatten();
-                    let said = String::from_utf8_lossy(&stderr);
-                    let said = said.trim();
-                    settle(&mut uploads, &mut failed, 0).await;
-                    return Err(match (failed, said.is_empty()) {
-                        (Some(e), _) => e,
-                        (None, false) => said.trim_start_matches("drover helper: ").to_string(),
-                        (None, true) => format!(
-                            "the helper `{what}` on `{}` ended without a result (exit {})",
-                            api.host(),
-                            code.map_or("unknown".into(), |c| c.to_string())
-                        ),
-                    });
+        while let Some(done) = reads.try_join_next() {
+            let r = read_reply(done)?;
+            exec.input.write_all(&r).await.map_err(send_err)?;
+        }
+        let next = take_frame::<Numbered>(&mut buf, call_len)?;
+        let Some((Numbered { seq, call }, body)) = next else {
+            tokio::select! {
+                Some(done) = reads.join_next(), if !reads.is_empty() => {
+                    let r = read_reply(done)?;
+                    exec.input.write_all(&r).await.map_err(send_err)?;
                 }
+                out = exec.output.next() => match out {
+                    Some(Ok(crate::docker::ExecOutput::Stdout(b))) => buf.extend_from_slice(&b),
+                    Some(Ok(crate::docker::ExecOutput::Stderr(b))) => stderr.extend_from_slice(&b),
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => {
+                        let code = api.exec_exit_code(&exec.id).await.ok().flatten();
+                        let said = String::from_utf8_lossy(&stderr);
+                        let said = said.trim();
+                        settle(&mut uploads, &mut failed, 0).await;
+                        return Err(match (failed, said.is_empty()) {
+                            (Some(e), _) => e,
+                            (None, false) => said.trim_start_matches("drover helper: ").to_string(),
+                            (None, true) => format!(
+                                "the helper `{what}` on `{}` ended without a result (exit {})",
+                                api.host(),
+                                code.map_or("unknown".into(), |c| c.to_string())
+                            ),
+                        });
+                    }
+                },
             }
             continue;
         };
@@ -89,25 +131,24 @@ pub async fn serve(
                 ..
             }
         );
+        let read = matches!(call, Call::Read { .. } | Call::ReadPartial { .. });
         if pack {
             settle(&mut uploads, &mut failed, UPLOADS - 1).await;
-        } else {
+        } else if !read {
             settle(&mut uploads, &mut failed, 0).await;
+            while let Some(done) = reads.join_next().await {
+                let r = read_reply(done)?;
+                exec.input.write_all(&r).await.map_err(send_err)?;
+            }
         }
-        let (reply, data) = match (&failed, call) {
+        let answered = match (&failed, call) {
             (_, Call::Done { result }) => {
                 if let Some(e) = failed {
                     return Err(e);
                 }
                 return Ok(result);
             }
-            (Some(e), _) => (
-                Reply {
-                    error: Some(e.clone()),
-                    ..Reply::default()
-                },
-                Vec::new(),
-            ),
+            (Some(e), _) => Err(e.clone()),
             (
                 None,
                 Call::Write {
@@ -122,31 +163,28 @@ pub async fn serve(
                         .write_bytes(tpe, &id, cacheable, Bytes::from(body).into())
                         .map_err(|e| format!("storing a pack failed: {}", first_line(&e)))
                 });
-                (Reply::default(), Vec::new())
+                Ok((Reply::default(), Vec::new()))
+            }
+            (None, call) if read => {
+                if reads.len() >= READS {
+                    if let Some(done) = reads.join_next().await {
+                        let r = read_reply(done)?;
+                        exec.input.write_all(&r).await.map_err(send_err)?;
+                    }
+                }
+                let store = Arc::clone(&store);
+                reads.spawn_blocking(move || (seq, answer(&*store, call, body)));
+                continue;
             }
             (None, call) => {
                 let store = Arc::clone(&store);
-                let done = tokio::task::spawn_blocking(move || answer(&*store, call, body))
+                tokio::task::spawn_blocking(move || answer(&*store, call, body))
                     .await
-                    .map_err(|e| e.to_string())?;
-                match done {
-                    Ok(answered) => answered,
-                    Err(e) => (
-                        Reply {
-                            error: Some(e),
-                            ..Reply::default()
-                        },
-                        Vec::new(),
-                    ),
-                }
+                    .map_err(|e| e.to_string())?
             }
         };
-        let reply = Reply {
-            len: data.len() as u64,
-            ..reply
-        };
         exec.input
-            .write_all(&frame(&reply, &data))
+            .write_all(&reply(seq, answered))
             .await
             .map_err(send_err)?;
     }

@@ -4,14 +4,18 @@
 //!
 //! Frames, both ways: a 4-byte big-endian length, that many bytes of JSON,
 //! then the body the JSON announces (`len`). drover sends the job first;
-//! the helper then sends calls, each answered before the next, and ends
-//! with `done`. Pack uploads are answered as soon as they arrive and run
-//! several at a time; every other call waits until they are stored, so an
+//! the helper then sends numbered calls, from as many threads as rustic
+//! runs, and ends with `done`; each reply carries its call's number.
+//! Reads run several at a time and are answered as each ends. Pack uploads
+//! are answered as soon as they arrive and run several at a time; every
+//! other call waits until the reads and uploads under way are done, so an
 //! index or snapshot is never written before the packs it names — a store
 //! that fails mid-upload leaves a valid repository.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use bytes::Bytes;
 use rustic_core::{
@@ -60,9 +64,20 @@ pub enum Call {
     },
 }
 
+/// A call as sent: its number, which its reply carries back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Numbered {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub call: Call,
+}
+
 /// drover's answer to a call.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reply {
+    /// The number of the call it answers.
+    #[serde(default)]
+    pub seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// A listing: IDs and sizes.
@@ -128,47 +143,94 @@ pub fn take_frame<T: for<'de> Deserialize<'de>>(
 }
 
 /// The body length of a call.
-pub fn call_len(c: &Call) -> u64 {
-    match c {
-        Call::Write { len, .. } => *len,
+pub fn call_len(c: &Numbered) -> u64 {
+    match c.call {
+        Call::Write { len, .. } => len,
         _ => 0,
     }
 }
 
-/// The helper's side: a backend whose calls go to drover over stdio.
+/// The calls waiting for their replies, by number; `None` once the link
+/// to drover is broken.
+type Waiting = Mutex<Option<HashMap<u64, mpsc::SyncSender<(Reply, Bytes)>>>>;
+
+/// The helper's side: a backend whose calls go to drover over stdio. A
+/// thread reads the replies and hands each to the call it answers.
 pub struct Relayed {
-    io: Mutex<(Box<dyn Read + Send>, Box<dyn Write + Send>)>,
+    output: Mutex<Box<dyn Write + Send>>,
+    waiting: Arc<Waiting>,
+    next: AtomicU64,
 }
 
 impl Relayed {
-    pub fn new(input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> Relayed {
+    pub fn new(mut input: Box<dyn Read + Send>, output: Box<dyn Write + Send>) -> Relayed {
+        let waiting: Arc<Waiting> = Arc::new(Mutex::new(Some(HashMap::new())));
+        let replies = Arc::clone(&waiting);
+        std::thread::spawn(move || {
+            let read = |input: &mut Box<dyn Read + Send>| -> std::io::Result<(Reply, Bytes)> {
+                let reply: Reply = read_header(input)?;
+                let mut data = vec![0u8; usize::try_from(reply.len).unwrap_or(usize::MAX)];
+                input.read_exact(&mut data)?;
+                Ok((reply, Bytes::from(data)))
+            };
+            while let Ok((reply, data)) = read(&mut input) {
+                let mut waiting = replies.lock().unwrap_or_else(|e| e.into_inner());
+                let caller = waiting.as_mut().and_then(|w| w.remove(&reply.seq));
+                drop(waiting);
+                if let Some(caller) = caller {
+                    let _ = caller.send((reply, data));
+                }
+            }
+            // Every call still waiting hears that the link broke.
+            replies.lock().unwrap_or_else(|e| e.into_inner()).take();
+        });
         Relayed {
-            io: Mutex::new((input, output)),
+            output: Mutex::new(output),
+            waiting,
+            next: AtomicU64::new(1),
         }
     }
 
-    fn call(&self, call: &Call, body: &[u8]) -> RusticResult<(Reply, Bytes)> {
+    fn call(&self, call: Call, body: &[u8]) -> RusticResult<(Reply, Bytes)> {
         let broken = |e: std::io::Error| {
             RusticError::with_source(ErrorKind::Backend, "the link to drover broke", e)
         };
-        let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        let (input, output) = &mut *io;
-        output.write_all(&frame(call, body)).map_err(broken)?;
-        output.flush().map_err(broken)?;
-        let reply: Reply = read_header(input).map_err(broken)?;
-        let mut data = vec![0u8; usize::try_from(reply.len).unwrap_or(usize::MAX)];
-        input.read_exact(&mut data).map_err(broken)?;
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::sync_channel(1);
+        match self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            Some(waiting) => waiting.insert(seq, tx),
+            None => return Err(broken(std::io::ErrorKind::BrokenPipe.into())),
+        };
+        {
+            let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+            output
+                .write_all(&frame(&Numbered { seq, call }, body))
+                .map_err(broken)?;
+            output.flush().map_err(broken)?;
+        }
+        let (reply, data) = rx
+            .recv()
+            .map_err(|_| broken(std::io::ErrorKind::UnexpectedEof.into()))?;
         if let Some(e) = reply.error {
             return Err(RusticError::new(ErrorKind::Backend, "{why}").attach_context("why", e));
         }
-        Ok((reply, Bytes::from(data)))
+        Ok((reply, data))
     }
 
     /// Sends the job's result: the last frame.
     pub fn done(&self, result: serde_json::Value) -> std::io::Result<()> {
-        let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
-        io.1.write_all(&frame(&Call::Done { result }, &[]))?;
-        io.1.flush()
+        let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let call = Numbered {
+            seq: 0,
+            call: Call::Done { result },
+        };
+        output.write_all(&frame(&call, &[]))?;
+        output.flush()
     }
 }
 
@@ -178,7 +240,7 @@ impl ReadBackend for Relayed {
     }
 
     fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
-        let (reply, _) = self.call(&Call::List { tpe }, &[])?;
+        let (reply, _) = self.call(Call::List { tpe }, &[])?;
         reply
             .list
             .iter()
@@ -188,7 +250,7 @@ impl ReadBackend for Relayed {
 
     fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
         let id = id.to_hex().to_string();
-        Ok(self.call(&Call::Read { tpe, id }, &[])?.1)
+        Ok(self.call(Call::Read { tpe, id }, &[])?.1)
     }
 
     fn read_partial(
@@ -207,7 +269,7 @@ impl ReadBackend for Relayed {
             offset,
             length,
         };
-        Ok(self.call(&call, &[])?.1)
+        Ok(self.call(call, &[])?.1)
     }
 
     fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
@@ -217,7 +279,7 @@ impl ReadBackend for Relayed {
 
 impl WriteBackend for Relayed {
     fn create(&self) -> RusticResult<()> {
-        self.call(&Call::Create, &[]).map(|_| ())
+        self.call(Call::Create, &[]).map(|_| ())
     }
 
     fn write_bytes(
@@ -234,7 +296,7 @@ impl WriteBackend for Relayed {
             cacheable,
             len: body.len() as u64,
         };
-        self.call(&call, &body).map(|_| ())
+        self.call(call, &body).map(|_| ())
     }
 
     fn remove(&self, tpe: FileType, id: &Id, cacheable: bool) -> RusticResult<()> {
@@ -243,7 +305,7 @@ impl WriteBackend for Relayed {
             id: id.to_hex().to_string(),
             cacheable,
         };
-        self.call(&call, &[]).map(|_| ())
+        self.call(call, &[]).map(|_| ())
     }
 }
 
@@ -269,25 +331,41 @@ mod tests {
 
     #[test]
     fn frames_are_taken_only_when_whole() {
+        let write = Call::Write {
+            tpe: FileType::Pack,
+            id: "ab".into(),
+            cacheable: false,
+            len: 3,
+        };
         let f = frame(
-            &Call::Write {
-                tpe: FileType::Pack,
-                id: "ab".into(),
-                cacheable: false,
-                len: 3,
+            &Numbered {
+                seq: 7,
+                call: write,
             },
             b"xyz",
         );
         let mut buf = f[..f.len() - 1].to_vec();
-        assert!(take_frame::<Call>(&mut buf, call_len).unwrap().is_none());
+        assert!(take_frame::<Numbered>(&mut buf, call_len)
+            .unwrap()
+            .is_none());
         buf.push(f[f.len() - 1]);
-        buf.extend_from_slice(&frame(&Call::Create, &[]));
-        let (c, body) = take_frame::<Call>(&mut buf, call_len).unwrap().unwrap();
-        assert!(matches!(c, Call::Write { len: 3, .. }));
+        let create = Numbered {
+            seq: 8,
+            call: Call::Create,
+        };
+        buf.extend_from_slice(&frame(&create, &[]));
+        let (c, body) = take_frame::<Numbered>(&mut buf, call_len).unwrap().unwrap();
+        assert!(matches!(c.call, Call::Write { len: 3, .. }) && c.seq == 7);
         assert_eq!(body, b"xyz");
         assert!(matches!(
-            take_frame::<Call>(&mut buf, call_len).unwrap(),
-            Some((Call::Create, _))
+            take_frame::<Numbered>(&mut buf, call_len).unwrap(),
+            Some((
+                Numbered {
+                    seq: 8,
+                    call: Call::Create
+                },
+                _
+            ))
         ));
         assert!(buf.is_empty());
     }
