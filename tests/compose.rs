@@ -263,6 +263,48 @@ fn what_is_wrong_is_said_where_it_is_and_not_again_where_it_is_named() {
 }
 
 #[test]
+fn networks_take_subnets_and_internal_and_services_fixed_addresses() {
+    let compose = "services:\n  dns:\n    image: x\n    networks:\n      dns-net: { ipv4_address: 172.20.0.2 }\n  web:\n    image: y\n    networks: [dns-net, default]\nnetworks:\n  dns-net:\n    internal: true\n    ipam:\n      config:\n        - subnet: 172.20.0.0/24\n          gateway: 172.20.0.1\n          ip_range: 172.20.0.128/25\n";
+    let spec = loaded(&[("dns/compose.yaml", compose)], &[]);
+    let stack = &spec.stacks["dns"];
+    let settings = &stack.networks["dns-net"];
+    assert!(settings.internal);
+    assert_eq!(settings.subnets[0].subnet, "172.20.0.0/24");
+    assert_eq!(settings.subnets[0].gateway.as_deref(), Some("172.20.0.1"));
+    assert_eq!(
+        stack.apps["dns"].addresses["dns-net"].value.to_string(),
+        "172.20.0.2"
+    );
+    assert!(!stack.networks.contains_key("default"));
+    let desired = drover::desired::render(&spec);
+    let host = desired.hosts.values().next().unwrap();
+    let net = &host.networks["drover-dns-dns-net"];
+    assert!(net.settings.internal);
+    assert!(
+        net.config().is_some_and(|c| c.contains("172.20.0.0/24")),
+        "{net:?}"
+    );
+    assert_eq!(host.networks["drover-dns"].config(), None);
+    let dns = host.containers.values().find(|c| c.app == "dns").unwrap();
+    assert_eq!(dns.addresses["drover-dns-dns-net"], "172.20.0.2");
+
+    let bad = "services:\n  a:\n    image: x\n    networks:\n      n: { ipv4_address: 10.0.0.2 }\n      plain: { ipv4_address: 172.21.0.2 }\n      outside: { ipv4_address: 10.1.0.2 }\n  b:\n    image: x\n    networks:\n      n: { ipv4_address: 10.0.0.2 }\n  c:\n    image: x\n    scale: 2\n    networks:\n      n: { ipv4_address: 10.0.0.3 }\nnetworks:\n  n:\n    ipam: { config: [{ subnet: 10.0.0.0/24, gateway: 10.9.0.1 }] }\n  plain: {}\n  outside: { external: true }\n  odd:\n    ipam: { driver: custom, config: [{ subnet: fd00::/64 }] }\n";
+    let shown = errors(&[("dns/compose.yaml", bad)], &[]);
+    for expected in [
+        "dns/compose.yaml:6:30: error: a fixed address needs a subnet of network `plain`, and it has none",
+        "dns/compose.yaml:7:32: error: drover does not give fixed addresses on external network `outside`",
+        "dns/compose.yaml:11:26: error: `10.0.0.2` on network `n` is app `a`'s address already",
+        "dns/compose.yaml:15:5: error: a service of several containers cannot have a fixed address",
+        "dns/compose.yaml:19:54: error: `gateway: 10.9.0.1` is not in the subnet `10.0.0.0/24`",
+        "dns/compose.yaml:23:21: error: IPAM driver `custom` is not supported",
+        "dns/compose.yaml:23:48: error: `fd00::/64` is not an IPv4 subnet",
+    ] {
+        assert!(shown.contains(expected), "no `{expected}` in:\n{shown}");
+    }
+    assert!(shown.contains("7 errors"), "{shown}");
+}
+
+#[test]
 fn service_names_take_dots_and_capitals_as_compose_does() {
     let compose = "services:\n  wazuh.manager:\n    image: x\n  initContainer:\n    image: x\n    links: [wazuh.manager]\n";
     let spec = loaded(&[("siem/compose.yaml", compose)], &[]);
@@ -779,7 +821,8 @@ services:
     command: ["sh", "-c", "[ -f /data/first ] || date +%s%N > /data/first; touch /data/ready; trap 'exit 0' TERM; while :; do date >> /data/log; sleep 1; done"]
     volumes: ["./db-data:/data"]
     healthcheck: {{ test: ["CMD", "test", "-f", "/data/ready"], interval: 1s, retries: 30 }}
-    networks: [back]
+    networks:
+      back: {{ ipv4_address: 10.213.7.10 }}
     x-drover: {{ host: {db_host} }}
   worker:
     <<: *idle
@@ -815,7 +858,9 @@ services:
     x-drover: {{ host: {agent_host} }}
 networks:
   front: {{}}
-  back: {{}}
+  back:
+    internal: true
+    ipam: {{ config: [{{ subnet: 10.213.7.0/24 }}] }}
 "#,
             a = a.name,
             b = b.name,
@@ -916,6 +961,31 @@ networks:
         reaches("shop-db", "jobs"),
         "the alias `jobs` answers on `back`"
     );
+    // The subnet, `internal` and the fixed address reach the engine.
+    let back = docker(
+        a,
+        &[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Internal}} {{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            "drover-shop-back",
+        ],
+    );
+    assert_eq!(text(&back), "true 10.213.7.0/24");
+    assert_eq!(
+        inspect(
+            a,
+            "shop-db",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        )
+        .as_deref(),
+        Some("10.213.7.10")
+    );
+    assert!(
+        reaches("shop-worker-1", "10.213.7.10"),
+        "the fixed address answers"
+    );
     assert!(
         reaches("shop-db", "worker"),
         "each of the two containers of `worker` answers to its name"
@@ -980,6 +1050,16 @@ networks:
         exec(b, "shop-db", &["cat", "/data/first"]),
         first,
         "the data came along"
+    );
+    assert_eq!(
+        inspect(
+            b,
+            "shop-db",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        )
+        .as_deref(),
+        Some("10.213.7.10"),
+        "its fixed address came along"
     );
 
     // A service that mounts a host path is not moved: said, and kept.

@@ -1320,3 +1320,34 @@ fn an_app_that_restarts_with_its_dependency_is_recreated_with_it() {
         replan_is_empty(&changed, &observed, &p);
     }
 }
+
+/// A stack's network with a subnet is made with it, converges once made,
+/// and one found with other settings is never changed in place: its apps
+/// there are skipped and the plan says what to do.
+#[test]
+fn a_network_of_other_settings_than_the_files_is_named_and_its_apps_skipped() {
+    let compose = |subnet: &str| {
+        format!(
+            "services:\n  dns:\n    image: x\n    networks:\n      dns-net: {{ ipv4_address: {subnet}.2 }}\nnetworks:\n  dns-net:\n    ipam: {{ config: [{{ subnet: {subnet}.0/24 }}] }}\n"
+        )
+    };
+    let d = desired(&[("dns/compose.yaml", &compose("172.20.0"))]);
+    let observed = applied(&d);
+    let p = plan(&d, &observed, Options::default());
+    assert!(p.actions.is_empty(), "{}", plan_text(&p, false));
+
+    let moved = desired(&[("dns/compose.yaml", &compose("172.21.0"))]);
+    let p = plan(&moved, &observed, Options::default());
+    assert!(
+        p.errors.iter().any(|e| e.contains(
+            "network `drover-dns-dns-net` on `local` was made with other settings than stack `dns` gives it now"
+        ) && e.contains("172.21.0.0/24")),
+        "{:?}",
+        p.errors
+    );
+    assert!(
+        p.actions.iter().all(|a| a.name != "dns-dns"),
+        "{}",
+        plan_text(&p, false)
+    );
+}

@@ -425,6 +425,7 @@ fn perturb(observed: &mut Observed, rng: &mut Rng, fraction: f64) -> Drift {
                 managed: true,
                 internal: false,
                 stack: Some(stack.clone()),
+                config: None,
             });
         }
         let app = format!("legacy-{}", e + 1);

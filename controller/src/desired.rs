@@ -98,6 +98,9 @@ pub struct ContainerSpec {
     pub network: String,
     /// More networks of its stack it joins, after `network`.
     pub extra_networks: Vec<String>,
+    /// Fixed IPv4 addresses, by network.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, String>,
     pub aliases: Vec<String>,
     /// Apps of the same stack this one waits for.
     pub depends_on: Vec<(String, Condition)>,
@@ -304,6 +307,20 @@ pub struct NetworkSpec {
     /// the host; drover never makes or removes it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+    /// `internal` and subnets; in the labels too, when not the defaults.
+    #[serde(skip_serializing_if = "is_default")]
+    pub settings: crate::model::NetworkSettings,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
+impl NetworkSpec {
+    /// Its settings as its label holds them; `None` for Docker's defaults.
+    pub fn config(&self) -> Option<&String> {
+        self.labels.get(labels::NETWORK_CONFIG)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -429,6 +446,12 @@ pub fn render(spec: &Spec) -> Desired {
                 .volumes
                 .insert(name, v);
         }
+        // Networks of other settings than Docker's, by their Docker names.
+        let settings: BTreeMap<String, &crate::model::NetworkSettings> = stack
+            .networks
+            .iter()
+            .map(|(k, s)| (names::stack_network(&stack.name, k), s))
+            .collect();
         for app in stack.apps.values() {
             let host = app.host().to_string();
             // The stack's own network, or the networks the app joins (the
@@ -459,12 +482,23 @@ pub fn render(spec: &Spec) -> Desired {
             let h = desired.hosts.entry(host.clone()).or_default();
             if app.network_mode == NetworkMode::Stack {
                 for n in &joined {
-                    h.networks.entry(n.clone()).or_insert_with(|| NetworkSpec {
-                        name: n.clone(),
-                        stack: stack.name.clone(),
-                        host: host.clone(),
-                        labels: managed_labels(&stack.name),
-                        external: false,
+                    h.networks.entry(n.clone()).or_insert_with(|| {
+                        let settings: crate::model::NetworkSettings =
+                            settings.get(n).map(|s| (*s).clone()).unwrap_or_default();
+                        let mut labels = managed_labels(&stack.name);
+                        if settings != Default::default() {
+                            let json =
+                                serde_json::to_string(&settings).expect("settings serialize");
+                            labels.insert(labels::NETWORK_CONFIG.to_string(), json);
+                        }
+                        NetworkSpec {
+                            name: n.clone(),
+                            stack: stack.name.clone(),
+                            host: host.clone(),
+                            labels,
+                            external: false,
+                            settings,
+                        }
                     });
                 }
                 // Networks of the host it joins as they are, after its own.
@@ -475,6 +509,7 @@ pub fn render(spec: &Spec) -> Desired {
                         host: host.clone(),
                         labels: BTreeMap::new(),
                         external: true,
+                        settings: Default::default(),
                     });
                     if !joined.contains(n) {
                         joined.push(n.clone());
@@ -580,6 +615,11 @@ pub fn render(spec: &Spec) -> Desired {
                 labels: l,
                 network,
                 extra_networks: joined,
+                addresses: app
+                    .addresses
+                    .iter()
+                    .map(|(k, a)| (names::stack_network(&stack.name, k), a.value.to_string()))
+                    .collect(),
                 aliases,
                 depends_on: app
                     .depends_on
@@ -823,6 +863,14 @@ fn fields<'a>(c: &'a ContainerSpec) -> Vec<Field<'a>> {
     let mut network = format!("{}|{}", c.network, c.aliases.join(","));
     if !c.extra_networks.is_empty() {
         network = format!("{network}|{}", c.extra_networks.join(","));
+    }
+    if !c.addresses.is_empty() {
+        let fixed: Vec<String> = c
+            .addresses
+            .iter()
+            .map(|(n, a)| format!("{n}={a}"))
+            .collect();
+        network = format!("{network}|{}", fixed.join(","));
     }
     push("network".into(), network.into(), false);
     out

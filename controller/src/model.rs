@@ -107,6 +107,31 @@ pub struct Stack {
     /// `rollback: auto`: a revision that leaves an app of the stack not
     /// running (or unhealthy) is undone for the stack by the controller.
     pub rollback: Rollback,
+    /// The settings of its networks other than Docker's defaults, by their
+    /// names in the Compose file (`default` for the stack's own).
+    pub networks: BTreeMap<String, NetworkSettings>,
+}
+
+/// What a Compose file sets on one of its networks: `internal`, and the
+/// subnets of `ipam.config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkSettings {
+    /// No way out of the network: its containers reach only each other.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<Subnet>,
+}
+
+/// One entry of a network's `ipam.config`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Subnet {
+    /// `172.20.0.0/24`
+    pub subnet: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
 }
 
 /// A stack's `rollback`.
@@ -486,6 +511,9 @@ pub struct App {
     /// Compose's `network_mode`: the stack's networks, or the host's, none,
     /// or another app's.
     pub network_mode: NetworkMode,
+    /// Fixed IPv4 addresses on the stack's networks it joins (Compose's
+    /// `ipv4_address`), by the networks' names in the file.
+    pub addresses: BTreeMap<String, At<std::net::Ipv4Addr>>,
     pub ports: Vec<At<Port>>,
     pub healthcheck: Option<Healthcheck>,
     pub restart: Restart,

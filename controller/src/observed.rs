@@ -490,6 +490,10 @@ pub struct ObservedNetwork {
     pub internal: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
+    /// The settings it was made with, when not Docker's defaults (its
+    /// `drover.network-config` label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 impl Observed {

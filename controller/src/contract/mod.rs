@@ -94,6 +94,9 @@ pub mod labels {
     pub const MANAGED: &str = "drover.managed";
     pub const INTERNAL: &str = "drover.internal";
     pub const STACK: &str = "drover.stack";
+    /// On a network whose settings are not Docker's defaults: them, as
+    /// JSON, so that a network made with others is found out.
+    pub const NETWORK_CONFIG: &str = "drover.network-config";
     pub const APP: &str = "drover.app";
     pub const VOLUME: &str = "drover.volume";
     pub const SPEC_HASH: &str = "drover.spec-hash";

@@ -535,12 +535,25 @@ fn create_body(c: &ContainerSpec, key: Option<&HostKey>) -> ContainerCreateBody 
         networking_config: c.has_own_network().then(|| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 c.network.clone(),
-                EndpointSettings {
-                    aliases: Some(c.aliases.clone()),
-                    ..Default::default()
-                },
+                endpoint(c, &c.network),
             )])),
         }),
+        ..Default::default()
+    }
+}
+
+/// A container's settings on one of its networks: its names there, and
+/// its fixed address, if it has one.
+fn endpoint(c: &ContainerSpec, network: &str) -> EndpointSettings {
+    EndpointSettings {
+        aliases: Some(c.aliases.clone()),
+        ipam_config: c
+            .addresses
+            .get(network)
+            .map(|a| bollard::models::EndpointIpamConfig {
+                ipv4_address: Some(a.clone()),
+                ..Default::default()
+            }),
         ..Default::default()
     }
 }
@@ -743,6 +756,7 @@ impl DockerApi for Engine {
                         managed: flag(labels::MANAGED),
                         internal: flag(labels::INTERNAL),
                         stack: l.get(labels::STACK).cloned(),
+                        config: l.get(labels::NETWORK_CONFIG).cloned(),
                     }
                 })
                 .collect(),
@@ -811,10 +825,26 @@ impl DockerApi for Engine {
     }
 
     async fn create_network(&self, n: &NetworkSpec) -> Result<(), EngineError> {
+        let subnets = &n.settings.subnets;
         let req = NetworkCreateRequest {
             name: n.name.clone(),
             driver: Some("bridge".into()),
             labels: Some(to_hashmap(&n.labels)),
+            internal: n.settings.internal.then_some(true),
+            ipam: (!subnets.is_empty()).then(|| bollard::models::Ipam {
+                config: Some(
+                    subnets
+                        .iter()
+                        .map(|s| bollard::models::IpamConfig {
+                            subnet: Some(s.subnet.clone()),
+                            gateway: s.gateway.clone(),
+                            ip_range: s.ip_range.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         self.docker
@@ -854,10 +884,7 @@ impl DockerApi for Engine {
         for net in &c.extra_networks {
             let req = bollard::models::NetworkConnectRequest {
                 container: c.name.clone(),
-                endpoint_config: Some(EndpointSettings {
-                    aliases: Some(c.aliases.clone()),
-                    ..Default::default()
-                }),
+                endpoint_config: Some(endpoint(c, net)),
             };
             self.docker.connect_network(net, req).await.map_err(|e| {
                 EngineError::api(

@@ -290,6 +290,7 @@ impl DockerApi for FakeDocker {
                 managed: true,
                 internal: false,
                 stack: Some(n.stack.clone()),
+                config: n.config().cloned(),
             })
         });
         Ok(())

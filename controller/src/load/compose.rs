@@ -16,7 +16,7 @@ use crate::load::decode::{
 use crate::load::files::{io_reason, lexically_normal};
 use crate::load::values::{bind_mode, parse_mount, parse_port, PROPAGATIONS};
 use crate::load::yaml::{Node, Value};
-use crate::model::{At, Bind, ConfigFile, Mount, Port, Rollback, Stack};
+use crate::model::{At, Bind, ConfigFile, Mount, NetworkSettings, Port, Rollback, Stack, Subnet};
 
 /// The names of a Compose file, in the order Compose prefers them.
 pub const FILE_NAMES: &[&str] = &[
@@ -114,6 +114,7 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
             vec![DeclaredNetwork {
                 key: "default".to_string(),
                 external: None,
+                settings: NetworkSettings::default(),
             }]
         });
     let secrets = f
@@ -217,6 +218,8 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
                 for i in 1..=count {
                     let mut replica = app.clone();
                     replica.name = replica_name(&sname, i);
+                    // Refused above, once.
+                    replica.addresses.clear();
                     replica.options.aliases.push(sname.clone());
                     apps.insert(replica.name.clone(), replica);
                 }
@@ -235,12 +238,18 @@ pub fn stack(ctx: &mut Ctx, node: &Node, folder: &str) -> Option<Stack> {
             volumes.insert(dir, v);
         }
     }
+    distinct_addresses(ctx, &apps);
     Some(Stack {
         name: name.value,
         loc: name.loc,
         volumes,
         apps,
         rollback,
+        networks: networks
+            .into_iter()
+            .filter(|d| d.external.is_none() && d.settings != NetworkSettings::default())
+            .map(|d| (d.key, d.settings))
+            .collect(),
     })
 }
 
@@ -264,6 +273,8 @@ pub struct DeclaredNetwork {
     pub key: String,
     /// For an `external: true` network, its name on the hosts.
     pub external: Option<String>,
+    /// `internal` and the subnets of `ipam`.
+    pub settings: NetworkSettings,
 }
 
 /// The networks a Compose file declares. Each is a network of the stack on
@@ -274,6 +285,7 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<DeclaredNetwork> {
     let mut out = vec![DeclaredNetwork {
         key: "default".to_string(),
         external: None,
+        settings: NetworkSettings::default(),
     }];
     // A network's name becomes no Docker object's: any Compose name will do.
     let entries: Vec<(String, &Node)> = mapping(ctx, node, "`networks`")
@@ -307,11 +319,25 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<DeclaredNetwork> {
                 out.push(DeclaredNetwork {
                     key: name,
                     external: Some(real),
+                    settings: NetworkSettings::default(),
                 });
             }
             continue;
         }
-        for key in ["internal", "ipam", "driver_opts", "enable_ipv6"] {
+        let mut settings = NetworkSettings::default();
+        if let Some(v) = f.get("internal") {
+            settings.internal = crate::load::decode::choice(
+                ctx,
+                v,
+                "`internal`",
+                &[("true", true), ("false", false)],
+            )
+            .unwrap_or(false);
+        }
+        if let Some(v) = f.get("ipam") {
+            settings.subnets = ipam(ctx, v);
+        }
+        for key in ["driver_opts", "enable_ipv6"] {
             if let Some(v) = f.get(key) {
                 if v.as_scalar() != Some("false") {
                     ctx.error_hint(
@@ -330,12 +356,115 @@ fn declared_networks(ctx: &mut Ctx, node: &Node) -> Vec<DeclaredNetwork> {
                 "drover's networks are bridge networks on each host".into(),
             )
         });
-        if !out.iter().any(|d| d.key == name) {
-            out.push(DeclaredNetwork {
-                key: name,
-                external: None,
-            });
+        out.retain(|d| d.key != name);
+        out.push(DeclaredNetwork {
+            key: name,
+            external: None,
+            settings,
+        });
+    }
+    out
+}
+
+/// An IPv4 network written `ADDRESS/PREFIX`.
+fn cidr(s: &str) -> Option<(std::net::Ipv4Addr, u8)> {
+    let (addr, prefix) = s.split_once('/')?;
+    let prefix = prefix.parse::<u8>().ok().filter(|p| *p <= 32)?;
+    Some((addr.parse().ok()?, prefix))
+}
+
+/// Whether `addr` is in the network `(net, prefix)`.
+fn within((net, prefix): (std::net::Ipv4Addr, u8), addr: std::net::Ipv4Addr) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(net) & mask == u32::from(addr) & mask
+}
+
+/// A network's `ipam`: Docker's default driver, with the IPv4 subnets of
+/// `config` (each with its `gateway` and `ip_range` inside it).
+fn ipam(ctx: &mut Ctx, node: &Node) -> Vec<Subnet> {
+    let Some(f) = fields(ctx, node, "`ipam`", &["driver", "config", "options"]) else {
+        return Vec::new();
+    };
+    only_default(ctx, f.get("driver"), ("`driver`", "default"), |driver| {
+        (
+            format!("IPAM driver `{driver}` is not supported"),
+            "drover's networks take their addresses from Docker's default driver: remove `driver:`"
+                .into(),
+        )
+    });
+    if let Some(pos) = f.key_pos("options") {
+        ctx.error_hint(
+            pos,
+            "drover does not support `ipam.options`",
+            Some("remove `options:`".into()),
+        );
+    }
+    let mut out = Vec::new();
+    let items = f.get("config").and_then(|c| sequence(ctx, c, "`config`"));
+    for item in items.unwrap_or(&[]) {
+        let known = ["subnet", "gateway", "ip_range", "aux_addresses"];
+        let Some(c) = fields(ctx, item, "an entry of `ipam.config`", &known) else {
+            continue;
+        };
+        if let Some(pos) = c.key_pos("aux_addresses") {
+            ctx.error_hint(
+                pos,
+                "drover does not support `aux_addresses`",
+                Some("remove it: give the services their addresses with `ipv4_address`".into()),
+            );
         }
+        let Some(node) = c.get("subnet") else {
+            ctx.error_hint(
+                item.pos,
+                "an entry of `ipam.config` needs `subnet`",
+                Some("for example `subnet: 172.28.0.0/16`".into()),
+            );
+            continue;
+        };
+        let Some(subnet) = text(ctx, node, "`subnet`") else {
+            continue;
+        };
+        let subnet = subnet.expose().trim().to_string();
+        let Some(net) = cidr(&subnet) else {
+            ctx.error_hint(
+                node.pos,
+                format!("`{subnet}` is not an IPv4 subnet"),
+                Some("write it `ADDRESS/PREFIX`, for example `172.28.0.0/16` (IPv6 is not supported yet)".into()),
+            );
+            continue;
+        };
+        let mut inside = |key: &str, range: bool| -> Option<String> {
+            let node = c.get(key)?;
+            let value = text(ctx, node, &format!("`{key}`"))?
+                .expose()
+                .trim()
+                .to_string();
+            let fits = match range {
+                true => cidr(&value).is_some_and(|(a, p)| p >= net.1 && within(net, a)),
+                false => value.parse().is_ok_and(|a| within(net, a)),
+            };
+            if !fits {
+                ctx.error(
+                    node.pos,
+                    format!("`{key}: {value}` is not in the subnet `{subnet}`"),
+                );
+            }
+            Some(value)
+        };
+        let gateway = inside("gateway", false);
+        let ip_range = inside("ip_range", true);
+        out.push(Subnet {
+            subnet,
+            gateway,
+            ip_range,
+        });
+    }
+    if items.is_none_or(|i| i.is_empty()) {
+        ctx.error_hint(
+            node.pos,
+            "`ipam` gives the network no subnet",
+            Some("write `ipam: { config: [{ subnet: 172.28.0.0/16 }] }`, or remove `ipam:`".into()),
+        );
     }
     out
 }
@@ -347,10 +476,14 @@ pub(super) fn service_networks(
     ctx: &mut Ctx,
     node: &Node,
     declared: &[DeclaredNetwork],
-) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let mut aliases = Vec::new();
-    let mut joined = Vec::new();
-    let mut external = Vec::new();
+) -> ServiceNetworks {
+    let mut out = ServiceNetworks::default();
+    let ServiceNetworks {
+        aliases,
+        joined,
+        external,
+        addresses,
+    } = &mut out;
     let entries: Vec<(&Node, Option<&Node>)> = match &node.value {
         Value::Seq(items) => items.iter().map(|i| (i, None)).collect(),
         _ => mapping(ctx, node, "`networks`")
@@ -363,7 +496,8 @@ pub(super) fn service_networks(
         let Some(name) = string(ctx, k, "a network") else {
             continue;
         };
-        match declared.iter().find(|d| d.key == name) {
+        let network = declared.iter().find(|d| d.key == name);
+        match network {
             None => {
                 ctx.error_hint(
                     k.pos,
@@ -410,8 +544,12 @@ pub(super) fn service_networks(
                 }
             }
         }
+        if let (Some(n), Some(network)) = (f.get("ipv4_address"), network) {
+            if let Some(address) = fixed_address(ctx, n, network) {
+                addresses.insert(name.clone(), address);
+            }
+        }
         for key in [
-            "ipv4_address",
             "ipv6_address",
             "mac_address",
             "link_local_ips",
@@ -421,12 +559,82 @@ pub(super) fn service_networks(
                 ctx.error_hint(
                     n.pos,
                     format!("drover does not support `{key}` (in {what})"),
-                    Some("drover's networks give addresses themselves; reach the service by its name".into()),
+                    Some("drover's networks give addresses themselves; reach the service by its name, or give it an `ipv4_address`".into()),
                 );
             }
         }
     }
-    (aliases, joined, external)
+    out
+}
+
+/// The networks a service joins, as its `networks:` says.
+#[derive(Default)]
+pub(super) struct ServiceNetworks {
+    pub aliases: Vec<String>,
+    /// Networks of the stack, by their names in the file.
+    pub joined: Vec<String>,
+    /// Networks of the host, by their names there.
+    pub external: Vec<String>,
+    /// Fixed addresses, by the names of the stack's networks in the file.
+    pub addresses: BTreeMap<String, At<std::net::Ipv4Addr>>,
+}
+
+/// A service's `ipv4_address` on `network`: in one of the subnets the
+/// network's `ipam` gives it (Docker gives fixed addresses on no other).
+fn fixed_address(
+    ctx: &mut Ctx,
+    node: &Node,
+    network: &DeclaredNetwork,
+) -> Option<At<std::net::Ipv4Addr>> {
+    let written = text(ctx, node, "`ipv4_address`")?
+        .expose()
+        .trim()
+        .to_string();
+    let Ok(address) = written.parse::<std::net::Ipv4Addr>() else {
+        ctx.error(node.pos, format!("`{written}` is not an IPv4 address"));
+        return None;
+    };
+    let key = &network.key;
+    if network.external.is_some() {
+        ctx.error_hint(
+            node.pos,
+            format!("drover does not give fixed addresses on external network `{key}`"),
+            Some(
+                "remove `ipv4_address`, or declare the network in the file with its `ipam`".into(),
+            ),
+        );
+        return None;
+    }
+    let subnets = &network.settings.subnets;
+    if subnets.is_empty() {
+        ctx.error_hint(
+            node.pos,
+            format!("a fixed address needs a subnet of network `{key}`, and it has none"),
+            Some(format!(
+                "give network `{key}` one: `ipam: {{ config: [{{ subnet: 172.28.0.0/16 }}] }}`"
+            )),
+        );
+        return None;
+    }
+    if !subnets
+        .iter()
+        .filter_map(|s| cidr(&s.subnet))
+        .any(|net| within(net, address))
+    {
+        let list: Vec<&str> = subnets.iter().map(|s| s.subnet.as_str()).collect();
+        ctx.error(
+            node.pos,
+            format!(
+                "`{address}` is not in a subnet of network `{key}` ({})",
+                list.join(", ")
+            ),
+        );
+        return None;
+    }
+    Some(At {
+        value: address,
+        loc: ctx.loc(node.pos),
+    })
 }
 
 /// The profiles `COMPOSE_PROFILES` turns on (`*` for all).
@@ -498,9 +706,37 @@ pub fn replica_name(service: &str, i: u32) -> String {
     format!("{service}-{i}")
 }
 
+/// Each fixed address taken by one app alone on its host's network.
+fn distinct_addresses(ctx: &mut Ctx, apps: &BTreeMap<String, crate::model::App>) {
+    let mut taken = BTreeMap::new();
+    for app in apps.values() {
+        for (network, address) in &app.addresses {
+            let key = (app.host().to_string(), network.clone(), address.value);
+            if let Some(first) = taken.insert(key, app.name.clone()) {
+                ctx.error_at(
+                    address.loc.clone(),
+                    format!(
+                        "`{}` on network `{network}` is app `{first}`'s address already",
+                        address.value
+                    ),
+                    Some("give each service an address of its own".into()),
+                );
+            }
+        }
+    }
+}
+
 /// What one container of several may not ask for: a name of its own
-/// (`container_name`) or a fixed port of its host.
+/// (`container_name`), a fixed port of its host or a fixed address.
 fn one_of_several(ctx: &mut Ctx, service: &Node, app: &crate::model::App) {
+    if !app.addresses.is_empty() {
+        let at = entry(service, "networks").map_or(service.pos, |(k, _)| k.pos);
+        ctx.error_hint(
+            at,
+            "a service of several containers cannot have a fixed address",
+            Some("remove `ipv4_address`: each container answers to the service's name".into()),
+        );
+    }
     if let Some((k, _)) = entry(service, "container_name") {
         ctx.error_hint(
             k.pos,

@@ -257,6 +257,9 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
         problems.extend(asks.iter().filter(|(_, asked)| *asked).map(|(k, _)| {
             format!("service `{name}` asks for `{k}`: a drover Stack cannot (keep it in Compose)")
         }));
+        problems.extend(app.addresses.keys().map(|n| {
+            format!("service `{name}` has a fixed address on network `{n}`: a drover Stack cannot (keep it in Compose)")
+        }));
         if !svc.iter().any(|(k, _)| k == "restart") {
             // Compose's default, which is not drover's.
             out.push_str("    restart: \"no\"\n");
@@ -288,6 +291,11 @@ pub fn stack_yaml(node: &Node, stack: &Stack, file_dir: &Path) -> Result<String,
         out.push_str(&strings_field("networks", &app.networks));
         out.push_str(&strings_field("external_networks", &app.external_networks));
     }
+    problems.extend(stack.networks.keys().map(|n| {
+        format!(
+            "network `{n}` has `internal` or `ipam`: a drover Stack cannot (keep it in Compose)"
+        )
+    }));
     if problems.is_empty() {
         Ok(out)
     } else {

@@ -220,7 +220,11 @@ impl Ctx<'_> {
     }
 
     pub fn error_hint(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
-        let loc = self.loc(pos);
+        self.error_at(self.loc(pos), message, hint);
+    }
+
+    /// An error at a place already located (of this file or its override).
+    pub fn error_at(&mut self, loc: Loc, message: impl Into<String>, hint: Option<String>) {
         let src = match &self.overlay {
             Some((file, src)) if *file == loc.file => src,
             _ => self.src,
@@ -929,6 +933,7 @@ fn stack(ctx: &mut Ctx, node: &Node) -> Option<Stack> {
         volumes,
         apps,
         rollback: rollback?,
+        networks: BTreeMap::new(),
     })
 }
 
@@ -1608,9 +1613,11 @@ pub(super) fn app(
     }
     let mut joined = Vec::new();
     let mut external_networks = Vec::new();
+    let mut addresses = BTreeMap::new();
     if let (Dialect::Compose { networks, .. }, Some(n)) = (dialect, f.get("networks")) {
-        (options.aliases, joined, external_networks) =
-            super::compose::service_networks(ctx, n, networks);
+        let read = super::compose::service_networks(ctx, n, networks);
+        (options.aliases, joined, external_networks, addresses) =
+            (read.aliases, read.joined, read.external, read.addresses);
     }
     if let (Dialect::Drover, Some(n)) = (dialect, f.get("external_networks")) {
         external_networks = words(ctx, n, "`external_networks`");
@@ -1645,6 +1652,7 @@ pub(super) fn app(
         networks: joined,
         external_networks,
         network_mode,
+        addresses,
         ports,
         healthcheck,
         // Compose's default is `no`; drover's own, `unless-stopped`.

@@ -547,6 +547,34 @@ struct ComposeNetwork {
     attachable: Option<bool>,
     #[serde(default)]
     labels: Option<Environment>,
+    /// No way out of the network: its containers reach only each other.
+    #[serde(default)]
+    internal: Option<bool>,
+    /// Docker's default IPAM driver with IPv4 subnets, for services'
+    /// `ipv4_address`.
+    #[serde(default)]
+    ipam: Option<ComposeIpam>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ComposeIpam {
+    /// `default`, the only driver.
+    #[serde(default)]
+    driver: Option<String>,
+    config: Vec<ComposeSubnet>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ComposeSubnet {
+    /// `ADDRESS/PREFIX`, IPv4.
+    subnet: String,
+    #[serde(default)]
+    gateway: Option<String>,
+    /// Where Docker picks the addresses it gives, inside the subnet.
+    #[serde(default)]
+    ip_range: Option<String>,
 }
 
 /// A secret or config: from a file of the repository, drover's

@@ -79,6 +79,22 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 match found {
+                    Some(o) if o.managed && o.config.as_ref() != n.config() => {
+                        self.errors.push(format!(
+                            "network `{}` on `{host}` was made with other settings than stack `{}` gives it now ({}); drover does not change a network in place, and the stack's apps on it there are skipped: remove them and the network (`docker network rm {}`), and drover makes it again",
+                            n.name,
+                            n.stack,
+                            n.config().map_or("Docker's defaults", |c| c.as_str()),
+                            n.name
+                        ));
+                        for c in dh
+                            .containers
+                            .values()
+                            .filter(|c| c.network == n.name || c.extra_networks.contains(&n.name))
+                        {
+                            self.blocked.insert((c.stack.clone(), c.app.clone()));
+                        }
+                    }
                     Some(o) if o.managed => {}
                     Some(_) => {
                         self.errors.push(format!(

@@ -62,6 +62,11 @@ pub fn simulate(desired: &Desired, observed: &Observed, plan: &Plan) -> Observed
                         managed: true,
                         internal: false,
                         stack: Some(a.stack.clone()),
+                        config: desired
+                            .hosts
+                            .get(&a.host)
+                            .and_then(|h| h.networks.get(&a.name))
+                            .and_then(|n| n.config().cloned()),
                     });
             }
             (Kind::Container, Verb::Start)
