@@ -583,6 +583,9 @@ pub fn copy_in(
     out: &mut impl Write,
 ) -> io::Result<()> {
     let (r, w) = nix::unistd::pipe().map_err(io::Error::from)?;
+    // As large as the pack's writes: a wake-up of each side per megabyte,
+    // not sixteen (a smaller pipe, if the kernel refuses, only costs time).
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(BUF as i32));
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
     let (packed, unpacked) = std::thread::scope(|s| {
         // An unpack that fails drops its end of the pipe: the pack then
