@@ -66,6 +66,13 @@ via() { grep -o 'straight from the host\|through drover' | head -1; }
 added() { sed -n 's/.* files read, \(.*\) added,.*/\1/p'; }
 froze() { sed -n 's/.*froze the apps \([0-9.]*[a-z]*\).*/\1/p'; }
 
+# The helper image is imported on a host once per drover binary, not per
+# backup: a snapshot of the empty volume imports it before anything is timed.
+write_cluster "$work"
+write_stack "$work" benchbk node-a
+"$DROVER_BIN" reconcile "$work" >/dev/null 2>&1
+"$DROVER_BIN" volume snapshot "$work" benchbk/data --name warm >/dev/null
+
 printf 'drover %s, %s; one S3 server (moto) on %s; page cache dropped before every timed step; %s runs\n\n' \
     "$("$DROVER_BIN" --version)" "$(restic version | cut -d' ' -f1-2)" "$S3_HOST" "$RUNS"
 for SHAPE in $SHAPES; do
