@@ -94,7 +94,10 @@ EOF
         files=$(fill $A benchbk-app "$SIZE" | cut -d' ' -f1)
         mp=$(docker -H $A volume inspect -f '{{.Mountpoint}}' benchbk-data)
         sleep "${SETTLE:-40}"
+        # Both repositories are made before anything is timed (drover opens
+        # a repository `restic init` made; its first push would make it).
         restic -r "$rrepo" init >/dev/null 2>&1
+        restic -r "$repo" init >/dev/null 2>&1
         drop_caches; t0=$(date +%s.%N)
         out=$("$DROVER_BIN" volume backup "$work" benchbk/data --to bench)
         firsts+=("$(secs "$t0" "$(date +%s.%N)")"); pushes+=("$(pushed_s <<<"$out")"); way=$(via <<<"$out")
