@@ -19,6 +19,39 @@ const READS: usize = 8;
 /// A read under way: its call's number and its answer.
 type Read = (u64, Result<(Reply, Vec<u8>), String>);
 
+/// A reply: the answer, or the error in it.
+fn reply(seq: u64, answered: Result<(Reply, Vec<u8>), String>) -> Vec<u8> {
+    let (reply, data) = answered.unwrap_or_else(|e| {
+        (
+            Reply {
+                error: Some(e),
+                ..Reply::default()
+            },
+            Vec::new(),
+        )
+    });
+    let reply = Reply {
+        seq,
+        len: data.len() as u64,
+        ..reply
+    };
+    frame(&reply, &data)
+}
+
+/// Sends a finished read's reply to the helper.
+async fn send_read(
+    input: &mut (impl tokio::io::AsyncWrite + Unpin),
+    done: Result<Read, tokio::task::JoinError>,
+    send_err: impl Fn(std::io::Error) -> String,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let (seq, answered) = done.map_err(|e| e.to_string())?;
+    input
+        .write_all(&reply(seq, answered))
+        .await
+        .map_err(send_err)
+}
+
 /// drover's side: answers the helper's calls of `exec` against `store`
 /// until it is done; returns its result. `job` is sent first.
 pub async fn serve(
@@ -66,40 +99,15 @@ pub async fn serve(
             }
         }
     }
-    // A reply: the answer, or the error in it.
-    fn reply(seq: u64, answered: Result<(Reply, Vec<u8>), String>) -> Vec<u8> {
-        let (reply, data) = answered.unwrap_or_else(|e| {
-            (
-                Reply {
-                    error: Some(e),
-                    ..Reply::default()
-                },
-                Vec::new(),
-            )
-        });
-        let reply = Reply {
-            seq,
-            len: data.len() as u64,
-            ..reply
-        };
-        frame(&reply, &data)
-    }
-    // A finished read's reply.
-    let read_reply = |done: Result<Read, tokio::task::JoinError>| -> Result<Vec<u8>, String> {
-        let (seq, answered) = done.map_err(|e| e.to_string())?;
-        Ok(reply(seq, answered))
-    };
     loop {
         while let Some(done) = reads.try_join_next() {
-            let r = read_reply(done)?;
-            exec.input.write_all(&r).await.map_err(send_err)?;
+            send_read(&mut exec.input, done, send_err).await?;
         }
         let next = take_frame::<Numbered>(&mut buf, call_len)?;
         let Some((Numbered { seq, call }, body)) = next else {
             tokio::select! {
                 Some(done) = reads.join_next(), if !reads.is_empty() => {
-                    let r = read_reply(done)?;
-                    exec.input.write_all(&r).await.map_err(send_err)?;
+                    send_read(&mut exec.input, done, send_err).await?;
                 }
                 out = exec.output.next() => match out {
                     Some(Ok(crate::docker::ExecOutput::Stdout(b))) => buf.extend_from_slice(&b),
@@ -137,8 +145,7 @@ pub async fn serve(
         } else if !read {
             settle(&mut uploads, &mut failed, 0).await;
             while let Some(done) = reads.join_next().await {
-                let r = read_reply(done)?;
-                exec.input.write_all(&r).await.map_err(send_err)?;
+                send_read(&mut exec.input, done, send_err).await?;
             }
         }
         let answered = match (&failed, call) {
@@ -168,8 +175,7 @@ pub async fn serve(
             (None, call) if read => {
                 if reads.len() >= READS {
                     if let Some(done) = reads.join_next().await {
-                        let r = read_reply(done)?;
-                        exec.input.write_all(&r).await.map_err(send_err)?;
+                        send_read(&mut exec.input, done, send_err).await?;
                     }
                 }
                 let store = Arc::clone(&store);

@@ -744,23 +744,9 @@ fn one_of_several(ctx: &mut Ctx, service: &Node, app: &crate::model::App) {
             Some("remove `container_name`: each container answers to the service's name".into()),
         );
     }
-    let items = match entry(service, "ports") {
-        Some((
-            _,
-            Node {
-                value: Value::Seq(items),
-                ..
-            },
-        )) => items.as_slice(),
-        _ => &[],
-    };
     for port in app.ports.iter().filter(|p| p.value.host != 0) {
-        let at = items
-            .iter()
-            .find(|i| ctx.loc(i.pos) == port.loc)
-            .map_or(service.pos, |i| i.pos);
-        ctx.error_hint(
-            at,
+        ctx.error_at(
+            port.loc.clone(),
             format!(
                 "a service of several containers cannot publish the host's port {}: only one container can",
                 port.value.host
@@ -798,17 +784,22 @@ fn name_services(
             }
         }
     }
-    let all = |target: &At<String>| -> Vec<At<String>> {
-        match replicated.get(&target.value) {
-            None if unread.contains(&target.value) => Vec::new(),
-            None => vec![target.clone()],
-            Some((_, count)) => (1..=*count)
-                .map(|i| At {
-                    value: replica_name(&target.value, i),
-                    loc: target.loc.clone(),
-                })
-                .collect(),
+    // The apps a service's name stands for.
+    let apps_of = |service: &str| -> Vec<String> {
+        match replicated.get(service) {
+            None if unread.contains(service) => Vec::new(),
+            None => vec![service.to_string()],
+            Some((_, count)) => (1..=*count).map(|i| replica_name(service, i)).collect(),
         }
+    };
+    let all = |target: &At<String>| -> Vec<At<String>> {
+        apps_of(&target.value)
+            .into_iter()
+            .map(|value| At {
+                value,
+                loc: target.loc.clone(),
+            })
+            .collect()
     };
     for app in apps.values_mut() {
         app.depends_on = std::mem::take(&mut app.depends_on)
@@ -816,14 +807,7 @@ fn name_services(
             .flat_map(|(t, c)| all(&t).into_iter().map(move |t| (t, c)))
             .collect();
         app.links = app.links.iter().flat_map(all).collect();
-        app.restart_with = std::mem::take(&mut app.restart_with)
-            .into_iter()
-            .flat_map(|t| match replicated.get(&t) {
-                None if unread.contains(&t) => Vec::new(),
-                None => vec![t],
-                Some((_, count)) => (1..=*count).map(|i| replica_name(&t, i)).collect(),
-            })
-            .collect();
+        app.restart_with = app.restart_with.iter().flat_map(|t| apps_of(t)).collect();
         if let NetworkMode::App(t) = &mut app.network_mode {
             if replicated.contains_key(&t.value) {
                 t.value = replica_name(&t.value, 1);
@@ -1043,7 +1027,6 @@ pub struct DataDirs {
     /// (`external: true`) rather than be made by Docker (`name:`).
     pub external: BTreeMap<String, (String, bool)>,
     pub found: BTreeMap<String, Pos>,
-    /// The content of each secret and config the file declares.
     /// Declared secrets and configs by name: their content, or `None`
     /// for one whose content could not be read (said where it is declared).
     pub secrets: BTreeMap<String, Option<Vec<u8>>>,

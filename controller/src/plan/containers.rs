@@ -55,6 +55,15 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Skips the apps of `dh` that join the network `name`.
+    fn block_joining(&mut self, dh: &crate::desired::DesiredHost, name: &str) {
+        for c in dh.containers.values() {
+            if c.network == name || c.extra_networks.iter().any(|n| n == name) {
+                self.blocked.insert((c.stack.clone(), c.app.clone()));
+            }
+        }
+    }
+
     pub(super) fn networks(&mut self) {
         for (host, dh) in &self.desired.hosts {
             let Some(&oh) = self.readable.get(host.as_str()) else {
@@ -68,13 +77,7 @@ impl<'a> Planner<'a> {
                             "network `{}` is external to stack `{}` and does not exist on `{host}`; its apps there that join it are skipped (make it with `docker network create {}`)",
                             n.name, n.stack, n.name
                         ));
-                        for c in dh
-                            .containers
-                            .values()
-                            .filter(|c| c.network == n.name || c.extra_networks.contains(&n.name))
-                        {
-                            self.blocked.insert((c.stack.clone(), c.app.clone()));
-                        }
+                        self.block_joining(dh, &n.name);
                     }
                     continue;
                 }
@@ -87,13 +90,7 @@ impl<'a> Planner<'a> {
                             n.config().map_or("Docker's defaults", |c| c.as_str()),
                             n.name
                         ));
-                        for c in dh
-                            .containers
-                            .values()
-                            .filter(|c| c.network == n.name || c.extra_networks.contains(&n.name))
-                        {
-                            self.blocked.insert((c.stack.clone(), c.app.clone()));
-                        }
+                        self.block_joining(dh, &n.name);
                     }
                     Some(o) if o.managed => {}
                     Some(_) => {
