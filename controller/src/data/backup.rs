@@ -208,10 +208,16 @@ pub async fn push(
 ) -> Result<Pushed, String> {
     let begun = Instant::now();
     let name = format!("{}{snap}", names::HELPER_PREFIX);
-    let h = start_helper(&on.api, (snap, &name), &v.stack, true, o, direct)
-        .await
-        .map_err(|e| pushing_failed(v, o, &e))?;
-    push_from(on, v, h, o, revision, begun).await
+    let start = start_helper(&on.api, (snap, &name), &v.stack, true, o, direct);
+    let (started, parent) = tokio::join!(start, parent_of(v, o));
+    let h = started.map_err(|e| pushing_failed(v, o, &e))?;
+    push_from(on, v, h, o, parent, revision, begun).await
+}
+
+/// The newest backup of `v` in `o`, the parent of the next one.
+async fn parent_of(v: &VolumeSpec, o: &Arc<Opened>) -> Result<Option<String>, String> {
+    let mine = list(o, Some((v.stack.clone(), v.volume.clone()))).await?;
+    Ok(mine.last().map(|b| b.id.clone()))
 }
 
 fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
@@ -221,26 +227,27 @@ fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
     )
 }
 
-/// Pushes into `o` the snapshot the helper `h` mounts; the push began at
-/// `begun`.
+/// Pushes into `o` the snapshot the helper `h` mounts, compared with
+/// `parent` ([`parent_of`]); the push began at `begun`.
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
     h: Started,
     o: &Arc<Opened>,
+    parent: Result<Option<String>, String>,
     revision: Option<&str>,
     begun: Instant,
 ) -> Result<Pushed, String> {
     let host = on.api.host().to_string();
-    let parent = match list(o, Some((v.stack.clone(), v.volume.clone()))).await {
-        Ok(mine) => mine.last().map(|b| b.id.clone()),
+    let parent = match parent {
+        Ok(p) => p,
         Err(e) => {
             remove_helper(&on.api, &h.name).await;
             return Err(e);
         }
     };
     let job = Job::Backup {
-        password: o.password.clone(),
+        key: o.key(),
         host: host.clone(),
         tags: repo::tags(&v.stack, &v.volume, &host, revision),
         parent,
@@ -261,7 +268,7 @@ async fn push_from(
 }
 
 /// Restores backup `b` of `o` into the Docker volume `volume` on `on`'s
-/// host and reads it back against the backup (the password travels in the
+/// host and reads it back against the backup (the key travels in the
 /// job, never on a command line); with `direct`, straight from the store
 /// when the host reaches it.
 async fn restore_into(
@@ -273,7 +280,7 @@ async fn restore_into(
     direct: bool,
 ) -> Result<Restored, String> {
     let job = Job::Restore {
-        password: o.password.clone(),
+        key: o.key(),
         id: b.id.clone(),
         direct: None,
     };
@@ -325,12 +332,14 @@ pub async fn backup(
         let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
         return Ok(Made { taken, pushed });
     }
-    // The snapshot is there: the push's helper starts while it is brought
-    // up to date (named after the volume, as the copy's helper on one host
-    // is named after the snapshot).
+    // The snapshot is there: the push's helper starts, and its parent is
+    // found, while it is brought up to date (the helper named after the
+    // volume, as the copy's helper on one host is named after the
+    // snapshot).
     let name = format!("{}{}", names::HELPER_PREFIX, v.name);
     let start = start_helper(&on.api, (&snap, &name), &v.stack, true, o, opts.direct);
-    let (taken, started) = tokio::join!(snapshot::take(on, state, v, writers, &req, opts), start);
+    let take = snapshot::take(on, state, v, writers, &req, opts);
+    let (taken, started, parent) = tokio::join!(take, start, parent_of(v, o));
     let taken = match taken {
         Ok(t) => t,
         Err(e) => {
@@ -341,7 +350,7 @@ pub async fn backup(
         }
     };
     let h = started.map_err(|e| pushing_failed(v, o, &e))?;
-    let pushed = push_from(on, v, h, o, revision.as_deref(), Instant::now()).await?;
+    let pushed = push_from(on, v, h, o, parent, revision.as_deref(), Instant::now()).await?;
     Ok(Made { taken, pushed })
 }
 

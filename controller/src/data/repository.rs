@@ -113,14 +113,20 @@ pub fn store_of(repo: &Repository) -> Result<Store, RepoError> {
 /// An open repository.
 pub struct Opened {
     pub name: String,
-    /// Given to helpers in their job, never on a command line.
-    pub password: String,
     pub repo: Repo<OpenStatus>,
     pub backend: Arc<dyn WriteBackend>,
     /// How a helper that can reach the store opens it itself.
     pub store: Store,
     /// It was made by this call.
     pub created: bool,
+}
+
+impl Opened {
+    /// The key drover derived from the password, for a helper's job: it
+    /// travels on the job's stdin, never on a command line.
+    pub fn key(&self) -> crate::helper::repo::Key {
+        crate::helper::repo::Key(self.repo.key())
+    }
 }
 
 fn options() -> RepositoryOptions {
@@ -153,7 +159,6 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
             .map_err(|e| rustic(&repo.name, &e))?;
         return Ok(Opened {
             name: repo.name.clone(),
-            password: repo.password.expose().to_string(),
             repo: r,
             backend: be,
             store: st,
@@ -163,7 +168,6 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
     let r = r.open(&credentials).map_err(|e| rustic(&repo.name, &e))?;
     Ok(Opened {
         name: repo.name.clone(),
-        password: repo.password.expose().to_string(),
         repo: r,
         backend: be,
         store: st,

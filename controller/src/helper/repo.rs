@@ -1,15 +1,17 @@
 //! In the helper: a backup of the volume into a repository, or a restore
 //! from one, with rustic_core. The repository is reached directly when the
 //! job names its store and the host can reach it, and through drover
-//! ([`crate::data::relay`]) otherwise. The password and the store's
-//! credentials arrive in the job, on stdin: they are never in the helper's
-//! command line or environment.
+//! ([`crate::data::relay`]) otherwise. The repository's key and the
+//! store's credentials arrive in the job, on stdin: they are never in the
+//! helper's command line or environment. drover derived the key from the
+//! password when it opened the repository, so that the helper does not
+//! spend the key derivation's time (scrypt, about half a second) again.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rustic_core::{
-    repofile::{Node, NodeType},
+    repofile::{MasterKey, Node, NodeType},
     BackupOptions, Credentials, IndexedFull, LocalDestination, LsOptions, ParentOptions, PathList,
     Repository, RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
     WriteBackend,
@@ -25,7 +27,7 @@ use crate::helper::store::Store;
 pub enum Job {
     /// Back up the volume (at `/data`).
     Backup {
-        password: String,
+        key: Key,
         /// The restic snapshot's host name.
         host: String,
         tags: Vec<String>,
@@ -39,7 +41,7 @@ pub enum Job {
     /// Make the volume (at `/data`) what the backup holds, and check it
     /// against the backup by content.
     Restore {
-        password: String,
+        key: Key,
         id: String,
         #[serde(default)]
         direct: Option<Store>,
@@ -55,16 +57,24 @@ impl Job {
         self
     }
 
-    /// The repository's password, and the store to try directly.
-    fn access(&self) -> (String, Option<&Store>) {
+    /// The repository's key, and the store to try directly.
+    fn access(&self) -> (Credentials, Option<&Store>) {
         match self {
-            Job::Backup {
-                password, direct, ..
+            Job::Backup { key, direct, .. } | Job::Restore { key, direct, .. } => {
+                (Credentials::Masterkey(key.0.clone()), direct.as_ref())
             }
-            | Job::Restore {
-                password, direct, ..
-            } => (password.clone(), direct.as_ref()),
         }
+    }
+}
+
+/// A repository's master key, as a job carries it: never shown.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Key(pub MasterKey);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(…)")
     }
 }
 
@@ -146,17 +156,17 @@ pub fn run(
     let begun = std::time::Instant::now();
     let job: Job = read_header(&mut input)?;
     let opts = RepositoryOptions::default().no_cache(true);
-    let open = |be: Arc<dyn WriteBackend>, password: &str| {
+    let (credentials, store) = job.access();
+    let open = |be: Arc<dyn WriteBackend>| {
         Repository::new(&opts, &RepositoryBackends::new(be, None))
-            .and_then(|r| r.open(&Credentials::password(password)))
+            .and_then(|r| r.open(&credentials))
     };
-    let (password, store) = job.access();
     // Straight to the store when this host reaches it and it opens.
     let direct = match store {
         None => Err(None),
         Some(s) => match s.reachable(PROBE) {
             Err(why) => Err(Some(format!("the host cannot reach the store: {why}"))),
-            Ok(()) => s.backend().and_then(|be| open(be, &password)).map_err(|e| {
+            Ok(()) => s.backend().and_then(open).map_err(|e| {
                 Some(format!(
                     "the store does not open from the host: {}",
                     explain(&e)
@@ -176,7 +186,7 @@ pub fn run(
         }
         Err(why) => {
             let relay = Arc::new(Relayed::new(Box::new(input), Box::new(output)));
-            let repo = open(relay.clone() as Arc<dyn WriteBackend>, &password).map_err(fail)?;
+            let repo = open(relay.clone() as Arc<dyn WriteBackend>).map_err(fail)?;
             (relay, repo, Way::Relayed(why))
         }
     };
