@@ -61,9 +61,10 @@ pub async fn open_to_read(r: &Repository) -> Result<Arc<Opened>, String> {
 
 async fn opened(r: &Repository, create: bool) -> Result<Arc<Opened>, repo::RepoError> {
     let r = r.clone();
-    repo::blocking(move || repo::open(&r, create))
-        .await
-        .map(Arc::new)
+    let begun = Instant::now();
+    let o = repo::blocking(move || repo::open(&r, create)).await?;
+    tracing::debug!(repository = %o.name, took_ms = begun.elapsed().as_millis() as u64, "repository opened");
+    Ok(Arc::new(o))
 }
 
 /// drover's backups in `r` (of `of` only, when given), oldest first; none
@@ -258,6 +259,13 @@ async fn push_from(
         .map_err(|e| pushing_failed(v, o, &e))?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
     tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, way = %stats.way, "backed up");
+    tracing::debug!(
+        volume = %v.name,
+        opened_ms = stats.opened_ms,
+        indexed_ms = stats.indexed_ms,
+        pushed_ms = stats.pushed_ms,
+        "pushed"
+    );
     Ok(Pushed {
         repository: o.name.clone(),
         id: stats.id.clone(),

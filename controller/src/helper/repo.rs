@@ -106,6 +106,14 @@ pub struct BackedUp {
     pub added: u64,
     /// How the helper reached the store.
     pub way: Way,
+    /// From the job's start: the repository open, its index read, the
+    /// push done.
+    #[serde(default)]
+    pub opened_ms: u64,
+    #[serde(default)]
+    pub indexed_ms: u64,
+    #[serde(default)]
+    pub pushed_ms: u64,
 }
 
 /// What a restore wrote and checked.
@@ -218,7 +226,9 @@ pub fn run(
         Job::Backup {
             host, tags, parent, ..
         } => {
+            let opened = begun.elapsed();
             let repo = repo.to_indexed_ids().map_err(fail)?;
+            let indexed = begun.elapsed();
             let mut snap = SnapshotOptions::default().host(host);
             snap = snap.add_tags(&tags.join(",")).map_err(fail)?;
             let snap = snap.to_snapshot().map_err(fail)?;
@@ -242,6 +252,9 @@ pub fn run(
                 bytes: s.total_bytes_processed,
                 added: s.data_added_packed,
                 way: way.clone(),
+                opened_ms: opened.as_millis() as u64,
+                indexed_ms: indexed.as_millis() as u64,
+                pushed_ms: begun.elapsed().as_millis() as u64,
             })
         }
         Job::Restore { id, .. } => {
