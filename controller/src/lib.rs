@@ -57,5 +57,6 @@ pub mod output;
 pub mod pass;
 pub mod plan;
 pub mod relocate;
+pub mod scratch;
 #[cfg(test)]
 mod testing;

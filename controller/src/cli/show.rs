@@ -101,20 +101,14 @@ pub fn diff(
     detailed_exitcode: bool,
 ) -> Result<ExitCode, Failure> {
     let new = load_spec(dir)?;
-    let tmp = TempDir(std::env::temp_dir().join(format!(
-        "drover-diff-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    )));
-    let (old_dir, sha) = drover::git::write_revision(dir, base, &tmp.0)?;
+    let tmp = drover::scratch::TempDir::new("diff");
+    let (old_dir, sha) = drover::git::write_revision(dir, base, tmp.path())?;
     let old = match load(&old_dir, &ProcessEnv) {
         Ok(spec) => spec,
         Err(LoadError::Invalid(d)) => {
             // Its files are named as in the revision: `REF:path`.
             let shown = d.render(use_color(std::io::stderr().is_terminal()));
-            let prefix = format!("{}/", tmp.0.display());
+            let prefix = format!("{}/", tmp.path().display());
             eprint!("{}", shown.replace(&prefix, &format!("{base}:")));
             eprintln!("the manifests at `{base}` are not valid: nothing to compare with");
             return Err(Failure::Reported);
@@ -132,13 +126,4 @@ pub fn diff(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A folder removed with everything in it when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -258,13 +258,16 @@ async fn push_from(
         .await
         .map_err(|e| pushing_failed(v, o, &e))?;
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
-    tracing::info!(volume = %v.name, repository = %o.name, id = %stats.id, added = stats.added, way = %stats.way, "backed up");
-    tracing::debug!(
+    tracing::info!(
         volume = %v.name,
+        repository = %o.name,
+        id = %stats.id,
+        added = stats.added,
+        way = %stats.way,
         opened_ms = stats.opened_ms,
         indexed_ms = stats.indexed_ms,
         pushed_ms = stats.pushed_ms,
-        "pushed"
+        "backed up"
     );
     Ok(Pushed {
         repository: o.name.clone(),

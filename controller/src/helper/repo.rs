@@ -67,24 +67,6 @@ impl Job {
     }
 }
 
-/// A folder of the helper's, removed when the job is done.
-struct JobCache(std::path::PathBuf);
-
-impl JobCache {
-    fn new() -> JobCache {
-        static JOBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let job = JOBS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("drover-repo-cache-{}-{job}", std::process::id());
-        JobCache(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for JobCache {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A repository's master key, as a job carries it: never shown.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -186,8 +168,8 @@ pub fn run(
     // the rest of its pack in one request, not in one request each (the
     // parent's trees in a backup, the backup's in a restore and its
     // read-back).
-    let cache = JobCache::new();
-    let opts = RepositoryOptions::default().cache_dir(cache.0.clone());
+    let cache = crate::scratch::TempDir::new("repo-cache");
+    let opts = RepositoryOptions::default().cache_dir(cache.path().to_path_buf());
     let (credentials, store) = job.access();
     let open = |be: Arc<dyn WriteBackend>| {
         Repository::new(&opts, &RepositoryBackends::new(be, None))
