@@ -63,7 +63,7 @@ print(sum(float(v)*unit[u] for v,u in re.findall(r"([0-9.]+)(ms|h|m|s)", m.group
 # The push's duration ends its line, after the way it went.
 pushed_s() { sed 's/added, .*, \([0-9.][0-9.hms]*\)$/added, \1/' | dur_after "added, "; }
 via() { grep -o 'straight from the host\|through drover' | head -1; }
-added() { sed -n 's/.* files read, \(.*\) added,.*/\1/p'; }
+added() { sed -n 's/.*, \([^,]*\) added,.*/\1/p'; }
 froze() { sed -n 's/.*froze the apps \([0-9.]*[a-z]*\).*/\1/p'; }
 
 # The helper image is imported on a host once per drover binary, not per

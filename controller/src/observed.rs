@@ -327,6 +327,9 @@ pub struct SnapshotInfo {
     /// Taken by the controller for `snapshots:` (and pruned by its `keep`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub scheduled: bool,
+    /// The backup pushed from it, when it has not changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_as: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -364,6 +367,7 @@ impl SnapshotInfo {
         self.files = num(labels::FILES);
         self.consistency = record.get(labels::CONSISTENCY).cloned();
         self.held_ms = num(labels::HELD_MS);
+        self.pushed_as = record.get(labels::PUSHED_AS).cloned();
     }
 }
 

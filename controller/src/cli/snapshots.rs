@@ -166,7 +166,7 @@ fn repository<'a>(spec: &'a Spec, name: &str) -> Result<&'a drover::model::Repos
 /// What a push printed.
 fn pushed_text(p: &backup::Pushed) -> String {
     format!(
-        "{}pushed it to repository `{}` as backup {}: {} in {} files read, {} added, {}, {}\n",
+        "{}pushed it to repository `{}` as backup {}: {} in {} files{}, {} added, {}, {}\n",
         if p.created {
             format!("made repository `{}` (restic format); ", p.repository)
         } else {
@@ -176,6 +176,11 @@ fn pushed_text(p: &backup::Pushed) -> String {
         p.short(),
         human_bytes(p.stats.bytes),
         p.stats.files,
+        if p.stats.partial {
+            ", only the changed folders read"
+        } else {
+            " read"
+        },
         human_bytes(p.stats.added),
         p.stats.way,
         human_duration(p.took)

@@ -15,7 +15,7 @@
 //! | the lease | [`names::LEASE`], image [`names::LEASE_IMAGE`] | [`labels::lease`] |
 //! | a move's helper | `drover-move-<volume>`, image `drover-helper:<digest>` | [`labels::INTERNAL`] |
 //! | a snapshot | `<stack>-<volume>.<snapshot>` | [`labels::MANAGED`], [`labels::SNAPSHOT_OF`], [`labels::SNAPSHOT`], [`labels::REVISION`], [`labels::SCHEDULED`] |
-//! | a snapshot's record (it is complete) | `drover-snapshot-<snapshot volume>` (label-only) | [`labels::SNAPSHOT_RECORD`], [`labels::TAKEN`], [`labels::BYTES`], [`labels::FILES`], [`labels::CONSISTENCY`], [`labels::HELD_MS`] |
+//! | a snapshot's record (it is complete) | `drover-snapshot-<snapshot volume>` (label-only) | [`labels::SNAPSHOT_RECORD`], [`labels::TAKEN`], [`labels::BYTES`], [`labels::FILES`], [`labels::CONSISTENCY`], [`labels::HELD_MS`], and [`labels::PUSHED_AS`] once pushed |
 //! | an app frozen for a snapshot | `drover-freeze-<container>` (label-only) | [`labels::FROZEN`], [`labels::FROZEN_FOR`] |
 //! | a restore under way | `drover-restore-<volume>` (label-only) | `drover.restore-*` |
 //! | a clone under way | `drover-seed-<volume>` (label-only) | [`labels::SEEDING`], [`labels::SEED_FROM`] |
@@ -143,6 +143,9 @@ pub mod labels {
     /// was made consistent and how long the apps were held for it (ms).
     pub const SNAPSHOT_RECORD: &str = "drover.snapshot-record";
     pub const TAKEN: &str = "drover.taken";
+    /// On a snapshot's record: the ID of the backup pushed from it, when
+    /// it has not changed since.
+    pub const PUSHED_AS: &str = "drover.pushed-as";
     pub const BYTES: &str = "drover.bytes";
     pub const FILES: &str = "drover.files";
     pub const CONSISTENCY: &str = "drover.consistency";

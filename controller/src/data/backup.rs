@@ -212,7 +212,7 @@ pub async fn push(
     let start = start_helper(&on.api, (snap, &name), &v.stack, true, o, direct);
     let (started, parent) = tokio::join!(start, parent_of(v, o));
     let h = started.map_err(|e| pushing_failed(v, o, &e))?;
-    push_from(on, v, h, o, parent, revision, begun).await
+    push_from(on, v, h, o, (parent, None), revision, begun).await
 }
 
 /// The newest backup of `v` in `o`, the parent of the next one.
@@ -229,13 +229,15 @@ fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
 }
 
 /// Pushes into `o` the snapshot the helper `h` mounts, compared with
-/// `parent` ([`parent_of`]); the push began at `begun`.
+/// `parent` ([`parent_of`]), reading only the folders `changed` when they
+/// hold all that changed since the parent ([`changed_since`]); the push
+/// began at `begun`.
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
     h: Started,
     o: &Arc<Opened>,
-    parent: Result<Option<String>, String>,
+    (parent, changed): (Result<Option<String>, String>, Option<Vec<String>>),
     revision: Option<&str>,
     begun: Instant,
 ) -> Result<Pushed, String> {
@@ -252,6 +254,7 @@ async fn push_from(
         host: host.clone(),
         tags: repo::tags(&v.stack, &v.volume, &host, revision),
         parent,
+        changed,
         direct: None,
     };
     let out = run_started(&on.api, h, o, job)
@@ -267,6 +270,7 @@ async fn push_from(
         opened_ms = stats.opened_ms,
         indexed_ms = stats.indexed_ms,
         pushed_ms = stats.pushed_ms,
+        partial = stats.partial,
         "backed up"
     );
     Ok(Pushed {
@@ -338,11 +342,18 @@ pub async fn backup(
         refresh: true,
     };
     let snap = names::snapshot(&v.name, LAST_BACKUP);
-    if !state.volumes.iter().any(|c| c.name == snap) {
+    let Some(last) = state.volumes.iter().find(|c| c.name == snap) else {
         let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
         let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
+        noted_pushed(on, &taken, &pushed).await;
         return Ok(Made { taken, pushed });
-    }
+    };
+    // (Read before the refresh, which ends what it says.)
+    let pushed_as = last
+        .snapshot
+        .as_ref()
+        .filter(|s| s.complete())
+        .and_then(|s| s.pushed_as.clone());
     // The snapshot is there: the push's helper starts, and its parent is
     // found, while it is brought up to date (the helper named after the
     // volume, as the copy's helper on one host is named after the
@@ -361,8 +372,49 @@ pub async fn backup(
         }
     };
     let h = started.map_err(|e| pushing_failed(v, o, &e))?;
-    let pushed = push_from(on, v, h, o, parent, revision.as_deref(), Instant::now()).await?;
+    let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
+    let pushed = push_from(
+        on,
+        v,
+        h,
+        o,
+        (parent, changed),
+        revision.as_deref(),
+        Instant::now(),
+    )
+    .await?;
+    noted_pushed(on, &taken, &pushed).await;
     Ok(Made { taken, pushed })
+}
+
+/// At most this many changed folders are read alone; more, and the whole
+/// snapshot is walked.
+const MAX_CHANGED_DIRS: usize = 4096;
+
+/// The folders of `last-backup` a push into a repository must read, when
+/// its refresh (`touched`) is all that changed since `parent` was pushed
+/// from it (its record says `pushed_as`, and that is the repository's
+/// newest backup of the volume) and the refresh deleted nothing: a backup
+/// made from `parent` and those folders then holds what the snapshot
+/// holds. Otherwise `None`: the whole snapshot is compared with `parent`.
+fn changed_since(
+    parent: &Result<Option<String>, String>,
+    pushed_as: Option<&str>,
+    touched: &crate::relocate::Touched,
+) -> Option<Vec<String>> {
+    let Ok(Some(parent)) = parent else {
+        return None;
+    };
+    let whole = touched.deleted || touched.dirs.contains("") || touched.dirs.len() > MAX_CHANGED_DIRS;
+    (pushed_as == Some(parent.as_str()) && !whole).then(|| touched.dirs.iter().cloned().collect())
+}
+
+/// Notes on the snapshot's record that it holds backup `pushed` (a
+/// failure only costs the next backup a whole walk).
+async fn noted_pushed(on: &On, taken: &snapshot::Taken, pushed: &Pushed) {
+    if let Err(e) = snapshot::record_pushed(&on.api, taken, &pushed.id).await {
+        tracing::warn!(volume = %taken.volume, error = %e, "cannot note the backup on the snapshot's record; the next backup reads it whole");
+    }
 }
 
 /// What a pull wrote.
@@ -491,11 +543,13 @@ pub async fn pull_snapshot(
             bytes: stats.bytes,
             files: stats.files,
             held: None,
+            touched: Default::default(),
         },
         consistency: Consistency::default(),
         took: started.elapsed(),
+        at: b.taken.clone(),
     };
-    snapshot::complete_snapshot(&on.api, &taken, &b.taken).await?;
+    snapshot::complete_snapshot(&on.api, &taken, None).await?;
     Ok(name)
 }
 

@@ -135,6 +135,8 @@ pub struct Copied {
     pub files: u64,
     /// How long the apps were frozen (or stopped) for the last pass.
     pub held: Option<Duration>,
+    /// What the copy changed in the snapshot.
+    pub touched: crate::relocate::Touched,
 }
 
 /// A snapshot taken.
@@ -147,6 +149,8 @@ pub struct Taken {
     pub copied: Copied,
     pub consistency: Consistency,
     pub took: Duration,
+    /// When it was taken (RFC 3339), as its record says.
+    pub at: String,
 }
 
 /// What to snapshot and how.
@@ -347,6 +351,7 @@ async fn copy_consistent(
                 bytes,
                 files,
                 held: None,
+                touched: cp.touched(),
             });
         }
         let ((bytes, files), held) = hold_for(
@@ -357,7 +362,12 @@ async fn copy_consistent(
             cp.copy_after_stop(&h),
         )
         .await?;
-        Ok(Copied { bytes, files, held })
+        Ok(Copied {
+            bytes,
+            files,
+            held,
+            touched: cp.touched(),
+        })
     };
     let r = cp.guarded(copied).await;
     h.stop().await;
@@ -403,8 +413,9 @@ pub async fn take(
         copied,
         consistency: req.consistency,
         took: started.elapsed(),
+        at: clock::rfc3339(clock::now()),
     };
-    if let Err(e) = complete_snapshot(&on.api, &taken, &clock::rfc3339(clock::now())).await {
+    if let Err(e) = complete_snapshot(&on.api, &taken, None).await {
         discard(&on.api, &taken.volume).await;
         return Err(format!(
             "{reason} could not be recorded, and was discarded: {e}"
@@ -463,17 +474,18 @@ pub async fn prepare(
     Ok((name, snap))
 }
 
-/// Records a filled snapshot as complete, taken at `when` (RFC 3339).
+/// Records a filled snapshot as complete; with `pushed`, as the content of
+/// that backup (its ID) too.
 pub async fn complete_snapshot(
     api: &Arc<dyn DockerApi>,
     t: &Taken,
-    when: &str,
+    pushed: Option<&str>,
 ) -> Result<(), String> {
-    let done = note(
+    let mut done = note(
         names::snapshot_record(&t.volume),
         [
             (labels::SNAPSHOT_RECORD, t.volume.clone()),
-            (labels::TAKEN, when.to_string()),
+            (labels::TAKEN, t.at.clone()),
             (labels::BYTES, t.copied.bytes.to_string()),
             (labels::FILES, t.copied.files.to_string()),
             (labels::CONSISTENCY, t.consistency.as_str().to_string()),
@@ -486,7 +498,21 @@ pub async fn complete_snapshot(
             ),
         ],
     );
+    if let Some(id) = pushed {
+        done.labels.insert(labels::PUSHED_AS.into(), id.to_string());
+    }
     api.create_record(&done).await.map_err(engine)
+}
+
+/// Records that snapshot `t` holds what backup `id` holds (pushed from it
+/// and not refreshed since), so that the next backup from it reads only
+/// what its refresh changes. Its record is written again: a drover that
+/// dies in between leaves the snapshot unfinished, to be refreshed whole.
+pub async fn record_pushed(api: &Arc<dyn DockerApi>, t: &Taken, id: &str) -> Result<(), String> {
+    api.remove_record(&note_ref(&names::snapshot_record(&t.volume)))
+        .await
+        .map_err(engine)?;
+    complete_snapshot(api, t, Some(id)).await
 }
 
 /// Removes an unfinished snapshot this drover made.

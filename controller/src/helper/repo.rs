@@ -11,9 +11,9 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use rustic_core::{
-    repofile::{MasterKey, Node, NodeType},
-    BackupOptions, Credentials, IndexedFull, LocalDestination, LsOptions, ParentOptions, PathList,
-    Repository, RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
+    repofile::{MasterKey, Node, NodeType, SnapshotFile, SnapshotSummary},
+    BackupOptions, Credentials, IndexedFull, IndexedIdsStatus, LocalDestination, LocalSource, LsOptions, ParentOptions, PathList,
+    ReadSource, Repository, RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
     WriteBackend,
 };
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,12 @@ pub enum Job {
         /// The backup the files are compared with, by size, times and
         /// inode.
         parent: Option<String>,
+        /// The folders (relative to the volume) that hold everything that
+        /// changed since `parent` was pushed from this same snapshot, when
+        /// drover knows it and nothing was deleted: only they are read, and
+        /// the rest of the backup is `parent`'s ([`incremental`]).
+        #[serde(default)]
+        changed: Option<Vec<String>>,
         /// The store, to reach directly if the host can.
         #[serde(default)]
         direct: Option<Store>,
@@ -96,6 +102,10 @@ pub struct BackedUp {
     pub indexed_ms: u64,
     #[serde(default)]
     pub pushed_ms: u64,
+    /// Only the folders that changed since the parent were read
+    /// ([`incremental`]).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// What a restore wrote and checked.
@@ -206,7 +216,11 @@ pub fn run(
     };
     let result = match job {
         Job::Backup {
-            host, tags, parent, ..
+            host,
+            tags,
+            parent,
+            changed,
+            ..
         } => {
             let opened = begun.elapsed();
             let repo = repo.to_indexed_ids().map_err(fail)?;
@@ -221,12 +235,24 @@ pub fn run(
             // size and mtime. (A parent pushed from another snapshot volume
             // has other inodes: its files are all read, once.)
             let parent_opts =
-                ParentOptions::default().parents(parent.into_iter().collect::<Vec<_>>());
+                ParentOptions::default().parents(parent.iter().cloned().collect::<Vec<_>>());
             let opts = BackupOptions::default()
                 .parent_opts(parent_opts)
                 .no_scan(true);
             let source = PathList::from_string(PATH).map_err(fail)?;
-            let done = repo.backup(&opts, &source, snap).map_err(fail)?;
+            let (repo, partly) = match (changed, &parent) {
+                (Some(dirs), Some(parent)) => {
+                    let root = std::path::Path::new(PATH);
+                    incremental(repo, &opts, (root, &dirs, parent), &tags, snap.clone())
+                        .map_err(fail)?
+                }
+                _ => (repo, None),
+            };
+            let partial = partly.is_some();
+            let done = match partly {
+                Some(done) => done,
+                None => repo.backup(&opts, &source, snap).map_err(fail)?,
+            };
             let s = done.summary.unwrap_or_default();
             serde_json::to_value(BackedUp {
                 id: done.id.to_hex().to_string(),
@@ -237,6 +263,7 @@ pub fn run(
                 opened_ms: opened.as_millis() as u64,
                 indexed_ms: indexed.as_millis() as u64,
                 pushed_ms: begun.elapsed().as_millis() as u64,
+                partial,
             })
         }
         Job::Restore { id, .. } => {
@@ -276,6 +303,169 @@ pub fn run(
 /// the volume that the backup does not hold. The backup's list is read as
 /// it streams, never held whole. How many files were read, and how many
 /// entries other than folders the backup holds.
+/// The tag of the partial backup an incremental one is made from, deleted
+/// once it is merged (one a helper that died left behind is no backup of
+/// drover's: it lacks [`crate::data::repository::TAG`]).
+const PARTIAL_TAG: &str = "drover-partial";
+
+/// A backup made from `parent` and the folders `dirs` of the volume alone,
+/// when everything that changed since `parent` was pushed lies in them and
+/// nothing was deleted (drover knows it from the snapshot's refresh): the
+/// folders are backed up (their unchanged files compared with `parent`, as
+/// always), then merged with `parent`'s tree, each entry the newer of the
+/// two. Each folder read must still hold every entry the parent's did
+/// (else the partial backup is dropped and `None` says to back up the
+/// whole volume).
+fn incremental(
+    repo: Repository<IndexedIdsStatus>,
+    opts: &BackupOptions,
+    (root, dirs, parent): (&std::path::Path, &[String], &str),
+    tags: &[String],
+    mut snap: SnapshotFile,
+) -> rustic_core::RusticResult<(Repository<IndexedIdsStatus>, Option<SnapshotFile>)> {
+    let paths: PathList = dirs
+        .iter()
+        .filter(|d| !d.is_empty() && !d.split('/').any(|c| c.is_empty() || c == "." || c == ".."))
+        .map(|d| root.join(d))
+        .collect();
+    if paths.len() != dirs.len() || repo.config().append_only == Some(true) {
+        return Ok((repo, None));
+    }
+    let paths = paths.merge();
+    let parent = repo.get_snapshot_from_str(parent, |_| true)?;
+    if paths.is_empty() {
+        // Nothing changed: the parent's tree again, under a new snapshot.
+        snap.parent = Some(parent.id);
+        let merged = repo.merge_snapshots(&[parent], &newer, snap)?;
+        return Ok((repo, Some(merged)));
+    }
+    let mut partial_tags = vec![PARTIAL_TAG.to_string()];
+    partial_tags.extend(tags.iter().filter(|t| t.contains('=')).cloned());
+    let partial = SnapshotOptions::default()
+        .host(snap.hostname.clone())
+        .add_tags(&partial_tags.join(","))?
+        .to_snapshot()?;
+    let folders = Folders {
+        dirs: paths.paths(),
+        opts: opts.clone(),
+    };
+    let partial = repo.archive(opts, &folders, partial, &folders.dirs)?;
+    // (The index read at the start lacks the partial backup's trees.)
+    let repo = repo.drop_index().to_indexed_ids()?;
+    let added = partial.summary.clone().unwrap_or_default();
+    let mut summary = SnapshotSummary::default();
+    summary.files_new = added.files_new;
+    summary.files_changed = added.files_changed;
+    summary.data_blobs = added.data_blobs;
+    summary.data_added = added.data_added;
+    summary.data_added_packed = added.data_added_packed;
+    summary.data_added_files = added.data_added_files;
+    summary.data_added_files_packed = added.data_added_files_packed;
+    snap.summary = Some(summary);
+    snap.parent = Some(parent.id);
+    // Each folder read keeps the parent's entries: a merge never drops one,
+    // so one the partial backup lacks would come back from the parent.
+    let names = |tree, path: &std::path::Path| -> rustic_core::RusticResult<Option<Vec<_>>> {
+        let mut tree = tree;
+        for c in path.components() {
+            let std::path::Component::Normal(name) = c else {
+                continue;
+            };
+            let found = repo.get_tree(&tree)?.nodes.into_iter().find(|n| n.name() == name);
+            match found.and_then(|n| n.subtree) {
+                Some(sub) => tree = sub,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(repo.get_tree(&tree)?.nodes.into_iter().map(|n| n.name).collect()))
+    };
+    for p in paths.paths() {
+        let now = names(partial.tree, &p)?.unwrap_or_default();
+        let before = names(parent.tree, &p)?.unwrap_or_default();
+        if before.iter().any(|n| !now.contains(n)) {
+            repo.delete_snapshots(&[partial.id])?;
+            return Ok((repo, None));
+        }
+    }
+    let merged = repo.merge_snapshots(&[parent, partial.clone()], &newer, snap)?;
+    repo.delete_snapshots(&[partial.id])?;
+    Ok((repo, Some(merged)))
+}
+
+/// The folders of a partial backup, each walked after its own entry (a
+/// walk leaves out the folder it starts from, which a backup then holds
+/// with no times of its own, as it holds `/data`).
+struct Folders {
+    dirs: Vec<std::path::PathBuf>,
+    opts: BackupOptions,
+}
+
+type Entry = rustic_core::ReadSourceEntry<<LocalSource as ReadSource>::Open>;
+
+impl ReadSource for Folders {
+    type Open = <LocalSource as ReadSource>::Open;
+    type Iter = Box<dyn Iterator<Item = rustic_core::RusticResult<Entry>> + Send>;
+
+    fn size(&self) -> rustic_core::RusticResult<Option<u64>> {
+        Ok(None)
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let opts = self.opts.clone();
+        Box::new(self.dirs.clone().into_iter().flat_map(move |dir| {
+            let within = LocalSource::new(
+                opts.ignore_save_opts,
+                &opts.excludes,
+                &opts.ignore_filter_opts,
+                &[&dir],
+            );
+            let own = own_entry(&opts, &dir);
+            let all: Self::Iter = match within {
+                Ok(within) => Box::new(std::iter::once(own).chain(within.entries())),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            all
+        }))
+    }
+}
+
+/// The entry of folder `dir` itself, as rustic's walk makes those within.
+fn own_entry(opts: &BackupOptions, dir: &std::path::Path) -> rustic_core::RusticResult<Entry> {
+    let failed = |e: String| {
+        rustic_core::RusticError::new(
+            rustic_core::ErrorKind::InputOutput,
+            "Cannot read the folder `{path}`: {error}",
+        )
+        .attach_context("path", dir.display().to_string())
+        .attach_context("error", e)
+    };
+    let entry = ignore::WalkBuilder::new(dir)
+        .max_depth(Some(0))
+        .follow_links(false)
+        .build()
+        .next()
+        .ok_or_else(|| failed("not found".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+    opts.ignore_save_opts
+        .map_entry(entry)
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Of one entry in a parent and in the partial backup merged into it, the
+/// one the backup keeps: a folder the partial one only passes through (no
+/// times of its own) is the parent's; else the later change (ctime, then
+/// mtime), which is the partial's for everything the refresh touched.
+fn newer(a: &Node, b: &Node) -> std::cmp::Ordering {
+    let key = |n: &Node| {
+        (
+            n.meta.ctime.is_some() || n.meta.mtime.is_some(),
+            n.meta.ctime,
+            n.meta.mtime,
+        )
+    };
+    key(a).cmp(&key(b))
+}
+
 fn read_back<S, I>(
     repo: &Repository<S>,
     root: &std::path::Path,
@@ -490,5 +680,97 @@ mod tests {
         std::fs::write(dst.join("c/stray"), b"x").unwrap();
         let e = read_back(&repo, &dst, ls.clone()).unwrap_err().to_string();
         assert!(e.contains("c/stray is not in the backup"), "{e}");
+    }
+
+    #[test]
+    fn a_backup_of_the_changed_folders_merged_with_its_parent_is_the_whole_backup() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+        for d in ["a/b", "c"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(src.join("a/b/big"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(src.join("a/b/f1"), b"one").unwrap();
+        std::fs::write(src.join("c/small"), b"hello").unwrap();
+        std::fs::write(src.join("top"), b"top").unwrap();
+        let be = Store::Local {
+            path: store.display().to_string(),
+        }
+        .backend()
+        .unwrap();
+        let repo = Repository::new(
+            &RepositoryOptions::default().no_cache(true),
+            &RepositoryBackends::new(be, None),
+        )
+        .unwrap()
+        .init(
+            &Credentials::password("pw"),
+            &KeyOptions::default(),
+            &ConfigOptions::default(),
+        )
+        .unwrap()
+        .to_indexed_ids()
+        .unwrap();
+        let source = PathList::from_string(&src.display().to_string()).unwrap();
+        let tags = ["drover".to_string(), "volume=data".to_string()];
+        let snap = || {
+            SnapshotOptions::default()
+                .add_tags(&tags.join(","))
+                .unwrap()
+                .to_snapshot()
+                .unwrap()
+        };
+        let with_parent = |id: &str| {
+            BackupOptions::default()
+                .parent_opts(ParentOptions::default().parents(vec![id.to_string()]))
+        };
+        let first = repo
+            .backup(&BackupOptions::default(), &source, snap())
+            .unwrap();
+        let first_id = first.id.to_string();
+
+        // A file changed in place, one added, and a new folder with a file.
+        std::fs::write(src.join("a/b/f1"), b"uno").unwrap();
+        std::fs::write(src.join("a/b/new"), b"new").unwrap();
+        std::fs::create_dir(src.join("a/n")).unwrap();
+        std::fs::write(src.join("a/n/x"), b"x").unwrap();
+        let dirs = ["a".to_string(), "a/b".to_string(), "a/n".to_string()];
+        let opts = with_parent(&first_id);
+        let (repo, merged) =
+            incremental(repo, &opts, (&src, &dirs, &first_id), &tags, snap()).unwrap();
+        let merged = merged.expect("merged");
+        let whole = repo.backup(&opts, &source, snap()).unwrap();
+        assert_eq!(merged.tree, whole.tree, "the merged backup is the whole one");
+        assert_eq!(merged.parent, Some(first.id));
+        let summary = merged.summary.clone().unwrap();
+        assert_eq!(summary.total_files_processed, 6);
+        // Only drover's two backups (and the whole one) are left.
+        let all = repo.get_all_snapshots().unwrap();
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(all.iter().all(|s| !s.tags.contains(PARTIAL_TAG)));
+
+        // Nothing changed: the parent's tree again. (Each job opens the
+        // repository anew; here its index is read again.)
+        let repo = repo.drop_index().to_indexed_ids().unwrap();
+        let merged_id = merged.id.to_string();
+        let (repo, again) =
+            incremental(repo, &opts, (&src, &[], &merged_id), &tags, snap()).unwrap();
+        assert_eq!(again.unwrap().tree, whole.tree);
+
+        // A folder that lost an entry the caller did not say was deleted:
+        // the merge would keep it, so the whole volume is read instead.
+        std::fs::remove_file(src.join("c/small")).unwrap();
+        std::fs::write(src.join("c/other"), b"o").unwrap();
+        let (repo, none) = incremental(
+            repo,
+            &opts,
+            (&src, &["c".to_string()], &merged_id),
+            &tags,
+            snap(),
+        )
+        .unwrap();
+        assert!(none.is_none());
+        // (Nor did it leave a backup behind.)
+        assert_eq!(repo.get_all_snapshots().unwrap().len(), 4);
     }
 }

@@ -177,6 +177,28 @@ pub struct Copier {
     down: std::sync::Mutex<Option<(Instant, Option<Instant>)>>,
     /// Bytes per second of the bulk copy, once it sent [`RATE_SAMPLE`].
     rate: std::sync::Mutex<Option<u64>>,
+    /// What the passes so far changed on the target.
+    touched: std::sync::Mutex<Touched>,
+}
+
+/// What a copy changed on its target: the folders (relative to the volume,
+/// `""` for its root) of the entries it sent, and whether it deleted any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub dirs: std::collections::BTreeSet<String>,
+    pub deleted: bool,
+}
+
+impl Touched {
+    fn note(&mut self, plan: &SendPlan) {
+        self.deleted |= !plan.delete.is_empty();
+        for p in plan.send.iter() {
+            let dir = p.rsplit_once('/').map_or("", |(d, _)| d);
+            if !self.dirs.contains(dir) {
+                self.dirs.insert(dir.to_string());
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -943,7 +965,13 @@ impl Copier {
             logged: Default::default(),
             down: Default::default(),
             rate: Default::default(),
+            touched: Default::default(),
         }
+    }
+
+    /// What the passes so far changed on the target.
+    pub fn touched(&self) -> Touched {
+        self.touched.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Names what the copy is for in its logs (`relocation progress`).
@@ -1151,6 +1179,10 @@ impl Copier {
         .await?;
         let scans = started.elapsed();
         let plan = plan.finish();
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(&plan);
         tracing::debug!(
             phase = phase.as_str(),
             by_content,

@@ -99,7 +99,7 @@ impl PathList {
     }
 
     /// The paths, as pushed.
-    fn iter(&self) -> impl Iterator<Item = &str> {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.lines
             .split(|c| *c == b'\n')
             .filter(|l| !l.is_empty())
