@@ -312,6 +312,91 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
     assert!(!o.status.success());
 }
 
+/// A later backup reads only the folders its refresh of `last-backup`
+/// changed and merges them with the backup before; restic checks the
+/// repository and restores each backup equal to the volume. A deletion,
+/// or a change at the volume's top, is read whole.
+#[test]
+fn a_later_backup_reads_only_the_changed_folders_and_restores_equal_to_the_volume() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bki"]);
+    let repo = tempfile::tempdir().unwrap();
+    let url = repo.path().join("repo");
+    let url = url.to_str().unwrap();
+    with_repository(&f, url, "");
+    f.write("stack.yaml", &sleeper("bki", "node-a", ""));
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    let a = &f.hosts[0];
+    fill(a, "bki-data");
+    let backup = || ok(&f, &["volume", "backup", "bki/data", "--to", "offsite"]);
+    let equal_to_the_volume = |step: &str| {
+        let out_dir = tempfile::tempdir().unwrap();
+        assert!(
+            restic(url, &["check"]).status.success(),
+            "{step}: restic check failed"
+        );
+        let o = restic(
+            url,
+            &[
+                "restore",
+                "latest",
+                "--target",
+                out_dir.path().to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "{step}");
+        assert_eq!(
+            local_listing(&out_dir.path().join("data")),
+            volume_listing(a, "bki-data"),
+            "{step}: the backup is not the volume"
+        );
+    };
+    let whole = " files read, ";
+    let partial = "only the changed folders read";
+
+    let out = backup();
+    assert!(out.contains(whole), "{out}");
+    // A file changed in place, a new folder, a folder's mode.
+    in_volume(
+        a,
+        "bki-data",
+        "echo changed > /d/sub/deep/f5 && mkdir /d/sub/new && echo n > /d/sub/new/x \
+         && chmod 700 /d/sub/deep",
+    );
+    let out = backup();
+    assert!(out.contains(partial), "{out}");
+    equal_to_the_volume("changed folders");
+    // Nothing changed.
+    let out = backup();
+    assert!(out.contains(partial), "{out}");
+    equal_to_the_volume("nothing changed");
+    // A file deleted: the whole snapshot is read (a merge keeps entries).
+    in_volume(a, "bki-data", "rm /d/sub/deep/f7");
+    let out = backup();
+    assert!(out.contains(whole), "{out}");
+    equal_to_the_volume("a file deleted");
+    // A change at the top of the volume.
+    in_volume(a, "bki-data", "echo top > /d/top");
+    let out = backup();
+    assert!(out.contains(whole), "{out}");
+    equal_to_the_volume("a new file at the top");
+    // Another change deeper down after that: partial again.
+    in_volume(a, "bki-data", "echo again > /d/sub/new/x");
+    let out = backup();
+    assert!(out.contains(partial), "{out}");
+    equal_to_the_volume("changed again");
+
+    // Only drover's six backups are in the repository: no partial one.
+    let o = restic(url, &["snapshots", "--json"]);
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(snaps.len(), 6, "{snaps:?}");
+    assert!(snaps
+        .iter()
+        .all(|s| s["tags"].as_array().unwrap().iter().any(|t| t == "drover")));
+}
+
 /// A real S3 server: moto's (`moto_server`, from PyPI), with the bucket
 /// `backups`; on loopback, where the hosts cannot reach it.
 struct S3 {

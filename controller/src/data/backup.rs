@@ -405,7 +405,8 @@ fn changed_since(
     let Ok(Some(parent)) = parent else {
         return None;
     };
-    let whole = touched.deleted || touched.dirs.contains("") || touched.dirs.len() > MAX_CHANGED_DIRS;
+    let whole =
+        touched.deleted || touched.dirs.contains("") || touched.dirs.len() > MAX_CHANGED_DIRS;
     (pushed_as == Some(parent.as_str()) && !whole).then(|| touched.dirs.iter().cloned().collect())
 }
 

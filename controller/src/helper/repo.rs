@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use rustic_core::{
     repofile::{MasterKey, Node, NodeType, SnapshotFile, SnapshotSummary},
-    BackupOptions, Credentials, IndexedFull, IndexedIdsStatus, LocalDestination, LocalSource, LsOptions, ParentOptions, PathList,
-    ReadSource, Repository, RepositoryBackends, RepositoryOptions, RestoreOptions, SnapshotOptions,
-    WriteBackend,
+    BackupOptions, Credentials, IndexedFull, IndexedIdsStatus, LocalDestination, LocalSource,
+    LsOptions, ParentOptions, PathList, ReadSource, Repository, RepositoryBackends,
+    RepositoryOptions, RestoreOptions, SnapshotOptions, WriteBackend,
 };
 use serde::{Deserialize, Serialize};
 
@@ -371,13 +371,23 @@ fn incremental(
             let std::path::Component::Normal(name) = c else {
                 continue;
             };
-            let found = repo.get_tree(&tree)?.nodes.into_iter().find(|n| n.name() == name);
+            let found = repo
+                .get_tree(&tree)?
+                .nodes
+                .into_iter()
+                .find(|n| n.name() == name);
             match found.and_then(|n| n.subtree) {
                 Some(sub) => tree = sub,
                 None => return Ok(None),
             }
         }
-        Ok(Some(repo.get_tree(&tree)?.nodes.into_iter().map(|n| n.name).collect()))
+        Ok(Some(
+            repo.get_tree(&tree)?
+                .nodes
+                .into_iter()
+                .map(|n| n.name)
+                .collect(),
+        ))
     };
     for p in paths.paths() {
         let now = names(partial.tree, &p)?.unwrap_or_default();
@@ -740,7 +750,10 @@ mod tests {
             incremental(repo, &opts, (&src, &dirs, &first_id), &tags, snap()).unwrap();
         let merged = merged.expect("merged");
         let whole = repo.backup(&opts, &source, snap()).unwrap();
-        assert_eq!(merged.tree, whole.tree, "the merged backup is the whole one");
+        assert_eq!(
+            merged.tree, whole.tree,
+            "the merged backup is the whole one"
+        );
         assert_eq!(merged.parent, Some(first.id));
         let summary = merged.summary.clone().unwrap();
         assert_eq!(summary.total_files_processed, 6);

@@ -971,7 +971,10 @@ impl Copier {
 
     /// What the passes so far changed on the target.
     pub fn touched(&self) -> Touched {
-        self.touched.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Names what the copy is for in its logs (`relocation progress`).
