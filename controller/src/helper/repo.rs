@@ -333,9 +333,10 @@ fn incremental(
     }
     let paths = paths.merge();
     let parent = repo.get_snapshot_from_str(parent, |_| true)?;
+    snap.parent = Some(parent.id);
+    snap.parents = vec![parent.id];
     if paths.is_empty() {
         // Nothing changed: the parent's tree again, under a new snapshot.
-        snap.parent = Some(parent.id);
         let merged = repo.merge_snapshots(&[parent], &newer, snap)?;
         return Ok((repo, Some(merged)));
     }
@@ -362,7 +363,6 @@ fn incremental(
     summary.data_added_files = added.data_added_files;
     summary.data_added_files_packed = added.data_added_files_packed;
     snap.summary = Some(summary);
-    snap.parent = Some(parent.id);
     // Each folder read keeps the parent's entries: a merge never drops one,
     // so one the partial backup lacks would come back from the parent.
     let names = |tree, path: &std::path::Path| -> rustic_core::RusticResult<Option<Vec<_>>> {
