@@ -621,6 +621,28 @@ mod tests {
     use super::*;
     use rustic_core::{ConfigOptions, KeyOptions};
 
+    /// A new repository in the folder `store`.
+    fn new_repo(store: &std::path::Path) -> Repository<IndexedIdsStatus> {
+        let be = Store::Local {
+            path: store.display().to_string(),
+        }
+        .backend()
+        .unwrap();
+        Repository::new(
+            &RepositoryOptions::default().no_cache(true),
+            &RepositoryBackends::new(be, None),
+        )
+        .unwrap()
+        .init(
+            &Credentials::password("pw"),
+            &KeyOptions::default(),
+            &ConfigOptions::default(),
+        )
+        .unwrap()
+        .to_indexed_ids()
+        .unwrap()
+    }
+
     #[test]
     fn a_restore_read_back_finds_a_changed_byte_a_changed_link_and_an_extra_file() {
         let tmp = tempfile::tempdir().unwrap();
@@ -636,24 +658,7 @@ mod tests {
         std::fs::write(src.join("c/small"), b"hello").unwrap();
         std::fs::write(src.join("empty"), b"").unwrap();
         std::os::unix::fs::symlink("c/small", src.join("link")).unwrap();
-        let be = Store::Local {
-            path: store.display().to_string(),
-        }
-        .backend()
-        .unwrap();
-        let repo = Repository::new(
-            &RepositoryOptions::default().no_cache(true),
-            &RepositoryBackends::new(be, None),
-        )
-        .unwrap()
-        .init(
-            &Credentials::password("pw"),
-            &KeyOptions::default(),
-            &ConfigOptions::default(),
-        )
-        .unwrap()
-        .to_indexed_ids()
-        .unwrap();
+        let repo = new_repo(&store);
         let source = PathList::from_string(&src.display().to_string()).unwrap();
         let snap = SnapshotOptions::default().to_snapshot().unwrap();
         let id = repo
@@ -703,24 +708,7 @@ mod tests {
         std::fs::write(src.join("a/b/f1"), b"one").unwrap();
         std::fs::write(src.join("c/small"), b"hello").unwrap();
         std::fs::write(src.join("top"), b"top").unwrap();
-        let be = Store::Local {
-            path: store.display().to_string(),
-        }
-        .backend()
-        .unwrap();
-        let repo = Repository::new(
-            &RepositoryOptions::default().no_cache(true),
-            &RepositoryBackends::new(be, None),
-        )
-        .unwrap()
-        .init(
-            &Credentials::password("pw"),
-            &KeyOptions::default(),
-            &ConfigOptions::default(),
-        )
-        .unwrap()
-        .to_indexed_ids()
-        .unwrap();
+        let repo = new_repo(&store);
         let source = PathList::from_string(&src.display().to_string()).unwrap();
         let tags = ["drover".to_string(), "volume=data".to_string()];
         let snap = || {
