@@ -664,3 +664,52 @@ pub async fn recover(
         lost,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relocate::Touched;
+
+    fn touched(dirs: &[&str], deleted: bool) -> Touched {
+        Touched {
+            dirs: dirs.iter().map(|d| d.to_string()).collect(),
+            deleted,
+        }
+    }
+
+    #[test]
+    fn only_a_refresh_of_the_newest_backup_that_deleted_nothing_below_the_top_is_read_in_part() {
+        let parent = Ok(Some("abc".to_string()));
+        let t = touched(&["d0", "d0/sub"], false);
+        assert_eq!(
+            changed_since(&parent, Some("abc"), &t),
+            Some(vec!["d0".to_string(), "d0/sub".to_string()])
+        );
+        // Nothing changed: nothing to read.
+        assert_eq!(
+            changed_since(&parent, Some("abc"), &touched(&[], false)),
+            Some(vec![])
+        );
+        // Pushed as another backup, never pushed, no parent, a parent
+        // that could not be listed.
+        assert_eq!(changed_since(&parent, Some("abd"), &t), None);
+        assert_eq!(changed_since(&parent, None, &t), None);
+        assert_eq!(changed_since(&Ok(None), Some("abc"), &t), None);
+        assert_eq!(changed_since(&Err("x".into()), Some("abc"), &t), None);
+        // A deletion, the top folder, too many folders.
+        assert_eq!(
+            changed_since(&parent, Some("abc"), &touched(&["d0"], true)),
+            None
+        );
+        assert_eq!(
+            changed_since(&parent, Some("abc"), &touched(&["", "d0"], false)),
+            None
+        );
+        let many: Vec<String> = (0..=MAX_CHANGED_DIRS).map(|i| format!("d{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            changed_since(&parent, Some("abc"), &touched(&many, false)),
+            None
+        );
+    }
+}

@@ -1274,6 +1274,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_copy_notes_the_folders_it_wrote_into_and_whether_it_deleted() {
+        let mut t = Touched::default();
+        let mut plan = SendPlan::new(false);
+        for p in ["d0/f1", "d0/new", "d0/new/x", "top"] {
+            plan.send.push(p);
+        }
+        t.note(&plan);
+        let dirs: Vec<&str> = t.dirs.iter().map(String::as_str).collect();
+        assert_eq!(dirs, ["", "d0", "d0/new"]);
+        assert!(!t.deleted);
+        let mut plan = SendPlan::new(true);
+        plan.delete.push("d1/gone");
+        t.note(&plan);
+        assert!(t.deleted);
+    }
+
+    #[test]
     fn a_rollback_starts_nothing_on_a_source_the_records_no_longer_favour() {
         use crate::observed::ObservedVolume;
         let vol = |r: Option<CopyRecord>| ObservedVolume::managed("s", "data", r);
