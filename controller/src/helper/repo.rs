@@ -298,11 +298,6 @@ pub fn run(
     relay.done(result)
 }
 
-/// Reads the restored volume back against the backup, on every core: each
-/// file's blobs hashed where they lie, each link's target, and nothing in
-/// the volume that the backup does not hold. The backup's list is read as
-/// it streams, never held whole. How many files were read, and how many
-/// entries other than folders the backup holds.
 /// The tag of the partial backup an incremental one is made from, deleted
 /// once it is merged (one a helper that died left behind is no backup of
 /// drover's: it lacks [`crate::data::repository::TAG`]).
@@ -476,6 +471,11 @@ fn newer(a: &Node, b: &Node) -> std::cmp::Ordering {
     key(a).cmp(&key(b))
 }
 
+/// Reads the restored volume back against the backup, on every core: each
+/// file's blobs hashed where they lie, each link's target, and nothing in
+/// the volume that the backup does not hold. The backup's list is read as
+/// it streams, never held whole. How many files were read, and how many
+/// entries other than folders the backup holds.
 fn read_back<S, I>(
     repo: &Repository<S>,
     root: &std::path::Path,
