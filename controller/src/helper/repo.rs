@@ -37,7 +37,7 @@ pub enum Job {
         /// The folders (relative to the volume) that hold everything that
         /// changed since `parent` was pushed from this same snapshot, when
         /// drover knows it and nothing was deleted: only they are read, and
-        /// the rest of the backup is `parent`'s ([`incremental`]).
+        /// the rest of the backup is `parent`'s (`incremental`).
         #[serde(default)]
         changed: Option<Vec<String>>,
         /// The store, to reach directly if the host can.
@@ -103,7 +103,7 @@ pub struct BackedUp {
     #[serde(default)]
     pub pushed_ms: u64,
     /// Only the folders that changed since the parent were read
-    /// ([`incremental`]).
+    /// (`incremental`).
     #[serde(default)]
     pub partial: bool,
 }
