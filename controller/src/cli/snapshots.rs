@@ -222,15 +222,13 @@ pub fn snapshot(
     let d = desired::render(&spec);
     let v = wanted(&d, target)?.clone();
     let repository = push.as_deref().map(|r| repository(&spec, r)).transpose()?;
+    // The repository is opened, its password checked, while the hosts are
+    // read, and before any app is frozen.
+    let opening = repository.map(backup::Opening::begin);
     let held = Held::take(&spec, "volume snapshot")?;
     let result = (|| {
         let (on, state) = current_host(&held, &d, &v)?;
-        // The repository is opened, its password checked, before any app
-        // is frozen.
-        let opened = repository
-            .as_ref()
-            .map(|r| held.rt.block_on(backup::open_for_push(r)))
-            .transpose()?;
+        let opened = opening.map(backup::Opening::wait).transpose()?;
         let req = Request {
             name,
             consistency: consistency.unwrap_or(v.consistency),
@@ -297,17 +295,17 @@ pub fn backup(args: &[String], to: Option<String>, copy_via: CopyVia) -> Result<
         }
     };
     let r = repository(&spec, &name)?;
+    let opening = backup::Opening::begin(r);
     let held = Held::take(&spec, "volume backup")?;
     let result = (|| {
         let (on, state) = current_host(&held, &d, &v)?;
-        let o = held.rt.block_on(backup::open_for_push(r))?;
         let w = Writers::for_volume(&d, &state, &v);
-        let made = held.rt.block_on(backup::backup(
+        let (made, o) = held.rt.block_on(backup::backup(
             &on,
             &state,
             &v,
             &w,
-            &o,
+            (r, opening.opened()),
             v.consistency,
             None,
             &copy_options(copy_via),

@@ -193,11 +193,11 @@ pub async fn run(
         let on = crate::data::snapshot::On::of(api, desired);
         let writers = crate::data::snapshot::Writers::for_volume(desired, state, v);
         let done = async {
-            // Opened first: nothing is frozen for a repository that
-            // cannot be used.
-            let o = backup::open_for_push(r).await?;
-            let made =
-                backup::backup(&on, state, v, &writers, &o, v.consistency, None, &opts).await?;
+            // Nothing is frozen for a repository that cannot be used.
+            let opening = (r, backup::open_for_push(r));
+            let (made, o) =
+                backup::backup(&on, state, v, &writers, opening, v.consistency, None, &opts)
+                    .await?;
             let forgotten = backup::retain(&o, v, b.keep)
                 .await
                 .map_err(|e| format!("the backup is stored, but forgetting old ones failed: {e}"));

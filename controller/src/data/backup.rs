@@ -54,6 +54,52 @@ pub async fn open_for_push(r: &Repository) -> Result<Arc<Opened>, String> {
     opened(r, true).await.map_err(|e| e.to_string())
 }
 
+/// `r` being opened for a push on a thread of its own, while drover does
+/// other work (reading the hosts under their leases): deriving the key
+/// from the password takes about half a second. It only reads the store;
+/// [`Opening::wait`] makes the repository when its location holds none,
+/// so that nothing is written before the caller is ready to push.
+pub struct Opening {
+    r: Repository,
+    begun: Instant,
+    thread: std::thread::JoinHandle<Result<Opened, repo::RepoError>>,
+}
+
+impl Opening {
+    pub fn begin(r: &Repository) -> Opening {
+        let to_open = r.clone();
+        Opening {
+            r: r.clone(),
+            begun: Instant::now(),
+            thread: std::thread::spawn(move || repo::open(&to_open, false)),
+        }
+    }
+
+    /// [`Opening::wait`] on a blocking thread.
+    pub async fn opened(self) -> Result<Arc<Opened>, String> {
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .unwrap_or_else(|e| Err(format!("opening the repository failed: {e}")))
+    }
+
+    /// The repository opened, as [`open_for_push`] gives it. Blocks.
+    pub fn wait(self) -> Result<Arc<Opened>, String> {
+        let opened = self.thread.join().unwrap_or_else(|_| {
+            Err(repo::RepoError::Other {
+                name: self.r.name.clone(),
+                why: "opening it failed".into(),
+            })
+        });
+        let o = match opened {
+            Err(repo::RepoError::Missing(_)) => repo::open(&self.r, true),
+            o => o,
+        }
+        .map_err(|e| e.to_string())?;
+        tracing::debug!(repository = %o.name, took_ms = self.begun.elapsed().as_millis() as u64, "repository opened");
+        Ok(Arc::new(o))
+    }
+}
+
 /// Opens `r` to read it: it must exist.
 pub async fn open_to_read(r: &Repository) -> Result<Arc<Opened>, String> {
     opened(r, false).await.map_err(|e| e.to_string())
@@ -111,21 +157,18 @@ struct Started {
 
 /// Starts a helper on `api` named `name` with `volume` at `/data`, idle
 /// until [`run_started`] gives it its job. With `direct`, the helper has a
-/// network (when the store has an address), else it reaches the store
-/// through this drover.
+/// network (to a store with an address: [`reaches`]), else it reaches the
+/// store through this drover.
 async fn start_helper(
     api: &Arc<dyn DockerApi>,
     (volume, name): (&str, &str),
     stack: &str,
     read_only: bool,
-    o: &Arc<Opened>,
     direct: bool,
 ) -> Result<Started, String> {
     let image = crate::relocate::ensure_helper_image(api).await?;
     let engine = |e: crate::docker::EngineError| e.to_string();
     api.remove_container(name).await.map_err(engine)?;
-    // A directory is on drover's machine: only drover reaches it.
-    let direct = direct && o.store.address().is_some();
     let spec = |network: bool| HelperSpec {
         name: name.to_string(),
         image: image.clone(),
@@ -153,6 +196,12 @@ async fn start_helper(
         name: name.to_string(),
         direct,
     })
+}
+
+/// Whether a helper may reach `store` itself, `direct` asking for it: a
+/// directory is on drover's machine, and only drover reaches it.
+fn reaches(store: &crate::helper::store::Store, direct: bool) -> bool {
+    direct && store.address().is_some()
 }
 
 /// Runs `job` in the helper `h`, then removes it.
@@ -193,7 +242,8 @@ async fn run_job(
     direct: bool,
 ) -> Result<serde_json::Value, String> {
     let name = format!("{}{volume}", names::HELPER_PREFIX);
-    let h = start_helper(api, (volume, &name), stack, read_only, o, direct).await?;
+    let direct = reaches(&o.store, direct);
+    let h = start_helper(api, (volume, &name), stack, read_only, direct).await?;
     run_started(api, h, o, job).await
 }
 
@@ -209,7 +259,8 @@ pub async fn push(
 ) -> Result<Pushed, String> {
     let begun = Instant::now();
     let name = format!("{}{snap}", names::HELPER_PREFIX);
-    let start = start_helper(&on.api, (snap, &name), &v.stack, true, o, direct);
+    let direct = reaches(&o.store, direct);
+    let start = start_helper(&on.api, (snap, &name), &v.stack, true, direct);
     let (started, parent) = tokio::join!(start, parent_of(v, o));
     let h = started.map_err(|e| pushing_failed(v, o, &e))?;
     push_from(on, v, h, o, (parent, None), revision, begun).await
@@ -319,21 +370,25 @@ pub struct Made {
     pub pushed: Pushed,
 }
 
-/// Backs `v` up into `o` (opened with [`open_for_push`] first, so that
-/// nothing is frozen when the repository cannot be used): brings the
-/// snapshot [`LAST_BACKUP`] up to date, consistent as `consistency` says,
-/// and pushes it.
+/// Backs `v` up into repository `r`, which `opening` opens ([`Opening`],
+/// [`open_for_push`]): brings the snapshot [`LAST_BACKUP`] up to date,
+/// consistent as `consistency` says, and pushes it. Nothing is written,
+/// and no app frozen, before the repository has opened; the snapshot's
+/// helper and the push's start meanwhile. Gives the repository opened too.
 #[allow(clippy::too_many_arguments)]
 pub async fn backup(
     on: &On,
     state: &ObservedHost,
     v: &VolumeSpec,
     writers: &Writers,
-    o: &Arc<Opened>,
+    (r, opening): (
+        &Repository,
+        impl std::future::Future<Output = Result<Arc<Opened>, String>>,
+    ),
     consistency: Consistency,
     revision: Option<String>,
     opts: &CopyOptions,
-) -> Result<Made, String> {
+) -> Result<(Made, Arc<Opened>), String> {
     let req = Request {
         name: Some(LAST_BACKUP.to_string()),
         consistency,
@@ -343,10 +398,11 @@ pub async fn backup(
     };
     let snap = names::snapshot(&v.name, LAST_BACKUP);
     let Some(last) = state.volumes.iter().find(|c| c.name == snap) else {
+        let o = opening.await?;
         let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
-        let pushed = push(on, v, &taken.volume, o, revision.as_deref(), opts.direct).await?;
+        let pushed = push(on, v, &taken.volume, &o, revision.as_deref(), opts.direct).await?;
         noted_pushed(on, &taken, &pushed).await;
-        return Ok(Made { taken, pushed });
+        return Ok((Made { taken, pushed }, o));
     };
     // (Read before the refresh, which ends what it says.)
     let pushed_as = last
@@ -354,37 +410,54 @@ pub async fn backup(
         .as_ref()
         .filter(|s| s.complete())
         .and_then(|s| s.pushed_as.clone());
-    // The snapshot is there: the push's helper starts, and its parent is
-    // found, while it is brought up to date (the helper named after the
+    // The snapshot is there: its helper and the push's (named after the
     // volume, as the copy's helper on one host is named after the
-    // snapshot).
+    // snapshot) start while the repository opens; then the push's parent
+    // is found while the snapshot is brought up to date.
+    let direct = repo::store_of(r).is_ok_and(|st| reaches(&st, opts.direct));
     let name = format!("{}{}", names::HELPER_PREFIX, v.name);
-    let start = start_helper(&on.api, (&snap, &name), &v.stack, true, o, opts.direct);
-    let take = snapshot::take(on, state, v, writers, &req, opts);
-    let (taken, started, parent) = tokio::join!(take, start, parent_of(v, o));
-    let taken = match taken {
-        Ok(t) => t,
-        Err(e) => {
+    let start = start_helper(&on.api, (&snap, &name), &v.stack, true, direct);
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let ready = async {
+        let o = opening.await;
+        let ready = o.as_ref().map(|_| ()).map_err(String::clone);
+        let _ = opened_tx.send(o);
+        ready
+    };
+    let parent = async {
+        let o = opened_rx.await.unwrap_or_else(|_| Err(String::new()))?;
+        Ok::<_, String>((parent_of(v, &o).await, o))
+    };
+    let take = snapshot::take_when(on, state, v, writers, &req, opts, ready);
+    let (taken, started, parent) = tokio::join!(take, start, parent);
+    let (taken, (parent, o)) = match (taken, parent) {
+        (Ok(t), Ok(p)) => (t, p),
+        (taken, parent) => {
             if started.is_ok() {
                 remove_helper(&on.api, &name).await;
             }
-            return Err(e);
+            // A repository that did not open is the reason.
+            return Err(match (parent, taken) {
+                (Err(e), _) if !e.is_empty() => e,
+                (_, Err(e)) => e,
+                (_, Ok(_)) => String::from("the repository did not open"),
+            });
         }
     };
-    let h = started.map_err(|e| pushing_failed(v, o, &e))?;
+    let h = started.map_err(|e| pushing_failed(v, &o, &e))?;
     let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
     let pushed = push_from(
         on,
         v,
         h,
-        o,
+        &o,
         (parent, changed),
         revision.as_deref(),
         Instant::now(),
     )
     .await?;
     noted_pushed(on, &taken, &pushed).await;
-    Ok(Made { taken, pushed })
+    Ok((Made { taken, pushed }, o))
 }
 
 /// At most this many changed folders are read alone; more, and the whole

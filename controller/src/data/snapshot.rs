@@ -326,6 +326,33 @@ async fn copy_consistent(
     reason: &str,
     opts: &CopyOptions,
 ) -> Result<Copied, String> {
+    let ready = std::future::ready(Ok(()));
+    copy_consistent_when(
+        src,
+        dst,
+        (from, to, stack),
+        writers,
+        consistency,
+        reason,
+        opts,
+        ready,
+    )
+    .await
+}
+
+/// [`copy_consistent`], once `ready` has succeeded: the helper starts
+/// meanwhile, and nothing is copied before.
+#[allow(clippy::too_many_arguments)]
+async fn copy_consistent_when(
+    src: &On,
+    dst: &On,
+    (from, to, stack): (&str, &str, &str),
+    writers: &Writers,
+    consistency: Consistency,
+    reason: &str,
+    opts: &CopyOptions,
+    ready: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Copied, String> {
     let tag = crate::relocate::ensure_helper_image(&src.api).await?;
     if !Arc::ptr_eq(&src.api, &dst.api) {
         crate::relocate::ensure_helper_image(&dst.api).await?;
@@ -341,7 +368,11 @@ async fn copy_consistent(
     )
     .for_what("snapshot");
     let h = cp.helpers(from, to, stack, &tag);
-    h.start().await?;
+    let (started, ready) = tokio::join!(h.start(), ready);
+    if let Err(e) = started.and(ready) {
+        h.stop().await;
+        return Err(e);
+    }
     let copied = async {
         cp.copy_while_running(std::slice::from_ref(&h), None, true)
             .await?;
@@ -384,10 +415,41 @@ pub async fn take(
     req: &Request,
     opts: &CopyOptions,
 ) -> Result<Taken, String> {
+    take_when(on, state, v, writers, req, opts, std::future::ready(Ok(()))).await
+}
+
+/// [`take`], writing nothing before `ready` has succeeded; what needs no
+/// write (reading the request against the host, and starting the helper
+/// when the snapshot's volume is there) goes on meanwhile.
+pub async fn take_when(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    writers: &Writers,
+    req: &Request,
+    opts: &CopyOptions,
+    ready: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Taken, String> {
     let started = Instant::now();
-    let (name, snap) = prepare(on, state, v, req).await?;
+    let (name, snap, step) = to_prepare(on, state, v, req)?;
+    // The helper mounts the snapshot's volume: a new one is made first.
+    let ready = match step {
+        Prepare::Create => {
+            ready.await?;
+            prepared(on, v, req, (&name, &snap), step).await?;
+            None
+        }
+        _ => Some(ready),
+    };
+    let ready = async {
+        if let Some(r) = ready {
+            r.await?;
+            prepared(on, v, req, (&name, &snap), step).await?;
+        }
+        Ok(())
+    };
     let reason = format!("snapshot `{name}` of `{}/{}`", v.stack, v.volume);
-    let copied = copy_consistent(
+    let copied = copy_consistent_when(
         on,
         on,
         (&v.name, &snap, &v.stack),
@@ -395,6 +457,7 @@ pub async fn take(
         req.consistency,
         &reason,
         opts,
+        ready,
     )
     .await;
     let copied = match copied {
@@ -432,6 +495,54 @@ pub async fn prepare(
     v: &VolumeSpec,
     req: &Request,
 ) -> Result<(String, String), String> {
+    let (name, snap, step) = to_prepare(on, state, v, req)?;
+    prepared(on, v, req, (&name, &snap), step).await?;
+    Ok((name, snap))
+}
+
+/// What [`prepare`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prepare {
+    /// A new snapshot's volume.
+    Create,
+    /// A complete snapshot brought up to date: unfinished until it is.
+    Refresh,
+    /// An unfinished one of an earlier try, which this one finishes:
+    /// nothing.
+    Finish,
+}
+
+/// Writes what `step` says for the snapshot `name` (volume `snap`).
+async fn prepared(
+    on: &On,
+    v: &VolumeSpec,
+    req: &Request,
+    (name, snap): (&str, &str),
+    step: Prepare,
+) -> Result<(), String> {
+    match step {
+        Prepare::Create => on
+            .api
+            .create_volume(&volume_like(v, snap, snapshot_labels(v, name, req)))
+            .await
+            .map_err(engine),
+        Prepare::Refresh => on
+            .api
+            .remove_record(&note_ref(&names::snapshot_record(snap)))
+            .await
+            .map_err(engine),
+        Prepare::Finish => Ok(()),
+    }
+}
+
+/// The snapshot `req` asks for, read against the host (nothing written):
+/// its name, its volume's, and what [`prepared`] writes.
+fn to_prepare(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    req: &Request,
+) -> Result<(String, String, Prepare), String> {
     let host = on.api.host().to_string();
     let name = req
         .name
@@ -445,33 +556,25 @@ pub async fn prepare(
             v.stack, v.volume
         ));
     }
-    match state.volumes.iter().find(|o| o.name == snap) {
-        // Unfinished until brought up to date.
-        Some(o) if o.snapshot.as_ref().is_some_and(|s| s.complete()) && req.refresh => on
-            .api
-            .remove_record(&note_ref(&names::snapshot_record(&snap)))
-            .await
-            .map_err(engine)?,
+    let step = match state.volumes.iter().find(|o| o.name == snap) {
+        Some(o) if o.snapshot.as_ref().is_some_and(|s| s.complete()) && req.refresh => {
+            Prepare::Refresh
+        }
         Some(o) if o.snapshot.as_ref().is_some_and(|s| s.complete()) => {
             return Err(format!(
                 "snapshot `{name}` of `{}/{}` exists on `{host}`; choose another `--name`",
                 v.stack, v.volume
             ))
         }
-        // An unfinished one of an earlier try: this one finishes it.
-        Some(o) if o.snapshot.is_some() => {}
+        Some(o) if o.snapshot.is_some() => Prepare::Finish,
         Some(_) => {
             return Err(format!(
                 "volume `{snap}` on `{host}` is not a snapshot drover made; nothing was done"
             ))
         }
-        None => on
-            .api
-            .create_volume(&volume_like(v, &snap, snapshot_labels(v, &name, req)))
-            .await
-            .map_err(engine)?,
-    }
-    Ok((name, snap))
+        None => Prepare::Create,
+    };
+    Ok((name, snap, step))
 }
 
 /// Records a filled snapshot as complete; with `pushed`, as the content of
