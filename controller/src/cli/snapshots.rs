@@ -244,6 +244,7 @@ pub fn snapshot(
             &w,
             &req,
             &copy_options(copy_via),
+            snapshot::now(),
         ))?;
         print(&format!(
             "took snapshot `{}` of `{}/{}` on `{}`: {} in {} entries, {}{}\n",

@@ -191,7 +191,17 @@ pub async fn run(
             scheduled: true,
             refresh: false,
         };
-        match crate::data::snapshot::take(&on, state, v, &writers, &req, &opts).await {
+        match crate::data::snapshot::take(
+            &on,
+            state,
+            v,
+            &writers,
+            &req,
+            &opts,
+            crate::data::snapshot::now(),
+        )
+        .await
+        {
             Ok(t) => round.taken.push((key, t)),
             Err(e) => round.failed.push((key, e)),
         }

@@ -399,7 +399,7 @@ pub async fn backup(
     let snap = names::snapshot(&v.name, LAST_BACKUP);
     let Some(last) = state.volumes.iter().find(|c| c.name == snap) else {
         let o = opening.await?;
-        let taken = snapshot::take(on, state, v, writers, &req, opts).await?;
+        let taken = snapshot::take(on, state, v, writers, &req, opts, snapshot::now()).await?;
         let pushed = push(on, v, &taken.volume, &o, revision.as_deref(), opts.direct).await?;
         noted_pushed(on, &taken, &pushed).await;
         return Ok((Made { taken, pushed }, o));
@@ -428,7 +428,7 @@ pub async fn backup(
         let o = opened_rx.await.unwrap_or_else(|_| Err(String::new()))?;
         Ok::<_, String>((parent_of(v, &o).await, o))
     };
-    let take = snapshot::take_when(on, state, v, writers, &req, opts, ready);
+    let take = snapshot::take(on, state, v, writers, &req, opts, ready);
     let (taken, started, parent) = tokio::join!(take, start, parent);
     let (taken, (parent, o)) = match (taken, parent) {
         (Ok(t), Ok(p)) => (t, p),

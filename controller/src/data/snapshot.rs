@@ -316,34 +316,11 @@ async fn hold_for<T>(
 /// Copies `from` (a volume on `src`) into `to` (on `dst`) so that `to`
 /// holds what `from` held at one instant: copied while the writers run
 /// (once more by content when that first pass sent much), then once more
-/// while they are held, that last pass checked by content.
-async fn copy_consistent(
-    src: &On,
-    dst: &On,
-    (from, to, stack): (&str, &str, &str),
-    writers: &Writers,
-    consistency: Consistency,
-    reason: &str,
-    opts: &CopyOptions,
-) -> Result<Copied, String> {
-    let ready = std::future::ready(Ok(()));
-    copy_consistent_when(
-        src,
-        dst,
-        (from, to, stack),
-        writers,
-        consistency,
-        reason,
-        opts,
-        ready,
-    )
-    .await
-}
-
-/// [`copy_consistent`], once `ready` has succeeded: the helper starts
-/// meanwhile, and nothing is copied before.
+/// while they are held, that last pass checked by content. Nothing is
+/// copied before `ready` has succeeded ([`now`] when nothing is awaited);
+/// the helper starts meanwhile.
 #[allow(clippy::too_many_arguments)]
-async fn copy_consistent_when(
+async fn copy_consistent(
     src: &On,
     dst: &On,
     (from, to, stack): (&str, &str, &str),
@@ -405,23 +382,18 @@ async fn copy_consistent_when(
     r
 }
 
-/// Takes a snapshot of `v` on its host. Nothing but the new snapshot is
-/// written; on any failure it is discarded and the apps go on.
-pub async fn take(
-    on: &On,
-    state: &ObservedHost,
-    v: &VolumeSpec,
-    writers: &Writers,
-    req: &Request,
-    opts: &CopyOptions,
-) -> Result<Taken, String> {
-    take_when(on, state, v, writers, req, opts, std::future::ready(Ok(()))).await
+/// Ready at once: a step that awaits nothing first.
+pub fn now() -> std::future::Ready<Result<(), String>> {
+    std::future::ready(Ok(()))
 }
 
-/// [`take`], writing nothing before `ready` has succeeded; what needs no
-/// write (reading the request against the host, and starting the helper
-/// when the snapshot's volume is there) goes on meanwhile.
-pub async fn take_when(
+/// Takes a snapshot of `v` on its host. Nothing but the new snapshot is
+/// written; on any failure it is discarded and the apps go on. Nothing is
+/// written before `ready` has succeeded ([`now`] when nothing is awaited);
+/// what needs no write (reading the request against the host, and
+/// starting the helper when the snapshot's volume is there) goes on
+/// meanwhile.
+pub async fn take(
     on: &On,
     state: &ObservedHost,
     v: &VolumeSpec,
@@ -449,7 +421,7 @@ pub async fn take_when(
         Ok(())
     };
     let reason = format!("snapshot `{name}` of `{}/{}`", v.stack, v.volume);
-    let copied = copy_consistent_when(
+    let copied = copy_consistent(
         on,
         on,
         (&v.name, &snap, &v.stack),
@@ -778,6 +750,7 @@ async fn copy_before(
         Consistency::None,
         &reason,
         opts,
+        now(),
     )
     .await
     .map(|_| ())
@@ -824,7 +797,7 @@ async fn finish(
             scheduled: false,
             refresh: false,
         };
-        if let Err(e) = take(on, state, v, &Writers::default(), &req, opts).await {
+        if let Err(e) = take(on, state, v, &Writers::default(), &req, opts, now()).await {
             // Nothing was restored: the volume is as it was, and so are
             // its apps.
             let _ = on.api.remove_record(&note_ref(&r.record)).await;
@@ -847,6 +820,7 @@ async fn finish(
         Consistency::Stop,
         &reason,
         opts,
+        now(),
     )
     .await
     .map_err(|e| format!("{reason} did not finish ({e}); its apps stay stopped, and `drover volume restore` again finishes it"))?;
@@ -966,6 +940,7 @@ pub async fn clone(
             consistency,
             &reason,
             opts,
+            now(),
         )
         .await
     })
@@ -1255,18 +1230,30 @@ mod tests {
         }
 
         async fn snapshot(&self, name: &str) -> Result<Taken, String> {
+            self.snapshot_when(name, false, now()).await
+        }
+
+        async fn snapshot_when(
+            &self,
+            name: &str,
+            refresh: bool,
+            ready: impl std::future::Future<Output = Result<(), String>>,
+        ) -> Result<Taken, String> {
             let req = Request {
                 name: Some(name.into()),
+                refresh,
                 ..Request::default()
             };
             let state = self.api.observe().await.unwrap();
+            let opts = Host::opts();
             take(
                 &self.on(),
                 &state,
                 &self.v,
                 &self.writers,
                 &req,
-                &Host::opts(),
+                &opts,
+                ready,
             )
             .await
         }
@@ -1328,6 +1315,36 @@ mod tests {
         assert_eq!(h.app_state(), ContainerState::Running);
         // The name is taken now.
         assert!(h.snapshot("s1").await.unwrap_err().contains("exists"));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_writes_nothing_before_it_is_ready() {
+        let h = host().await;
+        h.snapshot("last").await.unwrap();
+        std::fs::write(h.api.volume_path("m-data").join("a.txt"), "two\n").unwrap();
+        let refused = || async { Err::<(), _>("the password is wrong".to_string()) };
+        let before = h.api.calls().len();
+        // A refresh: the snapshot stays complete, as it was.
+        let e = h.snapshot_when("last", true, refused()).await.unwrap_err();
+        assert!(e.contains("the password is wrong"), "{e}");
+        // A new one: no volume is made.
+        let e = h.snapshot_when("new", false, refused()).await.unwrap_err();
+        assert!(e.contains("the password is wrong"), "{e}");
+        // Only its helper was started, and removed again.
+        let calls = h.api.calls()[before..].to_vec();
+        let writes = ["record", "create-volume", "pause", "exec"];
+        assert!(
+            calls
+                .iter()
+                .all(|c| !writes.iter().any(|w| c.starts_with(w))),
+            "{calls:?}"
+        );
+        assert!(calls.contains(&"helper drover-move-m-data.last".to_string()));
+        assert_eq!(h.read("m-data.last", "a.txt").unwrap(), b"one\n");
+        assert_eq!(h.app_state(), ContainerState::Running);
+        // Ready, the refresh brings it up to date.
+        h.snapshot_when("last", true, now()).await.unwrap();
+        assert_eq!(h.read("m-data.last", "a.txt").unwrap(), b"two\n");
     }
 
     #[tokio::test]
