@@ -261,7 +261,7 @@ pub fn snapshot(
             let pushed = held.rt.block_on(backup::push(
                 &on,
                 &v,
-                &taken.volume,
+                (&taken.volume, None),
                 o,
                 None,
                 copy_via.direct(),

@@ -211,17 +211,24 @@ async fn run_started(
     o: &Arc<Opened>,
     job: Job,
 ) -> Result<serde_json::Value, String> {
-    let job = job.direct(h.direct.then(|| o.store.clone()));
-    let out = async {
-        let exec = api
-            .exec(&h.name, crate::relocate::helper_cmd(&["repo"]))
-            .await
-            .map_err(|e| e.to_string())?;
-        crate::data::relay::serve(api, exec, Arc::clone(&o.backend), &job, "repo").await
-    }
-    .await;
+    let out = run_in(api, &h, o, job).await;
     remove_helper(api, &h.name).await;
     out
+}
+
+/// Runs `job` in the helper `h`, and leaves it to be removed.
+async fn run_in(
+    api: &Arc<dyn DockerApi>,
+    h: &Started,
+    o: &Arc<Opened>,
+    job: Job,
+) -> Result<serde_json::Value, String> {
+    let job = job.direct(h.direct.then(|| o.store.clone()));
+    let exec = api
+        .exec(&h.name, crate::relocate::helper_cmd(&["repo"]))
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::data::relay::serve(api, exec, Arc::clone(&o.backend), &job, "repo").await
 }
 
 async fn remove_helper(api: &Arc<dyn DockerApi>, name: &str) {
@@ -248,11 +255,12 @@ async fn run_job(
 }
 
 /// Pushes the complete snapshot volume `snap` of `v` (on `on`) into `o`;
-/// with `direct`, straight from the host when it reaches the store.
+/// with `direct`, straight from the host when it reaches the store. With
+/// `noted`, the snapshot's record notes the backup ([`noted_pushed`]).
 pub async fn push(
     on: &On,
     v: &VolumeSpec,
-    snap: &str,
+    (snap, noted): (&str, Option<&snapshot::Taken>),
     o: &Arc<Opened>,
     revision: Option<&str>,
     direct: bool,
@@ -263,7 +271,7 @@ pub async fn push(
     let start = start_helper(&on.api, (snap, &name), &v.stack, true, direct);
     let (started, parent) = tokio::join!(start, parent_of(v, o));
     let h = started.map_err(|e| pushing_failed(v, o, &e))?;
-    push_from(on, v, h, o, (parent, None), revision, begun).await
+    push_from(on, v, (h, noted), o, (parent, None), revision, begun).await
 }
 
 /// The newest backup of `v` in `o`, the parent of the next one.
@@ -282,11 +290,12 @@ fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
 /// Pushes into `o` the snapshot the helper `h` mounts, compared with
 /// `parent` ([`parent_of`]), reading only the folders `changed` when they
 /// hold all that changed since the parent ([`changed_since`]); the push
-/// began at `begun`.
+/// began at `begun`. The helper is removed while the snapshot's record
+/// notes the backup (with `noted`).
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
-    h: Started,
+    (h, noted): (Started, Option<&snapshot::Taken>),
     o: &Arc<Opened>,
     (parent, changed): (Result<Option<String>, String>, Option<Vec<String>>),
     revision: Option<&str>,
@@ -308,9 +317,26 @@ async fn push_from(
         changed,
         direct: None,
     };
-    let out = run_started(&on.api, h, o, job)
+    let pushed = run_in(&on.api, &h, o, job)
         .await
-        .map_err(|e| pushing_failed(v, o, &e))?;
+        .map_err(|e| pushing_failed(v, o, &e))
+        .and_then(|out| pushed(v, o, out, begun));
+    let note = async {
+        if let (Some(t), Ok(p)) = (noted, &pushed) {
+            noted_pushed(on, t, p).await;
+        }
+    };
+    tokio::join!(remove_helper(&on.api, &h.name), note);
+    pushed
+}
+
+/// What a backup job's helper answered.
+fn pushed(
+    v: &VolumeSpec,
+    o: &Opened,
+    out: serde_json::Value,
+    begun: Instant,
+) -> Result<Pushed, String> {
     let stats: BackedUp = serde_json::from_value(out).map_err(|e| e.to_string())?;
     tracing::info!(
         volume = %v.name,
@@ -400,8 +426,8 @@ pub async fn backup(
     let Some(last) = state.volumes.iter().find(|c| c.name == snap) else {
         let o = opening.await?;
         let taken = snapshot::take(on, state, v, writers, &req, opts, snapshot::now()).await?;
-        let pushed = push(on, v, &taken.volume, &o, revision.as_deref(), opts.direct).await?;
-        noted_pushed(on, &taken, &pushed).await;
+        let snap = (taken.volume.as_str(), Some(&taken));
+        let pushed = push(on, v, snap, &o, revision.as_deref(), opts.direct).await?;
         return Ok((Made { taken, pushed }, o));
     };
     // (Read before the refresh, which ends what it says.)
@@ -449,14 +475,13 @@ pub async fn backup(
     let pushed = push_from(
         on,
         v,
-        h,
+        (h, Some(&taken)),
         &o,
         (parent, changed),
         revision.as_deref(),
         Instant::now(),
     )
     .await?;
-    noted_pushed(on, &taken, &pushed).await;
     Ok((Made { taken, pushed }, o))
 }
 
