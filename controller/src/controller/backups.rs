@@ -24,6 +24,29 @@ pub struct Known {
     pub last: BTreeMap<BackupKey, u64>,
     /// The repositories read at least once.
     listed: BTreeSet<String>,
+    /// Repositories kept open from an earlier round's push, with what the
+    /// Cluster declared for them then: a later push into one the Cluster
+    /// still declares so does not derive the key from the password again.
+    /// One whose push failed is opened again the next time.
+    open: BTreeMap<
+        String,
+        (
+            crate::model::Repository,
+            Arc<crate::data::repository::Opened>,
+        ),
+    >,
+}
+
+impl Known {
+    /// `r` as an earlier round opened it, if the Cluster still declares it
+    /// so.
+    fn kept_open(
+        &self,
+        r: &crate::model::Repository,
+    ) -> Option<Arc<crate::data::repository::Opened>> {
+        let (was, o) = self.open.get(&r.name)?;
+        (was == r).then(|| Arc::clone(o))
+    }
 }
 
 fn key(v: &VolumeSpec, repo: &str) -> BackupKey {
@@ -175,6 +198,9 @@ pub async fn run(
     direct: bool,
 ) -> Result<Round, String> {
     let mut round = Round::default();
+    known
+        .open
+        .retain(|name, _| desired.repositories.contains_key(name));
     list_repositories(desired, seen, known, &mut round).await;
     if due(desired, seen, known, clock::now()).is_empty() {
         return Ok(round);
@@ -192,20 +218,45 @@ pub async fn run(
         let state = &observed.hosts[&v.host];
         let on = crate::data::snapshot::On::of(api, desired);
         let writers = crate::data::snapshot::Writers::for_volume(desired, state, v);
+        let kept = known.kept_open(r);
         let done = async {
             // Nothing is frozen for a repository that cannot be used.
-            let opening = (r, backup::open_for_push(r));
-            let (made, o) =
-                backup::backup(&on, state, v, &writers, opening, v.consistency, None, &opts)
-                    .await?;
+            let opening = async {
+                match kept {
+                    Some(o) => Ok(o),
+                    None => backup::open_for_push(r).await,
+                }
+            };
+            let (made, o) = backup::backup(
+                &on,
+                state,
+                v,
+                &writers,
+                (r, opening),
+                v.consistency,
+                None,
+                &opts,
+            )
+            .await?;
             let forgotten = backup::retain(&o, v, b.keep)
                 .await
                 .map_err(|e| format!("the backup is stored, but forgetting old ones failed: {e}"));
-            Ok::<_, String>((made, forgotten))
+            Ok::<_, String>((made, forgotten, o))
         }
         .await;
+        match &done {
+            // (One this push made says so: it is opened again next time.)
+            Ok((.., o)) if !o.created => {
+                known
+                    .open
+                    .insert(r.name.clone(), (r.clone(), Arc::clone(o)));
+            }
+            _ => {
+                known.open.remove(&r.name);
+            }
+        }
         match done {
-            Ok((made, forgotten)) => {
+            Ok((made, forgotten, _)) => {
                 known.last.insert(k.clone(), clock::now());
                 match forgotten {
                     Ok(n) => round.forgotten.push((k.clone(), n)),
@@ -227,6 +278,36 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::observed::ObservedHost;
+
+    #[tokio::test]
+    async fn a_repository_is_kept_open_only_as_the_cluster_still_declares_it() {
+        let store = tempfile::tempdir().unwrap();
+        let r = crate::model::Repository {
+            name: "offsite".into(),
+            loc: crate::diag::Loc::new(&Arc::from("cluster.yaml"), Default::default()),
+            url: crate::model::Text::plain(store.path().join("repo").display().to_string()),
+            password: crate::model::Text::plain("pw"),
+            env: BTreeMap::new(),
+        };
+        let made = backup::open_for_push(&r).await.unwrap();
+        assert!(made.created);
+        let mut known = Known::default();
+        known.open.insert(r.name.clone(), (r.clone(), made));
+        assert!(known.kept_open(&r).is_some());
+        let changed = crate::model::Repository {
+            password: crate::model::Text::plain("another"),
+            ..r.clone()
+        };
+        assert!(
+            known.kept_open(&changed).is_none(),
+            "a new password opens it again"
+        );
+        let other = crate::model::Repository {
+            name: "elsewhere".into(),
+            ..r.clone()
+        };
+        assert!(known.kept_open(&other).is_none());
+    }
 
     fn desired() -> Desired {
         let mut d = Desired::default();

@@ -121,6 +121,14 @@ pub struct Opened {
     pub created: bool,
 }
 
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Opened {
     /// The key drover derived from the password, for a helper's job: it
     /// travels on the job's stdin, never on a command line.
