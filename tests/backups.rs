@@ -45,6 +45,15 @@ fn with_repository(f: &Fixture, url: &str, env: &str) {
     );
 }
 
+/// A repository `offsite` in a directory of its own (kept while the guard
+/// lives): the guard and the repository's path.
+fn with_local_repository(f: &Fixture) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("repo").to_str().unwrap().to_string();
+    with_repository(f, &url, "");
+    (dir, url)
+}
+
 /// drover with the repository's secrets in its environment.
 fn drover(f: &Fixture, args: &[&str], password: &str) -> std::process::Output {
     f.drover_with(
@@ -152,10 +161,8 @@ fn what_drover_pushes_restic_lists_checks_and_restores_equal_to_the_volume() {
         return;
     };
     let f = Fixture::new(hosts, &["bkl", "bkl-staging"]);
-    let repo = tempfile::tempdir().unwrap();
-    let url = repo.path().join("repo");
-    let url = url.to_str().unwrap();
-    with_repository(&f, url, "");
+    let (repo, url) = with_local_repository(&f);
+    let url = url.as_str();
     f.write("stack.yaml", &sleeper("bkl", "node-a", ""));
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     let a = &f.hosts[0];
@@ -322,10 +329,8 @@ fn a_later_backup_reads_only_the_changed_folders_and_restores_equal_to_the_volum
         return;
     };
     let f = Fixture::new(hosts, &["bki"]);
-    let repo = tempfile::tempdir().unwrap();
-    let url = repo.path().join("repo");
-    let url = url.to_str().unwrap();
-    with_repository(&f, url, "");
+    let (_repo, url) = with_local_repository(&f);
+    let url = url.as_str();
     f.write("stack.yaml", &sleeper("bki", "node-a", ""));
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
     let a = &f.hosts[0];
@@ -578,10 +583,7 @@ fn the_controller_pushes_backups_on_schedule_and_keeps_only_what_keep_says() {
         return;
     };
     let f = Fixture::new(hosts, &["bkc"]);
-    let repo = tempfile::tempdir().unwrap();
-    let url = repo.path().join("repo");
-    let url = url.to_str().unwrap().to_string();
-    with_repository(&f, &url, "");
+    let (_repo, url) = with_local_repository(&f);
     // A backup made by hand of another volume is never forgotten.
     f.write(
         "stack.yaml",
@@ -810,9 +812,7 @@ fn a_recovery_is_refused_while_the_volume_can_be_read_and_from_another_volumes_b
         return;
     };
     let f = Fixture::new(hosts, &["bkr", "bkr-other"]);
-    let repo = tempfile::tempdir().unwrap();
-    let url = repo.path().join("repo");
-    with_repository(&f, url.to_str().unwrap(), "");
+    let _repo = with_local_repository(&f);
     let other = "---\nkind: Stack\nname: bkr-other\nvolumes:\n  data: { host: node-b }\n";
     f.write("stack.yaml", &(sleeper("bkr", "node-a", "") + other));
     assert!(drover(&f, &["reconcile"], PASSWORD).status.success());

@@ -244,19 +244,14 @@ pub async fn run(
             Ok::<_, String>((made, forgotten, o))
         }
         .await;
-        match &done {
-            // (One this push made says so: it is opened again next time.)
-            Ok((.., o)) if !o.created => {
-                known
-                    .open
-                    .insert(r.name.clone(), (r.clone(), Arc::clone(o)));
-            }
-            _ => {
-                known.open.remove(&r.name);
-            }
-        }
         match done {
-            Ok((made, forgotten, _)) => {
+            Ok((made, forgotten, o)) => {
+                // (One this push made says so: it is opened again next time.)
+                if o.created {
+                    known.open.remove(&r.name);
+                } else {
+                    known.open.insert(r.name.clone(), (r.clone(), o));
+                }
                 known.last.insert(k.clone(), clock::now());
                 match forgotten {
                     Ok(n) => round.forgotten.push((k.clone(), n)),
@@ -264,7 +259,10 @@ pub async fn run(
                 }
                 round.pushed.push((k, made));
             }
-            Err(e) => round.failed.push((k, e)),
+            Err(e) => {
+                known.open.remove(&r.name);
+                round.failed.push((k, e));
+            }
         }
         if stop.is_cancelled() {
             break;

@@ -450,22 +450,24 @@ pub async fn backup(
         let _ = opened_tx.send(o);
         ready
     };
+    // (`None`: the snapshot failed before it waited for the repository.)
     let parent = async {
-        let o = opened_rx.await.unwrap_or_else(|_| Err(String::new()))?;
-        Ok::<_, String>((parent_of(v, &o).await, o))
+        Some(match opened_rx.await.ok()? {
+            Ok(o) => Ok((parent_of(v, &o).await, o)),
+            Err(e) => Err(e),
+        })
     };
     let take = snapshot::take(on, state, v, writers, &req, opts, ready);
     let (taken, started, parent) = tokio::join!(take, start, parent);
     let (taken, (parent, o)) = match (taken, parent) {
-        (Ok(t), Ok(p)) => (t, p),
+        (Ok(t), Some(Ok(p))) => (t, p),
         (taken, parent) => {
             if started.is_ok() {
                 remove_helper(&on.api, &name).await;
             }
             // A repository that did not open is the reason.
             return Err(match (parent, taken) {
-                (Err(e), _) if !e.is_empty() => e,
-                (_, Err(e)) => e,
+                (Some(Err(e)), _) | (_, Err(e)) => e,
                 (_, Ok(_)) => String::from("the repository did not open"),
             });
         }

@@ -404,21 +404,23 @@ pub async fn take(
 ) -> Result<Taken, String> {
     let started = Instant::now();
     let (name, snap, step) = to_prepare(on, state, v, req)?;
+    let gate = async {
+        ready.await?;
+        prepared(on, v, req, (&name, &snap), step).await
+    };
     // The helper mounts the snapshot's volume: a new one is made first.
-    let ready = match step {
+    let gate = match step {
         Prepare::Create => {
-            ready.await?;
-            prepared(on, v, req, (&name, &snap), step).await?;
+            gate.await?;
             None
         }
-        _ => Some(ready),
+        _ => Some(gate),
     };
     let ready = async {
-        if let Some(r) = ready {
-            r.await?;
-            prepared(on, v, req, (&name, &snap), step).await?;
+        match gate {
+            Some(g) => g.await,
+            None => Ok(()),
         }
-        Ok(())
     };
     let reason = format!("snapshot `{name}` of `{}/{}`", v.stack, v.volume);
     let copied = copy_consistent(
