@@ -221,12 +221,7 @@ pub async fn run(
         let kept = known.kept_open(r);
         let done = async {
             // Nothing is frozen for a repository that cannot be used.
-            let opening = async {
-                match kept {
-                    Some(o) => Ok(o),
-                    None => backup::open_for_push(r).await,
-                }
-            };
+            let opening = backup::open_kept(r, kept);
             let (made, o) = backup::backup(
                 &on,
                 state,
@@ -305,6 +300,23 @@ mod tests {
             ..r.clone()
         };
         assert!(known.kept_open(&other).is_none());
+
+        // Kept, it is used while its store still holds it; a repository
+        // made anew at the same location is opened again.
+        let kept = known.kept_open(&r);
+        let same = backup::open_kept(&r, kept.clone()).await.unwrap();
+        assert!(Arc::ptr_eq(&same, kept.as_ref().unwrap()));
+        std::fs::remove_dir_all(store.path().join("repo")).unwrap();
+        let anew = backup::open_for_push(&r).await.unwrap();
+        assert!(anew.created);
+        let again = backup::open_kept(&r, kept.clone()).await.unwrap();
+        assert!(!Arc::ptr_eq(&again, kept.as_ref().unwrap()));
+        assert_eq!(again.repo.config().id, anew.repo.config().id);
+        // Gone, with nothing at its location: made there, as by a first
+        // push (and reported as made).
+        std::fs::remove_dir_all(store.path().join("repo")).unwrap();
+        let made = backup::open_kept(&r, Some(anew)).await.unwrap();
+        assert!(made.created);
     }
 
     fn desired() -> Desired {

@@ -100,6 +100,22 @@ impl Opening {
     }
 }
 
+/// `kept`, a repository opened before, when its store still holds it
+/// ([`repo::still_holds`]: no key derived); else `r` opened anew, so that
+/// a repository made again at the same location, or a store that cannot
+/// be reached now, is found before anything is written or frozen.
+pub async fn open_kept(r: &Repository, kept: Option<Arc<Opened>>) -> Result<Arc<Opened>, String> {
+    if let Some(o) = kept {
+        let held = Arc::clone(&o);
+        let holds = tokio::task::spawn_blocking(move || repo::still_holds(&held));
+        if holds.await.unwrap_or(false) {
+            return Ok(o);
+        }
+        tracing::info!(repository = %r.name, "the repository kept open no longer opens with its key; opening it again");
+    }
+    open_for_push(r).await
+}
+
 /// Opens `r` to read it: it must exist.
 pub async fn open_to_read(r: &Repository) -> Result<Arc<Opened>, String> {
     opened(r, false).await.map_err(|e| e.to_string())

@@ -183,6 +183,17 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
     })
 }
 
+/// Whether the store `o` was opened from still holds the repository it
+/// opened: its config read again with the key `o` holds (no key is
+/// derived), and the same repository ID. A repository made anew at the
+/// same location (another `restic init` there) is not. Blocks.
+pub fn still_holds(o: &Opened) -> bool {
+    let backends = RepositoryBackends::new(Arc::clone(&o.backend), None);
+    let now = Repo::new(&options(), &backends)
+        .and_then(|r| r.open(&Credentials::Masterkey(o.repo.key())));
+    now.is_ok_and(|r| r.config().id == o.repo.config().id)
+}
+
 /// Runs blocking repository work on tokio's blocking threads.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RepoError> + Send + 'static,
