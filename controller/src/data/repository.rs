@@ -119,6 +119,9 @@ pub struct Opened {
     pub store: Store,
     /// It was made by this call.
     pub created: bool,
+    /// The snapshot files read so far (they never change): a later
+    /// listing reads only the new ones ([`backups`]).
+    seen: std::sync::Mutex<Vec<SnapshotFile>>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -171,6 +174,7 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
             backend: be,
             store: st,
             created: true,
+            seen: Default::default(),
         });
     }
     let r = r.open(&credentials).map_err(|e| rustic(&repo.name, &e))?;
@@ -180,6 +184,7 @@ pub fn open(repo: &Repository, create: bool) -> Result<Opened, RepoError> {
         backend: be,
         store: st,
         created: false,
+        seen: Default::default(),
     })
 }
 
@@ -278,10 +283,17 @@ pub fn as_backup(s: &SnapshotFile) -> Option<Backup> {
 /// drover's backups in an open repository, oldest first; only those of
 /// `of` (stack, volume) when given.
 pub fn backups(o: &Opened, of: Option<(&str, &str)>) -> Result<Vec<Backup>, RepoError> {
+    // One listing of the snapshots' names, then only those not read yet
+    // (an `Opened` the controller keeps between pushes reads each once).
+    let seen = o.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let all = o
         .repo
-        .get_all_snapshots()
+        .update_all_snapshots(seen)
         .map_err(|e| rustic(&o.name, &e))?;
+    o.seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone_from(&all);
     let mut out: Vec<Backup> = all
         .iter()
         .filter_map(as_backup)
@@ -402,6 +414,53 @@ pub fn forget_and_prune(o: &Opened, ids: &[String]) -> Result<(), RepoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_reads_each_snapshot_file_once_and_follows_the_store() {
+        let store = tempfile::tempdir().unwrap();
+        let dir = store.path().join("repo");
+        let r = Repository {
+            name: "offsite".into(),
+            loc: crate::diag::Loc::new(&Arc::from("cluster.yaml"), Default::default()),
+            url: crate::model::Text::plain(dir.display().to_string()),
+            password: crate::model::Text::plain("pw"),
+            env: BTreeMap::new(),
+        };
+        let o = open(&r, true).unwrap();
+        assert!(backups(&o, None).unwrap().is_empty());
+        let save = |volume: &str| {
+            let snap = rustic_core::SnapshotOptions::default()
+                .host("node-a".to_string())
+                .add_tags(&tags("blog", volume, "node-a", None).join(","))
+                .unwrap()
+                .to_snapshot()
+                .unwrap();
+            o.repo.save_snapshots(vec![snap]).unwrap();
+        };
+        save("pgdata");
+        save("uploads");
+        let listed = backups(&o, None).unwrap();
+        assert_eq!(listed.len(), 2);
+        // Read once, a snapshot file is not read again: one spoiled in the
+        // store since is still listed as it was.
+        let file = |b: &Backup| dir.join("snapshots").join(&b.id);
+        std::fs::write(file(&listed[0]), b"spoiled").unwrap();
+        assert_eq!(backups(&o, None).unwrap(), listed);
+        // A snapshot forgotten in the store is gone, a new one is read.
+        std::fs::remove_file(file(&listed[0])).unwrap();
+        save("logs");
+        let now: Vec<String> = backups(&o, None)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.volume)
+            .collect();
+        assert_eq!(now.len(), 2);
+        assert!(now.contains(&"logs".to_string()) && !now.contains(&listed[0].volume));
+        // Opened anew, every snapshot file is read from the store.
+        save("cache");
+        let fresh = open(&r, false).unwrap();
+        assert_eq!(backups(&fresh, None).unwrap().len(), 3);
+    }
 
     fn at(unix: i64, id: &str) -> Backup {
         Backup {
