@@ -354,11 +354,17 @@ pub fn list(args: &[String], output: OutputFormat) -> Result<ExitCode, Failure> 
         &observed,
         filter.as_ref().map(|(s, v)| (s.as_str(), v.as_str())),
     );
-    // Beside them, the backups in every repository of the Cluster.
+    // Beside them, the backups in every repository of the Cluster (all
+    // opened at once: each derives its key, and waits on its store).
     let mut unreadable_repo = false;
     let rt = runtime()?;
-    for r in spec.repositories.values() {
-        match rt.block_on(backup::list_if_any(r, filter.clone())) {
+    let listings = rt.block_on(futures_util::future::join_all(
+        spec.repositories
+            .values()
+            .map(|r| backup::list_if_any(r, filter.clone())),
+    ));
+    for (r, listing) in spec.repositories.values().zip(listings) {
+        match listing {
             Ok(list) => rows.extend(backup::listed(&r.name, &list)),
             Err(e) => {
                 eprintln!("warning: {e}");
