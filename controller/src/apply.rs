@@ -596,6 +596,7 @@ impl Step {
             progress: Arc::new(|_| {}),
             ready_timeout: self.opts.dependency_timeout,
             poll: self.opts.poll,
+            keep_helper: None,
         };
         let dst_state = observed.hosts.get(&v.host).unwrap_or(&empty);
         crate::data::snapshot::clone(&clone_from, &on(&v.host)?, dst_state, v, &opts)

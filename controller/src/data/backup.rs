@@ -414,9 +414,10 @@ pub struct Made {
 
 /// Backs `v` up into repository `r`, which `opening` opens ([`Opening`],
 /// [`open_for_push`]): brings the snapshot [`LAST_BACKUP`] up to date,
-/// consistent as `consistency` says, and pushes it. Nothing is written,
-/// and no app frozen, before the repository has opened; the snapshot's
-/// helper and the push's start meanwhile. Gives the repository opened too.
+/// consistent as `consistency` says, and pushes it from the helper that
+/// filled it. Nothing is written, and no app frozen, before the
+/// repository has opened; the snapshot's helper starts meanwhile. Gives
+/// the repository opened too.
 #[allow(clippy::too_many_arguments)]
 pub async fn backup(
     on: &On,
@@ -438,12 +439,33 @@ pub async fn backup(
         scheduled: false,
         refresh: true,
     };
+    // The helper that fills the snapshot stays for the push: with a
+    // network when the host may reach the store itself.
+    let direct = repo::store_of(r).is_ok_and(|st| reaches(&st, opts.direct));
+    let opts = &CopyOptions {
+        keep_helper: Some(direct),
+        ..opts.clone()
+    };
     let snap = names::snapshot(&v.name, LAST_BACKUP);
     let Some(last) = state.volumes.iter().find(|c| c.name == snap) else {
         let o = opening.await?;
-        let taken = snapshot::take(on, state, v, writers, &req, opts, snapshot::now()).await?;
-        let snap = (taken.volume.as_str(), Some(&taken));
-        let pushed = push(on, v, snap, &o, revision.as_deref(), opts.direct).await?;
+        let take = snapshot::take(on, state, v, writers, &req, opts, snapshot::now());
+        let (taken, parent) = tokio::join!(take, parent_of(v, &o));
+        let mut taken = taken?;
+        let h = helper_for_push(on, v, &mut taken, direct)
+            .await
+            .map_err(|e| pushing_failed(v, &o, &e))?;
+        let rev = revision.as_deref();
+        let pushed = push_from(
+            on,
+            v,
+            (h, Some(&taken)),
+            &o,
+            (parent, None),
+            rev,
+            Instant::now(),
+        );
+        let pushed = pushed.await?;
         return Ok((Made { taken, pushed }, o));
     };
     // (Read before the refresh, which ends what it says.)
@@ -452,13 +474,9 @@ pub async fn backup(
         .as_ref()
         .filter(|s| s.complete())
         .and_then(|s| s.pushed_as.clone());
-    // The snapshot is there: its helper and the push's (named after the
-    // volume, as the copy's helper on one host is named after the
-    // snapshot) start while the repository opens; then the push's parent
-    // is found while the snapshot is brought up to date.
-    let direct = repo::store_of(r).is_ok_and(|st| reaches(&st, opts.direct));
-    let name = format!("{}{}", names::HELPER_PREFIX, v.name);
-    let start = start_helper(&on.api, (&snap, &name), &v.stack, true, direct);
+    // The snapshot is there: its helper starts while the repository
+    // opens; then the push's parent is found while the snapshot is
+    // brought up to date.
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
     let ready = async {
         let o = opening.await;
@@ -474,12 +492,12 @@ pub async fn backup(
         })
     };
     let take = snapshot::take(on, state, v, writers, &req, opts, ready);
-    let (taken, started, parent) = tokio::join!(take, start, parent);
-    let (taken, (parent, o)) = match (taken, parent) {
+    let (taken, parent) = tokio::join!(take, parent);
+    let (mut taken, (parent, o)) = match (taken, parent) {
         (Ok(t), Some(Ok(p))) => (t, p),
         (taken, parent) => {
-            if started.is_ok() {
-                remove_helper(&on.api, &name).await;
+            if let Some(k) = taken.as_ref().ok().and_then(|t| t.copied.kept.as_ref()) {
+                remove_helper(&on.api, &k.name).await;
             }
             // A repository that did not open is the reason.
             return Err(match (parent, taken) {
@@ -488,7 +506,9 @@ pub async fn backup(
             });
         }
     };
-    let h = started.map_err(|e| pushing_failed(v, &o, &e))?;
+    let h = helper_for_push(on, v, &mut taken, direct)
+        .await
+        .map_err(|e| pushing_failed(v, &o, &e))?;
     let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
     let pushed = push_from(
         on,
@@ -501,6 +521,26 @@ pub async fn backup(
     )
     .await?;
     Ok((Made { taken, pushed }, o))
+}
+
+/// The helper the snapshot's copy kept for the push ([`Copied::kept`]),
+/// or one started for it now when the copy kept none.
+///
+/// [`Copied::kept`]: snapshot::Copied::kept
+async fn helper_for_push(
+    on: &On,
+    v: &VolumeSpec,
+    taken: &mut snapshot::Taken,
+    direct: bool,
+) -> Result<Started, String> {
+    if let Some(k) = taken.copied.kept.take() {
+        return Ok(Started {
+            name: k.name,
+            direct: k.network,
+        });
+    }
+    let name = format!("{}{}", names::HELPER_PREFIX, taken.volume);
+    start_helper(&on.api, (&taken.volume, &name), &v.stack, true, direct).await
 }
 
 /// At most this many changed folders are read alone; more, and the whole
@@ -661,6 +701,7 @@ pub async fn pull_snapshot(
             files: stats.files,
             held: None,
             touched: Default::default(),
+            kept: None,
         },
         consistency: Consistency::default(),
         took: started.elapsed(),

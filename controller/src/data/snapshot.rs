@@ -61,6 +61,11 @@ pub struct CopyOptions {
     /// How long apps started again may take to become ready.
     pub ready_timeout: Duration,
     pub poll: Duration,
+    /// `Some(network)`: the helper that filled a snapshot on its own host
+    /// stays, idle, for a job on the snapshot (a push from it), with a
+    /// network when `true`; [`Copied::kept`] names it, and the caller
+    /// removes it. Only a copy on one host keeps its helper.
+    pub keep_helper: Option<bool>,
 }
 
 impl CopyOptions {
@@ -71,6 +76,7 @@ impl CopyOptions {
             progress: Arc::new(|_| {}),
             ready_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(250),
+            keep_helper: None,
         }
     }
 }
@@ -137,6 +143,16 @@ pub struct Copied {
     pub held: Option<Duration>,
     /// What the copy changed in the snapshot.
     pub touched: crate::relocate::Touched,
+    /// The helper left running ([`CopyOptions::keep_helper`]).
+    pub kept: Option<Kept>,
+}
+
+/// A helper left running after its copy, with the copy's target mounted
+/// at `/data`: its container's name, and whether it has a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub name: String,
+    pub network: bool,
 }
 
 /// A snapshot taken.
@@ -344,7 +360,11 @@ async fn copy_consistent(
         from,
     )
     .for_what("snapshot");
+    let keep = opts.keep_helper.filter(|_| Arc::ptr_eq(&src.api, &dst.api));
     let h = cp.helpers(from, to, stack, &tag);
+    if keep == Some(true) {
+        h.with_network();
+    }
     let (started, ready) = tokio::join!(h.start(), ready);
     if let Err(e) = started.and(ready) {
         h.stop().await;
@@ -360,6 +380,7 @@ async fn copy_consistent(
                 files,
                 held: None,
                 touched: cp.touched(),
+                kept: None,
             });
         }
         let ((bytes, files), held) = hold_for(
@@ -375,11 +396,19 @@ async fn copy_consistent(
             files,
             held,
             touched: cp.touched(),
+            kept: None,
         })
     };
-    let r = cp.guarded(copied).await;
-    h.stop().await;
-    r
+    match (cp.guarded(copied).await, keep) {
+        (Ok(mut c), Some(_)) => {
+            c.kept = Some(h.kept());
+            Ok(c)
+        }
+        (r, _) => {
+            h.stop().await;
+            r
+        }
+    }
 }
 
 /// Ready at once: a step that awaits nothing first.
@@ -453,6 +482,9 @@ pub async fn take(
         at: clock::rfc3339(clock::now()),
     };
     if let Err(e) = complete_snapshot(&on.api, &taken, None).await {
+        if let Some(k) = &taken.copied.kept {
+            let _ = on.api.remove_container(&k.name).await;
+        }
         discard(&on.api, &taken.volume).await;
         return Err(format!(
             "{reason} could not be recorded, and was discarded: {e}"
@@ -1228,6 +1260,7 @@ mod tests {
                 progress: Arc::new(|_| {}),
                 ready_timeout: Duration::from_secs(5),
                 poll: Duration::from_millis(20),
+                keep_helper: None,
             }
         }
 

@@ -237,6 +237,9 @@ pub struct Helpers<'a> {
     local: bool,
     /// `address:port` of the target helper while the direct path works.
     direct: std::sync::Mutex<Option<String>>,
+    /// On one host: the helper has a network, for a job after the copy
+    /// ([`Helpers::with_network`]); false again if it could not start so.
+    network: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Helpers<'a> {
@@ -256,6 +259,25 @@ impl<'a> Helpers<'a> {
             image: image.to_string(),
             local: Arc::ptr_eq(&cp.src, &cp.dst) && src_volume != dst_volume,
             direct: std::sync::Mutex::new(None),
+            network: Default::default(),
+        }
+    }
+
+    /// On one host, the helper starts with a network (when the engine
+    /// lets it), for a job after the copy that reaches a store itself.
+    pub fn with_network(&self) {
+        if self.local {
+            self.network
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The target's helper, left running after the copy instead of
+    /// [`Helpers::stop`].
+    pub fn kept(&self) -> crate::data::snapshot::Kept {
+        crate::data::snapshot::Kept {
+            name: self.dst_name.clone(),
+            network: self.network.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -316,10 +338,20 @@ impl<'a> Helpers<'a> {
             // Published on every interface of the target: `address` may be
             // one the host does not hold itself (NAT).
             let publish = (direct && side == Side::Dst).then(|| (String::new(), DIRECT_PORT));
-            let port = match api.run_helper(&self.spec(side, direct, publish)).await {
+            let network = direct || self.network.load(std::sync::atomic::Ordering::Relaxed);
+            let port = match api.run_helper(&self.spec(side, network, publish)).await {
                 Ok(p) => p,
-                Err(e) if direct => {
-                    tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; copying through the Docker API");
+                Err(e) if network => {
+                    self.network
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    match direct {
+                        true => {
+                            tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; copying through the Docker API")
+                        }
+                        false => {
+                            tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; the repository is reached through drover")
+                        }
+                    }
                     api.remove_container(name)
                         .await
                         .map_err(|e| e.to_string())?;
