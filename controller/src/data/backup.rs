@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::contract::{labels, names};
 use crate::data::repository::{self as repo, Backup, Opened};
-use crate::data::snapshot::{self, CopyOptions, On, Request, Writers};
+use crate::data::snapshot::{self, CopyOptions, Kept, On, Request, Writers};
 use crate::desired::VolumeSpec;
 use crate::docker::{DockerApi, HelperSpec};
 use crate::helper::repo::{BackedUp, Job, Restored};
@@ -164,13 +164,6 @@ pub async fn find(
     Ok((o, b))
 }
 
-/// A helper started for a job: its container's name, and whether it has a
-/// network to reach the store itself.
-struct Started {
-    name: String,
-    direct: bool,
-}
-
 /// Starts a helper on `api` named `name` with `volume` at `/data`, idle
 /// until [`run_started`] gives it its job. With `direct`, the helper has a
 /// network (to a store with an address: [`reaches`]), else it reaches the
@@ -181,7 +174,7 @@ async fn start_helper(
     stack: &str,
     read_only: bool,
     direct: bool,
-) -> Result<Started, String> {
+) -> Result<Kept, String> {
     let image = crate::relocate::ensure_helper_image(api).await?;
     let engine = |e: crate::docker::EngineError| e.to_string();
     api.remove_container(name).await.map_err(engine)?;
@@ -208,9 +201,9 @@ async fn start_helper(
     let direct =
         started.map_err(|e| format!("cannot start the helper on `{}`: {e}", api.host()))?;
     tracing::debug!(host = %api.host(), direct, "helper started");
-    Ok(Started {
+    Ok(Kept {
         name: name.to_string(),
-        direct,
+        network: direct,
     })
 }
 
@@ -223,7 +216,7 @@ fn reaches(store: &crate::helper::store::Store, direct: bool) -> bool {
 /// Runs `job` in the helper `h`, then removes it.
 async fn run_started(
     api: &Arc<dyn DockerApi>,
-    h: Started,
+    h: Kept,
     o: &Arc<Opened>,
     job: Job,
 ) -> Result<serde_json::Value, String> {
@@ -235,11 +228,11 @@ async fn run_started(
 /// Runs `job` in the helper `h`, and leaves it to be removed.
 async fn run_in(
     api: &Arc<dyn DockerApi>,
-    h: &Started,
+    h: &Kept,
     o: &Arc<Opened>,
     job: Job,
 ) -> Result<serde_json::Value, String> {
-    let job = job.direct(h.direct.then(|| o.store.clone()));
+    let job = job.direct(h.network.then(|| o.store.clone()));
     let exec = api
         .exec(&h.name, crate::relocate::helper_cmd(&["repo"]))
         .await
@@ -311,7 +304,7 @@ fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
-    (h, noted): (Started, Option<&snapshot::Taken>),
+    (h, noted): (Kept, Option<&snapshot::Taken>),
     o: &Arc<Opened>,
     (parent, changed): (Result<Option<String>, String>, Option<Vec<String>>),
     revision: Option<&str>,
@@ -532,12 +525,9 @@ async fn helper_for_push(
     v: &VolumeSpec,
     taken: &mut snapshot::Taken,
     direct: bool,
-) -> Result<Started, String> {
+) -> Result<Kept, String> {
     if let Some(k) = taken.copied.kept.take() {
-        return Ok(Started {
-            name: k.name,
-            direct: k.network,
-        });
+        return Ok(k);
     }
     let name = format!("{}{}", names::HELPER_PREFIX, taken.volume);
     start_helper(&on.api, (&taken.volume, &name), &v.stack, true, direct).await
