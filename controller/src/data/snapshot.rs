@@ -335,8 +335,7 @@ async fn hold_for<T>(
 /// (once more by content when that first pass sent much), then once more
 /// while they are held, that last pass checked by content. Nothing is
 /// copied before `ready` has succeeded ([`now`] when nothing is awaited);
-/// the helper starts meanwhile, and scans both volumes (it writes only its
-/// records of file hashes, a cache of what it read).
+/// the helper starts meanwhile.
 #[allow(clippy::too_many_arguments)]
 async fn copy_consistent(
     src: &On,
@@ -367,21 +366,13 @@ async fn copy_consistent(
     if keep == Some(true) {
         h.with_network();
     }
-    // The first pass's scans only read: they go on while `ready` is
-    // awaited, and only what they found is sent after it.
-    let first = cp.guarded(async {
-        h.start().await?;
-        cp.plan_first(&h).await
-    });
-    let first = match tokio::join!(first, ready) {
-        (Ok(first), Ok(())) => first,
-        (_, Err(e)) | (Err(e), _) => {
-            h.stop().await;
-            return Err(e);
-        }
-    };
+    let (started, ready) = tokio::join!(h.start(), ready);
+    if let Err(e) = started.and(ready) {
+        h.stop().await;
+        return Err(e);
+    }
     let copied = async {
-        cp.copy_while_running(std::slice::from_ref(&h), None, true, Some(first))
+        cp.copy_while_running(std::slice::from_ref(&h), None, true)
             .await?;
         if consistency == Consistency::None {
             let (bytes, files) = cp.last_pass_live(&h).await?;
@@ -1375,18 +1366,15 @@ mod tests {
         // A new one: no volume is made.
         let e = h.snapshot_when("new", false, refused()).await.unwrap_err();
         assert!(e.contains("the password is wrong"), "{e}");
-        // Only its helper was started (to scan, on the refresh), and
-        // removed again.
+        // Only its helper was started, and removed again.
         let calls = h.api.calls()[before..].to_vec();
         let writes = ["record", "create-volume", "pause", "exec"];
-        let scan = |c: &str| c.starts_with("exec ") && c.contains(" helper scan");
         assert!(
             calls
                 .iter()
-                .all(|c| scan(c) || !writes.iter().any(|w| c.starts_with(w))),
+                .all(|c| !writes.iter().any(|w| c.starts_with(w))),
             "{calls:?}"
         );
-        assert!(calls.iter().any(|c| scan(c)), "{calls:?}");
         assert!(calls.contains(&"helper drover-move-m-data.last".to_string()));
         assert_eq!(h.read("m-data.last", "a.txt").unwrap(), b"one\n");
         assert_eq!(h.app_state(), ContainerState::Running);

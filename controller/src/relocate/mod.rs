@@ -134,15 +134,6 @@ struct Pass {
     sent: usize,
 }
 
-/// What a pass's scans found, before anything is sent or deleted
-/// ([`Copier::plan_first`]).
-pub struct Planned {
-    plan: SendPlan,
-    scans: Duration,
-    entries: u64,
-    bytes: u64,
-}
-
 /// One move, with everything it needs.
 pub struct Move {
     /// The copier between the source and the target host.
@@ -491,7 +482,7 @@ impl Move {
                 }
             }
             let copied = tokio::select! {
-                r = self.cp.guarded(self.cp.copy_while_running(&helpers, self.budget(), false, None)) => r.map_err(MoveError::Failed),
+                r = self.cp.guarded(self.cp.copy_while_running(&helpers, self.budget(), false)) => r.map_err(MoveError::Failed),
                 _ = self.opts.stop.cancelled() => Err(MoveError::Stopped),
             };
             if let Err(e) = copied {
@@ -1056,25 +1047,17 @@ impl Copier {
     /// [`SHORT_BULK`] in fewer than [`SHORT_BULK_FILES`] entries is enough:
     /// it was short, so what the apps changed meanwhile is little, and the
     /// pass with the apps held compares everything by content anyway.
-    ///
-    /// `first`: the first pass's scans made already ([`Copier::plan_first`],
-    /// of the one helper given), so that only its sending is left.
     pub async fn copy_while_running(
         &self,
         helpers: &[Helpers<'_>],
         budget: Option<Duration>,
         snapshot: bool,
-        mut first: Option<Planned>,
     ) -> Result<(), String> {
         checkpoint(Phase::Copy);
         let (started, sent_before) = (Instant::now(), self.sent.load(Relaxed));
         let mut files = 0;
         for h in helpers {
-            let pass = match first.take() {
-                Some(planned) => self.apply(h, planned, Phase::Copy).await?,
-                None => self.sync(h, false, Phase::Copy).await?,
-            };
-            files += pass.sent;
+            files += self.sync(h, false, Phase::Copy).await?.sent;
         }
         let sent = self.sent.load(Relaxed) - sent_before;
         let took = started.elapsed().as_secs_f64();
@@ -1179,24 +1162,6 @@ impl Copier {
     /// One pass: scan both sides, delete what the target has in excess, send
     /// what differs.
     async fn sync(&self, h: &Helpers<'_>, by_content: bool, phase: Phase) -> Result<Pass, String> {
-        let planned = self.plan(h, by_content, phase).await?;
-        self.apply(h, planned, phase).await
-    }
-
-    /// The first pass's scans, which only read (the helpers' records of
-    /// file hashes aside): what it will send and delete once
-    /// [`Copier::copy_while_running`] is given it.
-    pub async fn plan_first(&self, h: &Helpers<'_>) -> Result<Planned, String> {
-        self.plan(h, false, Phase::Copy).await
-    }
-
-    /// A pass's scans of both sides, and what differs.
-    async fn plan(
-        &self,
-        h: &Helpers<'_>,
-        by_content: bool,
-        phase: Phase,
-    ) -> Result<Planned, String> {
         let started = Instant::now();
         // After the stop, the source's hashes hold until the check.
         let stopped = phase == Phase::Delta;
@@ -1215,7 +1180,12 @@ impl Copier {
             plan.add(p)
         })
         .await?;
+        let scans = started.elapsed();
         let plan = plan.finish();
+        self.touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(&plan);
         tracing::debug!(
             phase = phase.as_str(),
             by_content,
@@ -1227,26 +1197,6 @@ impl Copier {
             read_dst = dst.read,
             "scanned both sides"
         );
-        Ok(Planned {
-            plan,
-            scans: started.elapsed(),
-            entries,
-            bytes,
-        })
-    }
-
-    /// Deletes and sends what a pass's scans found.
-    async fn apply(&self, h: &Helpers<'_>, planned: Planned, phase: Phase) -> Result<Pass, String> {
-        let Planned {
-            plan,
-            scans,
-            entries,
-            bytes,
-        } = planned;
-        self.touched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .note(&plan);
         if !plan.delete.is_empty() {
             h.delete(&plan.delete).await?;
         }
