@@ -147,14 +147,7 @@ pub struct Copied {
     pub kept: Option<Kept>,
 }
 
-/// A helper running, idle, for a job on the volume it mounts at `/data`
-/// (one left after its copy, or one started for a push): its container's
-/// name, and whether it has a network to reach a store itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kept {
-    pub name: String,
-    pub network: bool,
-}
+pub use crate::relocate::Kept;
 
 /// A snapshot taken.
 #[derive(Debug, Clone, PartialEq, Eq)]

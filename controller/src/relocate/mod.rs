@@ -22,7 +22,7 @@ mod transfer;
 
 pub use image::{helper_image, HelperImage};
 use transfer::Side;
-pub use transfer::{helper_cmd, Helpers};
+pub use transfer::{helper_cmd, Helpers, Kept};
 pub use transfer::{to_send, PathList, SendPlan};
 
 use std::collections::BTreeMap;

@@ -221,6 +221,15 @@ pub(super) enum Side {
     Dst,
 }
 
+/// A helper running, idle, for a job on the volume it mounts at `/data`
+/// (one left after its copy, or one started for a push): its container's
+/// name, and whether it has a network to reach a store itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub name: String,
+    pub network: bool,
+}
+
 /// The two helper containers of a copy: one with the source volume
 /// (read-only), one with the target volume, on the same host or two.
 pub struct Helpers<'a> {
@@ -274,8 +283,8 @@ impl<'a> Helpers<'a> {
 
     /// The target's helper, left running after the copy instead of
     /// [`Helpers::stop`].
-    pub fn kept(&self) -> crate::data::snapshot::Kept {
-        crate::data::snapshot::Kept {
+    pub fn kept(&self) -> Kept {
+        Kept {
             name: self.dst_name.clone(),
             network: self.network.load(std::sync::atomic::Ordering::Relaxed),
         }
