@@ -440,36 +440,57 @@ pub async fn backup(
         ..opts.clone()
     };
     let snap = names::snapshot(&v.name, LAST_BACKUP);
-    let Some(last) = state.volumes.iter().find(|c| c.name == snap) else {
-        let o = opening.await?;
-        let take = snapshot::take(on, state, v, writers, &req, opts, snapshot::now());
-        let (taken, parent) = tokio::join!(take, parent_of(v, &o));
-        let mut taken = taken?;
-        let h = helper_for_push(on, v, &mut taken, direct)
-            .await
-            .map_err(|e| pushing_failed(v, &o, &e))?;
-        let rev = revision.as_deref();
-        let pushed = push_from(
-            on,
-            v,
-            (h, Some(&taken)),
-            &o,
-            (parent, None),
-            rev,
-            Instant::now(),
-        );
-        let pushed = pushed.await?;
-        return Ok((Made { taken, pushed }, o));
+    let (mut taken, (parent, changed), o) = match state.volumes.iter().find(|c| c.name == snap) {
+        None => {
+            let o = opening.await?;
+            let take = snapshot::take(on, state, v, writers, &req, opts, snapshot::now());
+            let (taken, parent) = tokio::join!(take, parent_of(v, &o));
+            (taken?, (parent, None), o)
+        }
+        Some(last) => {
+            // (Read before the refresh, which ends what it says.)
+            let pushed_as = last
+                .snapshot
+                .as_ref()
+                .filter(|s| s.complete())
+                .and_then(|s| s.pushed_as.clone());
+            let (taken, parent, o) = refresh(on, state, v, writers, &req, opts, opening).await?;
+            let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
+            (taken, (parent, changed), o)
+        }
     };
-    // (Read before the refresh, which ends what it says.)
-    let pushed_as = last
-        .snapshot
-        .as_ref()
-        .filter(|s| s.complete())
-        .and_then(|s| s.pushed_as.clone());
-    // The snapshot is there: its helper starts while the repository
-    // opens; then the push's parent is found while the snapshot is
-    // brought up to date.
+    let h =
+        taken.copied.kept.take().ok_or_else(|| {
+            pushing_failed(v, &o, "the snapshot's helper was not kept for the push")
+        })?;
+    let rev = revision.as_deref();
+    let pushed = push_from(
+        on,
+        v,
+        (h, Some(&taken)),
+        &o,
+        (parent, changed),
+        rev,
+        Instant::now(),
+    );
+    let pushed = pushed.await?;
+    Ok((Made { taken, pushed }, o))
+}
+
+/// Brings the snapshot `last-backup` up to date as `req` says: its helper
+/// starts while `opening` opens the repository, then the push's parent is
+/// found while the snapshot is refreshed. The snapshot, the parent, and
+/// the repository opened.
+#[allow(clippy::too_many_arguments)]
+async fn refresh(
+    on: &On,
+    state: &ObservedHost,
+    v: &VolumeSpec,
+    writers: &Writers,
+    req: &Request,
+    opts: &CopyOptions,
+    opening: impl std::future::Future<Output = Result<Arc<Opened>, String>>,
+) -> Result<(snapshot::Taken, Result<Option<String>, String>, Arc<Opened>), String> {
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
     let ready = async {
         let o = opening.await;
@@ -484,53 +505,20 @@ pub async fn backup(
             Err(e) => Err(e),
         })
     };
-    let take = snapshot::take(on, state, v, writers, &req, opts, ready);
-    let (taken, parent) = tokio::join!(take, parent);
-    let (mut taken, (parent, o)) = match (taken, parent) {
-        (Ok(t), Some(Ok(p))) => (t, p),
+    let take = snapshot::take(on, state, v, writers, req, opts, ready);
+    match tokio::join!(take, parent) {
+        (Ok(t), Some(Ok((parent, o)))) => Ok((t, parent, o)),
         (taken, parent) => {
             if let Some(k) = taken.as_ref().ok().and_then(|t| t.copied.kept.as_ref()) {
                 remove_helper(&on.api, &k.name).await;
             }
             // A repository that did not open is the reason.
-            return Err(match (parent, taken) {
+            Err(match (parent, taken) {
                 (Some(Err(e)), _) | (_, Err(e)) => e,
                 (_, Ok(_)) => String::from("the repository did not open"),
-            });
+            })
         }
-    };
-    let h = helper_for_push(on, v, &mut taken, direct)
-        .await
-        .map_err(|e| pushing_failed(v, &o, &e))?;
-    let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
-    let pushed = push_from(
-        on,
-        v,
-        (h, Some(&taken)),
-        &o,
-        (parent, changed),
-        revision.as_deref(),
-        Instant::now(),
-    )
-    .await?;
-    Ok((Made { taken, pushed }, o))
-}
-
-/// The helper the snapshot's copy kept for the push ([`Copied::kept`]),
-/// or one started for it now when the copy kept none.
-///
-/// [`Copied::kept`]: snapshot::Copied::kept
-async fn helper_for_push(
-    on: &On,
-    v: &VolumeSpec,
-    taken: &mut snapshot::Taken,
-    direct: bool,
-) -> Result<Kept, String> {
-    if let Some(k) = taken.copied.kept.take() {
-        return Ok(k);
     }
-    let name = format!("{}{}", names::HELPER_PREFIX, taken.volume);
-    start_helper(&on.api, (&taken.volume, &name), &v.stack, true, direct).await
 }
 
 /// At most this many changed folders are read alone; more, and the whole

@@ -285,7 +285,9 @@ pub fn as_backup(s: &SnapshotFile) -> Option<Backup> {
 pub fn backups(o: &Opened, of: Option<(&str, &str)>) -> Result<Vec<Backup>, RepoError> {
     // One listing of the snapshots' names, then only those not read yet
     // (an `Opened` the controller keeps between pushes reads each once).
-    let seen = o.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // (Taken out while the store is read: a listing that fails reads
+    // everything again next time.)
+    let seen = std::mem::take(&mut *o.seen.lock().unwrap_or_else(|e| e.into_inner()));
     let all = o
         .repo
         .update_all_snapshots(seen)

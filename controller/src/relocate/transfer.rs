@@ -353,14 +353,11 @@ impl<'a> Helpers<'a> {
                 Err(e) if network => {
                     self.network
                         .store(false, std::sync::atomic::Ordering::Relaxed);
-                    match direct {
-                        true => {
-                            tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; copying through the Docker API")
-                        }
-                        false => {
-                            tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; the repository is reached through drover")
-                        }
-                    }
+                    let way = match direct {
+                        true => "copying through the Docker API",
+                        false => "the repository is reached through drover",
+                    };
+                    tracing::warn!(host = %api.host(), error = %e, "a networked helper cannot start; {way}");
                     api.remove_container(name)
                         .await
                         .map_err(|e| e.to_string())?;
