@@ -483,7 +483,8 @@ impl Drop for S3 {
 }
 
 #[test]
-fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host_never_writes() {
+fn a_volume_backed_up_on_schedule_to_s3_survives_the_loss_of_its_host_and_the_returning_host_never_writes(
+) {
     let Some((_turn, hosts)) = hosts() else {
         return;
     };
@@ -507,7 +508,47 @@ fn a_volume_backed_up_to_s3_survives_the_loss_of_its_host_and_the_returning_host
     let out = ok(&f, &["volume", "snapshot", "bks/data", "--push", "offsite"]);
     // The hosts cannot reach drover's loopback: the relay carries it.
     assert!(out.contains("through drover"), "{}", out);
+
+    // Then the controller backs the volume up on its schedule: what the
+    // recovery below brings back is what the schedule pushed (the file
+    // written after the push by hand is in no other backup).
+    in_volume(a, "bks-data", "echo scheduled > /d/scheduled");
+    f.write(
+        "stack.yaml",
+        &sleeper(
+            "bks",
+            "node-a",
+            "backup: { to: offsite, every: 2s, keep: { last: 2 } }",
+        ),
+    );
+    let mut ctl = f.controller(
+        &[],
+        &[
+            ("REPO_PASSWORD", PASSWORD),
+            ("S3_KEY", "drover-test"),
+            ("S3_SECRET", "drover-test-secret"),
+        ],
+    );
+    let last_good = "drover_backup_last_success_timestamp_seconds{stack=\"bks\",volume=\"data\",repository=\"offsite\"}";
+    wait_until(
+        Duration::from_secs(120),
+        "two scheduled backups to S3",
+        || {
+            ctl.metric(last_good).is_some()
+                && ctl.log().matches("pushed a scheduled backup").count() >= 2
+        },
+    );
+    ctl.signal("TERM");
+    ctl.wait_exit(Duration::from_secs(30));
+    let log = ctl.log();
+    assert!(!log.contains(PASSWORD), "the password reached the log");
     let backed_up = volume_listing(a, "bks-data");
+    assert!(backed_up.contains("./scheduled"), "{backed_up}");
+    assert_eq!(
+        inspect(a, "bks-app", "{{.State.Paused}}").as_deref(),
+        Some("false"),
+        "the controller left the app frozen"
+    );
     assert!(
         restic(&url, &["check"]).status.success(),
         "restic check failed on S3"
