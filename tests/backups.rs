@@ -700,6 +700,63 @@ fn the_controller_pushes_backups_on_schedule_and_keeps_only_what_keep_says() {
 }
 
 #[test]
+fn a_repository_made_anew_where_the_controller_pushes_is_opened_again_and_used() {
+    let Some((_turn, hosts)) = hosts() else {
+        return;
+    };
+    let f = Fixture::new(hosts, &["bkn"]);
+    let (dir, url) = with_local_repository(&f);
+    let anew = dir.path().join("anew");
+    let old = dir.path().join("old");
+    for repo in [url.as_str(), anew.to_str().unwrap()] {
+        assert!(restic(repo, &["init"]).status.success());
+    }
+    f.write(
+        "stack.yaml",
+        &sleeper(
+            "bkn",
+            "node-a",
+            "backup: { to: offsite, every: 5s, keep: { last: 5 } }",
+        ),
+    );
+    assert!(drover(&f, &["reconcile"], PASSWORD).status.success());
+    fill(&f.hosts[0], "bkn-data");
+    let mut ctl = f.controller(&[], &[("REPO_PASSWORD", PASSWORD)]);
+    wait_until(Duration::from_secs(120), "a scheduled backup", || {
+        ctl.log().matches("pushed a scheduled backup").count() >= 1
+    });
+    // Between two pushes, another repository (another key, another ID)
+    // takes the location of the one the controller keeps open.
+    std::fs::rename(&url, &old).unwrap();
+    std::fs::rename(&anew, &url).unwrap();
+    wait_until(
+        Duration::from_secs(120),
+        "a scheduled backup in the new repository",
+        || {
+            let o = restic(&url, &["snapshots", "--json", "--tag", "stack=bkn"]);
+            serde_json::from_slice::<Vec<serde_json::Value>>(&o.stdout).is_ok_and(|v| !v.is_empty())
+        },
+    );
+    let log = ctl.log();
+    assert!(
+        log.contains("no longer opens with its key; opening it again"),
+        "{log}"
+    );
+    ctl.signal("TERM");
+    ctl.wait_exit(Duration::from_secs(30));
+    assert!(
+        !ctl.log().contains(PASSWORD),
+        "the password reached the log"
+    );
+    assert!(restic(&url, &["check"]).status.success());
+    // The repository that was moved away is as the controller left it.
+    let o = restic(old.to_str().unwrap(), &["snapshots", "--json"]);
+    let before: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(before.len(), 1, "one backup before the swap");
+    assert!(restic(old.to_str().unwrap(), &["check"]).status.success());
+}
+
+#[test]
 fn a_store_that_fills_up_or_a_drover_killed_mid_push_leaves_a_valid_repository_and_a_rerun_completes(
 ) {
     let Some((_turn, hosts)) = hosts() else {
