@@ -534,6 +534,62 @@ pub fn idle(unused: std::time::Duration) {
     }
 }
 
+/// Writes the dirty data of the filesystem that holds a helper's volume
+/// to disk while the helper's job goes on, instead of when the helper is
+/// removed: the engine's removal unmounts the helper's root, which waits
+/// for every dirty page of the host's filesystem (0.5 s for a GiB just
+/// written, on the development machine). It flushes whenever the host
+/// holds more than [`Flusher::DIRTY`] unwritten (so a host that writes
+/// little is never made to commit more often than it does), until
+/// dropped; a flush under way when it is dropped still ends on its own.
+/// Errors only cost the time saved.
+pub struct Flusher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Flusher {
+    /// How often the host's unwritten data is looked at.
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+    /// How much unwritten data makes a flush worth it.
+    const DIRTY: u64 = 32 << 20;
+
+    pub fn start(volume: &Path) -> Flusher {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Ok(dir) = std::fs::File::open(volume) {
+            let stopped = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stopped.load(Relaxed) {
+                    let Some(dirty) = dirty_bytes() else { return };
+                    if dirty >= Self::DIRTY && nix::unistd::syncfs(&dir).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Self::EVERY);
+                }
+            });
+        }
+        Flusher { stop }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The host's data waiting to be written to disk (`Dirty` in
+/// `/proc/meminfo`, which a container sees as the host's).
+fn dirty_bytes() -> Option<u64> {
+    dirty_in(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn dirty_in(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("Dirty:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// How long a receiving helper waits for its sender.
 const ACCEPT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 /// How long a connection may take to present the token.
@@ -786,6 +842,15 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_hosts_unwritten_data_is_read_from_meminfo() {
+        let meminfo =
+            "MemTotal:       24000000 kB\nDirty:             40960 kB\nWriteback:           0 kB\n";
+        assert_eq!(dirty_in(meminfo), Some(40 << 20));
+        assert_eq!(dirty_in("MemTotal: 1 kB\n"), None);
+        assert_eq!(dirty_in("Dirty: many kB\n"), None);
     }
 
     #[test]

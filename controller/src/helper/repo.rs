@@ -214,6 +214,10 @@ pub fn run(
             (relay, repo, Way::Relayed(why))
         }
     };
+    // A backup's snapshot was just copied, a restore writes the volume,
+    // and whatever else the host's filesystem holds unwritten: all of it
+    // goes to disk while the job computes, not at the helper's removal.
+    let _flushing = crate::helper::Flusher::start(std::path::Path::new(PATH));
     let result = match job {
         Job::Backup {
             host,
