@@ -538,7 +538,7 @@ pub fn idle(unused: std::time::Duration) {
 /// to disk while the helper's job goes on, instead of when the helper is
 /// removed: the engine's removal unmounts the helper's root, which waits
 /// for every dirty page of the host's filesystem (0.5 s for a GiB just
-/// written, on the development machine). It flushes whenever the host
+/// written, in `bench/README.md`). It flushes whenever the host
 /// holds more than [`Flusher::DIRTY`] unwritten (so a host that writes
 /// little is never made to commit more often than it does), until
 /// dropped; a flush under way when it is dropped still ends on its own.
