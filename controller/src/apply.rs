@@ -597,6 +597,7 @@ impl Step {
             ready_timeout: self.opts.dependency_timeout,
             poll: self.opts.poll,
             keep_helper: None,
+            helper_started: None,
         };
         let dst_state = observed.hosts.get(&v.host).unwrap_or(&empty);
         crate::data::snapshot::clone(&clone_from, &on(&v.host)?, dst_state, v, &opts)

@@ -93,7 +93,8 @@ pub fn run(command: HelperCommand) -> ExitCode {
         HelperCommand::Delete => helper::delete(root, stdin),
         HelperCommand::CopyIn => {
             let source = (Path::new(helper::SOURCE), source_state.as_path());
-            helper::copy_in(source, root, state, stdin, &mut stdout)
+            let log = Some(Path::new(helper::COPIED));
+            helper::copy_in(source, (root, state), log, stdin, &mut stdout)
         }
         HelperCommand::Send { to, rate } => {
             helper::send(root, state, &to, rate, stdin, &mut stdout)

@@ -176,10 +176,10 @@ fn pushed_text(p: &backup::Pushed) -> String {
         p.short(),
         human_bytes(p.stats.bytes),
         p.stats.files,
-        if p.stats.partial {
-            ", only the changed folders read"
-        } else {
-            " read"
+        match (p.stats.partial, p.stats.followed) {
+            (true, _) => ", only the changed folders read",
+            (false, true) => " read as the copy filled the snapshot",
+            (false, false) => " read",
         },
         human_bytes(p.stats.added),
         p.stats.way,

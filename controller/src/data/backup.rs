@@ -280,7 +280,12 @@ pub async fn push(
     let start = start_helper(&on.api, (snap, &name), &v.stack, true, direct);
     let (started, parent) = tokio::join!(start, parent_of(v, o));
     let h = started.map_err(|e| pushing_failed(v, o, &e))?;
-    push_from(on, v, (h, noted), o, (parent, None), revision, begun).await
+    let against = Against {
+        parent,
+        changed: None,
+        followed: None,
+    };
+    push_from(on, v, (h, noted), o, against, revision, begun).await
 }
 
 /// The newest backup of `v` in `o`, the parent of the next one.
@@ -296,21 +301,36 @@ fn pushing_failed(v: &VolumeSpec, o: &Opened, e: &str) -> String {
     )
 }
 
-/// Pushes into `o` the snapshot the helper `h` mounts, compared with
-/// `parent` ([`parent_of`]), reading only the folders `changed` when they
-/// hold all that changed since the parent ([`changed_since`]); the push
-/// began at `begun`. The helper is removed while the snapshot's record
+/// What a push compares the snapshot with.
+struct Against {
+    /// The newest backup of the volume ([`parent_of`]).
+    parent: Result<Option<String>, String>,
+    /// The folders that hold all that changed since the parent was pushed,
+    /// the only ones read ([`changed_since`]).
+    changed: Option<Vec<String>>,
+    /// A partial backup read as the snapshot was filled ([`refresh`]): the
+    /// parent instead.
+    followed: Option<String>,
+}
+
+/// Pushes into `o` the snapshot the helper `h` mounts, compared as
+/// `against` says; the push began at `begun`. The helper is removed while the snapshot's record
 /// notes the backup (with `noted`).
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
     (h, noted): (Kept, Option<&snapshot::Taken>),
     o: &Arc<Opened>,
-    (parent, changed): (Result<Option<String>, String>, Option<Vec<String>>),
+    against: Against,
     revision: Option<&str>,
     begun: Instant,
 ) -> Result<Pushed, String> {
     let host = on.api.host().to_string();
+    let Against {
+        parent,
+        changed,
+        followed,
+    } = against;
     let parent = match parent {
         Ok(p) => p,
         Err(e) => {
@@ -325,6 +345,8 @@ async fn push_from(
         parent,
         changed,
         direct: None,
+        follow: false,
+        followed,
     };
     let pushed = run_in(&on.api, &h, o, job)
         .await
@@ -440,83 +462,148 @@ pub async fn backup(
         ..opts.clone()
     };
     let snap = names::snapshot(&v.name, LAST_BACKUP);
-    let (mut taken, (parent, changed), o) = match state.volumes.iter().find(|c| c.name == snap) {
-        None => {
-            let o = opening.await?;
-            let take = snapshot::take(on, state, v, writers, &req, opts, snapshot::now());
-            let (taken, parent) = tokio::join!(take, parent_of(v, &o));
-            (taken?, (parent, None), o)
-        }
-        Some(last) => {
-            // (Read before the refresh, which ends what it says.)
-            let pushed_as = last
-                .snapshot
-                .as_ref()
-                .filter(|s| s.complete())
-                .and_then(|s| s.pushed_as.clone());
-            let (taken, parent, o) = refresh(on, state, v, writers, &req, opts, opening).await?;
-            let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
-            (taken, (parent, changed), o)
-        }
-    };
+    let last = state.volumes.iter().find(|c| c.name == snap);
+    // (Read before the refresh, which ends what it says.)
+    let pushed_as = last
+        .and_then(|l| l.snapshot.as_ref())
+        .filter(|s| s.complete())
+        .and_then(|s| s.pushed_as.clone());
+    let follow = last.is_none();
+    let refreshed = refresh(on, state, v, (writers, &req, opts), opening, follow).await?;
+    let (mut taken, parent, followed, o) = refreshed;
+    let changed = changed_since(&parent, pushed_as.as_deref(), &taken.copied.touched);
     let h =
         taken.copied.kept.take().ok_or_else(|| {
             pushing_failed(v, &o, "the snapshot's helper was not kept for the push")
         })?;
-    let rev = revision.as_deref();
     let pushed = push_from(
         on,
         v,
         (h, Some(&taken)),
         &o,
-        (parent, changed),
-        rev,
+        Against {
+            parent,
+            changed,
+            followed: followed.as_ref().map(|f| f.id.clone()),
+        },
+        revision.as_deref(),
         Instant::now(),
     );
-    let pushed = pushed.await?;
+    let mut pushed = pushed.await?;
+    // (What the partial backup stored is this backup's.)
+    pushed.stats.added += followed.map_or(0, |f| f.added);
     Ok((Made { taken, pushed }, o))
 }
 
-/// Brings the snapshot `last-backup` up to date as `req` says: its helper
-/// starts while `opening` opens the repository, then the push's parent is
-/// found while the snapshot is refreshed. The snapshot, the parent, and
-/// the repository opened.
-#[allow(clippy::too_many_arguments)]
+/// Brings the snapshot `last-backup` up to date as `req` says, or takes it
+/// anew: its helper starts while `opening` opens the repository, then the
+/// push's parent ([`parent_of`]) is found while the snapshot is refreshed.
+/// With `follow` (a new snapshot, copied whole), the helper also reads the
+/// snapshot into a partial backup as the copy fills it
+/// ([`crate::helper::follow`]), so that most of the push runs beside the
+/// copy. The snapshot, the parent, the partial backup when one was made,
+/// and the repository opened.
 async fn refresh(
     on: &On,
     state: &ObservedHost,
     v: &VolumeSpec,
-    writers: &Writers,
-    req: &Request,
-    opts: &CopyOptions,
+    (writers, req, opts): (&Writers, &Request, &CopyOptions),
     opening: impl std::future::Future<Output = Result<Arc<Opened>, String>>,
-) -> Result<(snapshot::Taken, Result<Option<String>, String>, Arc<Opened>), String> {
-    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
-    let ready = async {
-        let o = opening.await;
-        let ready = o.as_ref().map(|_| ()).map_err(String::clone);
-        let _ = opened_tx.send(o);
-        ready
+    follow: bool,
+) -> Result<Refreshed, String> {
+    use futures_util::FutureExt;
+    let opened = opening.shared();
+    let (kept_tx, kept_rx) = tokio::sync::oneshot::channel::<Kept>();
+    let kept_tx = Arc::new(std::sync::Mutex::new(Some(kept_tx)));
+    let sender = Arc::clone(&kept_tx);
+    let started = move |k: &Kept| {
+        if let Some(tx) = sender.lock().ok().and_then(|mut tx| tx.take()) {
+            let _ = tx.send(k.clone());
+        }
     };
-    // (`None`: the snapshot failed before it waited for the repository.)
+    let opts = CopyOptions {
+        helper_started: follow.then(|| Arc::new(started) as snapshot::StartedFn),
+        ..opts.clone()
+    };
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let take = async {
+        let ready = opened.clone().map(|o| o.map(|_| ()));
+        let taken = snapshot::take(on, state, v, writers, req, &opts, ready).await;
+        // (A helper that never started is not waited for.)
+        drop(kept_tx.lock().ok().and_then(|mut tx| tx.take()));
+        if taken.is_err() {
+            let _ = failed_tx.send(());
+        }
+        taken
+    };
     let parent = async {
-        Some(match opened_rx.await.ok()? {
-            Ok(o) => Ok((parent_of(v, &o).await, o)),
-            Err(e) => Err(e),
-        })
+        let o = opened.clone().await?;
+        Ok::<_, String>((parent_of(v, &o).await, o))
     };
-    let take = snapshot::take(on, state, v, writers, req, opts, ready);
-    match tokio::join!(take, parent) {
-        (Ok(t), Some(Ok((parent, o)))) => Ok((t, parent, o)),
-        (taken, parent) => {
+    let followed = async {
+        let rev = req.revision.as_deref();
+        tokio::select! {
+            followed = read_as_filled(on, v, kept_rx, opened.clone(), rev) => followed,
+            Ok(()) = failed_rx => None,
+        }
+    };
+    match tokio::join!(take, parent, followed) {
+        (Ok(t), Ok((parent, o)), followed) => Ok((t, parent, followed, o)),
+        (taken, parent, _) => {
             if let Some(k) = taken.as_ref().ok().and_then(|t| t.copied.kept.as_ref()) {
                 remove_helper(&on.api, &k.name).await;
             }
             // A repository that did not open is the reason.
             Err(match (parent, taken) {
-                (Some(Err(e)), _) | (_, Err(e)) => e,
-                (_, Ok(_)) => String::from("the repository did not open"),
+                (Err(e), _) | (_, Err(e)) => e,
+                (Ok(_), Ok(_)) => String::from("the repository did not open"),
             })
+        }
+    }
+}
+
+/// What [`refresh`] gives.
+type Refreshed = (
+    snapshot::Taken,
+    Result<Option<String>, String>,
+    Option<BackedUp>,
+    Arc<Opened>,
+);
+
+/// Reads the snapshot the helper `kept` fills into a partial backup in the
+/// repository `opened` ([`crate::helper::follow`]); `None` when none was
+/// made (the push then reads the snapshot whole).
+async fn read_as_filled(
+    on: &On,
+    v: &VolumeSpec,
+    kept: tokio::sync::oneshot::Receiver<Kept>,
+    opened: impl std::future::Future<Output = Result<Arc<Opened>, String>>,
+    revision: Option<&str>,
+) -> Option<BackedUp> {
+    let k = kept.await.ok()?;
+    let o = opened.await.ok()?;
+    let host = on.api.host().to_string();
+    let job = Job::Backup {
+        key: o.key(),
+        host: host.clone(),
+        tags: repo::tags(&v.stack, &v.volume, &host, revision),
+        parent: None,
+        changed: None,
+        direct: None,
+        follow: true,
+        followed: None,
+    };
+    let read = run_in(&on.api, &k, &o, job)
+        .await
+        .and_then(|out| serde_json::from_value::<BackedUp>(out).map_err(|e| e.to_string()));
+    match read {
+        Ok(b) => {
+            tracing::debug!(volume = %v.name, files = b.files, bytes = b.bytes, pushed_ms = b.pushed_ms, "read the snapshot as it was filled");
+            Some(b)
+        }
+        Err(e) => {
+            tracing::debug!(volume = %v.name, error = %e, "the snapshot was not read as it was filled; its push reads it whole");
+            None
         }
     }
 }

@@ -66,7 +66,13 @@ pub struct CopyOptions {
     /// network when `true`; [`Copied::kept`] names it, and the caller
     /// removes it. Only a copy on one host keeps its helper.
     pub keep_helper: Option<bool>,
+    /// Called with the helper kept ([`CopyOptions::keep_helper`]) once it
+    /// has started, before the copy: a job may run in it beside the copy.
+    pub helper_started: Option<StartedFn>,
 }
+
+/// What [`CopyOptions::helper_started`] calls.
+pub type StartedFn = Arc<dyn Fn(&Kept) + Send + Sync>;
 
 impl CopyOptions {
     /// No progress shown; apps started again may take two minutes.
@@ -77,6 +83,7 @@ impl CopyOptions {
             ready_timeout: Duration::from_secs(120),
             poll: Duration::from_millis(250),
             keep_helper: None,
+            helper_started: None,
         }
     }
 }
@@ -363,6 +370,9 @@ async fn copy_consistent(
     if let Err(e) = started.and(ready) {
         h.stop().await;
         return Err(e);
+    }
+    if let (Some(_), Some(started)) = (keep, &opts.helper_started) {
+        started(&h.kept());
     }
     let copied = async {
         cp.copy_while_running(std::slice::from_ref(&h), None, true)
@@ -1255,6 +1265,7 @@ mod tests {
                 ready_timeout: Duration::from_secs(5),
                 poll: Duration::from_millis(20),
                 keep_helper: None,
+                helper_started: None,
             }
         }
 

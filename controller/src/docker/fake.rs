@@ -657,8 +657,8 @@ fn in_process(
             Some("copy-in") => match &source {
                 Some(src) => crate::helper::copy_in(
                     (src, &crate::helper::source_state(&state)),
-                    &root,
-                    &state,
+                    (&root, &state),
+                    None,
                     BufReader::new(&mut stdin),
                     &mut output,
                 ),

@@ -15,6 +15,7 @@
 //! since (size, mtime, ctime and inode all compared, and the racy window).
 
 pub mod beneath;
+pub mod follow;
 pub mod relay;
 pub mod repo;
 pub mod scan;
@@ -387,6 +388,25 @@ pub struct Unpacked {
 /// disk before the summary is printed. Every path is reached below `root`
 /// without following a symlink ([`crate::helper::beneath`]).
 pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write) -> io::Result<()> {
+    unpack_noting(root, state, input, out, &mut |_| Ok(()))
+}
+
+/// Where a helper copying on one host ([`copy_in`]) notes each entry once
+/// it is written, and the end of each copy with an empty line: a backup
+/// of the volume being filled reads each file only then
+/// ([`repo::Job::Backup`]'s `follow`).
+pub const COPIED: &str = "/tmp/drover-copied";
+
+/// [`unpack`], calling `noted` with the (escaped) path of each entry once
+/// it is written, times and all (a folder's once it is made: its times
+/// are set last).
+fn unpack_noting(
+    root: &Path,
+    state: &Path,
+    input: impl Read,
+    out: &mut impl Write,
+    noted: &mut dyn FnMut(&str) -> io::Result<()>,
+) -> io::Result<()> {
     let mut known = state::Rewrite::open(state)?;
     // The hashes written this time of files with other names, for links
     // to them later in the stream.
@@ -437,7 +457,10 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                 if !same_kind {
                     at.mkdir()?;
                 }
+                noted(&e.path)?;
                 dirs.push((rel, *e));
+                done.end += 1;
+                continue;
             }
             EntryKind::File if e.link.is_some() => {
                 let first = e.link.as_deref().unwrap_or_default();
@@ -501,6 +524,7 @@ pub fn unpack(root: &Path, state: &Path, input: impl Read, out: &mut impl Write)
                 return Err(other(format!("`{}` cannot be copied", e.path)))
             }
         }
+        noted(&e.path)?;
         done.end += 1;
     }
     for (rel, e) in dirs.iter().rev() {
@@ -554,14 +578,22 @@ impl Flusher {
     const DIRTY: u64 = 32 << 20;
 
     pub fn start(volume: &Path) -> Flusher {
+        Flusher::start_after(volume, || true)
+    }
+
+    /// [`Flusher::start`], but flushing nothing before `ready` says so
+    /// (once it has, it is not asked again).
+    pub fn start_after(volume: &Path, mut ready: impl FnMut() -> bool + Send + 'static) -> Flusher {
         use std::sync::atomic::Ordering::Relaxed;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Ok(dir) = std::fs::File::open(volume) {
             let stopped = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {
+                let mut waiting = true;
                 while !stopped.load(Relaxed) {
+                    waiting = waiting && !ready();
                     let Some(dirty) = dirty_bytes() else { return };
-                    if dirty >= Self::DIRTY && nix::unistd::syncfs(&dir).is_err() {
+                    if !waiting && dirty >= Self::DIRTY && nix::unistd::syncfs(&dir).is_err() {
                         return;
                     }
                     std::thread::sleep(Self::EVERY);
@@ -633,11 +665,15 @@ impl<W: Write, P: Write> Write for Counting<W, P> {
 /// container. Prints the unpack's summary.
 pub fn copy_in(
     (source, source_state): (&Path, &Path),
-    root: &Path,
-    state: &Path,
+    (root, state): (&Path, &Path),
+    log: Option<&Path>,
     input: impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
+    let mut log = match log {
+        Some(path) => Some(Log::open(path)?),
+        None => None,
+    };
     let (r, w) = nix::unistd::pipe().map_err(io::Error::from)?;
     // As large as the pack's writes: a wake-up of each side per megabyte,
     // not sixteen (a smaller pipe, if the kernel refuses, only costs time).
@@ -648,7 +684,11 @@ pub fn copy_in(
         // fails on its next write instead of waiting for ever.
         let unpacker = s.spawn(move || {
             let mut summary = Vec::new();
-            unpack(root, state, r, &mut summary).map(|()| summary)
+            let noted = &mut |path: &str| match &mut log {
+                Some(log) => log.note(path),
+                None => Ok(()),
+            };
+            unpack_noting(root, state, r, &mut summary, noted).map(|()| summary)
         });
         let packed = pack(source, source_state, input, &mut w);
         drop(w);
@@ -669,6 +709,35 @@ pub fn copy_in(
     };
     out.write_all(&summary)?;
     out.flush()
+}
+
+/// The log at [`COPIED`]: a line a path, each written at once; an empty
+/// line when the copy ends, whether it succeeded or not.
+struct Log(std::fs::File);
+
+impl Log {
+    fn open(path: &Path) -> io::Result<Log> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Log(f))
+    }
+
+    fn note(&mut self, path: &str) -> io::Result<()> {
+        // (An escaped path holds no line break; the volume's own folder,
+        // whose path is empty, is there from the start.)
+        if path.is_empty() {
+            return Ok(());
+        }
+        self.0.write_all(format!("{path}\n").as_bytes())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        let _ = self.0.write_all(b"\n");
+    }
 }
 
 /// The direct path, sending side: reads a token line, then paths; connects
@@ -904,8 +973,8 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let e = copy_in(
             (src.path(), &state.path().join("src.json")),
-            dst.path(),
-            &state.path().join("dst.json"),
+            (dst.path(), &state.path().join("dst.json")),
+            None,
             &b"a\ns\n"[..],
             &mut Vec::new(),
         )

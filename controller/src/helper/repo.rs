@@ -43,6 +43,15 @@ pub enum Job {
         /// The store, to reach directly if the host can.
         #[serde(default)]
         direct: Option<Store>,
+        /// Read the volume while the copy on this host fills it
+        /// ([`crate::helper::follow`]), into a partial backup that only
+        /// serves as the parent of the push after (`followed`).
+        #[serde(default)]
+        follow: bool,
+        /// The partial backup read while the volume was filled: the parent
+        /// instead of `parent`, deleted once this backup is made.
+        #[serde(default)]
+        followed: Option<String>,
     },
     /// Make the volume (at `/data`) what the backup holds, and check it
     /// against the backup by content.
@@ -106,6 +115,10 @@ pub struct BackedUp {
     /// (`incremental`).
     #[serde(default)]
     pub partial: bool,
+    /// Compared with a partial backup read while the snapshot was copied
+    /// (`followed`): only what changed since was read.
+    #[serde(default)]
+    pub followed: bool,
 }
 
 /// What a restore wrote and checked.
@@ -217,18 +230,48 @@ pub fn run(
     // A backup's snapshot was just copied, a restore writes the volume,
     // and whatever else the host's filesystem holds unwritten: all of it
     // goes to disk while the job computes, not at the helper's removal.
-    let _flushing = crate::helper::Flusher::start(std::path::Path::new(PATH));
+    // (While a copy fills the volume, a flush would slow its reads of the
+    // source: it waits for the copy's end.)
+    let root = std::path::Path::new(PATH);
+    let _flushing = match &job {
+        Job::Backup { follow: true, .. } => crate::helper::Flusher::start_after(root, || {
+            crate::helper::follow::copy_ended(std::path::Path::new(crate::helper::COPIED))
+        }),
+        _ => crate::helper::Flusher::start(root),
+    };
     let result = match job {
         Job::Backup {
             host,
             tags,
             parent,
             changed,
+            follow,
+            followed,
             ..
         } => {
             let opened = begun.elapsed();
             let repo = repo.to_indexed_ids().map_err(fail)?;
             let indexed = begun.elapsed();
+            let stats = |done: SnapshotFile, partial| BackedUp {
+                id: done.id.to_hex().to_string(),
+                files: done.summary.as_ref().map_or(0, |s| s.total_files_processed),
+                bytes: done.summary.as_ref().map_or(0, |s| s.total_bytes_processed),
+                added: done.summary.as_ref().map_or(0, |s| s.data_added_packed),
+                way: way.clone(),
+                opened_ms: opened.as_millis() as u64,
+                indexed_ms: indexed.as_millis() as u64,
+                pushed_ms: begun.elapsed().as_millis() as u64,
+                partial,
+                followed: false,
+            };
+            if follow {
+                let opts = BackupOptions::default().no_scan(true);
+                let following = crate::helper::follow::Following::here(opts);
+                let done = followed_partly(&repo, &following, (&host, &tags)).map_err(fail)?;
+                let done =
+                    serde_json::to_value(stats(done, true)).map_err(std::io::Error::other)?;
+                return relay.done(done);
+            }
             let mut snap = SnapshotOptions::default().host(host);
             snap = snap.add_tags(&tags.join(",")).map_err(fail)?;
             let snap = snap.to_snapshot().map_err(fail)?;
@@ -238,13 +281,20 @@ pub fn run(
             // a file it rewrote has a new ctime even when the app kept its
             // size and mtime. (A parent pushed from another snapshot volume
             // has other inodes: its files are all read, once.)
-            let parent_opts =
-                ParentOptions::default().parents(parent.iter().cloned().collect::<Vec<_>>());
+            let parent_opts = ParentOptions::default().parents(
+                followed
+                    .iter()
+                    .chain(&parent)
+                    .take(1)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
             let opts = BackupOptions::default()
                 .parent_opts(parent_opts)
                 .no_scan(true);
             let source = PathList::from_string(PATH).map_err(fail)?;
             let (repo, partly) = match (changed, &parent) {
+                _ if followed.is_some() => (repo, None),
                 (Some(dirs), Some(parent)) => {
                     let root = std::path::Path::new(PATH);
                     incremental(repo, &opts, (root, &dirs, parent), &tags, snap.clone())
@@ -254,20 +304,18 @@ pub fn run(
             };
             let partial = partly.is_some();
             let done = match partly {
-                Some(done) => done,
-                None => repo.backup(&opts, &source, snap).map_err(fail)?,
+                Some(done) => Ok(done),
+                None => repo.backup(&opts, &source, snap),
             };
-            let s = done.summary.unwrap_or_default();
+            if let Some(followed) = &followed {
+                // Made or not, the backup no longer needs it.
+                let _ = repo
+                    .get_snapshot_from_str(followed, |s| s.tags.contains(PARTIAL_TAG))
+                    .and_then(|f| repo.delete_snapshots(&[f.id]));
+            }
             serde_json::to_value(BackedUp {
-                id: done.id.to_hex().to_string(),
-                files: s.total_files_processed,
-                bytes: s.total_bytes_processed,
-                added: s.data_added_packed,
-                way: way.clone(),
-                opened_ms: opened.as_millis() as u64,
-                indexed_ms: indexed.as_millis() as u64,
-                pushed_ms: begun.elapsed().as_millis() as u64,
-                partial,
+                followed: followed.is_some(),
+                ..stats(done.map_err(fail)?, partial)
             })
         }
         Job::Restore { id, .. } => {
@@ -339,12 +387,7 @@ fn incremental(
         let merged = repo.merge_snapshots(&[parent], &newer, snap)?;
         return Ok((repo, Some(merged)));
     }
-    let mut partial_tags = vec![PARTIAL_TAG.to_string()];
-    partial_tags.extend(tags.iter().filter(|t| t.contains('=')).cloned());
-    let partial = SnapshotOptions::default()
-        .host(snap.hostname.clone())
-        .add_tags(&partial_tags.join(","))?
-        .to_snapshot()?;
+    let partial = partial_snapshot(&snap.hostname, tags)?;
     let folders = Folders {
         dirs: paths.paths(),
         opts: opts.clone(),
@@ -399,6 +442,44 @@ fn incremental(
     let merged = repo.merge_snapshots(&[parent, partial.clone()], &newer, snap)?;
     repo.delete_snapshots(&[partial.id])?;
     Ok((repo, Some(merged)))
+}
+
+/// A partial backup's snapshot: [`PARTIAL_TAG`], and the tags that name
+/// the volume.
+fn partial_snapshot(host: &str, tags: &[String]) -> rustic_core::RusticResult<SnapshotFile> {
+    let mut partial_tags = vec![PARTIAL_TAG.to_string()];
+    partial_tags.extend(tags.iter().filter(|t| t.contains('=')).cloned());
+    SnapshotOptions::default()
+        .host(host.to_string())
+        .add_tags(&partial_tags.join(","))?
+        .to_snapshot()
+}
+
+/// The partial backup of the volume the copy on this host is filling
+/// ([`crate::helper::follow`]), with no parent. None is made into an
+/// append-only repository, which could not delete it.
+fn followed_partly(
+    repo: &Repository<IndexedIdsStatus>,
+    following: &crate::helper::follow::Following,
+    (host, tags): (&str, &[String]),
+) -> rustic_core::RusticResult<SnapshotFile> {
+    if repo.config().append_only == Some(true) {
+        return Err(rustic_core::RusticError::new(
+            rustic_core::ErrorKind::Repository,
+            "The repository is append-only: no partial backup is made.",
+        ));
+    }
+    let opts = following
+        .opts
+        .clone()
+        .parent_opts(ParentOptions::default().force(true));
+    let snap = partial_snapshot(host, tags)?;
+    repo.archive(
+        &opts,
+        following,
+        snap,
+        std::slice::from_ref(&following.root),
+    )
 }
 
 /// The folders of a partial backup, each walked after its own entry (a
@@ -699,6 +780,75 @@ mod tests {
         std::fs::write(dst.join("c/stray"), b"x").unwrap();
         let e = read_back(&repo, &dst, ls.clone()).unwrap_err().to_string();
         assert!(e.contains("c/stray is not in the backup"), "{e}");
+    }
+
+    #[test]
+    fn a_volume_read_as_its_copy_fills_it_spares_the_push_after_all_but_what_changed_since() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        let (store, src, dst) = (p("repo"), p("src"), p("dst"));
+        for d in [src.join("a/b"), src.join("c"), dst.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(src.join("a/b/big"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(src.join("a/b/f1"), b"one").unwrap();
+        std::fs::write(src.join("c/small"), b"hello").unwrap();
+        std::fs::write(src.join("top"), b"top").unwrap();
+        // Walked by the follower, never copied: left out of its backup.
+        std::fs::write(src.join("c/later"), b"later").unwrap();
+        let repo = new_repo(&store);
+        let tags = ["drover".to_string(), "volume=data".to_string()];
+        let following = crate::helper::follow::Following {
+            source: src.clone(),
+            root: dst.clone(),
+            log: p("copied"),
+            opts: BackupOptions::default().no_scan(true),
+            racy: std::time::Duration::ZERO,
+        };
+        let partial = std::thread::scope(|s| {
+            let follower = s.spawn(|| followed_partly(&repo, &following, ("h", &tags)));
+            // The follower waits for the copy.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let list = b"a\na/b\na/b/big\na/b/f1\nc\nc/small\ntop\n";
+            crate::helper::copy_in(
+                (&src, &p("src.json")),
+                (&dst, &p("dst.json")),
+                Some(&p("copied")),
+                &list[..],
+                &mut Vec::new(),
+            )
+            .unwrap();
+            follower.join().unwrap().unwrap()
+        });
+        assert!(partial.tags.contains(PARTIAL_TAG));
+        let summary = partial.summary.clone().unwrap();
+        assert_eq!(summary.total_files_processed, 4, "{summary:?}");
+        assert!(summary.data_added >= 3 << 20);
+
+        // A later pass of the copy changes one file; the push after is a
+        // job of its own, which reads the index anew.
+        std::fs::write(dst.join("c/small"), b"HELLO").unwrap();
+        let repo = repo.drop_index().to_indexed_ids().unwrap();
+        let opts = BackupOptions::default()
+            .parent_opts(ParentOptions::default().parents(vec![partial.id.to_string()]));
+        let source = PathList::from_string(&dst.display().to_string()).unwrap();
+        // (A parent serves a backup of the same host and paths alone.)
+        let snap = SnapshotOptions::default()
+            .host("h".to_string())
+            .to_snapshot()
+            .unwrap();
+        let done = repo.backup(&opts, &source, snap).unwrap();
+        let summary = done.summary.unwrap();
+        assert_eq!(
+            (
+                summary.files_unmodified,
+                summary.files_changed,
+                summary.files_new
+            ),
+            (3, 1, 0),
+            "{summary:?}"
+        );
+        assert_eq!(summary.data_added_files, 5, "{summary:?}");
     }
 
     #[test]
