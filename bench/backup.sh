@@ -2,8 +2,9 @@
 # Backups beside restic, in one run, to the same S3 server on loopback
 # (moto's, `moto_server`, started here): for each shape of volume,
 #   - the first backup of the volume: drover's `volume backup` (its snapshot
-#     `last-backup` made, then pushed) and its push alone, beside
-#     `restic backup` of the same files on this machine;
+#     `last-backup` made, read into the repository as the copy fills it,
+#     then pushed) and the push after the copy, beside `restic backup` of
+#     the same files on this machine;
 #   - a second backup with 1 MiB changed: time, and what it added;
 #   - a restore of the whole volume: drover's pull of the backup to the
 #     host (restored and read back against the backup), beside
@@ -126,8 +127,8 @@ EOF
     s=$(median "${seconds[@]}"); rs=$(median "${rseconds[@]}")
     pl=$(median "${pulls[@]}"); rr=$(median "${rrestores[@]}")
     echo "$SHAPE, $SIZE MiB in $files files (pushed $way):"
-    printf '  first backup: drover %ss (push alone %ss), restic %ss: drover/restic throughput %sx (push alone %sx)\n' \
-        "$f" "$p" "$r" "$(ratio "$r" "$f")" "$(ratio "$r" "$p")"
+    printf '  first backup: drover %ss (push after the copy %ss), restic %ss: drover/restic throughput %sx\n' \
+        "$f" "$p" "$r" "$(ratio "$r" "$f")"
     printf '  second, 1 MiB changed: drover %ss = %s of its first; added %s (restic: %ss, added %s); froze %s\n' \
         "$s" "$(python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.0%}')" "$s" "$f")" \
         "${adds[*]}" "$rs" "${radds[*]}" "${froz[*]}"
