@@ -233,6 +233,11 @@ pub fn run(
     // (While a copy fills the volume, a flush would slow its reads of the
     // source: it waits for the copy's end.)
     let root = std::path::Path::new(PATH);
+    if let Job::Backup { follow: true, .. } = &job {
+        // The copy this reads behind goes first: its last pass holds the
+        // apps frozen. (Every thread started from here on inherits this.)
+        let _ = rustix::process::setpriority_process(None, 10);
+    }
     let _flushing = match &job {
         Job::Backup { follow: true, .. } => crate::helper::Flusher::start_after(root, || {
             crate::helper::follow::copy_ended(std::path::Path::new(crate::helper::COPIED))
