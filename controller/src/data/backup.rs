@@ -513,24 +513,21 @@ async fn refresh(
 ) -> Result<Refreshed, String> {
     use futures_util::FutureExt;
     let opened = opening.shared();
-    let (kept_tx, kept_rx) = tokio::sync::oneshot::channel::<Kept>();
-    let kept_tx = Arc::new(std::sync::Mutex::new(Some(kept_tx)));
-    let sender = Arc::clone(&kept_tx);
+    // (The channel closes when `opts` goes with the take: a helper that
+    // never started is not waited for.)
+    let (kept_tx, kept_rx) = tokio::sync::mpsc::unbounded_channel::<Kept>();
     let started = move |k: &Kept| {
-        if let Some(tx) = sender.lock().ok().and_then(|mut tx| tx.take()) {
-            let _ = tx.send(k.clone());
-        }
+        let _ = kept_tx.send(k.clone());
     };
     let opts = CopyOptions {
         helper_started: follow.then(|| Arc::new(started) as snapshot::StartedFn),
         ..opts.clone()
     };
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
-    let take = async {
-        let ready = opened.clone().map(|o| o.map(|_| ()));
+    let ready = opened.clone().map(|o| o.map(|_| ()));
+    let take = async move {
         let taken = snapshot::take(on, state, v, writers, req, &opts, ready).await;
-        // (A helper that never started is not waited for.)
-        drop(kept_tx.lock().ok().and_then(|mut tx| tx.take()));
+        drop(opts);
         if taken.is_err() {
             let _ = failed_tx.send(());
         }
@@ -576,11 +573,11 @@ type Refreshed = (
 async fn read_as_filled(
     on: &On,
     v: &VolumeSpec,
-    kept: tokio::sync::oneshot::Receiver<Kept>,
+    mut kept: tokio::sync::mpsc::UnboundedReceiver<Kept>,
     opened: impl std::future::Future<Output = Result<Arc<Opened>, String>>,
     revision: Option<&str>,
 ) -> Option<BackedUp> {
-    let k = kept.await.ok()?;
+    let k = kept.recv().await?;
     let o = opened.await.ok()?;
     let host = on.api.host().to_string();
     let job = Job::Backup {

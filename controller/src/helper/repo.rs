@@ -233,15 +233,16 @@ pub fn run(
     // (While a copy fills the volume, a flush would slow its reads of the
     // source: it waits for the copy's end.)
     let root = std::path::Path::new(PATH);
-    if let Job::Backup { follow: true, .. } = &job {
-        // The copy this reads behind goes first: its last pass holds the
-        // apps frozen. (Every thread started from here on inherits this.)
-        let _ = rustix::process::setpriority_process(None, 10);
-    }
     let _flushing = match &job {
-        Job::Backup { follow: true, .. } => crate::helper::Flusher::start_after(root, || {
-            crate::helper::follow::copy_ended(std::path::Path::new(crate::helper::COPIED))
-        }),
+        Job::Backup { follow: true, .. } => {
+            // The copy this reads behind goes first: its last pass holds
+            // the apps frozen. (Every thread started from here on inherits
+            // this.)
+            let _ = rustix::process::setpriority_process(None, 10);
+            crate::helper::Flusher::start_after(root, || {
+                crate::helper::follow::copy_ended(std::path::Path::new(crate::helper::COPIED))
+            })
+        }
         _ => crate::helper::Flusher::start(root),
     };
     let result = match job {
@@ -257,17 +258,20 @@ pub fn run(
             let opened = begun.elapsed();
             let repo = repo.to_indexed_ids().map_err(fail)?;
             let indexed = begun.elapsed();
-            let stats = |done: SnapshotFile, partial| BackedUp {
-                id: done.id.to_hex().to_string(),
-                files: done.summary.as_ref().map_or(0, |s| s.total_files_processed),
-                bytes: done.summary.as_ref().map_or(0, |s| s.total_bytes_processed),
-                added: done.summary.as_ref().map_or(0, |s| s.data_added_packed),
-                way: way.clone(),
-                opened_ms: opened.as_millis() as u64,
-                indexed_ms: indexed.as_millis() as u64,
-                pushed_ms: begun.elapsed().as_millis() as u64,
-                partial,
-                followed: false,
+            let stats = |done: SnapshotFile, partial| {
+                let s = done.summary.unwrap_or_default();
+                BackedUp {
+                    id: done.id.to_hex().to_string(),
+                    files: s.total_files_processed,
+                    bytes: s.total_bytes_processed,
+                    added: s.data_added_packed,
+                    way: way.clone(),
+                    opened_ms: opened.as_millis() as u64,
+                    indexed_ms: indexed.as_millis() as u64,
+                    pushed_ms: begun.elapsed().as_millis() as u64,
+                    partial,
+                    followed: false,
+                }
             };
             if follow {
                 let opts = BackupOptions::default().no_scan(true);
@@ -288,10 +292,10 @@ pub fn run(
             // has other inodes: its files are all read, once.)
             let parent_opts = ParentOptions::default().parents(
                 followed
-                    .iter()
-                    .chain(&parent)
-                    .take(1)
+                    .as_ref()
+                    .or(parent.as_ref())
                     .cloned()
+                    .into_iter()
                     .collect::<Vec<_>>(),
             );
             let opts = BackupOptions::default()
