@@ -1256,11 +1256,19 @@ impl DockerApi for Engine {
     }
 
     async fn read_lease(&self, name: &str) -> Result<Option<LeaseRecord>, EngineError> {
+        use bollard::models::ContainerStateStatusEnum as Status;
+        // A lease being removed (a release the engine took up late) reads
+        // as released; a dead one has no file left to read.
+        let status = |info: &bollard::models::ContainerInspectResponse| {
+            info.state.as_ref().and_then(|s| s.status)
+        };
         let info = match self.docker.inspect_container(name, None).await {
+            Ok(i) if status(&i) == Some(Status::REMOVING) => return Ok(None),
             Ok(i) => i,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(EngineError::api(&self.host, "read the lease", e)),
         };
+        let dead = status(&info) == Some(Status::DEAD);
         let id = info.id.unwrap_or_default();
         let labels = info
             .config
@@ -1273,12 +1281,17 @@ impl DockerApi for Engine {
             .build();
         let mut stream = self.docker.download_from_container(&id, Some(opts));
         let mut tar = Vec::new();
-        while let Some(chunk) = stream.next().await {
+        while let Some(chunk) = if dead { None } else { stream.next().await } {
             match chunk {
                 Ok(b) => tar.extend_from_slice(&b),
                 // Never extended, or gone since the inspect.
                 Err(e) if is_not_found(&e) => break,
-                Err(e) => return Err(EngineError::api(&self.host, "read the lease", e)),
+                // Its removal may have begun since the inspect.
+                Err(e) => match self.docker.inspect_container(&id, None).await {
+                    Ok(i) if status(&i) == Some(Status::REMOVING) => return Ok(None),
+                    Err(gone) if is_not_found(&gone) => return Ok(None),
+                    _ => return Err(EngineError::api(&self.host, "read the lease", e)),
+                },
             }
         }
         let mut renewed_until = None;
