@@ -314,23 +314,22 @@ struct Against {
 }
 
 /// Pushes into `o` the snapshot the helper `h` mounts, compared as
-/// `against` says; the push began at `begun`. The helper is removed while the snapshot's record
+/// [`Against`] says; the push began at `begun`. The helper is removed while the snapshot's record
 /// notes the backup (with `noted`).
 async fn push_from(
     on: &On,
     v: &VolumeSpec,
     (h, noted): (Kept, Option<&snapshot::Taken>),
     o: &Arc<Opened>,
-    against: Against,
+    Against {
+        parent,
+        changed,
+        followed,
+    }: Against,
     revision: Option<&str>,
     begun: Instant,
 ) -> Result<Pushed, String> {
     let host = on.api.host().to_string();
-    let Against {
-        parent,
-        changed,
-        followed,
-    } = against;
     let parent = match parent {
         Ok(p) => p,
         Err(e) => {

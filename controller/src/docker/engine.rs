@@ -1279,19 +1279,21 @@ impl DockerApi for Engine {
         let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
             .path(&format!("/{LEASE_FILE}"))
             .build();
-        let mut stream = self.docker.download_from_container(&id, Some(opts));
         let mut tar = Vec::new();
-        while let Some(chunk) = if dead { None } else { stream.next().await } {
-            match chunk {
-                Ok(b) => tar.extend_from_slice(&b),
-                // Never extended, or gone since the inspect.
-                Err(e) if is_not_found(&e) => break,
-                // Its removal may have begun since the inspect.
-                Err(e) => match self.docker.inspect_container(&id, None).await {
-                    Ok(i) if status(&i) == Some(Status::REMOVING) => return Ok(None),
-                    Err(gone) if is_not_found(&gone) => return Ok(None),
-                    _ => return Err(EngineError::api(&self.host, "read the lease", e)),
-                },
+        if !dead {
+            let mut stream = self.docker.download_from_container(&id, Some(opts));
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(b) => tar.extend_from_slice(&b),
+                    // Never extended, or gone since the inspect.
+                    Err(e) if is_not_found(&e) => break,
+                    // Its removal may have begun since the inspect.
+                    Err(e) => match self.docker.inspect_container(&id, None).await {
+                        Ok(i) if status(&i) == Some(Status::REMOVING) => return Ok(None),
+                        Err(gone) if is_not_found(&gone) => return Ok(None),
+                        _ => return Err(EngineError::api(&self.host, "read the lease", e)),
+                    },
+                }
             }
         }
         let mut renewed_until = None;

@@ -670,10 +670,7 @@ pub fn copy_in(
     input: impl BufRead,
     out: &mut impl Write,
 ) -> io::Result<()> {
-    let mut log = match log {
-        Some(path) => Some(Log::open(path)?),
-        None => None,
-    };
+    let mut log = log.map(Log::open).transpose()?;
     let (r, w) = nix::unistd::pipe().map_err(io::Error::from)?;
     // As large as the pack's writes: a wake-up of each side per megabyte,
     // not sixteen (a smaller pipe, if the kernel refuses, only costs time).
